@@ -1,0 +1,215 @@
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::data::{Data, Record};
+use crate::error::OperatorError;
+use crate::sink::{Sink, SinkWriter};
+
+type FormatFn<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
+
+/// Prints each record on standard output as `subtask> record`, like Flink's print sink.
+pub struct PrintSink<T> {
+    format: FormatFn<T>,
+}
+
+impl<T> std::fmt::Debug for PrintSink<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PrintSink")
+    }
+}
+
+impl<T: Data> PrintSink<T> {
+    /// Prints records with their `Debug` form.
+    pub fn new() -> Self {
+        Self::with_format(|v: &T| format!("{v:?}"))
+    }
+
+    /// Prints records formatted by `f`.
+    pub fn with_format(f: impl Fn(&T) -> String + Send + Sync + 'static) -> Self {
+        PrintSink { format: Arc::new(f) }
+    }
+}
+
+impl<T: Data> Default for PrintSink<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One subtask of a [`PrintSink`].
+pub struct PrintWriter<T> {
+    prefix: String,
+    format: FormatFn<T>,
+}
+
+impl<T: Data> Sink for PrintSink<T> {
+    type In = T;
+    type Writer = PrintWriter<T>;
+    fn writer(&self, subtask: u32, parallelism: u32) -> Result<PrintWriter<T>, OperatorError> {
+        Ok(PrintWriter {
+            prefix: if parallelism > 1 { format!("{}> ", subtask + 1) } else { String::new() },
+            format: self.format.clone(),
+        })
+    }
+}
+
+impl<T: Data> SinkWriter for PrintWriter<T> {
+    type In = T;
+    fn write(&mut self, batch: Vec<Record<T>>) -> Result<(), OperatorError> {
+        let mut s = String::new();
+        for r in &batch {
+            s.push_str(&self.prefix);
+            s.push_str(&(self.format)(&r.value));
+            s.push('\n');
+        }
+        std::io::stdout()
+            .lock()
+            .write_all(s.as_bytes())
+            .map_err(|e| OperatorError::io("cannot write to standard output", e))
+    }
+    fn finish(&mut self) -> Result<(), OperatorError> {
+        std::io::stdout()
+            .flush()
+            .map_err(|e| OperatorError::io("cannot flush standard output", e))
+    }
+}
+
+/// Writes records as lines into part files `part-<subtask>-0` under a directory.
+///
+/// Without checkpoints this sink is at-least-once at best: a failed job leaves what it wrote.
+pub struct FileSink<T> {
+    dir: PathBuf,
+    format: FormatFn<T>,
+}
+
+impl<T> std::fmt::Debug for FileSink<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSink").field("dir", &self.dir).finish()
+    }
+}
+
+impl<T: Data> FileSink<T> {
+    /// A sink writing `format(record)` lines under `dir` (created if missing).
+    pub fn new(dir: impl Into<PathBuf>, format: impl Fn(&T) -> String + Send + Sync + 'static) -> Self {
+        FileSink {
+            dir: dir.into(),
+            format: Arc::new(format),
+        }
+    }
+}
+
+/// One subtask of a [`FileSink`].
+pub struct FileWriter<T> {
+    path: PathBuf,
+    out: BufWriter<File>,
+    format: FormatFn<T>,
+}
+
+impl<T: Data> Sink for FileSink<T> {
+    type In = T;
+    type Writer = FileWriter<T>;
+    fn writer(&self, subtask: u32, _parallelism: u32) -> Result<FileWriter<T>, OperatorError> {
+        fs::create_dir_all(&self.dir)
+            .map_err(|e| OperatorError::io(format!("cannot create output directory {}", self.dir.display()), e))?;
+        let path = self.dir.join(format!("part-{subtask}-0"));
+        let file = File::create(&path)
+            .map_err(|e| OperatorError::io(format!("cannot create output file {}", path.display()), e))?;
+        Ok(FileWriter {
+            path,
+            out: BufWriter::new(file),
+            format: self.format.clone(),
+        })
+    }
+}
+
+impl<T: Data> SinkWriter for FileWriter<T> {
+    type In = T;
+    fn write(&mut self, batch: Vec<Record<T>>) -> Result<(), OperatorError> {
+        for r in &batch {
+            let line = (self.format)(&r.value);
+            self.out
+                .write_all(line.as_bytes())
+                .and_then(|_| self.out.write_all(b"\n"))
+                .map_err(|e| OperatorError::io(format!("cannot write {}", self.path.display()), e))?;
+        }
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), OperatorError> {
+        self.out
+            .flush()
+            .and_then(|_| self.out.get_ref().sync_all())
+            .map_err(|e| OperatorError::io(format!("cannot flush {}", self.path.display()), e))
+    }
+}
+
+/// Collects every record in memory (for tests). Clones share the same buffer.
+pub struct CollectSink<T> {
+    records: Arc<Mutex<Vec<Record<T>>>>,
+}
+
+impl<T> Clone for CollectSink<T> {
+    fn clone(&self) -> Self {
+        CollectSink {
+            records: self.records.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for CollectSink<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CollectSink")
+    }
+}
+
+impl<T: Data> Default for CollectSink<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Data> CollectSink<T> {
+    /// An empty collector.
+    pub fn new() -> Self {
+        CollectSink {
+            records: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// The records collected so far, with timestamps, in arrival order.
+    pub fn records(&self) -> Vec<Record<T>> {
+        self.records.lock().expect("collect sink lock poisoned").clone()
+    }
+
+    /// The values collected so far, in arrival order.
+    pub fn values(&self) -> Vec<T> {
+        self.records().into_iter().map(|r| r.value).collect()
+    }
+}
+
+/// One subtask of a [`CollectSink`].
+pub struct CollectWriter<T> {
+    records: Arc<Mutex<Vec<Record<T>>>>,
+}
+
+impl<T: Data> Sink for CollectSink<T> {
+    type In = T;
+    type Writer = CollectWriter<T>;
+    fn writer(&self, _subtask: u32, _parallelism: u32) -> Result<CollectWriter<T>, OperatorError> {
+        Ok(CollectWriter {
+            records: self.records.clone(),
+        })
+    }
+}
+
+impl<T: Data> SinkWriter for CollectWriter<T> {
+    type In = T;
+    fn write(&mut self, batch: Vec<Record<T>>) -> Result<(), OperatorError> {
+        self.records.lock().expect("collect sink lock poisoned").extend(batch);
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), OperatorError> {
+        Ok(())
+    }
+}

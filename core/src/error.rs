@@ -1,0 +1,76 @@
+//! Errors at the boundary of `sluice-core`.
+
+use sluice_state::StateError;
+use sluice_transport::TransportError;
+
+/// An error raised inside an operator, source or sink; it fails the task that raised it.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    /// A user function reported an error.
+    #[error("{0}")]
+    User(String),
+    /// Reading or writing outside data failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, naming the file or resource.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Keyed state was misused.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A window or timer operator got a record without an event timestamp.
+    #[error("operator '{0}' needs event timestamps: give the source a WatermarkStrategy with a timestamp assigner")]
+    MissingTimestamp(String),
+}
+
+impl OperatorError {
+    /// An error of a user function, with its message.
+    pub fn user(msg: impl Into<String>) -> Self {
+        OperatorError::User(msg.into())
+    }
+
+    /// An I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        OperatorError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Why a job could not be built or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The job graph is not valid (names the vertex and the problem).
+    #[error("invalid job graph: {0}")]
+    InvalidGraph(String),
+    /// A task failed.
+    #[error("task {task} failed: {source}")]
+    TaskFailed {
+        /// The failed task, as `vertex (subtask/parallelism)`.
+        task: String,
+        /// Why.
+        #[source]
+        source: OperatorError,
+    },
+    /// A task panicked.
+    #[error("task {task} panicked: {message}")]
+    TaskPanicked {
+        /// The task, as `vertex (subtask/parallelism)`.
+        task: String,
+        /// The panic message.
+        message: String,
+    },
+    /// A channel broke (its other end failed).
+    #[error("task {task}: {source}")]
+    Transport {
+        /// The task that saw it.
+        task: String,
+        /// The channel error.
+        #[source]
+        source: TransportError,
+    },
+}

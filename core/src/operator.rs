@@ -1,0 +1,191 @@
+//! The operator contract of the task runtime, and its type-erased form.
+//!
+//! An operator transforms batches: it gets a `Vec<Record<In>>` and appends its results to a
+//! `Vec<Record<Out>>`. Progress reaches it beside the data: [`Operator::on_watermark`] when the
+//! event-time clock of its task advances, [`Operator::on_processing_time`] when a
+//! processing-time timer it asked for is due, and [`Operator::end_of_input`] when a bounded
+//! input is exhausted. Operators never see channels, partitioning or chaining: the task does.
+
+use std::any::Any;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::data::{Data, EventTime, Record};
+use crate::error::OperatorError;
+use crate::metrics::VertexMetrics;
+
+/// What an operator instance knows about where it runs.
+#[derive(Debug)]
+pub struct OperatorContext {
+    /// Name of the vertex.
+    pub vertex_name: String,
+    /// Index of this parallel instance.
+    pub subtask: u32,
+    /// Number of parallel instances of the vertex.
+    pub parallelism: u32,
+    /// Number of key groups of the job.
+    pub max_parallelism: u32,
+    /// The task's current event-time watermark.
+    pub watermark: EventTime,
+    /// Processing-time clock.
+    pub clock: Clock,
+    /// Structured logger with job, vertex and subtask in its context.
+    pub log: slog::Logger,
+    pub(crate) metrics: Arc<VertexMetrics>,
+}
+
+impl OperatorContext {
+    /// Counts records dropped for being late.
+    pub fn count_late_records(&self, n: u64) {
+        self.metrics
+            .late_records_dropped
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `vertex (subtask+1/parallelism)`, as Flink names a subtask.
+    pub fn task_name(&self) -> String {
+        format!("{} ({}/{})", self.vertex_name, self.subtask + 1, self.parallelism)
+    }
+}
+
+/// A typed, one-input operator. Two-input operators (connect, join) are one-input operators
+/// over an [`crate::data::Either`] of their inputs.
+pub trait Operator: Send + 'static {
+    /// Record type in.
+    type In: Data;
+    /// Record type out.
+    type Out: Data;
+
+    /// Called once before the first record.
+    fn open(&mut self, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// Processes one batch, appending results to `out`.
+    fn process(
+        &mut self,
+        batch: Vec<Record<Self::In>>,
+        ctx: &mut OperatorContext,
+        out: &mut Vec<Record<Self::Out>>,
+    ) -> Result<(), OperatorError>;
+
+    /// The task's watermark advanced to `ctx.watermark`: fire event-time timers up to it.
+    fn on_watermark(
+        &mut self,
+        _ctx: &mut OperatorContext,
+        _out: &mut Vec<Record<Self::Out>>,
+    ) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// The earliest processing time (ms) at which the operator wants
+    /// [`Operator::on_processing_time`].
+    fn next_processing_timer(&self) -> Option<i64> {
+        None
+    }
+
+    /// Processing time reached `now_ms`: fire processing-time timers up to it.
+    fn on_processing_time(
+        &mut self,
+        _now_ms: i64,
+        _ctx: &mut OperatorContext,
+        _out: &mut Vec<Record<Self::Out>>,
+    ) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
+    /// All input has arrived (after the final watermark); emit anything still held.
+    fn end_of_input(
+        &mut self,
+        _ctx: &mut OperatorContext,
+        _out: &mut Vec<Record<Self::Out>>,
+    ) -> Result<(), OperatorError> {
+        Ok(())
+    }
+}
+
+/// A batch with its type erased: always a `Vec<Record<T>>` for the edge's `T`.
+pub(crate) type AnyBatch = Box<dyn Any + Send>;
+
+/// The runtime's view of an operator: batches in and out with types erased, so one task can
+/// drive a chain of operators of different types.
+pub(crate) trait ErasedOperator: Send {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError>;
+    fn process(&mut self, batch: AnyBatch, ctx: &mut OperatorContext) -> Result<Option<AnyBatch>, OperatorError>;
+    fn on_watermark(&mut self, ctx: &mut OperatorContext) -> Result<Option<AnyBatch>, OperatorError>;
+    fn next_processing_timer(&self) -> Option<i64>;
+    fn on_processing_time(&mut self, now_ms: i64, ctx: &mut OperatorContext) -> Result<Option<AnyBatch>, OperatorError>;
+    fn end_of_input(&mut self, ctx: &mut OperatorContext) -> Result<Option<AnyBatch>, OperatorError>;
+}
+
+/// Adapts a typed [`Operator`] to [`ErasedOperator`], counting records in and out.
+pub(crate) struct Erased<O: Operator>(pub(crate) O);
+
+impl<O: Operator> Erased<O> {
+    fn finish(out: Vec<Record<O::Out>>, ctx: &OperatorContext) -> Option<AnyBatch> {
+        if out.is_empty() {
+            None
+        } else {
+            ctx.metrics.add_out(out.len());
+            Some(Box::new(out))
+        }
+    }
+}
+
+impl<O: Operator> ErasedOperator for Erased<O> {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        self.0.open(ctx)
+    }
+
+    fn process(&mut self, batch: AnyBatch, ctx: &mut OperatorContext) -> Result<Option<AnyBatch>, OperatorError> {
+        let batch = *batch.downcast::<Vec<Record<O::In>>>().unwrap_or_else(|_| {
+            panic!(
+                "operator '{}' got a batch of the wrong type: the job graph wired mismatched types",
+                ctx.vertex_name
+            )
+        });
+        ctx.metrics.add_in(batch.len());
+        let mut out = Vec::with_capacity(batch.len());
+        self.0.process(batch, ctx, &mut out)?;
+        Ok(Self::finish(out, ctx))
+    }
+
+    fn on_watermark(&mut self, ctx: &mut OperatorContext) -> Result<Option<AnyBatch>, OperatorError> {
+        let mut out = Vec::new();
+        self.0.on_watermark(ctx, &mut out)?;
+        Ok(Self::finish(out, ctx))
+    }
+
+    fn next_processing_timer(&self) -> Option<i64> {
+        self.0.next_processing_timer()
+    }
+
+    fn on_processing_time(&mut self, now_ms: i64, ctx: &mut OperatorContext) -> Result<Option<AnyBatch>, OperatorError> {
+        let mut out = Vec::new();
+        self.0.on_processing_time(now_ms, ctx, &mut out)?;
+        Ok(Self::finish(out, ctx))
+    }
+
+    fn end_of_input(&mut self, ctx: &mut OperatorContext) -> Result<Option<AnyBatch>, OperatorError> {
+        let mut out = Vec::new();
+        self.0.end_of_input(ctx, &mut out)?;
+        Ok(Self::finish(out, ctx))
+    }
+}
+
+/// Builds one operator instance per subtask.
+pub(crate) type OperatorFactory = Arc<dyn Fn() -> Box<dyn ErasedOperator> + Send + Sync>;
+
+/// Wraps a cloneable typed operator as a factory: each subtask gets a clone of the prototype.
+pub(crate) fn factory_of<O: Operator + Clone>(op: O) -> OperatorFactory {
+    // The mutex makes the prototype shareable without asking operators to be `Sync`.
+    let proto = std::sync::Mutex::new(op);
+    Arc::new(move || {
+        let op = proto
+            .lock()
+            .expect("operator prototype lock poisoned: a panic in an operator's clone")
+            .clone();
+        Box::new(Erased(op)) as Box<dyn ErasedOperator>
+    })
+}

@@ -1,0 +1,9 @@
+//! Event-time windows: assigners, the window operator and the functions it runs.
+
+mod assigner;
+mod logic;
+mod operator;
+
+pub use assigner::{TimeWindow, WindowAssigner};
+pub(crate) use logic::{AggregateLogic, JoinLogic, ProcessLogic, WindowLogic};
+pub(crate) use operator::WindowOperator;
