@@ -32,7 +32,7 @@ pub use data::{Data, Either, EventTime, Key, Record};
 pub use error::{JobError, OperatorError};
 pub use functions::{AggregateFunction, Collector, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, TimeDomain};
 pub use graph::JobGraph;
-pub use runtime::{ExecutionConfig, JobControl, JobHandle, JobResult};
+pub use runtime::{ExecutionConfig, JobControl, JobController, JobHandle, JobResult};
 pub use sink::{Sink, SinkWriter};
 pub use source::{Source, SourcePoll, SourceReader};
 pub use watermark::WatermarkStrategy;

@@ -90,6 +90,7 @@ impl<R: SourceReader> ErasedSource for StampedSource<R> {
             }
             None => batch.extend(self.scratch.drain(..).map(|v| Record::new(v, EventTime::MIN))),
         }
+        ctx.metrics.add_out(batch.len());
         Ok((Some(Box::new(batch)), state))
     }
 

@@ -1,1 +1,9 @@
-//! placeholder
+//! The `sluice` binary's library: the built-in job registry, the embedded runner and logging
+//! setup. The CLI in `main.rs` is a thin layer over these functions.
+
+pub mod error;
+pub mod jobs;
+pub mod logging;
+pub mod runner;
+
+pub use error::HarnessError;

@@ -9,5 +9,5 @@ mod vec_source;
 
 pub use file_source::{FileReader, FileSource};
 pub use generator::{GeneratorReader, GeneratorSource};
-pub use sinks::{CollectSink, CollectWriter, FileSink, FileWriter, PrintSink, PrintWriter};
+pub use sinks::{CollectSink, CollectWriter, DiscardSink, DiscardWriter, FileSink, FileWriter, PrintSink, PrintWriter};
 pub use vec_source::{VecReader, VecSource};

@@ -213,3 +213,36 @@ impl<T: Data> SinkWriter for CollectWriter<T> {
         Ok(())
     }
 }
+
+/// Drops every record (Flink's blackhole): for benchmarks, where only the count matters. The
+/// runtime still counts the records written.
+#[derive(Debug)]
+pub struct DiscardSink<T>(std::marker::PhantomData<fn(T)>);
+
+impl<T: Data> Default for DiscardSink<T> {
+    fn default() -> Self {
+        DiscardSink(std::marker::PhantomData)
+    }
+}
+
+/// One subtask of a [`DiscardSink`].
+#[derive(Debug)]
+pub struct DiscardWriter<T>(std::marker::PhantomData<fn(T)>);
+
+impl<T: Data> Sink for DiscardSink<T> {
+    type In = T;
+    type Writer = DiscardWriter<T>;
+    fn writer(&self, _subtask: u32, _parallelism: u32) -> Result<DiscardWriter<T>, OperatorError> {
+        Ok(DiscardWriter(std::marker::PhantomData))
+    }
+}
+
+impl<T: Data> SinkWriter for DiscardWriter<T> {
+    type In = T;
+    fn write(&mut self, _batch: Vec<Record<T>>) -> Result<(), OperatorError> {
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), OperatorError> {
+        Ok(())
+    }
+}

@@ -95,19 +95,42 @@ impl JobResult {
 /// A job running in the background.
 #[derive(Debug)]
 pub struct JobHandle {
-    control: watch::Sender<JobControl>,
+    control: JobController,
     done: tokio::task::JoinHandle<Result<JobResult, JobError>>,
+}
+
+/// Sends control requests to a running job; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct JobController {
+    tx: Arc<watch::Sender<JobControl>>,
+}
+
+impl JobController {
+    /// Asks the job to stop at once.
+    pub fn cancel(&self) {
+        let _ = self.tx.send(JobControl::Cancel);
+    }
+
+    /// Asks the sources to stop, letting everything in flight finish (like end of input).
+    pub fn drain(&self) {
+        let _ = self.tx.send(JobControl::Drain);
+    }
 }
 
 impl JobHandle {
     /// Asks the job to stop at once.
     pub fn cancel(&self) {
-        let _ = self.control.send(JobControl::Cancel);
+        self.control.cancel()
     }
 
     /// Asks the sources to stop, letting everything in flight finish (like end of input).
     pub fn drain(&self) {
-        let _ = self.control.send(JobControl::Drain);
+        self.control.drain()
+    }
+
+    /// A controller that outlives `join`.
+    pub fn controller(&self) -> JobController {
+        self.control.clone()
     }
 
     /// Waits for the job to end.
@@ -150,7 +173,8 @@ pub fn spawn(mut graph: JobGraph, config: ExecutionConfig) -> Result<JobHandle, 
         }
     }
     let started = clock.elapsed();
-    let control = control_tx.clone();
+    let control_tx = Arc::new(control_tx);
+    let control = JobController { tx: control_tx.clone() };
     let done = tokio::spawn(async move {
         let mut handles = Vec::new();
         for t in tasks {
