@@ -245,13 +245,21 @@ fn panic_message(e: tokio::task::JoinError) -> String {
     if e.is_cancelled() {
         return "task was cancelled".into();
     }
-    let p = e.into_panic();
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic".into()
+    // madsim's JoinError cannot hand out the panic payload; its message names it.
+    #[cfg(madsim)]
+    {
+        e.to_string()
+    }
+    #[cfg(not(madsim))]
+    {
+        let p = e.into_panic();
+        if let Some(s) = p.downcast_ref::<&str>() {
+            (*s).to_string()
+        } else if let Some(s) = p.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "non-string panic".into()
+        }
     }
 }
 
