@@ -1,1 +1,55 @@
-//! placeholder
+//! Benchmarks of Sluice: the Nexmark runner (`cargo run --release -p sluice-benches --bin
+//! nexmark`) and criterion micro-benchmarks (`cargo bench -p sluice-benches`).
+
+use sluice::jobs::{self, JobOptions};
+use sluice_core::{ExecutionConfig, JobResult};
+
+/// One measured run of a built-in job.
+#[derive(Debug, Clone)]
+pub struct RunFigures {
+    /// The job.
+    pub job: String,
+    /// Parallelism.
+    pub parallelism: u32,
+    /// Source events.
+    pub events: u64,
+    /// Result records.
+    pub results: u64,
+    /// Wall seconds.
+    pub seconds: f64,
+    /// Events per second.
+    pub events_per_second: f64,
+    /// Peak resident memory of the process in KiB (Linux `VmHWM`), if known.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// Runs `job` over `events` generated events at `parallelism`, discarding results.
+pub fn run_once(job: &str, events: u64, parallelism: u32) -> anyhow::Result<RunFigures> {
+    let opts = JobOptions {
+        parallelism,
+        events: Some(events),
+        ..JobOptions::default()
+    };
+    let env = jobs::build(job, &opts)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(parallelism.max(2) as usize)
+        .enable_all()
+        .build()?;
+    let r: JobResult = rt.block_on(env.execute(ExecutionConfig::default()))?;
+    Ok(RunFigures {
+        job: job.to_string(),
+        parallelism,
+        events: r.records_in,
+        results: r.records_out,
+        seconds: r.duration.as_secs_f64(),
+        events_per_second: r.events_per_second(),
+        peak_rss_kib: peak_rss_kib(),
+    })
+}
+
+/// Peak resident set size of this process (KiB), from `/proc/self/status`.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

@@ -1,0 +1,185 @@
+//! End-to-end tests of the `sluice` command line, run as a separate process.
+//!
+//! `sluice jobs` lists the built-in jobs; `sluice run wordcount` writes exactly the expected
+//! `word<TAB>count` updates to its part files (the expectation is computed here, independently
+//! of the job's code); `sluice run nexmark-q5` runs to its end and prints a summary; and every
+//! kind of bad input is rejected with a non-zero exit code and an error message, never a panic.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const ALL_JOBS: [&str; 9] = [
+    "wordcount",
+    "nexmark-q0",
+    "nexmark-q1",
+    "nexmark-q2",
+    "nexmark-q3",
+    "nexmark-q4",
+    "nexmark-q5",
+    "nexmark-q7",
+    "nexmark-q8",
+];
+
+fn sluice(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        // A log level from the caller's environment must not change what the tests see.
+        .env_remove("SLUICE_LOG")
+        .output()
+        .expect("the sluice binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn jobs_lists_all_nine_jobs() {
+    let out = sluice(&["jobs"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // One line per job starts with its name (the options line below it is indented).
+    let listed: Vec<&str> = stdout
+        .lines()
+        .filter(|l| !l.starts_with(char::is_whitespace))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut want = ALL_JOBS.to_vec();
+    want.sort_unstable();
+    let mut got = listed.clone();
+    got.sort_unstable();
+    assert_eq!(got, want, "jobs listed:\n{stdout}");
+}
+
+/// Words of a line as wordcount defines them: maximal runs of alphanumeric characters,
+/// lowercased. Written here independently of `sluice::jobs::wordcount::words`.
+fn expected_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    for c in line.chars() {
+        if c.is_alphanumeric() {
+            cur.extend(c.to_lowercase());
+        } else if !cur.is_empty() {
+            words.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
+
+/// Every line of every file under `dir`.
+fn lines_under(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("output directory exists") {
+        let path = entry.expect("dir entry").path();
+        if path.is_file() {
+            let content = std::fs::read_to_string(&path).expect("part file is UTF-8");
+            lines.extend(content.lines().map(str::to_string));
+        }
+    }
+    lines
+}
+
+#[test]
+fn wordcount_writes_every_count_update_at_parallelism_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("input.txt");
+    let output = dir.path().join("out");
+    let mut content = String::new();
+    for i in 0..300 {
+        content.push_str(&format!(
+            "The quick, brown fox #{i} jumps-over the LAZY dog; the dog sleeps. Ünïcode ü x{}\n",
+            i % 7
+        ));
+        if i % 50 == 0 {
+            content.push_str("\n   ,;- \n"); // lines without words
+        }
+    }
+    std::fs::write(&input, &content).expect("write input");
+
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for line in content.lines() {
+        for w in expected_words(line) {
+            *counts.entry(w).or_default() += 1;
+        }
+    }
+    let mut want: Vec<String> = counts
+        .iter()
+        .flat_map(|(w, n)| (1..=*n).map(move |k| format!("{w}\t{k}")))
+        .collect();
+    want.sort();
+    assert!(counts["the"] == 900 && counts.contains_key("ünïcode"), "test input as intended");
+
+    let out = sluice(&[
+        "run",
+        "wordcount",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+        "-p",
+        "2",
+    ]);
+    assert!(out.status.success(), "exit {:?}, stderr: {}", out.status, text(&out.stderr));
+    let mut got = lines_under(&output);
+    got.sort();
+    assert_eq!(got.len(), want.len(), "number of output lines");
+    assert!(got == want, "part files differ from the expected count updates");
+}
+
+#[test]
+fn nexmark_q5_runs_to_its_end_and_prints_a_summary() {
+    let out = sluice(&["run", "nexmark-q5", "--events", "50000"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "exit {:?}, stderr: {stderr}", out.status);
+    let summary = stdout
+        .lines()
+        .find(|l| l.contains("events/s"))
+        .unwrap_or_else(|| panic!("no summary line with events/s in stdout:\n{stdout}"));
+    assert!(summary.contains("50000 records in"), "summary: {summary}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}
+
+#[test]
+fn bad_input_is_rejected_with_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("no-such-input.txt");
+    let missing = missing.to_str().unwrap();
+    let out_dir = dir.path().join("out");
+    let out_dir = out_dir.to_str().unwrap();
+
+    // (case, arguments, substrings stderr must contain)
+    let cases: Vec<(&str, Vec<&str>, Vec<&str>)> = vec![
+        ("unknown job", vec!["run", "no-such-job"], [&["no-such-job"][..], &ALL_JOBS[..]].concat()),
+        ("unknown option", vec!["run", "wordcount", "--bogus"], vec!["--bogus"]),
+        ("missing input file", vec!["run", "wordcount", "--input", missing, "--output", out_dir], vec![missing]),
+        ("parallelism 0", vec!["run", "nexmark-q0", "--events", "10", "--parallelism", "0"], vec!["parallelism"]),
+        ("wordcount without --input", vec!["run", "wordcount", "--output", out_dir], vec!["--input"]),
+        ("--input on a nexmark job", vec!["run", "nexmark-q0", "--input", "x"], vec!["--input", "not used", "nexmark-q0"]),
+        ("malformed number", vec!["run", "nexmark-q0", "--events", "abc"], vec!["abc", "--events"]),
+    ];
+    let mut failures = Vec::new();
+    for (case, args, needles) in &cases {
+        let out = sluice(args);
+        let stderr = text(&out.stderr);
+        if out.status.success() || out.status.code().is_none() {
+            failures.push(format!("{case}: exit status {:?}", out.status));
+        }
+        if stderr.contains("panicked") {
+            failures.push(format!("{case}: panicked: {stderr}"));
+        }
+        for n in needles {
+            if !stderr.contains(n) {
+                failures.push(format!("{case}: stderr lacks {n:?}: {stderr}"));
+            }
+        }
+        if *case == "unknown job" && stderr.trim_end().lines().count() != 1 {
+            failures.push(format!("{case}: error is not one line: {stderr}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(!Path::new(out_dir).join("part-0-0").exists(), "a rejected run wrote output");
+}
