@@ -22,6 +22,8 @@ pub(crate) struct Vertex {
     pub(crate) uid: Option<String>,
     pub(crate) parallelism: u32,
     pub(crate) chaining: bool,
+    /// Whether the vertex is a sink (the only vertices allowed to have no consumers).
+    pub(crate) sink: bool,
     pub(crate) kind: VertexKind,
 }
 
@@ -126,9 +128,13 @@ impl JobGraph {
                 }
             }
         }
-        let has_sink = (0..self.vertices.len()).any(|v| self.out_edges(v).is_empty());
-        if !has_sink {
-            return Err(JobError::InvalidGraph("the job has no sink".into()));
+        for v in 0..self.vertices.len() {
+            if self.out_edges(v).is_empty() && !self.vertices[v].sink {
+                return Err(JobError::InvalidGraph(format!(
+                    "the output of '{}' goes nowhere: end the stream in a sink",
+                    self.vertices[v].name
+                )));
+            }
         }
         Ok(())
     }

@@ -11,83 +11,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_core::connectors::{CollectSink, GeneratorSource, VecSource};
+mod common;
+
+use common::*;
+use sluice_core::connectors::{CollectSink, GeneratorSource};
 use sluice_core::operator::OperatorContext;
 use sluice_core::state::{KeyedStateStore, ListState, MapState, ValueState};
 use sluice_core::{
-    AggregateFunction, Collector, Data, DataStream, ExecutionConfig, JobError, JobResult, KeyedCoProcessFunction,
-    KeyedContext, KeyedProcessFunction, OperatorError, Record, Sink, SinkWriter, Source, SourcePoll, SourceReader,
-    StreamEnv, TimeDomain, WatermarkStrategy, WindowAssigner,
+    Collector, Data, ExecutionConfig, JobError, JobResult, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction,
+    OperatorError, Record, Sink, SinkWriter, Source, SourcePoll, SourceReader, StreamEnv, TimeDomain, WatermarkStrategy,
+    WindowAssigner,
 };
 
-/// (key, event time ms, value)
-type Ev = (char, i64, i64);
 type Res<T = ()> = Result<T, OperatorError>;
 type Ctx<'a, K> = KeyedContext<'a, K>;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-fn run_with(env: &StreamEnv, config: ExecutionConfig) -> JobResult {
-    rt().block_on(env.execute(config)).expect("job failed")
-}
-
-fn run(env: &StreamEnv) -> JobResult {
-    run_with(env, ExecutionConfig::default())
-}
-
-/// One record per batch and a watermark after every batch: event time advances between records.
-fn stepwise() -> ExecutionConfig {
-    ExecutionConfig { batch_size: 1, watermark_interval_ms: 0, ..Default::default() }
-}
-
-fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
-    v.sort();
-    v
-}
-
-/// The sink's (value, event time) pairs, sorted.
-fn timed<T: Data + Ord>(sink: &CollectSink<T>) -> Vec<(T, i64)> {
-    sorted(sink.records().into_iter().map(|r| (r.value, r.ts.millis())).collect())
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn events(env: &StreamEnv, items: Vec<Ev>, bound_ms: u64) -> DataStream<Ev> {
-    let wm = WatermarkStrategy::for_bounded_out_of_orderness(ms(bound_ms)).with_timestamp_assigner(|e: &Ev| e.1);
-    env.from_source(VecSource::new(items), wm, "events")
-}
-
-fn plain<T: Data>(env: &StreamEnv, items: Vec<T>, name: &str) -> DataStream<T> {
-    env.from_source(VecSource::new(items), WatermarkStrategy::no_watermarks(), name)
-}
-
-fn late_dropped(r: &JobResult, vertex: &str) -> u64 {
-    r.vertices.iter().find(|v| v.name == vertex).expect("vertex").late_records_dropped
-}
-
-#[derive(Clone)]
-struct Sum;
-impl AggregateFunction for Sum {
-    type In = Ev;
-    type Acc = i64;
-    type Out = i64;
-    fn create_accumulator(&self) -> i64 {
-        0
-    }
-    fn add(&self, acc: &mut i64, v: Ev) {
-        *acc += v.2;
-    }
-    fn get_result(&self, acc: &i64) -> i64 {
-        *acc
-    }
-    fn merge(&self, a: i64, b: i64) -> i64 {
-        a + b
-    }
-}
 
 // ---------------------------------------------------------------- stateless operators
 
@@ -291,16 +228,16 @@ struct ProcTimer(Arc<AtomicBool>);
 impl KeyedProcessFunction for ProcTimer {
     type Key = char;
     type In = char;
-    type Out = (&'static str, i64, i64);
+    type Out = (String, i64, i64);
     fn process_element(&mut self, _: char, ctx: &mut Ctx<'_, char>, out: &mut Collector<'_, Self::Out>) -> Res {
         let t = ctx.current_processing_time() + 20;
         ctx.register_processing_time_timer(t);
-        out.collect(("registered", t, ctx.current_processing_time()));
+        out.collect(("registered".into(), t, ctx.current_processing_time()));
         Ok(())
     }
     fn on_timer(&mut self, t: i64, d: TimeDomain, ctx: &mut Ctx<'_, char>, out: &mut Collector<'_, Self::Out>) -> Res {
         assert_eq!(d, TimeDomain::ProcessingTime);
-        out.collect(("fired", t, ctx.current_processing_time()));
+        out.collect(("fired".into(), t, ctx.current_processing_time()));
         self.0.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -317,7 +254,7 @@ fn processing_time_timer_fires_at_or_after_its_time() {
         .sink_to(sink.clone(), "out");
     run(&env);
     let got = sink.values();
-    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), ["registered", "fired"], "{got:?}");
+    assert_eq!(got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(), ["registered", "fired"], "{got:?}");
     assert_eq!(got[1].1, got[0].1, "on_timer gets the registered time");
     assert!(got[1].2 >= got[1].1, "fired before its time: {got:?}");
 }
@@ -330,8 +267,7 @@ fn tumbling_window_aggregate_sums_per_key_and_window() {
     env.set_parallelism(2);
     let sink = CollectSink::new();
     events(&env, vec![('a', 0, 1), ('b', 3, 10), ('a', 9, 2), ('a', 10, 4), ('b', 25, 20), ('a', 19, 8)], 100)
-        .key_by(|e: &Ev| e.0)
-        .window(WindowAssigner::tumbling(ms(10)))
+        .key_by(|e: &Ev| e.0).window(WindowAssigner::tumbling(ms(10)))
         .aggregate_with(Sum, |k: &char, w, s| (*k, w.start, w.end, s))
         .sink_to(sink.clone(), "out");
     run(&env);
@@ -344,13 +280,12 @@ fn sliding_window_reduce_puts_each_record_in_size_over_slide_windows() {
     let env = StreamEnv::new("sliding");
     let sink = CollectSink::new();
     events(&env, vec![('a', 1, 1), ('a', 6, 2), ('a', 12, 4)], 0)
-        .key_by(|e: &Ev| e.0)
-        .window(WindowAssigner::sliding(ms(10), ms(5)))
+        .key_by(|e: &Ev| e.0).window(WindowAssigner::sliding(ms(10), ms(5)))
         .reduce(|x: Ev, y: Ev| (x.0, x.1.max(y.1), x.2 + y.2))
         .sink_to(sink.clone(), "out");
     run_with(&env, stepwise());
     // Windows [-5,5) {1}, [0,10) {1,6}, [5,15) {6,12}, [10,20) {12}; results carry end - 1.
-    let got: Vec<(i64, i64)> = timed(&sink).into_iter().map(|(v, ts)| (ts, v.2)).collect();
+    let got: Vec<(i64, i64)> = sorted(timed(&sink).into_iter().map(|(v, ts)| (ts, v.2)).collect());
     assert_eq!(got, vec![(4, 1), (9, 3), (14, 6), (19, 4)]);
 }
 
@@ -362,8 +297,7 @@ fn session_window_process_groups_activity_separated_by_the_gap() {
     // gap 10: a: {0, 5, 14} then {30}; b: {2} then {40, 49}; out of order within the bound.
     let input = vec![('a', 5, 1), ('a', 0, 2), ('b', 2, 3), ('a', 14, 4), ('a', 30, 5), ('b', 49, 6), ('b', 40, 7)];
     events(&env, input, 20)
-        .key_by(|e: &Ev| e.0)
-        .window(WindowAssigner::session(ms(10)))
+        .key_by(|e: &Ev| e.0).window(WindowAssigner::session(ms(10)))
         .process(|k: &char, w, recs: &[Ev], out: &mut Vec<(char, i64, i64, Vec<i64>)>| {
             out.push((*k, w.start, w.end, sorted(recs.iter().map(|r| r.1).collect())))
         })
@@ -387,8 +321,7 @@ fn allowed_lateness_refires_late_records_and_drops_and_counts_too_late_ones() {
         ('b', 15000, 16),   // too late: dropped
     ];
     events(&env, input, 0)
-        .key_by(|e: &Ev| e.0)
-        .window(WindowAssigner::tumbling(ms(10_000)))
+        .key_by(|e: &Ev| e.0).window(WindowAssigner::tumbling(ms(10_000)))
         .allowed_lateness(ms(5_000))
         .aggregate_with(Sum, |k: &char, w, s| (*k, w.start, s))
         .sink_to(sink.clone(), "out");
@@ -405,8 +338,7 @@ fn end_of_input_fires_every_open_window_of_a_bounded_job() {
     let input: Vec<Ev> = (0..50).map(|i| (if i % 2 == 0 { 'e' } else { 'o' }, i * 100, 1)).collect();
     // An hour of out-of-orderness: no window can fire before the input ends.
     events(&env, input, 3_600_000)
-        .key_by(|e: &Ev| e.0)
-        .window(WindowAssigner::tumbling(ms(1000)))
+        .key_by(|e: &Ev| e.0).window(WindowAssigner::tumbling(ms(1000)))
         .aggregate_with(Sum, |k: &char, w, s| (*k, w.start, s))
         .sink_to(sink.clone(), "out");
     let r = run_with(&env, stepwise());
@@ -485,18 +417,17 @@ fn window_join_pairs_records_with_equal_keys_in_the_same_window() {
 
 // ---------------------------------------------------------------- parallelism and plans
 
-/// A sink that remembers which subtask (of how many) wrote each value.
+/// A sink (and its writers) that remembers which subtask, of how many, wrote each value.
 #[derive(Clone, Default)]
-struct WhoWrote(Arc<Mutex<Vec<(u32, u32, i64)>>>);
-struct WhoWroteWriter(Arc<Mutex<Vec<(u32, u32, i64)>>>, u32, u32);
+struct WhoWrote(Arc<Mutex<Vec<(u32, u32, i64)>>>, u32, u32);
 impl Sink for WhoWrote {
     type In = i64;
-    type Writer = WhoWroteWriter;
-    fn writer(&self, subtask: u32, parallelism: u32) -> Res<WhoWroteWriter> {
-        Ok(WhoWroteWriter(self.0.clone(), subtask, parallelism))
+    type Writer = WhoWrote;
+    fn writer(&self, subtask: u32, parallelism: u32) -> Res<WhoWrote> {
+        Ok(WhoWrote(self.0.clone(), subtask, parallelism))
     }
 }
-impl SinkWriter for WhoWroteWriter {
+impl SinkWriter for WhoWrote {
     type In = i64;
     fn write(&mut self, batch: Vec<Record<i64>>) -> Res {
         self.0.lock().unwrap().extend(batch.into_iter().map(|r| (self.1, self.2, r.value)));
@@ -642,7 +573,6 @@ fn cancel_stops_an_unbounded_job_and_reports_it_cancelled() {
 }
 
 #[test]
-#[ignore = "bug: cancelling a multi-task job fails it with a 'channel is closed' transport error"]
 fn cancel_of_a_multi_task_keyed_job_reports_cancelled_not_a_channel_error() {
     for round in 0..10 {
         let env = StreamEnv::new("cancel-keyed");
@@ -665,8 +595,7 @@ fn cancel_of_a_multi_task_keyed_job_reports_cancelled_not_a_channel_error() {
 fn zero_size_window_is_rejected_by_build_naming_the_problem() {
     let env = StreamEnv::new("bad-window");
     events(&env, vec![('a', 0, 1)], 0)
-        .key_by(|e: &Ev| e.0)
-        .window(WindowAssigner::tumbling(Duration::ZERO))
+        .key_by(|e: &Ev| e.0).window(WindowAssigner::tumbling(Duration::ZERO))
         .aggregate(Sum)
         .sink_to(CollectSink::new(), "out");
     let err = env.build().err().expect("a zero-size window must be rejected");
@@ -676,7 +605,6 @@ fn zero_size_window_is_rejected_by_build_naming_the_problem() {
 }
 
 #[test]
-#[ignore = "bug: JobGraph::finalize accepts a job whose leaves are not sinks"]
 fn job_without_a_sink_is_rejected() {
     let env = StreamEnv::new("no-sink");
     let _ = plain(&env, vec![1i64], "src").map(|x: i64| x + 1);
@@ -700,21 +628,10 @@ fn explicit_forward_between_different_parallelisms_is_rejected() {
 }
 
 #[test]
-fn default_forward_between_different_parallelisms_becomes_rebalance() {
-    let env = StreamEnv::new("implicit-forward");
-    env.set_parallelism(2);
-    let sink = CollectSink::new();
-    plain(&env, (0..10).collect::<Vec<i64>>(), "src").map(|x: i64| x).set_parallelism(3).sink_to(sink.clone(), "out");
-    run(&env);
-    assert_eq!(sorted(sink.values()), (0..10).collect::<Vec<i64>>());
-}
-
-#[test]
 fn window_without_timestamps_fails_the_job_with_missing_timestamp() {
     let env = StreamEnv::new("no-timestamps");
     plain(&env, vec![('a', 0i64, 1i64)], "src")
-        .key_by(|e: &Ev| e.0)
-        .window(WindowAssigner::tumbling(ms(10)))
+        .key_by(|e: &Ev| e.0).window(WindowAssigner::tumbling(ms(10)))
         .aggregate(Sum)
         .sink_to(CollectSink::new(), "out");
     let err = rt().block_on(env.execute(ExecutionConfig::default())).err().expect("the job must fail");

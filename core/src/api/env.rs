@@ -129,6 +129,7 @@ impl StreamEnv {
             uid: None,
             parallelism,
             chaining: true,
+            sink: false,
             kind,
         });
         id

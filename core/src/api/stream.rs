@@ -171,7 +171,9 @@ impl<T: Data> DataStream<T> {
 
     /// Writes the stream to a sink. Returns the sink's stream handle for its settings.
     pub fn sink_to<S: Sink<In = T>>(&self, sink: S, name: &str) -> DataStream<()> {
-        self.connect_op(name, SinkOperator::new(sink))
+        let s = self.connect_op(name, SinkOperator::new(sink));
+        self.env.update_vertex(s.ends[0], |v| v.sink = true);
+        s
     }
 
     fn single_end(&self, what: &str) -> VertexId {

@@ -194,6 +194,13 @@ pub fn spawn(mut graph: JobGraph, config: ExecutionConfig) -> Result<JobHandle, 
             match r {
                 Ok(TaskExit::Finished) => {}
                 Ok(TaskExit::Cancelled) => cancelled = true,
+                // After a cancel that was asked for, tasks find their channels closed by
+                // neighbours that already stopped: that is the cancel, not a failure.
+                Err(JobError::Transport { .. })
+                    if first_error.is_none() && *control_tx.borrow() == JobControl::Cancel =>
+                {
+                    cancelled = true
+                }
                 Err(e) => {
                     let _ = control_tx.send(JobControl::Cancel);
                     // A broken channel is a symptom; keep the error of the task that caused it.

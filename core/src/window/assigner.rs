@@ -20,9 +20,11 @@ impl TimeWindow {
         self.end - 1
     }
 
-    /// Whether two windows overlap or touch (session windows merge then).
+    /// Whether two windows overlap (session windows merge then). Windows that only touch do
+    /// not merge: a record exactly at a session's end may arrive after that session fired, and
+    /// merging it then would make the result depend on watermark timing.
     pub fn intersects(&self, other: &TimeWindow) -> bool {
-        self.start <= other.end && self.end >= other.start
+        self.start < other.end && other.start < self.end
     }
 
     /// The smallest window covering both.

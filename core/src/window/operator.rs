@@ -144,6 +144,10 @@ where
             }
             assigned.clear();
             self.assigner.assign(ts, |w| assigned.push(w));
+            if assigned.is_empty() {
+                // Between sliding windows shorter than their slide: in no window, not late.
+                continue;
+            }
             assigned.retain(|w| !self.is_late(w, wm));
             if assigned.is_empty() {
                 late += 1;
