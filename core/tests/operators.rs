@@ -635,7 +635,7 @@ fn window_without_timestamps_fails_the_job_with_missing_timestamp() {
         .key_by(|e: &Ev| e.0).window(WindowAssigner::tumbling(ms(10)))
         .aggregate(Sum)
         .sink_to(CollectSink::new(), "out");
-    let err = rt().block_on(env.execute(ExecutionConfig::default())).err().expect("the job must fail");
+    let err = rt().block_on(env.execute(ExecutionConfig::default())).expect_err("the job must fail");
     match &err {
         JobError::TaskFailed { source: OperatorError::MissingTimestamp(op), .. } => assert_eq!(op, "WindowAggregate"),
         other => panic!("wrong error: {other:?}"),

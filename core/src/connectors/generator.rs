@@ -96,7 +96,7 @@ impl<T: Data> SourceReader for GeneratorReader<T> {
             }
         }
         let mut produced = 0;
-        while produced < n && !self.end.is_some_and(|e| self.next >= e) {
+        while produced < n && self.end.is_none_or(|e| self.next < e) {
             let mut rng = SplitMix64::new(mix(self.seed, self.next));
             out.push((self.f)(self.next, &mut rng));
             self.next += self.stride;

@@ -147,7 +147,7 @@ impl Task {
                     polls = polls.wrapping_add(1);
                     // A chained source never awaits a full channel, so give other tasks on
                     // this worker thread a turn now and then.
-                    if polls % 8 == 0 {
+                    if polls.is_multiple_of(8) {
                         tokio::task::yield_now().await;
                     }
                 }

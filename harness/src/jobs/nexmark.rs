@@ -94,7 +94,7 @@ pub fn q1(events: &DataStream<Event>) -> DataStream<EuroBid> {
 /// q2, selection: `(auction, price)` of the bids on every 123rd auction.
 pub fn q2(events: &DataStream<Event>) -> DataStream<(u64, u64)> {
     bids(events)
-        .flat_map(|b: Bid| (b.auction % 123 == 0).then_some((b.auction, b.price)))
+        .flat_map(|b: Bid| b.auction.is_multiple_of(123).then_some((b.auction, b.price)))
         .name("Select")
 }
 
@@ -433,7 +433,7 @@ impl KeyedProcessFunction for MaxBidPerWindow {
     fn on_timer(&mut self, _t: i64, _d: TimeDomain, ctx: &mut KeyedContext<'_, i64>, out: &mut Collector<'_, Self::Out>) -> Result<(), OperatorError> {
         let end = *ctx.key();
         if let Some((price, mut bids)) = ctx.take_value(self.best.expect("opened")) {
-            bids.sort_by(|a, b| (a.auction, a.bidder, a.date_time).cmp(&(b.auction, b.bidder, b.date_time)));
+            bids.sort_by_key(|a| (a.auction, a.bidder, a.date_time));
             for b in bids {
                 out.collect((b.auction, price, b.bidder, b.date_time, end));
             }
