@@ -14,7 +14,22 @@ pub enum StateError {
         /// The type it was asked for.
         requested: &'static str,
     },
+    /// State could not be serialized.
+    #[error("cannot encode state: {0}")]
+    Encode(String),
+    /// A snapshot file is damaged or of an unknown format (names the file and the problem).
+    #[error("{0}")]
+    Corrupt(String),
+    /// A snapshot holds state for a table the operator does not declare.
+    #[error("the snapshot holds state '{0}', which this operator does not declare")]
+    UnknownState(String),
     /// A max parallelism outside 1..=32768.
     #[error("max parallelism must be between 1 and 32768, got {0}")]
     BadMaxParallelism(u32),
+}
+
+impl StateError {
+    pub(crate) fn encode(e: bincode::Error) -> Self {
+        StateError::Encode(e.to_string())
+    }
 }

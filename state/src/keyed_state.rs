@@ -5,8 +5,11 @@ use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::marker::PhantomData;
 
-use rustc_hash::FxHashMap;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
+use crate::cow_map::{CowMap, FrozenMap};
+use crate::snapshot::{KeyedEntry, StateWriter};
 use crate::StateError;
 
 /// Handle to a value state: one optional `V` per key. Obtained from
@@ -47,17 +50,93 @@ copy_handle!(ValueState<V>);
 copy_handle!(ListState<V>);
 copy_handle!(MapState<UK, UV>);
 
-struct Table {
+/// What keys of keyed state need: hashable (key groups), cloneable, shareable with the
+/// background snapshot writer, and serializable.
+pub trait StateKey: Hash + Eq + Clone + Send + Sync + Serialize + DeserializeOwned + 'static {}
+impl<T: Hash + Eq + Clone + Send + Sync + Serialize + DeserializeOwned + 'static> StateKey for T {}
+
+/// What values of keyed state need: cloneable (copy-on-write while a snapshot is written),
+/// shareable with the snapshot writer, and serializable.
+pub trait StateValue: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {}
+impl<T: Clone + Send + Sync + Serialize + DeserializeOwned + 'static> StateValue for T {}
+
+/// A table of one state: one entry per key.
+trait Table<K>: Send {
+    fn freeze(&mut self) -> Box<dyn FrozenTable>;
+    fn restore(&mut self, key: K, value: &[u8]) -> Result<(), StateError>;
+    fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+/// A frozen table, written out in the background.
+trait FrozenTable: Send {
+    fn write(&self, table: u16, w: &mut StateWriter) -> Result<(), StateError>;
+}
+
+struct TypedTable<K, V>(CowMap<K, V>);
+
+impl<K: StateKey, V: StateValue> Table<K> for TypedTable<K, V> {
+    fn freeze(&mut self) -> Box<dyn FrozenTable> {
+        Box::new(FrozenTyped(self.0.freeze()))
+    }
+    fn restore(&mut self, key: K, value: &[u8]) -> Result<(), StateError> {
+        let v: V = bincode::deserialize(value).map_err(|e| StateError::Corrupt(format!("undecodable {}: {e}", type_name::<V>())))?;
+        self.0.insert(key, v);
+        Ok(())
+    }
+    fn as_any(&self) -> &dyn Any {
+        &self.0
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        &mut self.0
+    }
+}
+
+struct FrozenTyped<K, V>(FrozenMap<K, V>);
+
+impl<K: StateKey, V: StateValue> FrozenTable for FrozenTyped<K, V> {
+    fn write(&self, table: u16, w: &mut StateWriter) -> Result<(), StateError> {
+        for (k, v) in self.0.iter() {
+            w.write_keyed(table, k, v)?;
+        }
+        Ok(())
+    }
+}
+
+struct Slot<K> {
     name: String,
     type_name: &'static str,
-    data: Box<dyn Any + Send>,
+    table: Box<dyn Table<K>>,
+}
+
+/// The frozen state of a [`KeyedStateStore`]: taken in constant time, written out later.
+pub struct KeyedSnapshot {
+    tables: Vec<(String, Box<dyn FrozenTable>)>,
+}
+
+impl std::fmt::Debug for KeyedSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedSnapshot").field("tables", &self.tables.len()).finish()
+    }
+}
+
+impl KeyedSnapshot {
+    /// Serializes every table into `w`, each entry into its key's key group.
+    pub fn write(&self, w: &mut StateWriter) -> Result<(), StateError> {
+        for (name, t) in &self.tables {
+            let id = w.table(name);
+            t.write(id, w)?;
+        }
+        Ok(())
+    }
 }
 
 /// The keyed state of one operator instance: named tables, each holding one entry per key.
 ///
 /// States are registered by name when the operator opens and used through typed handles, so a
 /// lookup costs one type check and one hash probe. Keys are hashed with FxHash, which has no
-/// random seed: iteration order is the same in every run.
+/// random seed: iteration order is the same in every run. Tables are [`CowMap`]s, so
+/// [`KeyedStateStore::freeze`] takes a snapshot in constant time.
 ///
 /// ```
 /// use sluice_state::KeyedStateStore;
@@ -67,9 +146,8 @@ struct Table {
 /// assert_eq!(store.value(count, &"a".to_string()), Some(&2));
 /// ```
 pub struct KeyedStateStore<K> {
-    tables: Vec<Table>,
+    tables: Vec<Slot<K>>,
     by_name: BTreeMap<String, usize>,
-    _k: PhantomData<fn() -> K>,
 }
 
 impl<K> std::fmt::Debug for KeyedStateStore<K> {
@@ -85,69 +163,66 @@ impl<K> Default for KeyedStateStore<K> {
         KeyedStateStore {
             tables: Vec::new(),
             by_name: BTreeMap::new(),
-            _k: PhantomData,
         }
     }
 }
 
-type Values<K, V> = FxHashMap<K, V>;
-type Lists<K, V> = FxHashMap<K, Vec<V>>;
-type Maps<K, UK, UV> = FxHashMap<K, BTreeMap<UK, UV>>;
+type Values<K, V> = CowMap<K, V>;
+type Lists<K, V> = CowMap<K, Vec<V>>;
+type Maps<K, UK, UV> = CowMap<K, BTreeMap<UK, UV>>;
 
-impl<K: Hash + Eq + Clone + Send + 'static> KeyedStateStore<K> {
+impl<K: StateKey> KeyedStateStore<K> {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
 
-    fn register<T: Any + Send + Default>(&mut self, name: &str) -> Result<usize, StateError> {
+    fn register<V: StateValue>(&mut self, name: &str) -> Result<usize, StateError> {
         if let Some(&idx) = self.by_name.get(name) {
             let t = &self.tables[idx];
             // Registering again with the same type returns the same state: an operator that is
             // reopened after a restore finds the state it had.
-            if t.data.is::<T>() {
+            if t.table.as_any().is::<CowMap<K, V>>() {
                 return Ok(idx);
             }
             return Err(StateError::TypeMismatch {
                 name: name.to_string(),
                 registered: t.type_name,
-                requested: type_name::<T>(),
+                requested: type_name::<V>(),
             });
         }
         let idx = self.tables.len();
-        self.tables.push(Table {
+        self.tables.push(Slot {
             name: name.to_string(),
-            type_name: type_name::<T>(),
-            data: Box::new(T::default()),
+            type_name: type_name::<V>(),
+            table: Box::new(TypedTable::<K, V>(CowMap::new())),
         });
         self.by_name.insert(name.to_string(), idx);
         Ok(idx)
     }
 
     /// Registers (or finds) the value state called `name`.
-    pub fn value_state<V: Send + 'static>(&mut self, name: &str) -> Result<ValueState<V>, StateError> {
-        let idx = self.register::<Values<K, V>>(name)?;
+    pub fn value_state<V: StateValue>(&mut self, name: &str) -> Result<ValueState<V>, StateError> {
+        let idx = self.register::<V>(name)?;
         Ok(ValueState { idx, _v: PhantomData })
     }
 
     /// Registers (or finds) the list state called `name`.
-    pub fn list_state<V: Send + 'static>(&mut self, name: &str) -> Result<ListState<V>, StateError> {
-        let idx = self.register::<Lists<K, V>>(name)?;
+    pub fn list_state<V: StateValue>(&mut self, name: &str) -> Result<ListState<V>, StateError> {
+        let idx = self.register::<Vec<V>>(name)?;
         Ok(ListState { idx, _v: PhantomData })
     }
 
     /// Registers (or finds) the map state called `name`.
-    pub fn map_state<UK: Ord + Send + 'static, UV: Send + 'static>(
-        &mut self,
-        name: &str,
-    ) -> Result<MapState<UK, UV>, StateError> {
-        let idx = self.register::<Maps<K, UK, UV>>(name)?;
+    pub fn map_state<UK: StateValue + Ord, UV: StateValue>(&mut self, name: &str) -> Result<MapState<UK, UV>, StateError> {
+        let idx = self.register::<BTreeMap<UK, UV>>(name)?;
         Ok(MapState { idx, _v: PhantomData })
     }
 
     fn table<T: Any>(&self, idx: usize) -> &T {
         let t = &self.tables[idx];
-        t.data
+        t.table
+            .as_any()
             .downcast_ref::<T>()
             .unwrap_or_else(|| panic!("state handle used with another store: '{}'", t.name))
     }
@@ -155,43 +230,38 @@ impl<K: Hash + Eq + Clone + Send + 'static> KeyedStateStore<K> {
     fn table_mut<T: Any>(&mut self, idx: usize) -> &mut T {
         let t = &mut self.tables[idx];
         let name = &t.name;
-        t.data
+        t.table
+            .as_any_mut()
             .downcast_mut::<T>()
             .unwrap_or_else(|| panic!("state handle used with another store: '{name}'"))
     }
 
     /// The value of `key`, if set.
-    pub fn value<V: Send + 'static>(&self, s: ValueState<V>, key: &K) -> Option<&V> {
+    pub fn value<V: StateValue>(&self, s: ValueState<V>, key: &K) -> Option<&V> {
         self.table::<Values<K, V>>(s.idx).get(key)
     }
 
     /// Sets the value of `key`.
-    pub fn set_value<V: Send + 'static>(&mut self, s: ValueState<V>, key: &K, v: V) {
+    pub fn set_value<V: StateValue>(&mut self, s: ValueState<V>, key: &K, v: V) {
         let t = self.table_mut::<Values<K, V>>(s.idx);
         match t.get_mut(key) {
             Some(slot) => *slot = v,
-            None => {
-                t.insert(key.clone(), v);
-            }
+            None => t.insert(key.clone(), v),
         }
     }
 
     /// The value of `key` for in-place update, inserting `V::default()` first if unset.
-    pub fn value_mut_or_default<V: Send + Default + 'static>(&mut self, s: ValueState<V>, key: &K) -> &mut V {
-        let t = self.table_mut::<Values<K, V>>(s.idx);
-        if !t.contains_key(key) {
-            t.insert(key.clone(), V::default());
-        }
-        t.get_mut(key).expect("inserted just above")
+    pub fn value_mut_or_default<V: StateValue + Default>(&mut self, s: ValueState<V>, key: &K) -> &mut V {
+        self.table_mut::<Values<K, V>>(s.idx).get_or_insert_with(key, V::default)
     }
 
     /// Removes and returns the value of `key`.
-    pub fn take_value<V: Send + 'static>(&mut self, s: ValueState<V>, key: &K) -> Option<V> {
+    pub fn take_value<V: StateValue>(&mut self, s: ValueState<V>, key: &K) -> Option<V> {
         self.table_mut::<Values<K, V>>(s.idx).remove(key)
     }
 
     /// The list of `key` (empty if none).
-    pub fn list<V: Send + 'static>(&self, s: ListState<V>, key: &K) -> &[V] {
+    pub fn list<V: StateValue>(&self, s: ListState<V>, key: &K) -> &[V] {
         self.table::<Lists<K, V>>(s.idx)
             .get(key)
             .map(Vec::as_slice)
@@ -199,55 +269,55 @@ impl<K: Hash + Eq + Clone + Send + 'static> KeyedStateStore<K> {
     }
 
     /// Appends to the list of `key`.
-    pub fn list_add<V: Send + 'static>(&mut self, s: ListState<V>, key: &K, v: V) {
-        let t = self.table_mut::<Lists<K, V>>(s.idx);
-        match t.get_mut(key) {
-            Some(l) => l.push(v),
-            None => {
-                t.insert(key.clone(), vec![v]);
-            }
-        }
+    pub fn list_add<V: StateValue>(&mut self, s: ListState<V>, key: &K, v: V) {
+        self.table_mut::<Lists<K, V>>(s.idx).get_or_insert_with(key, Vec::new).push(v);
     }
 
     /// Removes and returns the list of `key`.
-    pub fn take_list<V: Send + 'static>(&mut self, s: ListState<V>, key: &K) -> Vec<V> {
+    pub fn take_list<V: StateValue>(&mut self, s: ListState<V>, key: &K) -> Vec<V> {
         self.table_mut::<Lists<K, V>>(s.idx).remove(key).unwrap_or_default()
     }
 
     /// The map of `key`, if it has one.
-    pub fn map<UK: Ord + Send + 'static, UV: Send + 'static>(
-        &self,
-        s: MapState<UK, UV>,
-        key: &K,
-    ) -> Option<&BTreeMap<UK, UV>> {
+    pub fn map<UK: StateValue + Ord, UV: StateValue>(&self, s: MapState<UK, UV>, key: &K) -> Option<&BTreeMap<UK, UV>> {
         self.table::<Maps<K, UK, UV>>(s.idx).get(key)
     }
 
     /// The map of `key` for update, created empty if absent.
-    pub fn map_mut<UK: Ord + Send + 'static, UV: Send + 'static>(
-        &mut self,
-        s: MapState<UK, UV>,
-        key: &K,
-    ) -> &mut BTreeMap<UK, UV> {
-        let t = self.table_mut::<Maps<K, UK, UV>>(s.idx);
-        if !t.contains_key(key) {
-            t.insert(key.clone(), BTreeMap::new());
-        }
-        t.get_mut(key).expect("inserted just above")
+    pub fn map_mut<UK: StateValue + Ord, UV: StateValue>(&mut self, s: MapState<UK, UV>, key: &K) -> &mut BTreeMap<UK, UV> {
+        self.table_mut::<Maps<K, UK, UV>>(s.idx).get_or_insert_with(key, BTreeMap::new)
     }
 
     /// Removes the map of `key`.
-    pub fn take_map<UK: Ord + Send + 'static, UV: Send + 'static>(
-        &mut self,
-        s: MapState<UK, UV>,
-        key: &K,
-    ) -> BTreeMap<UK, UV> {
+    pub fn take_map<UK: StateValue + Ord, UV: StateValue>(&mut self, s: MapState<UK, UV>, key: &K) -> BTreeMap<UK, UV> {
         self.table_mut::<Maps<K, UK, UV>>(s.idx).remove(key).unwrap_or_default()
     }
 
     /// The names of the registered states, sorted.
     pub fn state_names(&self) -> impl Iterator<Item = &str> {
         self.by_name.keys().map(String::as_str)
+    }
+
+    /// Freezes every table for a snapshot (constant time per table).
+    pub fn freeze(&mut self) -> KeyedSnapshot {
+        KeyedSnapshot {
+            tables: self
+                .tables
+                .iter_mut()
+                .map(|s| (s.name.clone(), s.table.freeze()))
+                .collect(),
+        }
+    }
+
+    /// Restores one entry if it belongs to a registered table; returns whether it did.
+    pub fn restore_entry(&mut self, e: &KeyedEntry<'_>) -> Result<bool, StateError> {
+        let Some(&idx) = self.by_name.get(e.table) else {
+            return Ok(false);
+        };
+        let key: K = bincode::deserialize(e.key)
+            .map_err(|err| StateError::Corrupt(format!("undecodable key in state '{}': {err}", e.table)))?;
+        self.tables[idx].table.restore(key, e.value)?;
+        Ok(true)
     }
 }
 
@@ -283,12 +353,44 @@ mod tests {
 
     #[test]
     fn map_state_keeps_entries_sorted() {
-        let mut s = KeyedStateStore::<&'static str>::new();
+        let mut s = KeyedStateStore::<String>::new();
         let m = s.map_state::<u32, u32>("m").unwrap();
-        s.map_mut(m, &"k").insert(3, 30);
-        s.map_mut(m, &"k").insert(1, 10);
-        let keys: Vec<_> = s.map(m, &"k").unwrap().keys().copied().collect();
+        let k = "k".to_string();
+        s.map_mut(m, &k).insert(3, 30);
+        s.map_mut(m, &k).insert(1, 10);
+        let keys: Vec<_> = s.map(m, &k).unwrap().keys().copied().collect();
         assert_eq!(keys, [1, 3]);
-        assert!(s.map(m, &"other").is_none());
+        assert!(s.map(m, &"other".to_string()).is_none());
+    }
+
+    #[test]
+    fn snapshot_restores_into_a_fresh_store_and_ignores_later_writes() {
+        let mut s = KeyedStateStore::<u32>::new();
+        let v = s.value_state::<String>("v").unwrap();
+        let l = s.list_state::<u8>("l").unwrap();
+        for k in 0..50u32 {
+            s.set_value(v, &k, format!("v{k}"));
+            s.list_add(l, &k, k as u8);
+        }
+        let snap = s.freeze();
+        s.set_value(v, &1, "changed".into());
+        s.list_add(l, &1, 99);
+        let mut w = crate::StateWriter::new(16);
+        snap.write(&mut w).unwrap();
+        let bytes = w.finish().unwrap();
+        let mut restored = KeyedStateStore::<u32>::new();
+        let v2 = restored.value_state::<String>("v").unwrap();
+        let l2 = restored.list_state::<u8>("l").unwrap();
+        let mut r = crate::RestoredState::empty();
+        r.add_file("t", &bytes, crate::KeyGroupRange::for_subtask(16, 1, 0)).unwrap();
+        r.for_each_keyed(|e| {
+            assert!(restored.restore_entry(&e)?, "table {} is registered", e.table);
+            Ok(())
+        })
+        .unwrap();
+        for k in 0..50u32 {
+            assert_eq!(restored.value(v2, &k), Some(&format!("v{k}")));
+            assert_eq!(restored.list(l2, &k), [k as u8]);
+        }
     }
 }
