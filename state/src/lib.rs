@@ -27,3 +27,6 @@ pub use snapshot::{KeyedEntry, RestoredState, StateFile, StateWriter, STATE_FORM
 pub use key_group::{key_group_for, KeyGroup, KeyGroupRange, DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM};
 pub use keyed_state::{KeyedSnapshot, KeyedStateStore, ListState, MapState, StateKey, StateValue, ValueState};
 pub use stable_hash::{stable_hash, StableHasher};
+
+pub mod blob;
+pub use blob::{delete_prefix, BlobError, BlobStore, FaultConfig, LocalFsStore, MemoryStore};

@@ -63,7 +63,9 @@ impl LocalFsStore {
             path: root.display().to_string(),
             source: io::Error::new(
                 e.kind(),
-                format!("cannot use it as a blob store root, which must be a writable directory: {e}"),
+                format!(
+                    "cannot use it as a blob store root, which must be a writable directory: {e}"
+                ),
             ),
         };
         fs::create_dir_all(&root).map_err(unusable)?;
@@ -99,9 +101,7 @@ impl LocalFsStore {
             path: target.display().to_string(),
             source,
         };
-        let dir = target
-            .parent()
-            .expect("an object file lies below the root");
+        let dir = target.parent().expect("an object file lies below the root");
         // Cheap early answer for a retried put; the hard link below is what decides.
         if target.is_file() {
             return Err(BlobError::AlreadyExists(path.to_owned()));
@@ -363,7 +363,9 @@ mod tests {
     #[test]
     fn second_put_is_already_exists_and_keeps_first_content() {
         let (_dir, store) = store();
-        rt().block_on(contract::second_put_is_already_exists_and_keeps_first(&store));
+        rt().block_on(contract::second_put_is_already_exists_and_keeps_first(
+            &store,
+        ));
     }
 
     #[test]
@@ -416,8 +418,14 @@ mod tests {
             fs::write(store.root().join("job/chk-1/.tmp-77-3"), b"partial").unwrap();
             fs::write(store.root().join(".tmp-1-1"), b"partial").unwrap();
             assert_eq!(store.list("").await.unwrap(), ["job/chk-1/_metadata"]);
-            assert_eq!(store.list("job/chk-1/").await.unwrap(), ["job/chk-1/_metadata"]);
-            assert_eq!(store.list("job/chk-1/.tmp").await.unwrap(), Vec::<String>::new());
+            assert_eq!(
+                store.list("job/chk-1/").await.unwrap(),
+                ["job/chk-1/_metadata"]
+            );
+            assert_eq!(
+                store.list("job/chk-1/.tmp").await.unwrap(),
+                Vec::<String>::new()
+            );
         });
     }
 
@@ -463,7 +471,9 @@ mod tests {
         fs::write(&file, b"x").unwrap();
         for root in [file.clone(), file.join("below")] {
             let err = LocalFsStore::new(&root).unwrap_err();
-            assert!(matches!(&err, BlobError::Io { path, .. } if *path == root.display().to_string()));
+            assert!(
+                matches!(&err, BlobError::Io { path, .. } if *path == root.display().to_string())
+            );
             let msg = err.to_string();
             assert!(msg.contains(&root.display().to_string()), "{msg}");
             assert!(msg.contains("writable directory"), "{msg}");
@@ -493,10 +503,16 @@ mod tests {
     fn an_object_cannot_also_be_a_directory_of_objects() {
         let (_dir, store) = store();
         rt().block_on(async {
-            store.put_if_absent("a/b", Bytes::from_static(b"b")).await.unwrap();
+            store
+                .put_if_absent("a/b", Bytes::from_static(b"b"))
+                .await
+                .unwrap();
             let err = store.put_if_absent("a", Bytes::new()).await.unwrap_err();
             assert!(matches!(err, BlobError::Io { .. }), "{err:?}");
-            assert!(err.to_string().contains("directory of other objects"), "{err}");
+            assert!(
+                err.to_string().contains("directory of other objects"),
+                "{err}"
+            );
             assert!(matches!(store.get("a").await, Err(BlobError::NotFound(_))));
             store.delete("a").await.unwrap();
             assert_eq!(store.get("a/b").await.unwrap(), "b");
@@ -504,7 +520,10 @@ mod tests {
             store.put_if_absent("c", Bytes::new()).await.unwrap();
             let err = store.put_if_absent("c/d", Bytes::new()).await.unwrap_err();
             assert!(err.to_string().contains("c/d"), "{err}");
-            assert!(matches!(store.get("c/d").await, Err(BlobError::NotFound(_))));
+            assert!(matches!(
+                store.get("c/d").await,
+                Err(BlobError::NotFound(_))
+            ));
             assert_eq!(store.list("").await.unwrap(), ["a/b", "c"]);
         });
     }

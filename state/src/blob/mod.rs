@@ -94,7 +94,10 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug + 'static {
 pub async fn delete_prefix(store: &dyn BlobStore, prefix: &str) -> Result<usize, BlobError> {
     let paths = store.list(prefix).await?;
     for path in &paths {
-        debug_assert!(path.starts_with(prefix), "list('{prefix}') returned '{path}'");
+        debug_assert!(
+            path.starts_with(prefix),
+            "list('{prefix}') returned '{path}'"
+        );
         store.delete(path).await?;
     }
     Ok(paths.len())
@@ -342,7 +345,10 @@ mod tests {
         let store = MemoryStore::new();
         contract::rt().block_on(async {
             for path in ["p/a", "p/b", "p/c"] {
-                store.put_if_absent(path, bytes::Bytes::new()).await.unwrap();
+                store
+                    .put_if_absent(path, bytes::Bytes::new())
+                    .await
+                    .unwrap();
             }
             store.fail_next("delete", 1);
             assert!(matches!(
