@@ -1,5 +1,6 @@
 //! Errors at the boundary of `sluice-core`.
 
+use sluice_state::blob::BlobError;
 use sluice_state::StateError;
 use sluice_transport::TransportError;
 
@@ -41,6 +42,17 @@ impl OperatorError {
     }
 }
 
+/// Why a checkpoint could not be written, found or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The store failed.
+    #[error(transparent)]
+    Storage(#[from] BlobError),
+    /// A checkpoint file is damaged or of an unknown format (names the file and the problem).
+    #[error("{0}")]
+    Corrupt(String),
+}
+
 /// Why a job could not be built or did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -64,6 +76,30 @@ pub enum JobError {
         /// The panic message.
         message: String,
     },
+    /// Checkpointing settings are invalid (names the option).
+    #[error("invalid checkpoint configuration: {0}")]
+    InvalidCheckpointConfig(String),
+    /// Too many consecutive checkpoints failed.
+    #[error("{failures} consecutive checkpoints failed (tolerated: {tolerated}); last: {last}")]
+    CheckpointsFailing {
+        /// Consecutive failures.
+        failures: u32,
+        /// Failures tolerated.
+        tolerated: u32,
+        /// Why the last one failed.
+        last: String,
+    },
+    /// The job's state could not be restored from a checkpoint.
+    #[error("cannot restore from checkpoint {checkpoint}: {reason}")]
+    Restore {
+        /// The checkpoint.
+        checkpoint: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Reading checkpoints failed.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
     /// A channel broke (its other end failed).
     #[error("task {task}: {source}")]
     Transport {

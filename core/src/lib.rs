@@ -10,9 +10,12 @@
 //! task and hand batches to each other by function call.
 
 pub mod api;
+mod buggify;
+pub mod checkpoint;
 pub mod clock;
 pub mod connectors;
 pub mod data;
+pub mod duration;
 pub mod error;
 pub mod functions;
 pub mod graph;
@@ -29,11 +32,11 @@ pub mod window;
 pub use api::{DataStream, KeyedStream, StreamEnv, WindowedStream};
 pub use clock::Clock;
 pub use data::{Data, Either, EventTime, Key, Record};
-pub use error::{JobError, OperatorError};
+pub use error::{CheckpointError, JobError, OperatorError};
 pub use functions::{AggregateFunction, Collector, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, TimeDomain};
 pub use graph::JobGraph;
 pub use runtime::{ExecutionConfig, JobControl, JobController, JobHandle, JobResult};
-pub use sink::{Sink, SinkWriter};
+pub use sink::{Sink, SinkWriter, TransactionalSink, TransactionalWriter};
 pub use source::{Source, SourcePoll, SourceReader};
 pub use watermark::WatermarkStrategy;
 pub use window::{TimeWindow, WindowAssigner};

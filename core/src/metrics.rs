@@ -59,3 +59,34 @@ impl VertexMetrics {
         }
     }
 }
+
+/// Checkpoint counters of a job.
+#[derive(Debug, Default)]
+pub struct CheckpointStats {
+    /// Checkpoints triggered.
+    pub triggered: AtomicU64,
+    /// Checkpoints completed.
+    pub completed: AtomicU64,
+    /// Checkpoints failed (declined, timed out or not stored).
+    pub failed: AtomicU64,
+    /// Id of the latest completed checkpoint (0: none).
+    pub latest_id: AtomicU64,
+    /// Duration of the latest completed checkpoint in ms.
+    pub latest_duration_ms: AtomicU64,
+    /// State size of the latest completed checkpoint in bytes.
+    pub latest_size: AtomicU64,
+    /// Completion time of the latest completed checkpoint, ms since the epoch.
+    pub latest_completed_at_ms: AtomicI64,
+    /// Restarts of the job.
+    pub restarts: AtomicU64,
+}
+
+impl CheckpointStats {
+    pub(crate) fn record_completed(&self, id: u64, duration: std::time::Duration, size: u64, at_ms: i64) {
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        self.latest_id.store(id, Ordering::Relaxed);
+        self.latest_duration_ms.store(duration.as_millis() as u64, Ordering::Relaxed);
+        self.latest_size.store(size, Ordering::Relaxed);
+        self.latest_completed_at_ms.store(at_ms, Ordering::Relaxed);
+    }
+}

@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::data::{Data, EventTime, Record};
 use crate::error::OperatorError;
 use crate::metrics::VertexMetrics;
+use sluice_state::{RestoredState, StateWriter};
 
 /// What an operator instance knows about where it runs.
 #[derive(Debug)]
@@ -32,6 +33,10 @@ pub struct OperatorContext {
     pub clock: Clock,
     /// Structured logger with job, vertex and subtask in its context.
     pub log: slog::Logger,
+    /// The execution attempt (0 on the first run, +1 on every restart).
+    pub attempt: u32,
+    /// Whether the job takes checkpoints (sinks then commit only on checkpoint completion).
+    pub checkpointing: bool,
     pub(crate) metrics: Arc<VertexMetrics>,
 }
 
@@ -95,6 +100,33 @@ pub trait Operator: Send + 'static {
         Ok(())
     }
 
+    /// The synchronous half of a snapshot for checkpoint `checkpoint_id`, taken while the task
+    /// holds the barrier: freeze the state (cheaply) and return the work that serializes it,
+    /// which runs in the background while processing goes on. `None`: no state.
+    fn snapshot_state(
+        &mut self,
+        _checkpoint_id: u64,
+        _ctx: &mut OperatorContext,
+    ) -> Result<Option<AsyncSnapshot>, OperatorError> {
+        Ok(None)
+    }
+
+    /// Restores the state of this subtask (called after `open`, before any record).
+    fn restore_state(&mut self, state: &RestoredState, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        if state.is_empty() {
+            return Ok(());
+        }
+        Err(OperatorError::user(format!(
+            "operator '{}' has no state but the checkpoint holds state for it",
+            ctx.vertex_name
+        )))
+    }
+
+    /// Checkpoint `checkpoint_id` completed: every task has its snapshot stored.
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
     /// All input has arrived (after the final watermark); emit anything still held.
     fn end_of_input(
         &mut self,
@@ -104,6 +136,9 @@ pub trait Operator: Send + 'static {
         Ok(())
     }
 }
+
+/// The background half of a snapshot: serializes what the synchronous half froze.
+pub type AsyncSnapshot = Box<dyn FnOnce(&mut StateWriter) -> Result<(), OperatorError> + Send>;
 
 /// A batch with its type erased: always a `Vec<Record<T>>` for the edge's `T`.
 pub(crate) type AnyBatch = Box<dyn Any + Send>;
@@ -117,6 +152,9 @@ pub(crate) trait ErasedOperator: Send {
     fn next_processing_timer(&self) -> Option<i64>;
     fn on_processing_time(&mut self, now_ms: i64, ctx: &mut OperatorContext) -> Result<Option<AnyBatch>, OperatorError>;
     fn end_of_input(&mut self, ctx: &mut OperatorContext) -> Result<Option<AnyBatch>, OperatorError>;
+    fn snapshot_state(&mut self, id: u64, ctx: &mut OperatorContext) -> Result<Option<AsyncSnapshot>, OperatorError>;
+    fn restore_state(&mut self, state: &RestoredState, ctx: &mut OperatorContext) -> Result<(), OperatorError>;
+    fn notify_checkpoint_complete(&mut self, id: u64, ctx: &mut OperatorContext) -> Result<(), OperatorError>;
 }
 
 /// Adapts a typed [`Operator`] to [`ErasedOperator`], counting records in and out.
@@ -171,6 +209,18 @@ impl<O: Operator> ErasedOperator for Erased<O> {
         let mut out = Vec::new();
         self.0.end_of_input(ctx, &mut out)?;
         Ok(Self::finish(out, ctx))
+    }
+
+    fn snapshot_state(&mut self, id: u64, ctx: &mut OperatorContext) -> Result<Option<AsyncSnapshot>, OperatorError> {
+        self.0.snapshot_state(id, ctx)
+    }
+
+    fn restore_state(&mut self, state: &RestoredState, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        self.0.restore_state(state, ctx)
+    }
+
+    fn notify_checkpoint_complete(&mut self, id: u64, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        self.0.notify_checkpoint_complete(id, ctx)
     }
 }
 

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use crate::data::{Data, Record};
 use crate::error::OperatorError;
-use crate::operator::{Operator, OperatorContext};
+use crate::operator::{AsyncSnapshot, Operator, OperatorContext};
+use sluice_state::RestoredState;
 
 /// A sink: one writer per parallel subtask.
 pub trait Sink: Send + Sync + 'static {
@@ -84,5 +85,159 @@ impl<S: Sink> Operator for SinkOperator<S> {
         _out: &mut Vec<Record<()>>,
     ) -> Result<(), OperatorError> {
         self.writer(ctx).finish()
+    }
+}
+
+/// A sink with exactly-once delivery through two-phase commit: what a subtask writes between
+/// two checkpoints forms one transaction, pre-committed (durable but invisible) when the
+/// subtask snapshots for checkpoint N and committed (visible) once checkpoint N completes.
+/// After a failure, the transactions of the restored checkpoint are committed again (commits
+/// are idempotent) and any other transaction the subtask left behind is aborted.
+///
+/// Without checkpointing, a transaction is pre-committed and committed at the end of input.
+pub trait TransactionalSink: Send + Sync + 'static {
+    /// Record type consumed.
+    type In: Data;
+    /// A pre-committed transaction, as stored in checkpoints.
+    type Txn: Data;
+    /// The writer of one subtask.
+    type Writer: TransactionalWriter<In = Self::In, Txn = Self::Txn>;
+
+    /// The writer for subtask `subtask` of `parallelism` in execution attempt `attempt`.
+    fn writer(&self, subtask: u32, parallelism: u32, attempt: u32) -> Result<Self::Writer, OperatorError>;
+}
+
+/// Writes one subtask's transactions.
+pub trait TransactionalWriter: Send + 'static {
+    /// Record type consumed.
+    type In: Data;
+    /// A pre-committed transaction.
+    type Txn: Data;
+
+    /// Called once before any write with the transactions of the restored checkpoint (empty
+    /// on a fresh start): commit each (idempotently), then abort every other transaction this
+    /// subtask left behind in earlier attempts.
+    fn recover(&mut self, restored: Vec<Self::Txn>) -> Result<(), OperatorError>;
+    /// Writes into the open transaction.
+    fn write(&mut self, batch: Vec<Record<Self::In>>) -> Result<(), OperatorError>;
+    /// Makes the open transaction durable but invisible and returns it (`None` if it holds
+    /// nothing); a new transaction opens.
+    fn pre_commit(&mut self, checkpoint_id: u64) -> Result<Option<Self::Txn>, OperatorError>;
+    /// Makes a pre-committed transaction visible. Must be idempotent.
+    fn commit(&mut self, txn: Self::Txn) -> Result<(), OperatorError>;
+}
+
+/// Runs a [`TransactionalSink`] with the two-phase-commit protocol.
+pub(crate) struct TwoPhaseCommitOperator<S: TransactionalSink> {
+    sink: Arc<S>,
+    writer: Option<S::Writer>,
+    /// Pre-committed, not yet committed: `(checkpoint id, transaction)`.
+    pending: Vec<(u64, S::Txn)>,
+    recovered: bool,
+}
+
+impl<S: TransactionalSink> Clone for TwoPhaseCommitOperator<S> {
+    fn clone(&self) -> Self {
+        TwoPhaseCommitOperator {
+            sink: self.sink.clone(),
+            writer: None,
+            pending: Vec::new(),
+            recovered: false,
+        }
+    }
+}
+
+impl<S: TransactionalSink> TwoPhaseCommitOperator<S> {
+    pub(crate) fn new(sink: S) -> Self {
+        TwoPhaseCommitOperator {
+            sink: Arc::new(sink),
+            writer: None,
+            pending: Vec::new(),
+            recovered: false,
+        }
+    }
+
+    fn writer(&mut self) -> &mut S::Writer {
+        self.writer.as_mut().expect("the sink writer is created in open")
+    }
+
+    fn ensure_recovered(&mut self) -> Result<(), OperatorError> {
+        if !self.recovered {
+            self.recovered = true;
+            self.writer().recover(Vec::new())?;
+        }
+        Ok(())
+    }
+}
+
+impl<S: TransactionalSink> Operator for TwoPhaseCommitOperator<S> {
+    type In = S::In;
+    type Out = ();
+
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        self.writer = Some(self.sink.writer(ctx.subtask, ctx.parallelism, ctx.attempt)?);
+        Ok(())
+    }
+
+    fn restore_state(&mut self, state: &RestoredState, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        let mut txns = Vec::new();
+        for bytes in state.operator_state() {
+            let (_, txn): (u64, S::Txn) = bincode::deserialize(bytes)
+                .map_err(|e| OperatorError::user(format!("cannot decode a pending sink transaction: {e}")))?;
+            txns.push(txn);
+        }
+        self.recovered = true;
+        self.writer().recover(txns)
+    }
+
+    fn process(&mut self, batch: Vec<Record<S::In>>, ctx: &mut OperatorContext, _out: &mut Vec<Record<()>>) -> Result<(), OperatorError> {
+        self.ensure_recovered()?;
+        let n = batch.len();
+        self.writer().write(batch)?;
+        ctx.metrics.add_out(n);
+        Ok(())
+    }
+
+    fn snapshot_state(&mut self, checkpoint_id: u64, _ctx: &mut OperatorContext) -> Result<Option<AsyncSnapshot>, OperatorError> {
+        self.ensure_recovered()?;
+        if let Some(txn) = self.writer().pre_commit(checkpoint_id)? {
+            self.pending.push((checkpoint_id, txn));
+        }
+        let mut encoded = Vec::with_capacity(self.pending.len());
+        for p in &self.pending {
+            encoded.push(
+                bincode::serialize(p).map_err(|e| OperatorError::user(format!("cannot encode a sink transaction: {e}")))?,
+            );
+        }
+        Ok(Some(Box::new(move |w| {
+            for e in &encoded {
+                w.add_operator_state_raw(e.clone());
+            }
+            Ok(())
+        })))
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|(id, _)| *id <= checkpoint_id);
+        self.pending = keep;
+        for (_, txn) in done {
+            self.writer().commit(txn)?;
+        }
+        Ok(())
+    }
+
+    fn end_of_input(&mut self, ctx: &mut OperatorContext, _out: &mut Vec<Record<()>>) -> Result<(), OperatorError> {
+        self.ensure_recovered()?;
+        if ctx.checkpointing {
+            // The final checkpoint pre-committed and committed everything; nothing may be left.
+            debug_assert!(self.pending.is_empty(), "sink ends with uncommitted transactions");
+            return Ok(());
+        }
+        if let Some(txn) = self.writer().pre_commit(u64::MAX)? {
+            self.writer().commit(txn)?;
+        }
+        Ok(())
     }
 }

@@ -31,7 +31,7 @@ pub trait Source: Send + Sync + 'static {
 }
 
 /// Reads one subtask's share of a source.
-pub trait SourceReader: Send + 'static {
+pub trait SourceReader: Send + Sync + 'static {
     /// Record type produced.
     type Out: Data;
 
@@ -42,10 +42,36 @@ pub trait SourceReader: Send + 'static {
         out: &mut Vec<Self::Out>,
         ctx: &OperatorContext,
     ) -> Result<SourcePoll, OperatorError>;
+
+    /// The reader's position, stored in checkpoints so that a restored job reads on from
+    /// exactly there. The default refuses: a source that cannot replay from a position cannot
+    /// take part in checkpoints.
+    fn snapshot_position(&self) -> Result<Vec<u8>, OperatorError> {
+        Err(OperatorError::user(
+            "this source cannot be checkpointed: it does not implement snapshot_position",
+        ))
+    }
+
+    /// Continues from a position taken by [`SourceReader::snapshot_position`].
+    fn restore_position(&mut self, _position: &[u8]) -> Result<(), OperatorError> {
+        Err(OperatorError::user(
+            "this source cannot be restored: it does not implement restore_position",
+        ))
+    }
+}
+
+/// Encodes a position with bincode (for [`SourceReader::snapshot_position`]).
+pub fn encode_position<T: serde::Serialize>(p: &T) -> Result<Vec<u8>, OperatorError> {
+    bincode::serialize(p).map_err(|e| OperatorError::user(format!("cannot encode source position: {e}")))
+}
+
+/// Decodes a position encoded by [`encode_position`].
+pub fn decode_position<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, OperatorError> {
+    bincode::deserialize(b).map_err(|e| OperatorError::user(format!("cannot decode source position: {e}")))
 }
 
 /// The runtime's view of a source subtask with its watermark strategy applied.
-pub(crate) trait ErasedSource: Send {
+pub(crate) trait ErasedSource: Send + Sync {
     /// Polls up to `max` records; returns the stamped batch (if any) and the poll state.
     fn poll(
         &mut self,
@@ -56,6 +82,10 @@ pub(crate) trait ErasedSource: Send {
     fn watermark(&self) -> EventTime;
     /// The idle timeout, if the strategy has one.
     fn idle_timeout_ms(&self) -> Option<i64>;
+    /// The position and watermark state to checkpoint.
+    fn snapshot(&self) -> Result<Vec<u8>, OperatorError>;
+    /// Restores what [`ErasedSource::snapshot`] returned.
+    fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError>;
 }
 
 pub(crate) type SourceFactory =
@@ -107,6 +137,18 @@ impl<R: SourceReader> ErasedSource for StampedSource<R> {
 
     fn idle_timeout_ms(&self) -> Option<i64> {
         self.strategy.idle_timeout_ms
+    }
+
+    fn snapshot(&self) -> Result<Vec<u8>, OperatorError> {
+        // The highest timestamp seen is part of the position: without it a restored source
+        // would emit lower watermarks than the original run did at the same point.
+        encode_position(&(self.max_ts, self.reader.snapshot_position()?))
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError> {
+        let (max_ts, position): (i64, Vec<u8>) = decode_position(state)?;
+        self.max_ts = max_ts;
+        self.reader.restore_position(&position)
     }
 }
 

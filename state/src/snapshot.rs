@@ -104,6 +104,11 @@ impl StateWriter {
         Ok(())
     }
 
+    /// Adds one element of operator list state that is already encoded.
+    pub fn add_operator_state_raw(&mut self, bytes: Vec<u8>) {
+        self.operator.push(bytes);
+    }
+
     /// Whether nothing was written.
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty() && self.operator.is_empty()

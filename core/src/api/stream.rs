@@ -9,7 +9,7 @@ use crate::graph::{Routing, VertexId, VertexKind};
 use crate::operator::{factory_of, Operator};
 use crate::operators::stateless::Stateless;
 use crate::partition::{plain_router, PartitionKind};
-use crate::sink::{Sink, SinkOperator};
+use crate::sink::{Sink, SinkOperator, TransactionalSink, TwoPhaseCommitOperator};
 
 /// A stream of `T` records. Transformations return new streams; the settings methods
 /// (`name`, `uid`, `set_parallelism`, `disable_chaining`) apply to the operator that produced
@@ -172,6 +172,13 @@ impl<T: Data> DataStream<T> {
     /// Writes the stream to a sink. Returns the sink's stream handle for its settings.
     pub fn sink_to<S: Sink<In = T>>(&self, sink: S, name: &str) -> DataStream<()> {
         let s = self.connect_op(name, SinkOperator::new(sink));
+        self.env.update_vertex(s.ends[0], |v| v.sink = true);
+        s
+    }
+
+    /// Writes the stream to a two-phase-commit sink: exactly once when the job checkpoints.
+    pub fn sink_to_transactional<S: TransactionalSink<In = T>>(&self, sink: S, name: &str) -> DataStream<()> {
+        let s = self.connect_op(name, TwoPhaseCommitOperator::new(sink));
         self.env.update_vertex(s.ends[0], |v| v.sink = true);
         s
     }

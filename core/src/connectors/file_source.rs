@@ -114,4 +114,24 @@ impl SourceReader for FileReader {
         }
         Ok(SourcePoll::Ready)
     }
+
+    fn snapshot_position(&self) -> Result<Vec<u8>, OperatorError> {
+        crate::source::encode_position(&self.offset)
+    }
+
+    fn restore_position(&mut self, position: &[u8]) -> Result<(), OperatorError> {
+        let offset: u64 = crate::source::decode_position(position)?;
+        if offset > self.end.max(self.offset) {
+            return Err(OperatorError::user(format!(
+                "source position {offset} lies beyond this subtask's part of {} (ends at {})",
+                self.path.display(),
+                self.end
+            )));
+        }
+        self.reader
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| OperatorError::io(format!("cannot seek in input file {}", self.path.display()), e))?;
+        self.offset = offset;
+        Ok(())
+    }
 }

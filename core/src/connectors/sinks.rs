@@ -1,6 +1,6 @@
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+
+use std::io::Write;
+
 use std::sync::{Arc, Mutex};
 
 use crate::data::{Data, Record};
@@ -73,74 +73,6 @@ impl<T: Data> SinkWriter for PrintWriter<T> {
         std::io::stdout()
             .flush()
             .map_err(|e| OperatorError::io("cannot flush standard output", e))
-    }
-}
-
-/// Writes records as lines into part files `part-<subtask>-0` under a directory.
-///
-/// Without checkpoints this sink is at-least-once at best: a failed job leaves what it wrote.
-pub struct FileSink<T> {
-    dir: PathBuf,
-    format: FormatFn<T>,
-}
-
-impl<T> std::fmt::Debug for FileSink<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileSink").field("dir", &self.dir).finish()
-    }
-}
-
-impl<T: Data> FileSink<T> {
-    /// A sink writing `format(record)` lines under `dir` (created if missing).
-    pub fn new(dir: impl Into<PathBuf>, format: impl Fn(&T) -> String + Send + Sync + 'static) -> Self {
-        FileSink {
-            dir: dir.into(),
-            format: Arc::new(format),
-        }
-    }
-}
-
-/// One subtask of a [`FileSink`].
-pub struct FileWriter<T> {
-    path: PathBuf,
-    out: BufWriter<File>,
-    format: FormatFn<T>,
-}
-
-impl<T: Data> Sink for FileSink<T> {
-    type In = T;
-    type Writer = FileWriter<T>;
-    fn writer(&self, subtask: u32, _parallelism: u32) -> Result<FileWriter<T>, OperatorError> {
-        fs::create_dir_all(&self.dir)
-            .map_err(|e| OperatorError::io(format!("cannot create output directory {}", self.dir.display()), e))?;
-        let path = self.dir.join(format!("part-{subtask}-0"));
-        let file = File::create(&path)
-            .map_err(|e| OperatorError::io(format!("cannot create output file {}", path.display()), e))?;
-        Ok(FileWriter {
-            path,
-            out: BufWriter::new(file),
-            format: self.format.clone(),
-        })
-    }
-}
-
-impl<T: Data> SinkWriter for FileWriter<T> {
-    type In = T;
-    fn write(&mut self, batch: Vec<Record<T>>) -> Result<(), OperatorError> {
-        for r in &batch {
-            let line = (self.format)(&r.value);
-            self.out
-                .write_all(line.as_bytes())
-                .and_then(|_| self.out.write_all(b"\n"))
-                .map_err(|e| OperatorError::io(format!("cannot write {}", self.path.display()), e))?;
-        }
-        Ok(())
-    }
-    fn finish(&mut self) -> Result<(), OperatorError> {
-        self.out
-            .flush()
-            .and_then(|_| self.out.get_ref().sync_all())
-            .map_err(|e| OperatorError::io(format!("cannot flush {}", self.path.display()), e))
     }
 }
 

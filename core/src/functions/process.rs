@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use sluice_state::{KeyedStateStore, ListState, MapState, ValueState};
+use sluice_state::{KeyedStateStore, ListState, MapState, StateValue, ValueState};
 
 use crate::data::{Data, Either, EventTime, Key, Record};
 use crate::error::OperatorError;
@@ -64,43 +64,43 @@ impl<K: Key> KeyedContext<'_, K> {
         self.now_ms
     }
     /// The current key's value in `s`.
-    pub fn value<V: Send + 'static>(&self, s: ValueState<V>) -> Option<&V> {
+    pub fn value<V: StateValue>(&self, s: ValueState<V>) -> Option<&V> {
         self.state.value(s, self.key)
     }
     /// Sets the current key's value in `s`.
-    pub fn set_value<V: Send + 'static>(&mut self, s: ValueState<V>, v: V) {
+    pub fn set_value<V: StateValue>(&mut self, s: ValueState<V>, v: V) {
         self.state.set_value(s, self.key, v)
     }
     /// Clears the current key's value in `s`, returning it.
-    pub fn take_value<V: Send + 'static>(&mut self, s: ValueState<V>) -> Option<V> {
+    pub fn take_value<V: StateValue>(&mut self, s: ValueState<V>) -> Option<V> {
         self.state.take_value(s, self.key)
     }
     /// The current key's value in `s` for update (default if unset).
-    pub fn value_mut<V: Send + Default + 'static>(&mut self, s: ValueState<V>) -> &mut V {
+    pub fn value_mut<V: StateValue + Default>(&mut self, s: ValueState<V>) -> &mut V {
         self.state.value_mut_or_default(s, self.key)
     }
     /// The current key's list in `s`.
-    pub fn list<V: Send + 'static>(&self, s: ListState<V>) -> &[V] {
+    pub fn list<V: StateValue>(&self, s: ListState<V>) -> &[V] {
         self.state.list(s, self.key)
     }
     /// Appends to the current key's list in `s`.
-    pub fn list_add<V: Send + 'static>(&mut self, s: ListState<V>, v: V) {
+    pub fn list_add<V: StateValue>(&mut self, s: ListState<V>, v: V) {
         self.state.list_add(s, self.key, v)
     }
     /// Clears the current key's list in `s`, returning it.
-    pub fn take_list<V: Send + 'static>(&mut self, s: ListState<V>) -> Vec<V> {
+    pub fn take_list<V: StateValue>(&mut self, s: ListState<V>) -> Vec<V> {
         self.state.take_list(s, self.key)
     }
     /// The current key's map in `s`, if any.
-    pub fn map<UK: Ord + Send + 'static, UV: Send + 'static>(&self, s: MapState<UK, UV>) -> Option<&BTreeMap<UK, UV>> {
+    pub fn map<UK: StateValue + Ord, UV: StateValue>(&self, s: MapState<UK, UV>) -> Option<&BTreeMap<UK, UV>> {
         self.state.map(s, self.key)
     }
     /// The current key's map in `s` for update.
-    pub fn map_mut<UK: Ord + Send + 'static, UV: Send + 'static>(&mut self, s: MapState<UK, UV>) -> &mut BTreeMap<UK, UV> {
+    pub fn map_mut<UK: StateValue + Ord, UV: StateValue>(&mut self, s: MapState<UK, UV>) -> &mut BTreeMap<UK, UV> {
         self.state.map_mut(s, self.key)
     }
     /// Clears the current key's map in `s`, returning it.
-    pub fn take_map<UK: Ord + Send + 'static, UV: Send + 'static>(&mut self, s: MapState<UK, UV>) -> BTreeMap<UK, UV> {
+    pub fn take_map<UK: StateValue + Ord, UV: StateValue>(&mut self, s: MapState<UK, UV>) -> BTreeMap<UK, UV> {
         self.state.take_map(s, self.key)
     }
     /// Calls `on_timer` for this key when the watermark reaches `t`.

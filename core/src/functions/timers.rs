@@ -1,44 +1,82 @@
 //! Per-key timers of a keyed operator, in event time and in processing time.
+//!
+//! Two ordered indexes decide firing order (time, then key, so it is the same in every run);
+//! a copy-on-write map from key to its timers is what a snapshot freezes, so the synchronous
+//! part of a snapshot does not grow with the number of timers. The indexes are rebuilt from
+//! the map on restore.
 
 use std::collections::BTreeSet;
 
-/// Timers ordered by time and then key, so they fire in the same order in every run.
+use sluice_state::{CowMap, KeyedEntry, StateError, StateKey, StateWriter};
+
+/// The state table timers are stored under.
+pub(crate) const TIMERS_TABLE: &str = "__timers";
+
 #[derive(Debug)]
 pub(crate) struct TimerService<K> {
     event: BTreeSet<(i64, K)>,
     processing: BTreeSet<(i64, K)>,
+    /// Per key: `(time, is_event_time)`.
+    by_key: CowMap<K, Vec<(i64, bool)>>,
 }
 
-impl<K: Ord + Clone> Default for TimerService<K> {
+impl<K: StateKey + Ord> Default for TimerService<K> {
     fn default() -> Self {
         TimerService {
             event: BTreeSet::new(),
             processing: BTreeSet::new(),
+            by_key: CowMap::new(),
         }
     }
 }
 
-impl<K: Ord + Clone> TimerService<K> {
+impl<K: StateKey + Ord> TimerService<K> {
+    fn add(&mut self, t: i64, key: &K, event: bool) {
+        let index = if event { &mut self.event } else { &mut self.processing };
+        if index.insert((t, key.clone())) {
+            self.by_key.get_or_insert_with(key, Vec::new).push((t, event));
+        }
+    }
+
+    fn forget(&mut self, t: i64, key: &K, event: bool) {
+        let now_empty = match self.by_key.get_mut(key) {
+            Some(list) => {
+                list.retain(|&(lt, le)| !(lt == t && le == event));
+                list.is_empty()
+            }
+            None => false,
+        };
+        if now_empty {
+            self.by_key.remove(key);
+        }
+    }
+
     pub(crate) fn register_event(&mut self, t: i64, key: &K) {
-        self.event.insert((t, key.clone()));
+        self.add(t, key, true)
     }
 
     pub(crate) fn delete_event(&mut self, t: i64, key: &K) {
-        self.event.remove(&(t, key.clone()));
+        if self.event.remove(&(t, key.clone())) {
+            self.forget(t, key, true);
+        }
     }
 
     pub(crate) fn register_processing(&mut self, t: i64, key: &K) {
-        self.processing.insert((t, key.clone()));
+        self.add(t, key, false)
     }
 
     pub(crate) fn delete_processing(&mut self, t: i64, key: &K) {
-        self.processing.remove(&(t, key.clone()));
+        if self.processing.remove(&(t, key.clone())) {
+            self.forget(t, key, false);
+        }
     }
 
     /// Removes and returns the earliest event-time timer at or before `wm`.
     pub(crate) fn pop_event(&mut self, wm: i64) -> Option<(i64, K)> {
         if self.event.first().is_some_and(|(t, _)| *t <= wm) {
-            return self.event.pop_first();
+            let (t, k) = self.event.pop_first()?;
+            self.forget(t, &k, true);
+            return Some((t, k));
         }
         None
     }
@@ -46,12 +84,40 @@ impl<K: Ord + Clone> TimerService<K> {
     /// Removes and returns the earliest processing-time timer at or before `now`.
     pub(crate) fn pop_processing(&mut self, now: i64) -> Option<(i64, K)> {
         if self.processing.first().is_some_and(|(t, _)| *t <= now) {
-            return self.processing.pop_first();
+            let (t, k) = self.processing.pop_first()?;
+            self.forget(t, &k, false);
+            return Some((t, k));
         }
         None
     }
 
     pub(crate) fn next_processing(&self) -> Option<i64> {
         self.processing.first().map(|(t, _)| *t)
+    }
+
+    /// Freezes the timers; the returned closure writes them.
+    pub(crate) fn freeze(&mut self) -> impl FnOnce(&mut StateWriter) -> Result<(), StateError> + Send + 'static {
+        let frozen = self.by_key.freeze();
+        move |w: &mut StateWriter| {
+            let table = w.table(TIMERS_TABLE);
+            for (k, timers) in frozen.iter() {
+                w.write_keyed(table, k, timers)?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Restores the timers of one key, if `e` is a timer entry.
+    pub(crate) fn restore_entry(&mut self, e: &KeyedEntry<'_>) -> Result<bool, StateError> {
+        if e.table != TIMERS_TABLE {
+            return Ok(false);
+        }
+        let key: K = bincode::deserialize(e.key).map_err(|err| StateError::Corrupt(format!("undecodable timer key: {err}")))?;
+        let timers: Vec<(i64, bool)> =
+            bincode::deserialize(e.value).map_err(|err| StateError::Corrupt(format!("undecodable timers: {err}")))?;
+        for (t, event) in timers {
+            self.add(t, &key, event);
+        }
+        Ok(true)
     }
 }

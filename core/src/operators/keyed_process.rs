@@ -5,7 +5,9 @@ use sluice_state::KeyedStateStore;
 use crate::data::{EventTime, Record};
 use crate::error::OperatorError;
 use crate::functions::{Collector, KeyedContext, KeyedProcessFunction, TimeDomain, TimerService};
-use crate::operator::{Operator, OperatorContext};
+use crate::operator::{AsyncSnapshot, Operator, OperatorContext};
+use crate::operators::restore_keyed;
+use sluice_state::RestoredState;
 
 pub(crate) struct KeyedProcess<F: KeyedProcessFunction, KF> {
     f: F,
@@ -41,6 +43,21 @@ where
 
     fn open(&mut self, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
         self.f.open(&mut self.store)
+    }
+
+    fn snapshot_state(&mut self, _id: u64, _ctx: &mut OperatorContext) -> Result<Option<AsyncSnapshot>, OperatorError> {
+        let state = self.store.freeze();
+        let timers = self.timers.freeze();
+        Ok(Some(Box::new(move |w| {
+            state.write(w)?;
+            timers(w)?;
+            Ok(())
+        })))
+    }
+
+    fn restore_state(&mut self, state: &RestoredState, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        let (store, timers) = (&mut self.store, &mut self.timers);
+        restore_keyed(state, |e| Ok(timers.restore_entry(e)? || store.restore_entry(e)?))
     }
 
     fn process(

@@ -6,7 +6,9 @@ use sluice_state::{KeyedStateStore, ValueState};
 
 use crate::data::{Data, Key, Record};
 use crate::error::OperatorError;
-use crate::operator::{Operator, OperatorContext};
+use crate::operator::{AsyncSnapshot, Operator, OperatorContext};
+use crate::operators::restore_keyed;
+use sluice_state::RestoredState;
 
 pub(crate) struct KeyedReduce<T, K, KF, RF> {
     key_of: KF,
@@ -56,6 +58,15 @@ where
     fn open(&mut self, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
         self.acc = Some(self.store.value_state("reduce")?);
         Ok(())
+    }
+
+    fn snapshot_state(&mut self, _id: u64, _ctx: &mut OperatorContext) -> Result<Option<AsyncSnapshot>, OperatorError> {
+        let snap = self.store.freeze();
+        Ok(Some(Box::new(move |w| snap.write(w).map_err(OperatorError::from))))
+    }
+
+    fn restore_state(&mut self, state: &RestoredState, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        restore_keyed(state, |e| self.store.restore_entry(e))
     }
 
     fn process(

@@ -9,13 +9,6 @@ pub(crate) struct ChainOps {
 }
 
 impl ChainOps {
-    pub(crate) fn open(&mut self) -> Result<(), OperatorError> {
-        for (op, ctx) in &mut self.ops {
-            op.open(ctx)?;
-        }
-        Ok(())
-    }
-
     /// Runs `batch` through the operators from `start` on; returns what the last one emits.
     pub(crate) fn push_from(&mut self, start: usize, batch: AnyBatch) -> Result<Option<AnyBatch>, OperatorError> {
         let mut cur = batch;

@@ -32,6 +32,9 @@ struct Slot {
     watermark: EventTime,
     idle: bool,
     finished: bool,
+    /// The channel delivered the barrier being aligned: hold its data back until every
+    /// channel has (aligned checkpoints).
+    blocked: bool,
 }
 
 pub(crate) struct InputGate {
@@ -40,6 +43,7 @@ pub(crate) struct InputGate {
     emitted: EventTime,
     idle: bool,
     live: usize,
+    aligning: Option<Barrier>,
 }
 
 impl InputGate {
@@ -53,12 +57,14 @@ impl InputGate {
                     watermark: EventTime::MIN,
                     idle: false,
                     finished: false,
+                    blocked: false,
                 })
                 .collect(),
             next: 0,
             emitted: EventTime::MIN,
             idle: false,
             live,
+            aligning: None,
         }
     }
 
@@ -72,7 +78,7 @@ impl InputGate {
         for k in 0..n {
             let i = (self.next + k) % n;
             let slot = &mut self.slots[i];
-            if slot.finished {
+            if slot.finished || slot.blocked {
                 continue;
             }
             match slot.ch.poll_recv(cx) {
@@ -137,10 +143,30 @@ impl InputGate {
                 self.slots[i].idle = false;
                 self.reactivate()
             }
-            StreamMessage::Barrier(b) => Some(GateEvent::Barrier(b)),
+            StreamMessage::Barrier(b) => {
+                match self.aligning {
+                    None => self.aligning = Some(b),
+                    Some(cur) if cur.checkpoint_id == b.checkpoint_id => {}
+                    Some(cur) if cur.checkpoint_id < b.checkpoint_id => {
+                        // A newer checkpoint started: the one being aligned can't complete.
+                        for s in &mut self.slots {
+                            s.blocked = false;
+                        }
+                        self.aligning = Some(b);
+                    }
+                    // A barrier of an abandoned checkpoint.
+                    Some(_) => return None,
+                }
+                self.slots[i].blocked = true;
+                self.check_aligned()
+            }
             StreamMessage::EndOfPartition => {
                 self.slots[i].finished = true;
+                self.slots[i].blocked = false;
                 self.live -= 1;
+                if self.aligning.is_some() {
+                    return self.check_aligned();
+                }
                 if self.live == 0 {
                     Some(GateEvent::End)
                 } else {
@@ -148,6 +174,18 @@ impl InputGate {
                 }
             }
         }
+    }
+
+    /// The barrier, once every live channel delivered it.
+    fn check_aligned(&mut self) -> Option<GateEvent> {
+        let aligned = self.slots.iter().all(|s| s.finished || s.blocked);
+        if !aligned {
+            return None;
+        }
+        for s in &mut self.slots {
+            s.blocked = false;
+        }
+        self.aligning.take().map(GateEvent::Barrier)
     }
 
     fn reactivate(&mut self) -> Option<GateEvent> {
@@ -254,6 +292,34 @@ mod tests {
             assert_eq!(drain(&mut g).await, ["Watermark(EventTime(7))"]);
             outs[0].send(StreamMessage::EndOfPartition).await.unwrap();
             assert_eq!(drain(&mut g).await, ["End"]);
+        });
+    }
+
+    #[test]
+    fn barrier_blocks_its_channel_until_all_channels_deliver_it() {
+        rt().block_on(async {
+            let (mut g, outs) = gate(2);
+            let b = |id| StreamMessage::Barrier(Barrier { checkpoint_id: id, timestamp_ms: 0 });
+            outs[0].send(b(1)).await.unwrap();
+            outs[0].send(StreamMessage::Watermark(50)).await.unwrap();
+            outs[1].send(StreamMessage::Watermark(5)).await.unwrap();
+            // Channel 0 is blocked after its barrier: its watermark 50 is not seen yet.
+            assert!(drain(&mut g).await.is_empty());
+            outs[1].send(b(1)).await.unwrap();
+            let evs = drain(&mut g).await;
+            assert!(evs[0].starts_with("Barrier"), "{evs:?}");
+            assert_eq!(evs[1..], ["Watermark(EventTime(5))".to_string()]);
+        });
+    }
+
+    #[test]
+    fn finished_channel_counts_as_aligned() {
+        rt().block_on(async {
+            let (mut g, outs) = gate(2);
+            outs[0].send(StreamMessage::Barrier(Barrier { checkpoint_id: 3, timestamp_ms: 0 })).await.unwrap();
+            outs[1].send(StreamMessage::EndOfPartition).await.unwrap();
+            let evs = drain(&mut g).await;
+            assert!(evs[0].starts_with("Barrier"), "{evs:?}");
         });
     }
 

@@ -4,25 +4,31 @@
 mod chain;
 mod input_gate;
 mod outputs;
+mod restore;
 mod task;
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_transport::{ChannelId, LocalTransport, Transport};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
+use crate::checkpoint::coordinator::{Coordinator, OperatorInfo, TaskRef};
+use crate::checkpoint::restart::RestartTracker;
+use crate::checkpoint::{CheckpointConfig, CheckpointStorage, LoadedCheckpoint, RestartStrategy};
 use crate::clock::Clock;
-use crate::error::JobError;
+use crate::data::EventTime;
+use crate::error::{CheckpointError, JobError};
 use crate::graph::{JobGraph, VertexKind};
-use crate::metrics::{VertexMetrics, VertexSnapshot};
+use crate::metrics::{CheckpointStats, VertexMetrics, VertexSnapshot};
 use crate::operator::OperatorContext;
 use crate::partition::{PartitionKind, RouterArgs};
-use crate::data::EventTime;
 use chain::ChainOps;
 use input_gate::InputGate;
 use outputs::{EdgeOutput, Outputs};
-use task::{Head, SourceHead, Task, TaskExit};
+use task::{CheckpointLink, Head, SourceHead, Task, TaskExit};
 
 /// What the tasks of a running job are asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +55,12 @@ pub struct ExecutionConfig {
     pub clock: Option<Clock>,
     /// Where tasks log.
     pub log: slog::Logger,
+    /// Checkpointing, if on. The job then resumes from the latest complete checkpoint in the
+    /// store when one exists.
+    pub checkpointing: Option<CheckpointConfig>,
+    /// What to do when a task fails; `None` picks Flink's default (exponential delay with
+    /// checkpointing, no restart without).
+    pub restart: Option<RestartStrategy>,
 }
 
 impl Default for ExecutionConfig {
@@ -59,6 +71,8 @@ impl Default for ExecutionConfig {
             watermark_interval_ms: 200,
             clock: None,
             log: slog::Logger::root(slog::Discard, slog::o!()),
+            checkpointing: None,
+            restart: None,
         }
     }
 }
@@ -72,12 +86,18 @@ pub struct JobResult {
     pub cancelled: bool,
     /// Wall time from start to end.
     pub duration: Duration,
-    /// Counters per vertex, in graph order.
+    /// Counters per vertex, in graph order (of the last attempt).
     pub vertices: Vec<VertexSnapshot>,
-    /// Records read by all sources.
+    /// Records read by all sources (in the last attempt).
     pub records_in: u64,
-    /// Records written by all sinks.
+    /// Records written by all sinks (in the last attempt).
     pub records_out: u64,
+    /// Restarts after failures.
+    pub restarts: u32,
+    /// Checkpoints completed over all attempts.
+    pub checkpoints_completed: u64,
+    /// The checkpoint the first attempt resumed from, if any.
+    pub resumed_from: Option<u64>,
 }
 
 impl JobResult {
@@ -97,6 +117,7 @@ impl JobResult {
 pub struct JobHandle {
     control: JobController,
     done: tokio::task::JoinHandle<Result<JobResult, JobError>>,
+    stats: Arc<CheckpointStats>,
 }
 
 /// Sends control requests to a running job; cheap to clone.
@@ -126,6 +147,11 @@ impl JobHandle {
     /// Asks the sources to stop, letting everything in flight finish (like end of input).
     pub fn drain(&self) {
         self.control.drain()
+    }
+
+    /// Live checkpoint and restart counters.
+    pub fn checkpoint_stats(&self) -> Arc<CheckpointStats> {
+        self.stats.clone()
     }
 
     /// A controller that outlives `join`.
@@ -158,94 +184,284 @@ pub fn spawn(mut graph: JobGraph, config: ExecutionConfig) -> Result<JobHandle, 
             "batch size and channel capacity must be at least 1".into(),
         ));
     }
-    let clock = config.clock.unwrap_or_else(Clock::system);
-    let (control_tx, control_rx) = watch::channel(JobControl::Run);
-    let transport = LocalTransport::new(config.channel_capacity);
-    let metrics: Vec<Arc<VertexMetrics>> =
-        graph.vertices.iter().map(|_| VertexMetrics::new_shared()).collect();
-    let log = config.log.new(slog::o!("job" => graph.name.clone()));
-    let mut tasks = Vec::new();
-    for chain in graph.chains() {
-        for subtask in 0..chain.parallelism {
-            tasks.push(build_task(
-                &graph, &chain.vertices, subtask, &transport, &metrics, &control_rx, &config, clock, &log,
-            )?);
-        }
+    if let Some(c) = &config.checkpointing {
+        c.validate().map_err(JobError::InvalidCheckpointConfig)?;
     }
-    let started = clock.elapsed();
+    let (control_tx, control_rx) = watch::channel(JobControl::Run);
     let control_tx = Arc::new(control_tx);
     let control = JobController { tx: control_tx.clone() };
-    let done = tokio::spawn(async move {
-        let mut handles = Vec::new();
-        for t in tasks {
-            let name = t.name.clone();
-            handles.push((name, tokio::spawn(t.run())));
+    let stats = Arc::new(CheckpointStats::default());
+    let done = tokio::spawn(run_job(graph, config, control_rx, stats.clone()));
+    Ok(JobHandle { control, done, stats })
+}
+
+/// Runs attempts until one ends the job: it finishes, is cancelled, or fails with no restart
+/// left.
+async fn run_job(
+    graph: JobGraph,
+    config: ExecutionConfig,
+    control_rx: watch::Receiver<JobControl>,
+    stats: Arc<CheckpointStats>,
+) -> Result<JobResult, JobError> {
+    let graph = Arc::new(graph);
+    let clock = config.clock.unwrap_or_else(Clock::system);
+    let log = config.log.new(slog::o!("job" => graph.name.clone()));
+    let storage = config
+        .checkpointing
+        .as_ref()
+        .map(|c| CheckpointStorage::new(c.store.clone(), &graph.name));
+    let restart = config.restart.clone().unwrap_or(if config.checkpointing.is_some() {
+        RestartStrategy::default_exponential()
+    } else {
+        RestartStrategy::None
+    });
+    let mut tracker = RestartTracker::new(restart);
+    let next_id = Arc::new(AtomicU64::new(1));
+    let mut retained = VecDeque::new();
+    if let Some(st) = &storage {
+        next_id.store(st.highest_id().await.map_err(CheckpointError::from)? + 1, Ordering::SeqCst);
+        retained.extend(st.completed_ids().await.map_err(CheckpointError::from)?);
+    }
+    let started = clock.elapsed();
+    let mut resumed_from = None;
+    let mut attempt = 0u32;
+    loop {
+        let restored = match &storage {
+            Some(st) => st.load_latest(&log).await?,
+            None => None,
+        };
+        if let Some(ck) = &restored {
+            let id = ck.metadata.checkpoint_id;
+            restore::check_compatible(&graph, ck).map_err(|reason| JobError::Restore { checkpoint: id, reason })?;
+            slog::info!(log, "restoring from checkpoint"; "checkpoint" => id, "attempt" => attempt);
+            if attempt == 0 {
+                resumed_from = Some(id);
+            }
+            // Only complete checkpoints up to the restored one count as retained.
+            retained.retain(|r| *r <= id);
         }
+        let run = Attempt {
+            graph: graph.clone(),
+            config: &config,
+            attempt,
+            clock,
+            log: log.new(slog::o!("attempt" => attempt)),
+            control_rx: control_rx.clone(),
+            storage: storage.clone(),
+            next_id: next_id.clone(),
+            retained: retained.clone(),
+            stats: stats.clone(),
+        };
+        let outcome = run.run(restored.as_ref()).await;
+        match outcome {
+            Ok((exit, metrics)) => {
+                let vertices: Vec<VertexSnapshot> = graph
+                    .vertices
+                    .iter()
+                    .zip(&metrics)
+                    .map(|(v, m)| m.snapshot(&v.name, v.parallelism))
+                    .collect();
+                let records_in = graph
+                    .vertices
+                    .iter()
+                    .zip(&vertices)
+                    .filter(|(v, _)| matches!(v.kind, VertexKind::Source(_)))
+                    .map(|(_, s)| s.records_out)
+                    .sum();
+                let records_out = (0..graph.vertices.len())
+                    .filter(|&v| graph.out_edges(v).is_empty())
+                    .map(|v| vertices[v].records_out)
+                    .sum();
+                return Ok(JobResult {
+                    name: graph.name.clone(),
+                    cancelled: exit == TaskExit::Cancelled,
+                    duration: clock.elapsed() - started,
+                    vertices,
+                    records_in,
+                    records_out,
+                    restarts: tracker.restarts(),
+                    checkpoints_completed: stats.completed.load(Ordering::Relaxed),
+                    resumed_from,
+                });
+            }
+            Err(e) => {
+                if *control_rx.borrow() == JobControl::Cancel {
+                    return Err(e);
+                }
+                let Some(delay) = tracker.on_failure(clock.now_ms()) else {
+                    slog::error!(log, "job failed; no restart left"; "error" => %e);
+                    return Err(e);
+                };
+                slog::warn!(log, "job failed; restarting"; "error" => %e, "delay_ms" => delay.as_millis() as u64,
+                    "restart" => tracker.restarts());
+                stats.restarts.fetch_add(1, Ordering::Relaxed);
+                let mut ctl = control_rx.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = ctl.wait_for(|c| *c == JobControl::Cancel) => return Err(e),
+                }
+                if let Some(st) = &storage {
+                    retained = st.completed_ids().await.map_err(CheckpointError::from)?.into_iter().collect();
+                }
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// One execution attempt: all tasks of the job, and the checkpoint coordinator.
+struct Attempt<'a> {
+    graph: Arc<JobGraph>,
+    config: &'a ExecutionConfig,
+    attempt: u32,
+    clock: Clock,
+    log: slog::Logger,
+    control_rx: watch::Receiver<JobControl>,
+    storage: Option<CheckpointStorage>,
+    next_id: Arc<AtomicU64>,
+    retained: VecDeque<u64>,
+    stats: Arc<CheckpointStats>,
+}
+
+enum Done {
+    Task(Result<TaskExit, JobError>),
+    Coordinator(Result<(), JobError>),
+}
+
+impl Attempt<'_> {
+    async fn run(self, restored: Option<&LoadedCheckpoint>) -> Result<(TaskExit, Vec<Arc<VertexMetrics>>), JobError> {
+        let graph = &self.graph;
+        let transport = LocalTransport::new(self.config.channel_capacity);
+        let metrics: Vec<Arc<VertexMetrics>> = graph.vertices.iter().map(|_| VertexMetrics::new_shared()).collect();
+        let (events_tx, events_rx) = mpsc::channel(1024);
+        let mut tasks = Vec::new();
+        let mut task_refs = Vec::new();
+        for chain in graph.chains() {
+            for subtask in 0..chain.parallelism {
+                let link = match &self.storage {
+                    Some(st) => {
+                        let (tx, rx) = mpsc::channel(64);
+                        task_refs.push(TaskRef {
+                            commands: tx,
+                            is_source: matches!(graph.vertices[chain.vertices[0]].kind, VertexKind::Source(_)),
+                        });
+                        Some(CheckpointLink {
+                            task: tasks.len(),
+                            commands: rx,
+                            events: events_tx.clone(),
+                            storage: st.clone(),
+                            max_parallelism: graph.max_parallelism,
+                            op_keys: Vec::new(),
+                            last_snapshot: restored.map_or(0, |c| c.metadata.checkpoint_id),
+                            last_notified: restored.map_or(0, |c| c.metadata.checkpoint_id),
+                        })
+                    }
+                    None => None,
+                };
+                tasks.push(build_task(&self, &chain.vertices, subtask, &transport, &metrics, link, restored)?);
+            }
+        }
+        drop(events_tx);
+        let (done_tx, mut done_rx) = mpsc::channel::<Done>(tasks.len() + 1);
+        let mut handles = Vec::new();
+        let total = tasks.len();
+        for t in tasks {
+            let tx = done_tx.clone();
+            handles.push(tokio::spawn(async move {
+                let r = t.run().await;
+                let _ = tx.send(Done::Task(r)).await;
+            }));
+        }
+        if let (Some(storage), Some(cfg)) = (&self.storage, &self.config.checkpointing) {
+            let coordinator = Coordinator {
+                config: cfg.clone(),
+                storage: storage.clone(),
+                clock: self.clock,
+                log: self.log.new(slog::o!("component" => "checkpoint-coordinator")),
+                job_name: graph.name.clone(),
+                max_parallelism: graph.max_parallelism,
+                operators: (0..graph.vertices.len())
+                    .map(|v| OperatorInfo {
+                        key: restore::operator_key(graph, v),
+                        name: graph.vertices[v].name.clone(),
+                        parallelism: graph.vertices[v].parallelism,
+                    })
+                    .collect(),
+                tasks: task_refs,
+                events: events_rx,
+                next_id: self.next_id.clone(),
+                retained: self.retained.clone(),
+                stats: self.stats.clone(),
+            };
+            let tx = done_tx.clone();
+            handles.push(tokio::spawn(async move {
+                let r = coordinator.run().await;
+                let _ = tx.send(Done::Coordinator(r)).await;
+            }));
+        }
+        drop(done_tx);
         let mut first_error: Option<JobError> = None;
         let mut cancelled = false;
-        for (name, h) in handles {
-            let r = match h.await {
-                Ok(r) => r,
-                Err(e) => Err(JobError::TaskPanicked {
-                    task: name,
-                    message: panic_message(e),
-                }),
+        let mut finished = 0usize;
+        while finished < total {
+            let Some(done) = done_rx.recv().await else {
+                // A task panicked (it never reported): find out which.
+                break;
             };
-            match r {
-                Ok(TaskExit::Finished) => {}
-                Ok(TaskExit::Cancelled) => cancelled = true,
+            match done {
+                Done::Coordinator(Ok(())) => {}
+                Done::Coordinator(Err(e)) | Done::Task(Err(e @ JobError::CheckpointsFailing { .. })) => {
+                    first_error.get_or_insert(e);
+                    break;
+                }
+                Done::Task(Ok(TaskExit::Finished)) => finished += 1,
+                Done::Task(Ok(TaskExit::Cancelled)) => {
+                    finished += 1;
+                    cancelled = true;
+                }
                 // After a cancel that was asked for, tasks find their channels closed by
                 // neighbours that already stopped: that is the cancel, not a failure.
-                Err(JobError::Transport { .. })
-                    if first_error.is_none() && *control_tx.borrow() == JobControl::Cancel =>
-                {
-                    cancelled = true
+                Done::Task(Err(JobError::Transport { .. })) if *self.control_rx.borrow() == JobControl::Cancel => {
+                    finished += 1;
+                    cancelled = true;
                 }
-                Err(e) => {
-                    let _ = control_tx.send(JobControl::Cancel);
-                    // A broken channel is a symptom; keep the error of the task that caused it.
-                    let better = match (&first_error, &e) {
-                        (None, _) => true,
-                        (Some(JobError::Transport { .. }), JobError::Transport { .. }) => false,
-                        (Some(JobError::Transport { .. }), _) => true,
-                        _ => false,
-                    };
-                    if better {
-                        first_error = Some(e);
-                    }
+                Done::Task(Err(e)) => {
+                    first_error = Some(e);
+                    break;
+                }
+            }
+        }
+        let all_done = finished == total && first_error.is_none();
+        // Stop everything of this attempt before the next one starts: no task may run for a
+        // stale attempt.
+        for h in &handles {
+            h.abort();
+        }
+        let mut panicked = None;
+        for h in handles {
+            if let Err(e) = h.await {
+                if !e.is_cancelled() {
+                    panicked.get_or_insert(panic_message(e));
                 }
             }
         }
         if let Some(e) = first_error {
             return Err(e);
         }
-        let vertices: Vec<VertexSnapshot> = graph
-            .vertices
-            .iter()
-            .zip(&metrics)
-            .map(|(v, m)| m.snapshot(&v.name, v.parallelism))
-            .collect();
-        let records_in = graph
-            .vertices
-            .iter()
-            .zip(&vertices)
-            .filter(|(v, _)| matches!(v.kind, VertexKind::Source(_)))
-            .map(|(_, s)| s.records_out)
-            .sum();
-        let records_out = (0..graph.vertices.len())
-            .filter(|&v| graph.out_edges(v).is_empty())
-            .map(|v| vertices[v].records_out)
-            .sum();
-        Ok(JobResult {
-            name: graph.name.clone(),
-            cancelled,
-            duration: clock.elapsed() - started,
-            vertices,
-            records_in,
-            records_out,
-        })
-    });
-    Ok(JobHandle { control, done })
+        if let Some(message) = panicked {
+            return Err(JobError::TaskPanicked {
+                task: "a task".into(),
+                message,
+            });
+        }
+        if !all_done {
+            return Err(JobError::TaskPanicked {
+                task: "a task".into(),
+                message: "ended without reporting".into(),
+            });
+        }
+        Ok((if cancelled { TaskExit::Cancelled } else { TaskExit::Finished }, metrics))
+    }
 }
 
 fn panic_message(e: tokio::task::JoinError) -> String {
@@ -270,50 +486,85 @@ fn panic_message(e: tokio::task::JoinError) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn build_task(
-    graph: &JobGraph,
+    at: &Attempt<'_>,
     chain: &[usize],
     subtask: u32,
     transport: &LocalTransport,
     metrics: &[Arc<VertexMetrics>],
-    control: &watch::Receiver<JobControl>,
-    config: &ExecutionConfig,
-    clock: Clock,
-    log: &slog::Logger,
+    mut link: Option<CheckpointLink>,
+    restored: Option<&LoadedCheckpoint>,
 ) -> Result<Task, JobError> {
+    let graph = &*at.graph;
+    let config = at.config;
     let head = chain[0];
     let tail = *chain.last().expect("a chain has at least its head");
     let parallelism = graph.vertices[head].parallelism;
     let names: Vec<&str> = chain.iter().map(|&v| graph.vertices[v].name.as_str()).collect();
     let task_name = format!("{} ({}/{})", names.join(" -> "), subtask + 1, parallelism);
-    let task_log = log.new(slog::o!("task" => names.join(" -> "), "subtask" => subtask));
+    let task_log = at.log.new(slog::o!("task" => names.join(" -> "), "subtask" => subtask));
     let ctx_for = |v: usize| OperatorContext {
         vertex_name: graph.vertices[v].name.clone(),
         subtask,
         parallelism,
         max_parallelism: graph.max_parallelism,
         watermark: EventTime::MIN,
-        clock,
+        clock: at.clock,
         log: task_log.new(slog::o!("vertex" => graph.vertices[v].name.clone())),
+        attempt: at.attempt,
+        checkpointing: at.storage.is_some(),
         metrics: metrics[v].clone(),
     };
+    let failed = |e| JobError::TaskFailed {
+        task: task_name.clone(),
+        source: e,
+    };
+    let restore_err = |reason: String| JobError::Restore {
+        checkpoint: restored.map_or(0, |c| c.metadata.checkpoint_id),
+        reason: format!("task {task_name}: {reason}"),
+    };
     let mut ops = Vec::new();
+    let mut op_keys = Vec::new();
     let mut source = None;
     for &v in chain {
+        let key = restore::operator_key(graph, v);
+        let state = match restored {
+            Some(ck) => restore::restored_for(ck, &key, subtask, parallelism, graph.max_parallelism).map_err(restore_err)?,
+            None => sluice_state::RestoredState::empty(),
+        };
         match &graph.vertices[v].kind {
             VertexKind::Source(f) => {
-                let s = f(subtask, parallelism).map_err(|e| JobError::TaskFailed {
-                    task: task_name.clone(),
-                    source: e,
-                })?;
+                let mut s = f(subtask, parallelism).map_err(failed)?;
+                if let Some(ck) = restored {
+                    let old = ck.metadata.operators.iter().find(|o| o.key == key).map(|o| o.parallelism);
+                    if old.is_some_and(|p| p != parallelism) {
+                        return Err(restore_err(format!(
+                            "source '{key}' ran at parallelism {}, now {parallelism}: its read positions cannot be redistributed",
+                            old.unwrap_or(0)
+                        )));
+                    }
+                }
+                if let Some(pos) = state.operator_state().next() {
+                    s.restore(pos).map_err(failed)?;
+                }
                 source = Some(SourceHead {
                     source: s,
                     ctx: ctx_for(v),
+                    key,
                 });
             }
-            VertexKind::Operator(f) => ops.push((f(), ctx_for(v))),
+            VertexKind::Operator(f) => {
+                let mut op = f();
+                let mut ctx = ctx_for(v);
+                op.open(&mut ctx).map_err(failed)?;
+                op.restore_state(&state, &mut ctx).map_err(failed)?;
+                ops.push((op, ctx));
+                op_keys.push(key);
+            }
         }
+    }
+    if let Some(l) = link.as_mut() {
+        l.op_keys = op_keys;
     }
     let wire = |e: sluice_transport::TransportError| JobError::InvalidGraph(e.to_string());
     let head = match source {
@@ -360,14 +611,16 @@ fn build_task(
             channels,
         });
     }
-    Ok(Task {
-        name: task_name,
+    Ok(Task::new(
+        task_name,
+        subtask,
         head,
-        chain: ChainOps { ops },
-        outputs: Outputs::new(edges),
-        control: control.clone(),
-        batch_size: config.batch_size,
-        watermark_interval_ms: config.watermark_interval_ms,
-        log: task_log,
-    })
+        ChainOps { ops },
+        Outputs::new(edges),
+        at.control_rx.clone(),
+        config.batch_size,
+        config.watermark_interval_ms,
+        task_log,
+        link,
+    ))
 }

@@ -1,11 +1,15 @@
-//! The loop of one task: a chain of operators fed by a source or by input channels.
+//! The loop of one task: a chain of operators fed by a source or by input channels, taking
+//! part in checkpoints when the job has them.
 
-use sluice_transport::{ChannelStatus, Payload, StreamMessage};
-use tokio::sync::watch;
+use sluice_state::StateWriter;
+use sluice_transport::{Barrier, ChannelStatus, Payload, StreamMessage};
+use tokio::sync::{mpsc, watch};
 
+use crate::checkpoint::protocol::{TaskCommand, TaskEvent};
+use crate::checkpoint::CheckpointStorage;
 use crate::data::EventTime;
 use crate::error::{JobError, OperatorError};
-use crate::operator::OperatorContext;
+use crate::operator::{AsyncSnapshot, OperatorContext};
 use crate::runtime::chain::ChainOps;
 use crate::runtime::input_gate::{GateEvent, InputGate};
 use crate::runtime::outputs::Outputs;
@@ -22,6 +26,8 @@ pub(crate) enum TaskExit {
 pub(crate) struct SourceHead {
     pub(crate) source: Box<dyn ErasedSource>,
     pub(crate) ctx: OperatorContext,
+    /// The source's key in checkpoints.
+    pub(crate) key: String,
 }
 
 pub(crate) enum Head {
@@ -29,8 +35,32 @@ pub(crate) enum Head {
     Inputs(InputGate),
 }
 
+/// The task's side of the checkpoint protocol.
+pub(crate) struct CheckpointLink {
+    pub(crate) task: usize,
+    pub(crate) commands: mpsc::Receiver<TaskCommand>,
+    pub(crate) events: mpsc::Sender<TaskEvent>,
+    pub(crate) storage: CheckpointStorage,
+    pub(crate) max_parallelism: u32,
+    /// Checkpoint key of each chained operator, in chain order.
+    pub(crate) op_keys: Vec<String>,
+    pub(crate) last_snapshot: u64,
+    pub(crate) last_notified: u64,
+}
+
+/// Aborts a background upload when the task that started it goes away (a failed attempt must
+/// not keep writing).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub(crate) struct Task {
     pub(crate) name: String,
+    pub(crate) subtask: u32,
     pub(crate) head: Head,
     pub(crate) chain: ChainOps,
     pub(crate) outputs: Outputs,
@@ -38,9 +68,44 @@ pub(crate) struct Task {
     pub(crate) batch_size: usize,
     pub(crate) watermark_interval_ms: i64,
     pub(crate) log: slog::Logger,
+    pub(crate) link: Option<CheckpointLink>,
+    uploads: Vec<AbortOnDrop>,
+}
+
+enum Part {
+    Source(Vec<u8>),
+    Operator(AsyncSnapshot),
 }
 
 impl Task {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        name: String,
+        subtask: u32,
+        head: Head,
+        chain: ChainOps,
+        outputs: Outputs,
+        control: watch::Receiver<JobControl>,
+        batch_size: usize,
+        watermark_interval_ms: i64,
+        log: slog::Logger,
+        link: Option<CheckpointLink>,
+    ) -> Self {
+        Task {
+            name,
+            subtask,
+            head,
+            chain,
+            outputs,
+            control,
+            batch_size,
+            watermark_interval_ms,
+            log,
+            link,
+            uploads: Vec::new(),
+        }
+    }
+
     fn op_err(&self, source: OperatorError) -> JobError {
         JobError::TaskFailed {
             task: self.name.clone(),
@@ -57,7 +122,6 @@ impl Task {
 
     pub(crate) async fn run(mut self) -> Result<TaskExit, JobError> {
         slog::debug!(self.log, "task starting");
-        self.chain.open().map_err(|e| self.op_err(e))?;
         let head = std::mem::replace(&mut self.head, Head::Inputs(InputGate::new(Vec::new())));
         let exit = match head {
             Head::Source(src) => self.run_source(src).await?,
@@ -85,11 +149,148 @@ impl Task {
             .map_err(|e| self.net_err(e))
     }
 
+    /// Takes this task's part of checkpoint `b`: freeze operator state, forward the barrier,
+    /// then serialize and upload in the background and acknowledge.
+    async fn checkpoint(&mut self, b: Barrier, source: Option<&SourceHead>) -> Result<(), JobError> {
+        let id = b.checkpoint_id;
+        let Some(link) = self.link.as_ref() else {
+            return Err(self.op_err(OperatorError::user("a checkpoint barrier reached a job without checkpointing")));
+        };
+        debug_assert!(id > link.last_snapshot, "checkpoint ids must increase: {id} after {}", link.last_snapshot);
+        let mut parts: Vec<(String, Part)> = Vec::new();
+        if let Some(src) = source {
+            let pos = src.source.snapshot().map_err(|e| self.op_err(e))?;
+            parts.push((src.key.clone(), Part::Source(pos)));
+        }
+        let keys = link.op_keys.clone();
+        for (i, (op, ctx)) in self.chain.ops.iter_mut().enumerate() {
+            let snap = op.snapshot_state(id, ctx).map_err(|e| JobError::TaskFailed {
+                task: self.name.clone(),
+                source: e,
+            })?;
+            if let Some(s) = snap {
+                parts.push((keys[i].clone(), Part::Operator(s)));
+            }
+        }
+        // The barrier goes on right after the synchronous part: downstream tasks align while
+        // this one's state is still being written.
+        self.outputs
+            .broadcast(|| StreamMessage::Barrier(b))
+            .await
+            .map_err(|e| self.net_err(e))?;
+        let link = self.link.as_mut().expect("checked above");
+        link.last_snapshot = id;
+        let storage = link.storage.clone();
+        let events = link.events.clone();
+        let (task, max_p, subtask) = (link.task, link.max_parallelism, self.subtask);
+        let upload = tokio::spawn(async move {
+            let result = async {
+                let mut files = Vec::with_capacity(parts.len());
+                for (key, part) in parts {
+                    let mut w = StateWriter::new(max_p);
+                    match part {
+                        Part::Source(pos) => w.add_operator_state_raw(pos),
+                        Part::Operator(f) => f(&mut w).map_err(|e| e.to_string())?,
+                    }
+                    let bytes = w.finish().map_err(|e| e.to_string())?;
+                    crate::buggify::maybe_delay("state upload").await;
+                    let meta = storage
+                        .write_state(id, &key, subtask, bytes)
+                        .await
+                        .map_err(|e| format!("storing state of '{key}': {e}"))?;
+                    files.push((key, meta));
+                }
+                Ok::<_, String>(files)
+            }
+            .await;
+            let ev = match result {
+                Ok(files) => TaskEvent::Acked {
+                    task,
+                    checkpoint_id: id,
+                    files,
+                },
+                Err(reason) => TaskEvent::Declined {
+                    task,
+                    checkpoint_id: id,
+                    reason,
+                },
+            };
+            let _ = events.send(ev).await;
+        });
+        self.uploads.retain(|u| !u.0.is_finished());
+        self.uploads.push(AbortOnDrop(upload));
+        Ok(())
+    }
+
+    fn notify_complete(&mut self, id: u64) -> Result<(), JobError> {
+        for (op, ctx) in &mut self.chain.ops {
+            op.notify_checkpoint_complete(id, ctx).map_err(|e| JobError::TaskFailed {
+                task: self.name.clone(),
+                source: e,
+            })?;
+        }
+        if let Some(link) = self.link.as_mut() {
+            link.last_notified = link.last_notified.max(id);
+        }
+        Ok(())
+    }
+
+    /// Handles a coordinator command; returns true on `Finish`.
+    async fn on_command(&mut self, cmd: TaskCommand, source: Option<&SourceHead>) -> Result<bool, JobError> {
+        match cmd {
+            TaskCommand::Trigger(b) => {
+                self.checkpoint(b, source).await?;
+                Ok(false)
+            }
+            TaskCommand::Complete(id) => {
+                self.notify_complete(id)?;
+                Ok(false)
+            }
+            TaskCommand::Finish => Ok(true),
+        }
+    }
+
+    fn try_command(&mut self) -> Option<TaskCommand> {
+        self.link.as_mut()?.commands.try_recv().ok()
+    }
+
+    /// Waits for the next command, or `None` when the job is cancelled.
+    async fn next_command(&mut self) -> Option<TaskCommand> {
+        let mut control = self.control.clone();
+        let link = self.link.as_mut()?;
+        loop {
+            if *control.borrow() == JobControl::Cancel {
+                return None;
+            }
+            tokio::select! {
+                cmd = link.commands.recv() => return cmd,
+                r = control.changed() => {
+                    if r.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
     /// End of input: the final watermark fires every timer, then operators flush and the
     /// consumers are told that nothing follows.
     async fn finish(&mut self, last_wm: EventTime) -> Result<TaskExit, JobError> {
         if last_wm < EventTime::MAX {
             self.advance_watermark(EventTime::MAX).await?;
+        }
+        // With checkpoints, the final one must be committed before the operators end: it is
+        // what publishes the last output of two-phase-commit sinks.
+        while let Some(link) = &self.link {
+            if link.last_notified >= link.last_snapshot {
+                break;
+            }
+            match self.next_command().await {
+                Some(cmd) => {
+                    self.on_command(cmd, None).await?;
+                }
+                None => return Ok(TaskExit::Cancelled),
+            }
         }
         let out = self.chain.end_of_input().map_err(|e| self.op_err(e))?;
         self.outputs.emit_all(out).await.map_err(|e| self.net_err(e))?;
@@ -98,6 +299,31 @@ impl Task {
             .await
             .map_err(|e| self.net_err(e))?;
         Ok(TaskExit::Finished)
+    }
+
+    /// A source whose input ended, in a job with checkpoints: it reports so, takes part in
+    /// the final checkpoint, and ends when the coordinator says it is complete.
+    async fn finish_source(&mut self, src: SourceHead, mut last_wm: EventTime) -> Result<TaskExit, JobError> {
+        if last_wm < EventTime::MAX {
+            self.advance_watermark(EventTime::MAX).await?;
+            last_wm = EventTime::MAX;
+        }
+        self.outputs.flush().await.map_err(|e| self.net_err(e))?;
+        let Some(link) = &self.link else {
+            return self.finish(last_wm).await;
+        };
+        let _ = link.events.send(TaskEvent::InputFinished { task: link.task }).await;
+        loop {
+            match self.next_command().await {
+                None => return Ok(TaskExit::Cancelled),
+                Some(cmd) => {
+                    if self.on_command(cmd, Some(&src)).await? {
+                        break;
+                    }
+                }
+            }
+        }
+        self.finish(last_wm).await
     }
 
     async fn run_source(&mut self, mut src: SourceHead) -> Result<TaskExit, JobError> {
@@ -110,8 +336,13 @@ impl Task {
         loop {
             match self.control() {
                 JobControl::Cancel => return Ok(TaskExit::Cancelled),
-                JobControl::Drain => return self.finish(last_wm).await,
+                JobControl::Drain => return self.finish_source(src, last_wm).await,
                 JobControl::Run => {}
+            }
+            while let Some(cmd) = self.try_command() {
+                // `Finish` only follows this source's own report that its input ended.
+                let finish = self.on_command(cmd, Some(&src)).await?;
+                debug_assert!(!finish, "Finish reached a source that is still reading");
             }
             let now = clock.now_ms();
             if self.chain.next_processing_timer().is_some_and(|t| t <= now) {
@@ -151,7 +382,13 @@ impl Task {
                         tokio::task::yield_now().await;
                     }
                 }
-                SourcePoll::Finished => return self.finish(last_wm).await,
+                SourcePoll::Finished => {
+                    return if self.link.is_some() {
+                        self.finish_source(src, last_wm).await
+                    } else {
+                        self.finish(last_wm).await
+                    };
+                }
                 SourcePoll::WaitUntil(t) => {
                     self.outputs.flush().await.map_err(|e| self.net_err(e))?;
                     let mut wake = t;
@@ -172,9 +409,21 @@ impl Task {
                     }
                     if wake > now {
                         let mut control = self.control.clone();
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(clock.instant_at(wake)) => {}
-                            _ = control.changed() => {}
+                        let sleep = tokio::time::sleep_until(clock.instant_at(wake));
+                        match self.link.as_mut() {
+                            Some(link) => tokio::select! {
+                                _ = sleep => {}
+                                _ = control.changed() => {}
+                                cmd = link.commands.recv() => {
+                                    if let Some(cmd) = cmd {
+                                        self.on_command(cmd, Some(&src)).await?;
+                                    }
+                                }
+                            },
+                            None => tokio::select! {
+                                _ = sleep => {}
+                                _ = control.changed() => {}
+                            },
                         }
                     }
                 }
@@ -192,6 +441,9 @@ impl Task {
             if self.control() == JobControl::Cancel {
                 return Ok(TaskExit::Cancelled);
             }
+            while let Some(cmd) = self.try_command() {
+                self.on_command(cmd, None).await?;
+            }
             let timer = self.chain.next_processing_timer();
             if let Some(t) = timer {
                 let now = clock.now_ms();
@@ -207,10 +459,22 @@ impl Task {
                     // batch while the input is quiet.
                     self.outputs.flush().await.map_err(|e| self.net_err(e))?;
                     let far = clock.instant_at(timer.unwrap_or(i64::MAX / 4));
+                    let command = async {
+                        match self.link.as_mut() {
+                            Some(link) => link.commands.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
                         ev = gate.next() => ev.map_err(|e| self.net_err(e))?,
                         _ = tokio::time::sleep_until(far), if timer.is_some() => continue,
                         _ = control.changed() => continue,
+                        cmd = command => {
+                            if let Some(cmd) = cmd {
+                                self.on_command(cmd, None).await?;
+                            }
+                            continue;
+                        }
                     }
                 }
             };
@@ -234,11 +498,7 @@ impl Task {
                     .broadcast(|| StreamMessage::Status(ChannelStatus::Active))
                     .await
                     .map_err(|e| self.net_err(e))?,
-                GateEvent::Barrier(b) => self
-                    .outputs
-                    .broadcast(|| StreamMessage::Barrier(b))
-                    .await
-                    .map_err(|e| self.net_err(e))?,
+                GateEvent::Barrier(b) => self.checkpoint(b, None).await?,
                 GateEvent::End => return self.finish(gate.watermark()).await,
             }
         }

@@ -10,7 +10,7 @@ use crate::window::TimeWindow;
 /// The per-window contents and how to emit them.
 pub(crate) trait WindowLogic<K>: Clone + Send + Sync + 'static {
     type In: Data;
-    type Acc: Send + 'static;
+    type Acc: sluice_state::StateValue;
     type Out: Data;
     fn create(&self) -> Self::Acc;
     fn add(&self, acc: &mut Self::Acc, v: Self::In);

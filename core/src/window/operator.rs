@@ -8,19 +8,32 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use sluice_state::{CowMap, RestoredState, StateError};
 
 use crate::data::{Key, Record};
 use crate::error::OperatorError;
-use crate::operator::{Operator, OperatorContext};
+use crate::operator::{AsyncSnapshot, Operator, OperatorContext};
+use crate::operators::restore_keyed;
 use crate::window::{TimeWindow, WindowAssigner, WindowLogic};
+
+/// The state table windows are stored under.
+const WINDOWS_TABLE: &str = "windows";
+
+/// One open window: its contents, and whether it already fired (then it only waits for the
+/// allowed lateness to pass, and must not fire again on restore).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Slot<A> {
+    acc: A,
+    fired: bool,
+}
 
 pub(crate) struct WindowOperator<K: Key, L: WindowLogic<K>, KF> {
     assigner: WindowAssigner,
     allowed_lateness_ms: i64,
     logic: L,
     key_of: KF,
-    windows: FxHashMap<K, BTreeMap<TimeWindow, L::Acc>>,
+    windows: CowMap<K, BTreeMap<TimeWindow, Slot<L::Acc>>>,
     /// (time, key, window): both firing (at the window's last timestamp) and cleanup (after
     /// the allowed lateness) are entries here.
     timers: BTreeSet<(i64, K, TimeWindow)>,
@@ -44,7 +57,7 @@ impl<K: Key, L: WindowLogic<K>, KF> WindowOperator<K, L, KF> {
             allowed_lateness_ms,
             logic,
             key_of,
-            windows: FxHashMap::default(),
+            windows: CowMap::new(),
             timers: BTreeSet::new(),
         }
     }
@@ -66,12 +79,16 @@ impl<K: Key, L: WindowLogic<K>, KF> WindowOperator<K, L, KF> {
 
     /// Adds `v` to window `w` of `key`; fires it at once if the watermark already passed it.
     fn add_to(&mut self, key: &K, w: TimeWindow, v: L::In, wm: i64, out: &mut Vec<Record<L::Out>>) {
-        let per_key = self.windows.entry(key.clone()).or_default();
+        let per_key = self.windows.get_or_insert_with(key, BTreeMap::new);
         let fresh = !per_key.contains_key(&w);
-        let acc = per_key.entry(w).or_insert_with(|| self.logic.create());
-        self.logic.add(acc, v);
+        let slot = per_key.entry(w).or_insert_with(|| Slot {
+            acc: self.logic.create(),
+            fired: false,
+        });
+        self.logic.add(&mut slot.acc, v);
         if w.max_timestamp() <= wm {
-            self.logic.emit(key, w, acc, out);
+            self.logic.emit(key, w, &slot.acc, out);
+            slot.fired = true;
         }
         if fresh {
             self.register(key, w);
@@ -87,17 +104,18 @@ impl<K: Key, L: WindowLogic<K>, KF> WindowOperator<K, L, KF> {
         if self.cleanup_time(&merged) <= wm {
             return false;
         }
-        let per_key = self.windows.entry(key.clone()).or_default();
+        let per_key = self.windows.get_or_insert_with(key, BTreeMap::new);
         let mut acc = self.logic.create();
         for w in &overlapping {
             let old = per_key.remove(w).expect("listed just above");
-            acc = self.logic.merge(acc, old);
+            acc = self.logic.merge(acc, old.acc);
         }
         self.logic.add(&mut acc, v);
-        if merged.max_timestamp() <= wm {
+        let fired = merged.max_timestamp() <= wm;
+        if fired {
             self.logic.emit(key, merged, &acc, out);
         }
-        per_key.insert(merged, acc);
+        per_key.insert(merged, Slot { acc, fired });
         // Timers of the windows that merged away stay queued; they find no window and do
         // nothing, which is cheaper than finding and removing them.
         self.register(key, merged);
@@ -113,6 +131,45 @@ where
 {
     type In = L::In;
     type Out = L::Out;
+
+    fn snapshot_state(&mut self, _id: u64, _ctx: &mut OperatorContext) -> Result<Option<AsyncSnapshot>, OperatorError> {
+        let frozen = self.windows.freeze();
+        Ok(Some(Box::new(move |w| {
+            let table = w.table(WINDOWS_TABLE);
+            for (k, windows) in frozen.iter() {
+                w.write_keyed(table, k, windows)?;
+            }
+            Ok(())
+        })))
+    }
+
+    fn restore_state(&mut self, state: &RestoredState, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        let mut restored: Vec<(K, BTreeMap<TimeWindow, Slot<L::Acc>>)> = Vec::new();
+        restore_keyed(state, |e| {
+            if e.table != WINDOWS_TABLE {
+                return Ok(false);
+            }
+            let key: K = bincode::deserialize(e.key).map_err(|err| StateError::Corrupt(format!("undecodable window key: {err}")))?;
+            let windows = bincode::deserialize(e.value)
+                .map_err(|err| StateError::Corrupt(format!("undecodable window contents: {err}")))?;
+            restored.push((key, windows));
+            Ok(true)
+        })?;
+        for (key, windows) in restored {
+            // Timers are derived from the windows: a window that fired before the checkpoint
+            // waits only for its cleanup.
+            for (w, slot) in &windows {
+                if !slot.fired {
+                    self.timers.insert((w.max_timestamp(), key.clone(), *w));
+                }
+                if self.allowed_lateness_ms > 0 || slot.fired {
+                    self.timers.insert((self.cleanup_time(w), key.clone(), *w));
+                }
+            }
+            self.windows.insert(key, windows);
+        }
+        Ok(())
+    }
 
     fn process(
         &mut self,
@@ -172,11 +229,12 @@ where
             let Some(per_key) = self.windows.get_mut(&key) else {
                 continue;
             };
-            let Some(acc) = per_key.get(&w) else {
+            let Some(slot) = per_key.get_mut(&w) else {
                 continue;
             };
-            if t == w.max_timestamp() {
-                self.logic.emit(&key, w, acc, out);
+            if t == w.max_timestamp() && !slot.fired {
+                self.logic.emit(&key, w, &slot.acc, out);
+                slot.fired = true;
             }
             if t == w.max_timestamp().saturating_add(self.allowed_lateness_ms) {
                 per_key.remove(&w);

@@ -68,7 +68,7 @@ fn unused(job: &str, option: &str) -> HarnessError {
 fn attach_sink<T: Data>(stream: DataStream<T>, opts: &JobOptions, format: fn(&T) -> String) {
     match (&opts.output, opts.print) {
         (Some(dir), _) => {
-            stream.sink_to(FileSink::new(dir.clone(), format), "FileSink").uid("sink");
+            stream.sink_to_transactional(FileSink::new(dir.clone(), format), "FileSink").uid("sink");
         }
         (None, true) => {
             stream.sink_to(PrintSink::with_format(format), "PrintSink").uid("sink");

@@ -95,4 +95,20 @@ impl SourceReader for NexmarkReader {
         }
         Ok(SourcePoll::Ready)
     }
+
+    fn snapshot_position(&self) -> Result<Vec<u8>, OperatorError> {
+        crate::source::encode_position(&self.next)
+    }
+
+    fn restore_position(&mut self, position: &[u8]) -> Result<(), OperatorError> {
+        let next: u64 = crate::source::decode_position(position)?;
+        if next % self.stride as u64 != self.next % self.stride as u64 {
+            return Err(OperatorError::user(format!(
+                "source position {next} belongs to another subtask (this one reads every {}th record from {})",
+                self.stride, self.next
+            )));
+        }
+        self.next = next;
+        Ok(())
+    }
 }

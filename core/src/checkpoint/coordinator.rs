@@ -1,0 +1,220 @@
+//! The checkpoint coordinator of one execution attempt.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use sluice_transport::Barrier;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::checkpoint::metadata::{CheckpointMetadata, OperatorStateMeta, StateFileMeta};
+use crate::checkpoint::protocol::{TaskCommand, TaskEvent};
+use crate::checkpoint::{CheckpointConfig, CheckpointStorage};
+use crate::clock::Clock;
+use crate::error::JobError;
+use crate::metrics::CheckpointStats;
+
+/// An operator as the coordinator lists it in metadata.
+#[derive(Debug, Clone)]
+pub(crate) struct OperatorInfo {
+    pub(crate) key: String,
+    pub(crate) name: String,
+    pub(crate) parallelism: u32,
+}
+
+/// How the coordinator reaches one task.
+#[derive(Debug)]
+pub(crate) struct TaskRef {
+    pub(crate) commands: mpsc::Sender<TaskCommand>,
+    pub(crate) is_source: bool,
+}
+
+struct Pending {
+    id: u64,
+    triggered_ms: i64,
+    started: Instant,
+    deadline: Instant,
+    is_final: bool,
+    acks: BTreeMap<usize, Vec<(String, StateFileMeta)>>,
+}
+
+pub(crate) struct Coordinator {
+    pub(crate) config: CheckpointConfig,
+    pub(crate) storage: CheckpointStorage,
+    pub(crate) clock: Clock,
+    pub(crate) log: slog::Logger,
+    pub(crate) job_name: String,
+    pub(crate) max_parallelism: u32,
+    pub(crate) operators: Vec<OperatorInfo>,
+    pub(crate) tasks: Vec<TaskRef>,
+    pub(crate) events: mpsc::Receiver<TaskEvent>,
+    /// Shared across attempts so ids keep increasing after a restart.
+    pub(crate) next_id: Arc<AtomicU64>,
+    /// Completed checkpoints still retained, oldest first.
+    pub(crate) retained: VecDeque<u64>,
+    pub(crate) stats: Arc<CheckpointStats>,
+}
+
+impl Coordinator {
+    /// Runs until the tasks are gone; fails if checkpoints fail more often than tolerated.
+    pub(crate) async fn run(mut self) -> Result<(), JobError> {
+        let sources = self.tasks.iter().filter(|t| t.is_source).count();
+        let mut sources_finished = 0usize;
+        let mut final_done = false;
+        let mut pending: Option<Pending> = None;
+        let mut failures = 0u32;
+        let mut next_trigger = Instant::now() + self.config.interval;
+        loop {
+            let all_input_done = sources_finished == sources;
+            if pending.is_none() && all_input_done && !final_done {
+                // Every source read all its input: the final checkpoint commits the rest.
+                pending = Some(self.trigger(true).await);
+                continue;
+            }
+            let can_trigger = pending.is_none() && !all_input_done;
+            let deadline = pending.as_ref().map(|p| p.deadline);
+            tokio::select! {
+                _ = tokio::time::sleep_until(next_trigger), if can_trigger => {
+                    pending = Some(self.trigger(false).await);
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or(next_trigger)), if deadline.is_some() => {
+                    let p = pending.take().expect("deadline implies a pending checkpoint");
+                    self.fail(p, "timed out".into(), &mut failures).await?;
+                    next_trigger = Instant::now() + self.config.min_pause;
+                }
+                ev = self.events.recv() => {
+                    let Some(ev) = ev else { return Ok(()) };
+                    match ev {
+                        TaskEvent::InputFinished { task } => {
+                            slog::debug!(self.log, "source input finished"; "task" => task);
+                            sources_finished += 1;
+                        }
+                        TaskEvent::Declined { task, checkpoint_id, reason } => {
+                            if pending.as_ref().is_some_and(|p| p.id == checkpoint_id) {
+                                let p = pending.take().expect("checked");
+                                self.fail(p, format!("task {task} declined: {reason}"), &mut failures).await?;
+                                next_trigger = Instant::now() + self.config.min_pause;
+                            }
+                        }
+                        TaskEvent::Acked { task, checkpoint_id, files } => {
+                            let Some(p) = pending.as_mut().filter(|p| p.id == checkpoint_id) else { continue };
+                            let dup = p.acks.insert(task, files);
+                            debug_assert!(dup.is_none(), "task {task} acknowledged checkpoint {checkpoint_id} twice");
+                            if p.acks.len() == self.tasks.len() {
+                                let p = pending.take().expect("checked");
+                                let started = p.started;
+                                match self.complete(p).await {
+                                    Ok(is_final) => {
+                                        failures = 0;
+                                        final_done |= is_final;
+                                    }
+                                    Err((p, reason)) => self.fail(p, reason, &mut failures).await?,
+                                }
+                                next_trigger = (started + self.config.interval).max(Instant::now() + self.config.min_pause);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn trigger(&mut self, is_final: bool) -> Pending {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let barrier = Barrier {
+            checkpoint_id: id,
+            timestamp_ms: self.clock.now_ms(),
+        };
+        slog::debug!(self.log, "triggering checkpoint"; "checkpoint" => id, "final" => is_final);
+        self.stats.triggered.fetch_add(1, Ordering::Relaxed);
+        for t in self.tasks.iter().filter(|t| t.is_source) {
+            // A source that is gone has failed; the job is being torn down anyway.
+            let _ = t.commands.send(TaskCommand::Trigger(barrier)).await;
+        }
+        let now = Instant::now();
+        Pending {
+            id,
+            triggered_ms: barrier.timestamp_ms,
+            started: now,
+            deadline: now + self.config.timeout,
+            is_final,
+            acks: BTreeMap::new(),
+        }
+    }
+
+    /// Writes the metadata and notifies the tasks; returns whether it was the final one.
+    async fn complete(&mut self, p: Pending) -> Result<bool, (Pending, String)> {
+        let mut by_op: BTreeMap<String, Vec<StateFileMeta>> = BTreeMap::new();
+        for files in p.acks.values() {
+            for (key, f) in files {
+                by_op.entry(key.clone()).or_default().push(f.clone());
+            }
+        }
+        let operators = self
+            .operators
+            .iter()
+            .filter_map(|o| {
+                let mut files = by_op.remove(&o.key)?;
+                files.sort_by_key(|f| f.subtask);
+                Some(OperatorStateMeta {
+                    key: o.key.clone(),
+                    name: o.name.clone(),
+                    parallelism: o.parallelism,
+                    files,
+                })
+            })
+            .collect();
+        debug_assert!(by_op.is_empty(), "state acknowledged for unknown operators: {:?}", by_op.keys());
+        let meta = CheckpointMetadata {
+            job_name: self.job_name.clone(),
+            checkpoint_id: p.id,
+            triggered_at_ms: p.triggered_ms,
+            completed_at_ms: self.clock.now_ms(),
+            max_parallelism: self.max_parallelism,
+            operators,
+        };
+        crate::buggify::maybe_delay("metadata write").await;
+        if let Err(e) = self.storage.commit(&meta).await {
+            return Err((p, format!("writing its metadata failed: {e}")));
+        }
+        let duration = p.started.elapsed();
+        slog::info!(self.log, "checkpoint complete";
+            "checkpoint" => p.id, "duration_ms" => duration.as_millis() as u64, "size" => meta.state_size());
+        self.stats.record_completed(p.id, duration, meta.state_size(), meta.completed_at_ms);
+        for t in &self.tasks {
+            let _ = t.commands.send(TaskCommand::Complete(p.id)).await;
+        }
+        if p.is_final {
+            for t in self.tasks.iter().filter(|t| t.is_source) {
+                let _ = t.commands.send(TaskCommand::Finish).await;
+            }
+        }
+        self.retained.push_back(p.id);
+        while self.retained.len() > self.config.retained as usize {
+            let old = self.retained.pop_front().expect("longer than retained >= 1");
+            if let Err(e) = self.storage.discard(old).await {
+                slog::warn!(self.log, "could not delete subsumed checkpoint"; "checkpoint" => old, "error" => %e);
+            }
+        }
+        Ok(p.is_final)
+    }
+
+    async fn fail(&mut self, p: Pending, reason: String, failures: &mut u32) -> Result<(), JobError> {
+        *failures += 1;
+        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        slog::warn!(self.log, "checkpoint failed"; "checkpoint" => p.id, "reason" => &reason,
+            "consecutive_failures" => *failures);
+        if let Err(e) = self.storage.discard(p.id).await {
+            slog::debug!(self.log, "could not clean up failed checkpoint"; "checkpoint" => p.id, "error" => %e);
+        }
+        if *failures > self.config.tolerable_failures {
+            return Err(JobError::CheckpointsFailing {
+                failures: *failures,
+                tolerated: self.config.tolerable_failures,
+                last: format!("checkpoint {}: {reason}", p.id),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,77 @@
+//! What each operator subtask restores from a checkpoint.
+
+use std::sync::Arc;
+
+use sluice_state::{KeyGroupRange, RestoredState};
+
+use crate::checkpoint::LoadedCheckpoint;
+use crate::graph::{JobGraph, VertexId};
+
+/// The checkpoint key of a vertex: its uid, or its position and name.
+pub(crate) fn operator_key(graph: &JobGraph, v: VertexId) -> String {
+    match &graph.vertices[v].uid {
+        Some(uid) => uid.clone(),
+        None => format!("v{v}-{}", crate::checkpoint::storage::path_segment(&graph.vertices[v].name)),
+    }
+}
+
+/// Checks that a checkpoint fits the job: same number of key groups, and every operator with
+/// state still exists.
+pub(crate) fn check_compatible(graph: &JobGraph, ck: &LoadedCheckpoint) -> Result<(), String> {
+    let m = &ck.metadata;
+    if m.max_parallelism != graph.max_parallelism {
+        return Err(format!(
+            "it was taken with max parallelism {}, the job has {}; the number of key groups cannot change",
+            m.max_parallelism, graph.max_parallelism
+        ));
+    }
+    let keys: Vec<String> = (0..graph.vertices.len()).map(|v| operator_key(graph, v)).collect();
+    for op in &m.operators {
+        if !keys.contains(&op.key) {
+            return Err(format!(
+                "it holds state for operator '{}' ({}), which the job does not have",
+                op.key, op.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The state of subtask `subtask` of `parallelism` of the operator with `key`.
+pub(crate) fn restored_for(
+    ck: &LoadedCheckpoint,
+    key: &str,
+    subtask: u32,
+    parallelism: u32,
+    max_parallelism: u32,
+) -> Result<RestoredState, String> {
+    let Some(op) = ck.metadata.operators.iter().find(|o| o.key == key) else {
+        return Ok(RestoredState::empty());
+    };
+    let mut files = Vec::with_capacity(op.files.len());
+    for f in &op.files {
+        let file = ck
+            .files
+            .get(&f.path)
+            .ok_or_else(|| format!("state file '{}' of operator '{key}' was not loaded", f.path))?;
+        files.push((f.subtask, Arc::clone(file)));
+    }
+    let operator: Vec<Vec<u8>> = if op.parallelism == parallelism {
+        files
+            .iter()
+            .filter(|(s, _)| *s == subtask)
+            .flat_map(|(_, f)| f.operator_state().iter().cloned())
+            .collect()
+    } else {
+        // Operator list state is dealt round-robin over the new subtasks.
+        files
+            .iter()
+            .flat_map(|(_, f)| f.operator_state().iter().cloned())
+            .enumerate()
+            .filter(|(i, _)| (*i as u32) % parallelism == subtask)
+            .map(|(_, e)| e)
+            .collect()
+    };
+    let range = KeyGroupRange::for_subtask(max_parallelism, parallelism, subtask);
+    Ok(RestoredState::new(files.into_iter().map(|(_, f)| f).collect(), range, operator))
+}
