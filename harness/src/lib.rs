@@ -5,5 +5,6 @@ pub mod error;
 pub mod jobs;
 pub mod logging;
 pub mod runner;
+pub mod settings;
 
 pub use error::HarnessError;

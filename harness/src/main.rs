@@ -53,6 +53,32 @@ struct RunArgs {
     /// Seed of the event generator (Nexmark).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Pace input lines per second (wordcount).
+    #[arg(long)]
+    lines_per_second: Option<u64>,
+    /// Turn checkpointing on, storing checkpoints here; a run resumes from the latest
+    /// complete checkpoint in it.
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Time between checkpoints, e.g. `200ms`, `10s`.
+    #[arg(long)]
+    checkpoint_interval: Option<String>,
+    /// Abandon a checkpoint not complete after this long (default 10m).
+    #[arg(long)]
+    checkpoint_timeout: Option<String>,
+    /// Least time between the end of one checkpoint and the start of the next.
+    #[arg(long)]
+    min_pause_between_checkpoints: Option<String>,
+    /// Consecutive failed checkpoints tolerated before the job restarts (default 0).
+    #[arg(long)]
+    tolerable_failed_checkpoints: Option<u32>,
+    /// Completed checkpoints kept (default 1).
+    #[arg(long)]
+    retained_checkpoints: Option<u32>,
+    /// none | fixed-delay:attempts=N,delay=D | exponential-delay:initial=D,max=D,multiplier=X,reset=D
+    /// | failure-rate:max-failures=N,interval=D,delay=D
+    #[arg(long)]
+    restart_strategy: Option<String>,
     /// Print the execution plan and exit.
     #[arg(long)]
     plan: bool,
@@ -99,6 +125,16 @@ fn run(args: RunArgs, log: slog::Logger) -> anyhow::Result<()> {
         events: args.events,
         events_per_second: args.events_per_second,
         seed: args.seed,
+        lines_per_second: args.lines_per_second,
+    };
+    let settings = sluice::settings::RunSettings {
+        checkpoint_dir: args.checkpoint_dir,
+        checkpoint_interval: args.checkpoint_interval,
+        checkpoint_timeout: args.checkpoint_timeout,
+        min_pause: args.min_pause_between_checkpoints,
+        tolerable_failures: args.tolerable_failed_checkpoints,
+        retained: args.retained_checkpoints,
+        restart_strategy: args.restart_strategy,
     };
     if args.plan {
         let env = sluice::jobs::build(&args.job, &opts)?;
@@ -108,7 +144,7 @@ fn run(args: RunArgs, log: slog::Logger) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = rt.block_on(sluice::runner::run_embedded(&args.job, &opts, log, async {
+    let result = rt.block_on(sluice::runner::run_embedded(&args.job, &opts, &settings, log, async {
         let _ = tokio::signal::ctrl_c().await;
     }))?;
     // The summary goes to stderr when results are printed, so stdout holds only results.

@@ -6,22 +6,24 @@ use sluice_core::{ExecutionConfig, JobResult};
 
 use crate::error::HarnessError;
 use crate::jobs::{self, JobOptions};
+use crate::settings::RunSettings;
 
 /// Builds and runs job `name` to its end (or until `stop` resolves, which drains it).
 pub async fn run_embedded(
     name: &str,
     opts: &JobOptions,
+    settings: &RunSettings,
     log: slog::Logger,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<JobResult, HarnessError> {
+    let config = settings.apply(ExecutionConfig {
+        log: log.clone(),
+        ..ExecutionConfig::default()
+    })?;
     let env = jobs::build(name, opts)?;
     let graph = env.build()?;
     slog::info!(log, "starting job"; "job" => name, "parallelism" => opts.parallelism);
     slog::debug!(log, "plan"; "plan" => graph.describe());
-    let config = ExecutionConfig {
-        log: log.clone(),
-        ..ExecutionConfig::default()
-    };
     let handle = sluice_core::runtime::spawn(graph, config)?;
     let controller = handle.controller();
     let join = handle.join();
@@ -34,7 +36,11 @@ pub async fn run_embedded(
             join.await?
         }
     };
-    slog::info!(log, "job finished"; "records_in" => result.records_in, "records_out" => result.records_out);
+    if let Some(id) = result.resumed_from {
+        slog::info!(log, "resumed from checkpoint"; "checkpoint" => id);
+    }
+    slog::info!(log, "job finished"; "records_in" => result.records_in, "records_out" => result.records_out,
+        "restarts" => result.restarts, "checkpoints" => result.checkpoints_completed);
     Ok(result)
 }
 
@@ -52,6 +58,12 @@ pub fn summary(r: &JobResult) -> String {
         secs,
         r.events_per_second()
     );
+    if let Some(id) = r.resumed_from {
+        let _ = writeln!(s, "  resumed from checkpoint {id}");
+    }
+    if r.checkpoints_completed > 0 || r.restarts > 0 {
+        let _ = writeln!(s, "  checkpoints completed: {}, restarts: {}", r.checkpoints_completed, r.restarts);
+    }
     for v in &r.vertices {
         let _ = write!(
             s,

@@ -2,6 +2,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::PathBuf;
 
+use crate::connectors::rate::RateLimiter;
 use crate::error::OperatorError;
 use crate::operator::OperatorContext;
 use crate::source::{Source, SourcePoll, SourceReader};
@@ -16,6 +17,7 @@ use crate::source::{Source, SourcePoll, SourceReader};
 pub struct FileSource {
     path: PathBuf,
     start_offsets: Option<Vec<u64>>,
+    lines_per_second: Option<u64>,
 }
 
 impl FileSource {
@@ -26,7 +28,15 @@ impl FileSource {
         Ok(FileSource {
             path,
             start_offsets: None,
+            lines_per_second: None,
         })
+    }
+
+    /// Paces the whole source (all subtasks together) to `rate` lines per second, to replay a
+    /// file as a live stream.
+    pub fn with_lines_per_second(mut self, rate: u64) -> Self {
+        self.lines_per_second = Some(rate);
+        self
     }
 
     /// Resumes each subtask at the byte offset it had reached (one per subtask).
@@ -46,6 +56,7 @@ pub struct FileReader {
     /// Lines that start at or after this offset belong to the next subtask.
     end: u64,
     line: String,
+    rate: Option<RateLimiter>,
 }
 
 impl FileReader {
@@ -88,6 +99,9 @@ impl Source for FileSource {
             offset,
             end,
             line: String::new(),
+            rate: self
+                .lines_per_second
+                .map(|r| RateLimiter::new((r / parallelism as u64).max(1))),
         })
     }
 }
@@ -95,7 +109,15 @@ impl Source for FileSource {
 impl SourceReader for FileReader {
     type Out = String;
 
-    fn poll_batch(&mut self, max: usize, out: &mut Vec<String>, _ctx: &OperatorContext) -> Result<SourcePoll, OperatorError> {
+    fn poll_batch(&mut self, max: usize, out: &mut Vec<String>, ctx: &OperatorContext) -> Result<SourcePoll, OperatorError> {
+        let mut max = max;
+        if let Some(rate) = &mut self.rate {
+            match rate.allow(ctx.clock.now_ms(), max) {
+                Ok(n) => max = n,
+                Err(wake) => return Ok(SourcePoll::WaitUntil(wake)),
+            }
+            rate.record(max);
+        }
         for _ in 0..max {
             if self.offset >= self.end {
                 return Ok(SourcePoll::Finished);

@@ -27,7 +27,7 @@ const NEXMARK_OPTS: &str = "--events N, --events-per-second N, --seed N, --outpu
 
 /// Every built-in job.
 pub const JOBS: &[JobInfo] = &[
-    JobInfo { name: "wordcount", description: "counts words of a text file; emits word<TAB>count on every change", options: "--input FILE --output DIR" },
+    JobInfo { name: "wordcount", description: "counts words of a text file; emits word<TAB>count on every change", options: "--input FILE --output DIR [--lines-per-second N]" },
     JobInfo { name: "nexmark-q0", description: "Nexmark q0: pass-through of all bids", options: NEXMARK_OPTS },
     JobInfo { name: "nexmark-q1", description: "Nexmark q1: bids with prices converted to euros", options: NEXMARK_OPTS },
     JobInfo { name: "nexmark-q2", description: "Nexmark q2: bids on every 123rd auction", options: NEXMARK_OPTS },
@@ -55,6 +55,8 @@ pub struct JobOptions {
     pub events_per_second: Option<u64>,
     /// Generator seed (Nexmark).
     pub seed: u64,
+    /// Pace of input lines per second (wordcount).
+    pub lines_per_second: Option<u64>,
 }
 
 fn known_names() -> String {
@@ -99,6 +101,9 @@ pub fn build(name: &str, opts: &JobOptions) -> Result<StreamEnv, HarnessError> {
         if opts.events_per_second.is_some() {
             return Err(unused(name, "--events-per-second"));
         }
+        if opts.lines_per_second == Some(0) {
+            return Err(HarnessError::BadOption("--lines-per-second must be at least 1".into()));
+        }
         let input = opts
             .input
             .as_ref()
@@ -106,12 +111,15 @@ pub fn build(name: &str, opts: &JobOptions) -> Result<StreamEnv, HarnessError> {
         if opts.output.is_none() && !opts.print {
             return Err(HarnessError::BadOption("job 'wordcount' needs --output DIR (or --print)".into()));
         }
-        let counts = wordcount::build(&env, input).map_err(HarnessError::Input)?;
+        let counts = wordcount::build(&env, input, opts.lines_per_second).map_err(HarnessError::Input)?;
         attach_sink(counts, opts, |(w, n): &(String, u64)| format!("{w}\t{n}"));
         return Ok(env);
     }
     if opts.input.is_some() {
         return Err(unused(name, "--input"));
+    }
+    if opts.lines_per_second.is_some() {
+        return Err(unused(name, "--lines-per-second"));
     }
     if opts.events_per_second == Some(0) {
         return Err(HarnessError::BadOption("--events-per-second must be at least 1".into()));

@@ -13,9 +13,17 @@ pub fn words(line: &str) -> Vec<String> {
 
 /// Builds the word-count pipeline over the lines of `input`: one `(word, count)` record per
 /// input word, carrying the word's new count.
-pub fn build(env: &StreamEnv, input: &std::path::Path) -> Result<DataStream<(String, u64)>, OperatorError> {
+pub fn build(
+    env: &StreamEnv,
+    input: &std::path::Path,
+    lines_per_second: Option<u64>,
+) -> Result<DataStream<(String, u64)>, OperatorError> {
+    let mut source = FileSource::new(input)?;
+    if let Some(rate) = lines_per_second {
+        source = source.with_lines_per_second(rate);
+    }
     let lines = env
-        .from_source(FileSource::new(input)?, WatermarkStrategy::no_watermarks(), "FileSource")
+        .from_source(source, WatermarkStrategy::no_watermarks(), "FileSource")
         .uid("file-source");
     Ok(lines
         .flat_map(|line: String| words(&line))

@@ -1,0 +1,171 @@
+//! Runtime settings given on the command line (checkpointing, restarts) and their checks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_core::checkpoint::{CheckpointConfig, RestartStrategy};
+use sluice_core::duration::parse_duration;
+use sluice_core::state::blob::LocalFsStore;
+use sluice_core::ExecutionConfig;
+
+use crate::error::HarnessError;
+
+/// Checkpoint and restart options of a run, as strings from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct RunSettings {
+    /// `--checkpoint-dir`: where checkpoints go; a run resumes from the latest one there.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// `--checkpoint-interval`.
+    pub checkpoint_interval: Option<String>,
+    /// `--checkpoint-timeout`.
+    pub checkpoint_timeout: Option<String>,
+    /// `--min-pause-between-checkpoints`.
+    pub min_pause: Option<String>,
+    /// `--tolerable-failed-checkpoints`.
+    pub tolerable_failures: Option<u32>,
+    /// `--retained-checkpoints`.
+    pub retained: Option<u32>,
+    /// `--restart-strategy`.
+    pub restart_strategy: Option<String>,
+}
+
+fn duration(option: &str, v: &str) -> Result<Duration, HarnessError> {
+    parse_duration(v).map_err(|e| HarnessError::BadOption(format!("{option}: {e}")))
+}
+
+impl RunSettings {
+    /// The runtime configuration these settings ask for, on top of `base`.
+    pub fn apply(&self, mut base: ExecutionConfig) -> Result<ExecutionConfig, HarnessError> {
+        let checkpoint_only = [
+            ("--checkpoint-timeout", self.checkpoint_timeout.is_some()),
+            ("--min-pause-between-checkpoints", self.min_pause.is_some()),
+            ("--tolerable-failed-checkpoints", self.tolerable_failures.is_some()),
+            ("--retained-checkpoints", self.retained.is_some()),
+        ];
+        match (&self.checkpoint_dir, &self.checkpoint_interval) {
+            (None, None) => {
+                if let Some((name, _)) = checkpoint_only.iter().find(|(_, given)| *given) {
+                    return Err(HarnessError::BadOption(format!(
+                        "{name} needs checkpointing: give --checkpoint-dir and --checkpoint-interval"
+                    )));
+                }
+            }
+            (Some(_), None) => {
+                return Err(HarnessError::BadOption(
+                    "--checkpoint-dir needs --checkpoint-interval (how often to checkpoint)".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(HarnessError::BadOption(
+                    "--checkpoint-interval needs --checkpoint-dir (where checkpoints are stored)".into(),
+                ))
+            }
+            (Some(dir), Some(interval)) => {
+                let interval = duration("--checkpoint-interval", interval)?;
+                if interval.is_zero() {
+                    return Err(HarnessError::BadOption("--checkpoint-interval must be positive".into()));
+                }
+                let store = LocalFsStore::new(dir).map_err(|e| {
+                    HarnessError::BadOption(format!("--checkpoint-dir {}: {e}", dir.display()))
+                })?;
+                let mut c = CheckpointConfig::new(interval, Arc::new(store));
+                if let Some(t) = &self.checkpoint_timeout {
+                    c.timeout = duration("--checkpoint-timeout", t)?;
+                    if c.timeout.is_zero() {
+                        return Err(HarnessError::BadOption("--checkpoint-timeout must be positive".into()));
+                    }
+                    if c.timeout < c.interval {
+                        return Err(HarnessError::BadOption(format!(
+                            "--checkpoint-timeout ({t}) is shorter than --checkpoint-interval ({}): checkpoints would be abandoned before the next is due",
+                            self.checkpoint_interval.as_deref().unwrap_or_default()
+                        )));
+                    }
+                }
+                if let Some(p) = &self.min_pause {
+                    c.min_pause = duration("--min-pause-between-checkpoints", p)?;
+                }
+                if let Some(n) = self.tolerable_failures {
+                    c.tolerable_failures = n;
+                }
+                if let Some(n) = self.retained {
+                    if n == 0 {
+                        return Err(HarnessError::BadOption("--retained-checkpoints must be at least 1".into()));
+                    }
+                    c.retained = n;
+                }
+                c.validate().map_err(HarnessError::BadOption)?;
+                base.checkpointing = Some(c);
+            }
+        }
+        if let Some(s) = &self.restart_strategy {
+            base.restart = Some(RestartStrategy::parse(s).map_err(|e| HarnessError::BadOption(format!("--restart-strategy: {e}")))?);
+        }
+        Ok(base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(s: RunSettings) -> String {
+        s.apply(ExecutionConfig::default()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn invalid_checkpoint_options_name_the_option() {
+        let dir = tempfile::tempdir().unwrap();
+        let on = |interval: &str| RunSettings {
+            checkpoint_dir: Some(dir.path().to_path_buf()),
+            checkpoint_interval: Some(interval.into()),
+            ..RunSettings::default()
+        };
+        assert!(err(on("0ms")).contains("--checkpoint-interval must be positive"));
+        assert!(err(on("soon")).contains("--checkpoint-interval"));
+        let mut short = on("1s");
+        short.checkpoint_timeout = Some("100ms".into());
+        assert!(err(short).contains("--checkpoint-timeout (100ms) is shorter than --checkpoint-interval (1s)"));
+        let mut none_kept = on("1s");
+        none_kept.retained = Some(0);
+        assert!(err(none_kept).contains("--retained-checkpoints"));
+        let unwritable = RunSettings {
+            checkpoint_dir: Some(PathBuf::from("/dev/null/checkpoints")),
+            checkpoint_interval: Some("1s".into()),
+            ..RunSettings::default()
+        };
+        assert!(err(unwritable).contains("--checkpoint-dir /dev/null/checkpoints"));
+        let half = RunSettings {
+            checkpoint_dir: Some(dir.path().to_path_buf()),
+            ..RunSettings::default()
+        };
+        assert!(err(half).contains("--checkpoint-dir needs --checkpoint-interval"));
+        let stray = RunSettings {
+            retained: Some(3),
+            ..RunSettings::default()
+        };
+        assert!(err(stray).contains("--retained-checkpoints needs checkpointing"));
+        let bad_restart = RunSettings {
+            restart_strategy: Some("often".into()),
+            ..RunSettings::default()
+        };
+        assert!(err(bad_restart).contains("--restart-strategy: unknown restart strategy 'often'"));
+    }
+
+    #[test]
+    fn valid_options_turn_checkpointing_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RunSettings {
+            checkpoint_dir: Some(dir.path().to_path_buf()),
+            checkpoint_interval: Some("200ms".into()),
+            retained: Some(3),
+            restart_strategy: Some("fixed-delay:attempts=2,delay=10ms".into()),
+            ..RunSettings::default()
+        };
+        let c = s.apply(ExecutionConfig::default()).unwrap();
+        let ck = c.checkpointing.expect("on");
+        assert_eq!(ck.interval, Duration::from_millis(200));
+        assert_eq!(ck.retained, 3);
+        assert!(matches!(c.restart, Some(RestartStrategy::FixedDelay { attempts: 2, .. })));
+    }
+}
