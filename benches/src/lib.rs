@@ -1,8 +1,18 @@
 //! Benchmarks of Sluice: the Nexmark runner (`cargo run --release -p sluice-benches --bin
 //! nexmark`) and criterion micro-benchmarks (`cargo bench -p sluice-benches`).
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
 use sluice::jobs::{self, JobOptions};
+use sluice_core::checkpoint::CheckpointConfig;
+use sluice_core::state::blob::LocalFsStore;
 use sluice_core::{ExecutionConfig, JobResult};
+
+fn tempfile_dir(job: &str, parallelism: u32) -> PathBuf {
+    std::env::temp_dir().join(format!("sluice-bench-{}-{job}-p{parallelism}", std::process::id()))
+}
 
 /// One measured run of a built-in job.
 #[derive(Debug, Clone)]
@@ -21,10 +31,13 @@ pub struct RunFigures {
     pub events_per_second: f64,
     /// Peak resident memory of the process in KiB (Linux `VmHWM`), if known.
     pub peak_rss_kib: Option<u64>,
+    /// Checkpoints completed.
+    pub checkpoints: u64,
 }
 
-/// Runs `job` over `events` generated events at `parallelism`, discarding results.
-pub fn run_once(job: &str, events: u64, parallelism: u32) -> anyhow::Result<RunFigures> {
+/// Runs `job` over `events` generated events at `parallelism`, discarding results; with
+/// `checkpoint_interval`, checkpoints go to a fresh directory on local disk (removed after).
+pub fn run_once(job: &str, events: u64, parallelism: u32, checkpoint_interval: Option<Duration>) -> anyhow::Result<RunFigures> {
     let opts = JobOptions {
         parallelism,
         events: Some(events),
@@ -35,7 +48,18 @@ pub fn run_once(job: &str, events: u64, parallelism: u32) -> anyhow::Result<RunF
         .worker_threads(parallelism.max(2) as usize)
         .enable_all()
         .build()?;
-    let r: JobResult = rt.block_on(env.execute(ExecutionConfig::default()))?;
+    let mut config = ExecutionConfig::default();
+    let dir = tempfile_dir(job, parallelism);
+    if let Some(interval) = checkpoint_interval {
+        std::fs::create_dir_all(&dir)?;
+        let store = LocalFsStore::new(&dir)?;
+        config.checkpointing = Some(CheckpointConfig::new(interval, Arc::new(store)));
+    }
+    let r: Result<JobResult, _> = rt.block_on(env.execute(config));
+    if checkpoint_interval.is_some() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let r = r?;
     Ok(RunFigures {
         job: job.to_string(),
         parallelism,
@@ -44,6 +68,7 @@ pub fn run_once(job: &str, events: u64, parallelism: u32) -> anyhow::Result<RunF
         seconds: r.duration.as_secs_f64(),
         events_per_second: r.events_per_second(),
         peak_rss_kib: peak_rss_kib(),
+        checkpoints: r.checkpoints_completed,
     })
 }
 

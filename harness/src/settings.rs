@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sluice_core::checkpoint::{CheckpointConfig, RestartStrategy};
 use sluice_core::duration::parse_duration;
-use sluice_core::state::blob::LocalFsStore;
+use sluice_state::blob::{BlobStore, LocalFsStore, ObjectStoreBlob};
 use sluice_core::ExecutionConfig;
 
 use crate::error::HarnessError;
@@ -14,7 +14,8 @@ use crate::error::HarnessError;
 /// Checkpoint and restart options of a run, as strings from the command line.
 #[derive(Debug, Clone, Default)]
 pub struct RunSettings {
-    /// `--checkpoint-dir`: where checkpoints go; a run resumes from the latest one there.
+    /// `--checkpoint-dir`: where checkpoints go (a directory, or `s3://bucket/prefix`); a run
+    /// resumes from the latest one there.
     pub checkpoint_dir: Option<PathBuf>,
     /// `--checkpoint-interval`.
     pub checkpoint_interval: Option<String>,
@@ -66,10 +67,16 @@ impl RunSettings {
                 if interval.is_zero() {
                     return Err(HarnessError::BadOption("--checkpoint-interval must be positive".into()));
                 }
-                let store = LocalFsStore::new(dir).map_err(|e| {
-                    HarnessError::BadOption(format!("--checkpoint-dir {}: {e}", dir.display()))
-                })?;
-                let mut c = CheckpointConfig::new(interval, Arc::new(store));
+                let store: Arc<dyn BlobStore> = match dir.to_str().filter(|d| d.starts_with("s3://")) {
+                    Some(url) => Arc::new(
+                        ObjectStoreBlob::s3_from_url(url)
+                            .map_err(|e| HarnessError::BadOption(format!("--checkpoint-dir {url}: {e}")))?,
+                    ),
+                    None => Arc::new(LocalFsStore::new(dir).map_err(|e| {
+                        HarnessError::BadOption(format!("--checkpoint-dir {}: {e}", dir.display()))
+                    })?),
+                };
+                let mut c = CheckpointConfig::new(interval, store);
                 if let Some(t) = &self.checkpoint_timeout {
                     c.timeout = duration("--checkpoint-timeout", t)?;
                     if c.timeout.is_zero() {

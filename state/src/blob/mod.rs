@@ -55,10 +55,14 @@
 mod error;
 mod local_fs;
 mod memory;
+#[cfg(all(feature = "object-store", not(madsim)))]
+mod object_store;
 
 pub use error::BlobError;
 pub use local_fs::LocalFsStore;
 pub use memory::{FaultConfig, MemoryStore};
+#[cfg(all(feature = "object-store", not(madsim)))]
+pub use self::object_store::ObjectStoreBlob;
 
 /// A boxed, `Send` future: what [`BlobStore`]'s methods return, so the trait is usable as
 /// `dyn BlobStore`.

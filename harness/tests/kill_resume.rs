@@ -1,0 +1,320 @@
+//! Kill and resume: `sluice run wordcount` with checkpoints is killed with SIGKILL mid-run, and
+//! a second run of the same command resumes from the latest checkpoint and finishes. The
+//! committed part files in the output directory (the union over both runs) must then hold
+//! exactly the output of a failure-free run, computed here independently of the job's code:
+//! for each word seen n times, the lines `word<TAB>1` .. `word<TAB>n`, each once. Nothing may
+//! be left pending in `_pending/`.
+//!
+//! The kill comes at three moments: before the first checkpoint could complete, after the
+//! second, and after a dozen. Bad checkpoint options are rejected with a one-line error naming
+//! the option, a non-zero exit code, and no panic.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const LINES: usize = 30_000;
+
+/// Words of a line as wordcount defines them: maximal runs of alphanumeric characters,
+/// lowercased.
+fn split_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    for c in line.chars() {
+        if c.is_alphanumeric() {
+            cur.extend(c.to_lowercase());
+        } else if !cur.is_empty() {
+            words.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
+
+/// Writes the deterministic input file and returns its path and the failure-free output
+/// lines, sorted.
+fn write_input(dir: &Path) -> (PathBuf, Vec<String>) {
+    const VOCAB: [&str; 12] = [
+        "Alpha", "beta", "GAMMA", "delta", "Epsilon", "zeta", "eta", "theta", "iota", "kappa", "Lambda", "mu",
+    ];
+    const SEPARATORS: [&str; 6] = [" ", ", ", "-", "; ", "! ", " ("];
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let mut text = String::new();
+    for _ in 0..LINES {
+        let tokens = 2 + next(5);
+        for t in 0..tokens {
+            if t > 0 {
+                text.push_str(SEPARATORS[next(SEPARATORS.len() as u64) as usize]);
+            }
+            let word = VOCAB[next(VOCAB.len() as u64) as usize];
+            match next(4) {
+                0 => text.push_str(&format!("{word}{}", next(20))),
+                1 => text.push_str(&next(50).to_string()),
+                _ => text.push_str(word),
+            }
+        }
+        text.push('\n');
+    }
+    let path = dir.join("input.txt");
+    std::fs::write(&path, &text).unwrap();
+
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for line in text.lines() {
+        for w in split_words(line) {
+            *counts.entry(w).or_default() += 1;
+        }
+    }
+    let mut expected: Vec<String> = counts
+        .iter()
+        .flat_map(|(w, n)| (1..=*n).map(move |i| format!("{w}\t{i}")))
+        .collect();
+    expected.sort();
+    (path, expected)
+}
+
+struct Dirs {
+    _tmp: tempfile::TempDir,
+    input: PathBuf,
+    out: PathBuf,
+    ck: PathBuf,
+    expected: Vec<String>,
+}
+
+fn dirs() -> Dirs {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, expected) = write_input(tmp.path());
+    Dirs {
+        out: tmp.path().join("out"),
+        ck: tmp.path().join("ck"),
+        input,
+        expected,
+        _tmp: tmp,
+    }
+}
+
+fn run_command(d: &Dirs) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    c.arg("run")
+        .arg("wordcount")
+        .arg("--input")
+        .arg(&d.input)
+        .arg("--output")
+        .arg(&d.out)
+        .args(["-p", "2"])
+        .arg("--checkpoint-dir")
+        .arg(&d.ck)
+        .args(["--checkpoint-interval", "100ms", "--lines-per-second", "10000", "--restart-strategy", "none"])
+        .env_remove("SLUICE_LOG");
+    c
+}
+
+/// The highest checkpoint id with a `_metadata` under `ck/wordcount/` (0 if none).
+fn latest_checkpoint(ck: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(ck.join("wordcount")) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("_metadata").is_file())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Lines of the committed part files directly in `out` (not `_pending/`, not dot-files).
+fn committed_lines(out: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    let Ok(entries) = std::fs::read_dir(out) else { return lines };
+    for e in entries {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name == "_pending" || !e.path().is_file() {
+            continue;
+        }
+        assert!(name.starts_with("part-"), "unexpected file {name} in the output directory");
+        let content = std::fs::read_to_string(e.path()).unwrap();
+        lines.extend(content.lines().map(str::to_string));
+    }
+    lines.sort();
+    lines
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Compares sorted multisets and describes the first differences.
+fn assert_same_lines(got: &[String], want: &[String], what: &str) {
+    if got == want {
+        return;
+    }
+    let mut missing = Vec::new();
+    let mut extra = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < got.len() || j < want.len() {
+        match (got.get(i), want.get(j)) {
+            (Some(g), Some(w)) if g == w => {
+                i += 1;
+                j += 1;
+            }
+            (Some(g), Some(w)) if g < w => {
+                extra.push(g.clone());
+                i += 1;
+            }
+            (Some(g), None) => {
+                extra.push(g.clone());
+                i += 1;
+            }
+            (_, Some(w)) => {
+                missing.push(w.clone());
+                j += 1;
+            }
+            (None, None) => unreachable!(),
+        }
+    }
+    panic!(
+        "{what}: {} lines committed, {} expected; {} missing (first {:?}), {} extra (first {:?})",
+        got.len(),
+        want.len(),
+        missing.len(),
+        missing.iter().take(5).collect::<Vec<_>>(),
+        extra.len(),
+        extra.iter().take(5).collect::<Vec<_>>()
+    );
+}
+
+/// When to kill the first run.
+#[derive(Debug, Clone, Copy)]
+enum KillAt {
+    /// As soon as the sink has opened, before the first checkpoint (at 100 ms) is likely done.
+    SinkOpened,
+    /// Once a checkpoint with at least this id has completed.
+    Checkpoint(u64),
+}
+
+fn kill_then_resume(at: KillAt) {
+    let d = dirs();
+    let stderr_path = d.ck.with_file_name("first-run.stderr");
+    let mut child = run_command(&d)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("the sluice binary starts");
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "{at:?}: the first run ended by itself ({status}) before it could be killed; stderr: {}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
+        let ready = match at {
+            KillAt::SinkOpened => d.out.join("_pending").is_dir(),
+            KillAt::Checkpoint(id) => latest_checkpoint(&d.ck) >= id,
+        };
+        if ready {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{at:?}: not reached within 60 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let seen = latest_checkpoint(&d.ck);
+    child.kill().expect("SIGKILL");
+    let status = child.wait().unwrap();
+    let killed_after = started.elapsed();
+    assert_eq!(status.signal(), Some(9), "{at:?}: the first run was not killed mid-run: {status}");
+    let after_first = committed_lines(&d.out);
+    assert!(
+        after_first.len() < d.expected.len(),
+        "{at:?}: the killed run had already committed all {} lines",
+        d.expected.len()
+    );
+    let at_kill = latest_checkpoint(&d.ck);
+
+    // The second run resumes and finishes.
+    let second: Output = run_command(&d).output().expect("the sluice binary runs");
+    let stdout = text(&second.stdout);
+    let stderr = text(&second.stderr);
+    assert!(second.status.success(), "{at:?}: the second run failed: {}\nstdout: {stdout}\nstderr: {stderr}", second.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let resumed: Option<u64> = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("resumed from checkpoint "))
+        .map(|id| id.trim().parse().expect("a checkpoint id"));
+    if at_kill > 0 {
+        let id = resumed.unwrap_or_else(|| panic!("{at:?}: checkpoint {at_kill} existed, but the second run did not resume: {stdout}"));
+        assert_eq!(id, at_kill, "{at:?}: resumed from checkpoint {id}, the latest complete one is {at_kill}");
+        assert!(id >= seen);
+    } else {
+        assert_eq!(resumed, None, "{at:?}: no checkpoint existed, yet: {stdout}");
+    }
+
+    assert_same_lines(&committed_lines(&d.out), &d.expected, &format!("{at:?}"));
+    let pending: Vec<String> = std::fs::read_dir(d.out.join("_pending"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("part-") || n.starts_with(".inprogress"))
+        .collect();
+    assert!(pending.is_empty(), "{at:?}: left in _pending after the second run: {pending:?}");
+    eprintln!(
+        "{at:?}: killed after {killed_after:?} at checkpoint {at_kill} with {} of {} lines committed; resumed from {resumed:?}",
+        after_first.len(),
+        d.expected.len()
+    );
+}
+
+#[test]
+fn killed_before_the_first_checkpoint_then_rerun_is_exact() {
+    kill_then_resume(KillAt::SinkOpened);
+}
+
+#[test]
+fn killed_after_two_checkpoints_then_resumed_is_exact() {
+    kill_then_resume(KillAt::Checkpoint(2));
+}
+
+#[test]
+fn killed_after_a_dozen_checkpoints_then_resumed_is_exact() {
+    kill_then_resume(KillAt::Checkpoint(12));
+}
+
+/// Bad checkpoint options: a non-zero exit, one line on stderr naming the option, no panic.
+#[test]
+fn bad_checkpoint_options_fail_with_a_one_line_error_naming_the_option() {
+    let d = dirs();
+    let input = d.input.to_str().unwrap();
+    let out = d.out.to_str().unwrap();
+    let ck = d.ck.to_str().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--checkpoint-dir", ck, "--checkpoint-interval", "0ms"], "--checkpoint-interval"),
+        (&["--checkpoint-dir", ck, "--checkpoint-timeout", "10ms", "--checkpoint-interval", "1s"], "--checkpoint-timeout"),
+        (&["--checkpoint-dir", "/dev/null/ck", "--checkpoint-interval", "1s"], "--checkpoint-dir"),
+        (&["--checkpoint-dir", ck], "--checkpoint-dir"),
+    ];
+    for (extra, option) in cases {
+        let o = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", "wordcount", "--input", input, "--output", out, "-p", "2"])
+            .args(extra)
+            .env_remove("SLUICE_LOG")
+            .output()
+            .unwrap();
+        let stderr = text(&o.stderr);
+        assert!(!o.status.success(), "{extra:?} was accepted");
+        assert!(o.status.code().is_some(), "{extra:?}: killed by a signal: {}", o.status);
+        assert!(!stderr.contains("panicked"), "{extra:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{extra:?}: expected one line on stderr, got: {stderr}");
+        assert!(lines[0].starts_with("error: "), "{extra:?}: {stderr}");
+        assert!(lines[0].contains(option), "{extra:?}: the error does not name {option}: {stderr}");
+        assert!(text(&o.stdout).is_empty(), "{extra:?}: stdout: {}", text(&o.stdout));
+    }
+    assert!(!d.out.join("_pending").exists(), "a rejected run started writing output");
+}
