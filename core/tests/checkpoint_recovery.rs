@@ -20,7 +20,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use sluice_core::checkpoint::{CheckpointConfig, CheckpointStorage, RestartStrategy};
 use sluice_core::connectors::{GeneratorSource, TransactionalStore, TransactionalStoreSink};
@@ -327,7 +329,6 @@ fn truncated_metadata_of_latest_checkpoint_falls_back_to_previous() {
 /// `retained = 3`, at most 3 completed checkpoints are left, and the damaged one is not among
 /// them.
 #[test]
-#[ignore = "bug: a damaged checkpoint skipped at start-up is never deleted (core/src/runtime/mod.rs:239 drops it from the retained list)"]
 fn damaged_checkpoint_is_subsumed_after_the_fallback() {
     let (damaged, left) = damaged_latest_checkpoint_falls_back(Damage::FlipStateByte);
     assert!(
@@ -524,13 +525,11 @@ fn read_failure_during_restart(op: &'static str) {
 }
 
 #[test]
-#[ignore = "bug: a failed checkpoint read while restarting ends the job despite restarts left (core/src/runtime/mod.rs:230, `load_latest(..).await?`)"]
 fn failed_get_while_restoring_is_retried_by_the_restart_strategy() {
     read_failure_during_restart("get");
 }
 
 #[test]
-#[ignore = "bug: a failed checkpoint list while restarting ends the job despite restarts left (core/src/runtime/mod.rs:304, `completed_ids().await...?`)"]
 fn failed_list_while_restarting_is_retried_by_the_restart_strategy() {
     read_failure_during_restart("list");
 }

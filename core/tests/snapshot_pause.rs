@@ -14,6 +14,10 @@
 //! writes land in the live state and show in the next snapshot, with nothing lost from the
 //! delta.
 
+// Wall-clock timing of a synchronous call is what this test measures; it never runs under
+// the simulator.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

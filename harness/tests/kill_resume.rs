@@ -6,8 +6,11 @@
 //! be left pending in `_pending/`.
 //!
 //! The kill comes at three moments: before the first checkpoint could complete, after the
-//! second, and after a dozen. Bad checkpoint options are rejected with a one-line error naming
+//! second, and after a dozen; and once twice in a row (the resumed run is killed as well). Bad checkpoint options are rejected with a one-line error naming
 //! the option, a non-zero exit code, and no panic.
+
+// A test driving a child process: real time, never simulated.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -191,19 +194,23 @@ fn assert_same_lines(got: &[String], want: &[String], what: &str) {
     );
 }
 
-/// When to kill the first run.
+/// When to kill a run.
 #[derive(Debug, Clone, Copy)]
 enum KillAt {
-    /// As soon as the sink has opened, before the first checkpoint (at 100 ms) is likely done.
+    /// As soon as the sink has opened, before the first checkpoint (at 100 ms) is likely done
+    /// (first run only).
     SinkOpened,
-    /// Once a checkpoint with at least this id has completed.
-    Checkpoint(u64),
+    /// Once this many more checkpoints completed than there were when the run started.
+    After(u64),
 }
 
-fn kill_then_resume(at: KillAt) {
-    let d = dirs();
-    let stderr_path = d.ck.with_file_name("first-run.stderr");
-    let mut child = run_command(&d)
+/// Starts a run and kills it with SIGKILL at `at`; returns the latest complete checkpoint
+/// after the kill.
+fn run_and_kill(d: &Dirs, at: KillAt, run: usize) -> u64 {
+    let stderr_path = d.ck.with_file_name(format!("run-{run}.stderr"));
+    let before = latest_checkpoint(&d.ck);
+    let committed_before = committed_lines(&d.out).len();
+    let mut child = run_command(d)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
@@ -212,78 +219,93 @@ fn kill_then_resume(at: KillAt) {
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             panic!(
-                "{at:?}: the first run ended by itself ({status}) before it could be killed; stderr: {}",
+                "run {run} ({at:?}): ended by itself ({status}) before it could be killed; stderr: {}",
                 std::fs::read_to_string(&stderr_path).unwrap_or_default()
             );
         }
         let ready = match at {
             KillAt::SinkOpened => d.out.join("_pending").is_dir(),
-            KillAt::Checkpoint(id) => latest_checkpoint(&d.ck) >= id,
+            KillAt::After(n) => latest_checkpoint(&d.ck) >= before + n,
         };
         if ready {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "{at:?}: not reached within 60 s");
+        assert!(started.elapsed() < Duration::from_secs(60), "run {run} ({at:?}): not reached within 60 s");
         std::thread::sleep(Duration::from_millis(5));
     }
-    let seen = latest_checkpoint(&d.ck);
     child.kill().expect("SIGKILL");
     let status = child.wait().unwrap();
     let killed_after = started.elapsed();
-    assert_eq!(status.signal(), Some(9), "{at:?}: the first run was not killed mid-run: {status}");
-    let after_first = committed_lines(&d.out);
+    assert_eq!(status.signal(), Some(9), "run {run} ({at:?}): not killed mid-run: {status}");
+    let committed = committed_lines(&d.out).len();
     assert!(
-        after_first.len() < d.expected.len(),
-        "{at:?}: the killed run had already committed all {} lines",
+        committed < d.expected.len(),
+        "run {run} ({at:?}): the killed run had already committed all {} lines",
         d.expected.len()
     );
+    assert!(committed >= committed_before, "run {run}: committed output shrank");
     let at_kill = latest_checkpoint(&d.ck);
+    eprintln!(
+        "run {run} ({at:?}): killed after {killed_after:?} at checkpoint {at_kill}, {committed} of {} lines committed",
+        d.expected.len()
+    );
+    at_kill
+}
 
-    // The second run resumes and finishes.
-    let second: Output = run_command(&d).output().expect("the sluice binary runs");
-    let stdout = text(&second.stdout);
-    let stderr = text(&second.stderr);
-    assert!(second.status.success(), "{at:?}: the second run failed: {}\nstdout: {stdout}\nstderr: {stderr}", second.status);
+/// Kills one run after another at `kills`, then runs to the end and checks the output.
+fn kill_then_resume(kills: &[KillAt]) {
+    let d = dirs();
+    let mut at_kill = 0;
+    for (i, at) in kills.iter().enumerate() {
+        at_kill = run_and_kill(&d, *at, i + 1);
+    }
+
+    // The last run resumes from the latest complete checkpoint and finishes.
+    let last: Output = run_command(&d).output().expect("the sluice binary runs");
+    let stdout = text(&last.stdout);
+    let stderr = text(&last.stderr);
+    assert!(last.status.success(), "{kills:?}: the last run failed: {}\nstdout: {stdout}\nstderr: {stderr}", last.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stdout.contains("job wordcount finished"), "{stdout}");
     let resumed: Option<u64> = stdout
         .lines()
         .find_map(|l| l.trim().strip_prefix("resumed from checkpoint "))
         .map(|id| id.trim().parse().expect("a checkpoint id"));
     if at_kill > 0 {
-        let id = resumed.unwrap_or_else(|| panic!("{at:?}: checkpoint {at_kill} existed, but the second run did not resume: {stdout}"));
-        assert_eq!(id, at_kill, "{at:?}: resumed from checkpoint {id}, the latest complete one is {at_kill}");
-        assert!(id >= seen);
+        let id = resumed.unwrap_or_else(|| panic!("{kills:?}: checkpoint {at_kill} existed, but the last run did not resume: {stdout}"));
+        assert_eq!(id, at_kill, "{kills:?}: resumed from checkpoint {id}, the latest complete one is {at_kill}");
     } else {
-        assert_eq!(resumed, None, "{at:?}: no checkpoint existed, yet: {stdout}");
+        assert_eq!(resumed, None, "{kills:?}: no checkpoint existed, yet: {stdout}");
     }
 
-    assert_same_lines(&committed_lines(&d.out), &d.expected, &format!("{at:?}"));
+    assert_same_lines(&committed_lines(&d.out), &d.expected, &format!("{kills:?}"));
     let pending: Vec<String> = std::fs::read_dir(d.out.join("_pending"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("part-") || n.starts_with(".inprogress"))
         .collect();
-    assert!(pending.is_empty(), "{at:?}: left in _pending after the second run: {pending:?}");
-    eprintln!(
-        "{at:?}: killed after {killed_after:?} at checkpoint {at_kill} with {} of {} lines committed; resumed from {resumed:?}",
-        after_first.len(),
-        d.expected.len()
-    );
+    assert!(pending.is_empty(), "{kills:?}: left in _pending after the last run: {pending:?}");
 }
 
 #[test]
 fn killed_before_the_first_checkpoint_then_rerun_is_exact() {
-    kill_then_resume(KillAt::SinkOpened);
+    kill_then_resume(&[KillAt::SinkOpened]);
 }
 
 #[test]
 fn killed_after_two_checkpoints_then_resumed_is_exact() {
-    kill_then_resume(KillAt::Checkpoint(2));
+    kill_then_resume(&[KillAt::After(2)]);
 }
 
 #[test]
 fn killed_after_a_dozen_checkpoints_then_resumed_is_exact() {
-    kill_then_resume(KillAt::Checkpoint(12));
+    kill_then_resume(&[KillAt::After(12)]);
+}
+
+/// A resumed run is killed too; the third run resumes from the second's checkpoint.
+#[test]
+fn killed_twice_then_resumed_is_exact() {
+    kill_then_resume(&[KillAt::After(3), KillAt::After(4)]);
 }
 
 /// Bad checkpoint options: a non-zero exit, one line on stderr naming the option, no panic.

@@ -217,42 +217,41 @@ async fn run_job(
     });
     let mut tracker = RestartTracker::new(restart);
     let next_id = Arc::new(AtomicU64::new(1));
-    let mut retained = VecDeque::new();
     if let Some(st) = &storage {
         next_id.store(st.highest_id().await.map_err(CheckpointError::from)? + 1, Ordering::SeqCst);
-        retained.extend(st.completed_ids().await.map_err(CheckpointError::from)?);
     }
     let started = clock.elapsed();
     let mut resumed_from = None;
     let mut attempt = 0u32;
     loop {
-        let restored = match &storage {
-            Some(st) => st.load_latest(&log).await?,
-            None => None,
-        };
-        if let Some(ck) = &restored {
-            let id = ck.metadata.checkpoint_id;
-            restore::check_compatible(&graph, ck).map_err(|reason| JobError::Restore { checkpoint: id, reason })?;
-            slog::info!(log, "restoring from checkpoint"; "checkpoint" => id, "attempt" => attempt);
-            if attempt == 0 {
-                resumed_from = Some(id);
+        let outcome = match prepare_attempt(&graph, storage.as_ref(), &log).await {
+            // A checkpoint that does not fit the job will not fit it after a restart either.
+            Err(e @ JobError::Restore { .. }) => return Err(e),
+            // Reading the store failed: a failure like any other, for the restart strategy.
+            Err(e) => Err(e),
+            Ok((restored, retained)) => {
+                if let Some(ck) = &restored {
+                    let id = ck.metadata.checkpoint_id;
+                    slog::info!(log, "restoring from checkpoint"; "checkpoint" => id, "attempt" => attempt);
+                    if attempt == 0 {
+                        resumed_from = Some(id);
+                    }
+                }
+                let run = Attempt {
+                    graph: graph.clone(),
+                    config: &config,
+                    attempt,
+                    clock,
+                    log: log.new(slog::o!("attempt" => attempt)),
+                    control_rx: control_rx.clone(),
+                    storage: storage.clone(),
+                    next_id: next_id.clone(),
+                    retained,
+                    stats: stats.clone(),
+                };
+                run.run(restored.as_ref()).await
             }
-            // Only complete checkpoints up to the restored one count as retained.
-            retained.retain(|r| *r <= id);
-        }
-        let run = Attempt {
-            graph: graph.clone(),
-            config: &config,
-            attempt,
-            clock,
-            log: log.new(slog::o!("attempt" => attempt)),
-            control_rx: control_rx.clone(),
-            storage: storage.clone(),
-            next_id: next_id.clone(),
-            retained: retained.clone(),
-            stats: stats.clone(),
         };
-        let outcome = run.run(restored.as_ref()).await;
         match outcome {
             Ok((exit, metrics)) => {
                 let vertices: Vec<VertexSnapshot> = graph
@@ -300,13 +299,39 @@ async fn run_job(
                     _ = tokio::time::sleep(delay) => {}
                     _ = ctl.wait_for(|c| *c == JobControl::Cancel) => return Err(e),
                 }
-                if let Some(st) = &storage {
-                    retained = st.completed_ids().await.map_err(CheckpointError::from)?.into_iter().collect();
-                }
                 attempt += 1;
             }
         }
     }
+}
+
+/// Finds what an attempt restores: the latest usable checkpoint, and the complete checkpoints
+/// the coordinator will retain. Complete checkpoints newer than the one restored are unusable
+/// (damaged): they are deleted so they don't linger or count as retained.
+async fn prepare_attempt(
+    graph: &JobGraph,
+    storage: Option<&CheckpointStorage>,
+    log: &slog::Logger,
+) -> Result<(Option<LoadedCheckpoint>, VecDeque<u64>), JobError> {
+    let Some(st) = storage else {
+        return Ok((None, VecDeque::new()));
+    };
+    let restored = st.load_latest(log).await?;
+    let restored_id = restored.as_ref().map_or(0, |c| c.metadata.checkpoint_id);
+    if let Some(ck) = &restored {
+        restore::check_compatible(graph, ck).map_err(|reason| JobError::Restore { checkpoint: restored_id, reason })?;
+    }
+    let mut retained = VecDeque::new();
+    for id in st.completed_ids().await.map_err(CheckpointError::from)? {
+        if id <= restored_id {
+            retained.push_back(id);
+        } else if let Err(e) = st.discard(id).await {
+            slog::warn!(log, "could not delete unusable checkpoint"; "checkpoint" => id, "error" => %e);
+        } else {
+            slog::info!(log, "deleted unusable checkpoint"; "checkpoint" => id);
+        }
+    }
+    Ok((restored, retained))
 }
 
 /// One execution attempt: all tasks of the job, and the checkpoint coordinator.

@@ -63,14 +63,11 @@ pub(crate) fn restored_for(
             .flat_map(|(_, f)| f.operator_state().iter().cloned())
             .collect()
     } else {
-        // Operator list state is dealt round-robin over the new subtasks.
-        files
-            .iter()
-            .flat_map(|(_, f)| f.operator_state().iter().cloned())
-            .enumerate()
-            .filter(|(i, _)| (*i as u32) % parallelism == subtask)
-            .map(|(_, e)| e)
-            .collect()
+        // At another parallelism every subtask gets all of the operator list state (Flink's
+        // union redistribution): a sink's pre-committed transactions must each be committed
+        // by someone, and commits are idempotent, so all subtasks commit all of them and
+        // none aborts a transaction another one was handed.
+        files.iter().flat_map(|(_, f)| f.operator_state().iter().cloned()).collect()
     };
     let range = KeyGroupRange::for_subtask(max_parallelism, parallelism, subtask);
     Ok(RestoredState::new(files.into_iter().map(|(_, f)| f).collect(), range, operator))
