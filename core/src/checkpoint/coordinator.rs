@@ -75,6 +75,8 @@ impl Coordinator {
             let can_trigger = pending.is_none() && !all_input_done;
             let deadline = pending.as_ref().map(|p| p.deadline);
             tokio::select! {
+                // Fixed polling order: tokio's random branch order is not seeded by the simulator.
+                biased;
                 _ = tokio::time::sleep_until(next_trigger), if can_trigger => {
                     pending = Some(self.trigger(false).await);
                 }

@@ -296,6 +296,8 @@ async fn run_job(
                 stats.restarts.fetch_add(1, Ordering::Relaxed);
                 let mut ctl = control_rx.clone();
                 tokio::select! {
+                    // Fixed polling order: tokio's random branch order is not seeded by the simulator.
+                    biased;
                     _ = tokio::time::sleep(delay) => {}
                     _ = ctl.wait_for(|c| *c == JobControl::Cancel) => return Err(e),
                 }

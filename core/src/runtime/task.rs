@@ -263,6 +263,8 @@ impl Task {
                 return None;
             }
             tokio::select! {
+                // Fixed polling order: tokio's random branch order is not seeded by the simulator.
+                biased;
                 cmd = link.commands.recv() => return cmd,
                 r = control.changed() => {
                     if r.is_err() {
@@ -412,15 +414,21 @@ impl Task {
                         let sleep = tokio::time::sleep_until(clock.instant_at(wake));
                         match self.link.as_mut() {
                             Some(link) => tokio::select! {
+                                // Fixed polling order: tokio's random branch order is not seeded by the simulator.
+                                biased;
                                 _ = sleep => {}
                                 _ = control.changed() => {}
-                                cmd = link.commands.recv() => {
-                                    if let Some(cmd) = cmd {
+                                cmd = link.commands.recv() => match cmd {
+                                    Some(cmd) => {
                                         self.on_command(cmd, Some(&src)).await?;
                                     }
+                                    // The coordinator is gone: this attempt is being torn down.
+                                    None => return Ok(TaskExit::Cancelled),
                                 }
                             },
                             None => tokio::select! {
+                                // Fixed polling order: tokio's random branch order is not seeded by the simulator.
+                                biased;
                                 _ = sleep => {}
                                 _ = control.changed() => {}
                             },
@@ -466,14 +474,18 @@ impl Task {
                         }
                     };
                     tokio::select! {
+                        // Fixed polling order: tokio's random branch order is not seeded by the simulator.
+                        biased;
                         ev = gate.next() => ev.map_err(|e| self.net_err(e))?,
                         _ = tokio::time::sleep_until(far), if timer.is_some() => continue,
                         _ = control.changed() => continue,
-                        cmd = command => {
-                            if let Some(cmd) = cmd {
+                        cmd = command => match cmd {
+                            Some(cmd) => {
                                 self.on_command(cmd, None).await?;
+                                continue;
                             }
-                            continue;
+                            // The coordinator is gone: this attempt is being torn down.
+                            None => return Ok(TaskExit::Cancelled),
                         }
                     }
                 }
