@@ -8,6 +8,10 @@ use crate::operator::{AsyncSnapshot, Operator, OperatorContext};
 use sluice_state::RestoredState;
 
 /// A sink: one writer per parallel subtask.
+///
+/// Sinks attached with `sink_to` are **at-least-once** when the job checkpoints: after a
+/// restore, the records since the checkpoint are written again. For exactly-once output use a
+/// [`TransactionalSink`] with `sink_to_transactional`.
 pub trait Sink: Send + Sync + 'static {
     /// Record type consumed.
     type In: Data;

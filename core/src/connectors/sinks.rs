@@ -10,6 +10,7 @@ use crate::sink::{Sink, SinkWriter};
 type FormatFn<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
 
 /// Prints each record on standard output as `subtask> record`, like Flink's print sink.
+/// At-least-once: after a restore, records since the checkpoint are printed again.
 pub struct PrintSink<T> {
     format: FormatFn<T>,
 }
@@ -76,7 +77,9 @@ impl<T: Data> SinkWriter for PrintWriter<T> {
     }
 }
 
-/// Collects every record in memory (for tests). Clones share the same buffer.
+/// Collects every record in memory (for tests). Clones share the same buffer. At-least-once:
+/// after a restore, records since the checkpoint are collected again (use
+/// [`super::TransactionalStore`] to test exactly-once).
 pub struct CollectSink<T> {
     records: Arc<Mutex<Vec<Record<T>>>>,
 }
