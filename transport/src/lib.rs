@@ -27,6 +27,7 @@ mod channel;
 mod error;
 mod local;
 mod message;
+pub mod net;
 pub mod wire;
 
 pub use channel::{InputChannel, OutputChannel};

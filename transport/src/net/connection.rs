@@ -1,0 +1,409 @@
+//! One multiplexed, credit-controlled connection.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, Notify};
+
+use crate::wire::{encode_frame, read_frame, write_frame, FrameError, WireMessage};
+use crate::{Barrier, ChannelId, ChannelStatus, Payload, StreamMessage, TransportError};
+
+/// Limits of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionConfig {
+    /// Data batches a receiver buffers per channel (the credits it grants).
+    pub credits_per_channel: u32,
+    /// Messages a sender queues per channel before `send` waits.
+    pub queue_per_channel: usize,
+    /// Frames written per pass before the writer flushes and looks again (fairness).
+    pub frames_per_pass: usize,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        ConnectionConfig {
+            credits_per_channel: 8,
+            queue_per_channel: 8,
+            frames_per_pass: 64,
+        }
+    }
+}
+
+#[derive(Default)]
+struct OutChannel {
+    attempt: u32,
+    queue: VecDeque<WireMessage>,
+    credits: u32,
+    /// The receiver opened the channel (sent its first credit): sending may start.
+    opened: bool,
+    space: Arc<Notify>,
+}
+
+struct InChannel {
+    attempt: u32,
+    tx: mpsc::Sender<StreamMessage>,
+}
+
+#[derive(Default)]
+struct Shared {
+    out: BTreeMap<ChannelId, OutChannel>,
+    inbound: BTreeMap<ChannelId, InChannel>,
+    /// Credit frames waiting to go (they need no credit themselves).
+    control: VecDeque<WireMessage>,
+    /// Why the connection closed, once it has.
+    closed: Option<String>,
+    /// Where the writer resumes its round-robin over channels.
+    cursor: Option<ChannelId>,
+}
+
+struct Inner {
+    config: ConnectionConfig,
+    shared: Mutex<Shared>,
+    writer_wake: Notify,
+    log: slog::Logger,
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().expect("connection state lock poisoned")
+    }
+
+    fn close(&self, why: String) {
+        let mut s = self.lock();
+        if s.closed.is_none() {
+            slog::info!(self.log, "connection closed"; "reason" => &why);
+            s.closed = Some(why);
+        }
+        // Dropping the inbound senders ends every input channel: consumers see the failure.
+        s.inbound.clear();
+        for c in s.out.values() {
+            c.space.notify_waiters();
+        }
+        drop(s);
+        self.writer_wake.notify_one();
+    }
+}
+
+/// A connection to one peer, carrying any number of channels in both directions.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection").finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Runs the connection over `stream` (reader and writer tasks on the current runtime).
+    pub fn start<S>(stream: S, config: ConnectionConfig, log: slog::Logger) -> Self
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        assert!(config.credits_per_channel >= 1 && config.queue_per_channel >= 1, "connection limits must be at least 1");
+        let inner = Arc::new(Inner {
+            config,
+            shared: Mutex::new(Shared::default()),
+            writer_wake: Notify::new(),
+            log,
+        });
+        let (r, w) = tokio::io::split(stream);
+        tokio::spawn(read_loop(inner.clone(), r));
+        tokio::spawn(write_loop(inner.clone(), w));
+        Connection { inner }
+    }
+
+    /// Why the connection closed, if it has.
+    pub fn closed(&self) -> Option<String> {
+        self.inner.lock().closed.clone()
+    }
+
+    /// Closes the connection; its channels end.
+    pub fn close(&self) {
+        self.inner.close("closed locally".into());
+    }
+
+    /// The sending half of `channel` for execution attempt `attempt`.
+    pub fn open_output(&self, channel: ChannelId, attempt: u32) -> RemoteOutput {
+        let space = {
+            let mut s = self.inner.lock();
+            let c = s.out.entry(channel).or_default();
+            c.attempt = attempt;
+            c.space.clone()
+        };
+        RemoteOutput {
+            inner: self.inner.clone(),
+            channel,
+            attempt,
+            seq: 0,
+            space,
+        }
+    }
+
+    /// The receiving half of `channel` for attempt `attempt`: grants the peer its first
+    /// credits. Frames of any other attempt on this channel are dropped.
+    pub fn open_input(&self, channel: ChannelId, attempt: u32) -> RemoteInput {
+        let credits = self.inner.config.credits_per_channel;
+        let (tx, rx) = mpsc::channel(credits as usize + 1);
+        {
+            let mut s = self.inner.lock();
+            s.inbound.insert(channel, InChannel { attempt, tx });
+            s.control.push_back(WireMessage::Credit { channel, attempt, credits });
+        }
+        self.inner.writer_wake.notify_one();
+        RemoteInput {
+            inner: self.inner.clone(),
+            channel,
+            attempt,
+            rx,
+        }
+    }
+
+    /// Messages queued at this side for `channel` and not yet sent (for memory accounting).
+    pub fn queued(&self, channel: ChannelId) -> usize {
+        self.inner.lock().out.get(&channel).map_or(0, |c| c.queue.len())
+    }
+}
+
+/// Sends on one channel of a [`Connection`].
+pub struct RemoteOutput {
+    inner: Arc<Inner>,
+    channel: ChannelId,
+    attempt: u32,
+    seq: u64,
+    space: Arc<Notify>,
+}
+
+impl std::fmt::Debug for RemoteOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RemoteOutput({})", self.channel)
+    }
+}
+
+impl RemoteOutput {
+    fn to_wire(&mut self, msg: StreamMessage) -> Result<WireMessage, TransportError> {
+        let (channel, attempt) = (self.channel, self.attempt);
+        Ok(match msg {
+            StreamMessage::Data(Payload::Encoded(payload)) => {
+                self.seq += 1;
+                WireMessage::Data {
+                    channel,
+                    attempt,
+                    seq: self.seq,
+                    records: 0,
+                    payload,
+                }
+            }
+            StreamMessage::Data(Payload::Local(_)) => return Err(TransportError::NotEncoded(channel)),
+            StreamMessage::Watermark(t) => WireMessage::Watermark { channel, attempt, timestamp_ms: t },
+            StreamMessage::Status(s) => WireMessage::Status {
+                channel,
+                attempt,
+                idle: s == ChannelStatus::Idle,
+            },
+            StreamMessage::Barrier(b) => WireMessage::Barrier {
+                channel,
+                attempt,
+                checkpoint_id: b.checkpoint_id,
+                timestamp_ms: b.timestamp_ms,
+            },
+            StreamMessage::EndOfPartition => WireMessage::EndOfPartition { channel, attempt },
+        })
+    }
+
+    /// Queues one message, waiting while the channel's queue is full (backpressure).
+    pub async fn send(&mut self, msg: StreamMessage) -> Result<(), TransportError> {
+        let wire = self.to_wire(msg)?;
+        let cap = self.inner.config.queue_per_channel;
+        loop {
+            let notified = self.space.notified();
+            {
+                let mut s = self.inner.lock();
+                if s.closed.is_some() {
+                    return Err(TransportError::Closed(self.channel));
+                }
+                let c = s.out.entry(self.channel).or_default();
+                if c.queue.len() < cap {
+                    c.queue.push_back(wire);
+                    drop(s);
+                    self.inner.writer_wake.notify_one();
+                    return Ok(());
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Receives on one channel of a [`Connection`].
+pub struct RemoteInput {
+    inner: Arc<Inner>,
+    channel: ChannelId,
+    attempt: u32,
+    rx: mpsc::Receiver<StreamMessage>,
+}
+
+impl std::fmt::Debug for RemoteInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RemoteInput({})", self.channel)
+    }
+}
+
+impl RemoteInput {
+    /// The next message; `None` once the connection closed. Taking a data batch returns one
+    /// credit to the sender.
+    pub async fn recv(&mut self) -> Option<StreamMessage> {
+        let m = self.rx.recv().await?;
+        if matches!(m, StreamMessage::Data(_)) {
+            self.inner.lock().control.push_back(WireMessage::Credit {
+                channel: self.channel,
+                attempt: self.attempt,
+                credits: 1,
+            });
+            self.inner.writer_wake.notify_one();
+        }
+        Some(m)
+    }
+}
+
+fn from_wire(m: WireMessage) -> Option<(ChannelId, u32, StreamMessage)> {
+    Some(match m {
+        WireMessage::Data { channel, attempt, payload, .. } => (channel, attempt, StreamMessage::Data(Payload::Encoded(payload))),
+        WireMessage::Watermark { channel, attempt, timestamp_ms } => (channel, attempt, StreamMessage::Watermark(timestamp_ms)),
+        WireMessage::Status { channel, attempt, idle } => (
+            channel,
+            attempt,
+            StreamMessage::Status(if idle { ChannelStatus::Idle } else { ChannelStatus::Active }),
+        ),
+        WireMessage::Barrier { channel, attempt, checkpoint_id, timestamp_ms } => {
+            (channel, attempt, StreamMessage::Barrier(Barrier { checkpoint_id, timestamp_ms }))
+        }
+        WireMessage::EndOfPartition { channel, attempt } => (channel, attempt, StreamMessage::EndOfPartition),
+        _ => return None,
+    })
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(inner: Arc<Inner>, mut r: R) {
+    let why = loop {
+        let frame = match read_frame(&mut r).await {
+            Ok(Some(f)) => f,
+            Ok(None) => break "peer closed the connection".to_string(),
+            Err(e) => break format!("bad frame from peer: {e}"),
+        };
+        if let WireMessage::Credit { channel, attempt, credits } = frame {
+            let mut s = inner.lock();
+            let c = s.out.entry(channel).or_default();
+            if c.attempt == attempt {
+                c.credits = c.credits.saturating_add(credits);
+                c.opened = true;
+            }
+            drop(s);
+            inner.writer_wake.notify_one();
+            continue;
+        }
+        let Some((channel, attempt, msg)) = from_wire(frame) else {
+            break "a control-plane frame arrived on a data connection".to_string();
+        };
+        let tx = {
+            let s = inner.lock();
+            match s.inbound.get(&channel) {
+                Some(c) if c.attempt == attempt => Some(c.tx.clone()),
+                // A frame of an earlier (or unknown) attempt: stale, dropped.
+                _ => None,
+            }
+        };
+        let Some(tx) = tx else {
+            slog::debug!(inner.log, "dropped a frame of a stale attempt"; "channel" => %channel, "attempt" => attempt);
+            continue;
+        };
+        // Data arrives only against credit, so the queue has room; a full queue means the
+        // peer ignored its credit.
+        if let Err(e) = tx.try_send(msg) {
+            if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                break format!("peer sent more than its credit on channel {channel}");
+            }
+        }
+    };
+    inner.close(why);
+}
+
+/// Takes what may be sent now, round-robin over channels from the cursor.
+fn take_sendable(inner: &Inner) -> Option<Vec<WireMessage>> {
+    let mut s = inner.lock();
+    if s.closed.is_some() {
+        return None;
+    }
+    let limit = inner.config.frames_per_pass;
+    let mut out: Vec<WireMessage> = s.control.drain(..).collect();
+    let keys: Vec<ChannelId> = s.out.keys().copied().collect();
+    let start = s
+        .cursor
+        .and_then(|c| keys.iter().position(|k| *k > c))
+        .unwrap_or(0);
+    let mut last = None;
+    for i in 0..keys.len() {
+        if out.len() >= limit {
+            break;
+        }
+        let k = keys[(start + i) % keys.len()];
+        let c = s.out.get_mut(&k).expect("listed above");
+        if !c.opened {
+            continue;
+        }
+        let mut took = false;
+        while out.len() < limit {
+            let is_data = match c.queue.front() {
+                Some(WireMessage::Data { .. }) => true,
+                Some(_) => false,
+                None => break,
+            };
+            if is_data {
+                if c.credits == 0 {
+                    break;
+                }
+                c.credits -= 1;
+            }
+            out.push(c.queue.pop_front().expect("front checked"));
+            took = true;
+        }
+        if took {
+            c.space.notify_waiters();
+            last = Some(k);
+        }
+    }
+    if last.is_some() {
+        s.cursor = last;
+    }
+    Some(out)
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(inner: Arc<Inner>, mut w: W) {
+    loop {
+        let wake = inner.writer_wake.notified();
+        let Some(batch) = take_sendable(&inner) else {
+            return;
+        };
+        if batch.is_empty() {
+            wake.await;
+            continue;
+        }
+        let mut bytes = Vec::new();
+        for m in &batch {
+            bytes.extend_from_slice(&encode_frame(m));
+        }
+        if let Err(e) = write_frame(&mut w, &Bytes::from(bytes)).await {
+            inner.close(format!("cannot write to peer: {e}"));
+            return;
+        }
+    }
+}
+
+impl From<FrameError> for TransportError {
+    fn from(e: FrameError) -> Self {
+        TransportError::Frame(e.to_string())
+    }
+}
