@@ -16,6 +16,9 @@ if ! command -v flatc >/dev/null || ! flatc --version | grep -q "flatc version 2
 fi
 ./transport/schema/generate.sh --check
 
+echo "== lints: cargo clippy --workspace --all-targets -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
 echo "== normal build: cargo test --workspace"
 cargo test --workspace --all-targets
 cargo test --workspace --doc

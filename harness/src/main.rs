@@ -25,7 +25,7 @@ enum Command {
     /// Lists the built-in jobs.
     Jobs,
     /// Runs a built-in job embedded in this process.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Parser, Debug)]
@@ -112,7 +112,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run(args) => run(args, log),
+        Command::Run(args) => run(*args, log),
     }
 }
 

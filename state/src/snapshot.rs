@@ -222,7 +222,10 @@ impl RestoredState {
     }
 }
 
-fn read_entry(b: &[u8]) -> Result<(u16, &[u8], &[u8], &[u8]), StateError> {
+/// `(table, key, value, rest)` of the entry at the start of a key group's bytes.
+type EntryParts<'a> = (u16, &'a [u8], &'a [u8], &'a [u8]);
+
+fn read_entry(b: &[u8]) -> Result<EntryParts<'_>, StateError> {
     let short = || StateError::Corrupt("keyed state entry is cut short".into());
     if b.len() < 2 {
         return Err(short());

@@ -53,15 +53,10 @@ fn slow_consumer_blocks_only_its_channel_with_bounded_memory() {
         // Channel A: the consumer does not read. The producer gets credits + queue slots in,
         // then waits.
         let mut sent_a = 0u32;
-        loop {
-            match tokio::time::timeout(Duration::from_millis(200), out_a.send(data(sent_a))).await {
-                Ok(r) => {
-                    r.unwrap();
-                    sent_a += 1;
-                    assert!(sent_a <= 100, "no backpressure on channel A");
-                }
-                Err(_) => break,
-            }
+        while let Ok(r) = tokio::time::timeout(Duration::from_millis(200), out_a.send(data(sent_a))).await {
+            r.unwrap();
+            sent_a += 1;
+            assert!(sent_a <= 100, "no backpressure on channel A");
         }
         assert_eq!(sent_a, 4 + 3, "credits at the receiver plus the sender's queue");
         assert!(sender.queued(A) <= 3, "sender-side memory is bounded");

@@ -57,18 +57,13 @@ impl<T: Data> SourceReader for VecReader<T> {
     }
 
     fn snapshot_position(&self) -> Result<Vec<u8>, OperatorError> {
-        crate::source::encode_position(&self.next)
+        crate::source::encode_position(&(self.next as u64))
     }
 
     fn restore_position(&mut self, position: &[u8]) -> Result<(), OperatorError> {
-        let next: usize = crate::source::decode_position(position)?;
-        if next % self.stride as usize != self.next % self.stride as usize {
-            return Err(OperatorError::user(format!(
-                "source position {next} belongs to another subtask (this one reads every {}th record from {})",
-                self.stride, self.next
-            )));
-        }
-        self.next = next;
+        let mut next = self.next as u64;
+        crate::source::restore_strided(&mut next, self.stride as u64, position)?;
+        self.next = next as usize;
         Ok(())
     }
 }

@@ -20,6 +20,9 @@ use crate::window::{TimeWindow, WindowAssigner, WindowLogic};
 /// The state table windows are stored under.
 const WINDOWS_TABLE: &str = "windows";
 
+/// The open windows of one key.
+type WindowsOf<A> = BTreeMap<TimeWindow, Slot<A>>;
+
 /// One open window: its contents, and whether it already fired (then it only waits for the
 /// allowed lateness to pass, and must not fire again on restore).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,7 +147,7 @@ where
     }
 
     fn restore_state(&mut self, state: &RestoredState, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
-        let mut restored: Vec<(K, BTreeMap<TimeWindow, Slot<L::Acc>>)> = Vec::new();
+        let mut restored: Vec<(K, WindowsOf<L::Acc>)> = Vec::new();
         restore_keyed(state, |e| {
             if e.table != WINDOWS_TABLE {
                 return Ok(false);
@@ -210,11 +213,11 @@ where
                 late += 1;
                 continue;
             }
-            let last = assigned.len() - 1;
-            for i in 0..last {
-                self.add_to(&key, assigned[i], r.value.clone(), wm, out);
+            let (&last, rest) = assigned.split_last().expect("checked non-empty above");
+            for &w in rest {
+                self.add_to(&key, w, r.value.clone(), wm, out);
             }
-            self.add_to(&key, assigned[last], r.value, wm, out);
+            self.add_to(&key, last, r.value, wm, out);
         }
         if late > 0 {
             ctx.count_late_records(late);

@@ -185,7 +185,7 @@ impl std::fmt::Debug for RemoteOutput {
 }
 
 impl RemoteOutput {
-    fn to_wire(&mut self, msg: StreamMessage) -> Result<WireMessage, TransportError> {
+    fn wire_message(&mut self, msg: StreamMessage) -> Result<WireMessage, TransportError> {
         let (channel, attempt) = (self.channel, self.attempt);
         Ok(match msg {
             StreamMessage::Data(Payload::Encoded(payload)) => {
@@ -217,7 +217,7 @@ impl RemoteOutput {
 
     /// Queues one message, waiting while the channel's queue is full (backpressure).
     pub async fn send(&mut self, msg: StreamMessage) -> Result<(), TransportError> {
-        let wire = self.to_wire(msg)?;
+        let wire = self.wire_message(msg)?;
         let cap = self.inner.config.queue_per_channel;
         loop {
             let notified = self.space.notified();

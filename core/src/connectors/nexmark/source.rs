@@ -101,14 +101,6 @@ impl SourceReader for NexmarkReader {
     }
 
     fn restore_position(&mut self, position: &[u8]) -> Result<(), OperatorError> {
-        let next: u64 = crate::source::decode_position(position)?;
-        if next % self.stride as u64 != self.next % self.stride as u64 {
-            return Err(OperatorError::user(format!(
-                "source position {next} belongs to another subtask (this one reads every {}th record from {})",
-                self.stride, self.next
-            )));
-        }
-        self.next = next;
-        Ok(())
+        crate::source::restore_strided(&mut self.next, self.stride, position)
     }
 }
