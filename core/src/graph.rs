@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use crate::codec::BatchCodec;
 use crate::error::JobError;
 use crate::operator::OperatorFactory;
 use crate::partition::{PartitionKind, RouterFactory};
@@ -44,6 +45,8 @@ pub(crate) struct Edge {
     pub(crate) source: VertexId,
     pub(crate) target: VertexId,
     pub(crate) routing: Routing,
+    /// Encodes the edge's batches when they cross the network.
+    pub(crate) codec: Arc<dyn BatchCodec>,
 }
 
 impl Edge {

@@ -13,6 +13,7 @@ pub mod api;
 mod buggify;
 pub mod checkpoint;
 pub mod clock;
+mod codec;
 pub mod connectors;
 pub mod data;
 pub mod duration;

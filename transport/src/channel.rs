@@ -2,19 +2,35 @@ use std::task::{Context, Poll};
 
 use tokio::sync::mpsc;
 
+use crate::net::{RemoteInput, RemoteOutput};
 use crate::{ChannelId, StreamMessage, TransportError};
 
-/// The sending half of a channel. Sending waits while the channel is full, which is how
-/// backpressure reaches the producer.
-#[derive(Debug)]
+enum OutKind {
+    Local(mpsc::Sender<StreamMessage>),
+    Remote(RemoteOutput),
+}
+
+/// The sending half of a channel. Sending waits while the channel is full (in process) or
+/// out of credit (over the network), which is how backpressure reaches the producer.
 pub struct OutputChannel {
     id: ChannelId,
-    tx: mpsc::Sender<StreamMessage>,
+    kind: OutKind,
+}
+
+impl std::fmt::Debug for OutputChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OutputChannel({}, {})", self.id, if self.is_remote() { "remote" } else { "local" })
+    }
 }
 
 impl OutputChannel {
     pub(crate) fn new(id: ChannelId, tx: mpsc::Sender<StreamMessage>) -> Self {
-        OutputChannel { id, tx }
+        OutputChannel { id, kind: OutKind::Local(tx) }
+    }
+
+    /// A channel whose consumer is across the network.
+    pub fn remote(id: ChannelId, out: RemoteOutput) -> Self {
+        OutputChannel { id, kind: OutKind::Remote(out) }
     }
 
     /// The channel this half belongs to.
@@ -22,35 +38,61 @@ impl OutputChannel {
         self.id
     }
 
+    /// Whether data must be encoded (`Payload::Encoded`) before it is sent.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.kind, OutKind::Remote(_))
+    }
+
     /// Sends one message, waiting for room.
-    pub async fn send(&self, msg: StreamMessage) -> Result<(), TransportError> {
-        self.tx
-            .send(msg)
-            .await
-            .map_err(|_| TransportError::Closed(self.id))
+    pub async fn send(&mut self, msg: StreamMessage) -> Result<(), TransportError> {
+        match &mut self.kind {
+            OutKind::Local(tx) => tx.send(msg).await.map_err(|_| TransportError::Closed(self.id)),
+            OutKind::Remote(r) => r.send(msg).await,
+        }
     }
 
-    /// How many messages sit in the queue right now (for buffer-usage metrics).
+    /// How many messages sit in the local queue right now (for buffer-usage metrics).
     pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        match &self.kind {
+            OutKind::Local(tx) => tx.max_capacity() - tx.capacity(),
+            OutKind::Remote(r) => r.queued(),
+        }
     }
 
-    /// The most messages the queue holds.
+    /// The most messages the local queue holds.
     pub fn capacity(&self) -> usize {
-        self.tx.max_capacity()
+        match &self.kind {
+            OutKind::Local(tx) => tx.max_capacity(),
+            OutKind::Remote(r) => r.capacity(),
+        }
     }
 }
 
+enum InKind {
+    Local(mpsc::Receiver<StreamMessage>),
+    Remote(RemoteInput),
+}
+
 /// The receiving half of a channel.
-#[derive(Debug)]
 pub struct InputChannel {
     id: ChannelId,
-    rx: mpsc::Receiver<StreamMessage>,
+    kind: InKind,
+}
+
+impl std::fmt::Debug for InputChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InputChannel({})", self.id)
+    }
 }
 
 impl InputChannel {
     pub(crate) fn new(id: ChannelId, rx: mpsc::Receiver<StreamMessage>) -> Self {
-        InputChannel { id, rx }
+        InputChannel { id, kind: InKind::Local(rx) }
+    }
+
+    /// A channel whose producer is across the network.
+    pub fn remote(id: ChannelId, input: RemoteInput) -> Self {
+        InputChannel { id, kind: InKind::Remote(input) }
     }
 
     /// The channel this half belongs to.
@@ -60,20 +102,24 @@ impl InputChannel {
 
     /// Waits for the next message; `None` once the sender is gone and the queue is drained.
     pub async fn recv(&mut self) -> Option<StreamMessage> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// Polls for the next message (for receiving from many channels in one task).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<StreamMessage>> {
-        self.rx.poll_recv(cx)
+        match &mut self.kind {
+            InKind::Local(rx) => rx.poll_recv(cx),
+            InKind::Remote(r) => r.poll_recv(cx),
+        }
     }
 
     /// Takes the next message if one is queued, without waiting.
     pub fn try_recv(&mut self) -> Result<Option<StreamMessage>, TransportError> {
-        match self.rx.try_recv() {
-            Ok(m) => Ok(Some(m)),
-            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
-            Err(mpsc::error::TryRecvError::Disconnected) => Err(TransportError::Closed(self.id)),
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.poll_recv(&mut cx) {
+            Poll::Ready(Some(m)) => Ok(Some(m)),
+            Poll::Ready(None) => Err(TransportError::Closed(self.id)),
+            Poll::Pending => Ok(None),
         }
     }
 }

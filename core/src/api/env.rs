@@ -135,11 +135,12 @@ impl StreamEnv {
         id
     }
 
-    pub(crate) fn add_edge(&self, source: VertexId, target: VertexId, routing: Routing) {
+    pub(crate) fn add_edge<T: crate::data::Data>(&self, source: VertexId, target: VertexId, routing: Routing) {
         self.lock().edges.push(Edge {
             source,
             target,
             routing,
+            codec: crate::codec::codec_of::<T>(),
         });
     }
 

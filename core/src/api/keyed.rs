@@ -55,7 +55,7 @@ where
         let env = &self.stream.env;
         let id = env.add_vertex(name, VertexKind::Operator(factory_of(op)));
         for &end in &self.stream.ends {
-            env.add_edge(end, id, Routing::Hash(hash_router::<T, K>(self.key_of.clone())));
+            env.add_edge::<T>(end, id, Routing::Hash(hash_router::<T, K>(self.key_of.clone())));
         }
         DataStream::new(env.clone(), vec![id])
     }

@@ -70,7 +70,7 @@ impl<T: Data> DataStream<T> {
     pub(crate) fn connect_op<O: Operator<In = T> + Clone>(&self, name: &str, op: O) -> DataStream<O::Out> {
         let id = self.env.add_vertex(name, VertexKind::Operator(factory_of(op)));
         for &end in &self.ends {
-            self.env.add_edge(end, id, self.plain_routing());
+            self.env.add_edge::<T>(end, id, self.plain_routing());
         }
         DataStream::new(self.env.clone(), vec![id])
     }

@@ -7,7 +7,11 @@
 use std::future::poll_fn;
 use std::task::{Context, Poll, Waker};
 
+use std::sync::Arc;
+
 use sluice_transport::{Barrier, ChannelStatus, InputChannel, Payload, StreamMessage, TransportError};
+
+use crate::codec::BatchCodec;
 
 use crate::data::EventTime;
 
@@ -29,6 +33,8 @@ pub(crate) enum GateEvent {
 
 struct Slot {
     ch: InputChannel,
+    /// Decodes batches that arrive encoded (from the network).
+    codec: Arc<dyn BatchCodec>,
     watermark: EventTime,
     idle: bool,
     finished: bool,
@@ -47,13 +53,14 @@ pub(crate) struct InputGate {
 }
 
 impl InputGate {
-    pub(crate) fn new(channels: Vec<InputChannel>) -> Self {
+    pub(crate) fn new(channels: Vec<(InputChannel, Arc<dyn BatchCodec>)>) -> Self {
         let live = channels.len();
         InputGate {
             slots: channels
                 .into_iter()
-                .map(|ch| Slot {
+                .map(|(ch, codec)| Slot {
                     ch,
+                    codec,
                     watermark: EventTime::MIN,
                     idle: false,
                     finished: false,
@@ -101,7 +108,7 @@ impl InputGate {
                 return Ok(GateEvent::End);
             }
             let (i, m) = poll_fn(|cx| self.poll_raw(cx)).await?;
-            if let Some(ev) = self.on_message(i, m) {
+            if let Some(ev) = self.on_message(i, m)? {
                 return Ok(ev);
             }
         }
@@ -117,7 +124,7 @@ impl InputGate {
             match self.poll_raw(&mut cx) {
                 Poll::Ready(r) => {
                     let (i, m) = r?;
-                    if let Some(ev) = self.on_message(i, m) {
+                    if let Some(ev) = self.on_message(i, m)? {
                         return Ok(Some(ev));
                     }
                 }
@@ -126,8 +133,12 @@ impl InputGate {
         }
     }
 
-    fn on_message(&mut self, i: usize, m: StreamMessage) -> Option<GateEvent> {
-        match m {
+    fn on_message(&mut self, i: usize, m: StreamMessage) -> Result<Option<GateEvent>, TransportError> {
+        Ok(match m {
+            StreamMessage::Data(Payload::Encoded(bytes)) => {
+                let batch = self.slots[i].codec.decode(&bytes).map_err(TransportError::Frame)?;
+                Some(GateEvent::Data(Payload::Local(batch)))
+            }
             StreamMessage::Data(p) => Some(GateEvent::Data(p)),
             StreamMessage::Watermark(w) => {
                 let slot = &mut self.slots[i];
@@ -155,7 +166,7 @@ impl InputGate {
                         self.aligning = Some(b);
                     }
                     // A barrier of an abandoned checkpoint.
-                    Some(_) => return None,
+                    Some(_) => return Ok(None),
                 }
                 self.slots[i].blocked = true;
                 self.check_aligned()
@@ -165,7 +176,7 @@ impl InputGate {
                 self.slots[i].blocked = false;
                 self.live -= 1;
                 if self.aligning.is_some() {
-                    return self.check_aligned();
+                    return Ok(self.check_aligned());
                 }
                 if self.live == 0 {
                     Some(GateEvent::End)
@@ -173,7 +184,7 @@ impl InputGate {
                     self.advance()
                 }
             }
-        }
+        })
     }
 
     /// The barrier, once every live channel delivered it.
@@ -233,7 +244,7 @@ mod tests {
         for i in 0..n {
             let id = ChannelId { edge: 0, from: i, to: 0 };
             outs.push(t.output(id).unwrap());
-            ins.push(t.input(id).unwrap());
+            ins.push((t.input(id).unwrap(), crate::codec::codec_of::<u8>()));
         }
         (InputGate::new(ins), outs)
     }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice_transport::net::{ConnectionConfig, TcpLoopbackTransport};
 use sluice_transport::{ChannelId, LocalTransport, Transport};
 use tokio::sync::{mpsc, watch};
 
@@ -61,6 +62,10 @@ pub struct ExecutionConfig {
     /// What to do when a task fails; `None` picks Flink's default (exponential delay with
     /// checkpointing, no restart without).
     pub restart: Option<RestartStrategy>,
+    /// Send every non-forward channel over a real TCP connection on 127.0.0.1 (encoded,
+    /// framed and credit-controlled as between workers): to test and measure the network
+    /// shuffle in one process.
+    pub shuffle_over_tcp: bool,
 }
 
 impl Default for ExecutionConfig {
@@ -73,6 +78,7 @@ impl Default for ExecutionConfig {
             log: slog::Logger::root(slog::Discard, slog::o!()),
             checkpointing: None,
             restart: None,
+            shuffle_over_tcp: false,
         }
     }
 }
@@ -350,6 +356,30 @@ struct Attempt<'a> {
     stats: Arc<CheckpointStats>,
 }
 
+/// Reports a task that panicked (see `Attempt::run`).
+struct PanicReport {
+    tx: mpsc::Sender<Done>,
+    task: String,
+    armed: bool,
+}
+
+impl PanicReport {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for PanicReport {
+    fn drop(&mut self) {
+        if self.armed && std::thread::panicking() {
+            let _ = self.tx.try_send(Done::Task(Err(JobError::TaskPanicked {
+                task: self.task.clone(),
+                message: "panicked".into(),
+            })));
+        }
+    }
+}
+
 enum Done {
     Task(Result<TaskExit, JobError>),
     Coordinator(Result<(), JobError>),
@@ -358,7 +388,26 @@ enum Done {
 impl Attempt<'_> {
     async fn run(self, restored: Option<&LoadedCheckpoint>) -> Result<(TaskExit, Vec<Arc<VertexMetrics>>), JobError> {
         let graph = &self.graph;
-        let transport = LocalTransport::new(self.config.channel_capacity);
+        let transport: Box<dyn Transport> = if self.config.shuffle_over_tcp {
+            // Every channel that is not a forward edge crosses a real TCP connection.
+            let crossing: std::collections::BTreeSet<u32> = (0..graph.edges.len())
+                .filter(|&e| graph.edges[e].kind() != PartitionKind::Forward)
+                .map(|e| e as u32)
+                .collect();
+            let cap = self.config.channel_capacity;
+            let net = ConnectionConfig {
+                credits_per_channel: cap as u32,
+                queue_per_channel: cap,
+                frames_per_pass: 64,
+            };
+            Box::new(
+                TcpLoopbackTransport::connect(cap, net, self.attempt, move |id| crossing.contains(&id.edge), self.log.clone())
+                    .await
+                    .map_err(|e| JobError::InvalidGraph(e.to_string()))?,
+            )
+        } else {
+            Box::new(LocalTransport::new(self.config.channel_capacity))
+        };
         let metrics: Vec<Arc<VertexMetrics>> = graph.vertices.iter().map(|_| VertexMetrics::new_shared()).collect();
         let (events_tx, events_rx) = mpsc::channel(1024);
         let mut tasks = Vec::new();
@@ -385,7 +434,7 @@ impl Attempt<'_> {
                     }
                     None => None,
                 };
-                tasks.push(build_task(&self, &chain.vertices, subtask, &transport, &metrics, link, restored)?);
+                tasks.push(build_task(&self, &chain.vertices, subtask, transport.as_ref(), &metrics, link, restored)?);
             }
         }
         drop(events_tx);
@@ -395,7 +444,15 @@ impl Attempt<'_> {
         for t in tasks {
             let tx = done_tx.clone();
             handles.push(tokio::spawn(async move {
+                // A panic unwinds through the guard, which reports it: the other tasks may be
+                // waiting on channels that a panicked task never closes (over the network).
+                let guard = PanicReport {
+                    tx: tx.clone(),
+                    task: t.name.clone(),
+                    armed: true,
+                };
                 let r = t.run().await;
+                guard.disarm();
                 let _ = tx.send(Done::Task(r)).await;
             }));
         }
@@ -473,7 +530,11 @@ impl Attempt<'_> {
             }
         }
         if let Some(e) = first_error {
-            return Err(e);
+            // Prefer the panic's own message over the guard's report.
+            return Err(match (e, panicked) {
+                (JobError::TaskPanicked { task, .. }, Some(message)) => JobError::TaskPanicked { task, message },
+                (e, _) => e,
+            });
         }
         if let Some(message) = panicked {
             return Err(JobError::TaskPanicked {
@@ -517,7 +578,7 @@ fn build_task(
     at: &Attempt<'_>,
     chain: &[usize],
     subtask: u32,
-    transport: &LocalTransport,
+    transport: &dyn Transport,
     metrics: &[Arc<VertexMetrics>],
     mut link: Option<CheckpointLink>,
     restored: Option<&LoadedCheckpoint>,
@@ -608,7 +669,7 @@ fn build_task(
                 };
                 for from in senders {
                     let id = ChannelId { edge: e as u32, from, to: subtask };
-                    inputs.push(transport.input(id).map_err(wire)?);
+                    inputs.push((transport.input(id).map_err(wire)?, edge.codec.clone()));
                 }
             }
             Head::Inputs(InputGate::new(inputs))
@@ -629,6 +690,7 @@ fn build_task(
             channels.push(transport.output(id).map_err(wire)?);
         }
         edges.push(EdgeOutput {
+            codec: edge.codec.clone(),
             router: (edge.router())(RouterArgs {
                 sender: subtask,
                 targets: targets.len() as u32,

@@ -2,12 +2,16 @@
 
 use sluice_transport::{OutputChannel, Payload, StreamMessage, TransportError};
 
+use std::sync::Arc;
+
+use crate::codec::BatchCodec;
 use crate::operator::AnyBatch;
 use crate::partition::{ErasedRouter, ReadyBatch};
 
 pub(crate) struct EdgeOutput {
     pub(crate) router: Box<dyn ErasedRouter>,
     pub(crate) channels: Vec<OutputChannel>,
+    pub(crate) codec: Arc<dyn BatchCodec>,
 }
 
 pub(crate) struct Outputs {
@@ -25,9 +29,20 @@ impl Outputs {
         }
     }
 
-    async fn send_ready(ready: &mut Vec<ReadyBatch>, channels: &[OutputChannel]) -> Result<(), TransportError> {
+    async fn send_ready(
+        ready: &mut Vec<ReadyBatch>,
+        channels: &mut [OutputChannel],
+        codec: &dyn BatchCodec,
+    ) -> Result<(), TransportError> {
         for (t, b) in ready.drain(..) {
-            channels[t].send(StreamMessage::Data(Payload::Local(b))).await?;
+            let ch = &mut channels[t];
+            // Batches stay typed in process and are encoded only to cross the network.
+            let payload = if ch.is_remote() {
+                Payload::Encoded(codec.encode(&b).map_err(TransportError::Frame)?)
+            } else {
+                Payload::Local(b)
+            };
+            ch.send(StreamMessage::Data(payload)).await?;
         }
         Ok(())
     }
@@ -41,10 +56,12 @@ impl Outputs {
         for i in 0..n - 1 {
             let copy = self.edges[i].router.clone_batch(&batch);
             self.edges[i].router.push(copy, &mut self.ready);
-            Self::send_ready(&mut self.ready, &self.edges[i].channels).await?;
+            let e = &mut self.edges[i];
+            Self::send_ready(&mut self.ready, &mut e.channels, e.codec.as_ref()).await?;
         }
         self.edges[n - 1].router.push(batch, &mut self.ready);
-        Self::send_ready(&mut self.ready, &self.edges[n - 1].channels).await?;
+        let e = &mut self.edges[n - 1];
+        Self::send_ready(&mut self.ready, &mut e.channels, e.codec.as_ref()).await?;
         self.buffered = true;
         Ok(())
     }
@@ -63,7 +80,7 @@ impl Outputs {
         }
         for e in &mut self.edges {
             e.router.flush(&mut self.ready);
-            Self::send_ready(&mut self.ready, &e.channels).await?;
+            Self::send_ready(&mut self.ready, &mut e.channels, e.codec.as_ref()).await?;
         }
         self.buffered = false;
         Ok(())
@@ -72,8 +89,8 @@ impl Outputs {
     /// Sends a progress message on every channel, after the data buffered before it.
     pub(crate) async fn broadcast(&mut self, msg: impl Fn() -> StreamMessage) -> Result<(), TransportError> {
         self.flush().await?;
-        for e in &self.edges {
-            for ch in &e.channels {
+        for e in &mut self.edges {
+            for ch in &mut e.channels {
                 ch.send(msg()).await?;
             }
         }

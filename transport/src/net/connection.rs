@@ -185,6 +185,16 @@ impl std::fmt::Debug for RemoteOutput {
 }
 
 impl RemoteOutput {
+    /// Messages queued for this channel and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.inner.lock().out.get(&self.channel).map_or(0, |c| c.queue.len())
+    }
+
+    /// The most messages queued before `send` waits.
+    pub fn capacity(&self) -> usize {
+        self.inner.config.queue_per_channel
+    }
+
     fn wire_message(&mut self, msg: StreamMessage) -> Result<WireMessage, TransportError> {
         let (channel, attempt) = (self.channel, self.attempt);
         Ok(match msg {
@@ -257,8 +267,13 @@ impl RemoteInput {
     /// The next message; `None` once the connection closed. Taking a data batch returns one
     /// credit to the sender.
     pub async fn recv(&mut self) -> Option<StreamMessage> {
-        let m = self.rx.recv().await?;
-        if matches!(m, StreamMessage::Data(_)) {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next message (see [`RemoteInput::recv`]).
+    pub fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<StreamMessage>> {
+        let m = std::task::ready!(self.rx.poll_recv(cx));
+        if let Some(StreamMessage::Data(_)) = &m {
             self.inner.lock().control.push_back(WireMessage::Credit {
                 channel: self.channel,
                 attempt: self.attempt,
@@ -266,7 +281,7 @@ impl RemoteInput {
             });
             self.inner.writer_wake.notify_one();
         }
-        Some(m)
+        std::task::Poll::Ready(m)
     }
 }
 

@@ -12,5 +12,7 @@
 //! place in the channel's order behind the data queued before them.
 
 mod connection;
+mod loopback;
 
 pub use connection::{Connection, ConnectionConfig, RemoteInput, RemoteOutput};
+pub use loopback::TcpLoopbackTransport;
