@@ -6,6 +6,9 @@
 //! (`MADSIM_TEST_SEED`). Outside `cfg(madsim)` this crate only offers the helpers below, which
 //! then run on real tokio.
 
+pub mod broken_sink;
+pub mod keyed_count;
+
 use sluice_core::{ExecutionConfig, JobError, JobResult, StreamEnv};
 
 /// Runs a job built by `build` to its end with settings suited to simulation: a pinned
