@@ -16,7 +16,7 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let transport = LocalTransport::new(4);
 //! let id = ChannelId { edge: 0, from: 0, to: 1 };
-//! let out = transport.output(id).unwrap();
+//! let mut out = transport.output(id).unwrap();
 //! let mut input = transport.input(id).unwrap();
 //! out.send(StreamMessage::Watermark(42)).await.unwrap();
 //! assert!(matches!(input.recv().await, Some(StreamMessage::Watermark(42))));

@@ -126,7 +126,7 @@ mod tests {
         rt().block_on(async {
             let t = LocalTransport::new(1);
             let id = ChannelId { edge: 0, from: 0, to: 0 };
-            let tx = t.output(id).unwrap();
+            let mut tx = t.output(id).unwrap();
             let mut rx = t.input(id).unwrap();
             tx.send(StreamMessage::Watermark(1)).await.unwrap();
             assert_eq!(tx.queued(), 1);
@@ -147,7 +147,7 @@ mod tests {
         rt().block_on(async {
             let t = LocalTransport::new(1);
             let id = ChannelId { edge: 0, from: 0, to: 0 };
-            let tx = t.output(id).unwrap();
+            let mut tx = t.output(id).unwrap();
             drop(t.input(id).unwrap());
             assert_eq!(
                 tx.send(StreamMessage::EndOfPartition).await.unwrap_err(),

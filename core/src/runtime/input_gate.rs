@@ -268,7 +268,7 @@ mod tests {
     #[test]
     fn watermark_is_min_over_channels_and_monotonic() {
         rt().block_on(async {
-            let (mut g, outs) = gate(2);
+            let (mut g, mut outs) = gate(2);
             outs[0].send(StreamMessage::Watermark(10)).await.unwrap();
             assert!(drain(&mut g).await.is_empty(), "channel 1 still at -inf");
             outs[1].send(StreamMessage::Watermark(5)).await.unwrap();
@@ -283,7 +283,7 @@ mod tests {
     #[test]
     fn idle_channel_does_not_hold_back_watermark() {
         rt().block_on(async {
-            let (mut g, outs) = gate(2);
+            let (mut g, mut outs) = gate(2);
             outs[0].send(StreamMessage::Watermark(10)).await.unwrap();
             outs[1].send(StreamMessage::Status(ChannelStatus::Idle)).await.unwrap();
             assert_eq!(drain(&mut g).await, ["Watermark(EventTime(10))"]);
@@ -297,7 +297,7 @@ mod tests {
     #[test]
     fn end_after_all_channels_finish_and_finished_channels_release_watermark() {
         rt().block_on(async {
-            let (mut g, outs) = gate(2);
+            let (mut g, mut outs) = gate(2);
             outs[0].send(StreamMessage::Watermark(7)).await.unwrap();
             outs[1].send(StreamMessage::EndOfPartition).await.unwrap();
             assert_eq!(drain(&mut g).await, ["Watermark(EventTime(7))"]);
@@ -309,7 +309,7 @@ mod tests {
     #[test]
     fn barrier_blocks_its_channel_until_all_channels_deliver_it() {
         rt().block_on(async {
-            let (mut g, outs) = gate(2);
+            let (mut g, mut outs) = gate(2);
             let b = |id| StreamMessage::Barrier(Barrier { checkpoint_id: id, timestamp_ms: 0 });
             outs[0].send(b(1)).await.unwrap();
             outs[0].send(StreamMessage::Watermark(50)).await.unwrap();
@@ -326,7 +326,7 @@ mod tests {
     #[test]
     fn finished_channel_counts_as_aligned() {
         rt().block_on(async {
-            let (mut g, outs) = gate(2);
+            let (mut g, mut outs) = gate(2);
             outs[0].send(StreamMessage::Barrier(Barrier { checkpoint_id: 3, timestamp_ms: 0 })).await.unwrap();
             outs[1].send(StreamMessage::EndOfPartition).await.unwrap();
             let evs = drain(&mut g).await;
