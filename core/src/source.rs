@@ -168,16 +168,3 @@ pub(crate) fn source_factory<S: Source>(
     })
 }
 
-/// Restores the position of a reader that reads every `stride`-th record starting at its
-/// subtask index: checks that `position` belongs to this reader's residue class.
-pub(crate) fn restore_strided(next: &mut u64, stride: u64, position: &[u8]) -> Result<(), OperatorError> {
-    let restored: u64 = decode_position(position)?;
-    if restored % stride != *next % stride {
-        return Err(OperatorError::user(format!(
-            "source position {restored} belongs to another subtask (this one reads every {stride}th record from {})",
-            *next % stride
-        )));
-    }
-    *next = restored;
-    Ok(())
-}

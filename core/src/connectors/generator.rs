@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use crate::connectors::nexmark::rng::{mix, SplitMix64};
-use crate::connectors::rate::RateLimiter;
+use crate::connectors::strided::Strided;
 use crate::data::Data;
 use crate::error::OperatorError;
 use crate::operator::OperatorContext;
@@ -55,16 +55,13 @@ impl<T: Data> GeneratorSource<T> {
 /// One subtask of a [`GeneratorSource`].
 pub struct GeneratorReader<T> {
     seed: u64,
-    next: u64,
-    stride: u64,
-    end: Option<u64>,
-    rate: Option<RateLimiter>,
+    numbers: Strided,
     f: GenFn<T>,
 }
 
 impl<T> std::fmt::Debug for GeneratorReader<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GeneratorReader").field("next", &self.next).finish()
+        f.debug_struct("GeneratorReader").field("numbers", &self.numbers).finish()
     }
 }
 
@@ -74,12 +71,7 @@ impl<T: Data> Source for GeneratorSource<T> {
     fn reader(&self, subtask: u32, parallelism: u32) -> Result<GeneratorReader<T>, OperatorError> {
         Ok(GeneratorReader {
             seed: self.seed,
-            next: subtask as u64,
-            stride: parallelism as u64,
-            end: self.count,
-            rate: self
-                .per_second
-                .map(|r| RateLimiter::new((r / parallelism as u64).max(1))),
+            numbers: Strided::new(subtask, parallelism, self.count, self.per_second),
             f: self.f.clone(),
         })
     }
@@ -88,35 +80,18 @@ impl<T: Data> Source for GeneratorSource<T> {
 impl<T: Data> SourceReader for GeneratorReader<T> {
     type Out = T;
     fn poll_batch(&mut self, max: usize, out: &mut Vec<T>, ctx: &OperatorContext) -> Result<SourcePoll, OperatorError> {
-        let mut n = max;
-        if let Some(rate) = &mut self.rate {
-            match rate.allow(ctx.clock.now_ms(), max) {
-                Ok(k) => n = k,
-                Err(wake) => return Ok(SourcePoll::WaitUntil(wake)),
-            }
-        }
-        let mut produced = 0;
-        while produced < n && self.end.is_none_or(|e| self.next < e) {
-            let mut rng = SplitMix64::new(mix(self.seed, self.next));
-            out.push((self.f)(self.next, &mut rng));
-            self.next += self.stride;
-            produced += 1;
-        }
-        if let Some(rate) = &mut self.rate {
-            rate.record(produced);
-        }
-        if self.end.is_some_and(|e| self.next >= e) {
-            Ok(SourcePoll::Finished)
-        } else {
-            Ok(SourcePoll::Ready)
-        }
+        let (seed, f) = (self.seed, &self.f);
+        Ok(self.numbers.poll(max, ctx, |i| {
+            let mut rng = SplitMix64::new(mix(seed, i));
+            out.push(f(i, &mut rng));
+        }))
     }
 
     fn snapshot_position(&self) -> Result<Vec<u8>, OperatorError> {
-        crate::source::encode_position(&self.next)
+        self.numbers.position()
     }
 
     fn restore_position(&mut self, position: &[u8]) -> Result<(), OperatorError> {
-        crate::source::restore_strided(&mut self.next, self.stride, position)
+        self.numbers.restore(position)
     }
 }

@@ -6,6 +6,7 @@ mod generator;
 pub mod nexmark;
 mod rate;
 mod sinks;
+mod strided;
 mod txn_memory;
 mod vec_source;
 

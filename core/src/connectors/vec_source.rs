@@ -1,3 +1,6 @@
+use std::sync::Arc;
+
+use crate::connectors::strided::Strided;
 use crate::data::Data;
 use crate::error::OperatorError;
 use crate::operator::OperatorContext;
@@ -7,24 +10,21 @@ use crate::source::{Source, SourcePoll, SourceReader};
 /// elements at indices `i, i + p, ...` in order.
 #[derive(Debug, Clone)]
 pub struct VecSource<T> {
-    items: std::sync::Arc<Vec<T>>,
+    items: Arc<Vec<T>>,
 }
 
 impl<T: Data> VecSource<T> {
     /// A source emitting `items`.
     pub fn new(items: Vec<T>) -> Self {
-        VecSource {
-            items: std::sync::Arc::new(items),
-        }
+        VecSource { items: Arc::new(items) }
     }
 }
 
 /// One subtask of a [`VecSource`].
 #[derive(Debug)]
 pub struct VecReader<T> {
-    items: std::sync::Arc<Vec<T>>,
-    next: usize,
-    stride: usize,
+    items: Arc<Vec<T>>,
+    indices: Strided,
 }
 
 impl<T: Data> Source for VecSource<T> {
@@ -33,37 +33,24 @@ impl<T: Data> Source for VecSource<T> {
     fn reader(&self, subtask: u32, parallelism: u32) -> Result<VecReader<T>, OperatorError> {
         Ok(VecReader {
             items: self.items.clone(),
-            next: subtask as usize,
-            stride: parallelism as usize,
+            indices: Strided::new(subtask, parallelism, Some(self.items.len() as u64), None),
         })
     }
 }
 
 impl<T: Data> SourceReader for VecReader<T> {
     type Out = T;
-    fn poll_batch(&mut self, max: usize, out: &mut Vec<T>, _ctx: &OperatorContext) -> Result<SourcePoll, OperatorError> {
-        for _ in 0..max {
-            match self.items.get(self.next) {
-                Some(v) => out.push(v.clone()),
-                None => break,
-            }
-            self.next += self.stride;
-        }
-        if self.next >= self.items.len() {
-            Ok(SourcePoll::Finished)
-        } else {
-            Ok(SourcePoll::Ready)
-        }
+
+    fn poll_batch(&mut self, max: usize, out: &mut Vec<T>, ctx: &OperatorContext) -> Result<SourcePoll, OperatorError> {
+        let items = &self.items;
+        Ok(self.indices.poll(max, ctx, |i| out.push(items[i as usize].clone())))
     }
 
     fn snapshot_position(&self) -> Result<Vec<u8>, OperatorError> {
-        crate::source::encode_position(&(self.next as u64))
+        self.indices.position()
     }
 
     fn restore_position(&mut self, position: &[u8]) -> Result<(), OperatorError> {
-        let mut next = self.next as u64;
-        crate::source::restore_strided(&mut next, self.stride as u64, position)?;
-        self.next = next as usize;
-        Ok(())
+        self.indices.restore(position)
     }
 }

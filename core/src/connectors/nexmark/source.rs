@@ -1,4 +1,4 @@
-use crate::connectors::rate::RateLimiter;
+use crate::connectors::strided::Strided;
 use crate::error::OperatorError;
 use crate::operator::OperatorContext;
 use crate::source::{Source, SourcePoll, SourceReader};
@@ -44,10 +44,7 @@ impl NexmarkSource {
 #[derive(Debug)]
 pub struct NexmarkReader {
     generator: NexmarkGenerator,
-    next: u64,
-    stride: u64,
-    end: Option<u64>,
-    rate: Option<RateLimiter>,
+    numbers: Strided,
 }
 
 impl Source for NexmarkSource {
@@ -57,12 +54,7 @@ impl Source for NexmarkSource {
     fn reader(&self, subtask: u32, parallelism: u32) -> Result<NexmarkReader, OperatorError> {
         Ok(NexmarkReader {
             generator: self.generator.clone(),
-            next: subtask as u64,
-            stride: parallelism as u64,
-            end: self.num_events,
-            rate: self
-                .events_per_second
-                .map(|r| RateLimiter::new((r / parallelism as u64).max(1))),
+            numbers: Strided::new(subtask, parallelism, self.num_events, self.events_per_second),
         })
     }
 }
@@ -71,36 +63,15 @@ impl SourceReader for NexmarkReader {
     type Out = Event;
 
     fn poll_batch(&mut self, max: usize, out: &mut Vec<Event>, ctx: &OperatorContext) -> Result<SourcePoll, OperatorError> {
-        let mut n = max;
-        if let Some(rate) = &mut self.rate {
-            match rate.allow(ctx.clock.now_ms(), max) {
-                Ok(k) => n = k,
-                Err(wake) => return Ok(SourcePoll::WaitUntil(wake)),
-            }
-        }
-        let mut produced = 0;
-        while produced < n {
-            if self.end.is_some_and(|e| self.next >= e) {
-                break;
-            }
-            out.push(self.generator.event(self.next));
-            self.next += self.stride;
-            produced += 1;
-        }
-        if let Some(rate) = &mut self.rate {
-            rate.record(produced);
-        }
-        if self.end.is_some_and(|e| self.next >= e) {
-            return Ok(SourcePoll::Finished);
-        }
-        Ok(SourcePoll::Ready)
+        let generator = &self.generator;
+        Ok(self.numbers.poll(max, ctx, |i| out.push(generator.event(i))))
     }
 
     fn snapshot_position(&self) -> Result<Vec<u8>, OperatorError> {
-        crate::source::encode_position(&self.next)
+        self.numbers.position()
     }
 
     fn restore_position(&mut self, position: &[u8]) -> Result<(), OperatorError> {
-        crate::source::restore_strided(&mut self.next, self.stride, position)
+        self.numbers.restore(position)
     }
 }
