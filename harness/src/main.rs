@@ -116,6 +116,30 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Resolves on Ctrl-C or SIGTERM: the job then drains (sources stop, windows fire, sinks
+/// commit) and the process exits with its summary.
+async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 fn run(args: RunArgs, log: slog::Logger) -> anyhow::Result<()> {
     let opts = JobOptions {
         parallelism: args.parallelism,
@@ -144,9 +168,7 @@ fn run(args: RunArgs, log: slog::Logger) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = rt.block_on(sluice::runner::run_embedded(&args.job, &opts, &settings, log, async {
-        let _ = tokio::signal::ctrl_c().await;
-    }))?;
+    let result = rt.block_on(sluice::runner::run_embedded(&args.job, &opts, &settings, log, stop_requested()))?;
     // The summary goes to stderr when results are printed, so stdout holds only results.
     let summary = sluice::runner::summary(&result);
     if opts.print {
