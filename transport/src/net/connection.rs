@@ -1,6 +1,7 @@
 //! One multiplexed, credit-controlled connection.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -43,7 +44,11 @@ struct OutChannel {
 
 struct InChannel {
     attempt: u32,
-    tx: mpsc::Sender<StreamMessage>,
+    /// Unbounded because progress messages need no credit; data batches are bounded by the
+    /// credits granted, checked with `in_flight`.
+    tx: mpsc::UnboundedSender<StreamMessage>,
+    /// Data batches received and not yet taken by the consumer.
+    in_flight: Arc<AtomicU32>,
 }
 
 #[derive(Default)]
@@ -148,10 +153,18 @@ impl Connection {
     /// credits. Frames of any other attempt on this channel are dropped.
     pub fn open_input(&self, channel: ChannelId, attempt: u32) -> RemoteInput {
         let credits = self.inner.config.credits_per_channel;
-        let (tx, rx) = mpsc::channel(credits as usize + 1);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let in_flight = Arc::new(AtomicU32::new(0));
         {
             let mut s = self.inner.lock();
-            s.inbound.insert(channel, InChannel { attempt, tx });
+            s.inbound.insert(
+                channel,
+                InChannel {
+                    attempt,
+                    tx,
+                    in_flight: in_flight.clone(),
+                },
+            );
             s.control.push_back(WireMessage::Credit { channel, attempt, credits });
         }
         self.inner.writer_wake.notify_one();
@@ -160,6 +173,7 @@ impl Connection {
             channel,
             attempt,
             rx,
+            in_flight,
         }
     }
 
@@ -254,7 +268,8 @@ pub struct RemoteInput {
     inner: Arc<Inner>,
     channel: ChannelId,
     attempt: u32,
-    rx: mpsc::Receiver<StreamMessage>,
+    rx: mpsc::UnboundedReceiver<StreamMessage>,
+    in_flight: Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for RemoteInput {
@@ -274,6 +289,7 @@ impl RemoteInput {
     pub fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<StreamMessage>> {
         let m = std::task::ready!(self.rx.poll_recv(cx));
         if let Some(StreamMessage::Data(_)) = &m {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
             self.inner.lock().control.push_back(WireMessage::Credit {
                 channel: self.channel,
                 attempt: self.attempt,
@@ -323,25 +339,27 @@ async fn read_loop<R: AsyncRead + Unpin>(inner: Arc<Inner>, mut r: R) {
         let Some((channel, attempt, msg)) = from_wire(frame) else {
             break "a control-plane frame arrived on a data connection".to_string();
         };
-        let tx = {
+        let target = {
             let s = inner.lock();
             match s.inbound.get(&channel) {
-                Some(c) if c.attempt == attempt => Some(c.tx.clone()),
+                Some(c) if c.attempt == attempt => Some((c.tx.clone(), c.in_flight.clone())),
                 // A frame of an earlier (or unknown) attempt: stale, dropped.
                 _ => None,
             }
         };
-        let Some(tx) = tx else {
+        let Some((tx, in_flight)) = target else {
             slog::debug!(inner.log, "dropped a frame of a stale attempt"; "channel" => %channel, "attempt" => attempt);
             continue;
         };
-        // Data arrives only against credit, so the queue has room; a full queue means the
-        // peer ignored its credit.
-        if let Err(e) = tx.try_send(msg) {
-            if matches!(e, mpsc::error::TrySendError::Full(_)) {
+        if matches!(msg, StreamMessage::Data(_)) {
+            // Data arrives only against credit; more in flight than granted means the peer
+            // ignored its credit.
+            if in_flight.fetch_add(1, Ordering::SeqCst) >= inner.config.credits_per_channel {
                 break format!("peer sent more than its credit on channel {channel}");
             }
         }
+        // The consumer may be gone (its task ended): the frame has nowhere to go.
+        let _ = tx.send(msg);
     };
     inner.close(why);
 }
