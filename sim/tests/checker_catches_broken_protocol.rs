@@ -22,7 +22,12 @@ async fn run<S: TransactionalSink<In = (u64, u64)>>(w: KeyedCount, fault_seed: u
     let config = ExecutionConfig {
         batch_size: 16,
         channel_capacity: 2,
-        checkpointing: Some(CheckpointConfig::new(Duration::from_millis(30), store)),
+        checkpointing: Some({
+            let mut c = CheckpointConfig::new(Duration::from_millis(30), store);
+            // Lost acknowledgements (a fault point) must time out quickly.
+            c.timeout = Duration::from_secs(1);
+            c
+        }),
         restart: Some(RestartStrategy::FixedDelay { attempts: 1000, delay: Duration::from_millis(5) }),
         clock: Some(sluice_core::Clock::starting_at(1_700_000_000_000)),
         ..ExecutionConfig::default()

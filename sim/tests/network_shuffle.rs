@@ -36,6 +36,8 @@ async fn keyed_count_over_simulated_tcp_is_exactly_once() {
             workload.build(&env, TransactionalStoreSink::new(sink_store));
             let mut cfg = CheckpointConfig::new(Duration::from_millis(40), store);
             cfg.tolerable_failures = 5;
+            // Lost acknowledgements (a fault point) must time out quickly.
+            cfg.timeout = Duration::from_secs(1);
             let config = ExecutionConfig {
                 shuffle_over_tcp: true,
                 batch_size: 16,

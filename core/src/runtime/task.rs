@@ -174,6 +174,7 @@ impl Task {
         }
         // The barrier goes on right after the synchronous part: downstream tasks align while
         // this one's state is still being written.
+        crate::buggify::maybe_delay("barrier").await;
         self.outputs
             .broadcast(|| StreamMessage::Barrier(b))
             .await
@@ -203,6 +204,10 @@ impl Task {
                 Ok::<_, String>(files)
             }
             .await;
+            if crate::buggify::fire("lost ack", 20) {
+                // The acknowledgement is lost: the coordinator must time the checkpoint out.
+                return;
+            }
             let ev = match result {
                 Ok(files) => TaskEvent::Acked {
                     task,
