@@ -5,6 +5,8 @@
 //! of the job's code); `sluice run nexmark-q5` runs to its end and prints a summary; and every
 //! kind of bad input is rejected with a non-zero exit code and an error message, never a panic.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -52,24 +54,6 @@ fn jobs_lists_all_nine_jobs() {
     assert_eq!(got, want, "jobs listed:\n{stdout}");
 }
 
-/// Words of a line as wordcount defines them: maximal runs of alphanumeric characters,
-/// lowercased. Written here independently of `sluice::jobs::wordcount::words`.
-fn expected_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    for c in line.chars() {
-        if c.is_alphanumeric() {
-            cur.extend(c.to_lowercase());
-        } else if !cur.is_empty() {
-            words.push(std::mem::take(&mut cur));
-        }
-    }
-    if !cur.is_empty() {
-        words.push(cur);
-    }
-    words
-}
-
 /// Every line of every file under `dir`.
 fn lines_under(dir: &Path) -> Vec<String> {
     let mut lines = Vec::new();
@@ -102,7 +86,7 @@ fn wordcount_writes_every_count_update_at_parallelism_2() {
 
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     for line in content.lines() {
-        for w in expected_words(line) {
+        for w in common::expected_words(line) {
             *counts.entry(w).or_default() += 1;
         }
     }

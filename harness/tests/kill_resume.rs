@@ -12,6 +12,8 @@
 // A test driving a child process: real time, never simulated.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -19,24 +21,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const LINES: usize = 30_000;
-
-/// Words of a line as wordcount defines them: maximal runs of alphanumeric characters,
-/// lowercased.
-fn split_words(line: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    for c in line.chars() {
-        if c.is_alphanumeric() {
-            cur.extend(c.to_lowercase());
-        } else if !cur.is_empty() {
-            words.push(std::mem::take(&mut cur));
-        }
-    }
-    if !cur.is_empty() {
-        words.push(cur);
-    }
-    words
-}
 
 /// Writes the deterministic input file and returns its path and the failure-free output
 /// lines, sorted.
@@ -73,7 +57,7 @@ fn write_input(dir: &Path) -> (PathBuf, Vec<String>) {
 
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     for line in text.lines() {
-        for w in split_words(line) {
+        for w in common::expected_words(line) {
             *counts.entry(w).or_default() += 1;
         }
     }
