@@ -58,7 +58,7 @@ pub(crate) struct Coordinator {
 
 impl Coordinator {
     /// Runs until the tasks are gone; fails if checkpoints fail more often than tolerated.
-    pub(crate) async fn run(mut self) -> Result<(), JobError> {
+    pub(crate) async fn run(&mut self) -> Result<(), JobError> {
         let sources = self.tasks.iter().filter(|t| t.is_source).count();
         let mut sources_finished = 0usize;
         let mut final_done = false;

@@ -162,8 +162,12 @@ impl Attempt<'_> {
             };
             let tx = done_tx.clone();
             handles.push(tokio::spawn(async move {
+                let mut coordinator = coordinator;
                 let r = coordinator.run().await;
                 let _ = tx.send(Done::Coordinator(r)).await;
+                // The tasks' command channels close only now: a failing coordinator's error is
+                // queued before any task can notice it is gone.
+                drop(coordinator);
             }));
         }
         drop(done_tx);
