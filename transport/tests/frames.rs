@@ -4,14 +4,14 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use sluice_transport::wire::{decode_frame, encode_frame, read_frame, FrameError, WireMessage, WireOption, MAX_FRAME_BYTES};
+use sluice_transport::wire::{decode_frame, encode_frame, read_frame, FrameError, WireJobEntry, WireMessage, WireOption, WirePeer, MAX_FRAME_BYTES};
 use sluice_transport::ChannelId;
 
 fn channel() -> impl Strategy<Value = ChannelId> {
     (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(edge, from, to)| ChannelId { edge, from, to })
 }
 
-fn message() -> impl Strategy<Value = WireMessage> {
+fn data_plane() -> impl Strategy<Value = WireMessage> {
     let s = || "[a-z0-9:._-]{0,24}";
     prop_oneof![
         (channel(), any::<u32>(), any::<u64>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..512)).prop_map(
@@ -31,30 +31,68 @@ fn message() -> impl Strategy<Value = WireMessage> {
         (s(), s(), any::<u32>()).prop_map(|(worker_id, data_address, slots)| WireMessage::Register { worker_id, data_address, slots }),
         (s(), any::<u32>()).prop_map(|(worker_id, heartbeat_interval_ms)| WireMessage::RegisterAck { worker_id, heartbeat_interval_ms }),
         s().prop_map(|worker_id| WireMessage::Heartbeat { worker_id }),
-        (s(), any::<u32>(), s(), proptest::collection::vec((s(), s()), 0..5), any::<u32>(), any::<u32>(), any::<u64>()).prop_map(
-            |(job_id, attempt, job_name, opts, chain_head, subtask, restore_checkpoint)| WireMessage::DeployTask {
-                job_id,
-                attempt,
-                job_name,
-                options: opts.into_iter().map(|(key, value)| WireOption { key, value }).collect(),
-                chain_head,
-                subtask,
-                restore_checkpoint,
-            }
-        ),
+    ]
+}
+
+fn message() -> impl Strategy<Value = WireMessage> {
+    prop_oneof![data_plane(), control_plane(), client()]
+}
+
+fn opts() -> impl Strategy<Value = Vec<WireOption>> {
+    proptest::collection::vec(("[a-z-]{0,12}", "[a-z0-9/._-]{0,24}"), 0..5)
+        .prop_map(|v| v.into_iter().map(|(key, value)| WireOption { key, value }).collect())
+}
+
+fn control_plane() -> impl Strategy<Value = WireMessage> {
+    let s = || "[a-z0-9:._-]{0,24}";
+    prop_oneof![
+        (s(), any::<u32>(), s(), opts(), proptest::collection::vec(s(), 0..8), proptest::collection::vec((s(), s()), 0..4), s(), any::<u64>())
+            .prop_map(|(job_id, attempt, job_name, options, placement, peers, checkpoint_store, restore_checkpoint)| {
+                WireMessage::DeployTask {
+                    job_id,
+                    attempt,
+                    job_name,
+                    options,
+                    placement,
+                    peers: peers.into_iter().map(|(worker_id, data_address)| WirePeer { worker_id, data_address }).collect(),
+                    checkpoint_store,
+                    restore_checkpoint,
+                }
+            }),
         (s(), any::<u32>()).prop_map(|(job_id, attempt)| WireMessage::CancelTask { job_id, attempt }),
-        (s(), any::<u32>(), any::<u64>(), any::<i64>()).prop_map(|(job_id, attempt, checkpoint_id, timestamp_ms)| {
-            WireMessage::TriggerCheckpoint { job_id, attempt, checkpoint_id, timestamp_ms }
+        (s(), any::<u32>(), any::<u64>(), any::<i64>(), any::<u32>()).prop_map(|(job_id, attempt, checkpoint_id, timestamp_ms, task)| {
+            WireMessage::TriggerCheckpoint { job_id, attempt, checkpoint_id, timestamp_ms, task }
         }),
         (s(), any::<u32>(), any::<u64>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(
             |(job_id, attempt, checkpoint_id, task, st)| WireMessage::AckCheckpoint { job_id, attempt, checkpoint_id, task, state: Bytes::from(st) }
         ),
-        (s(), any::<u32>(), any::<u64>()).prop_map(|(job_id, attempt, checkpoint_id)| WireMessage::NotifyCheckpointComplete {
-            job_id,
-            attempt,
-            checkpoint_id
+        (s(), any::<u32>(), any::<u64>(), any::<u32>()).prop_map(|(job_id, attempt, checkpoint_id, task)| {
+            WireMessage::NotifyCheckpointComplete { job_id, attempt, checkpoint_id, task }
         }),
         (s(), any::<u32>(), any::<u32>(), s()).prop_map(|(job_id, attempt, task, reason)| WireMessage::TaskFailed { job_id, attempt, task, reason }),
+        (s(), any::<u32>(), any::<u64>(), any::<u32>(), s()).prop_map(|(job_id, attempt, checkpoint_id, task, reason)| {
+            WireMessage::DeclineCheckpoint { job_id, attempt, checkpoint_id, task, reason }
+        }),
+        (s(), any::<u32>(), any::<u32>()).prop_map(|(job_id, attempt, task)| WireMessage::InputFinished { job_id, attempt, task }),
+        (s(), any::<u32>(), any::<u32>()).prop_map(|(job_id, attempt, task)| WireMessage::EndInput { job_id, attempt, task }),
+        (s(), any::<u32>(), any::<u32>(), any::<bool>())
+            .prop_map(|(job_id, attempt, task, cancelled)| WireMessage::TaskFinished { job_id, attempt, task, cancelled }),
+        (s(), any::<u32>(), s()).prop_map(|(job_id, attempt, worker_id)| WireMessage::DataHello { job_id, attempt, worker_id }),
+    ]
+}
+
+fn client() -> impl Strategy<Value = WireMessage> {
+    let s = || "[a-z0-9:._-]{0,24}";
+    prop_oneof![
+        (s(), opts()).prop_map(|(job_name, options)| WireMessage::SubmitJob { job_name, options }),
+        s().prop_map(|job_id| WireMessage::JobSubmitted { job_id }),
+        Just(WireMessage::ListJobs),
+        proptest::collection::vec((s(), s(), s(), s()), 0..6).prop_map(|v| WireMessage::JobList {
+            jobs: v.into_iter().map(|(job_id, job_name, status, error)| WireJobEntry { job_id, job_name, status, error }).collect()
+        }),
+        s().prop_map(|job_id| WireMessage::CancelJob { job_id }),
+        s().prop_map(|job_id| WireMessage::JobCancelled { job_id }),
+        s().prop_map(|reason| WireMessage::Rejected { reason }),
     ]
 }
 

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use flatbuffers::{FlatBufferBuilder, VerifierOptions, WIPOffset};
 
 use super::generated::sluice::wire as fb;
-use super::message::{WireMessage, WireOption};
+use super::message::{WireJobEntry, WireMessage, WireOption, WirePeer};
 use super::{MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use crate::ChannelId;
 
@@ -155,18 +155,22 @@ fn build_body<'a>(
             let t = fb::Heartbeat::create(b, &fb::HeartbeatArgs { worker_id: Some(w) });
             (fb::Body::Heartbeat, t.as_union_value())
         }
-        WireMessage::DeployTask { job_id, attempt, job_name, options, chain_head, subtask, restore_checkpoint } => {
+        WireMessage::DeployTask { job_id, attempt, job_name, options, placement, peers, checkpoint_store, restore_checkpoint } => {
             let j = b.create_string(job_id);
             let n = b.create_string(job_name);
-            let opts: Vec<_> = options
+            let opts = options_vector(b, options);
+            let places: Vec<_> = placement.iter().map(|w| b.create_string(w)).collect();
+            let places = b.create_vector(&places);
+            let peers: Vec<_> = peers
                 .iter()
-                .map(|o| {
-                    let k = b.create_string(&o.key);
-                    let v = b.create_string(&o.value);
-                    fb::JobOption::create(b, &fb::JobOptionArgs { key: Some(k), value: Some(v) })
+                .map(|p| {
+                    let w = b.create_string(&p.worker_id);
+                    let a = b.create_string(&p.data_address);
+                    fb::Peer::create(b, &fb::PeerArgs { worker_id: Some(w), data_address: Some(a) })
                 })
                 .collect();
-            let opts = b.create_vector(&opts);
+            let peers = b.create_vector(&peers);
+            let store = b.create_string(checkpoint_store);
             let t = fb::DeployTask::create(
                 b,
                 &fb::DeployTaskArgs {
@@ -174,8 +178,9 @@ fn build_body<'a>(
                     attempt: *attempt,
                     job_name: Some(n),
                     options: Some(opts),
-                    chain_head: *chain_head,
-                    subtask: *subtask,
+                    placement: Some(places),
+                    peers: Some(peers),
+                    checkpoint_store: Some(store),
                     restore_checkpoint: *restore_checkpoint,
                 },
             );
@@ -186,11 +191,11 @@ fn build_body<'a>(
             let t = fb::CancelTask::create(b, &fb::CancelTaskArgs { job_id: Some(j), attempt: *attempt });
             (fb::Body::CancelTask, t.as_union_value())
         }
-        WireMessage::TriggerCheckpoint { job_id, attempt, checkpoint_id, timestamp_ms } => {
+        WireMessage::TriggerCheckpoint { job_id, attempt, checkpoint_id, timestamp_ms, task } => {
             let j = b.create_string(job_id);
             let t = fb::TriggerCheckpoint::create(
                 b,
-                &fb::TriggerCheckpointArgs { job_id: Some(j), attempt: *attempt, checkpoint_id: *checkpoint_id, timestamp_ms: *timestamp_ms },
+                &fb::TriggerCheckpointArgs { job_id: Some(j), attempt: *attempt, checkpoint_id: *checkpoint_id, timestamp_ms: *timestamp_ms, task: *task },
             );
             (fb::Body::TriggerCheckpoint, t.as_union_value())
         }
@@ -203,11 +208,11 @@ fn build_body<'a>(
             );
             (fb::Body::AckCheckpoint, t.as_union_value())
         }
-        WireMessage::NotifyCheckpointComplete { job_id, attempt, checkpoint_id } => {
+        WireMessage::NotifyCheckpointComplete { job_id, attempt, checkpoint_id, task } => {
             let j = b.create_string(job_id);
             let t = fb::NotifyCheckpointComplete::create(
                 b,
-                &fb::NotifyCheckpointCompleteArgs { job_id: Some(j), attempt: *attempt, checkpoint_id: *checkpoint_id },
+                &fb::NotifyCheckpointCompleteArgs { job_id: Some(j), attempt: *attempt, checkpoint_id: *checkpoint_id, task: *task },
             );
             (fb::Body::NotifyCheckpointComplete, t.as_union_value())
         }
@@ -217,7 +222,110 @@ fn build_body<'a>(
             let t = fb::TaskFailed::create(b, &fb::TaskFailedArgs { job_id: Some(j), attempt: *attempt, task: *task, reason: Some(r) });
             (fb::Body::TaskFailed, t.as_union_value())
         }
+        WireMessage::DeclineCheckpoint { job_id, attempt, checkpoint_id, task, reason } => {
+            let j = b.create_string(job_id);
+            let r = b.create_string(reason);
+            let t = fb::DeclineCheckpoint::create(
+                b,
+                &fb::DeclineCheckpointArgs { job_id: Some(j), attempt: *attempt, checkpoint_id: *checkpoint_id, task: *task, reason: Some(r) },
+            );
+            (fb::Body::DeclineCheckpoint, t.as_union_value())
+        }
+        WireMessage::InputFinished { job_id, attempt, task } => {
+            let j = b.create_string(job_id);
+            let t = fb::InputFinished::create(b, &fb::InputFinishedArgs { job_id: Some(j), attempt: *attempt, task: *task });
+            (fb::Body::InputFinished, t.as_union_value())
+        }
+        WireMessage::EndInput { job_id, attempt, task } => {
+            let j = b.create_string(job_id);
+            let t = fb::EndInput::create(b, &fb::EndInputArgs { job_id: Some(j), attempt: *attempt, task: *task });
+            (fb::Body::EndInput, t.as_union_value())
+        }
+        WireMessage::TaskFinished { job_id, attempt, task, cancelled } => {
+            let j = b.create_string(job_id);
+            let t = fb::TaskFinished::create(b, &fb::TaskFinishedArgs { job_id: Some(j), attempt: *attempt, task: *task, cancelled: *cancelled });
+            (fb::Body::TaskFinished, t.as_union_value())
+        }
+        WireMessage::DataHello { job_id, attempt, worker_id } => {
+            let j = b.create_string(job_id);
+            let w = b.create_string(worker_id);
+            let t = fb::DataHello::create(b, &fb::DataHelloArgs { job_id: Some(j), attempt: *attempt, worker_id: Some(w) });
+            (fb::Body::DataHello, t.as_union_value())
+        }
+        WireMessage::SubmitJob { job_name, options } => {
+            let n = b.create_string(job_name);
+            let opts = options_vector(b, options);
+            let t = fb::SubmitJob::create(b, &fb::SubmitJobArgs { job_name: Some(n), options: Some(opts) });
+            (fb::Body::SubmitJob, t.as_union_value())
+        }
+        WireMessage::JobSubmitted { job_id } => {
+            let j = b.create_string(job_id);
+            let t = fb::JobSubmitted::create(b, &fb::JobSubmittedArgs { job_id: Some(j) });
+            (fb::Body::JobSubmitted, t.as_union_value())
+        }
+        WireMessage::ListJobs => {
+            let t = fb::ListJobs::create(b, &fb::ListJobsArgs {});
+            (fb::Body::ListJobs, t.as_union_value())
+        }
+        WireMessage::JobList { jobs } => {
+            let entries: Vec<_> = jobs
+                .iter()
+                .map(|e| {
+                    let j = b.create_string(&e.job_id);
+                    let n = b.create_string(&e.job_name);
+                    let st = b.create_string(&e.status);
+                    let er = b.create_string(&e.error);
+                    fb::JobEntry::create(b, &fb::JobEntryArgs { job_id: Some(j), job_name: Some(n), status: Some(st), error: Some(er) })
+                })
+                .collect();
+            let entries = b.create_vector(&entries);
+            let t = fb::JobList::create(b, &fb::JobListArgs { jobs: Some(entries) });
+            (fb::Body::JobList, t.as_union_value())
+        }
+        WireMessage::CancelJob { job_id } => {
+            let j = b.create_string(job_id);
+            let t = fb::CancelJob::create(b, &fb::CancelJobArgs { job_id: Some(j) });
+            (fb::Body::CancelJob, t.as_union_value())
+        }
+        WireMessage::JobCancelled { job_id } => {
+            let j = b.create_string(job_id);
+            let t = fb::JobCancelled::create(b, &fb::JobCancelledArgs { job_id: Some(j) });
+            (fb::Body::JobCancelled, t.as_union_value())
+        }
+        WireMessage::Rejected { reason } => {
+            let r = b.create_string(reason);
+            let t = fb::Rejected::create(b, &fb::RejectedArgs { reason: Some(r) });
+            (fb::Body::Rejected, t.as_union_value())
+        }
     }
+}
+
+fn options_vector<'a>(
+    b: &mut FlatBufferBuilder<'a>,
+    options: &[WireOption],
+) -> WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::JobOption<'a>>>> {
+    let opts: Vec<_> = options
+        .iter()
+        .map(|o| {
+            let k = b.create_string(&o.key);
+            let v = b.create_string(&o.value);
+            fb::JobOption::create(b, &fb::JobOptionArgs { key: Some(k), value: Some(v) })
+        })
+        .collect();
+    b.create_vector(&opts)
+}
+
+fn decode_options(
+    opts: Option<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<fb::JobOption<'_>>>>,
+) -> Result<Vec<WireOption>, FrameError> {
+    let mut options = Vec::new();
+    for o in opts.iter().flat_map(|v| v.iter()) {
+        options.push(WireOption {
+            key: text(o.key(), "JobOption", "key")?,
+            value: text(o.value(), "JobOption", "value")?,
+        });
+    }
+    Ok(options)
 }
 
 /// Decodes the first frame in `buf`: `Ok(None)` if more bytes are needed, else the message
@@ -314,22 +422,22 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
         }
         fb::Body::DeployTask => {
             let d = frame.body_as_deploy_task().ok_or(missing("DeployTask"))?;
-            let mut options = Vec::new();
-            if let Some(opts) = d.options() {
-                for o in opts.iter() {
-                    options.push(WireOption {
-                        key: text(o.key(), "JobOption", "key")?,
-                        value: text(o.value(), "JobOption", "value")?,
-                    });
-                }
+            let placement = d.placement().map(|v| v.iter().map(str::to_string).collect()).unwrap_or_default();
+            let mut peers = Vec::new();
+            for p in d.peers().iter().flat_map(|v| v.iter()) {
+                peers.push(WirePeer {
+                    worker_id: text(p.worker_id(), "Peer", "worker_id")?,
+                    data_address: text(p.data_address(), "Peer", "data_address")?,
+                });
             }
             WireMessage::DeployTask {
                 job_id: text(d.job_id(), "DeployTask", "job_id")?,
                 attempt: d.attempt(),
                 job_name: text(d.job_name(), "DeployTask", "job_name")?,
-                options,
-                chain_head: d.chain_head(),
-                subtask: d.subtask(),
+                options: decode_options(d.options())?,
+                placement,
+                peers,
+                checkpoint_store: d.checkpoint_store().unwrap_or_default().to_string(),
                 restore_checkpoint: d.restore_checkpoint(),
             }
         }
@@ -344,6 +452,7 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
                 attempt: d.attempt(),
                 checkpoint_id: d.checkpoint_id(),
                 timestamp_ms: d.timestamp_ms(),
+                task: d.task(),
             }
         }
         fb::Body::AckCheckpoint => {
@@ -362,6 +471,7 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
                 job_id: text(d.job_id(), "NotifyCheckpointComplete", "job_id")?,
                 attempt: d.attempt(),
                 checkpoint_id: d.checkpoint_id(),
+                task: d.task(),
             }
         }
         fb::Body::TaskFailed => {
@@ -372,6 +482,78 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
                 task: d.task(),
                 reason: text(d.reason(), "TaskFailed", "reason")?,
             }
+        }
+        fb::Body::DeclineCheckpoint => {
+            let d = frame.body_as_decline_checkpoint().ok_or(missing("DeclineCheckpoint"))?;
+            WireMessage::DeclineCheckpoint {
+                job_id: text(d.job_id(), "DeclineCheckpoint", "job_id")?,
+                attempt: d.attempt(),
+                checkpoint_id: d.checkpoint_id(),
+                task: d.task(),
+                reason: text(d.reason(), "DeclineCheckpoint", "reason")?,
+            }
+        }
+        fb::Body::InputFinished => {
+            let d = frame.body_as_input_finished().ok_or(missing("InputFinished"))?;
+            WireMessage::InputFinished { job_id: text(d.job_id(), "InputFinished", "job_id")?, attempt: d.attempt(), task: d.task() }
+        }
+        fb::Body::EndInput => {
+            let d = frame.body_as_end_input().ok_or(missing("EndInput"))?;
+            WireMessage::EndInput { job_id: text(d.job_id(), "EndInput", "job_id")?, attempt: d.attempt(), task: d.task() }
+        }
+        fb::Body::TaskFinished => {
+            let d = frame.body_as_task_finished().ok_or(missing("TaskFinished"))?;
+            WireMessage::TaskFinished {
+                job_id: text(d.job_id(), "TaskFinished", "job_id")?,
+                attempt: d.attempt(),
+                task: d.task(),
+                cancelled: d.cancelled(),
+            }
+        }
+        fb::Body::DataHello => {
+            let d = frame.body_as_data_hello().ok_or(missing("DataHello"))?;
+            WireMessage::DataHello {
+                job_id: text(d.job_id(), "DataHello", "job_id")?,
+                attempt: d.attempt(),
+                worker_id: text(d.worker_id(), "DataHello", "worker_id")?,
+            }
+        }
+        fb::Body::SubmitJob => {
+            let d = frame.body_as_submit_job().ok_or(missing("SubmitJob"))?;
+            WireMessage::SubmitJob { job_name: text(d.job_name(), "SubmitJob", "job_name")?, options: decode_options(d.options())? }
+        }
+        fb::Body::JobSubmitted => {
+            let d = frame.body_as_job_submitted().ok_or(missing("JobSubmitted"))?;
+            WireMessage::JobSubmitted { job_id: text(d.job_id(), "JobSubmitted", "job_id")? }
+        }
+        fb::Body::ListJobs => {
+            frame.body_as_list_jobs().ok_or(missing("ListJobs"))?;
+            WireMessage::ListJobs
+        }
+        fb::Body::JobList => {
+            let d = frame.body_as_job_list().ok_or(missing("JobList"))?;
+            let mut jobs = Vec::new();
+            for e in d.jobs().iter().flat_map(|v| v.iter()) {
+                jobs.push(WireJobEntry {
+                    job_id: text(e.job_id(), "JobEntry", "job_id")?,
+                    job_name: text(e.job_name(), "JobEntry", "job_name")?,
+                    status: text(e.status(), "JobEntry", "status")?,
+                    error: e.error().unwrap_or_default().to_string(),
+                });
+            }
+            WireMessage::JobList { jobs }
+        }
+        fb::Body::CancelJob => {
+            let d = frame.body_as_cancel_job().ok_or(missing("CancelJob"))?;
+            WireMessage::CancelJob { job_id: text(d.job_id(), "CancelJob", "job_id")? }
+        }
+        fb::Body::JobCancelled => {
+            let d = frame.body_as_job_cancelled().ok_or(missing("JobCancelled"))?;
+            WireMessage::JobCancelled { job_id: text(d.job_id(), "JobCancelled", "job_id")? }
+        }
+        fb::Body::Rejected => {
+            let d = frame.body_as_rejected().ok_or(missing("Rejected"))?;
+            WireMessage::Rejected { reason: text(d.reason(), "Rejected", "reason")? }
         }
         other => return Err(FrameError::UnknownType(other.0)),
     })

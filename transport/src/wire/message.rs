@@ -96,7 +96,7 @@ pub enum WireMessage {
         /// Worker id.
         worker_id: String,
     },
-    /// Run a subtask of a job.
+    /// Run a worker's share of one execution attempt.
     DeployTask {
         /// Job id.
         job_id: String,
@@ -106,10 +106,12 @@ pub enum WireMessage {
         job_name: String,
         /// Job options.
         options: Vec<WireOption>,
-        /// First vertex of the chain to run.
-        chain_head: u32,
-        /// Subtask index.
-        subtask: u32,
+        /// The worker id of every task of the attempt, by task number.
+        placement: Vec<String>,
+        /// The data address of every worker in `placement`.
+        peers: Vec<WirePeer>,
+        /// Where checkpoints are stored; empty when checkpointing is off.
+        checkpoint_store: String,
         /// Checkpoint to restore (0: none).
         restore_checkpoint: u64,
     },
@@ -120,7 +122,7 @@ pub enum WireMessage {
         /// Execution attempt.
         attempt: u32,
     },
-    /// Take checkpoint `checkpoint_id` (to source tasks).
+    /// Take checkpoint `checkpoint_id` (to a source task).
     TriggerCheckpoint {
         /// Job id.
         job_id: String,
@@ -130,6 +132,8 @@ pub enum WireMessage {
         checkpoint_id: u64,
         /// Trigger time, ms since the epoch.
         timestamp_ms: i64,
+        /// Task number.
+        task: u32,
     },
     /// A task stored its part of a checkpoint.
     AckCheckpoint {
@@ -139,12 +143,12 @@ pub enum WireMessage {
         attempt: u32,
         /// Checkpoint id.
         checkpoint_id: u64,
-        /// Task index.
+        /// Task number.
         task: u32,
         /// Encoded state file metadata.
         state: Bytes,
     },
-    /// A checkpoint completed.
+    /// A checkpoint completed (to one task).
     NotifyCheckpointComplete {
         /// Job id.
         job_id: String,
@@ -152,6 +156,8 @@ pub enum WireMessage {
         attempt: u32,
         /// Checkpoint id.
         checkpoint_id: u64,
+        /// Task number.
+        task: u32,
     },
     /// A task failed.
     TaskFailed {
@@ -159,9 +165,116 @@ pub enum WireMessage {
         job_id: String,
         /// Execution attempt.
         attempt: u32,
-        /// Task index.
+        /// Task number.
         task: u32,
         /// Why.
         reason: String,
     },
+    /// A task could not take its part of a checkpoint.
+    DeclineCheckpoint {
+        /// Job id.
+        job_id: String,
+        /// Execution attempt.
+        attempt: u32,
+        /// Checkpoint id.
+        checkpoint_id: u64,
+        /// Task number.
+        task: u32,
+        /// Why.
+        reason: String,
+    },
+    /// A source task read all its input and waits for the final checkpoint.
+    InputFinished {
+        /// Job id.
+        job_id: String,
+        /// Execution attempt.
+        attempt: u32,
+        /// Task number.
+        task: u32,
+    },
+    /// The final checkpoint is complete: the source task may end.
+    EndInput {
+        /// Job id.
+        job_id: String,
+        /// Execution attempt.
+        attempt: u32,
+        /// Task number.
+        task: u32,
+    },
+    /// A task ended.
+    TaskFinished {
+        /// Job id.
+        job_id: String,
+        /// Execution attempt.
+        attempt: u32,
+        /// Task number.
+        task: u32,
+        /// It was cancelled rather than finishing its input.
+        cancelled: bool,
+    },
+    /// First frame on a data connection between workers.
+    DataHello {
+        /// Job id.
+        job_id: String,
+        /// Execution attempt.
+        attempt: u32,
+        /// The connecting worker.
+        worker_id: String,
+    },
+    /// A client submits a job from the registry.
+    SubmitJob {
+        /// Job name in the registry.
+        job_name: String,
+        /// Job options.
+        options: Vec<WireOption>,
+    },
+    /// The coordinator accepted a submission.
+    JobSubmitted {
+        /// The new job's id.
+        job_id: String,
+    },
+    /// A client asks for every job.
+    ListJobs,
+    /// Every job the coordinator knows.
+    JobList {
+        /// The jobs, oldest first.
+        jobs: Vec<WireJobEntry>,
+    },
+    /// A client asks to cancel a job.
+    CancelJob {
+        /// Job id.
+        job_id: String,
+    },
+    /// The job is being cancelled.
+    JobCancelled {
+        /// Job id.
+        job_id: String,
+    },
+    /// The coordinator refused a client request.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where a worker accepts data connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WirePeer {
+    /// Worker id.
+    pub worker_id: String,
+    /// Its data address.
+    pub data_address: String,
+}
+
+/// One job in a [`WireMessage::JobList`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireJobEntry {
+    /// Job id.
+    pub job_id: String,
+    /// Job name.
+    pub job_name: String,
+    /// Status (Flink's names).
+    pub status: String,
+    /// Why it failed, if it did (else empty).
+    pub error: String,
 }

@@ -13,10 +13,10 @@ pub mod wire {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 15;
+pub const ENUM_MAX_BODY: u8 = 27;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 16] = [
+pub const ENUM_VALUES_BODY: [Body; 28] = [
   Body::NONE,
   Body::Data,
   Body::Watermark,
@@ -33,6 +33,18 @@ pub const ENUM_VALUES_BODY: [Body; 16] = [
   Body::AckCheckpoint,
   Body::NotifyCheckpointComplete,
   Body::TaskFailed,
+  Body::DeclineCheckpoint,
+  Body::InputFinished,
+  Body::EndInput,
+  Body::TaskFinished,
+  Body::DataHello,
+  Body::SubmitJob,
+  Body::JobSubmitted,
+  Body::ListJobs,
+  Body::JobList,
+  Body::CancelJob,
+  Body::JobCancelled,
+  Body::Rejected,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -56,9 +68,21 @@ impl Body {
   pub const AckCheckpoint: Self = Self(13);
   pub const NotifyCheckpointComplete: Self = Self(14);
   pub const TaskFailed: Self = Self(15);
+  pub const DeclineCheckpoint: Self = Self(16);
+  pub const InputFinished: Self = Self(17);
+  pub const EndInput: Self = Self(18);
+  pub const TaskFinished: Self = Self(19);
+  pub const DataHello: Self = Self(20);
+  pub const SubmitJob: Self = Self(21);
+  pub const JobSubmitted: Self = Self(22);
+  pub const ListJobs: Self = Self(23);
+  pub const JobList: Self = Self(24);
+  pub const CancelJob: Self = Self(25);
+  pub const JobCancelled: Self = Self(26);
+  pub const Rejected: Self = Self(27);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 15;
+  pub const ENUM_MAX: u8 = 27;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Data,
@@ -76,6 +100,18 @@ impl Body {
     Self::AckCheckpoint,
     Self::NotifyCheckpointComplete,
     Self::TaskFailed,
+    Self::DeclineCheckpoint,
+    Self::InputFinished,
+    Self::EndInput,
+    Self::TaskFinished,
+    Self::DataHello,
+    Self::SubmitJob,
+    Self::JobSubmitted,
+    Self::ListJobs,
+    Self::JobList,
+    Self::CancelJob,
+    Self::JobCancelled,
+    Self::Rejected,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -96,6 +132,18 @@ impl Body {
       Self::AckCheckpoint => Some("AckCheckpoint"),
       Self::NotifyCheckpointComplete => Some("NotifyCheckpointComplete"),
       Self::TaskFailed => Some("TaskFailed"),
+      Self::DeclineCheckpoint => Some("DeclineCheckpoint"),
+      Self::InputFinished => Some("InputFinished"),
+      Self::EndInput => Some("EndInput"),
+      Self::TaskFinished => Some("TaskFinished"),
+      Self::DataHello => Some("DataHello"),
+      Self::SubmitJob => Some("SubmitJob"),
+      Self::JobSubmitted => Some("JobSubmitted"),
+      Self::ListJobs => Some("ListJobs"),
+      Self::JobList => Some("JobList"),
+      Self::CancelJob => Some("CancelJob"),
+      Self::JobCancelled => Some("JobCancelled"),
+      Self::Rejected => Some("Rejected"),
       _ => None,
     }
   }
@@ -1581,10 +1629,126 @@ impl ::core::fmt::Debug for Heartbeat<'_> {
       ds.finish()
   }
 }
+pub enum PeerOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Where a worker accepts data connections from its peers.
+pub struct Peer<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Peer<'a> {
+  type Inner = Peer<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Peer<'a> {
+  pub const VT_WORKER_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DATA_ADDRESS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Peer { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PeerArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Peer<'bldr>> {
+    let mut builder = PeerBuilder::new(_fbb);
+    if let Some(x) = args.data_address { builder.add_data_address(x); }
+    if let Some(x) = args.worker_id { builder.add_worker_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn worker_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Peer::VT_WORKER_ID, None)}
+  }
+  #[inline]
+  pub fn data_address(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Peer::VT_DATA_ADDRESS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Peer<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("worker_id", Self::VT_WORKER_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("data_address", Self::VT_DATA_ADDRESS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PeerArgs<'a> {
+    pub worker_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub data_address: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for PeerArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PeerArgs {
+      worker_id: None,
+      data_address: None,
+    }
+  }
+}
+
+pub struct PeerBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PeerBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_worker_id(&mut self, worker_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Peer::VT_WORKER_ID, worker_id);
+  }
+  #[inline]
+  pub fn add_data_address(&mut self, data_address: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Peer::VT_DATA_ADDRESS, data_address);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PeerBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PeerBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Peer<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Peer<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Peer");
+      ds.field("worker_id", &self.worker_id());
+      ds.field("data_address", &self.data_address());
+      ds.finish()
+  }
+}
 pub enum DeployTaskOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// Run subtasks of a job on a worker (the worker builds the same graph from the registry).
+/// Run a worker's share of one execution attempt. The worker builds the same graph from the
+/// job registry (`job_name` with `options`) and runs the tasks placed on it. Tasks are
+/// numbered as the runtime numbers them: chains in vertex order, subtasks within a chain.
 pub struct DeployTask<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -1602,9 +1766,10 @@ impl<'a> DeployTask<'a> {
   pub const VT_ATTEMPT: ::flatbuffers::VOffsetT = 6;
   pub const VT_JOB_NAME: ::flatbuffers::VOffsetT = 8;
   pub const VT_OPTIONS: ::flatbuffers::VOffsetT = 10;
-  pub const VT_CHAIN_HEAD: ::flatbuffers::VOffsetT = 12;
-  pub const VT_SUBTASK: ::flatbuffers::VOffsetT = 14;
-  pub const VT_RESTORE_CHECKPOINT: ::flatbuffers::VOffsetT = 16;
+  pub const VT_PLACEMENT: ::flatbuffers::VOffsetT = 12;
+  pub const VT_PEERS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_CHECKPOINT_STORE: ::flatbuffers::VOffsetT = 16;
+  pub const VT_RESTORE_CHECKPOINT: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1617,8 +1782,9 @@ impl<'a> DeployTask<'a> {
   ) -> ::flatbuffers::WIPOffset<DeployTask<'bldr>> {
     let mut builder = DeployTaskBuilder::new(_fbb);
     builder.add_restore_checkpoint(args.restore_checkpoint);
-    builder.add_subtask(args.subtask);
-    builder.add_chain_head(args.chain_head);
+    if let Some(x) = args.checkpoint_store { builder.add_checkpoint_store(x); }
+    if let Some(x) = args.peers { builder.add_peers(x); }
+    if let Some(x) = args.placement { builder.add_placement(x); }
     if let Some(x) = args.options { builder.add_options(x); }
     if let Some(x) = args.job_name { builder.add_job_name(x); }
     builder.add_attempt(args.attempt);
@@ -1655,20 +1821,31 @@ impl<'a> DeployTask<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<JobOption>>>>(DeployTask::VT_OPTIONS, None)}
   }
+  /// The worker id of every task of the attempt, by task number.
   #[inline]
-  pub fn chain_head(&self) -> u32 {
+  pub fn placement(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<u32>(DeployTask::VT_CHAIN_HEAD, Some(0)).unwrap()}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>(DeployTask::VT_PLACEMENT, None)}
   }
+  /// The data address of every worker in `placement`.
   #[inline]
-  pub fn subtask(&self) -> u32 {
+  pub fn peers(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Peer<'a>>>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<u32>(DeployTask::VT_SUBTASK, Some(0)).unwrap()}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Peer>>>>(DeployTask::VT_PEERS, None)}
   }
+  /// Where checkpoints are stored; empty when checkpointing is off.
+  #[inline]
+  pub fn checkpoint_store(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DeployTask::VT_CHECKPOINT_STORE, None)}
+  }
+  /// Checkpoint to restore (0: none).
   #[inline]
   pub fn restore_checkpoint(&self) -> u64 {
     // Safety:
@@ -1688,8 +1865,9 @@ impl ::flatbuffers::Verifiable for DeployTask<'_> {
      .visit_field::<u32>("attempt", Self::VT_ATTEMPT, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("job_name", Self::VT_JOB_NAME, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<JobOption>>>>("options", Self::VT_OPTIONS, false)?
-     .visit_field::<u32>("chain_head", Self::VT_CHAIN_HEAD, false)?
-     .visit_field::<u32>("subtask", Self::VT_SUBTASK, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("placement", Self::VT_PLACEMENT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Peer>>>>("peers", Self::VT_PEERS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("checkpoint_store", Self::VT_CHECKPOINT_STORE, false)?
      .visit_field::<u64>("restore_checkpoint", Self::VT_RESTORE_CHECKPOINT, false)?
      .finish();
     Ok(())
@@ -1700,8 +1878,9 @@ pub struct DeployTaskArgs<'a> {
     pub attempt: u32,
     pub job_name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub options: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<JobOption<'a>>>>>,
-    pub chain_head: u32,
-    pub subtask: u32,
+    pub placement: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
+    pub peers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Peer<'a>>>>>,
+    pub checkpoint_store: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub restore_checkpoint: u64,
 }
 impl<'a> Default for DeployTaskArgs<'a> {
@@ -1712,8 +1891,9 @@ impl<'a> Default for DeployTaskArgs<'a> {
       attempt: 0,
       job_name: None,
       options: None,
-      chain_head: 0,
-      subtask: 0,
+      placement: None,
+      peers: None,
+      checkpoint_store: None,
       restore_checkpoint: 0,
     }
   }
@@ -1741,12 +1921,16 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeployTaskBuilder<'a, 'b, A> 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeployTask::VT_OPTIONS, options);
   }
   #[inline]
-  pub fn add_chain_head(&mut self, chain_head: u32) {
-    self.fbb_.push_slot::<u32>(DeployTask::VT_CHAIN_HEAD, chain_head, 0);
+  pub fn add_placement(&mut self, placement: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<&'b  str>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeployTask::VT_PLACEMENT, placement);
   }
   #[inline]
-  pub fn add_subtask(&mut self, subtask: u32) {
-    self.fbb_.push_slot::<u32>(DeployTask::VT_SUBTASK, subtask, 0);
+  pub fn add_peers(&mut self, peers: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Peer<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeployTask::VT_PEERS, peers);
+  }
+  #[inline]
+  pub fn add_checkpoint_store(&mut self, checkpoint_store: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeployTask::VT_CHECKPOINT_STORE, checkpoint_store);
   }
   #[inline]
   pub fn add_restore_checkpoint(&mut self, restore_checkpoint: u64) {
@@ -1774,8 +1958,9 @@ impl ::core::fmt::Debug for DeployTask<'_> {
       ds.field("attempt", &self.attempt());
       ds.field("job_name", &self.job_name());
       ds.field("options", &self.options());
-      ds.field("chain_head", &self.chain_head());
-      ds.field("subtask", &self.subtask());
+      ds.field("placement", &self.placement());
+      ds.field("peers", &self.peers());
+      ds.field("checkpoint_store", &self.checkpoint_store());
       ds.field("restore_checkpoint", &self.restore_checkpoint());
       ds.finish()
   }
@@ -1783,6 +1968,7 @@ impl ::core::fmt::Debug for DeployTask<'_> {
 pub enum CancelTaskOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
+/// Stop every task of a job's attempt on the worker.
 pub struct CancelTask<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -1896,6 +2082,7 @@ impl ::core::fmt::Debug for CancelTask<'_> {
 pub enum TriggerCheckpointOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
+/// Take checkpoint `checkpoint_id` (to a source task).
 pub struct TriggerCheckpoint<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -1913,6 +2100,7 @@ impl<'a> TriggerCheckpoint<'a> {
   pub const VT_ATTEMPT: ::flatbuffers::VOffsetT = 6;
   pub const VT_CHECKPOINT_ID: ::flatbuffers::VOffsetT = 8;
   pub const VT_TIMESTAMP_MS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_TASK: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1926,6 +2114,7 @@ impl<'a> TriggerCheckpoint<'a> {
     let mut builder = TriggerCheckpointBuilder::new(_fbb);
     builder.add_timestamp_ms(args.timestamp_ms);
     builder.add_checkpoint_id(args.checkpoint_id);
+    builder.add_task(args.task);
     builder.add_attempt(args.attempt);
     if let Some(x) = args.job_id { builder.add_job_id(x); }
     builder.finish()
@@ -1960,6 +2149,13 @@ impl<'a> TriggerCheckpoint<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i64>(TriggerCheckpoint::VT_TIMESTAMP_MS, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn task(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(TriggerCheckpoint::VT_TASK, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for TriggerCheckpoint<'_> {
@@ -1972,6 +2168,7 @@ impl ::flatbuffers::Verifiable for TriggerCheckpoint<'_> {
      .visit_field::<u32>("attempt", Self::VT_ATTEMPT, false)?
      .visit_field::<u64>("checkpoint_id", Self::VT_CHECKPOINT_ID, false)?
      .visit_field::<i64>("timestamp_ms", Self::VT_TIMESTAMP_MS, false)?
+     .visit_field::<u32>("task", Self::VT_TASK, false)?
      .finish();
     Ok(())
   }
@@ -1981,6 +2178,7 @@ pub struct TriggerCheckpointArgs<'a> {
     pub attempt: u32,
     pub checkpoint_id: u64,
     pub timestamp_ms: i64,
+    pub task: u32,
 }
 impl<'a> Default for TriggerCheckpointArgs<'a> {
   #[inline]
@@ -1990,6 +2188,7 @@ impl<'a> Default for TriggerCheckpointArgs<'a> {
       attempt: 0,
       checkpoint_id: 0,
       timestamp_ms: 0,
+      task: 0,
     }
   }
 }
@@ -2016,6 +2215,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TriggerCheckpointBuilder<'a, 
     self.fbb_.push_slot::<i64>(TriggerCheckpoint::VT_TIMESTAMP_MS, timestamp_ms, 0);
   }
   #[inline]
+  pub fn add_task(&mut self, task: u32) {
+    self.fbb_.push_slot::<u32>(TriggerCheckpoint::VT_TASK, task, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TriggerCheckpointBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     TriggerCheckpointBuilder {
@@ -2037,6 +2240,7 @@ impl ::core::fmt::Debug for TriggerCheckpoint<'_> {
       ds.field("attempt", &self.attempt());
       ds.field("checkpoint_id", &self.checkpoint_id());
       ds.field("timestamp_ms", &self.timestamp_ms());
+      ds.field("task", &self.task());
       ds.finish()
   }
 }
@@ -2224,6 +2428,7 @@ impl<'a> NotifyCheckpointComplete<'a> {
   pub const VT_JOB_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_ATTEMPT: ::flatbuffers::VOffsetT = 6;
   pub const VT_CHECKPOINT_ID: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TASK: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2236,6 +2441,7 @@ impl<'a> NotifyCheckpointComplete<'a> {
   ) -> ::flatbuffers::WIPOffset<NotifyCheckpointComplete<'bldr>> {
     let mut builder = NotifyCheckpointCompleteBuilder::new(_fbb);
     builder.add_checkpoint_id(args.checkpoint_id);
+    builder.add_task(args.task);
     builder.add_attempt(args.attempt);
     if let Some(x) = args.job_id { builder.add_job_id(x); }
     builder.finish()
@@ -2263,6 +2469,13 @@ impl<'a> NotifyCheckpointComplete<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(NotifyCheckpointComplete::VT_CHECKPOINT_ID, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn task(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(NotifyCheckpointComplete::VT_TASK, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for NotifyCheckpointComplete<'_> {
@@ -2274,6 +2487,7 @@ impl ::flatbuffers::Verifiable for NotifyCheckpointComplete<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("job_id", Self::VT_JOB_ID, false)?
      .visit_field::<u32>("attempt", Self::VT_ATTEMPT, false)?
      .visit_field::<u64>("checkpoint_id", Self::VT_CHECKPOINT_ID, false)?
+     .visit_field::<u32>("task", Self::VT_TASK, false)?
      .finish();
     Ok(())
   }
@@ -2282,6 +2496,7 @@ pub struct NotifyCheckpointCompleteArgs<'a> {
     pub job_id: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub attempt: u32,
     pub checkpoint_id: u64,
+    pub task: u32,
 }
 impl<'a> Default for NotifyCheckpointCompleteArgs<'a> {
   #[inline]
@@ -2290,6 +2505,7 @@ impl<'a> Default for NotifyCheckpointCompleteArgs<'a> {
       job_id: None,
       attempt: 0,
       checkpoint_id: 0,
+      task: 0,
     }
   }
 }
@@ -2312,6 +2528,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NotifyCheckpointCompleteBuild
     self.fbb_.push_slot::<u64>(NotifyCheckpointComplete::VT_CHECKPOINT_ID, checkpoint_id, 0);
   }
   #[inline]
+  pub fn add_task(&mut self, task: u32) {
+    self.fbb_.push_slot::<u32>(NotifyCheckpointComplete::VT_TASK, task, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> NotifyCheckpointCompleteBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     NotifyCheckpointCompleteBuilder {
@@ -2332,6 +2552,7 @@ impl ::core::fmt::Debug for NotifyCheckpointComplete<'_> {
       ds.field("job_id", &self.job_id());
       ds.field("attempt", &self.attempt());
       ds.field("checkpoint_id", &self.checkpoint_id());
+      ds.field("task", &self.task());
       ds.finish()
   }
 }
@@ -2478,6 +2699,1535 @@ impl ::core::fmt::Debug for TaskFailed<'_> {
       ds.field("job_id", &self.job_id());
       ds.field("attempt", &self.attempt());
       ds.field("task", &self.task());
+      ds.field("reason", &self.reason());
+      ds.finish()
+  }
+}
+pub enum DeclineCheckpointOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A task could not take its part of a checkpoint.
+pub struct DeclineCheckpoint<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeclineCheckpoint<'a> {
+  type Inner = DeclineCheckpoint<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeclineCheckpoint<'a> {
+  pub const VT_JOB_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ATTEMPT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CHECKPOINT_ID: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TASK: ::flatbuffers::VOffsetT = 10;
+  pub const VT_REASON: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeclineCheckpoint { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeclineCheckpointArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeclineCheckpoint<'bldr>> {
+    let mut builder = DeclineCheckpointBuilder::new(_fbb);
+    builder.add_checkpoint_id(args.checkpoint_id);
+    if let Some(x) = args.reason { builder.add_reason(x); }
+    builder.add_task(args.task);
+    builder.add_attempt(args.attempt);
+    if let Some(x) = args.job_id { builder.add_job_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn job_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DeclineCheckpoint::VT_JOB_ID, None)}
+  }
+  #[inline]
+  pub fn attempt(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(DeclineCheckpoint::VT_ATTEMPT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn checkpoint_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DeclineCheckpoint::VT_CHECKPOINT_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn task(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(DeclineCheckpoint::VT_TASK, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn reason(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DeclineCheckpoint::VT_REASON, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeclineCheckpoint<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("job_id", Self::VT_JOB_ID, false)?
+     .visit_field::<u32>("attempt", Self::VT_ATTEMPT, false)?
+     .visit_field::<u64>("checkpoint_id", Self::VT_CHECKPOINT_ID, false)?
+     .visit_field::<u32>("task", Self::VT_TASK, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("reason", Self::VT_REASON, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeclineCheckpointArgs<'a> {
+    pub job_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub attempt: u32,
+    pub checkpoint_id: u64,
+    pub task: u32,
+    pub reason: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for DeclineCheckpointArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeclineCheckpointArgs {
+      job_id: None,
+      attempt: 0,
+      checkpoint_id: 0,
+      task: 0,
+      reason: None,
+    }
+  }
+}
+
+pub struct DeclineCheckpointBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeclineCheckpointBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_job_id(&mut self, job_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeclineCheckpoint::VT_JOB_ID, job_id);
+  }
+  #[inline]
+  pub fn add_attempt(&mut self, attempt: u32) {
+    self.fbb_.push_slot::<u32>(DeclineCheckpoint::VT_ATTEMPT, attempt, 0);
+  }
+  #[inline]
+  pub fn add_checkpoint_id(&mut self, checkpoint_id: u64) {
+    self.fbb_.push_slot::<u64>(DeclineCheckpoint::VT_CHECKPOINT_ID, checkpoint_id, 0);
+  }
+  #[inline]
+  pub fn add_task(&mut self, task: u32) {
+    self.fbb_.push_slot::<u32>(DeclineCheckpoint::VT_TASK, task, 0);
+  }
+  #[inline]
+  pub fn add_reason(&mut self, reason: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeclineCheckpoint::VT_REASON, reason);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeclineCheckpointBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeclineCheckpointBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeclineCheckpoint<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeclineCheckpoint<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeclineCheckpoint");
+      ds.field("job_id", &self.job_id());
+      ds.field("attempt", &self.attempt());
+      ds.field("checkpoint_id", &self.checkpoint_id());
+      ds.field("task", &self.task());
+      ds.field("reason", &self.reason());
+      ds.finish()
+  }
+}
+pub enum InputFinishedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A source task read all its input and waits for the final checkpoint.
+pub struct InputFinished<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for InputFinished<'a> {
+  type Inner = InputFinished<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> InputFinished<'a> {
+  pub const VT_JOB_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ATTEMPT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TASK: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    InputFinished { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args InputFinishedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<InputFinished<'bldr>> {
+    let mut builder = InputFinishedBuilder::new(_fbb);
+    builder.add_task(args.task);
+    builder.add_attempt(args.attempt);
+    if let Some(x) = args.job_id { builder.add_job_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn job_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(InputFinished::VT_JOB_ID, None)}
+  }
+  #[inline]
+  pub fn attempt(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(InputFinished::VT_ATTEMPT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn task(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(InputFinished::VT_TASK, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for InputFinished<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("job_id", Self::VT_JOB_ID, false)?
+     .visit_field::<u32>("attempt", Self::VT_ATTEMPT, false)?
+     .visit_field::<u32>("task", Self::VT_TASK, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct InputFinishedArgs<'a> {
+    pub job_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub attempt: u32,
+    pub task: u32,
+}
+impl<'a> Default for InputFinishedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    InputFinishedArgs {
+      job_id: None,
+      attempt: 0,
+      task: 0,
+    }
+  }
+}
+
+pub struct InputFinishedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> InputFinishedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_job_id(&mut self, job_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(InputFinished::VT_JOB_ID, job_id);
+  }
+  #[inline]
+  pub fn add_attempt(&mut self, attempt: u32) {
+    self.fbb_.push_slot::<u32>(InputFinished::VT_ATTEMPT, attempt, 0);
+  }
+  #[inline]
+  pub fn add_task(&mut self, task: u32) {
+    self.fbb_.push_slot::<u32>(InputFinished::VT_TASK, task, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> InputFinishedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    InputFinishedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<InputFinished<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for InputFinished<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("InputFinished");
+      ds.field("job_id", &self.job_id());
+      ds.field("attempt", &self.attempt());
+      ds.field("task", &self.task());
+      ds.finish()
+  }
+}
+pub enum EndInputOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The final checkpoint is complete: the source task may end.
+pub struct EndInput<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for EndInput<'a> {
+  type Inner = EndInput<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> EndInput<'a> {
+  pub const VT_JOB_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ATTEMPT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TASK: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    EndInput { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args EndInputArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<EndInput<'bldr>> {
+    let mut builder = EndInputBuilder::new(_fbb);
+    builder.add_task(args.task);
+    builder.add_attempt(args.attempt);
+    if let Some(x) = args.job_id { builder.add_job_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn job_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(EndInput::VT_JOB_ID, None)}
+  }
+  #[inline]
+  pub fn attempt(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(EndInput::VT_ATTEMPT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn task(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(EndInput::VT_TASK, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for EndInput<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("job_id", Self::VT_JOB_ID, false)?
+     .visit_field::<u32>("attempt", Self::VT_ATTEMPT, false)?
+     .visit_field::<u32>("task", Self::VT_TASK, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct EndInputArgs<'a> {
+    pub job_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub attempt: u32,
+    pub task: u32,
+}
+impl<'a> Default for EndInputArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    EndInputArgs {
+      job_id: None,
+      attempt: 0,
+      task: 0,
+    }
+  }
+}
+
+pub struct EndInputBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> EndInputBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_job_id(&mut self, job_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(EndInput::VT_JOB_ID, job_id);
+  }
+  #[inline]
+  pub fn add_attempt(&mut self, attempt: u32) {
+    self.fbb_.push_slot::<u32>(EndInput::VT_ATTEMPT, attempt, 0);
+  }
+  #[inline]
+  pub fn add_task(&mut self, task: u32) {
+    self.fbb_.push_slot::<u32>(EndInput::VT_TASK, task, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> EndInputBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    EndInputBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<EndInput<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for EndInput<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("EndInput");
+      ds.field("job_id", &self.job_id());
+      ds.field("attempt", &self.attempt());
+      ds.field("task", &self.task());
+      ds.finish()
+  }
+}
+pub enum TaskFinishedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A task ended (finished its input, or was cancelled).
+pub struct TaskFinished<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for TaskFinished<'a> {
+  type Inner = TaskFinished<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> TaskFinished<'a> {
+  pub const VT_JOB_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ATTEMPT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TASK: ::flatbuffers::VOffsetT = 8;
+  pub const VT_CANCELLED: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    TaskFinished { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TaskFinishedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<TaskFinished<'bldr>> {
+    let mut builder = TaskFinishedBuilder::new(_fbb);
+    builder.add_task(args.task);
+    builder.add_attempt(args.attempt);
+    if let Some(x) = args.job_id { builder.add_job_id(x); }
+    builder.add_cancelled(args.cancelled);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn job_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TaskFinished::VT_JOB_ID, None)}
+  }
+  #[inline]
+  pub fn attempt(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(TaskFinished::VT_ATTEMPT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn task(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(TaskFinished::VT_TASK, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn cancelled(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(TaskFinished::VT_CANCELLED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for TaskFinished<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("job_id", Self::VT_JOB_ID, false)?
+     .visit_field::<u32>("attempt", Self::VT_ATTEMPT, false)?
+     .visit_field::<u32>("task", Self::VT_TASK, false)?
+     .visit_field::<bool>("cancelled", Self::VT_CANCELLED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TaskFinishedArgs<'a> {
+    pub job_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub attempt: u32,
+    pub task: u32,
+    pub cancelled: bool,
+}
+impl<'a> Default for TaskFinishedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TaskFinishedArgs {
+      job_id: None,
+      attempt: 0,
+      task: 0,
+      cancelled: false,
+    }
+  }
+}
+
+pub struct TaskFinishedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TaskFinishedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_job_id(&mut self, job_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TaskFinished::VT_JOB_ID, job_id);
+  }
+  #[inline]
+  pub fn add_attempt(&mut self, attempt: u32) {
+    self.fbb_.push_slot::<u32>(TaskFinished::VT_ATTEMPT, attempt, 0);
+  }
+  #[inline]
+  pub fn add_task(&mut self, task: u32) {
+    self.fbb_.push_slot::<u32>(TaskFinished::VT_TASK, task, 0);
+  }
+  #[inline]
+  pub fn add_cancelled(&mut self, cancelled: bool) {
+    self.fbb_.push_slot::<bool>(TaskFinished::VT_CANCELLED, cancelled, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TaskFinishedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TaskFinishedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<TaskFinished<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for TaskFinished<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("TaskFinished");
+      ds.field("job_id", &self.job_id());
+      ds.field("attempt", &self.attempt());
+      ds.field("task", &self.task());
+      ds.field("cancelled", &self.cancelled());
+      ds.finish()
+  }
+}
+pub enum DataHelloOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// First frame on a data connection between workers: whose channels it carries.
+pub struct DataHello<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DataHello<'a> {
+  type Inner = DataHello<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DataHello<'a> {
+  pub const VT_JOB_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ATTEMPT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_WORKER_ID: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DataHello { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DataHelloArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DataHello<'bldr>> {
+    let mut builder = DataHelloBuilder::new(_fbb);
+    if let Some(x) = args.worker_id { builder.add_worker_id(x); }
+    builder.add_attempt(args.attempt);
+    if let Some(x) = args.job_id { builder.add_job_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn job_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DataHello::VT_JOB_ID, None)}
+  }
+  #[inline]
+  pub fn attempt(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(DataHello::VT_ATTEMPT, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn worker_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DataHello::VT_WORKER_ID, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DataHello<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("job_id", Self::VT_JOB_ID, false)?
+     .visit_field::<u32>("attempt", Self::VT_ATTEMPT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("worker_id", Self::VT_WORKER_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DataHelloArgs<'a> {
+    pub job_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub attempt: u32,
+    pub worker_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for DataHelloArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DataHelloArgs {
+      job_id: None,
+      attempt: 0,
+      worker_id: None,
+    }
+  }
+}
+
+pub struct DataHelloBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DataHelloBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_job_id(&mut self, job_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DataHello::VT_JOB_ID, job_id);
+  }
+  #[inline]
+  pub fn add_attempt(&mut self, attempt: u32) {
+    self.fbb_.push_slot::<u32>(DataHello::VT_ATTEMPT, attempt, 0);
+  }
+  #[inline]
+  pub fn add_worker_id(&mut self, worker_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DataHello::VT_WORKER_ID, worker_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DataHelloBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DataHelloBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DataHello<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DataHello<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DataHello");
+      ds.field("job_id", &self.job_id());
+      ds.field("attempt", &self.attempt());
+      ds.field("worker_id", &self.worker_id());
+      ds.finish()
+  }
+}
+pub enum SubmitJobOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A client asks the coordinator to run a job from the registry.
+pub struct SubmitJob<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SubmitJob<'a> {
+  type Inner = SubmitJob<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SubmitJob<'a> {
+  pub const VT_JOB_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_OPTIONS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SubmitJob { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SubmitJobArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SubmitJob<'bldr>> {
+    let mut builder = SubmitJobBuilder::new(_fbb);
+    if let Some(x) = args.options { builder.add_options(x); }
+    if let Some(x) = args.job_name { builder.add_job_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn job_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SubmitJob::VT_JOB_NAME, None)}
+  }
+  #[inline]
+  pub fn options(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<JobOption<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<JobOption>>>>(SubmitJob::VT_OPTIONS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SubmitJob<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("job_name", Self::VT_JOB_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<JobOption>>>>("options", Self::VT_OPTIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SubmitJobArgs<'a> {
+    pub job_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub options: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<JobOption<'a>>>>>,
+}
+impl<'a> Default for SubmitJobArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SubmitJobArgs {
+      job_name: None,
+      options: None,
+    }
+  }
+}
+
+pub struct SubmitJobBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SubmitJobBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_job_name(&mut self, job_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SubmitJob::VT_JOB_NAME, job_name);
+  }
+  #[inline]
+  pub fn add_options(&mut self, options: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<JobOption<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SubmitJob::VT_OPTIONS, options);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SubmitJobBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SubmitJobBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SubmitJob<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SubmitJob<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SubmitJob");
+      ds.field("job_name", &self.job_name());
+      ds.field("options", &self.options());
+      ds.finish()
+  }
+}
+pub enum JobSubmittedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct JobSubmitted<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for JobSubmitted<'a> {
+  type Inner = JobSubmitted<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> JobSubmitted<'a> {
+  pub const VT_JOB_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    JobSubmitted { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args JobSubmittedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<JobSubmitted<'bldr>> {
+    let mut builder = JobSubmittedBuilder::new(_fbb);
+    if let Some(x) = args.job_id { builder.add_job_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn job_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(JobSubmitted::VT_JOB_ID, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for JobSubmitted<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("job_id", Self::VT_JOB_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct JobSubmittedArgs<'a> {
+    pub job_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for JobSubmittedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    JobSubmittedArgs {
+      job_id: None,
+    }
+  }
+}
+
+pub struct JobSubmittedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> JobSubmittedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_job_id(&mut self, job_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(JobSubmitted::VT_JOB_ID, job_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> JobSubmittedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    JobSubmittedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<JobSubmitted<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for JobSubmitted<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("JobSubmitted");
+      ds.field("job_id", &self.job_id());
+      ds.finish()
+  }
+}
+pub enum ListJobsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ListJobs<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListJobs<'a> {
+  type Inner = ListJobs<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListJobs<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListJobs { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args ListJobsArgs
+  ) -> ::flatbuffers::WIPOffset<ListJobs<'bldr>> {
+    let mut builder = ListJobsBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for ListJobs<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListJobsArgs {
+}
+impl<'a> Default for ListJobsArgs {
+  #[inline]
+  fn default() -> Self {
+    ListJobsArgs {
+    }
+  }
+}
+
+pub struct ListJobsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListJobsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListJobsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListJobsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListJobs<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListJobs<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListJobs");
+      ds.finish()
+  }
+}
+pub enum JobEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One job as `sluice list` shows it.
+pub struct JobEntry<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for JobEntry<'a> {
+  type Inner = JobEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> JobEntry<'a> {
+  pub const VT_JOB_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_JOB_NAME: ::flatbuffers::VOffsetT = 6;
+  pub const VT_STATUS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ERROR: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    JobEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args JobEntryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<JobEntry<'bldr>> {
+    let mut builder = JobEntryBuilder::new(_fbb);
+    if let Some(x) = args.error { builder.add_error(x); }
+    if let Some(x) = args.status { builder.add_status(x); }
+    if let Some(x) = args.job_name { builder.add_job_name(x); }
+    if let Some(x) = args.job_id { builder.add_job_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn job_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(JobEntry::VT_JOB_ID, None)}
+  }
+  #[inline]
+  pub fn job_name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(JobEntry::VT_JOB_NAME, None)}
+  }
+  /// Flink's status names: CREATED, RUNNING, FAILING, RESTARTING, CANCELED, FINISHED, FAILED.
+  #[inline]
+  pub fn status(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(JobEntry::VT_STATUS, None)}
+  }
+  /// Why it failed, if it did.
+  #[inline]
+  pub fn error(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(JobEntry::VT_ERROR, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for JobEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("job_id", Self::VT_JOB_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("job_name", Self::VT_JOB_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("status", Self::VT_STATUS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("error", Self::VT_ERROR, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct JobEntryArgs<'a> {
+    pub job_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub job_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub status: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub error: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for JobEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    JobEntryArgs {
+      job_id: None,
+      job_name: None,
+      status: None,
+      error: None,
+    }
+  }
+}
+
+pub struct JobEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> JobEntryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_job_id(&mut self, job_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(JobEntry::VT_JOB_ID, job_id);
+  }
+  #[inline]
+  pub fn add_job_name(&mut self, job_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(JobEntry::VT_JOB_NAME, job_name);
+  }
+  #[inline]
+  pub fn add_status(&mut self, status: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(JobEntry::VT_STATUS, status);
+  }
+  #[inline]
+  pub fn add_error(&mut self, error: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(JobEntry::VT_ERROR, error);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> JobEntryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    JobEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<JobEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for JobEntry<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("JobEntry");
+      ds.field("job_id", &self.job_id());
+      ds.field("job_name", &self.job_name());
+      ds.field("status", &self.status());
+      ds.field("error", &self.error());
+      ds.finish()
+  }
+}
+pub enum JobListOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct JobList<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for JobList<'a> {
+  type Inner = JobList<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> JobList<'a> {
+  pub const VT_JOBS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    JobList { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args JobListArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<JobList<'bldr>> {
+    let mut builder = JobListBuilder::new(_fbb);
+    if let Some(x) = args.jobs { builder.add_jobs(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn jobs(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<JobEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<JobEntry>>>>(JobList::VT_JOBS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for JobList<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<JobEntry>>>>("jobs", Self::VT_JOBS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct JobListArgs<'a> {
+    pub jobs: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<JobEntry<'a>>>>>,
+}
+impl<'a> Default for JobListArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    JobListArgs {
+      jobs: None,
+    }
+  }
+}
+
+pub struct JobListBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> JobListBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_jobs(&mut self, jobs: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<JobEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(JobList::VT_JOBS, jobs);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> JobListBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    JobListBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<JobList<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for JobList<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("JobList");
+      ds.field("jobs", &self.jobs());
+      ds.finish()
+  }
+}
+pub enum CancelJobOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CancelJob<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CancelJob<'a> {
+  type Inner = CancelJob<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CancelJob<'a> {
+  pub const VT_JOB_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CancelJob { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CancelJobArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<CancelJob<'bldr>> {
+    let mut builder = CancelJobBuilder::new(_fbb);
+    if let Some(x) = args.job_id { builder.add_job_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn job_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(CancelJob::VT_JOB_ID, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CancelJob<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("job_id", Self::VT_JOB_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CancelJobArgs<'a> {
+    pub job_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for CancelJobArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CancelJobArgs {
+      job_id: None,
+    }
+  }
+}
+
+pub struct CancelJobBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CancelJobBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_job_id(&mut self, job_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CancelJob::VT_JOB_ID, job_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CancelJobBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CancelJobBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CancelJob<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CancelJob<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CancelJob");
+      ds.field("job_id", &self.job_id());
+      ds.finish()
+  }
+}
+pub enum JobCancelledOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct JobCancelled<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for JobCancelled<'a> {
+  type Inner = JobCancelled<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> JobCancelled<'a> {
+  pub const VT_JOB_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    JobCancelled { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args JobCancelledArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<JobCancelled<'bldr>> {
+    let mut builder = JobCancelledBuilder::new(_fbb);
+    if let Some(x) = args.job_id { builder.add_job_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn job_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(JobCancelled::VT_JOB_ID, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for JobCancelled<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("job_id", Self::VT_JOB_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct JobCancelledArgs<'a> {
+    pub job_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for JobCancelledArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    JobCancelledArgs {
+      job_id: None,
+    }
+  }
+}
+
+pub struct JobCancelledBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> JobCancelledBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_job_id(&mut self, job_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(JobCancelled::VT_JOB_ID, job_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> JobCancelledBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    JobCancelledBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<JobCancelled<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for JobCancelled<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("JobCancelled");
+      ds.field("job_id", &self.job_id());
+      ds.finish()
+  }
+}
+pub enum RejectedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The coordinator refused a client request.
+pub struct Rejected<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Rejected<'a> {
+  type Inner = Rejected<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Rejected<'a> {
+  pub const VT_REASON: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Rejected { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RejectedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Rejected<'bldr>> {
+    let mut builder = RejectedBuilder::new(_fbb);
+    if let Some(x) = args.reason { builder.add_reason(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn reason(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Rejected::VT_REASON, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Rejected<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("reason", Self::VT_REASON, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RejectedArgs<'a> {
+    pub reason: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for RejectedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RejectedArgs {
+      reason: None,
+    }
+  }
+}
+
+pub struct RejectedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RejectedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_reason(&mut self, reason: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Rejected::VT_REASON, reason);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RejectedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RejectedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Rejected<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Rejected<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Rejected");
       ds.field("reason", &self.reason());
       ds.finish()
   }
@@ -2765,6 +4515,186 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_decline_checkpoint(&self) -> Option<DeclineCheckpoint<'a>> {
+    if self.body_type() == Body::DeclineCheckpoint {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DeclineCheckpoint::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_input_finished(&self) -> Option<InputFinished<'a>> {
+    if self.body_type() == Body::InputFinished {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { InputFinished::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_end_input(&self) -> Option<EndInput<'a>> {
+    if self.body_type() == Body::EndInput {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { EndInput::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_task_finished(&self) -> Option<TaskFinished<'a>> {
+    if self.body_type() == Body::TaskFinished {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { TaskFinished::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_data_hello(&self) -> Option<DataHello<'a>> {
+    if self.body_type() == Body::DataHello {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DataHello::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_submit_job(&self) -> Option<SubmitJob<'a>> {
+    if self.body_type() == Body::SubmitJob {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SubmitJob::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_job_submitted(&self) -> Option<JobSubmitted<'a>> {
+    if self.body_type() == Body::JobSubmitted {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { JobSubmitted::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_jobs(&self) -> Option<ListJobs<'a>> {
+    if self.body_type() == Body::ListJobs {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { ListJobs::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_job_list(&self) -> Option<JobList<'a>> {
+    if self.body_type() == Body::JobList {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { JobList::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_cancel_job(&self) -> Option<CancelJob<'a>> {
+    if self.body_type() == Body::CancelJob {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { CancelJob::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_job_cancelled(&self) -> Option<JobCancelled<'a>> {
+    if self.body_type() == Body::JobCancelled {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { JobCancelled::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_rejected(&self) -> Option<Rejected<'a>> {
+    if self.body_type() == Body::Rejected {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Rejected::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -2791,6 +4721,18 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::AckCheckpoint => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AckCheckpoint>>("Body::AckCheckpoint", pos),
           Body::NotifyCheckpointComplete => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<NotifyCheckpointComplete>>("Body::NotifyCheckpointComplete", pos),
           Body::TaskFailed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TaskFailed>>("Body::TaskFailed", pos),
+          Body::DeclineCheckpoint => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeclineCheckpoint>>("Body::DeclineCheckpoint", pos),
+          Body::InputFinished => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InputFinished>>("Body::InputFinished", pos),
+          Body::EndInput => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<EndInput>>("Body::EndInput", pos),
+          Body::TaskFinished => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TaskFinished>>("Body::TaskFinished", pos),
+          Body::DataHello => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DataHello>>("Body::DataHello", pos),
+          Body::SubmitJob => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SubmitJob>>("Body::SubmitJob", pos),
+          Body::JobSubmitted => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<JobSubmitted>>("Body::JobSubmitted", pos),
+          Body::ListJobs => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListJobs>>("Body::ListJobs", pos),
+          Body::JobList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<JobList>>("Body::JobList", pos),
+          Body::CancelJob => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CancelJob>>("Body::CancelJob", pos),
+          Body::JobCancelled => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<JobCancelled>>("Body::JobCancelled", pos),
+          Body::Rejected => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Rejected>>("Body::Rejected", pos),
           _ => Ok(()),
         }
      })?
@@ -2952,6 +4894,90 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::TaskFailed => {
           if let Some(x) = self.body_as_task_failed() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::DeclineCheckpoint => {
+          if let Some(x) = self.body_as_decline_checkpoint() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::InputFinished => {
+          if let Some(x) = self.body_as_input_finished() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::EndInput => {
+          if let Some(x) = self.body_as_end_input() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::TaskFinished => {
+          if let Some(x) = self.body_as_task_finished() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::DataHello => {
+          if let Some(x) = self.body_as_data_hello() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SubmitJob => {
+          if let Some(x) = self.body_as_submit_job() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::JobSubmitted => {
+          if let Some(x) = self.body_as_job_submitted() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::ListJobs => {
+          if let Some(x) = self.body_as_list_jobs() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::JobList => {
+          if let Some(x) = self.body_as_job_list() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::CancelJob => {
+          if let Some(x) = self.body_as_cancel_job() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::JobCancelled => {
+          if let Some(x) = self.body_as_job_cancelled() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Rejected => {
+          if let Some(x) = self.body_as_rejected() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
