@@ -12,6 +12,7 @@
 pub mod api;
 mod buggify;
 pub mod checkpoint;
+pub mod cluster;
 pub mod clock;
 mod codec;
 pub mod connectors;

@@ -1,6 +1,7 @@
-//! The `sluice` binary's library: the built-in job registry, the embedded runner and logging
+//! The `sluice` binary's library: the built-in job registry (also as the cluster's registry), the embedded runner and logging
 //! setup. The CLI in `main.rs` is a thin layer over these functions.
 
+pub mod cluster;
 pub mod error;
 pub mod jobs;
 pub mod logging;

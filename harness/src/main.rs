@@ -3,7 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use sluice::cluster::{store_opener, BuiltinJobs};
+use sluice_core::cluster::{cancel_job, list_jobs, submit_job, Coordinator, CoordinatorConfig, Worker, WorkerConfig};
 use sluice::jobs::{JobOptions, JOBS};
 use sluice::logging::{parse_level, root_logger, LogFormat};
 
@@ -26,10 +31,21 @@ enum Command {
     Jobs,
     /// Runs a built-in job embedded in this process.
     Run(Box<RunArgs>),
+    /// Runs a coordinator (job manager) for workers and clients.
+    Coordinator(CoordinatorArgs),
+    /// Runs a worker (task executor) that registers with a coordinator.
+    Worker(WorkerArgs),
+    /// Submits a built-in job to a coordinator; prints the job id on its last line.
+    Submit(Box<SubmitArgs>),
+    /// Lists a coordinator's jobs: `<id> <name> <STATUS>` per line.
+    List(ClientArgs),
+    /// Cancels a job on a coordinator.
+    Cancel(CancelArgs),
 }
 
+/// Options of the job itself (shared by `run` and `submit`).
 #[derive(Parser, Debug)]
-struct RunArgs {
+struct JobArgs {
     /// The job to run (see `sluice jobs`).
     job: String,
     /// Default parallelism of the job's operators.
@@ -56,10 +72,26 @@ struct RunArgs {
     /// Pace input lines per second (wordcount).
     #[arg(long)]
     lines_per_second: Option<u64>,
-    /// Turn checkpointing on, storing checkpoints here; a run resumes from the latest
-    /// complete checkpoint in it.
-    #[arg(long)]
-    checkpoint_dir: Option<PathBuf>,
+}
+
+impl JobArgs {
+    fn options(&self) -> JobOptions {
+        JobOptions {
+            parallelism: self.parallelism,
+            input: self.input.clone(),
+            output: self.output.clone(),
+            print: self.print,
+            events: self.events,
+            events_per_second: self.events_per_second,
+            seed: self.seed,
+            lines_per_second: self.lines_per_second,
+        }
+    }
+}
+
+/// Checkpoint and restart options (shared by `run` and `submit`).
+#[derive(Parser, Debug)]
+struct CheckpointArgs {
     /// Time between checkpoints, e.g. `200ms`, `10s`.
     #[arg(long)]
     checkpoint_interval: Option<String>,
@@ -79,9 +111,83 @@ struct RunArgs {
     /// | failure-rate:max-failures=N,interval=D,delay=D
     #[arg(long)]
     restart_strategy: Option<String>,
+}
+
+#[derive(Parser, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// Turn checkpointing on, storing checkpoints here (a directory or `s3://bucket/prefix`);
+    /// a run resumes from the latest complete checkpoint in it.
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    #[command(flatten)]
+    checkpoints: CheckpointArgs,
     /// Print the execution plan and exit.
     #[arg(long)]
     plan: bool,
+}
+
+#[derive(Parser, Debug)]
+struct CoordinatorArgs {
+    /// Address to accept workers and clients on (port 0 picks one; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:6123")]
+    bind: String,
+    /// Where jobs' checkpoints go (a directory every worker can reach, or `s3://bucket/prefix`).
+    #[arg(long)]
+    checkpoint_dir: Option<String>,
+    /// How often workers send heartbeats.
+    #[arg(long, default_value = "500ms")]
+    heartbeat_interval: String,
+    /// A worker silent for this long is declared lost.
+    #[arg(long, default_value = "10s")]
+    heartbeat_timeout: String,
+    /// How long a job waits for enough free slots before it fails.
+    #[arg(long, default_value = "60s")]
+    slot_wait: String,
+}
+
+#[derive(Parser, Debug)]
+struct WorkerArgs {
+    /// The coordinator's address.
+    #[arg(long)]
+    coordinator: String,
+    /// Task slots offered.
+    #[arg(long, default_value_t = 1)]
+    slots: u32,
+    /// Address to accept data connections from other workers on (port 0 picks one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    bind: String,
+    /// The worker's id (default: `worker-<data address>`).
+    #[arg(long)]
+    id: Option<String>,
+}
+
+#[derive(Parser, Debug)]
+struct SubmitArgs {
+    /// The coordinator's address.
+    #[arg(long)]
+    coordinator: String,
+    #[command(flatten)]
+    job: JobArgs,
+    #[command(flatten)]
+    checkpoints: CheckpointArgs,
+}
+
+#[derive(Parser, Debug)]
+struct ClientArgs {
+    /// The coordinator's address.
+    #[arg(long)]
+    coordinator: String,
+}
+
+#[derive(Parser, Debug)]
+struct CancelArgs {
+    /// The coordinator's address.
+    #[arg(long)]
+    coordinator: String,
+    /// The job's id (see `sluice list`).
+    id: String,
 }
 
 fn main() -> ExitCode {
@@ -113,6 +219,11 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run(*args, log),
+        Command::Coordinator(args) => coordinator(args, log),
+        Command::Worker(args) => worker(args, log),
+        Command::Submit(args) => submit(*args),
+        Command::List(args) => list(args),
+        Command::Cancel(args) => cancel(args),
     }
 }
 
@@ -141,34 +252,26 @@ async fn stop_requested() {
 }
 
 fn run(args: RunArgs, log: slog::Logger) -> anyhow::Result<()> {
-    let opts = JobOptions {
-        parallelism: args.parallelism,
-        input: args.input,
-        output: args.output,
-        print: args.print,
-        events: args.events,
-        events_per_second: args.events_per_second,
-        seed: args.seed,
-        lines_per_second: args.lines_per_second,
-    };
+    let opts = args.job.options();
+    let c = &args.checkpoints;
     let settings = sluice::settings::RunSettings {
-        checkpoint_dir: args.checkpoint_dir,
-        checkpoint_interval: args.checkpoint_interval,
-        checkpoint_timeout: args.checkpoint_timeout,
-        min_pause: args.min_pause_between_checkpoints,
-        tolerable_failures: args.tolerable_failed_checkpoints,
-        retained: args.retained_checkpoints,
-        restart_strategy: args.restart_strategy,
+        checkpoint_dir: args.checkpoint_dir.clone(),
+        checkpoint_interval: c.checkpoint_interval.clone(),
+        checkpoint_timeout: c.checkpoint_timeout.clone(),
+        min_pause: c.min_pause_between_checkpoints.clone(),
+        tolerable_failures: c.tolerable_failed_checkpoints,
+        retained: c.retained_checkpoints,
+        restart_strategy: c.restart_strategy.clone(),
     };
     if args.plan {
-        let env = sluice::jobs::build(&args.job, &opts)?;
+        let env = sluice::jobs::build(&args.job.job, &opts)?;
         print!("{}", env.build()?.describe());
         return Ok(());
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = rt.block_on(sluice::runner::run_embedded(&args.job, &opts, &settings, log, stop_requested()))?;
+    let result = rt.block_on(sluice::runner::run_embedded(&args.job.job, &opts, &settings, log, stop_requested()))?;
     // The summary goes to stderr when results are printed, so stdout holds only results.
     let summary = sluice::runner::summary(&result);
     if opts.print {
@@ -176,5 +279,89 @@ fn run(args: RunArgs, log: slog::Logger) -> anyhow::Result<()> {
     } else {
         print!("{summary}");
     }
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn duration_arg(name: &str, v: &str) -> anyhow::Result<std::time::Duration> {
+    sluice_core::duration::parse_duration(v).map_err(|e| anyhow::anyhow!("--{name}: {e}"))
+}
+
+fn coordinator(args: CoordinatorArgs, log: slog::Logger) -> anyhow::Result<()> {
+    let mut config = CoordinatorConfig::new(log.clone());
+    config.heartbeat_interval = duration_arg("heartbeat-interval", &args.heartbeat_interval)?;
+    config.heartbeat_timeout = duration_arg("heartbeat-timeout", &args.heartbeat_timeout)?;
+    config.slot_wait = duration_arg("slot-wait", &args.slot_wait)?;
+    config.checkpoint_dir = args.checkpoint_dir.clone();
+    runtime()?.block_on(async move {
+        let coordinator = Coordinator::new(config, Arc::new(BuiltinJobs), store_opener())?;
+        let listener = tokio::net::TcpListener::bind(&args.bind)
+            .await
+            .with_context(|| format!("binding the coordinator to {}", args.bind))?;
+        let addr = listener.local_addr()?;
+        println!("coordinator listening on {addr}");
+        slog::info!(log, "coordinator listening"; "address" => addr.to_string());
+        tokio::select! {
+            r = coordinator.serve(listener) => r?,
+            _ = stop_requested() => slog::info!(log, "coordinator stopping"),
+        }
+        Ok(())
+    })
+}
+
+fn worker(args: WorkerArgs, log: slog::Logger) -> anyhow::Result<()> {
+    let execution = sluice_core::ExecutionConfig {
+        log: log.clone(),
+        ..sluice_core::ExecutionConfig::default()
+    };
+    let mut config = WorkerConfig::new(args.coordinator.clone(), args.slots, execution);
+    config.id = args.id.clone();
+    runtime()?.block_on(async move {
+        let worker = Worker::bind(config, &args.bind, Arc::new(BuiltinJobs), store_opener()).await?;
+        println!("worker {} data address {}", worker.id(), worker.data_address());
+        tokio::select! {
+            r = worker.run() => r?,
+            _ = stop_requested() => slog::info!(log, "worker stopping"),
+        }
+        Ok(())
+    })
+}
+
+fn submit(args: SubmitArgs) -> anyhow::Result<()> {
+    let mut options = sluice::cluster::option_pairs(&args.job.options());
+    let c = &args.checkpoints;
+    let mut put = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            options.push((k.to_string(), v));
+        }
+    };
+    put("checkpoint-interval", c.checkpoint_interval.clone());
+    put("checkpoint-timeout", c.checkpoint_timeout.clone());
+    put("min-pause-between-checkpoints", c.min_pause_between_checkpoints.clone());
+    put("tolerable-failed-checkpoints", c.tolerable_failed_checkpoints.map(|n| n.to_string()));
+    put("retained-checkpoints", c.retained_checkpoints.map(|n| n.to_string()));
+    put("restart-strategy", c.restart_strategy.clone());
+    let id = runtime()?.block_on(submit_job(&args.coordinator, &args.job.job, &options))?;
+    println!("submitted job {} as", args.job.job);
+    println!("{id}");
+    Ok(())
+}
+
+fn list(args: ClientArgs) -> anyhow::Result<()> {
+    for j in runtime()?.block_on(list_jobs(&args.coordinator))? {
+        match &j.error {
+            Some(e) if j.status == sluice_core::cluster::JobStatus::Failed => println!("{} {} {} ({e})", j.id, j.name, j.status),
+            _ => println!("{} {} {}", j.id, j.name, j.status),
+        }
+    }
+    Ok(())
+}
+
+fn cancel(args: CancelArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(cancel_job(&args.coordinator, &args.id))?;
+    println!("cancelling job {}", args.id);
     Ok(())
 }

@@ -31,6 +31,16 @@ pub struct RunSettings {
     pub restart_strategy: Option<String>,
 }
 
+/// Opens a checkpoint location: `s3://bucket/prefix` or a local directory (created if
+/// missing).
+pub fn open_store(location: &str) -> Result<Arc<dyn BlobStore>, String> {
+    if location.starts_with("s3://") {
+        Ok(Arc::new(ObjectStoreBlob::s3_from_url(location).map_err(|e| e.to_string())?))
+    } else {
+        Ok(Arc::new(LocalFsStore::new(location).map_err(|e| e.to_string())?))
+    }
+}
+
 fn duration(option: &str, v: &str) -> Result<Duration, HarnessError> {
     parse_duration(v).map_err(|e| HarnessError::BadOption(format!("{option}: {e}")))
 }
@@ -67,15 +77,8 @@ impl RunSettings {
                 if interval.is_zero() {
                     return Err(HarnessError::BadOption("--checkpoint-interval must be positive".into()));
                 }
-                let store: Arc<dyn BlobStore> = match dir.to_str().filter(|d| d.starts_with("s3://")) {
-                    Some(url) => Arc::new(
-                        ObjectStoreBlob::s3_from_url(url)
-                            .map_err(|e| HarnessError::BadOption(format!("--checkpoint-dir {url}: {e}")))?,
-                    ),
-                    None => Arc::new(LocalFsStore::new(dir).map_err(|e| {
-                        HarnessError::BadOption(format!("--checkpoint-dir {}: {e}", dir.display()))
-                    })?),
-                };
+                let store = open_store(&dir.to_string_lossy())
+                    .map_err(|e| HarnessError::BadOption(format!("--checkpoint-dir {}: {e}", dir.display())))?;
                 let mut c = CheckpointConfig::new(interval, store);
                 if let Some(t) = &self.checkpoint_timeout {
                     c.timeout = duration("--checkpoint-timeout", t)?;

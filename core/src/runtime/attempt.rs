@@ -95,30 +95,28 @@ impl Attempt<'_> {
         let (events_tx, events_rx) = mpsc::channel(1024);
         let mut tasks = Vec::new();
         let mut task_refs = Vec::new();
-        for chain in graph.chains() {
-            for subtask in 0..chain.parallelism {
-                let link = match &self.storage {
-                    Some(st) => {
-                        let (tx, rx) = mpsc::channel(64);
-                        task_refs.push(TaskRef {
-                            commands: tx,
-                            is_source: matches!(graph.vertices[chain.vertices[0]].kind, VertexKind::Source(_)),
-                        });
-                        Some(CheckpointLink {
-                            task: tasks.len(),
-                            commands: rx,
-                            events: events_tx.clone(),
-                            storage: st.clone(),
-                            max_parallelism: graph.max_parallelism,
-                            op_keys: Vec::new(),
-                            last_snapshot: restored.map_or(0, |c| c.metadata.checkpoint_id),
-                            last_notified: restored.map_or(0, |c| c.metadata.checkpoint_id),
-                        })
-                    }
-                    None => None,
-                };
-                tasks.push(build_task(&self, &chain.vertices, subtask, transport.as_ref(), &metrics, link, restored)?);
-            }
+        let env = TaskEnv {
+            graph,
+            config: self.config,
+            attempt: self.attempt,
+            clock: self.clock,
+            log: &self.log,
+            control_rx: &self.control_rx,
+            checkpointing: self.storage.is_some(),
+        };
+        for (index, spec) in task_specs(graph).into_iter().enumerate() {
+            let link = match &self.storage {
+                Some(st) => {
+                    let (tx, rx) = mpsc::channel(64);
+                    task_refs.push(TaskRef {
+                        commands: tx,
+                        is_source: spec.is_source,
+                    });
+                    Some(CheckpointLink::new(index, rx, events_tx.clone(), st.clone(), graph.max_parallelism, restored))
+                }
+                None => None,
+            };
+            tasks.push(build_task(&env, &spec, transport.as_ref(), &metrics, link, restored)?);
         }
         drop(events_tx);
         let (done_tx, mut done_rx) = mpsc::channel::<Done>(tasks.len() + 1);
@@ -261,16 +259,54 @@ fn panic_message(e: tokio::task::JoinError) -> String {
     }
 }
 
-fn build_task(
-    at: &Attempt<'_>,
-    chain: &[usize],
-    subtask: u32,
+/// One task of an attempt: a subtask of a chain. Tasks are numbered in the order
+/// [`task_specs`] lists them, the same in every process that builds the same graph.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskSpec {
+    /// The chain's vertices, head first.
+    pub(crate) chain: Vec<usize>,
+    pub(crate) subtask: u32,
+    pub(crate) is_source: bool,
+}
+
+/// Every task of `graph`: chains in the order of their heads, subtasks within a chain.
+pub(crate) fn task_specs(graph: &JobGraph) -> Vec<TaskSpec> {
+    let mut specs = Vec::new();
+    for chain in graph.chains() {
+        for subtask in 0..chain.parallelism {
+            specs.push(TaskSpec {
+                is_source: matches!(graph.vertices[chain.vertices[0]].kind, VertexKind::Source(_)),
+                chain: chain.vertices.clone(),
+                subtask,
+            });
+        }
+    }
+    specs
+}
+
+/// What every task of one attempt shares, in whichever process it runs.
+pub(crate) struct TaskEnv<'a> {
+    pub(crate) graph: &'a JobGraph,
+    pub(crate) config: &'a ExecutionConfig,
+    pub(crate) attempt: u32,
+    pub(crate) clock: Clock,
+    pub(crate) log: &'a slog::Logger,
+    pub(crate) control_rx: &'a watch::Receiver<JobControl>,
+    pub(crate) checkpointing: bool,
+}
+
+/// Builds one task: its operators (restored from `restored`), its input and output channels.
+pub(crate) fn build_task(
+    at: &TaskEnv<'_>,
+    spec: &TaskSpec,
     transport: &dyn Transport,
     metrics: &[Arc<VertexMetrics>],
     mut link: Option<CheckpointLink>,
     restored: Option<&LoadedCheckpoint>,
 ) -> Result<Task, JobError> {
-    let graph = &*at.graph;
+    let chain = &spec.chain[..];
+    let subtask = spec.subtask;
+    let graph = at.graph;
     let config = at.config;
     let head = chain[0];
     let tail = *chain.last().expect("a chain has at least its head");
@@ -287,7 +323,7 @@ fn build_task(
         clock: at.clock,
         log: task_log.new(slog::o!("vertex" => graph.vertices[v].name.clone())),
         attempt: at.attempt,
-        checkpointing: at.storage.is_some(),
+        checkpointing: at.checkpointing,
         metrics: metrics[v].clone(),
     };
     let failed = |e| JobError::TaskFailed {

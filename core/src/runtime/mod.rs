@@ -1,12 +1,12 @@
 //! The embedded executor: runs a whole job graph as tokio tasks in one process, with channels
 //! from the in-process transport between them.
 
-mod attempt;
+pub(crate) mod attempt;
 mod chain;
 mod input_gate;
 mod outputs;
-mod restore;
-mod task;
+pub(crate) mod restore;
+pub(crate) mod task;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -309,7 +309,7 @@ async fn run_job(
 /// Finds what an attempt restores: the latest usable checkpoint, and the complete checkpoints
 /// the coordinator will retain. Complete checkpoints newer than the one restored are unusable
 /// (damaged): they are deleted so they don't linger or count as retained.
-async fn prepare_attempt(
+pub(crate) async fn prepare_attempt(
     graph: &JobGraph,
     storage: Option<&CheckpointStorage>,
     log: &slog::Logger,

@@ -48,6 +48,30 @@ pub(crate) struct CheckpointLink {
     pub(crate) last_notified: u64,
 }
 
+impl CheckpointLink {
+    /// The link of task number `task`, resuming after `restored` if there is one.
+    pub(crate) fn new(
+        task: usize,
+        commands: mpsc::Receiver<TaskCommand>,
+        events: mpsc::Sender<TaskEvent>,
+        storage: CheckpointStorage,
+        max_parallelism: u32,
+        restored: Option<&crate::checkpoint::LoadedCheckpoint>,
+    ) -> Self {
+        let last = restored.map_or(0, |c| c.metadata.checkpoint_id);
+        CheckpointLink {
+            task,
+            commands,
+            events,
+            storage,
+            max_parallelism,
+            op_keys: Vec::new(),
+            last_snapshot: last,
+            last_notified: last,
+        }
+    }
+}
+
 /// Aborts a background upload when the task that started it goes away (a failed attempt must
 /// not keep writing).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -1,0 +1,87 @@
+//! The client side of `sluice submit`, `sluice list` and `sluice cancel`: one request and one
+//! answer per connection.
+
+use std::time::Duration;
+
+use sluice_transport::wire::{encode_frame, read_frame, write_frame, WireMessage, WireOption};
+use tokio::net::TcpStream;
+
+use super::{ClusterError, JobInfo, JobStatus};
+
+async fn request(addr: &str, msg: WireMessage) -> Result<WireMessage, ClusterError> {
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| ClusterError::Io {
+        what: format!("cannot reach the coordinator at {addr}"),
+        source: e,
+    })?;
+    write_frame(&mut stream, &encode_frame(&msg)).await.map_err(|e| ClusterError::Frame {
+        what: format!("sending to the coordinator at {addr}"),
+        source: e,
+    })?;
+    match tokio::time::timeout(Duration::from_secs(30), read_frame(&mut stream)).await {
+        Err(_) => Err(ClusterError::Timeout(format!("the coordinator at {addr} did not answer within 30 s"))),
+        Ok(Err(e)) => Err(ClusterError::Frame {
+            what: format!("reading the answer of the coordinator at {addr}"),
+            source: e,
+        }),
+        Ok(Ok(None)) => Err(ClusterError::Protocol {
+            peer: addr.to_string(),
+            what: "it closed the connection without answering".into(),
+        }),
+        Ok(Ok(Some(WireMessage::Rejected { reason }))) => Err(ClusterError::Rejected(reason)),
+        Ok(Ok(Some(answer))) => Ok(answer),
+    }
+}
+
+fn unexpected(addr: &str, m: &WireMessage) -> ClusterError {
+    ClusterError::Protocol {
+        peer: addr.to_string(),
+        what: super::coordinator::frame_kind(m),
+    }
+}
+
+/// Submits job `name` with `options` (`key` as `sluice submit` spells the option, without
+/// `--`); returns the new job's id.
+pub async fn submit_job(addr: &str, name: &str, options: &[(String, String)]) -> Result<String, ClusterError> {
+    let options = options
+        .iter()
+        .map(|(k, v)| WireOption {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect();
+    match request(addr, WireMessage::SubmitJob { job_name: name.to_string(), options }).await? {
+        WireMessage::JobSubmitted { job_id } => Ok(job_id),
+        other => Err(unexpected(addr, &other)),
+    }
+}
+
+/// Every job the coordinator knows, oldest first.
+pub async fn list_jobs(addr: &str) -> Result<Vec<JobInfo>, ClusterError> {
+    match request(addr, WireMessage::ListJobs).await? {
+        WireMessage::JobList { jobs } => jobs
+            .into_iter()
+            .map(|j| {
+                let status = JobStatus::parse(&j.status).ok_or_else(|| ClusterError::Protocol {
+                    peer: addr.to_string(),
+                    what: format!("unknown job status '{}'", j.status),
+                })?;
+                Ok(JobInfo {
+                    id: j.job_id,
+                    name: j.job_name,
+                    status,
+                    error: (!j.error.is_empty()).then_some(j.error),
+                    attempt: 0,
+                })
+            })
+            .collect(),
+        other => Err(unexpected(addr, &other)),
+    }
+}
+
+/// Cancels job `id`.
+pub async fn cancel_job(addr: &str, id: &str) -> Result<(), ClusterError> {
+    match request(addr, WireMessage::CancelJob { job_id: id.to_string() }).await? {
+        WireMessage::JobCancelled { .. } => Ok(()),
+        other => Err(unexpected(addr, &other)),
+    }
+}

@@ -1,0 +1,435 @@
+//! The coordinator: accepts workers and clients, keeps the worker registry and the job table,
+//! and runs one job master per job.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_state::blob::BlobStore;
+use sluice_transport::wire::{read_frame, WireJobEntry, WireMessage, WireOption};
+use tokio::io::{AsyncRead, ReadHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::framed::{framed, FrameSender};
+use super::job_master::{JobMaster, MasterEvent};
+use super::{options, ClusterError, JobRegistry, JobStatus, StoreOpener};
+use crate::clock::Clock;
+
+/// Settings of a coordinator.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// How often workers send heartbeats (told to them at registration).
+    pub heartbeat_interval: Duration,
+    /// A worker silent for this long is declared lost.
+    pub heartbeat_timeout: Duration,
+    /// How long a job waits for enough free slots before it fails.
+    pub slot_wait: Duration,
+    /// Where jobs' checkpoints go (a location the workers can open too); `None` turns
+    /// checkpointing off for every job.
+    pub checkpoint_dir: Option<String>,
+    /// Processing-time clock (job ids, checkpoint timestamps).
+    pub clock: Clock,
+    /// Where the coordinator logs.
+    pub log: slog::Logger,
+}
+
+impl CoordinatorConfig {
+    /// Defaults: heartbeats every 500 ms, lost after 10 s of silence, jobs wait 60 s for slots.
+    pub fn new(log: slog::Logger) -> Self {
+        CoordinatorConfig {
+            heartbeat_interval: Duration::from_millis(500),
+            heartbeat_timeout: Duration::from_secs(10),
+            slot_wait: Duration::from_secs(60),
+            checkpoint_dir: None,
+            clock: Clock::system(),
+            log,
+        }
+    }
+}
+
+/// A job as the coordinator reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobInfo {
+    /// The job's id.
+    pub id: String,
+    /// Its name in the registry.
+    pub name: String,
+    /// Its status.
+    pub status: JobStatus,
+    /// Why it failed (or why its last attempt failed).
+    pub error: Option<String>,
+    /// Its current execution attempt.
+    pub attempt: u32,
+}
+
+/// A registered worker as the coordinator reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// The worker's id.
+    pub id: String,
+    /// Where it accepts data connections.
+    pub data_address: String,
+    /// Slots it offers.
+    pub slots: u32,
+    /// Slots in use.
+    pub used: u32,
+}
+
+pub(crate) struct WorkerEntry {
+    /// Distinguishes this registration from an earlier one of the same worker id.
+    pub(crate) session: u64,
+    pub(crate) data_address: String,
+    pub(crate) slots: u32,
+    pub(crate) used: u32,
+    pub(crate) tx: FrameSender,
+}
+
+pub(crate) struct JobEntry {
+    pub(crate) name: String,
+    pub(crate) status: JobStatus,
+    pub(crate) error: Option<String>,
+    pub(crate) attempt: u32,
+    pub(crate) events: mpsc::UnboundedSender<MasterEvent>,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) workers: BTreeMap<String, WorkerEntry>,
+    pub(crate) jobs: BTreeMap<String, JobEntry>,
+    next_session: u64,
+    next_job: u64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: CoordinatorConfig,
+    pub(crate) registry: Arc<dyn JobRegistry>,
+    pub(crate) store: Option<Arc<dyn BlobStore>>,
+    pub(crate) state: Mutex<State>,
+    /// Distinguishes this coordinator's job ids from an earlier run's.
+    started_ms: i64,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("coordinator state lock poisoned")
+    }
+
+    pub(crate) fn set_status(&self, job: &str, status: JobStatus, error: Option<String>) {
+        let mut st = self.lock();
+        if let Some(j) = st.jobs.get_mut(job) {
+            if j.status != status {
+                slog::info!(self.config.log, "job status"; "job" => job, "name" => &j.name, "status" => status.as_str(),
+                    "error" => error.as_deref().unwrap_or(""));
+            }
+            j.status = status;
+            if error.is_some() {
+                j.error = error;
+            }
+        }
+    }
+
+    pub(crate) fn set_attempt(&self, job: &str, attempt: u32) {
+        if let Some(j) = self.lock().jobs.get_mut(job) {
+            j.attempt = attempt;
+        }
+    }
+
+    /// Tells every job master (they ignore what is not theirs).
+    fn broadcast(&self, ev: impl Fn() -> MasterEvent) {
+        for j in self.lock().jobs.values() {
+            let _ = j.events.send(ev());
+        }
+    }
+}
+
+/// The coordinator of a cluster; cheap to clone (all clones are the same coordinator). The
+/// network server ([`Coordinator::serve`]) and the REST API are thin layers over its methods.
+#[derive(Clone)]
+pub struct Coordinator {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator").finish_non_exhaustive()
+    }
+}
+
+impl Coordinator {
+    /// A coordinator building jobs from `registry`; `opener` opens `config.checkpoint_dir`.
+    pub fn new(config: CoordinatorConfig, registry: Arc<dyn JobRegistry>, opener: StoreOpener) -> Result<Self, ClusterError> {
+        if config.heartbeat_interval.is_zero() || config.heartbeat_timeout <= config.heartbeat_interval {
+            return Err(ClusterError::Config(format!(
+                "the heartbeat timeout ({:?}) must be longer than the heartbeat interval ({:?})",
+                config.heartbeat_timeout, config.heartbeat_interval
+            )));
+        }
+        let store = match &config.checkpoint_dir {
+            Some(dir) => Some(opener(dir).map_err(|e| ClusterError::Config(format!("--checkpoint-dir {dir}: {e}")))?),
+            None => None,
+        };
+        let started_ms = config.clock.now_ms();
+        Ok(Coordinator {
+            shared: Arc::new(Shared {
+                config,
+                registry,
+                store,
+                state: Mutex::new(State::default()),
+                started_ms,
+            }),
+        })
+    }
+
+    /// Accepts workers and clients on `listener` until the process ends.
+    pub async fn serve(&self, listener: TcpListener) -> Result<(), ClusterError> {
+        let log = &self.shared.config.log;
+        loop {
+            let (stream, peer) = listener.accept().await.map_err(|e| ClusterError::Io {
+                what: "accepting a connection".into(),
+                source: e,
+            })?;
+            let _ = stream.set_nodelay(true);
+            let this = self.clone();
+            let log = log.new(slog::o!("peer" => peer.to_string()));
+            tokio::spawn(async move { this.handle_connection(stream, log).await });
+        }
+    }
+
+    async fn handle_connection(&self, stream: TcpStream, log: slog::Logger) {
+        let (tx, mut rx) = framed(stream);
+        let first = match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rx)).await {
+            Err(_) => {
+                slog::info!(log, "closing connection: no frame within 10 s");
+                return;
+            }
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                slog::warn!(log, "closing connection: bad first frame"; "reason" => %e);
+                return;
+            }
+            Ok(Ok(Some(f))) => f,
+        };
+        let reply = match first {
+            WireMessage::Register { worker_id, data_address, slots } => {
+                self.worker_session(worker_id, data_address, slots, tx, rx, log).await;
+                return;
+            }
+            WireMessage::SubmitJob { job_name, options } => match self.submit(&job_name, &options) {
+                Ok(job_id) => WireMessage::JobSubmitted { job_id },
+                Err(e) => WireMessage::Rejected { reason: e.to_string() },
+            },
+            WireMessage::ListJobs => WireMessage::JobList {
+                jobs: self
+                    .jobs()
+                    .into_iter()
+                    .map(|j| WireJobEntry {
+                        job_id: j.id,
+                        job_name: j.name,
+                        status: j.status.as_str().into(),
+                        error: j.error.unwrap_or_default(),
+                    })
+                    .collect(),
+            },
+            WireMessage::CancelJob { job_id } => match self.cancel(&job_id) {
+                Ok(()) => WireMessage::JobCancelled { job_id },
+                Err(e) => WireMessage::Rejected { reason: e.to_string() },
+            },
+            other => {
+                slog::warn!(log, "closing connection: unexpected first frame"; "frame" => frame_kind(&other));
+                return;
+            }
+        };
+        tx.send(reply);
+    }
+
+    async fn worker_session<R: AsyncRead>(
+        &self,
+        worker_id: String,
+        data_address: String,
+        slots: u32,
+        tx: FrameSender,
+        mut rx: ReadHalf<R>,
+        log: slog::Logger,
+    ) {
+        let sh = &self.shared;
+        if slots == 0 || worker_id.is_empty() {
+            tx.send(WireMessage::Rejected {
+                reason: format!("worker '{worker_id}' offers {slots} slots: a worker needs an id and at least one slot"),
+            });
+            return;
+        }
+        let (session, replaced) = {
+            let mut st = sh.lock();
+            st.next_session += 1;
+            let session = st.next_session;
+            let old = st.workers.insert(
+                worker_id.clone(),
+                WorkerEntry {
+                    session,
+                    data_address: data_address.clone(),
+                    slots,
+                    used: 0,
+                    tx: tx.clone(),
+                },
+            );
+            (session, old.is_some())
+        };
+        let log = log.new(slog::o!("worker" => worker_id.clone()));
+        slog::info!(log, "worker registered"; "slots" => slots, "data_address" => &data_address, "replaces_earlier" => replaced);
+        if replaced {
+            // The worker restarted before its old registration was found dead: whatever ran
+            // there is gone.
+            sh.broadcast(|| MasterEvent::WorkerLost {
+                worker: worker_id.clone(),
+                reason: "the worker registered again (it restarted)".into(),
+            });
+        }
+        tx.send(WireMessage::RegisterAck {
+            worker_id: worker_id.clone(),
+            heartbeat_interval_ms: sh.config.heartbeat_interval.as_millis() as u32,
+        });
+        sh.broadcast(|| MasterEvent::SlotsChanged);
+        let timeout = sh.config.heartbeat_timeout;
+        let reason = loop {
+            match tokio::time::timeout(timeout, read_frame(&mut rx)).await {
+                Err(_) => break format!("no heartbeat for {} ms", timeout.as_millis()),
+                Ok(Ok(None)) => break "connection closed".to_string(),
+                Ok(Err(e)) => break format!("bad frame: {e}"),
+                Ok(Ok(Some(WireMessage::Heartbeat { .. }))) => {}
+                Ok(Ok(Some(msg))) => match job_of(&msg) {
+                    Some(job) => {
+                        let events = sh.lock().jobs.get(job).map(|j| j.events.clone());
+                        match events {
+                            Some(ev) => {
+                                let _ = ev.send(MasterEvent::Frame(msg));
+                            }
+                            None => slog::debug!(log, "frame for an unknown job dropped"; "job" => job),
+                        }
+                    }
+                    None => break format!("unexpected frame {} from a worker", frame_kind(&msg)),
+                },
+            }
+        };
+        let removed = {
+            let mut st = sh.lock();
+            if st.workers.get(&worker_id).is_some_and(|w| w.session == session) {
+                st.workers.remove(&worker_id);
+                true
+            } else {
+                false
+            }
+        };
+        if removed {
+            slog::warn!(log, "worker lost"; "reason" => &reason);
+            sh.broadcast(|| MasterEvent::WorkerLost {
+                worker: worker_id.clone(),
+                reason: reason.clone(),
+            });
+        }
+    }
+
+    /// Submits job `name` with `options` (as `sluice submit` gives them, without `--`);
+    /// returns its id. The job is built here first, so a bad name or option is refused now
+    /// with the reason.
+    pub fn submit(&self, name: &str, options: &[WireOption]) -> Result<String, ClusterError> {
+        let sh = &self.shared;
+        let parsed = options::parse(options, sh.store.as_ref()).map_err(ClusterError::Rejected)?;
+        let mut graph = sh.registry.build(name, &parsed.job).map_err(ClusterError::Rejected)?;
+        graph.finalize().map_err(|e| ClusterError::Rejected(e.to_string()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = {
+            let mut st = sh.lock();
+            st.next_job += 1;
+            // Start time and a counter: unique across restarts of the coordinator (a new id
+            // never finds an older job's checkpoints).
+            let id = format!("{:012x}{:04x}", sh.started_ms as u64 & 0xffff_ffff_ffff, st.next_job & 0xffff);
+            st.jobs.insert(
+                id.clone(),
+                JobEntry {
+                    name: name.to_string(),
+                    status: JobStatus::Created,
+                    error: None,
+                    attempt: 0,
+                    events: tx,
+                },
+            );
+            id
+        };
+        slog::info!(sh.config.log, "job submitted"; "job" => &id, "name" => name);
+        let master = JobMaster::new(id.clone(), name.to_string(), graph, parsed, sh.clone(), rx);
+        tokio::spawn(master.run());
+        Ok(id)
+    }
+
+    /// Every job, in id order (oldest first).
+    pub fn jobs(&self) -> Vec<JobInfo> {
+        self.shared
+            .lock()
+            .jobs
+            .iter()
+            .map(|(id, j)| JobInfo {
+                id: id.clone(),
+                name: j.name.clone(),
+                status: j.status,
+                error: j.error.clone(),
+                attempt: j.attempt,
+            })
+            .collect()
+    }
+
+    /// One job.
+    pub fn job(&self, id: &str) -> Option<JobInfo> {
+        self.jobs().into_iter().find(|j| j.id == id)
+    }
+
+    /// Every registered worker, in id order.
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        self.shared
+            .lock()
+            .workers
+            .iter()
+            .map(|(id, w)| WorkerInfo {
+                id: id.clone(),
+                data_address: w.data_address.clone(),
+                slots: w.slots,
+                used: w.used,
+            })
+            .collect()
+    }
+
+    /// Asks job `id` to stop at once.
+    pub fn cancel(&self, id: &str) -> Result<(), ClusterError> {
+        let st = self.shared.lock();
+        let Some(j) = st.jobs.get(id) else {
+            let known: Vec<&str> = st.jobs.keys().map(String::as_str).collect();
+            return Err(ClusterError::Rejected(format!(
+                "no job with id '{id}' (known: {})",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            )));
+        };
+        if j.status.is_terminal() {
+            return Err(ClusterError::Rejected(format!("job {id} has already ended: {}", j.status)));
+        }
+        let _ = j.events.send(MasterEvent::Cancel);
+        Ok(())
+    }
+}
+
+/// The job a worker's frame is about.
+fn job_of(msg: &WireMessage) -> Option<&str> {
+    match msg {
+        WireMessage::AckCheckpoint { job_id, .. }
+        | WireMessage::DeclineCheckpoint { job_id, .. }
+        | WireMessage::InputFinished { job_id, .. }
+        | WireMessage::TaskFinished { job_id, .. }
+        | WireMessage::TaskFailed { job_id, .. } => Some(job_id),
+        _ => None,
+    }
+}
+
+/// A frame's kind, for logs.
+pub(crate) fn frame_kind(msg: &WireMessage) -> String {
+    let dbg = format!("{msg:?}");
+    dbg.split([' ', '{', '(']).next().unwrap_or_default().to_string()
+}

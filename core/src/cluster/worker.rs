@@ -1,0 +1,304 @@
+//! The worker (task executor): registers its slots with the coordinator, keeps sending
+//! heartbeats, accepts data connections from peers, and runs the tasks deployed to it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_transport::wire::{read_frame, WireMessage};
+use tokio::io::{AsyncRead, ReadHalf};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::deployment::{self, DeployRequest, DeploymentHandle};
+use super::exchange::{accept_data, InboundConnections};
+use super::framed::{framed, FrameSender};
+use super::{ClusterError, JobRegistry, StoreOpener};
+use crate::checkpoint::protocol::TaskCommand;
+use crate::clock::Clock;
+use crate::runtime::{ExecutionConfig, JobControl};
+use sluice_transport::Barrier;
+
+/// Settings of a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The worker's id; by default `worker-<data address>`.
+    pub id: Option<String>,
+    /// The coordinator's address.
+    pub coordinator: String,
+    /// Task slots offered.
+    pub slots: u32,
+    /// Runtime settings of the tasks (batch size, channel capacity, log).
+    pub execution: ExecutionConfig,
+    /// Processing-time clock of the tasks.
+    pub clock: Clock,
+    /// Longest pause between attempts to reach the coordinator.
+    pub max_backoff: Duration,
+    /// How long to keep dialing a peer, or waiting for a peer to dial us, when an attempt
+    /// starts.
+    pub connect_timeout: Duration,
+}
+
+impl WorkerConfig {
+    /// A worker of `slots` slots for the coordinator at `coordinator`, with default settings.
+    pub fn new(coordinator: impl Into<String>, slots: u32, execution: ExecutionConfig) -> Self {
+        WorkerConfig {
+            id: None,
+            coordinator: coordinator.into(),
+            slots,
+            execution,
+            clock: Clock::system(),
+            max_backoff: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+pub(crate) struct WorkerShared {
+    pub(crate) id: String,
+    pub(crate) config: WorkerConfig,
+    pub(crate) registry: Arc<dyn JobRegistry>,
+    pub(crate) opener: StoreOpener,
+    pub(crate) inbound: InboundConnections,
+    pub(crate) log: slog::Logger,
+    deployments: Mutex<BTreeMap<(String, u32), DeploymentHandle>>,
+}
+
+impl WorkerShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, u32), DeploymentHandle>> {
+        self.deployments.lock().expect("deployment table lock poisoned")
+    }
+
+    /// A deployment's tasks have all ended.
+    pub(crate) fn finished(&self, job: &str, attempt: u32) {
+        self.lock().remove(&(job.to_string(), attempt));
+    }
+
+    fn cancel(&self, job: &str, attempt: u32) {
+        // Cancelling attempt N also stops anything older of the same job still here.
+        let stale: Vec<(String, u32)> = self.lock().keys().filter(|(j, a)| j == job && *a <= attempt).cloned().collect();
+        for key in stale {
+            if let Some(h) = self.lock().remove(&key) {
+                slog::info!(self.log, "cancelling deployment"; "job" => &key.0, "attempt" => key.1);
+                let _ = h.control.send(JobControl::Cancel);
+            }
+        }
+        self.inbound.discard(job, attempt);
+    }
+
+    fn cancel_all(&self) {
+        let all: Vec<_> = std::mem::take(&mut *self.lock()).into_iter().collect();
+        for ((job, attempt), h) in all {
+            slog::info!(self.log, "cancelling deployment"; "job" => &job, "attempt" => attempt);
+            let _ = h.control.send(JobControl::Cancel);
+            self.inbound.discard(&job, attempt);
+        }
+    }
+
+    fn command(&self, job: &str, attempt: u32, task: u32, cmd: TaskCommand) {
+        let tx = self
+            .lock()
+            .get(&(job.to_string(), attempt))
+            .and_then(|h| h.commands.get(&(task as usize)).cloned());
+        match tx {
+            // The task drains its commands at every step; a full queue means it is stuck
+            // and the checkpoint will time out, which is the right outcome.
+            Some(tx) => {
+                if tx.try_send(cmd).is_err() {
+                    slog::warn!(self.log, "task command dropped"; "job" => job, "attempt" => attempt, "task" => task);
+                }
+            }
+            None => slog::debug!(self.log, "command for a task not running here"; "job" => job, "attempt" => attempt, "task" => task),
+        }
+    }
+}
+
+/// A worker bound to its data address, ready to [`Worker::run`].
+pub struct Worker {
+    shared: Arc<WorkerShared>,
+    listener: TcpListener,
+    data_address: String,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("id", &self.shared.id).field("data_address", &self.data_address).finish()
+    }
+}
+
+impl Worker {
+    /// Binds the data listener at `bind` (port 0 picks one).
+    pub async fn bind(config: WorkerConfig, bind: &str, registry: Arc<dyn JobRegistry>, opener: StoreOpener) -> Result<Self, ClusterError> {
+        if config.slots == 0 {
+            return Err(ClusterError::Config("--slots must be at least 1".into()));
+        }
+        let listener = TcpListener::bind(bind).await.map_err(|e| ClusterError::Io {
+            what: format!("binding the data address {bind}"),
+            source: e,
+        })?;
+        let data_address = listener
+            .local_addr()
+            .map_err(|e| ClusterError::Io {
+                what: "reading the bound data address".into(),
+                source: e,
+            })?
+            .to_string();
+        let id = config.id.clone().unwrap_or_else(|| format!("worker-{data_address}"));
+        let log = config.execution.log.new(slog::o!("worker" => id.clone()));
+        Ok(Worker {
+            shared: Arc::new(WorkerShared {
+                id,
+                config,
+                registry,
+                opener,
+                inbound: InboundConnections::default(),
+                log,
+                deployments: Mutex::new(BTreeMap::new()),
+            }),
+            listener,
+            data_address,
+        })
+    }
+
+    /// The worker's id.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// Where the worker accepts data connections.
+    pub fn data_address(&self) -> &str {
+        &self.data_address
+    }
+
+    /// Serves until the process ends: stays registered with the coordinator (reconnecting
+    /// with back-off when it cannot be reached) and runs what it deploys here.
+    pub async fn run(self) -> Result<(), ClusterError> {
+        let Worker { shared, listener, data_address } = self;
+        let accept = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, peer)) => {
+                            let shared = shared.clone();
+                            let log = shared.log.new(slog::o!("peer" => peer.to_string()));
+                            tokio::spawn(async move {
+                                accept_data(stream, &shared.inbound, shared.config.execution.channel_capacity, log).await;
+                            });
+                        }
+                        Err(e) => {
+                            slog::warn!(shared.log, "accepting a data connection failed"; "error" => %e);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            })
+        };
+        let log = shared.log.clone();
+        let mut backoff = Duration::from_millis(100);
+        let result = loop {
+            let stream = match TcpStream::connect(&shared.config.coordinator).await {
+                Ok(s) => s,
+                Err(e) => {
+                    slog::warn!(log, "cannot reach the coordinator; retrying"; "coordinator" => &shared.config.coordinator,
+                        "error" => %e, "retry_in_ms" => backoff.as_millis() as u64);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(shared.config.max_backoff);
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let (tx, mut rx) = framed(stream);
+            tx.send(WireMessage::Register {
+                worker_id: shared.id.clone(),
+                data_address: data_address.clone(),
+                slots: shared.config.slots,
+            });
+            let interval = match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rx)).await {
+                Ok(Ok(Some(WireMessage::RegisterAck { heartbeat_interval_ms, .. }))) => {
+                    Duration::from_millis(u64::from(heartbeat_interval_ms.max(1)))
+                }
+                Ok(Ok(Some(WireMessage::Rejected { reason }))) => break Err(ClusterError::Rejected(reason)),
+                other => {
+                    let why = match other {
+                        Ok(Ok(Some(m))) => format!("unexpected answer {}", super::coordinator::frame_kind(&m)),
+                        Ok(Ok(None)) => "it closed the connection".into(),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => "no answer within 10 s".into(),
+                    };
+                    slog::warn!(log, "registration failed; retrying"; "coordinator" => &shared.config.coordinator,
+                        "reason" => why, "retry_in_ms" => backoff.as_millis() as u64);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(shared.config.max_backoff);
+                    continue;
+                }
+            };
+            slog::info!(log, "registered with the coordinator"; "coordinator" => &shared.config.coordinator,
+                "slots" => shared.config.slots, "data_address" => &data_address);
+            backoff = Duration::from_millis(100);
+            let reason = session(&shared, tx, &mut rx, interval).await;
+            slog::warn!(log, "lost the coordinator; cancelling local tasks and registering again"; "reason" => reason);
+            shared.cancel_all();
+        };
+        accept.abort();
+        result
+    }
+}
+
+/// Serves one registration: heartbeats out, commands in. Returns why it ended.
+async fn session<R: AsyncRead>(shared: &Arc<WorkerShared>, tx: FrameSender, rx: &mut ReadHalf<R>, interval: Duration) -> String {
+    let heartbeat = {
+        let tx = tx.clone();
+        let id = shared.id.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                if !tx.send(WireMessage::Heartbeat { worker_id: id.clone() }) {
+                    return;
+                }
+            }
+        })
+    };
+    let reason = loop {
+        let msg = match read_frame(rx).await {
+            Ok(Some(m)) => m,
+            Ok(None) => break "the coordinator closed the connection".to_string(),
+            Err(e) => break format!("bad frame from the coordinator: {e}"),
+        };
+        match msg {
+            WireMessage::DeployTask { job_id, attempt, job_name, options, placement, peers, checkpoint_store, restore_checkpoint } => {
+                let req = DeployRequest {
+                    job_id,
+                    attempt,
+                    job_name,
+                    options,
+                    placement,
+                    peers,
+                    checkpoint_store,
+                    restore_checkpoint,
+                };
+                if attempt > 0 {
+                    shared.cancel(&req.job_id, attempt - 1);
+                }
+                let (handle, control_rx, command_rxs) = deployment::prepare(&req, &shared.id);
+                shared.lock().insert((req.job_id.clone(), attempt), handle);
+                slog::info!(shared.log, "deploying"; "job" => &req.job_id, "attempt" => attempt, "name" => &req.job_name);
+                tokio::spawn(deployment::run(shared.clone(), tx.clone(), req, control_rx, command_rxs));
+            }
+            WireMessage::CancelTask { job_id, attempt } => shared.cancel(&job_id, attempt),
+            WireMessage::TriggerCheckpoint { job_id, attempt, checkpoint_id, timestamp_ms, task } => shared.command(
+                &job_id,
+                attempt,
+                task,
+                TaskCommand::Trigger(Barrier { checkpoint_id, timestamp_ms }),
+            ),
+            WireMessage::NotifyCheckpointComplete { job_id, attempt, checkpoint_id, task } => {
+                shared.command(&job_id, attempt, task, TaskCommand::Complete(checkpoint_id))
+            }
+            WireMessage::EndInput { job_id, attempt, task } => shared.command(&job_id, attempt, task, TaskCommand::Finish),
+            other => break format!("unexpected frame {} from the coordinator", super::coordinator::frame_kind(&other)),
+        }
+    };
+    heartbeat.abort();
+    reason
+}
