@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -22,52 +21,7 @@ use std::time::{Duration, Instant};
 
 const LINES: usize = 30_000;
 
-/// Writes the deterministic input file and returns its path and the failure-free output
-/// lines, sorted.
-fn write_input(dir: &Path) -> (PathBuf, Vec<String>) {
-    const VOCAB: [&str; 12] = [
-        "Alpha", "beta", "GAMMA", "delta", "Epsilon", "zeta", "eta", "theta", "iota", "kappa", "Lambda", "mu",
-    ];
-    const SEPARATORS: [&str; 6] = [" ", ", ", "-", "; ", "! ", " ("];
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n
-    };
-    let mut text = String::new();
-    for _ in 0..LINES {
-        let tokens = 2 + next(5);
-        for t in 0..tokens {
-            if t > 0 {
-                text.push_str(SEPARATORS[next(SEPARATORS.len() as u64) as usize]);
-            }
-            let word = VOCAB[next(VOCAB.len() as u64) as usize];
-            match next(4) {
-                0 => text.push_str(&format!("{word}{}", next(20))),
-                1 => text.push_str(&next(50).to_string()),
-                _ => text.push_str(word),
-            }
-        }
-        text.push('\n');
-    }
-    let path = dir.join("input.txt");
-    std::fs::write(&path, &text).unwrap();
-
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for line in text.lines() {
-        for w in common::expected_words(line) {
-            *counts.entry(w).or_default() += 1;
-        }
-    }
-    let mut expected: Vec<String> = counts
-        .iter()
-        .flat_map(|(w, n)| (1..=*n).map(move |i| format!("{w}\t{i}")))
-        .collect();
-    expected.sort();
-    (path, expected)
-}
+use common::{assert_same_lines, committed_lines, write_input};
 
 struct Dirs {
     _tmp: tempfile::TempDir,
@@ -79,7 +33,7 @@ struct Dirs {
 
 fn dirs() -> Dirs {
     let tmp = tempfile::tempdir().unwrap();
-    let (input, expected) = write_input(tmp.path());
+    let (input, expected) = write_input(tmp.path(), LINES);
     Dirs {
         out: tmp.path().join("out"),
         ck: tmp.path().join("ck"),
@@ -116,67 +70,10 @@ fn latest_checkpoint(ck: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Lines of the committed part files directly in `out` (not `_pending/`, not dot-files).
-fn committed_lines(out: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    let Ok(entries) = std::fs::read_dir(out) else { return lines };
-    for e in entries {
-        let e = e.unwrap();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || name == "_pending" || !e.path().is_file() {
-            continue;
-        }
-        assert!(name.starts_with("part-"), "unexpected file {name} in the output directory");
-        let content = std::fs::read_to_string(e.path()).unwrap();
-        lines.extend(content.lines().map(str::to_string));
-    }
-    lines.sort();
-    lines
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Compares sorted multisets and describes the first differences.
-fn assert_same_lines(got: &[String], want: &[String], what: &str) {
-    if got == want {
-        return;
-    }
-    let mut missing = Vec::new();
-    let mut extra = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < got.len() || j < want.len() {
-        match (got.get(i), want.get(j)) {
-            (Some(g), Some(w)) if g == w => {
-                i += 1;
-                j += 1;
-            }
-            (Some(g), Some(w)) if g < w => {
-                extra.push(g.clone());
-                i += 1;
-            }
-            (Some(g), None) => {
-                extra.push(g.clone());
-                i += 1;
-            }
-            (_, Some(w)) => {
-                missing.push(w.clone());
-                j += 1;
-            }
-            (None, None) => unreachable!(),
-        }
-    }
-    panic!(
-        "{what}: {} lines committed, {} expected; {} missing (first {:?}), {} extra (first {:?})",
-        got.len(),
-        want.len(),
-        missing.len(),
-        missing.iter().take(5).collect::<Vec<_>>(),
-        extra.len(),
-        extra.iter().take(5).collect::<Vec<_>>()
-    );
-}
 
 /// When to kill a run.
 #[derive(Debug, Clone, Copy)]

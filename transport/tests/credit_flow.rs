@@ -166,3 +166,28 @@ fn typed_batches_are_refused_on_a_network_channel() {
         assert!(err.to_string().contains("must be encoded"), "{err}");
     });
 }
+
+/// Regression: in a cluster the receiver often opens its end first, so its first credit can
+/// arrive before the sender opens the channel. That credit must count for the attempt it
+/// names (it was once dropped for any attempt but 0, and the channel never opened).
+#[test]
+fn a_credit_that_arrives_before_the_sender_opens_the_channel_is_kept() {
+    rt().block_on(async {
+        let config = ConnectionConfig { credits_per_channel: 2, queue_per_channel: 2, frames_per_pass: 16 };
+        let (sender, receiver) = pair(config).await;
+        let mut input = receiver.open_input(A, 3);
+        // Let the credit cross the connection before the sender side opens the channel.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut out = sender.open_output(A, 3);
+        let producer = tokio::spawn(async move {
+            for i in 0..10 {
+                tokio::time::timeout(Duration::from_secs(5), out.send(data(i))).await.expect("the channel opened").unwrap();
+            }
+        });
+        for i in 0..10 {
+            let m = tokio::time::timeout(Duration::from_secs(5), input.recv()).await.expect("data arrives").unwrap();
+            assert_eq!(value(&m), i);
+        }
+        producer.await.unwrap();
+    });
+}

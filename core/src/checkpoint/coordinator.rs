@@ -82,7 +82,14 @@ impl Coordinator {
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or(next_trigger)), if deadline.is_some() => {
                     let p = pending.take().expect("deadline implies a pending checkpoint");
-                    self.fail(p, "timed out".into(), &mut failures).await?;
+                    let missing: Vec<String> = (0..self.tasks.len()).filter(|t| !p.acks.contains_key(t)).map(|t| t.to_string()).collect();
+                    let reason = format!(
+                        "timed out with {} of {} tasks acknowledged (waiting for tasks {})",
+                        p.acks.len(),
+                        self.tasks.len(),
+                        missing.join(", ")
+                    );
+                    self.fail(p, reason, &mut failures).await?;
                     next_trigger = Instant::now() + self.config.min_pause;
                 }
                 ev = self.events.recv() => {

@@ -39,6 +39,8 @@ struct OutChannel {
     credits: u32,
     /// The receiver opened the channel (sent its first credit): sending may start.
     opened: bool,
+    /// This side opened the channel (`open_output`); before that, credits may arrive early.
+    bound: bool,
     space: Arc<Notify>,
 }
 
@@ -137,7 +139,14 @@ impl Connection {
         let space = {
             let mut s = self.inner.lock();
             let c = s.out.entry(channel).or_default();
-            c.attempt = attempt;
+            if c.attempt != attempt {
+                // Whatever was there belongs to another attempt.
+                c.queue.clear();
+                c.credits = 0;
+                c.opened = false;
+                c.attempt = attempt;
+            }
+            c.bound = true;
             c.space.clone()
         };
         RemoteOutput {
@@ -328,6 +337,12 @@ async fn read_loop<R: AsyncRead + Unpin>(inner: Arc<Inner>, mut r: R) {
         if let WireMessage::Credit { channel, attempt, credits } = frame {
             let mut s = inner.lock();
             let c = s.out.entry(channel).or_default();
+            if !c.bound && c.attempt != attempt {
+                // The receiver opened the channel before this side did: keep the credit for
+                // the attempt it names, `open_output` checks it.
+                c.attempt = attempt;
+                c.credits = 0;
+            }
             if c.attempt == attempt {
                 c.credits = c.credits.saturating_add(credits);
                 c.opened = true;

@@ -1,0 +1,269 @@
+//! Cluster mode across real processes on 127.0.0.1: a coordinator and two workers run a keyed
+//! job at parallelism 4 spread over both; one worker is SIGKILLed mid-run and started again;
+//! the committed output of the two-phase-commit file sink must equal the failure-free output
+//! exactly (no loss, no duplicates), with nothing left pending. Also: submit, list and
+//! cancel from the CLI, and bad input (unknown job, unknown job id, options the coordinator
+//! can't honour, too few slots, a wrong coordinator address, garbage on the control port).
+
+// A test driving child processes: real time, never simulated.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_same_lines, committed_lines, write_input};
+
+/// A child process killed when the test ends, however it ends.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn sluice() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    c.env_remove("SLUICE_LOG");
+    c
+}
+
+fn coordinator(dir: &Path, args: &[&str]) -> (Proc, String) {
+    let log = dir.join("coordinator.log");
+    let mut child = sluice()
+        .args(["--log-level", "info", "coordinator", "--bind", "127.0.0.1:0", "--heartbeat-timeout", "3s"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("coordinator listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line of the coordinator: {line:?}"))
+        .to_string();
+    (Proc { child, log }, addr)
+}
+
+fn worker(dir: &Path, addr: &str, id: &str, slots: u32) -> Proc {
+    let log = dir.join(format!("{id}-{}.log", Instant::now().elapsed().as_nanos()));
+    let child = sluice()
+        .args(["--log-level", "info", "worker", "--coordinator", addr, "--id", id, "--slots", &slots.to_string()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    Proc { child, log }
+}
+
+fn run(args: &[&str]) -> Output {
+    sluice().args(args).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn submit(addr: &str, args: &[&str]) -> String {
+    let out = run(&[&["submit", "--coordinator", addr], args].concat());
+    assert!(out.status.success(), "submit failed: {}", text(&out.stderr));
+    text(&out.stdout).lines().last().expect("submit prints the job id last").trim().to_string()
+}
+
+/// The job's status as `sluice list` prints it.
+fn status(addr: &str, id: &str) -> String {
+    let out = run(&["list", "--coordinator", addr]);
+    assert!(out.status.success(), "list failed: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(id))
+        .unwrap_or_else(|| panic!("job {id} not listed in:\n{stdout}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert!(fields.len() >= 3, "list line is `<id> <name> <STATUS>`: {line}");
+    fields[2].to_string()
+}
+
+/// Every log in `dir`, for failure messages.
+fn logs(dir: &Path) -> String {
+    let mut out = String::new();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().filter_map(|e| Some(e.ok()?.path())).collect();
+    paths.sort();
+    for p in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
+        out.push_str(&format!("==== {}\n{}\n", p.display(), std::fs::read_to_string(&p).unwrap_or_default()));
+    }
+    out
+}
+
+fn wait_for(addr: &str, id: &str, want: &[&str], timeout: Duration) -> String {
+    wait_for_in(None, addr, id, want, timeout)
+}
+
+fn wait_for_in(dir: Option<&Path>, addr: &str, id: &str, want: &[&str], timeout: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let s = status(addr, id);
+        if want.contains(&s.as_str()) {
+            return s;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "job {id} is {s} after {timeout:?}, waited for {want:?}\n{}",
+            dir.map(logs).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn completed_checkpoints(ck: &Path, job: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(ck.join(job)) else { return 0 };
+    entries.filter_map(|e| e.ok()).filter(|e| e.path().join("_metadata").is_file()).count()
+}
+
+#[test]
+fn sigkill_of_a_worker_fails_over_with_exactly_once_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, expected) = write_input(tmp.path(), 30_000);
+    let (out, ck) = (tmp.path().join("out"), tmp.path().join("ck"));
+    let (coord, addr) = coordinator(tmp.path(), &["--checkpoint-dir", ck.to_str().unwrap()]);
+    let w1 = worker(tmp.path(), &addr, "w1", 2);
+    let mut w2 = worker(tmp.path(), &addr, "w2", 2);
+    let id = submit(
+        &addr,
+        &[
+            "wordcount",
+            "--parallelism",
+            "4",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--lines-per-second",
+            "5000",
+            "--checkpoint-interval",
+            "200ms",
+            "--checkpoint-timeout",
+            "5s",
+            "--restart-strategy",
+            "fixed-delay:attempts=10,delay=200ms",
+        ],
+    );
+    wait_for(&addr, &id, &["RUNNING"], Duration::from_secs(30));
+    // Kill once some checkpoints are complete, so the failover restores state and commits
+    // are already in the output.
+    let start = Instant::now();
+    while completed_checkpoints(&ck, &id) < 1 || committed_lines(&out).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(30), "no checkpoint completed:\n{}", coord.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(w2.log().contains("deployment running"), "the job is spread over both workers:\n{}", w2.log());
+    w2.kill();
+    let state = wait_for(&addr, &id, &["FAILING", "RESTARTING", "FINISHED"], Duration::from_secs(10));
+    assert_ne!(state, "FINISHED", "the job must not finish without the killed worker's tasks");
+    // Only two slots are left for four subtasks: the job waits for the worker to come back.
+    let _w2 = worker(tmp.path(), &addr, "w2", 2);
+    let end = wait_for_in(Some(tmp.path()), &addr, &id, &["FINISHED", "FAILED", "CANCELED"], Duration::from_secs(60));
+    let log = coord.log();
+    assert_eq!(end, "FINISHED", "coordinator log:\n{log}");
+    if std::env::var_os("SLUICE_TEST_DUMP_LOGS").is_some() {
+        eprintln!("{}", logs(tmp.path()));
+    }
+    assert!(log.contains("worker lost") && log.contains("restoring from checkpoint"), "failover not logged:\n{log}");
+    // A stuck checkpoint would time out and restart the job, hiding a hang: there must be none.
+    assert!(!log.contains("checkpoint failed"), "a checkpoint failed:\n{}", logs(tmp.path()));
+    assert_same_lines(&committed_lines(&out), &expected, "cluster output after a worker was killed");
+    let pending = std::fs::read_dir(out.join("_pending")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(pending, 0, "transactions left pending");
+    drop(w1);
+}
+
+#[test]
+fn submit_list_cancel_and_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (coord, addr) = coordinator(tmp.path(), &["--slot-wait", "1s"]);
+    let _w = worker(tmp.path(), &addr, "w1", 2);
+
+    let out = run(&["submit", "--coordinator", &addr, "no-such-job"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("unknown job 'no-such-job'") && err.contains("nexmark-q5"), "{err}");
+
+    let out = run(&["submit", "--coordinator", &addr, "nexmark-q0", "--checkpoint-interval", "1s"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--checkpoint-dir"), "{}", text(&out.stderr));
+
+    let id = submit(&addr, &["nexmark-q0", "--parallelism", "2", "--events-per-second", "2000"]);
+    assert_eq!(id.len(), 16, "job ids are 16 hex digits: {id}");
+    wait_for(&addr, &id, &["RUNNING"], Duration::from_secs(20));
+    let out = run(&["cancel", "--coordinator", &addr, &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for(&addr, &id, &["CANCELED"], Duration::from_secs(20));
+    let out = run(&["cancel", "--coordinator", &addr, &id]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("already ended: CANCELED"), "{}", text(&out.stderr));
+    let out = run(&["cancel", "--coordinator", &addr, "0000"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no job with id '0000'"), "{}", text(&out.stderr));
+
+    // Three slots needed, two offered: the job waits a second, then fails and says why.
+    let big = submit(&addr, &["nexmark-q0", "--parallelism", "3", "--events", "10"]);
+    wait_for(&addr, &big, &["FAILED"], Duration::from_secs(20));
+    let listing = text(&run(&["list", "--coordinator", &addr]).stdout);
+    assert!(listing.contains("not enough task slots: the job needs 3, 2 are free"), "{listing}");
+
+    // A finished bounded job.
+    let small = submit(&addr, &["nexmark-q1", "--parallelism", "2", "--events", "5000"]);
+    wait_for(&addr, &small, &["FINISHED"], Duration::from_secs(30));
+
+    // Garbage on the control port closes that connection with a logged reason; the
+    // coordinator keeps serving.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(&[12, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]).unwrap();
+    let mut buf = [0u8; 16];
+    let n = std::io::Read::read(&mut s, &mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the coordinator closes a connection that sends garbage");
+    let start = Instant::now();
+    while !coord.log().contains("bad first frame") {
+        assert!(start.elapsed() < Duration::from_secs(5), "no reason logged:\n{}", coord.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(status(&addr, &small), "FINISHED");
+
+    // A client pointed at a wrong address says so.
+    let out = run(&["list", "--coordinator", "127.0.0.1:1"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("cannot reach the coordinator at 127.0.0.1:1"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_worker_pointed_at_a_wrong_address_retries_with_back_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = worker(tmp.path(), "127.0.0.1:1", "lost", 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(w.child.try_wait().unwrap().is_none(), "the worker keeps trying");
+    w.kill();
+    let log = w.log();
+    let retries: Vec<&str> = log.lines().filter(|l| l.contains("cannot reach the coordinator; retrying")).collect();
+    assert!(retries.len() >= 2, "expected repeated attempts:\n{log}");
+    assert!(log.contains("retry_in_ms: 100") && log.contains("retry_in_ms: 200"), "back-off doubles:\n{log}");
+}
