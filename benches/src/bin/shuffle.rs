@@ -1,13 +1,20 @@
 //! Shuffle benchmark: a keyed exchange at parallelism 2 (generator → key_by → count →
-//! discard), with the exchange in process versus over a real TCP connection on 127.0.0.1
-//! (encoded, framed, credit-controlled, as between two workers). Reports records/s, MB/s of
-//! encoded batches, and the ratio, measured in the same run.
+//! discard), run three ways in the same run: embedded with the exchange in process; embedded
+//! with every keyed channel over a real TCP connection on 127.0.0.1 (encoded, framed,
+//! credit-controlled); and in cluster mode, a coordinator and two workers of one slot each
+//! (subtask 0 on one, subtask 1 on the other, so half of the keyed traffic crosses between
+//! the workers and the other half stays local to a worker, as in any cluster). Reports
+//! records/s, MB/s of encoded batches, and ratios to the in-process run.
 //!
 //! ```text
 //! cargo run --release -p sluice-benches --bin shuffle -- [--records N] [--repeat 3]
 //! ```
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_core::cluster::{Coordinator, CoordinatorConfig, JobRegistry, JobStatus, Worker, WorkerConfig};
 
 use sluice_core::connectors::{DiscardSink, GeneratorSource};
 use sluice_core::{ExecutionConfig, Record, StreamEnv, WatermarkStrategy};
@@ -22,13 +29,67 @@ fn record(i: u64) -> Rec {
     (i % 10_007, i, format!("payload-{i:012}"))
 }
 
-fn run(records: u64, over_tcp: bool) -> anyhow::Result<Duration> {
+fn job(records: u64) -> StreamEnv {
     let env = StreamEnv::new("shuffle");
     env.set_parallelism(2);
     env.from_source(GeneratorSource::new(1, Some(records), |i, _| record(i)), WatermarkStrategy::no_watermarks(), "gen")
         .key_by(|r: &Rec| r.0)
         .reduce(|a: Rec, b: Rec| (a.0, a.1 + b.1, b.2))
         .sink_to(DiscardSink::default(), "discard");
+    env
+}
+
+struct ShuffleJob(u64);
+
+impl JobRegistry for ShuffleJob {
+    fn build(&self, _name: &str, _options: &BTreeMap<String, String>) -> Result<sluice_core::JobGraph, String> {
+        job(self.0).build().map_err(|e| e.to_string())
+    }
+}
+
+/// A coordinator and two one-slot workers in this process, over TCP on 127.0.0.1; the time
+/// from submission to FINISHED.
+fn run_cluster(records: u64) -> anyhow::Result<Duration> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async {
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let registry: Arc<dyn JobRegistry> = Arc::new(ShuffleJob(records));
+        let opener: sluice_core::cluster::StoreOpener = Arc::new(|_: &str| Err("no checkpoints in this benchmark".to_string()));
+        let coordinator = Coordinator::new(CoordinatorConfig::new(log.clone()), registry.clone(), opener.clone())?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let serve = coordinator.clone();
+        let server = tokio::spawn(async move { serve.serve(listener).await });
+        let mut workers = Vec::new();
+        for id in ["w1", "w2"] {
+            let mut cfg = WorkerConfig::new(addr.clone(), 1, ExecutionConfig { log: log.clone(), ..ExecutionConfig::default() });
+            cfg.id = Some(id.to_string());
+            workers.push(tokio::spawn(Worker::bind(cfg, "127.0.0.1:0", registry.clone(), opener.clone()).await?.run()));
+        }
+        while coordinator.workers().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let start = Instant::now();
+        let id = coordinator.submit("shuffle", &[])?;
+        loop {
+            let st = coordinator.job(&id).map(|j| (j.status, j.error));
+            match st {
+                Some((JobStatus::Finished, _)) => break,
+                Some((s, e)) if s.is_terminal() => anyhow::bail!("cluster run ended {s}: {e:?}"),
+                _ => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+        }
+        let took = start.elapsed();
+        server.abort();
+        for w in workers {
+            w.abort();
+        }
+        Ok(took)
+    })
+}
+
+fn run(records: u64, over_tcp: bool) -> anyhow::Result<Duration> {
+    let env = job(records);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let config = ExecutionConfig {
         shuffle_over_tcp: over_tcp,
@@ -55,12 +116,22 @@ fn main() -> anyhow::Result<()> {
     };
     let local = best(false)?;
     let tcp = best(true)?;
+    let mut cluster = Duration::MAX;
+    for _ in 0..repeat.max(1) {
+        cluster = cluster.min(run_cluster(records)?);
+    }
     let rate = |d: Duration| records as f64 / d.as_secs_f64();
     let mbs = |d: Duration| rate(d) * bytes_per_record / 1e6;
     println!("| exchange | records | records/s | MB/s (encoded) | ratio to in-process |");
     println!("|---|---|---|---|---|");
     println!("| in process | {records} | {:.0} | {:.1} | 1.000 |", rate(local), mbs(local));
-    println!("| TCP loopback | {records} | {:.0} | {:.1} | {:.3} |", rate(tcp), mbs(tcp), rate(tcp) / rate(local));
+    println!("| TCP loopback, every keyed channel | {records} | {:.0} | {:.1} | {:.3} |", rate(tcp), mbs(tcp), rate(tcp) / rate(local));
+    println!(
+        "| two workers (cluster mode) | {records} | {:.0} | {:.1} | {:.3} |",
+        rate(cluster),
+        mbs(cluster),
+        rate(cluster) / rate(local)
+    );
     println!("\n{bytes_per_record:.1} bytes per record encoded; best of {repeat} runs each.");
     Ok(())
 }
