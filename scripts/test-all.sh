@@ -26,11 +26,24 @@ cargo test --workspace --doc
 echo "== simulation build: RUSTFLAGS=--cfg madsim cargo test -p sluice-sim"
 export MADSIM_TEST_TIME_LIMIT="${MADSIM_TEST_TIME_LIMIT:-300}"
 export RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target-sim
-# Exactly-once suites over many seeds each.
-MADSIM_TEST_NUM="${SIM_SEEDS:-50}" cargo test -p sluice-sim -- --skip checker_catches
+# Exactly-once suites over many seeds each (the embedded runtime, and the whole cluster).
+MADSIM_TEST_NUM="${SIM_SEEDS:-50}" cargo test -p sluice-sim -- --skip checker_catches --skip cluster_output
+# The cluster under kills, partitions, latency and storage faults; one summary line per seed,
+# then the totals.
+MADSIM_TEST_NUM="${SIM_CLUSTER_SEEDS:-150}" cargo test -p sluice-sim --test cluster_faults -- --nocapture | tee target-sim/cluster-faults.log | grep -E "^test result|panicked|violations Violations \{ lost: [1-9]|duplicated: [1-9]|spurious: [1-9]" || true
+awk '/^seed [0-9]+: swarm/ {
+    n++; for (i = 1; i <= NF; i++) {
+      if ($i == "kills") k += $(i+1); if ($i == "partitions") p += $(i+1);
+      if ($i == "faults") s += $(i+1); if ($i == "failovers") f += $(i+1);
+      if ($i == "FINISHED;") ok++ } }
+  END { printf "cluster simulation: %d seeds, %d finished; injected %d worker kills, %d partitions, %d store faults; %d failovers\n", n, ok, k, p, s, f }' target-sim/cluster-faults.log
+grep -q "^test result: ok" target-sim/cluster-faults.log
 # The checker must catch a deliberately broken protocol (each seed runs 12 jobs).
 MADSIM_TEST_NUM="${SIM_CHECKER_SEEDS:-10}" cargo test -p sluice-sim --test checker_catches_broken_protocol
-# Same seed, same run: madsim replays each seed twice and compares every random draw.
-MADSIM_TEST_NUM=3 MADSIM_TEST_CHECK_DETERMINISM=1 cargo test -p sluice-sim -- --skip checker_catches
+# Same seed, same run: madsim replays a seed twice and compares every random draw (it checks
+# one seed per invocation, so loop).
+for seed in 11 12 13; do
+  MADSIM_TEST_SEED=$seed MADSIM_TEST_CHECK_DETERMINISM=1 cargo test -p sluice-sim -- --skip checker_catches
+done
 unset RUSTFLAGS CARGO_TARGET_DIR
 echo "== all tests passed"

@@ -107,7 +107,9 @@ mod tests {
         let m = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
         assert!(job_options(&m("events", "many")).unwrap_err().contains("--events: 'many'"));
         assert!(job_options(&m("colour", "red")).unwrap_err().contains("unknown job option --colour"));
-        let err = BuiltinJobs.build("no-such-job", &BTreeMap::new()).unwrap_err();
+        let Err(err) = BuiltinJobs.build("no-such-job", &BTreeMap::new()) else {
+            panic!("an unknown job must be refused")
+        };
         assert!(err.contains("unknown job 'no-such-job'") && err.contains("nexmark-q5"), "{err}");
     }
 }

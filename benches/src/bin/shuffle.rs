@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sluice_core::cluster::{Coordinator, CoordinatorConfig, JobRegistry, JobStatus, Worker, WorkerConfig};
 
@@ -69,7 +69,7 @@ fn run_cluster(records: u64) -> anyhow::Result<Duration> {
         while coordinator.workers().len() < 2 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let start = Instant::now();
+        let start = tokio::time::Instant::now();
         let id = coordinator.submit("shuffle", &[])?;
         loop {
             let st = coordinator.job(&id).map(|j| (j.status, j.error));

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sluice_transport::wire::{WireMessage, WireOption, WirePeer};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::exchange::{ClusterTransport, ExchangeSetup};
 use super::framed::FrameSender;
@@ -16,6 +16,7 @@ use crate::error::JobError;
 use crate::metrics::VertexMetrics;
 use crate::runtime::attempt::{build_task, task_specs, TaskEnv};
 use crate::runtime::task::{CheckpointLink, TaskExit};
+use crate::runtime::control::{self, ControlReceiver, ControlSender};
 use crate::runtime::JobControl;
 
 /// A `DeployTask` frame's contents.
@@ -33,14 +34,14 @@ pub(crate) struct DeployRequest {
 /// The worker's hold on a running deployment.
 pub(crate) struct DeploymentHandle {
     /// Cancel by sending `Cancel` (or dropping the handle).
-    pub(crate) control: watch::Sender<JobControl>,
+    pub(crate) control: ControlSender,
     /// Checkpoint commands for each local task, by task number.
     pub(crate) commands: BTreeMap<usize, mpsc::Sender<TaskCommand>>,
 }
 
 /// Creates the handle of a deployment and what its runner consumes.
-pub(crate) fn prepare(req: &DeployRequest, me: &str) -> (DeploymentHandle, watch::Receiver<JobControl>, BTreeMap<usize, mpsc::Receiver<TaskCommand>>) {
-    let (control, control_rx) = watch::channel(JobControl::Run);
+pub(crate) fn prepare(req: &DeployRequest, me: &str) -> (DeploymentHandle, ControlReceiver, BTreeMap<usize, mpsc::Receiver<TaskCommand>>) {
+    let (control, control_rx) = control::channel(JobControl::Run);
     let mut commands = BTreeMap::new();
     let mut receivers = BTreeMap::new();
     if !req.checkpoint_store.is_empty() {
@@ -77,7 +78,7 @@ impl Drop for PanicReport {
     }
 }
 
-async fn cancelled(mut rx: watch::Receiver<JobControl>) {
+async fn cancelled(mut rx: ControlReceiver) {
     let _ = rx.wait_for(|c| *c == JobControl::Cancel).await;
 }
 
@@ -86,7 +87,7 @@ pub(crate) async fn run(
     worker: Arc<WorkerShared>,
     to_coordinator: FrameSender,
     req: DeployRequest,
-    control_rx: watch::Receiver<JobControl>,
+    control_rx: ControlReceiver,
     mut command_rxs: BTreeMap<usize, mpsc::Receiver<TaskCommand>>,
 ) {
     let me = worker.id.clone();

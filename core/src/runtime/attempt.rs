@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use sluice_transport::net::{ConnectionConfig, TcpLoopbackTransport};
 use sluice_transport::{ChannelId, LocalTransport, Transport};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::checkpoint::coordinator::{Coordinator, OperatorInfo, TaskRef};
 use crate::checkpoint::{CheckpointStorage, LoadedCheckpoint};
@@ -23,6 +23,7 @@ use crate::runtime::input_gate::InputGate;
 use crate::runtime::outputs::{EdgeOutput, Outputs};
 use crate::runtime::restore;
 use crate::runtime::task::{CheckpointLink, Head, SourceHead, Task, TaskExit};
+use crate::runtime::control::ControlReceiver;
 use crate::runtime::{ExecutionConfig, JobControl};
 
 /// One execution attempt: all tasks of the job, and the checkpoint coordinator.
@@ -32,7 +33,7 @@ pub(crate) struct Attempt<'a> {
     pub(crate) attempt: u32,
     pub(crate) clock: Clock,
     pub(crate) log: slog::Logger,
-    pub(crate) control_rx: watch::Receiver<JobControl>,
+    pub(crate) control_rx: ControlReceiver,
     pub(crate) storage: Option<CheckpointStorage>,
     pub(crate) next_id: Arc<AtomicU64>,
     pub(crate) retained: VecDeque<u64>,
@@ -291,7 +292,7 @@ pub(crate) struct TaskEnv<'a> {
     pub(crate) attempt: u32,
     pub(crate) clock: Clock,
     pub(crate) log: &'a slog::Logger,
-    pub(crate) control_rx: &'a watch::Receiver<JobControl>,
+    pub(crate) control_rx: &'a ControlReceiver,
     pub(crate) checkpointing: bool,
 }
 

@@ -2,6 +2,7 @@
 //! from the in-process transport between them.
 
 pub(crate) mod attempt;
+pub(crate) mod control;
 mod chain;
 mod input_gate;
 mod outputs;
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use control::{ControlReceiver, ControlSender};
 
 use crate::checkpoint::restart::RestartTracker;
 use crate::checkpoint::{CheckpointConfig, CheckpointStorage, LoadedCheckpoint, RestartStrategy};
@@ -122,7 +123,7 @@ pub struct JobHandle {
 /// Sends control requests to a running job; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct JobController {
-    tx: Arc<watch::Sender<JobControl>>,
+    tx: Arc<ControlSender>,
 }
 
 impl JobController {
@@ -186,7 +187,7 @@ pub fn spawn(mut graph: JobGraph, config: ExecutionConfig) -> Result<JobHandle, 
     if let Some(c) = &config.checkpointing {
         c.validate().map_err(JobError::InvalidCheckpointConfig)?;
     }
-    let (control_tx, control_rx) = watch::channel(JobControl::Run);
+    let (control_tx, control_rx) = control::channel(JobControl::Run);
     let control_tx = Arc::new(control_tx);
     let control = JobController { tx: control_tx.clone() };
     let stats = Arc::new(CheckpointStats::default());
@@ -199,7 +200,7 @@ pub fn spawn(mut graph: JobGraph, config: ExecutionConfig) -> Result<JobHandle, 
 async fn run_job(
     graph: JobGraph,
     config: ExecutionConfig,
-    control_rx: watch::Receiver<JobControl>,
+    control_rx: ControlReceiver,
     stats: Arc<CheckpointStats>,
 ) -> Result<JobResult, JobError> {
     let graph = Arc::new(graph);

@@ -3,7 +3,7 @@
 
 use sluice_state::StateWriter;
 use sluice_transport::{Barrier, ChannelStatus, Payload, StreamMessage};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::checkpoint::protocol::{TaskCommand, TaskEvent};
 use crate::checkpoint::CheckpointStorage;
@@ -13,6 +13,7 @@ use crate::operator::{AsyncSnapshot, OperatorContext};
 use crate::runtime::chain::ChainOps;
 use crate::runtime::input_gate::{GateEvent, InputGate};
 use crate::runtime::outputs::Outputs;
+use crate::runtime::control::ControlReceiver;
 use crate::runtime::JobControl;
 use crate::source::{ErasedSource, SourcePoll};
 
@@ -88,7 +89,7 @@ pub(crate) struct Task {
     pub(crate) head: Head,
     pub(crate) chain: ChainOps,
     pub(crate) outputs: Outputs,
-    pub(crate) control: watch::Receiver<JobControl>,
+    pub(crate) control: ControlReceiver,
     pub(crate) batch_size: usize,
     pub(crate) watermark_interval_ms: i64,
     pub(crate) log: slog::Logger,
@@ -109,7 +110,7 @@ impl Task {
         head: Head,
         chain: ChainOps,
         outputs: Outputs,
-        control: watch::Receiver<JobControl>,
+        control: ControlReceiver,
         batch_size: usize,
         watermark_interval_ms: i64,
         log: slog::Logger,
