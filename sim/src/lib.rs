@@ -7,6 +7,8 @@
 //! then run on real tokio.
 
 pub mod broken_sink;
+#[cfg(madsim)]
+pub mod cluster;
 pub mod keyed_count;
 
 use sluice_core::{ExecutionConfig, JobError, JobResult, StreamEnv};

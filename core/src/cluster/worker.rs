@@ -79,7 +79,7 @@ impl WorkerShared {
         for key in stale {
             if let Some(h) = self.lock().remove(&key) {
                 slog::info!(self.log, "cancelling deployment"; "job" => &key.0, "attempt" => key.1);
-                let _ = h.control.send(JobControl::Cancel);
+                h.control.send(JobControl::Cancel);
             }
         }
         self.inbound.discard(job, attempt);
@@ -89,7 +89,7 @@ impl WorkerShared {
         let all: Vec<_> = std::mem::take(&mut *self.lock()).into_iter().collect();
         for ((job, attempt), h) in all {
             slog::info!(self.log, "cancelling deployment"; "job" => &job, "attempt" => attempt);
-            let _ = h.control.send(JobControl::Cancel);
+            h.control.send(JobControl::Cancel);
             self.inbound.discard(&job, attempt);
         }
     }

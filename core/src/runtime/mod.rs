@@ -129,12 +129,12 @@ pub struct JobController {
 impl JobController {
     /// Asks the job to stop at once.
     pub fn cancel(&self) {
-        let _ = self.tx.send(JobControl::Cancel);
+        self.tx.send(JobControl::Cancel);
     }
 
     /// Asks the sources to stop, letting everything in flight finish (like end of input).
     pub fn drain(&self) {
-        let _ = self.tx.send(JobControl::Drain);
+        self.tx.send(JobControl::Drain);
     }
 }
 

@@ -1,0 +1,363 @@
+//! The cluster-in-a-box: the real coordinator, workers and TCP transport of `sluice-core` as
+//! madsim nodes with their own IP addresses, next to simulated twins of the outside world (a
+//! checkpoint store with injectable failures and latency, a transactional sink whose commits
+//! fail), and a fault plan drawn from the seed.
+//!
+//! [`run_keyed_count`] builds a cluster, submits the keyed-count workload through the client
+//! API, injects faults for a while (worker kills and restarts, partitions between any two
+//! nodes, latency changes; storage and commit faults throughout), stops the faults and waits a
+//! bounded simulated time for the job to finish (liveness), then checks the committed output
+//! against the oracle.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use madsim::net::NetSim;
+use madsim::runtime::Handle;
+use madsim::task::NodeId;
+use sluice_core::cluster::{list_jobs, submit_job, Coordinator, CoordinatorConfig, JobRegistry, JobStatus, StoreOpener, Worker, WorkerConfig};
+use sluice_core::connectors::{TransactionalStore, TransactionalStoreSink};
+use sluice_core::state::blob::{BlobStore, FaultConfig, MemoryStore};
+use sluice_core::{ExecutionConfig, JobGraph, StreamEnv};
+
+use crate::broken_sink::EagerCommitSink;
+use crate::keyed_count::{KeyedCount, Violations};
+
+/// Which two-phase-commit protocol the sink follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkProtocol {
+    /// Commit when the checkpoint completes (correct).
+    Correct,
+    /// Commit at pre-commit, before the checkpoint completes (deliberately broken).
+    EagerCommit,
+}
+
+/// A cluster and its workload.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// Distinguishes clusters built one after another in one simulation: their nodes get
+    /// addresses `10.<subnet>.0.x`.
+    pub subnet: u8,
+    /// Workers.
+    pub workers: usize,
+    /// Slots per worker.
+    pub slots: u32,
+    /// The job's parallelism.
+    pub parallelism: u32,
+    /// Checkpoint interval.
+    pub checkpoint_interval: Duration,
+    /// The workload.
+    pub workload: KeyedCount,
+    /// The sink's protocol.
+    pub sink: SinkProtocol,
+    /// The faults.
+    pub faults: FaultPlan,
+}
+
+/// Fault rates of one run (a "swarm": drawn per seed rather than one fixed profile).
+#[derive(Debug, Clone)]
+pub struct FaultPlan {
+    /// Ticks of 200 ms of simulated time during which faults strike.
+    pub ticks: u32,
+    /// Chance per tick of killing a worker (restarted after 0.2–3.2 s).
+    pub kill_per_tick: f64,
+    /// Chance per tick of cutting the link between two nodes (healed after 0.1–4.1 s).
+    pub partition_per_tick: f64,
+    /// Chance per tick of changing the network latency.
+    pub latency_per_tick: f64,
+    /// Highest one-way latency, ms.
+    pub max_latency_ms: u64,
+    /// Checkpoint store faults.
+    pub store: FaultConfig,
+    /// Sink commits that fail, from the start.
+    pub failing_commits: u32,
+}
+
+impl FaultPlan {
+    /// Draws a swarm of fault rates from the simulation's seeded RNG.
+    pub fn draw(seed: u64) -> Self {
+        let draw = |max: f64| (madsim::rand::random::<u32>() % 1000) as f64 / 1000.0 * max;
+        FaultPlan {
+            ticks: 50,
+            kill_per_tick: draw(0.08),
+            partition_per_tick: draw(0.08),
+            latency_per_tick: 0.1,
+            max_latency_ms: 1 + madsim::rand::random::<u64>() % 20,
+            store: FaultConfig {
+                seed,
+                put_error_rate: draw(0.05),
+                put_ambiguous_rate: draw(0.03),
+                get_error_rate: 0.0,
+                list_error_rate: 0.0,
+                delete_error_rate: draw(0.1),
+                max_latency_ms: madsim::rand::random::<u64>() % 20,
+            },
+            failing_commits: madsim::rand::random::<u32>() % 3,
+        }
+    }
+}
+
+/// What a run did and found.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterRun {
+    /// The job's final status (RUNNING if it did not end within the liveness bound).
+    pub status: Option<JobStatus>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+    /// The committed output against the oracle.
+    pub violations: Violations,
+    /// Workers killed.
+    pub kills: u32,
+    /// Links cut.
+    pub partitions: u32,
+    /// Latency changes.
+    pub latency_changes: u32,
+    /// Store requests that failed or were slow by injection.
+    pub store_faults: u64,
+    /// Execution attempts after the first.
+    pub failovers: u32,
+}
+
+impl std::fmt::Display for ClusterRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "injected kills {} partitions {} latency changes {} store faults {}; failovers {}; status {}; violations {:?}",
+            self.kills,
+            self.partitions,
+            self.latency_changes,
+            self.store_faults,
+            self.failovers,
+            self.status.map_or("none".into(), |s| s.to_string()),
+            self.violations
+        )
+    }
+}
+
+struct SimJobs {
+    workload: KeyedCount,
+    sink: TransactionalStore<(u64, u64)>,
+    protocol: SinkProtocol,
+}
+
+impl JobRegistry for SimJobs {
+    fn build(&self, name: &str, options: &BTreeMap<String, String>) -> Result<JobGraph, String> {
+        if name != "keyed-count" {
+            return Err(format!("unknown job '{name}'; known jobs: keyed-count"));
+        }
+        let parallelism = options.get("parallelism").map_or(Ok(1), |p| p.parse::<u32>().map_err(|e| e.to_string()))?;
+        let env = StreamEnv::new(name);
+        env.set_parallelism(parallelism);
+        match self.protocol {
+            SinkProtocol::Correct => self.workload.build(&env, TransactionalStoreSink::new(self.sink.clone())),
+            SinkProtocol::EagerCommit => self.workload.build(&env, EagerCommitSink::new(self.sink.clone())),
+        }
+        env.build().map_err(|e| e.to_string())
+    }
+}
+
+/// A logger for simulated nodes: silent, or to stderr with `SIM_LOG=1`.
+pub fn sim_logger() -> slog::Logger {
+    if std::env::var_os("SIM_LOG").is_some() {
+        use slog::Drain;
+        let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
+        let drain = slog_term::FullFormat::new(decorator).build().fuse();
+        return slog::Logger::root(drain, slog::o!());
+    }
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+fn chance(p: f64) -> bool {
+    (madsim::rand::random::<u32>() % 10_000) as f64 / 10_000.0 < p
+}
+
+/// Builds the cluster of `spec`, runs the keyed count on it under its fault plan, and checks
+/// the result. Must run inside a madsim runtime.
+pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
+    let handle = Handle::current();
+    let ip = |host: u8| IpAddr::V4(Ipv4Addr::new(10, spec.subnet, 0, host));
+    let coordinator_addr = format!("{}:6123", ip(1));
+    let store = Arc::new(MemoryStore::with_faults(spec.faults.store.clone()));
+    let sink = TransactionalStore::new();
+    sink.fail_next_commits(spec.faults.failing_commits);
+    let registry: Arc<dyn JobRegistry> = Arc::new(SimJobs {
+        workload: spec.workload,
+        sink: sink.clone(),
+        protocol: spec.sink,
+    });
+    let shared_store: Arc<dyn BlobStore> = store.clone();
+    let opener: StoreOpener = Arc::new(move |_: &str| Ok(shared_store.clone()));
+
+    let coordinator_slot: Arc<Mutex<Option<Coordinator>>> = Arc::default();
+    let coordinator_node = {
+        let (registry, opener, slot, addr) = (registry.clone(), opener.clone(), coordinator_slot.clone(), coordinator_addr.clone());
+        handle
+            .create_node()
+            .name(format!("coordinator-{}", spec.subnet))
+            .ip(ip(1))
+            .init(move || {
+                let (registry, opener, slot, addr) = (registry.clone(), opener.clone(), slot.clone(), addr.clone());
+                async move {
+                    let mut cfg = CoordinatorConfig::new(sim_logger());
+                    cfg.heartbeat_interval = Duration::from_millis(200);
+                    cfg.heartbeat_timeout = Duration::from_secs(2);
+                    cfg.slot_wait = Duration::from_secs(120);
+                    cfg.checkpoint_dir = Some("sim-store".into());
+                    let c = Coordinator::new(cfg, registry, opener).expect("valid coordinator settings");
+                    *slot.lock().expect("coordinator slot lock") = Some(c.clone());
+                    let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind the coordinator");
+                    c.serve(listener).await.expect("the coordinator serves");
+                }
+            })
+            .build()
+            .id()
+    };
+    let mut workers: Vec<NodeId> = Vec::new();
+    for i in 0..spec.workers {
+        let (registry, opener, addr, slots) = (registry.clone(), opener.clone(), coordinator_addr.clone(), spec.slots);
+        let data = format!("{}:7000", ip(10 + i as u8));
+        let node = handle
+            .create_node()
+            .name(format!("worker-{}-{i}", spec.subnet))
+            .ip(ip(10 + i as u8))
+            .init(move || {
+                let (registry, opener, addr, data) = (registry.clone(), opener.clone(), addr.clone(), data.clone());
+                async move {
+                    let exec = ExecutionConfig {
+                        batch_size: 32,
+                        channel_capacity: 2,
+                        log: sim_logger(),
+                        ..ExecutionConfig::default()
+                    };
+                    let mut cfg = WorkerConfig::new(addr, slots, exec);
+                    cfg.id = Some(format!("worker-{i}"));
+                    cfg.max_backoff = Duration::from_millis(500);
+                    cfg.connect_timeout = Duration::from_secs(5);
+                    // A restarted node may find its old socket not yet released.
+                    let w = loop {
+                        match Worker::bind(cfg.clone(), &data, registry.clone(), opener.clone()).await {
+                            Ok(w) => break w,
+                            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        }
+                    };
+                    // Runs until the node is killed.
+                    let _ = w.run().await;
+                }
+            })
+            .build();
+        workers.push(node.id());
+    }
+    let client = handle.create_node().name(format!("client-{}", spec.subnet)).ip(ip(99)).build();
+    let options: Vec<(String, String)> = vec![
+        ("parallelism".into(), spec.parallelism.to_string()),
+        ("checkpoint-interval".into(), format!("{}ms", spec.checkpoint_interval.as_millis())),
+        ("checkpoint-timeout".into(), "2s".into()),
+        ("tolerable-failed-checkpoints".into(), "3".into()),
+        ("restart-strategy".into(), "fixed-delay:attempts=10000,delay=50ms".into()),
+    ];
+    let job = {
+        let addr = coordinator_addr.clone();
+        client
+            .spawn(async move {
+                loop {
+                    match submit_job(&addr, "keyed-count", &options).await {
+                        Ok(id) => return id,
+                        // The coordinator may not listen yet.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            })
+            .await
+            .expect("the client submits the job")
+    };
+
+    // Fault phase.
+    let net = NetSim::current();
+    let mut run = ClusterRun::default();
+    let mut healing = Vec::new();
+    let down: Arc<Mutex<BTreeSet<NodeId>>> = Arc::default();
+    let plan = &spec.faults;
+    for _ in 0..plan.ticks {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if chance(plan.kill_per_tick) {
+            let w = workers[madsim::rand::random::<usize>() % workers.len()];
+            if down.lock().expect("down set lock").insert(w) {
+                handle.kill(w);
+                run.kills += 1;
+                let downtime = Duration::from_millis(200 + madsim::rand::random::<u64>() % 3000);
+                let (h, down) = (handle.clone(), down.clone());
+                healing.push(tokio::spawn(async move {
+                    tokio::time::sleep(downtime).await;
+                    h.restart(w);
+                    down.lock().expect("down set lock").remove(&w);
+                }));
+            }
+        }
+        if chance(plan.partition_per_tick) {
+            let mut nodes = workers.clone();
+            nodes.push(coordinator_node);
+            let a = nodes[madsim::rand::random::<usize>() % nodes.len()];
+            let b = nodes[madsim::rand::random::<usize>() % nodes.len()];
+            if a != b {
+                net.clog_link(a, b);
+                net.clog_link(b, a);
+                run.partitions += 1;
+                let cut = Duration::from_millis(100 + madsim::rand::random::<u64>() % 4000);
+                let net = NetSim::current();
+                healing.push(tokio::spawn(async move {
+                    tokio::time::sleep(cut).await;
+                    net.unclog_link(a, b);
+                    net.unclog_link(b, a);
+                }));
+            }
+        }
+        if chance(plan.latency_per_tick) {
+            let max = 1 + madsim::rand::random::<u64>() % plan.max_latency_ms.max(1);
+            net.update_config(|c| c.send_latency = Duration::from_millis(1)..Duration::from_millis(1 + max));
+            run.latency_changes += 1;
+        }
+    }
+    // Liveness phase: faults stop (downed workers come back, links heal).
+    for h in healing {
+        h.await.expect("healing task");
+    }
+    net.update_config(|c| c.send_latency = Duration::from_millis(1)..Duration::from_millis(10));
+    let (status, error) = {
+        let (job, addr) = (job.clone(), coordinator_addr.clone());
+        client
+            .spawn(async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+                loop {
+                    if let Ok(jobs) = list_jobs(&addr).await {
+                        if let Some(j) = jobs.iter().find(|j| j.id == job).filter(|j| j.status.is_terminal()) {
+                            return (j.status, j.error.clone());
+                        }
+                    }
+                    if tokio::time::Instant::now() > deadline {
+                        return (JobStatus::Running, Some("did not finish within 300 s of simulated time after faults stopped".into()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+            .await
+            .expect("the client polls")
+    };
+    run.status = Some(status);
+    run.error = error;
+    run.failovers = coordinator_slot
+        .lock()
+        .expect("coordinator slot lock")
+        .as_ref()
+        .and_then(|c| c.job(&job))
+        .map_or(0, |j| j.attempt);
+    run.store_faults = store.injected_faults();
+    run.violations = spec.workload.check(&sink.committed());
+    // This cluster is done: its nodes stop, so the next one in the same simulation runs alone.
+    for w in workers {
+        handle.kill(w);
+    }
+    handle.kill(coordinator_node);
+    run
+}
