@@ -100,6 +100,9 @@ pub enum JobError {
     /// Reading checkpoints failed.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// A savepoint could not be taken or restored (says which and why).
+    #[error("savepoint: {0}")]
+    Savepoint(String),
     /// A channel broke (its other end failed).
     #[error("task {task}: {source}")]
     Transport {

@@ -37,7 +37,7 @@ pub use data::{Data, Either, EventTime, Key, Record};
 pub use error::{CheckpointError, JobError, OperatorError};
 pub use functions::{AggregateFunction, Collector, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, TimeDomain};
 pub use graph::JobGraph;
-pub use runtime::{ExecutionConfig, JobControl, JobController, JobHandle, JobResult};
+pub use runtime::{ExecutionConfig, JobControl, JobController, JobHandle, JobResult, SavepointRestore};
 pub use sink::{Sink, SinkWriter, TransactionalSink, TransactionalWriter};
 pub use source::{Source, SourcePoll, SourceReader};
 pub use watermark::WatermarkStrategy;

@@ -58,6 +58,16 @@ pub trait SourceReader: Send + Sync + 'static {
             "this source cannot be restored: it does not implement restore_position",
         ))
     }
+
+    /// Continues after a run at parallelism `old_parallelism` (rescaling): `positions[i]` is
+    /// what old subtask `i` returned from [`SourceReader::snapshot_position`]. Each new subtask
+    /// gets all of them and must read exactly its share of what none of them had read. The
+    /// default refuses.
+    fn restore_rescaled(&mut self, old_parallelism: u32, _positions: &[Vec<u8>]) -> Result<(), OperatorError> {
+        Err(OperatorError::user(format!(
+            "this source cannot change its parallelism (it ran at {old_parallelism}): it does not implement restore_rescaled"
+        )))
+    }
 }
 
 /// Encodes a position with bincode (for [`SourceReader::snapshot_position`]).
@@ -86,6 +96,8 @@ pub(crate) trait ErasedSource: Send + Sync {
     fn snapshot(&self) -> Result<Vec<u8>, OperatorError>;
     /// Restores what [`ErasedSource::snapshot`] returned.
     fn restore(&mut self, state: &[u8]) -> Result<(), OperatorError>;
+    /// Restores what every subtask of a run at another parallelism returned (in subtask order).
+    fn restore_rescaled(&mut self, old_parallelism: u32, states: &[Vec<u8>]) -> Result<(), OperatorError>;
 }
 
 pub(crate) type SourceFactory =
@@ -149,6 +161,20 @@ impl<R: SourceReader> ErasedSource for StampedSource<R> {
         let (max_ts, position): (i64, Vec<u8>) = decode_position(state)?;
         self.max_ts = max_ts;
         self.reader.restore_position(&position)
+    }
+
+    fn restore_rescaled(&mut self, old_parallelism: u32, states: &[Vec<u8>]) -> Result<(), OperatorError> {
+        let mut positions = Vec::with_capacity(states.len());
+        // The lowest highest-timestamp: a new subtask may read what the slowest old one had
+        // not, so its watermark must not start above that.
+        let mut max_ts = i64::MAX;
+        for s in states {
+            let (ts, position): (i64, Vec<u8>) = decode_position(s)?;
+            max_ts = max_ts.min(ts);
+            positions.push(position);
+        }
+        self.max_ts = if states.is_empty() { i64::MIN } else { max_ts };
+        self.reader.restore_rescaled(old_parallelism, &positions)
     }
 }
 

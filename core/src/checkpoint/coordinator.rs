@@ -4,12 +4,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use sluice_state::blob::BlobStore;
 use sluice_transport::Barrier;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::checkpoint::metadata::{CheckpointMetadata, OperatorStateMeta, StateFileMeta};
 use crate::checkpoint::protocol::{TaskCommand, TaskEvent};
+use crate::checkpoint::savepoint::{savepoint_name, write_savepoint};
 use crate::checkpoint::{CheckpointConfig, CheckpointStorage};
 use crate::clock::Clock;
 use crate::error::JobError;
@@ -30,8 +32,43 @@ pub(crate) struct TaskRef {
     pub(crate) is_source: bool,
 }
 
+/// Where a savepoint goes, and what to do after it.
+pub(crate) struct SavepointRequest {
+    /// The savepoint directory is created at the root of this store.
+    pub(crate) target: Arc<dyn BlobStore>,
+    /// Stop the job once the savepoint is complete: `Some(true)` drains first (every window
+    /// fires, as at end of input), `Some(false)` stops right after.
+    pub(crate) stop: Option<bool>,
+    pub(crate) reply: oneshot::Sender<Result<SavepointInfo, String>>,
+}
+
+/// A completed savepoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavepointInfo {
+    /// The savepoint's directory name under the target.
+    pub name: String,
+    /// The checkpoint it was taken at.
+    pub checkpoint_id: u64,
+}
+
+/// How the coordinator asks the job to end after a stop-with-savepoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopAction {
+    /// Stop the sources and let everything finish (the final checkpoint becomes the savepoint).
+    Drain,
+    /// Stop now: the savepoint is complete and no further checkpoint will be taken.
+    Cancel,
+}
+
+/// Receives savepoint requests; shared by the attempts of a job.
+pub(crate) type SavepointRequests = Arc<tokio::sync::Mutex<mpsc::Receiver<SavepointRequest>>>;
+
+/// Ends the job after a stop-with-savepoint.
+pub(crate) type StopHook = Arc<dyn Fn(StopAction) + Send + Sync>;
+
 struct Pending {
     id: u64,
+    savepoint: Option<SavepointRequest>,
     triggered_ms: i64,
     started: Instant,
     deadline: Instant,
@@ -54,6 +91,10 @@ pub(crate) struct Coordinator {
     /// Completed checkpoints still retained, oldest first.
     pub(crate) retained: VecDeque<u64>,
     pub(crate) stats: Arc<CheckpointStats>,
+    /// Savepoint requests of the job, if it takes any.
+    pub(crate) savepoints: Option<SavepointRequests>,
+    /// Ends the job after a stop-with-savepoint.
+    pub(crate) stop: StopHook,
 }
 
 impl Coordinator {
@@ -65,15 +106,35 @@ impl Coordinator {
         let mut pending: Option<Pending> = None;
         let mut failures = 0u32;
         let mut next_trigger = Instant::now() + self.config.interval;
+        let requests = self.savepoints.clone();
+        let mut requests = match &requests {
+            Some(r) => Some(r.clone().lock_owned().await),
+            None => None,
+        };
+        // A savepoint asked for and not triggered yet; one whose job drains first (it is
+        // taken at the final checkpoint); whether a stop-with-savepoint has completed (no
+        // checkpoint may follow it).
+        let mut waiting: Option<SavepointRequest> = None;
+        let mut at_final: Option<SavepointRequest> = None;
+        let mut stopped = false;
         loop {
             let all_input_done = sources_finished == sources;
-            if pending.is_none() && all_input_done && !final_done {
+            if pending.is_none() && all_input_done && !final_done && !stopped {
                 // Every source read all its input: the final checkpoint commits the rest.
-                pending = Some(self.trigger(true).await);
+                let mut p = self.trigger(true).await;
+                p.savepoint = at_final.take().or_else(|| waiting.take());
+                pending = Some(p);
                 continue;
             }
-            let can_trigger = pending.is_none() && !all_input_done;
+            if pending.is_none() && !all_input_done && !stopped && waiting.is_some() {
+                let mut p = self.trigger(false).await;
+                p.savepoint = waiting.take();
+                pending = Some(p);
+                continue;
+            }
+            let can_trigger = pending.is_none() && !all_input_done && !stopped;
             let deadline = pending.as_ref().map(|p| p.deadline);
+            let can_request = requests.is_some() && waiting.is_none() && at_final.is_none() && !stopped && !final_done;
             tokio::select! {
                 // Fixed polling order: tokio's random branch order is not seeded by the simulator.
                 biased;
@@ -91,6 +152,17 @@ impl Coordinator {
                     );
                     self.fail(p, reason, &mut failures).await?;
                     next_trigger = Instant::now() + self.config.min_pause;
+                }
+                req = async { requests.as_mut().expect("guarded by can_request").recv().await }, if can_request => {
+                    match req {
+                        None => requests = None,
+                        Some(req) if req.stop == Some(true) => {
+                            slog::info!(self.log, "stop with savepoint: draining the job first");
+                            at_final = Some(req);
+                            (self.stop)(StopAction::Drain);
+                        }
+                        Some(req) => waiting = Some(req),
+                    }
                 }
                 ev = self.events.recv() => {
                     let Some(ev) = ev else { return Ok(()) };
@@ -111,20 +183,54 @@ impl Coordinator {
                             let dup = p.acks.insert(task, files);
                             debug_assert!(dup.is_none(), "task {task} acknowledged checkpoint {checkpoint_id} twice");
                             if p.acks.len() == self.tasks.len() {
-                                let p = pending.take().expect("checked");
+                                let mut p = pending.take().expect("checked");
                                 let started = p.started;
+                                let savepoint = p.savepoint.take();
                                 match self.complete(p).await {
-                                    Ok(is_final) => {
+                                    Ok(meta) => {
                                         failures = 0;
-                                        final_done |= is_final;
+                                        final_done |= meta.1;
+                                        if let Some(req) = savepoint {
+                                            stopped |= self.finish_savepoint(req, &meta.0).await;
+                                        }
                                     }
-                                    Err((p, reason)) => self.fail(p, reason, &mut failures).await?,
+                                    Err((mut p, reason)) => {
+                                        p.savepoint = savepoint;
+                                        self.fail(p, reason, &mut failures).await?;
+                                    }
                                 }
                                 next_trigger = (started + self.config.interval).max(Instant::now() + self.config.min_pause);
                             }
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Copies the completed checkpoint into the savepoint's target and answers the request;
+    /// returns whether the job now stops (no checkpoint may follow a stop-with-savepoint).
+    async fn finish_savepoint(&mut self, req: SavepointRequest, meta: &CheckpointMetadata) -> bool {
+        let name = savepoint_name(&self.job_name, meta.checkpoint_id);
+        let result = write_savepoint(&self.storage, meta, req.target.as_ref(), &name).await;
+        match result {
+            Ok(name) => {
+                slog::info!(self.log, "savepoint complete"; "checkpoint" => meta.checkpoint_id, "savepoint" => &name,
+                    "target" => format!("{:?}", req.target));
+                let _ = req.reply.send(Ok(SavepointInfo {
+                    name,
+                    checkpoint_id: meta.checkpoint_id,
+                }));
+                if req.stop == Some(false) {
+                    (self.stop)(StopAction::Cancel);
+                    return true;
+                }
+                false
+            }
+            Err(e) => {
+                slog::warn!(self.log, "savepoint failed"; "checkpoint" => meta.checkpoint_id, "error" => %e);
+                let _ = req.reply.send(Err(format!("writing savepoint {name}: {e}")));
+                false
             }
         }
     }
@@ -144,6 +250,7 @@ impl Coordinator {
         let now = Instant::now();
         Pending {
             id,
+            savepoint: None,
             triggered_ms: barrier.timestamp_ms,
             started: now,
             deadline: now + self.config.timeout,
@@ -152,8 +259,9 @@ impl Coordinator {
         }
     }
 
-    /// Writes the metadata and notifies the tasks; returns whether it was the final one.
-    async fn complete(&mut self, p: Pending) -> Result<bool, (Pending, String)> {
+    /// Writes the metadata and notifies the tasks; returns the metadata and whether it was the
+    /// final checkpoint.
+    async fn complete(&mut self, p: Pending) -> Result<(CheckpointMetadata, bool), (Pending, String)> {
         let mut by_op: BTreeMap<String, Vec<StateFileMeta>> = BTreeMap::new();
         for files in p.acks.values() {
             for (key, f) in files {
@@ -206,10 +314,13 @@ impl Coordinator {
                 slog::warn!(self.log, "could not delete subsumed checkpoint"; "checkpoint" => old, "error" => %e);
             }
         }
-        Ok(p.is_final)
+        Ok((meta, p.is_final))
     }
 
-    async fn fail(&mut self, p: Pending, reason: String, failures: &mut u32) -> Result<(), JobError> {
+    async fn fail(&mut self, mut p: Pending, reason: String, failures: &mut u32) -> Result<(), JobError> {
+        if let Some(req) = p.savepoint.take() {
+            let _ = req.reply.send(Err(format!("the savepoint's checkpoint {} failed: {reason}", p.id)));
+        }
         *failures += 1;
         self.stats.failed.fetch_add(1, Ordering::Relaxed);
         slog::warn!(self.log, "checkpoint failed"; "checkpoint" => p.id, "reason" => &reason,

@@ -13,9 +13,11 @@ pub(crate) mod coordinator;
 pub mod metadata;
 pub(crate) mod protocol;
 pub mod restart;
+pub mod savepoint;
 pub mod storage;
 
 pub use config::CheckpointConfig;
+pub use coordinator::SavepointInfo;
 pub use metadata::{CheckpointMetadata, OperatorStateMeta, StateFileMeta};
 pub use restart::RestartStrategy;
 pub use storage::{CheckpointStorage, LoadedCheckpoint};

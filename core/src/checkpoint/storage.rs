@@ -147,30 +147,7 @@ impl CheckpointStorage {
     /// Loads and checks checkpoint `id`: metadata and every state file (size, checksum,
     /// format).
     pub async fn load(&self, id: u64) -> Result<LoadedCheckpoint, CheckpointError> {
-        let dir = self.dir(id);
-        let meta_path = format!("{dir}_metadata");
-        let bytes = self.store.get(&meta_path).await?;
-        let metadata = CheckpointMetadata::decode(&meta_path, &bytes).map_err(CheckpointError::Corrupt)?;
-        let mut files = BTreeMap::new();
-        for op in &metadata.operators {
-            for f in &op.files {
-                let path = format!("{dir}{}", f.path);
-                let data = self.store.get(&path).await?;
-                if data.len() as u64 != f.size {
-                    return Err(CheckpointError::Corrupt(format!(
-                        "state file '{path}' has {} bytes, the metadata says {}",
-                        data.len(),
-                        f.size
-                    )));
-                }
-                if crc32fast::hash(&data) != f.crc32 {
-                    return Err(CheckpointError::Corrupt(format!("state file '{path}': checksum mismatch: the file is corrupt")));
-                }
-                let decoded = StateFile::decode(&path, &data).map_err(|e| CheckpointError::Corrupt(e.to_string()))?;
-                files.insert(f.path.clone(), Arc::new(decoded));
-            }
-        }
-        Ok(LoadedCheckpoint { metadata, files })
+        load_dir(self.store.as_ref(), &self.dir(id)).await
     }
 
     /// The latest checkpoint that loads cleanly. Damaged ones are skipped with a warning in
@@ -198,4 +175,39 @@ impl CheckpointStorage {
         delete_prefix(self.store.as_ref(), &dir).await?;
         Ok(())
     }
+}
+
+/// Loads and checks the checkpoint or savepoint whose `_metadata` is at `{dir}_metadata` (`dir`
+/// empty or ending in `/`): metadata and every state file (size, checksum, format). Errors
+/// name the file and the problem.
+pub async fn load_dir(store: &dyn BlobStore, dir: &str) -> Result<LoadedCheckpoint, CheckpointError> {
+    let meta_path = format!("{dir}_metadata");
+    let bytes = store.get(&meta_path).await?;
+    let metadata = CheckpointMetadata::decode(&meta_path, &bytes).map_err(CheckpointError::Corrupt)?;
+    let mut files = BTreeMap::new();
+    for op in &metadata.operators {
+        for f in &op.files {
+            if f.path.starts_with('/') || f.path.split('/').any(|seg| seg == "..") {
+                return Err(CheckpointError::Corrupt(format!(
+                    "'{meta_path}' names state file '{}', which is not a plain relative path",
+                    f.path
+                )));
+            }
+            let path = format!("{dir}{}", f.path);
+            let data = store.get(&path).await?;
+            if data.len() as u64 != f.size {
+                return Err(CheckpointError::Corrupt(format!(
+                    "state file '{path}' has {} bytes, the metadata says {}",
+                    data.len(),
+                    f.size
+                )));
+            }
+            if crc32fast::hash(&data) != f.crc32 {
+                return Err(CheckpointError::Corrupt(format!("state file '{path}': checksum mismatch: the file is corrupt")));
+            }
+            let decoded = StateFile::decode(&path, &data).map_err(|e| CheckpointError::Corrupt(e.to_string()))?;
+            files.insert(f.path.clone(), Arc::new(decoded));
+        }
+    }
+    Ok(LoadedCheckpoint { metadata, files })
 }

@@ -116,7 +116,7 @@ impl JobMaster {
             let outcome = match self.reserve_slots(needed).await {
                 Err(outcome) => outcome,
                 Ok((slots, reservation)) => {
-                    let outcome = match crate::runtime::prepare_attempt(&self.graph, storage.as_ref(), &self.log).await {
+                    let outcome = match crate::runtime::prepare_attempt(&self.graph, storage.as_ref(), None, &self.log).await {
                         Err(e @ JobError::Restore { .. }) => {
                             self.release(&reservation);
                             return (JobStatus::Failed, Some(e.to_string()));
@@ -366,6 +366,8 @@ impl JobMaster {
                 next_id: next_id.clone(),
                 retained,
                 stats: self.stats.clone(),
+                savepoints: None,
+                stop: Arc::new(|_| {}),
             };
             checkpoints = Some((
                 AbortOnDrop(tokio::spawn(async move {

@@ -94,4 +94,8 @@ impl<T: Data> SourceReader for GeneratorReader<T> {
     fn restore_position(&mut self, position: &[u8]) -> Result<(), OperatorError> {
         self.numbers.restore(position)
     }
+
+    fn restore_rescaled(&mut self, old_parallelism: u32, positions: &[Vec<u8>]) -> Result<(), OperatorError> {
+        self.numbers.restore_rescaled(old_parallelism, positions)
+    }
 }

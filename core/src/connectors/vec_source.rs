@@ -53,4 +53,8 @@ impl<T: Data> SourceReader for VecReader<T> {
     fn restore_position(&mut self, position: &[u8]) -> Result<(), OperatorError> {
         self.indices.restore(position)
     }
+
+    fn restore_rescaled(&mut self, old_parallelism: u32, positions: &[Vec<u8>]) -> Result<(), OperatorError> {
+        self.indices.restore_rescaled(old_parallelism, positions)
+    }
 }

@@ -9,7 +9,7 @@ use sluice_transport::net::{ConnectionConfig, TcpLoopbackTransport};
 use sluice_transport::{ChannelId, LocalTransport, Transport};
 use tokio::sync::mpsc;
 
-use crate::checkpoint::coordinator::{Coordinator, OperatorInfo, TaskRef};
+use crate::checkpoint::coordinator::{Coordinator, OperatorInfo, SavepointRequests, StopHook, TaskRef};
 use crate::checkpoint::{CheckpointStorage, LoadedCheckpoint};
 use crate::clock::Clock;
 use crate::data::EventTime;
@@ -38,6 +38,8 @@ pub(crate) struct Attempt<'a> {
     pub(crate) next_id: Arc<AtomicU64>,
     pub(crate) retained: VecDeque<u64>,
     pub(crate) stats: Arc<CheckpointStats>,
+    pub(crate) savepoints: Option<SavepointRequests>,
+    pub(crate) stop: StopHook,
 }
 
 /// Reports a task that panicked (see `Attempt::run`).
@@ -158,6 +160,8 @@ impl Attempt<'_> {
                 next_id: self.next_id.clone(),
                 retained: self.retained.clone(),
                 stats: self.stats.clone(),
+                savepoints: self.savepoints.clone(),
+                stop: self.stop.clone(),
             };
             let tx = done_tx.clone();
             handles.push(tokio::spawn(async move {
@@ -347,17 +351,39 @@ pub(crate) fn build_task(
         match &graph.vertices[v].kind {
             VertexKind::Source(f) => {
                 let mut s = f(subtask, parallelism).map_err(failed)?;
-                if let Some(ck) = restored {
-                    let old = ck.metadata.operators.iter().find(|o| o.key == key).map(|o| o.parallelism);
-                    if old.is_some_and(|p| p != parallelism) {
-                        return Err(restore_err(format!(
-                            "source '{key}' ran at parallelism {}, now {parallelism}: its read positions cannot be redistributed",
-                            old.unwrap_or(0)
-                        )));
+                let old = restored.and_then(|ck| ck.metadata.operators.iter().find(|o| o.key == key));
+                match old {
+                    Some(op) if op.parallelism != parallelism => {
+                        // Rescaled: every new subtask sees the positions of all old ones.
+                        let ck = restored.expect("an operator's old state comes from a restored checkpoint");
+                        let mut states = Vec::with_capacity(op.files.len());
+                        for (i, f) in op.files.iter().enumerate() {
+                            let file = ck.files.get(&f.path).ok_or_else(|| restore_err(format!("state file '{}' was not loaded", f.path)))?;
+                            let pos = file.operator_state().first().cloned();
+                            match pos {
+                                Some(p) if f.subtask == i as u32 => states.push(p),
+                                _ => {
+                                    return Err(restore_err(format!(
+                                        "source '{key}' ran at parallelism {} but subtask {i}'s position is missing",
+                                        op.parallelism
+                                    )))
+                                }
+                            }
+                        }
+                        if states.len() != op.parallelism as usize {
+                            return Err(restore_err(format!(
+                                "source '{key}' ran at parallelism {} but {} positions were stored",
+                                op.parallelism,
+                                states.len()
+                            )));
+                        }
+                        s.restore_rescaled(op.parallelism, &states).map_err(failed)?;
                     }
-                }
-                if let Some(pos) = state.operator_state().next() {
-                    s.restore(pos).map_err(failed)?;
+                    _ => {
+                        if let Some(pos) = state.operator_state().next() {
+                            s.restore(pos).map_err(failed)?;
+                        }
+                    }
                 }
                 source = Some(SourceHead {
                     source: s,

@@ -15,6 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use control::{ControlReceiver, ControlSender};
+use sluice_state::blob::BlobStore;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::checkpoint::coordinator::{SavepointInfo, SavepointRequest, SavepointRequests, StopAction, StopHook};
+use crate::checkpoint::savepoint::load_savepoint;
 
 use crate::checkpoint::restart::RestartTracker;
 use crate::checkpoint::{CheckpointConfig, CheckpointStorage, LoadedCheckpoint, RestartStrategy};
@@ -60,6 +65,27 @@ pub struct ExecutionConfig {
     /// framed and credit-controlled as between workers): to test and measure the network
     /// shuffle in one process.
     pub shuffle_over_tcp: bool,
+    /// Start from this savepoint (unless the checkpoint store already holds a checkpoint of
+    /// this run, which is newer).
+    pub from_savepoint: Option<SavepointRestore>,
+}
+
+/// A savepoint to start a job from.
+#[derive(Clone)]
+pub struct SavepointRestore {
+    /// The store whose root is the savepoint directory.
+    pub store: Arc<dyn BlobStore>,
+    /// Drop the state of operators the job no longer has instead of refusing to start.
+    pub allow_non_restored_state: bool,
+}
+
+impl std::fmt::Debug for SavepointRestore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SavepointRestore")
+            .field("store", &self.store)
+            .field("allow_non_restored_state", &self.allow_non_restored_state)
+            .finish()
+    }
 }
 
 impl Default for ExecutionConfig {
@@ -73,6 +99,7 @@ impl Default for ExecutionConfig {
             checkpointing: None,
             restart: None,
             shuffle_over_tcp: false,
+            from_savepoint: None,
         }
     }
 }
@@ -124,6 +151,7 @@ pub struct JobHandle {
 #[derive(Debug, Clone)]
 pub struct JobController {
     tx: Arc<ControlSender>,
+    savepoints: Option<mpsc::Sender<SavepointRequest>>,
 }
 
 impl JobController {
@@ -135,6 +163,34 @@ impl JobController {
     /// Asks the sources to stop, letting everything in flight finish (like end of input).
     pub fn drain(&self) {
         self.tx.send(JobControl::Drain);
+    }
+
+    async fn request_savepoint(&self, target: Arc<dyn BlobStore>, stop: Option<bool>) -> Result<SavepointInfo, JobError> {
+        let tx = self.savepoints.as_ref().ok_or_else(|| {
+            JobError::Savepoint("savepoints need checkpointing: configure a checkpoint storage and interval".into())
+        })?;
+        let (reply, answer) = oneshot::channel();
+        tx.send(SavepointRequest { target, stop, reply })
+            .await
+            .map_err(|_| JobError::Savepoint("the job has ended".into()))?;
+        match answer.await {
+            Ok(Ok(info)) => Ok(info),
+            Ok(Err(e)) => Err(JobError::Savepoint(e)),
+            Err(_) => Err(JobError::Savepoint("the job ended before the savepoint completed".into())),
+        }
+    }
+
+    /// Takes a savepoint into the root of `target` while the job keeps running; returns its
+    /// directory name there.
+    pub async fn savepoint(&self, target: Arc<dyn BlobStore>) -> Result<SavepointInfo, JobError> {
+        self.request_savepoint(target, None).await
+    }
+
+    /// Takes a savepoint and stops the job: with `drain`, the sources stop first and every
+    /// window fires (as at end of input), and the final checkpoint is the savepoint; without,
+    /// the job stops right after the savepoint, and nothing after it is committed.
+    pub async fn stop_with_savepoint(&self, target: Arc<dyn BlobStore>, drain: bool) -> Result<SavepointInfo, JobError> {
+        self.request_savepoint(target, Some(drain)).await
     }
 }
 
@@ -189,9 +245,27 @@ pub fn spawn(mut graph: JobGraph, config: ExecutionConfig) -> Result<JobHandle, 
     }
     let (control_tx, control_rx) = control::channel(JobControl::Run);
     let control_tx = Arc::new(control_tx);
-    let control = JobController { tx: control_tx.clone() };
+    let (savepoints, requests) = if config.checkpointing.is_some() {
+        let (tx, rx) = mpsc::channel(4);
+        (Some(tx), Some(Arc::new(tokio::sync::Mutex::new(rx))))
+    } else {
+        (None, None)
+    };
+    let control = JobController {
+        tx: control_tx.clone(),
+        savepoints,
+    };
     let stats = Arc::new(CheckpointStats::default());
-    let done = tokio::spawn(run_job(graph, config, control_rx, stats.clone()));
+    let stop: StopHook = {
+        let tx = control_tx.clone();
+        Arc::new(move |a| {
+            tx.send(match a {
+                StopAction::Drain => JobControl::Drain,
+                StopAction::Cancel => JobControl::Cancel,
+            })
+        })
+    };
+    let done = tokio::spawn(run_job(graph, config, control_rx, stats.clone(), requests, stop));
     Ok(JobHandle { control, done, stats })
 }
 
@@ -202,6 +276,8 @@ async fn run_job(
     config: ExecutionConfig,
     control_rx: ControlReceiver,
     stats: Arc<CheckpointStats>,
+    savepoints: Option<SavepointRequests>,
+    stop: StopHook,
 ) -> Result<JobResult, JobError> {
     let graph = Arc::new(graph);
     let clock = config.clock.unwrap_or_else(Clock::system);
@@ -220,11 +296,16 @@ async fn run_job(
     if let Some(st) = &storage {
         next_id.store(st.highest_id().await.map_err(CheckpointError::from)? + 1, Ordering::SeqCst);
     }
+    if let Some(sp) = &config.from_savepoint {
+        // Checkpoint ids go on after the savepoint's: its sink transactions are named by them.
+        let meta = load_savepoint(sp.store.as_ref()).await?.metadata;
+        next_id.fetch_max(meta.checkpoint_id + 1, Ordering::SeqCst);
+    }
     let started = clock.elapsed();
     let mut resumed_from = None;
     let mut attempt = 0u32;
     loop {
-        let outcome = match prepare_attempt(&graph, storage.as_ref(), &log).await {
+        let outcome = match prepare_attempt(&graph, storage.as_ref(), config.from_savepoint.as_ref(), &log).await {
             // A checkpoint that does not fit the job will not fit it after a restart either.
             Err(e @ JobError::Restore { .. }) => return Err(e),
             // Reading the store failed: a failure like any other, for the restart strategy.
@@ -248,6 +329,8 @@ async fn run_job(
                     next_id: next_id.clone(),
                     retained,
                     stats: stats.clone(),
+                    savepoints: savepoints.clone(),
+                    stop: stop.clone(),
                 };
                 run.run(restored.as_ref()).await
             }
@@ -313,26 +396,48 @@ async fn run_job(
 pub(crate) async fn prepare_attempt(
     graph: &JobGraph,
     storage: Option<&CheckpointStorage>,
+    savepoint: Option<&SavepointRestore>,
     log: &slog::Logger,
 ) -> Result<(Option<LoadedCheckpoint>, VecDeque<u64>), JobError> {
-    let Some(st) = storage else {
-        return Ok((None, VecDeque::new()));
-    };
-    let restored = st.load_latest(log).await?;
-    let restored_id = restored.as_ref().map_or(0, |c| c.metadata.checkpoint_id);
-    if let Some(ck) = &restored {
-        restore::check_compatible(graph, ck).map_err(|reason| JobError::Restore { checkpoint: restored_id, reason })?;
-    }
-    let mut retained = VecDeque::new();
-    for id in st.completed_ids().await.map_err(CheckpointError::from)? {
-        if id <= restored_id {
-            retained.push_back(id);
-        } else if let Err(e) = st.discard(id).await {
-            slog::warn!(log, "could not delete unusable checkpoint"; "checkpoint" => id, "error" => %e);
-        } else {
-            slog::info!(log, "deleted unusable checkpoint"; "checkpoint" => id);
+    let (restored, retained) = match storage {
+        None => (None, VecDeque::new()),
+        Some(st) => {
+            let restored = st.load_latest(log).await?;
+            let restored_id = restored.as_ref().map_or(0, |c| c.metadata.checkpoint_id);
+            let mut retained = VecDeque::new();
+            for id in st.completed_ids().await.map_err(CheckpointError::from)? {
+                if id <= restored_id {
+                    retained.push_back(id);
+                } else if let Err(e) = st.discard(id).await {
+                    slog::warn!(log, "could not delete unusable checkpoint"; "checkpoint" => id, "error" => %e);
+                } else {
+                    slog::info!(log, "deleted unusable checkpoint"; "checkpoint" => id);
+                }
+            }
+            (restored, retained)
         }
+    };
+    if let Some(ck) = &restored {
+        restore::check_compatible(graph, ck, false).map_err(|reason| JobError::Restore {
+            checkpoint: ck.metadata.checkpoint_id,
+            reason,
+        })?;
+        if savepoint.is_some() {
+            slog::info!(log, "the checkpoint store holds a checkpoint of this run, newer than the savepoint: restoring it instead";
+                "checkpoint" => ck.metadata.checkpoint_id);
+        }
+        return Ok((restored, retained));
     }
-    Ok((restored, retained))
+    let Some(sp) = savepoint else {
+        return Ok((None, retained));
+    };
+    let ck = load_savepoint(sp.store.as_ref()).await.map_err(|e| JobError::Savepoint(format!("savepoint {:?}: {e}", sp.store)))?;
+    restore::check_compatible(graph, &ck, sp.allow_non_restored_state).map_err(|reason| {
+        JobError::Savepoint(format!("cannot restore savepoint {:?} (checkpoint {}): {reason}", sp.store, ck.metadata.checkpoint_id))
+    })?;
+    for op in restore::unmatched_operators(graph, &ck) {
+        slog::warn!(log, "dropping state of an operator the job no longer has (--allow-non-restored-state)"; "operator" => op);
+    }
+    slog::info!(log, "restoring from savepoint"; "savepoint" => format!("{:?}", sp.store), "checkpoint" => ck.metadata.checkpoint_id);
+    Ok((Some(ck), retained))
 }
-

@@ -16,8 +16,8 @@ pub(crate) fn operator_key(graph: &JobGraph, v: VertexId) -> String {
 }
 
 /// Checks that a checkpoint fits the job: same number of key groups, and every operator with
-/// state still exists.
-pub(crate) fn check_compatible(graph: &JobGraph, ck: &LoadedCheckpoint) -> Result<(), String> {
+/// state still exists (unless `allow_non_restored`: then their state is dropped).
+pub(crate) fn check_compatible(graph: &JobGraph, ck: &LoadedCheckpoint, allow_non_restored: bool) -> Result<(), String> {
     let m = &ck.metadata;
     if m.max_parallelism != graph.max_parallelism {
         return Err(format!(
@@ -27,14 +27,20 @@ pub(crate) fn check_compatible(graph: &JobGraph, ck: &LoadedCheckpoint) -> Resul
     }
     let keys: Vec<String> = (0..graph.vertices.len()).map(|v| operator_key(graph, v)).collect();
     for op in &m.operators {
-        if !keys.contains(&op.key) {
+        if !keys.contains(&op.key) && !allow_non_restored {
             return Err(format!(
-                "it holds state for operator '{}' ({}), which the job does not have",
+                "it holds state for operator '{}' ({}), which the job does not have; to drop that state, start with --allow-non-restored-state",
                 op.key, op.name
             ));
         }
     }
     Ok(())
+}
+
+/// Operators with state in `ck` that the job does not have.
+pub(crate) fn unmatched_operators(graph: &JobGraph, ck: &LoadedCheckpoint) -> Vec<String> {
+    let keys: Vec<String> = (0..graph.vertices.len()).map(|v| operator_key(graph, v)).collect();
+    ck.metadata.operators.iter().filter(|o| !keys.contains(&o.key)).map(|o| o.key.clone()).collect()
 }
 
 /// The state of subtask `subtask` of `parallelism` of the operator with `key`.

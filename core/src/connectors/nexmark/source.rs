@@ -74,4 +74,8 @@ impl SourceReader for NexmarkReader {
     fn restore_position(&mut self, position: &[u8]) -> Result<(), OperatorError> {
         self.numbers.restore(position)
     }
+
+    fn restore_rescaled(&mut self, old_parallelism: u32, positions: &[Vec<u8>]) -> Result<(), OperatorError> {
+        self.numbers.restore_rescaled(old_parallelism, positions)
+    }
 }

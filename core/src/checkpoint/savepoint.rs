@@ -1,0 +1,82 @@
+//! Savepoints: checkpoints that a person asks for, that the system never deletes, and that are
+//! self-contained, so they can be moved or copied anywhere and restored from there.
+//!
+//! A savepoint is a directory `savepoint-<job>-<checkpoint id>` holding the same files as a
+//! checkpoint: `_metadata` (written last) and one state file per operator subtask with state,
+//! under `<operator uid>/<subtask>.state`. All paths in `_metadata` are relative to the
+//! directory. State is stored per operator uid and key group (each state file is grouped by
+//! key group), so a savepoint restores at any parallelism up to the max parallelism.
+//! Format: `docs/savepoint-format.md`.
+
+use bytes::Bytes;
+use sluice_state::blob::{delete_prefix, BlobError, BlobStore};
+
+use crate::checkpoint::storage::{load_dir, path_segment};
+use crate::checkpoint::{CheckpointMetadata, CheckpointStorage, LoadedCheckpoint};
+use crate::error::CheckpointError;
+
+/// The directory name of the savepoint of `job` taken at checkpoint `id`.
+pub fn savepoint_name(job: &str, id: u64) -> String {
+    format!("savepoint-{}-{id:010}", path_segment(job))
+}
+
+/// Copies completed checkpoint `meta` from `from` into `target` as the savepoint directory
+/// `name`, state files first and `_metadata` last (a savepoint without `_metadata` is
+/// incomplete and is not listed). Returns `name`.
+pub async fn write_savepoint(from: &CheckpointStorage, meta: &CheckpointMetadata, target: &dyn BlobStore, name: &str) -> Result<String, CheckpointError> {
+    let src = from.dir(meta.checkpoint_id);
+    for op in &meta.operators {
+        for f in &op.files {
+            let bytes = from.store().get(&format!("{src}{}", f.path)).await?;
+            put_exact(target, &format!("{name}/{}", f.path), bytes).await?;
+        }
+    }
+    put_exact(target, &format!("{name}/_metadata"), Bytes::from(meta.encode())).await?;
+    Ok(name.to_string())
+}
+
+/// Writes `bytes` at `path` unless the very same bytes are there already (a retried copy).
+async fn put_exact(store: &dyn BlobStore, path: &str, bytes: Bytes) -> Result<(), CheckpointError> {
+    match store.put_if_absent(path, bytes.clone()).await {
+        Ok(()) => Ok(()),
+        Err(BlobError::AlreadyExists(p)) => {
+            if store.get(path).await? == bytes {
+                Ok(())
+            } else {
+                Err(CheckpointError::Storage(BlobError::AlreadyExists(p)))
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Loads and checks the savepoint at the root of `store` (its `_metadata` at the top).
+pub async fn load_savepoint(store: &dyn BlobStore) -> Result<LoadedCheckpoint, CheckpointError> {
+    load_dir(store, "").await
+}
+
+/// The savepoints directly under the root of `store` (directories with a `_metadata`), by name.
+pub async fn list_savepoints(store: &dyn BlobStore) -> Result<Vec<String>, CheckpointError> {
+    let mut names: Vec<String> = store
+        .list("")
+        .await?
+        .iter()
+        .filter_map(|p| {
+            let (dir, file) = p.split_once('/')?;
+            (file == "_metadata").then(|| dir.to_string())
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// Deletes the savepoint at the root of `store`: `_metadata` first, so a half-deleted
+/// savepoint is never mistaken for a whole one; returns the files deleted.
+pub async fn dispose_savepoint(store: &dyn BlobStore) -> Result<usize, CheckpointError> {
+    // Refuse to delete what is not a savepoint.
+    let meta = store.get("_metadata").await?;
+    CheckpointMetadata::decode("_metadata", &meta).map_err(CheckpointError::Corrupt)?;
+    store.delete("_metadata").await?;
+    Ok(1 + delete_prefix(store, "").await?)
+}
