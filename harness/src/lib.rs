@@ -6,6 +6,7 @@ pub mod error;
 pub mod jobs;
 pub mod logging;
 pub mod runner;
+pub mod savepoints;
 pub mod settings;
 
 pub use error::HarnessError;

@@ -41,6 +41,28 @@ enum Command {
     List(ClientArgs),
     /// Cancels a job on a coordinator.
     Cancel(CancelArgs),
+    /// Savepoints: `list DIR`, `inspect PATH`, `dispose PATH`.
+    #[command(subcommand)]
+    Savepoint(SavepointCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum SavepointCommand {
+    /// Lists the savepoints in a directory (one line each: path, job, checkpoint, time, size).
+    List {
+        /// The directory (or `s3://bucket/prefix`).
+        dir: PathBuf,
+    },
+    /// Shows a savepoint: job, checkpoint, time, operators, key groups, files, sizes.
+    Inspect {
+        /// The savepoint directory.
+        path: PathBuf,
+    },
+    /// Deletes a savepoint.
+    Dispose {
+        /// The savepoint directory.
+        path: PathBuf,
+    },
 }
 
 /// Options of the job itself (shared by `run` and `submit`).
@@ -123,6 +145,19 @@ struct RunArgs {
     checkpoint_dir: Option<PathBuf>,
     #[command(flatten)]
     checkpoints: CheckpointArgs,
+    /// Start from this savepoint directory.
+    #[arg(long)]
+    from_savepoint: Option<PathBuf>,
+    /// With --from-savepoint: drop the state of operators the job no longer has.
+    #[arg(long)]
+    allow_non_restored_state: bool,
+    /// On Ctrl-C / SIGTERM, stop with a savepoint into this directory (its path is printed
+    /// last) instead of draining.
+    #[arg(long)]
+    savepoint_dir: Option<PathBuf>,
+    /// With --savepoint-dir: drain first (sources stop, every window fires), then savepoint.
+    #[arg(long)]
+    drain: bool,
     /// Print the execution plan and exit.
     #[arg(long)]
     plan: bool,
@@ -224,6 +259,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Submit(args) => submit(*args),
         Command::List(args) => list(args),
         Command::Cancel(args) => cancel(args),
+        Command::Savepoint(cmd) => savepoint_admin(cmd),
     }
 }
 
@@ -262,22 +298,28 @@ fn run(args: RunArgs, log: slog::Logger) -> anyhow::Result<()> {
         tolerable_failures: c.tolerable_failed_checkpoints,
         retained: c.retained_checkpoints,
         restart_strategy: c.restart_strategy.clone(),
+        from_savepoint: args.from_savepoint.clone(),
+        allow_non_restored_state: args.allow_non_restored_state,
+        savepoint_dir: args.savepoint_dir.clone(),
+        drain: args.drain,
     };
     if args.plan {
         let env = sluice::jobs::build(&args.job.job, &opts)?;
         print!("{}", env.build()?.describe());
         return Ok(());
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let result = rt.block_on(sluice::runner::run_embedded(&args.job.job, &opts, &settings, log, stop_requested()))?;
+    let rt = runtime()?;
+    let outcome = rt.block_on(sluice::runner::run_embedded(&args.job.job, &opts, &settings, log, stop_requested()))?;
     // The summary goes to stderr when results are printed, so stdout holds only results.
-    let summary = sluice::runner::summary(&result);
+    let summary = sluice::runner::summary(&outcome.result);
     if opts.print {
         eprint!("{summary}");
     } else {
         print!("{summary}");
+    }
+    if let Some(path) = outcome.savepoint {
+        println!("savepoint:");
+        println!("{path}");
     }
     Ok(())
 }
@@ -363,5 +405,18 @@ fn list(args: ClientArgs) -> anyhow::Result<()> {
 fn cancel(args: CancelArgs) -> anyhow::Result<()> {
     runtime()?.block_on(cancel_job(&args.coordinator, &args.id))?;
     println!("cancelling job {}", args.id);
+    Ok(())
+}
+
+fn savepoint_admin(cmd: SavepointCommand) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    match cmd {
+        SavepointCommand::List { dir } => print!("{}", rt.block_on(sluice::savepoints::list(&dir))?),
+        SavepointCommand::Inspect { path } => print!("{}", rt.block_on(sluice::savepoints::inspect(&path))?),
+        SavepointCommand::Dispose { path } => {
+            let n = rt.block_on(sluice::savepoints::dispose(&path))?;
+            println!("disposed {} ({n} files)", path.display());
+        }
+    }
     Ok(())
 }

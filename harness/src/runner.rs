@@ -8,14 +8,24 @@ use crate::error::HarnessError;
 use crate::jobs::{self, JobOptions};
 use crate::settings::RunSettings;
 
-/// Builds and runs job `name` to its end (or until `stop` resolves, which drains it).
+/// How an embedded run ended.
+#[derive(Debug)]
+pub struct EmbeddedOutcome {
+    /// The job's result.
+    pub result: JobResult,
+    /// The savepoint taken on stop (`--savepoint-dir`), as a path.
+    pub savepoint: Option<String>,
+}
+
+/// Builds and runs job `name` to its end, or until `stop` resolves: then it drains, or with
+/// `--savepoint-dir` stops with a savepoint.
 pub async fn run_embedded(
     name: &str,
     opts: &JobOptions,
     settings: &RunSettings,
     log: slog::Logger,
     stop: impl std::future::Future<Output = ()>,
-) -> Result<JobResult, HarnessError> {
+) -> Result<EmbeddedOutcome, HarnessError> {
     let config = settings.apply(ExecutionConfig {
         log: log.clone(),
         ..ExecutionConfig::default()
@@ -28,11 +38,22 @@ pub async fn run_embedded(
     let controller = handle.controller();
     let join = handle.join();
     tokio::pin!(join);
+    let mut savepoint = None;
     let result = tokio::select! {
         r = &mut join => r?,
         _ = stop => {
-            slog::info!(log, "stop requested: draining the job");
-            controller.drain();
+            match &settings.savepoint_dir {
+                Some(dir) => {
+                    slog::info!(log, "stop requested: stopping with a savepoint"; "dir" => dir.display().to_string(), "drain" => settings.drain);
+                    let target = crate::settings::open_store(&dir.to_string_lossy()).map_err(HarnessError::BadOption)?;
+                    let info = controller.stop_with_savepoint(target, settings.drain).await?;
+                    savepoint = Some(format!("{}/{}", dir.display().to_string().trim_end_matches('/'), info.name));
+                }
+                None => {
+                    slog::info!(log, "stop requested: draining the job");
+                    controller.drain();
+                }
+            }
             join.await?
         }
     };
@@ -41,7 +62,7 @@ pub async fn run_embedded(
     }
     slog::info!(log, "job finished"; "records_in" => result.records_in, "records_out" => result.records_out,
         "restarts" => result.restarts, "checkpoints" => result.checkpoints_completed);
-    Ok(result)
+    Ok(EmbeddedOutcome { result, savepoint })
 }
 
 /// A short human-readable summary of a finished job.

@@ -1,6 +1,6 @@
 //! Runtime settings given on the command line (checkpointing, restarts) and their checks.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +29,27 @@ pub struct RunSettings {
     pub retained: Option<u32>,
     /// `--restart-strategy`.
     pub restart_strategy: Option<String>,
+    /// `--from-savepoint`: the savepoint directory to start from.
+    pub from_savepoint: Option<PathBuf>,
+    /// `--allow-non-restored-state`.
+    pub allow_non_restored_state: bool,
+    /// `--savepoint-dir`: on stop (Ctrl-C / SIGTERM), take a savepoint here and stop.
+    pub savepoint_dir: Option<PathBuf>,
+    /// `--drain`: with `--savepoint-dir`, fire every window before the savepoint.
+    pub drain: bool,
+}
+
+/// Opens an existing savepoint directory (or `s3://` prefix) for reading.
+pub fn open_savepoint(path: &Path) -> Result<Arc<dyn BlobStore>, String> {
+    let text = path.to_string_lossy();
+    if !text.starts_with("s3://") && !path.join("_metadata").is_file() {
+        return Err(if path.is_dir() {
+            format!("{}: not a savepoint (no _metadata in it)", path.display())
+        } else {
+            format!("{}: no such savepoint directory", path.display())
+        });
+    }
+    open_store(&text)
 }
 
 /// Opens a checkpoint location: `s3://bucket/prefix` or a local directory (created if
@@ -107,6 +128,27 @@ impl RunSettings {
                 c.validate().map_err(HarnessError::BadOption)?;
                 base.checkpointing = Some(c);
             }
+        }
+        if self.allow_non_restored_state && self.from_savepoint.is_none() {
+            return Err(HarnessError::BadOption("--allow-non-restored-state needs --from-savepoint".into()));
+        }
+        if self.drain && self.savepoint_dir.is_none() {
+            return Err(HarnessError::BadOption("--drain needs --savepoint-dir (it drains before the savepoint on stop)".into()));
+        }
+        if let Some(dir) = &self.savepoint_dir {
+            if base.checkpointing.is_none() {
+                return Err(HarnessError::BadOption(
+                    "--savepoint-dir needs checkpointing: give --checkpoint-dir and --checkpoint-interval".into(),
+                ));
+            }
+            open_store(&dir.to_string_lossy()).map_err(|e| HarnessError::BadOption(format!("--savepoint-dir {}: {e}", dir.display())))?;
+        }
+        if let Some(path) = &self.from_savepoint {
+            let store = open_savepoint(path).map_err(|e| HarnessError::BadOption(format!("--from-savepoint {e}")))?;
+            base.from_savepoint = Some(sluice_core::SavepointRestore {
+                store,
+                allow_non_restored_state: self.allow_non_restored_state,
+            });
         }
         if let Some(s) = &self.restart_strategy {
             base.restart = Some(RestartStrategy::parse(s).map_err(|e| HarnessError::BadOption(format!("--restart-strategy: {e}")))?);

@@ -57,9 +57,34 @@ pub struct FileReader {
     end: u64,
     line: String,
     rate: Option<RateLimiter>,
+    /// Further byte ranges `(offset, end)` to read after this one: after a rescale a subtask
+    /// may own the unread parts of several old subtasks.
+    pending: std::collections::VecDeque<(u64, u64)>,
+    /// The file's length (the end of the last range).
+    len: u64,
+    /// This reader's subtask index and the source's parallelism.
+    subtask: u64,
+    parallelism: u64,
 }
 
 impl FileReader {
+    fn seek(&mut self, offset: u64) -> Result<(), OperatorError> {
+        self.reader
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| OperatorError::io(format!("cannot seek in input file {}", self.path.display()), e))?;
+        self.offset = offset;
+        Ok(())
+    }
+
+    /// Decodes a position: a bare offset, or the ranges still to read.
+    fn decode_ranges(position: &[u8], default_end: u64) -> Result<Vec<(u64, u64)>, OperatorError> {
+        if position.len() == 8 {
+            let offset: u64 = crate::source::decode_position(position)?;
+            return Ok(vec![(offset, default_end)]);
+        }
+        crate::source::decode_position(position)
+    }
+
     /// The byte offset of the next line this reader will return.
     pub fn offset(&self) -> u64 {
         self.offset
@@ -102,6 +127,10 @@ impl Source for FileSource {
             rate: self
                 .lines_per_second
                 .map(|r| RateLimiter::new((r / parallelism as u64).max(1))),
+            pending: std::collections::VecDeque::new(),
+            len,
+            subtask: i,
+            parallelism: p,
         })
     }
 }
@@ -119,8 +148,12 @@ impl SourceReader for FileReader {
             rate.record(max);
         }
         for _ in 0..max {
-            if self.offset >= self.end {
-                return Ok(SourcePoll::Finished);
+            while self.offset >= self.end {
+                let Some((offset, end)) = self.pending.pop_front() else {
+                    return Ok(SourcePoll::Finished);
+                };
+                self.end = end;
+                self.seek(offset)?;
             }
             self.line.clear();
             let n = self
@@ -138,22 +171,66 @@ impl SourceReader for FileReader {
     }
 
     fn snapshot_position(&self) -> Result<Vec<u8>, OperatorError> {
-        crate::source::encode_position(&self.offset)
+        if self.pending.is_empty() {
+            return crate::source::encode_position(&self.offset);
+        }
+        let ranges: Vec<(u64, u64)> = std::iter::once((self.offset, self.end)).chain(self.pending.iter().copied()).collect();
+        crate::source::encode_position(&ranges)
     }
 
     fn restore_position(&mut self, position: &[u8]) -> Result<(), OperatorError> {
-        let offset: u64 = crate::source::decode_position(position)?;
-        if offset > self.end.max(self.offset) {
+        let mut ranges = Self::decode_ranges(position, self.end)?.into_iter();
+        let (offset, end) = ranges.next().unwrap_or((self.end, self.end));
+        if offset > end.max(self.offset) || end > self.len {
             return Err(OperatorError::user(format!(
-                "source position {offset} lies beyond this subtask's part of {} (ends at {})",
+                "source position {offset} lies beyond this subtask's part of {} (ends at {end})",
                 self.path.display(),
-                self.end
             )));
         }
-        self.reader
-            .seek(SeekFrom::Start(offset))
-            .map_err(|e| OperatorError::io(format!("cannot seek in input file {}", self.path.display()), e))?;
-        self.offset = offset;
-        Ok(())
+        self.end = end;
+        self.pending = ranges.collect();
+        self.seek(offset)
+    }
+
+    fn restore_rescaled(&mut self, old_parallelism: u32, positions: &[Vec<u8>]) -> Result<(), OperatorError> {
+        // The parts each old subtask had not read yet, in order; new subtask j takes every
+        // p-th of them (parts start at line starts, so each line is still read exactly once).
+        let old = u64::from(old_parallelism);
+        let mut unread = Vec::new();
+        for (i, p) in positions.iter().enumerate() {
+            let default_end = self.len * (i as u64 + 1) / old;
+            for (o, e) in Self::decode_ranges(p, default_end)? {
+                if o > e || e > self.len {
+                    return Err(OperatorError::user(format!(
+                        "restored source position {o}..{e} lies outside {} ({} bytes)",
+                        self.path.display(),
+                        self.len
+                    )));
+                }
+                if o < e {
+                    unread.push((o, e));
+                }
+            }
+        }
+        let mine: Vec<(u64, u64)> = unread
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| *k as u64 % self.parallelism == self.subtask)
+            .map(|(_, r)| r)
+            .collect();
+        let mut it = mine.into_iter();
+        match it.next() {
+            Some((o, e)) => {
+                self.end = e;
+                self.pending = it.collect();
+                self.seek(o)
+            }
+            None => {
+                self.pending.clear();
+                self.offset = self.end;
+                self.end = self.offset;
+                Ok(())
+            }
+        }
     }
 }

@@ -377,7 +377,8 @@ pub(crate) fn build_task(
                                 states.len()
                             )));
                         }
-                        s.restore_rescaled(op.parallelism, &states).map_err(failed)?;
+                        // A source that cannot be rescaled will not be after a restart either.
+                        s.restore_rescaled(op.parallelism, &states).map_err(|e| restore_err(e.to_string()))?;
                     }
                     _ => {
                         if let Some(pos) = state.operator_state().next() {
