@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sluice::cluster::{store_opener, BuiltinJobs};
-use sluice_core::cluster::{cancel_job, list_jobs, submit_job, Coordinator, CoordinatorConfig, Worker, WorkerConfig};
+use sluice_core::cluster::{cancel_job, list_jobs, submit_job, trigger_savepoint, Coordinator, CoordinatorConfig, Worker, WorkerConfig};
 use sluice::jobs::{JobOptions, JOBS};
 use sluice::logging::{parse_level, root_logger, LogFormat};
 
@@ -41,9 +41,40 @@ enum Command {
     List(ClientArgs),
     /// Cancels a job on a coordinator.
     Cancel(CancelArgs),
-    /// Savepoints: `list DIR`, `inspect PATH`, `dispose PATH`.
+    /// Savepoints: `--coordinator ADDR JOB_ID DIR` takes one of a running job (its path is
+    /// printed last); `list DIR`, `inspect PATH`, `dispose PATH` manage the archive.
+    Savepoint(SavepointArgs),
+    /// Stops a job on a coordinator with a savepoint (its path is printed last).
+    Stop(StopArgs),
+}
+
+#[derive(Parser, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+struct SavepointArgs {
     #[command(subcommand)]
-    Savepoint(SavepointCommand),
+    action: Option<SavepointCommand>,
+    /// The coordinator's address.
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// The job's id.
+    job_id: Option<String>,
+    /// Where to put the savepoint (a directory the coordinator and workers reach, or s3://).
+    dir: Option<String>,
+}
+
+#[derive(Parser, Debug)]
+struct StopArgs {
+    /// The coordinator's address.
+    #[arg(long)]
+    coordinator: String,
+    /// The job's id.
+    job_id: String,
+    /// Where to put the savepoint.
+    #[arg(long)]
+    savepoint_dir: String,
+    /// Drain first: sources stop and every window fires, as at end of input.
+    #[arg(long)]
+    drain: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -207,6 +238,12 @@ struct SubmitArgs {
     job: JobArgs,
     #[command(flatten)]
     checkpoints: CheckpointArgs,
+    /// Start from this savepoint (a location the coordinator and workers reach).
+    #[arg(long)]
+    from_savepoint: Option<String>,
+    /// With --from-savepoint: drop the state of operators the job no longer has.
+    #[arg(long)]
+    allow_non_restored_state: bool,
 }
 
 #[derive(Parser, Debug)]
@@ -259,7 +296,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Submit(args) => submit(*args),
         Command::List(args) => list(args),
         Command::Cancel(args) => cancel(args),
-        Command::Savepoint(cmd) => savepoint_admin(cmd),
+        Command::Savepoint(args) => savepoint(args),
+        Command::Stop(args) => stop(args),
     }
 }
 
@@ -386,6 +424,8 @@ fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     put("tolerable-failed-checkpoints", c.tolerable_failed_checkpoints.map(|n| n.to_string()));
     put("retained-checkpoints", c.retained_checkpoints.map(|n| n.to_string()));
     put("restart-strategy", c.restart_strategy.clone());
+    put("from-savepoint", args.from_savepoint.clone());
+    put("allow-non-restored-state", args.allow_non_restored_state.then(|| "true".to_string()));
     let id = runtime()?.block_on(submit_job(&args.coordinator, &args.job.job, &options))?;
     println!("submitted job {} as", args.job.job);
     println!("{id}");
@@ -408,8 +448,17 @@ fn cancel(args: CancelArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn savepoint_admin(cmd: SavepointCommand) -> anyhow::Result<()> {
+fn savepoint(args: SavepointArgs) -> anyhow::Result<()> {
     let rt = runtime()?;
+    let Some(cmd) = args.action else {
+        let (Some(addr), Some(job), Some(dir)) = (args.coordinator, args.job_id, args.dir) else {
+            anyhow::bail!("usage: sluice savepoint --coordinator HOST:PORT <JOB_ID> <DIR>, or sluice savepoint list|inspect|dispose");
+        };
+        let (path, checkpoint) = rt.block_on(trigger_savepoint(&addr, &job, &dir, None))?;
+        println!("savepoint of job {job} at checkpoint {checkpoint}:");
+        println!("{path}");
+        return Ok(());
+    };
     match cmd {
         SavepointCommand::List { dir } => print!("{}", rt.block_on(sluice::savepoints::list(&dir))?),
         SavepointCommand::Inspect { path } => print!("{}", rt.block_on(sluice::savepoints::inspect(&path))?),
@@ -418,5 +467,12 @@ fn savepoint_admin(cmd: SavepointCommand) -> anyhow::Result<()> {
             println!("disposed {} ({n} files)", path.display());
         }
     }
+    Ok(())
+}
+
+fn stop(args: StopArgs) -> anyhow::Result<()> {
+    let (path, checkpoint) = runtime()?.block_on(trigger_savepoint(&args.coordinator, &args.job_id, &args.savepoint_dir, Some(args.drain)))?;
+    println!("job {} stopped with a savepoint at checkpoint {checkpoint}:", args.job_id);
+    println!("{path}");
     Ok(())
 }

@@ -46,8 +46,8 @@ fn opts() -> impl Strategy<Value = Vec<WireOption>> {
 fn control_plane() -> impl Strategy<Value = WireMessage> {
     let s = || "[a-z0-9:._-]{0,24}";
     prop_oneof![
-        (s(), any::<u32>(), s(), opts(), proptest::collection::vec(s(), 0..8), proptest::collection::vec((s(), s()), 0..4), s(), any::<u64>())
-            .prop_map(|(job_id, attempt, job_name, options, placement, peers, checkpoint_store, restore_checkpoint)| {
+        (s(), any::<u32>(), s(), opts(), proptest::collection::vec(s(), 0..8), proptest::collection::vec((s(), s()), 0..4), s(), any::<u64>(), s())
+            .prop_map(|(job_id, attempt, job_name, options, placement, peers, checkpoint_store, restore_checkpoint, restore_savepoint)| {
                 WireMessage::DeployTask {
                     job_id,
                     attempt,
@@ -57,9 +57,10 @@ fn control_plane() -> impl Strategy<Value = WireMessage> {
                     peers: peers.into_iter().map(|(worker_id, data_address)| WirePeer { worker_id, data_address }).collect(),
                     checkpoint_store,
                     restore_checkpoint,
+                    restore_savepoint,
                 }
             }),
-        (s(), any::<u32>()).prop_map(|(job_id, attempt)| WireMessage::CancelTask { job_id, attempt }),
+        (s(), any::<u32>(), any::<bool>()).prop_map(|(job_id, attempt, drain)| WireMessage::CancelTask { job_id, attempt, drain }),
         (s(), any::<u32>(), any::<u64>(), any::<i64>(), any::<u32>()).prop_map(|(job_id, attempt, checkpoint_id, timestamp_ms, task)| {
             WireMessage::TriggerCheckpoint { job_id, attempt, checkpoint_id, timestamp_ms, task }
         }),
@@ -93,6 +94,9 @@ fn client() -> impl Strategy<Value = WireMessage> {
         s().prop_map(|job_id| WireMessage::CancelJob { job_id }),
         s().prop_map(|job_id| WireMessage::JobCancelled { job_id }),
         s().prop_map(|reason| WireMessage::Rejected { reason }),
+        (s(), s(), any::<bool>(), any::<bool>())
+            .prop_map(|(job_id, target_dir, stop, drain)| WireMessage::TriggerSavepoint { job_id, target_dir, stop, drain }),
+        (s(), any::<u64>()).prop_map(|(path, checkpoint_id)| WireMessage::SavepointDone { path, checkpoint_id }),
     ]
 }
 

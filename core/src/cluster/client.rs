@@ -9,6 +9,10 @@ use tokio::net::TcpStream;
 use super::{ClusterError, JobInfo, JobStatus};
 
 async fn request(addr: &str, msg: WireMessage) -> Result<WireMessage, ClusterError> {
+    request_within(addr, msg, Duration::from_secs(30)).await
+}
+
+async fn request_within(addr: &str, msg: WireMessage, timeout: Duration) -> Result<WireMessage, ClusterError> {
     let mut stream = TcpStream::connect(addr).await.map_err(|e| ClusterError::Io {
         what: format!("cannot reach the coordinator at {addr}"),
         source: e,
@@ -17,8 +21,8 @@ async fn request(addr: &str, msg: WireMessage) -> Result<WireMessage, ClusterErr
         what: format!("sending to the coordinator at {addr}"),
         source: e,
     })?;
-    match tokio::time::timeout(Duration::from_secs(30), read_frame(&mut stream)).await {
-        Err(_) => Err(ClusterError::Timeout(format!("the coordinator at {addr} did not answer within 30 s"))),
+    match tokio::time::timeout(timeout, read_frame(&mut stream)).await {
+        Err(_) => Err(ClusterError::Timeout(format!("the coordinator at {addr} did not answer within {} s", timeout.as_secs()))),
         Ok(Err(e)) => Err(ClusterError::Frame {
             what: format!("reading the answer of the coordinator at {addr}"),
             source: e,
@@ -82,6 +86,22 @@ pub async fn list_jobs(addr: &str) -> Result<Vec<JobInfo>, ClusterError> {
 pub async fn cancel_job(addr: &str, id: &str) -> Result<(), ClusterError> {
     match request(addr, WireMessage::CancelJob { job_id: id.to_string() }).await? {
         WireMessage::JobCancelled { .. } => Ok(()),
+        other => Err(unexpected(addr, &other)),
+    }
+}
+
+/// Takes a savepoint of job `id` into `target_dir`; with `stop = Some(drain)` the job stops
+/// after it (draining first if `drain`). Returns the savepoint's path and checkpoint id.
+pub async fn trigger_savepoint(addr: &str, id: &str, target_dir: &str, stop: Option<bool>) -> Result<(String, u64), ClusterError> {
+    let msg = WireMessage::TriggerSavepoint {
+        job_id: id.to_string(),
+        target_dir: target_dir.to_string(),
+        stop: stop.is_some(),
+        drain: stop.unwrap_or(false),
+    };
+    // A savepoint of a large state takes a while: wait as long as a checkpoint may take.
+    match request_within(addr, msg, Duration::from_secs(600)).await? {
+        WireMessage::SavepointDone { path, checkpoint_id } => Ok((path, checkpoint_id)),
         other => Err(unexpected(addr, &other)),
     }
 }

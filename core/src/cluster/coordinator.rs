@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use super::framed::{framed, FrameSender};
 use super::job_master::{JobMaster, MasterEvent};
 use super::{options, ClusterError, JobRegistry, JobStatus, StoreOpener};
+use crate::checkpoint::coordinator::SavepointRequest;
 use crate::clock::Clock;
 
 /// Settings of a coordinator.
@@ -91,6 +92,8 @@ pub(crate) struct JobEntry {
     pub(crate) error: Option<String>,
     pub(crate) attempt: u32,
     pub(crate) events: mpsc::UnboundedSender<MasterEvent>,
+    /// Savepoint requests, for jobs that checkpoint.
+    pub(crate) savepoints: Option<mpsc::Sender<SavepointRequest>>,
 }
 
 #[derive(Default)]
@@ -104,6 +107,7 @@ pub(crate) struct State {
 pub(crate) struct Shared {
     pub(crate) config: CoordinatorConfig,
     pub(crate) registry: Arc<dyn JobRegistry>,
+    pub(crate) opener: StoreOpener,
     pub(crate) store: Option<Arc<dyn BlobStore>>,
     pub(crate) state: Mutex<State>,
     /// Distinguishes this coordinator's job ids from an earlier run's.
@@ -166,7 +170,7 @@ impl Coordinator {
             )));
         }
         let store = match &config.checkpoint_dir {
-            Some(dir) => Some(opener(dir).map_err(|e| ClusterError::Config(format!("--checkpoint-dir {dir}: {e}")))?),
+            Some(dir) => Some((opener)(dir).map_err(|e| ClusterError::Config(format!("--checkpoint-dir {dir}: {e}")))?),
             None => None,
         };
         let started_ms = config.clock.now_ms();
@@ -174,6 +178,7 @@ impl Coordinator {
             shared: Arc::new(Shared {
                 config,
                 registry,
+                opener,
                 store,
                 state: Mutex::new(State::default()),
                 started_ms,
@@ -235,6 +240,12 @@ impl Coordinator {
                 Ok(()) => WireMessage::JobCancelled { job_id },
                 Err(e) => WireMessage::Rejected { reason: e.to_string() },
             },
+            WireMessage::TriggerSavepoint { job_id, target_dir, stop, drain } => {
+                match self.savepoint(&job_id, &target_dir, stop.then_some(drain)).await {
+                    Ok((path, checkpoint_id)) => WireMessage::SavepointDone { path, checkpoint_id },
+                    Err(e) => WireMessage::Rejected { reason: e.to_string() },
+                }
+            }
             other => {
                 slog::warn!(log, "closing connection: unexpected first frame"; "frame" => frame_kind(&other));
                 return;
@@ -338,6 +349,13 @@ impl Coordinator {
         let mut graph = sh.registry.build(name, &parsed.job).map_err(ClusterError::Rejected)?;
         graph.finalize().map_err(|e| ClusterError::Rejected(e.to_string()))?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let (savepoints, requests) = if parsed.checkpointing.is_some() {
+            let (stx, srx) = mpsc::channel(4);
+            (Some(stx), Some(Arc::new(tokio::sync::Mutex::new(srx))))
+        } else {
+            (None, None)
+        };
+        let own_events = tx.clone();
         let id = {
             let mut st = sh.lock();
             st.next_job += 1;
@@ -352,12 +370,13 @@ impl Coordinator {
                     error: None,
                     attempt: 0,
                     events: tx,
+                    savepoints,
                 },
             );
             id
         };
         slog::info!(sh.config.log, "job submitted"; "job" => &id, "name" => name);
-        let master = JobMaster::new(id.clone(), name.to_string(), graph, parsed, sh.clone(), rx);
+        let master = JobMaster::new(id.clone(), name.to_string(), graph, parsed, sh.clone(), rx, own_events, requests);
         tokio::spawn(master.run());
         Ok(id)
     }
@@ -396,6 +415,32 @@ impl Coordinator {
                 used: w.used,
             })
             .collect()
+    }
+
+    /// Takes a savepoint of job `id` into `target_dir` (a location the coordinator and the
+    /// workers can reach); with `stop = Some(drain)` the job stops after it, draining first
+    /// if `drain`. Returns the savepoint's path and the checkpoint it was taken at.
+    pub async fn savepoint(&self, id: &str, target_dir: &str, stop: Option<bool>) -> Result<(String, u64), ClusterError> {
+        let tx = {
+            let st = self.shared.lock();
+            let j = st.jobs.get(id).ok_or_else(|| ClusterError::Rejected(format!("no job with id '{id}'")))?;
+            if j.status.is_terminal() {
+                return Err(ClusterError::Rejected(format!("job {id} has already ended: {}", j.status)));
+            }
+            j.savepoints.clone().ok_or_else(|| {
+                ClusterError::Rejected(format!("job {id} does not checkpoint: savepoints need a job submitted with --checkpoint-interval"))
+            })?
+        };
+        let target = (self.shared.opener)(target_dir).map_err(|e| ClusterError::Rejected(format!("savepoint directory {target_dir}: {e}")))?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        tx.send(SavepointRequest { target, stop, reply })
+            .await
+            .map_err(|_| ClusterError::Rejected(format!("job {id} has ended")))?;
+        match answer.await {
+            Ok(Ok(info)) => Ok((format!("{}/{}", target_dir.trim_end_matches('/'), info.name), info.checkpoint_id)),
+            Ok(Err(e)) => Err(ClusterError::Rejected(format!("savepoint of job {id} failed: {e}"))),
+            Err(_) => Err(ClusterError::Rejected(format!("job {id} ended (or restarted) before the savepoint completed"))),
+        }
     }
 
     /// Asks job `id` to stop at once.

@@ -29,6 +29,7 @@ pub(crate) struct DeployRequest {
     pub(crate) peers: Vec<WirePeer>,
     pub(crate) checkpoint_store: String,
     pub(crate) restore_checkpoint: u64,
+    pub(crate) restore_savepoint: String,
 }
 
 /// The worker's hold on a running deployment.
@@ -135,9 +136,18 @@ pub(crate) async fn run(
             let store = (worker.opener)(&req.checkpoint_store).map_err(|e| format!("opening checkpoint store {}: {e}", req.checkpoint_store))?;
             Some(CheckpointStorage::new(store, &req.job_id))
         };
-        let restored = match (&storage, req.restore_checkpoint) {
-            (Some(st), id) if id > 0 => Some(st.load(id).await.map_err(|e| format!("loading checkpoint {id}: {e}"))?),
-            _ => None,
+        let restored = if !req.restore_savepoint.is_empty() {
+            let store = (worker.opener)(&req.restore_savepoint).map_err(|e| format!("opening savepoint {}: {e}", req.restore_savepoint))?;
+            Some(
+                crate::checkpoint::savepoint::load_savepoint(store.as_ref())
+                    .await
+                    .map_err(|e| format!("loading savepoint {}: {e}", req.restore_savepoint))?,
+            )
+        } else {
+            match (&storage, req.restore_checkpoint) {
+                (Some(st), id) if id > 0 => Some(st.load(id).await.map_err(|e| format!("loading checkpoint {id}: {e}"))?),
+                _ => None,
+            }
         };
         let addresses: BTreeMap<String, String> = req.peers.iter().map(|p| (p.worker_id.clone(), p.data_address.clone())).collect();
         let transport = ClusterTransport::connect(ExchangeSetup {

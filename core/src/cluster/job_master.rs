@@ -12,7 +12,7 @@ use super::coordinator::Shared;
 use super::options::SubmitOptions;
 use super::placement::{pick_slots, place_tasks, slots_needed};
 use super::JobStatus;
-use crate::checkpoint::coordinator::{Coordinator as CheckpointCoordinator, OperatorInfo, TaskRef};
+use crate::checkpoint::coordinator::{Coordinator as CheckpointCoordinator, OperatorInfo, SavepointRequests, StopAction, TaskRef};
 use crate::checkpoint::metadata::StateFileMeta;
 use crate::checkpoint::protocol::{TaskCommand, TaskEvent};
 use crate::checkpoint::restart::RestartTracker;
@@ -22,6 +22,7 @@ use crate::graph::JobGraph;
 use crate::metrics::CheckpointStats;
 use crate::runtime::attempt::{task_specs, TaskSpec};
 use crate::runtime::restore;
+use crate::runtime::SavepointRestore;
 
 /// What reaches a job master.
 #[derive(Debug)]
@@ -34,12 +35,16 @@ pub(crate) enum MasterEvent {
     SlotsChanged,
     /// Cancel the job.
     Cancel,
+    /// A stop-with-savepoint asks the job to drain, or (the savepoint complete) to stop.
+    Stop(StopAction),
 }
 
 /// How an attempt ended.
 enum Outcome {
     Finished,
     Cancelled,
+    /// Stopped after a stop-with-savepoint.
+    Stopped,
     Failed(String),
 }
 
@@ -56,6 +61,9 @@ pub(crate) struct JobMaster {
     log: slog::Logger,
     specs: Vec<TaskSpec>,
     stats: Arc<CheckpointStats>,
+    /// This master's own event queue (the stop-with-savepoint hook sends to it).
+    own_events: mpsc::UnboundedSender<MasterEvent>,
+    savepoints: Option<SavepointRequests>,
 }
 
 impl JobMaster {
@@ -66,6 +74,8 @@ impl JobMaster {
         options: SubmitOptions,
         shared: Arc<Shared>,
         events: mpsc::UnboundedReceiver<MasterEvent>,
+        own_events: mpsc::UnboundedSender<MasterEvent>,
+        savepoints: Option<SavepointRequests>,
     ) -> Self {
         let log = shared.config.log.new(slog::o!("job" => id.clone(), "name" => name.clone()));
         let specs = task_specs(&graph);
@@ -79,6 +89,8 @@ impl JobMaster {
             log,
             specs,
             stats: Arc::new(CheckpointStats::default()),
+            own_events,
+            savepoints,
         }
     }
 
@@ -109,6 +121,27 @@ impl JobMaster {
                 Err(e) => return (JobStatus::Failed, Some(format!("reading the checkpoint store: {e}"))),
             }
         }
+        let savepoint = match &self.options.from_savepoint {
+            None => None,
+            Some((path, allow)) => {
+                let store = match (self.shared.opener)(path) {
+                    Ok(s) => s,
+                    Err(e) => return (JobStatus::Failed, Some(format!("savepoint {path}: {e}"))),
+                };
+                match crate::checkpoint::savepoint::load_savepoint(store.as_ref()).await {
+                    // Checkpoint ids go on after the savepoint's: its sink transactions are named by them.
+                    Ok(sp) => next_id.fetch_max(sp.metadata.checkpoint_id + 1, Ordering::SeqCst),
+                    Err(e) => return (JobStatus::Failed, Some(format!("savepoint {path}: {e}"))),
+                };
+                Some((
+                    path.clone(),
+                    SavepointRestore {
+                        store,
+                        allow_non_restored_state: *allow,
+                    },
+                ))
+            }
+        };
         let needed = slots_needed(&self.specs);
         let mut attempt = 0u32;
         loop {
@@ -116,19 +149,24 @@ impl JobMaster {
             let outcome = match self.reserve_slots(needed).await {
                 Err(outcome) => outcome,
                 Ok((slots, reservation)) => {
-                    let outcome = match crate::runtime::prepare_attempt(&self.graph, storage.as_ref(), None, &self.log).await {
-                        Err(e @ JobError::Restore { .. }) => {
+                    let outcome = match crate::runtime::prepare_attempt(&self.graph, storage.as_ref(), savepoint.as_ref().map(|s| &s.1), &self.log).await {
+                        Err(e @ (JobError::Restore { .. } | JobError::Savepoint(_))) => {
                             self.release(&reservation);
                             return (JobStatus::Failed, Some(e.to_string()));
                         }
                         Err(e) => Outcome::Failed(e.to_string()),
-                        Ok((restored, retained)) => {
+                        Ok((restored, retained, from_savepoint)) => {
                             let restore_id = restored.as_ref().map_or(0, |c| c.metadata.checkpoint_id);
+                            let restore_savepoint = match (&savepoint, from_savepoint) {
+                                (Some((path, _)), true) => path.clone(),
+                                _ => String::new(),
+                            };
                             if restore_id > 0 {
-                                slog::info!(self.log, "restoring from checkpoint"; "checkpoint" => restore_id, "attempt" => attempt);
+                                slog::info!(self.log, "restoring from checkpoint"; "checkpoint" => restore_id, "attempt" => attempt,
+                                    "savepoint" => &restore_savepoint);
                             }
                             let placement = place_tasks(&self.specs, &slots);
-                            self.run_attempt(attempt, &placement, storage.as_ref(), restore_id, retained, &next_id)
+                            self.run_attempt(attempt, &placement, storage.as_ref(), (restore_id, restore_savepoint), retained, &next_id)
                                 .await
                         }
                     };
@@ -137,7 +175,7 @@ impl JobMaster {
                 }
             };
             match outcome {
-                Outcome::Finished => return (JobStatus::Finished, None),
+                Outcome::Finished | Outcome::Stopped => return (JobStatus::Finished, None),
                 Outcome::Cancelled => return (JobStatus::Canceled, None),
                 Outcome::Failed(reason) => {
                     self.shared.set_status(&self.id, JobStatus::Failing, Some(reason.clone()));
@@ -224,13 +262,14 @@ impl JobMaster {
         tx.is_some_and(|tx| tx.send(msg))
     }
 
-    fn cancel_everywhere(&self, attempt: u32, workers: &BTreeSet<String>) {
+    fn cancel_everywhere(&self, attempt: u32, workers: &BTreeSet<String>, drain: bool) {
         for w in workers {
             self.send_to(
                 w,
                 WireMessage::CancelTask {
                     job_id: self.id.clone(),
                     attempt,
+                    drain,
                 },
             );
         }
@@ -241,7 +280,7 @@ impl JobMaster {
         attempt: u32,
         placement: &[String],
         storage: Option<&CheckpointStorage>,
-        restore_id: u64,
+        (restore_id, restore_savepoint): (u64, String),
         retained: VecDeque<u64>,
         next_id: &Arc<AtomicU64>,
     ) -> Outcome {
@@ -277,10 +316,11 @@ impl JobMaster {
                     peers: peers.clone(),
                     checkpoint_store: checkpoint_store.clone(),
                     restore_checkpoint: restore_id,
+                    restore_savepoint: restore_savepoint.clone(),
                 },
             );
             if !deployed {
-                self.cancel_everywhere(attempt, &workers);
+                self.cancel_everywhere(attempt, &workers, false);
                 return Outcome::Failed(format!("worker {w} was lost while the attempt was being deployed"));
             }
         }
@@ -289,7 +329,7 @@ impl JobMaster {
         self.shared.set_status(&self.id, JobStatus::Running, None);
         let outcome = self.supervise(attempt, placement, storage, retained, next_id).await;
         if !matches!(outcome, Outcome::Finished) {
-            self.cancel_everywhere(attempt, &workers);
+            self.cancel_everywhere(attempt, &workers, false);
         }
         outcome
     }
@@ -366,8 +406,13 @@ impl JobMaster {
                 next_id: next_id.clone(),
                 retained,
                 stats: self.stats.clone(),
-                savepoints: None,
-                stop: Arc::new(|_| {}),
+                savepoints: self.savepoints.clone(),
+                stop: {
+                    let tx = self.own_events.clone();
+                    Arc::new(move |a| {
+                        let _ = tx.send(MasterEvent::Stop(a));
+                    })
+                },
             };
             checkpoints = Some((
                 AbortOnDrop(tokio::spawn(async move {
@@ -389,6 +434,11 @@ impl JobMaster {
                         return Outcome::Cancelled;
                     }
                     Some(MasterEvent::SlotsChanged) => {}
+                    Some(MasterEvent::Stop(StopAction::Cancel)) => return Outcome::Stopped,
+                    Some(MasterEvent::Stop(StopAction::Drain)) => {
+                        let workers: BTreeSet<String> = placement.iter().cloned().collect();
+                        self.cancel_everywhere(attempt, &workers, true);
+                    }
                     Some(MasterEvent::WorkerLost { worker, reason }) => {
                         if placement.contains(&worker) {
                             return Outcome::Failed(format!("worker {worker} was lost: {reason}"));

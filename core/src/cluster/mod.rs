@@ -37,7 +37,7 @@ use sluice_transport::wire::FrameError;
 
 use crate::graph::JobGraph;
 
-pub use client::{cancel_job, list_jobs, submit_job};
+pub use client::{cancel_job, list_jobs, submit_job, trigger_savepoint};
 pub use coordinator::{Coordinator, CoordinatorConfig, JobInfo, WorkerInfo};
 pub use worker::{Worker, WorkerConfig};
 

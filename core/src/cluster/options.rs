@@ -18,6 +18,8 @@ pub(crate) const CLUSTER_OPTIONS: &[&str] = &[
     "tolerable-failed-checkpoints",
     "retained-checkpoints",
     "restart-strategy",
+    "from-savepoint",
+    "allow-non-restored-state",
 ];
 
 /// A submission's options, checked.
@@ -27,6 +29,9 @@ pub(crate) struct SubmitOptions {
     pub(crate) job: BTreeMap<String, String>,
     pub(crate) checkpointing: Option<CheckpointConfig>,
     pub(crate) restart: Option<RestartStrategy>,
+    /// The savepoint to start from, and whether state of operators the job no longer has may
+    /// be dropped.
+    pub(crate) from_savepoint: Option<(String, bool)>,
 }
 
 impl SubmitOptions {
@@ -65,6 +70,16 @@ pub(crate) fn parse(options: &[WireOption], store: Option<&Arc<dyn BlobStore>>) 
             return Err(format!("option --{} is given twice", o.key));
         }
     }
+    let allow = match cluster.remove("allow-non-restored-state").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => return Err(format!("--allow-non-restored-state: '{other}' is not true or false")),
+    };
+    let from_savepoint = match cluster.remove("from-savepoint") {
+        Some(path) => Some((path, allow)),
+        None if allow => return Err("--allow-non-restored-state needs --from-savepoint".into()),
+        None => None,
+    };
     let restart = match cluster.remove("restart-strategy") {
         Some(s) => Some(RestartStrategy::parse(&s).map_err(|e| format!("--restart-strategy: {e}"))?),
         None => None,
@@ -98,7 +113,12 @@ pub(crate) fn parse(options: &[WireOption], store: Option<&Arc<dyn BlobStore>>) 
         }
     };
     debug_assert!(cluster.is_empty(), "every cluster option is handled: {cluster:?}");
-    Ok(SubmitOptions { job, checkpointing, restart })
+    Ok(SubmitOptions {
+        job,
+        checkpointing,
+        restart,
+        from_savepoint,
+    })
 }
 
 #[cfg(test)]

@@ -85,6 +85,15 @@ impl WorkerShared {
         self.inbound.discard(job, attempt);
     }
 
+    /// Stop-with-savepoint, draining: the sources of the attempt stop and its tasks finish as
+    /// at end of input.
+    fn drain(&self, job: &str, attempt: u32) {
+        if let Some(h) = self.lock().get(&(job.to_string(), attempt)) {
+            slog::info!(self.log, "draining deployment"; "job" => job, "attempt" => attempt);
+            h.control.send(JobControl::Drain);
+        }
+    }
+
     fn cancel_all(&self) {
         let all: Vec<_> = std::mem::take(&mut *self.lock()).into_iter().collect();
         for ((job, attempt), h) in all {
@@ -266,7 +275,17 @@ async fn session<R: AsyncRead>(shared: &Arc<WorkerShared>, tx: FrameSender, rx: 
             Err(e) => break format!("bad frame from the coordinator: {e}"),
         };
         match msg {
-            WireMessage::DeployTask { job_id, attempt, job_name, options, placement, peers, checkpoint_store, restore_checkpoint } => {
+            WireMessage::DeployTask {
+                job_id,
+                attempt,
+                job_name,
+                options,
+                placement,
+                peers,
+                checkpoint_store,
+                restore_checkpoint,
+                restore_savepoint,
+            } => {
                 let req = DeployRequest {
                     job_id,
                     attempt,
@@ -276,6 +295,7 @@ async fn session<R: AsyncRead>(shared: &Arc<WorkerShared>, tx: FrameSender, rx: 
                     peers,
                     checkpoint_store,
                     restore_checkpoint,
+                    restore_savepoint,
                 };
                 if attempt > 0 {
                     shared.cancel(&req.job_id, attempt - 1);
@@ -285,7 +305,8 @@ async fn session<R: AsyncRead>(shared: &Arc<WorkerShared>, tx: FrameSender, rx: 
                 slog::info!(shared.log, "deploying"; "job" => &req.job_id, "attempt" => attempt, "name" => &req.job_name);
                 tokio::spawn(deployment::run(shared.clone(), tx.clone(), req, control_rx, command_rxs));
             }
-            WireMessage::CancelTask { job_id, attempt } => shared.cancel(&job_id, attempt),
+            WireMessage::CancelTask { job_id, attempt, drain: true } => shared.drain(&job_id, attempt),
+            WireMessage::CancelTask { job_id, attempt, drain: false } => shared.cancel(&job_id, attempt),
             WireMessage::TriggerCheckpoint { job_id, attempt, checkpoint_id, timestamp_ms, task } => shared.command(
                 &job_id,
                 attempt,

@@ -310,7 +310,7 @@ async fn run_job(
             Err(e @ JobError::Restore { .. }) => return Err(e),
             // Reading the store failed: a failure like any other, for the restart strategy.
             Err(e) => Err(e),
-            Ok((restored, retained)) => {
+            Ok((restored, retained, _)) => {
                 if let Some(ck) = &restored {
                     let id = ck.metadata.checkpoint_id;
                     slog::info!(log, "restoring from checkpoint"; "checkpoint" => id, "attempt" => attempt);
@@ -390,15 +390,16 @@ async fn run_job(
     }
 }
 
-/// Finds what an attempt restores: the latest usable checkpoint, and the complete checkpoints
-/// the coordinator will retain. Complete checkpoints newer than the one restored are unusable
+/// Finds what an attempt restores: the latest usable checkpoint (else the savepoint, if the
+/// job starts from one; the `bool` says so), and the complete checkpoints the coordinator will
+/// retain. Complete checkpoints newer than the one restored are unusable
 /// (damaged): they are deleted so they don't linger or count as retained.
 pub(crate) async fn prepare_attempt(
     graph: &JobGraph,
     storage: Option<&CheckpointStorage>,
     savepoint: Option<&SavepointRestore>,
     log: &slog::Logger,
-) -> Result<(Option<LoadedCheckpoint>, VecDeque<u64>), JobError> {
+) -> Result<(Option<LoadedCheckpoint>, VecDeque<u64>, bool), JobError> {
     let (restored, retained) = match storage {
         None => (None, VecDeque::new()),
         Some(st) => {
@@ -426,10 +427,10 @@ pub(crate) async fn prepare_attempt(
             slog::info!(log, "the checkpoint store holds a checkpoint of this run, newer than the savepoint: restoring it instead";
                 "checkpoint" => ck.metadata.checkpoint_id);
         }
-        return Ok((restored, retained));
+        return Ok((restored, retained, false));
     }
     let Some(sp) = savepoint else {
-        return Ok((None, retained));
+        return Ok((None, retained, false));
     };
     let ck = load_savepoint(sp.store.as_ref()).await.map_err(|e| JobError::Savepoint(format!("savepoint {:?}: {e}", sp.store)))?;
     restore::check_compatible(graph, &ck, sp.allow_non_restored_state).map_err(|reason| {
@@ -439,5 +440,5 @@ pub(crate) async fn prepare_attempt(
         slog::warn!(log, "dropping state of an operator the job no longer has (--allow-non-restored-state)"; "operator" => op);
     }
     slog::info!(log, "restoring from savepoint"; "savepoint" => format!("{:?}", sp.store), "checkpoint" => ck.metadata.checkpoint_id);
-    Ok((Some(ck), retained))
+    Ok((Some(ck), retained, true))
 }

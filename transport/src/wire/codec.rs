@@ -155,7 +155,7 @@ fn build_body<'a>(
             let t = fb::Heartbeat::create(b, &fb::HeartbeatArgs { worker_id: Some(w) });
             (fb::Body::Heartbeat, t.as_union_value())
         }
-        WireMessage::DeployTask { job_id, attempt, job_name, options, placement, peers, checkpoint_store, restore_checkpoint } => {
+        WireMessage::DeployTask { job_id, attempt, job_name, options, placement, peers, checkpoint_store, restore_checkpoint, restore_savepoint } => {
             let j = b.create_string(job_id);
             let n = b.create_string(job_name);
             let opts = options_vector(b, options);
@@ -171,6 +171,7 @@ fn build_body<'a>(
                 .collect();
             let peers = b.create_vector(&peers);
             let store = b.create_string(checkpoint_store);
+            let savepoint = b.create_string(restore_savepoint);
             let t = fb::DeployTask::create(
                 b,
                 &fb::DeployTaskArgs {
@@ -182,13 +183,14 @@ fn build_body<'a>(
                     peers: Some(peers),
                     checkpoint_store: Some(store),
                     restore_checkpoint: *restore_checkpoint,
+                    restore_savepoint: Some(savepoint),
                 },
             );
             (fb::Body::DeployTask, t.as_union_value())
         }
-        WireMessage::CancelTask { job_id, attempt } => {
+        WireMessage::CancelTask { job_id, attempt, drain } => {
             let j = b.create_string(job_id);
-            let t = fb::CancelTask::create(b, &fb::CancelTaskArgs { job_id: Some(j), attempt: *attempt });
+            let t = fb::CancelTask::create(b, &fb::CancelTaskArgs { job_id: Some(j), attempt: *attempt, drain: *drain });
             (fb::Body::CancelTask, t.as_union_value())
         }
         WireMessage::TriggerCheckpoint { job_id, attempt, checkpoint_id, timestamp_ms, task } => {
@@ -296,6 +298,17 @@ fn build_body<'a>(
             let r = b.create_string(reason);
             let t = fb::Rejected::create(b, &fb::RejectedArgs { reason: Some(r) });
             (fb::Body::Rejected, t.as_union_value())
+        }
+        WireMessage::TriggerSavepoint { job_id, target_dir, stop, drain } => {
+            let j = b.create_string(job_id);
+            let d = b.create_string(target_dir);
+            let t = fb::TriggerSavepoint::create(b, &fb::TriggerSavepointArgs { job_id: Some(j), target_dir: Some(d), stop: *stop, drain: *drain });
+            (fb::Body::TriggerSavepoint, t.as_union_value())
+        }
+        WireMessage::SavepointDone { path, checkpoint_id } => {
+            let p = b.create_string(path);
+            let t = fb::SavepointDone::create(b, &fb::SavepointDoneArgs { path: Some(p), checkpoint_id: *checkpoint_id });
+            (fb::Body::SavepointDone, t.as_union_value())
         }
     }
 }
@@ -439,11 +452,12 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
                 peers,
                 checkpoint_store: d.checkpoint_store().unwrap_or_default().to_string(),
                 restore_checkpoint: d.restore_checkpoint(),
+                restore_savepoint: d.restore_savepoint().unwrap_or_default().to_string(),
             }
         }
         fb::Body::CancelTask => {
             let d = frame.body_as_cancel_task().ok_or(missing("CancelTask"))?;
-            WireMessage::CancelTask { job_id: text(d.job_id(), "CancelTask", "job_id")?, attempt: d.attempt() }
+            WireMessage::CancelTask { job_id: text(d.job_id(), "CancelTask", "job_id")?, attempt: d.attempt(), drain: d.drain() }
         }
         fb::Body::TriggerCheckpoint => {
             let d = frame.body_as_trigger_checkpoint().ok_or(missing("TriggerCheckpoint"))?;
@@ -554,6 +568,19 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
         fb::Body::Rejected => {
             let d = frame.body_as_rejected().ok_or(missing("Rejected"))?;
             WireMessage::Rejected { reason: text(d.reason(), "Rejected", "reason")? }
+        }
+        fb::Body::TriggerSavepoint => {
+            let d = frame.body_as_trigger_savepoint().ok_or(missing("TriggerSavepoint"))?;
+            WireMessage::TriggerSavepoint {
+                job_id: text(d.job_id(), "TriggerSavepoint", "job_id")?,
+                target_dir: text(d.target_dir(), "TriggerSavepoint", "target_dir")?,
+                stop: d.stop(),
+                drain: d.drain(),
+            }
+        }
+        fb::Body::SavepointDone => {
+            let d = frame.body_as_savepoint_done().ok_or(missing("SavepointDone"))?;
+            WireMessage::SavepointDone { path: text(d.path(), "SavepointDone", "path")?, checkpoint_id: d.checkpoint_id() }
         }
         other => return Err(FrameError::UnknownType(other.0)),
     })

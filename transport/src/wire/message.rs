@@ -114,6 +114,8 @@ pub enum WireMessage {
         checkpoint_store: String,
         /// Checkpoint to restore (0: none).
         restore_checkpoint: u64,
+        /// Where the savepoint to restore is, when the attempt starts from one (else empty).
+        restore_savepoint: String,
     },
     /// Stop the tasks of a job's attempt.
     CancelTask {
@@ -121,6 +123,8 @@ pub enum WireMessage {
         job_id: String,
         /// Execution attempt.
         attempt: u32,
+        /// Drain instead: sources stop, tasks finish as at end of input.
+        drain: bool,
     },
     /// Take checkpoint `checkpoint_id` (to a source task).
     TriggerCheckpoint {
@@ -254,6 +258,24 @@ pub enum WireMessage {
     Rejected {
         /// Why.
         reason: String,
+    },
+    /// A client asks for a savepoint.
+    TriggerSavepoint {
+        /// Job id.
+        job_id: String,
+        /// Where to put it.
+        target_dir: String,
+        /// Stop the job after it.
+        stop: bool,
+        /// Drain before (with `stop`).
+        drain: bool,
+    },
+    /// A savepoint is complete.
+    SavepointDone {
+        /// Its path.
+        path: String,
+        /// The checkpoint it was taken at.
+        checkpoint_id: u64,
     },
 }
 

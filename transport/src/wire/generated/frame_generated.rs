@@ -13,10 +13,10 @@ pub mod wire {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 27;
+pub const ENUM_MAX_BODY: u8 = 29;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 28] = [
+pub const ENUM_VALUES_BODY: [Body; 30] = [
   Body::NONE,
   Body::Data,
   Body::Watermark,
@@ -45,6 +45,8 @@ pub const ENUM_VALUES_BODY: [Body; 28] = [
   Body::CancelJob,
   Body::JobCancelled,
   Body::Rejected,
+  Body::TriggerSavepoint,
+  Body::SavepointDone,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -80,9 +82,11 @@ impl Body {
   pub const CancelJob: Self = Self(25);
   pub const JobCancelled: Self = Self(26);
   pub const Rejected: Self = Self(27);
+  pub const TriggerSavepoint: Self = Self(28);
+  pub const SavepointDone: Self = Self(29);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 27;
+  pub const ENUM_MAX: u8 = 29;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Data,
@@ -112,6 +116,8 @@ impl Body {
     Self::CancelJob,
     Self::JobCancelled,
     Self::Rejected,
+    Self::TriggerSavepoint,
+    Self::SavepointDone,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -144,6 +150,8 @@ impl Body {
       Self::CancelJob => Some("CancelJob"),
       Self::JobCancelled => Some("JobCancelled"),
       Self::Rejected => Some("Rejected"),
+      Self::TriggerSavepoint => Some("TriggerSavepoint"),
+      Self::SavepointDone => Some("SavepointDone"),
       _ => None,
     }
   }
@@ -1770,6 +1778,7 @@ impl<'a> DeployTask<'a> {
   pub const VT_PEERS: ::flatbuffers::VOffsetT = 14;
   pub const VT_CHECKPOINT_STORE: ::flatbuffers::VOffsetT = 16;
   pub const VT_RESTORE_CHECKPOINT: ::flatbuffers::VOffsetT = 18;
+  pub const VT_RESTORE_SAVEPOINT: ::flatbuffers::VOffsetT = 20;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1782,6 +1791,7 @@ impl<'a> DeployTask<'a> {
   ) -> ::flatbuffers::WIPOffset<DeployTask<'bldr>> {
     let mut builder = DeployTaskBuilder::new(_fbb);
     builder.add_restore_checkpoint(args.restore_checkpoint);
+    if let Some(x) = args.restore_savepoint { builder.add_restore_savepoint(x); }
     if let Some(x) = args.checkpoint_store { builder.add_checkpoint_store(x); }
     if let Some(x) = args.peers { builder.add_peers(x); }
     if let Some(x) = args.placement { builder.add_placement(x); }
@@ -1853,6 +1863,14 @@ impl<'a> DeployTask<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(DeployTask::VT_RESTORE_CHECKPOINT, Some(0)).unwrap()}
   }
+  /// Where the savepoint to restore is, when the attempt starts from one (else empty).
+  #[inline]
+  pub fn restore_savepoint(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DeployTask::VT_RESTORE_SAVEPOINT, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for DeployTask<'_> {
@@ -1869,6 +1887,7 @@ impl ::flatbuffers::Verifiable for DeployTask<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Peer>>>>("peers", Self::VT_PEERS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("checkpoint_store", Self::VT_CHECKPOINT_STORE, false)?
      .visit_field::<u64>("restore_checkpoint", Self::VT_RESTORE_CHECKPOINT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("restore_savepoint", Self::VT_RESTORE_SAVEPOINT, false)?
      .finish();
     Ok(())
   }
@@ -1882,6 +1901,7 @@ pub struct DeployTaskArgs<'a> {
     pub peers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Peer<'a>>>>>,
     pub checkpoint_store: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub restore_checkpoint: u64,
+    pub restore_savepoint: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for DeployTaskArgs<'a> {
   #[inline]
@@ -1895,6 +1915,7 @@ impl<'a> Default for DeployTaskArgs<'a> {
       peers: None,
       checkpoint_store: None,
       restore_checkpoint: 0,
+      restore_savepoint: None,
     }
   }
 }
@@ -1937,6 +1958,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeployTaskBuilder<'a, 'b, A> 
     self.fbb_.push_slot::<u64>(DeployTask::VT_RESTORE_CHECKPOINT, restore_checkpoint, 0);
   }
   #[inline]
+  pub fn add_restore_savepoint(&mut self, restore_savepoint: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeployTask::VT_RESTORE_SAVEPOINT, restore_savepoint);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeployTaskBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     DeployTaskBuilder {
@@ -1962,13 +1987,15 @@ impl ::core::fmt::Debug for DeployTask<'_> {
       ds.field("peers", &self.peers());
       ds.field("checkpoint_store", &self.checkpoint_store());
       ds.field("restore_checkpoint", &self.restore_checkpoint());
+      ds.field("restore_savepoint", &self.restore_savepoint());
       ds.finish()
   }
 }
 pub enum CancelTaskOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// Stop every task of a job's attempt on the worker.
+/// Stop every task of a job's attempt on the worker; with `drain`, the sources stop and the
+/// tasks finish as at end of input (stop with savepoint, draining).
 pub struct CancelTask<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -1984,6 +2011,7 @@ impl<'a> ::flatbuffers::Follow<'a> for CancelTask<'a> {
 impl<'a> CancelTask<'a> {
   pub const VT_JOB_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_ATTEMPT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DRAIN: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1997,6 +2025,7 @@ impl<'a> CancelTask<'a> {
     let mut builder = CancelTaskBuilder::new(_fbb);
     builder.add_attempt(args.attempt);
     if let Some(x) = args.job_id { builder.add_job_id(x); }
+    builder.add_drain(args.drain);
     builder.finish()
   }
 
@@ -2015,6 +2044,13 @@ impl<'a> CancelTask<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(CancelTask::VT_ATTEMPT, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn drain(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(CancelTask::VT_DRAIN, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for CancelTask<'_> {
@@ -2025,6 +2061,7 @@ impl ::flatbuffers::Verifiable for CancelTask<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("job_id", Self::VT_JOB_ID, false)?
      .visit_field::<u32>("attempt", Self::VT_ATTEMPT, false)?
+     .visit_field::<bool>("drain", Self::VT_DRAIN, false)?
      .finish();
     Ok(())
   }
@@ -2032,6 +2069,7 @@ impl ::flatbuffers::Verifiable for CancelTask<'_> {
 pub struct CancelTaskArgs<'a> {
     pub job_id: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub attempt: u32,
+    pub drain: bool,
 }
 impl<'a> Default for CancelTaskArgs<'a> {
   #[inline]
@@ -2039,6 +2077,7 @@ impl<'a> Default for CancelTaskArgs<'a> {
     CancelTaskArgs {
       job_id: None,
       attempt: 0,
+      drain: false,
     }
   }
 }
@@ -2055,6 +2094,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CancelTaskBuilder<'a, 'b, A> 
   #[inline]
   pub fn add_attempt(&mut self, attempt: u32) {
     self.fbb_.push_slot::<u32>(CancelTask::VT_ATTEMPT, attempt, 0);
+  }
+  #[inline]
+  pub fn add_drain(&mut self, drain: bool) {
+    self.fbb_.push_slot::<bool>(CancelTask::VT_DRAIN, drain, false);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CancelTaskBuilder<'a, 'b, A> {
@@ -2076,6 +2119,7 @@ impl ::core::fmt::Debug for CancelTask<'_> {
     let mut ds = f.debug_struct("CancelTask");
       ds.field("job_id", &self.job_id());
       ds.field("attempt", &self.attempt());
+      ds.field("drain", &self.drain());
       ds.finish()
   }
 }
@@ -4232,6 +4276,269 @@ impl ::core::fmt::Debug for Rejected<'_> {
       ds.finish()
   }
 }
+pub enum TriggerSavepointOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A client asks for a savepoint of a running job into `target_dir`; with `stop`, the job
+/// stops after it (draining first with `drain`).
+pub struct TriggerSavepoint<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for TriggerSavepoint<'a> {
+  type Inner = TriggerSavepoint<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> TriggerSavepoint<'a> {
+  pub const VT_JOB_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TARGET_DIR: ::flatbuffers::VOffsetT = 6;
+  pub const VT_STOP: ::flatbuffers::VOffsetT = 8;
+  pub const VT_DRAIN: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    TriggerSavepoint { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TriggerSavepointArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<TriggerSavepoint<'bldr>> {
+    let mut builder = TriggerSavepointBuilder::new(_fbb);
+    if let Some(x) = args.target_dir { builder.add_target_dir(x); }
+    if let Some(x) = args.job_id { builder.add_job_id(x); }
+    builder.add_drain(args.drain);
+    builder.add_stop(args.stop);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn job_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TriggerSavepoint::VT_JOB_ID, None)}
+  }
+  #[inline]
+  pub fn target_dir(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TriggerSavepoint::VT_TARGET_DIR, None)}
+  }
+  #[inline]
+  pub fn stop(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(TriggerSavepoint::VT_STOP, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn drain(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(TriggerSavepoint::VT_DRAIN, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for TriggerSavepoint<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("job_id", Self::VT_JOB_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("target_dir", Self::VT_TARGET_DIR, false)?
+     .visit_field::<bool>("stop", Self::VT_STOP, false)?
+     .visit_field::<bool>("drain", Self::VT_DRAIN, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TriggerSavepointArgs<'a> {
+    pub job_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub target_dir: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub stop: bool,
+    pub drain: bool,
+}
+impl<'a> Default for TriggerSavepointArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TriggerSavepointArgs {
+      job_id: None,
+      target_dir: None,
+      stop: false,
+      drain: false,
+    }
+  }
+}
+
+pub struct TriggerSavepointBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TriggerSavepointBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_job_id(&mut self, job_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TriggerSavepoint::VT_JOB_ID, job_id);
+  }
+  #[inline]
+  pub fn add_target_dir(&mut self, target_dir: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TriggerSavepoint::VT_TARGET_DIR, target_dir);
+  }
+  #[inline]
+  pub fn add_stop(&mut self, stop: bool) {
+    self.fbb_.push_slot::<bool>(TriggerSavepoint::VT_STOP, stop, false);
+  }
+  #[inline]
+  pub fn add_drain(&mut self, drain: bool) {
+    self.fbb_.push_slot::<bool>(TriggerSavepoint::VT_DRAIN, drain, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TriggerSavepointBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TriggerSavepointBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<TriggerSavepoint<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for TriggerSavepoint<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("TriggerSavepoint");
+      ds.field("job_id", &self.job_id());
+      ds.field("target_dir", &self.target_dir());
+      ds.field("stop", &self.stop());
+      ds.field("drain", &self.drain());
+      ds.finish()
+  }
+}
+pub enum SavepointDoneOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The savepoint is complete.
+pub struct SavepointDone<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SavepointDone<'a> {
+  type Inner = SavepointDone<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SavepointDone<'a> {
+  pub const VT_PATH: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CHECKPOINT_ID: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SavepointDone { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SavepointDoneArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SavepointDone<'bldr>> {
+    let mut builder = SavepointDoneBuilder::new(_fbb);
+    builder.add_checkpoint_id(args.checkpoint_id);
+    if let Some(x) = args.path { builder.add_path(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn path(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SavepointDone::VT_PATH, None)}
+  }
+  #[inline]
+  pub fn checkpoint_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SavepointDone::VT_CHECKPOINT_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SavepointDone<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("path", Self::VT_PATH, false)?
+     .visit_field::<u64>("checkpoint_id", Self::VT_CHECKPOINT_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SavepointDoneArgs<'a> {
+    pub path: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub checkpoint_id: u64,
+}
+impl<'a> Default for SavepointDoneArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SavepointDoneArgs {
+      path: None,
+      checkpoint_id: 0,
+    }
+  }
+}
+
+pub struct SavepointDoneBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SavepointDoneBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_path(&mut self, path: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SavepointDone::VT_PATH, path);
+  }
+  #[inline]
+  pub fn add_checkpoint_id(&mut self, checkpoint_id: u64) {
+    self.fbb_.push_slot::<u64>(SavepointDone::VT_CHECKPOINT_ID, checkpoint_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SavepointDoneBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SavepointDoneBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SavepointDone<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SavepointDone<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SavepointDone");
+      ds.field("path", &self.path());
+      ds.field("checkpoint_id", &self.checkpoint_id());
+      ds.finish()
+  }
+}
 pub enum FrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -4695,6 +5002,36 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_trigger_savepoint(&self) -> Option<TriggerSavepoint<'a>> {
+    if self.body_type() == Body::TriggerSavepoint {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { TriggerSavepoint::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_savepoint_done(&self) -> Option<SavepointDone<'a>> {
+    if self.body_type() == Body::SavepointDone {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { SavepointDone::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -4733,6 +5070,8 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::CancelJob => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CancelJob>>("Body::CancelJob", pos),
           Body::JobCancelled => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<JobCancelled>>("Body::JobCancelled", pos),
           Body::Rejected => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Rejected>>("Body::Rejected", pos),
+          Body::TriggerSavepoint => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TriggerSavepoint>>("Body::TriggerSavepoint", pos),
+          Body::SavepointDone => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SavepointDone>>("Body::SavepointDone", pos),
           _ => Ok(()),
         }
      })?
@@ -4978,6 +5317,20 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::Rejected => {
           if let Some(x) = self.body_as_rejected() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::TriggerSavepoint => {
+          if let Some(x) = self.body_as_trigger_savepoint() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::SavepointDone => {
+          if let Some(x) = self.body_as_savepoint_done() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
