@@ -267,3 +267,53 @@ fn a_worker_pointed_at_a_wrong_address_retries_with_back_off() {
     assert!(retries.len() >= 2, "expected repeated attempts:\n{log}");
     assert!(log.contains("retry_in_ms: 100") && log.contains("retry_in_ms: 200"), "back-off doubles:\n{log}");
 }
+
+/// Savepoints in cluster mode: a savepoint of a running job, then stop with a savepoint;
+/// the job submitted again from it at parallelism 3 finishes with exact output. Bad requests
+/// are refused by name.
+#[test]
+fn stop_with_savepoint_and_resubmit_at_another_parallelism_is_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, expected) = write_input(tmp.path(), 20_000);
+    let (out, ck, sp) = (tmp.path().join("out"), tmp.path().join("ck"), tmp.path().join("savepoints"));
+    let (_coord, addr) = coordinator(tmp.path(), &["--checkpoint-dir", ck.to_str().unwrap()]);
+    let _w1 = worker(tmp.path(), &addr, "w1", 2);
+    let _w2 = worker(tmp.path(), &addr, "w2", 2);
+    let common = |p: &'static str| -> Vec<String> {
+        ["wordcount", "--parallelism", p, "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap(), "--checkpoint-interval", "200ms"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let mut first = common("2");
+    first.extend(["--lines-per-second".to_string(), "4000".to_string()]);
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    let id = submit(&addr, &first);
+    wait_for(&addr, &id, &["RUNNING"], Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(800));
+    let sp_dir = sp.to_str().unwrap();
+    let taken = run(&["savepoint", "--coordinator", &addr, &id, sp_dir]);
+    assert!(taken.status.success(), "{}", text(&taken.stderr));
+    let running_savepoint = text(&taken.stdout).lines().last().unwrap().to_string();
+    assert!(Path::new(&running_savepoint).join("_metadata").is_file(), "{running_savepoint}");
+    let stopped = run(&["stop", "--coordinator", &addr, &id, "--savepoint-dir", sp_dir]);
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    let path = text(&stopped.stdout).lines().last().unwrap().to_string();
+    assert_eq!(wait_for(&addr, &id, &["FINISHED", "FAILED", "CANCELED"], Duration::from_secs(20)), "FINISHED");
+    assert!(committed_lines(&out).len() < expected.len(), "the stop came mid-stream");
+    // A savepoint of a job that has ended, and of one that does not exist, are refused.
+    let again = run(&["savepoint", "--coordinator", &addr, &id, sp_dir]);
+    assert!(!again.status.success() && text(&again.stderr).contains("already ended"), "{}", text(&again.stderr));
+    let unknown = run(&["stop", "--coordinator", &addr, "0000", "--savepoint-dir", sp_dir]);
+    assert!(!unknown.status.success() && text(&unknown.stderr).contains("no job with id '0000'"), "{}", text(&unknown.stderr));
+    // Resume at parallelism 3 from the stop's savepoint.
+    let mut second = common("3");
+    second.extend(["--from-savepoint".to_string(), path.clone()]);
+    let second: Vec<&str> = second.iter().map(String::as_str).collect();
+    let id2 = submit(&addr, &second);
+    assert_eq!(wait_for_in(Some(tmp.path()), &addr, &id2, &["FINISHED", "FAILED", "CANCELED"], Duration::from_secs(60)), "FINISHED");
+    assert_same_lines(&committed_lines(&out), &expected, "resumed from a savepoint at parallelism 3");
+    // The archive lists both savepoints.
+    let listing = text(&run(&["savepoint", "list", sp_dir]).stdout);
+    assert_eq!(listing.lines().count(), 2, "{listing}");
+}
