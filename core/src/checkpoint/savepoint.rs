@@ -27,12 +27,34 @@ pub async fn write_savepoint(from: &CheckpointStorage, meta: &CheckpointMetadata
     let src = from.dir(meta.checkpoint_id);
     for op in &meta.operators {
         for f in &op.files {
-            let bytes = from.store().get(&format!("{src}{}", f.path)).await?;
-            put_exact(target, &format!("{name}/{}", f.path), bytes).await?;
+            let path = format!("{src}{}", f.path);
+            let bytes = retried(|| from.store().get(&path)).await?;
+            let to = format!("{name}/{}", f.path);
+            retried(|| put_exact(target, &to, bytes.clone())).await?;
         }
     }
-    put_exact(target, &format!("{name}/_metadata"), Bytes::from(meta.encode())).await?;
+    let to = format!("{name}/_metadata");
+    let meta_bytes = Bytes::from(meta.encode());
+    retried(|| put_exact(target, &to, meta_bytes.clone())).await?;
     Ok(name.to_string())
+}
+
+/// Tries a store request up to three times: object stores fail now and then, and a savepoint
+/// copies many files.
+async fn retried<T, E, F, Fut>(mut f: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut delay = std::time::Duration::from_millis(20);
+    for _ in 0..2 {
+        if let Ok(v) = f().await {
+            return Ok(v);
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 4;
+    }
+    f().await
 }
 
 /// Writes `bytes` at `path` unless the very same bytes are there already (a retried copy).

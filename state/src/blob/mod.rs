@@ -55,12 +55,14 @@
 mod error;
 mod local_fs;
 mod memory;
+mod prefixed;
 #[cfg(all(feature = "object-store", not(madsim)))]
 mod object_store;
 
 pub use error::BlobError;
 pub use local_fs::LocalFsStore;
 pub use memory::{FaultConfig, MemoryStore};
+pub use prefixed::PrefixedStore;
 #[cfg(all(feature = "object-store", not(madsim)))]
 pub use self::object_store::ObjectStoreBlob;
 
@@ -88,6 +90,22 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes one object; deleting a missing object is `Ok` (idempotent).
     fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), BlobError>>;
+}
+
+/// A shared store is a store (so a [`PrefixedStore`] can wrap an `Arc<dyn BlobStore>`).
+impl<T: BlobStore + ?Sized> BlobStore for std::sync::Arc<T> {
+    fn put_if_absent<'a>(&'a self, path: &'a str, bytes: bytes::Bytes) -> BoxFuture<'a, Result<(), BlobError>> {
+        (**self).put_if_absent(path, bytes)
+    }
+    fn get<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<bytes::Bytes, BlobError>> {
+        (**self).get(path)
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, BlobError>> {
+        (**self).list(prefix)
+    }
+    fn delete<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<(), BlobError>> {
+        (**self).delete(path)
+    }
 }
 
 /// Deletes every object under `prefix` (a `list` then one `delete` per object) and returns how
