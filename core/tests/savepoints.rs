@@ -38,7 +38,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 /// The job; `variant` changes its operators: 0 as taken, 1 with the window operator replaced
-/// by one of another uid and a filter added.
+/// by one of another uid and a filter added, 2 with the window operator's uid renamed.
 fn job(parallelism: u32, sink: TransactionalStore<Row>, variant: u8) -> StreamEnv {
     let env = StreamEnv::new("windowed-count");
     env.set_parallelism(parallelism);
@@ -50,12 +50,12 @@ fn job(parallelism: u32, sink: TransactionalStore<Row>, variant: u8) -> StreamEn
         )
         .uid("numbers")
         .map(|i: u64| (i % KEYS, i * 10 / WINDOW_MS, 1u64));
-    let counted = if variant == 0 {
+    let counted = if variant == 0 || variant == 2 {
         numbers
             .key_by(|r: &Row| r.0)
             .window(WindowAssigner::tumbling(Duration::from_millis(WINDOW_MS)))
             .reduce(|a: Row, b: Row| (a.0, a.1, a.2 + b.2))
-            .uid("window")
+            .uid(if variant == 0 { "window" } else { "window-renamed" })
     } else {
         numbers
             .filter(|_| true)
@@ -102,10 +102,15 @@ fn first_half(sink: &TransactionalStore<Row>, dir: &Path) -> std::path::PathBuf 
 }
 
 fn resume(sink: &TransactionalStore<Row>, savepoint: &Path, parallelism: u32, variant: u8, allow: bool) -> Result<(), JobError> {
+    resume_mapped(sink, savepoint, parallelism, variant, allow, "")
+}
+
+fn resume_mapped(sink: &TransactionalStore<Row>, savepoint: &Path, parallelism: u32, variant: u8, allow: bool, mapping: &str) -> Result<(), JobError> {
     rt().block_on(async {
         let from = SavepointRestore {
             store: Arc::new(LocalFsStore::new(savepoint).unwrap()),
             allow_non_restored_state: allow,
+            uid_mapping: sluice_core::runtime::parse_uid_mapping(mapping).unwrap(),
         };
         job(parallelism, sink.clone(), variant).execute(config(Some(from))).await.map(|_| ())
     })
@@ -223,4 +228,17 @@ fn damaged_savepoints_are_refused_naming_the_file_and_the_problem() {
     std::fs::create_dir_all(&empty).unwrap();
     let err = resume(&TransactionalStore::new(), &empty, 2, 0, false).unwrap_err().to_string();
     assert!(err.contains("_metadata"), "{err}");
+}
+
+#[test]
+fn a_renamed_operator_restores_through_a_uid_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = TransactionalStore::new();
+    let sp = first_half(&sink, dir.path());
+    let err = resume(&sink, &sp, 2, 2, false).unwrap_err().to_string();
+    assert!(err.contains("'window'"), "without a mapping the old state has no operator: {err}");
+    let err = resume_mapped(&sink, &sp, 2, 2, false, "windw=window-renamed").unwrap_err().to_string();
+    assert!(err.contains("no operator 'windw'") && err.contains("window"), "{err}");
+    resume_mapped(&sink, &sp, 3, 2, false, "window=window-renamed").unwrap();
+    assert_eq!(sorted(sink.committed()), expected(), "the renamed window operator kept its state");
 }

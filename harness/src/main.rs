@@ -182,6 +182,9 @@ struct RunArgs {
     /// With --from-savepoint: drop the state of operators the job no longer has.
     #[arg(long)]
     allow_non_restored_state: bool,
+    /// With --from-savepoint: operators renamed since, as OLD_UID=NEW_UID[,...].
+    #[arg(long)]
+    uid_mapping: Option<String>,
     /// On Ctrl-C / SIGTERM, stop with a savepoint into this directory (its path is printed
     /// last) instead of draining.
     #[arg(long)]
@@ -244,6 +247,9 @@ struct SubmitArgs {
     /// With --from-savepoint: drop the state of operators the job no longer has.
     #[arg(long)]
     allow_non_restored_state: bool,
+    /// With --from-savepoint: operators renamed since, as OLD_UID=NEW_UID[,...].
+    #[arg(long)]
+    uid_mapping: Option<String>,
 }
 
 #[derive(Parser, Debug)]
@@ -338,6 +344,7 @@ fn run(args: RunArgs, log: slog::Logger) -> anyhow::Result<()> {
         restart_strategy: c.restart_strategy.clone(),
         from_savepoint: args.from_savepoint.clone(),
         allow_non_restored_state: args.allow_non_restored_state,
+        uid_mapping: args.uid_mapping.clone(),
         savepoint_dir: args.savepoint_dir.clone(),
         drain: args.drain,
     };
@@ -426,6 +433,7 @@ fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     put("restart-strategy", c.restart_strategy.clone());
     put("from-savepoint", args.from_savepoint.clone());
     put("allow-non-restored-state", args.allow_non_restored_state.then(|| "true".to_string()));
+    put("uid-mapping", args.uid_mapping.clone());
     let id = runtime()?.block_on(submit_job(&args.coordinator, &args.job.job, &options))?;
     println!("submitted job {} as", args.job.job);
     println!("{id}");

@@ -33,6 +33,8 @@ pub struct RunSettings {
     pub from_savepoint: Option<PathBuf>,
     /// `--allow-non-restored-state`.
     pub allow_non_restored_state: bool,
+    /// `--uid-mapping OLD=NEW[,OLD=NEW...]`: operators renamed since the savepoint.
+    pub uid_mapping: Option<String>,
     /// `--savepoint-dir`: on stop (Ctrl-C / SIGTERM), take a savepoint here and stop.
     pub savepoint_dir: Option<PathBuf>,
     /// `--drain`: with `--savepoint-dir`, fire every window before the savepoint.
@@ -129,6 +131,9 @@ impl RunSettings {
                 base.checkpointing = Some(c);
             }
         }
+        if self.uid_mapping.is_some() && self.from_savepoint.is_none() {
+            return Err(HarnessError::BadOption("--uid-mapping needs --from-savepoint".into()));
+        }
         if self.allow_non_restored_state && self.from_savepoint.is_none() {
             return Err(HarnessError::BadOption("--allow-non-restored-state needs --from-savepoint".into()));
         }
@@ -148,6 +153,10 @@ impl RunSettings {
             base.from_savepoint = Some(sluice_core::SavepointRestore {
                 store,
                 allow_non_restored_state: self.allow_non_restored_state,
+                uid_mapping: match &self.uid_mapping {
+                    Some(m) => sluice_core::runtime::parse_uid_mapping(m).map_err(|e| HarnessError::BadOption(format!("--uid-mapping: {e}")))?,
+                    None => Default::default(),
+                },
             });
         }
         if let Some(s) = &self.restart_strategy {

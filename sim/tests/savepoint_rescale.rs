@@ -83,6 +83,7 @@ async fn savepoint_and_rescale_under_faults_is_exact() {
             let from = SavepointRestore {
                 store: Arc::new(PrefixedStore::new(savepoints.clone(), &info.name)),
                 allow_non_restored_state: false,
+                uid_mapping: Default::default(),
             };
             let r = tokio::time::timeout(Duration::from_secs(600), env.execute(config(seed, Arc::new(MemoryStore::with_faults(faults(seed ^ 2))), Some(from))))
                 .await

@@ -46,8 +46,8 @@ fn opts() -> impl Strategy<Value = Vec<WireOption>> {
 fn control_plane() -> impl Strategy<Value = WireMessage> {
     let s = || "[a-z0-9:._-]{0,24}";
     prop_oneof![
-        (s(), any::<u32>(), s(), opts(), proptest::collection::vec(s(), 0..8), proptest::collection::vec((s(), s()), 0..4), s(), any::<u64>(), s())
-            .prop_map(|(job_id, attempt, job_name, options, placement, peers, checkpoint_store, restore_checkpoint, restore_savepoint)| {
+        (s(), any::<u32>(), s(), opts(), proptest::collection::vec(s(), 0..8), proptest::collection::vec((s(), s()), 0..4), s(), any::<u64>(), s(), opts())
+            .prop_map(|(job_id, attempt, job_name, options, placement, peers, checkpoint_store, restore_checkpoint, restore_savepoint, uid_mapping)| {
                 WireMessage::DeployTask {
                     job_id,
                     attempt,
@@ -58,6 +58,7 @@ fn control_plane() -> impl Strategy<Value = WireMessage> {
                     checkpoint_store,
                     restore_checkpoint,
                     restore_savepoint,
+                    uid_mapping,
                 }
             }),
         (s(), any::<u32>(), any::<bool>()).prop_map(|(job_id, attempt, drain)| WireMessage::CancelTask { job_id, attempt, drain }),

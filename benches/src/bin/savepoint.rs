@@ -93,6 +93,7 @@ fn main() -> anyhow::Result<()> {
                 from_savepoint: Some(SavepointRestore {
                     store: Arc::new(LocalFsStore::new(&sp)?),
                     allow_non_restored_state: false,
+                    uid_mapping: Default::default(),
                 }),
                 ..ExecutionConfig::default()
             };

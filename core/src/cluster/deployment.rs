@@ -30,6 +30,7 @@ pub(crate) struct DeployRequest {
     pub(crate) checkpoint_store: String,
     pub(crate) restore_checkpoint: u64,
     pub(crate) restore_savepoint: String,
+    pub(crate) uid_mapping: Vec<WireOption>,
 }
 
 /// The worker's hold on a running deployment.
@@ -138,11 +139,12 @@ pub(crate) async fn run(
         };
         let restored = if !req.restore_savepoint.is_empty() {
             let store = (worker.opener)(&req.restore_savepoint).map_err(|e| format!("opening savepoint {}: {e}", req.restore_savepoint))?;
-            Some(
-                crate::checkpoint::savepoint::load_savepoint(store.as_ref())
-                    .await
-                    .map_err(|e| format!("loading savepoint {}: {e}", req.restore_savepoint))?,
-            )
+            let mut sp = crate::checkpoint::savepoint::load_savepoint(store.as_ref())
+                .await
+                .map_err(|e| format!("loading savepoint {}: {e}", req.restore_savepoint))?;
+            let mapping = req.uid_mapping.iter().map(|o| (o.key.clone(), o.value.clone())).collect();
+            crate::runtime::restore::map_uids(&mut sp, &mapping).map_err(|e| format!("savepoint {}: {e}", req.restore_savepoint))?;
+            Some(sp)
         } else {
             match (&storage, req.restore_checkpoint) {
                 (Some(st), id) if id > 0 => Some(st.load(id).await.map_err(|e| format!("loading checkpoint {id}: {e}"))?),

@@ -123,7 +123,7 @@ impl JobMaster {
         }
         let savepoint = match &self.options.from_savepoint {
             None => None,
-            Some((path, allow)) => {
+            Some((path, allow, mapping)) => {
                 let store = match (self.shared.opener)(path) {
                     Ok(s) => s,
                     Err(e) => return (JobStatus::Failed, Some(format!("savepoint {path}: {e}"))),
@@ -138,6 +138,7 @@ impl JobMaster {
                     SavepointRestore {
                         store,
                         allow_non_restored_state: *allow,
+                        uid_mapping: mapping.clone(),
                     },
                 ))
             }
@@ -317,6 +318,13 @@ impl JobMaster {
                     checkpoint_store: checkpoint_store.clone(),
                     restore_checkpoint: restore_id,
                     restore_savepoint: restore_savepoint.clone(),
+                    uid_mapping: self
+                        .options
+                        .from_savepoint
+                        .iter()
+                        .flat_map(|(_, _, m)| m.iter())
+                        .map(|(k, v)| sluice_transport::wire::WireOption { key: k.clone(), value: v.clone() })
+                        .collect(),
                 },
             );
             if !deployed {

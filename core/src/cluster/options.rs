@@ -20,6 +20,7 @@ pub(crate) const CLUSTER_OPTIONS: &[&str] = &[
     "restart-strategy",
     "from-savepoint",
     "allow-non-restored-state",
+    "uid-mapping",
 ];
 
 /// A submission's options, checked.
@@ -29,9 +30,9 @@ pub(crate) struct SubmitOptions {
     pub(crate) job: BTreeMap<String, String>,
     pub(crate) checkpointing: Option<CheckpointConfig>,
     pub(crate) restart: Option<RestartStrategy>,
-    /// The savepoint to start from, and whether state of operators the job no longer has may
-    /// be dropped.
-    pub(crate) from_savepoint: Option<(String, bool)>,
+    /// The savepoint to start from, whether state of operators the job no longer has may be
+    /// dropped, and operators renamed since (old uid → new uid).
+    pub(crate) from_savepoint: Option<(String, bool, BTreeMap<String, String>)>,
 }
 
 impl SubmitOptions {
@@ -75,9 +76,14 @@ pub(crate) fn parse(options: &[WireOption], store: Option<&Arc<dyn BlobStore>>) 
         Some("true") => true,
         Some(other) => return Err(format!("--allow-non-restored-state: '{other}' is not true or false")),
     };
+    let mapping = match cluster.remove("uid-mapping") {
+        Some(m) => Some(crate::runtime::parse_uid_mapping(&m).map_err(|e| format!("--uid-mapping: {e}"))?),
+        None => None,
+    };
     let from_savepoint = match cluster.remove("from-savepoint") {
-        Some(path) => Some((path, allow)),
+        Some(path) => Some((path, allow, mapping.unwrap_or_default())),
         None if allow => return Err("--allow-non-restored-state needs --from-savepoint".into()),
+        None if mapping.is_some() => return Err("--uid-mapping needs --from-savepoint".into()),
         None => None,
     };
     let restart = match cluster.remove("restart-strategy") {

@@ -285,6 +285,7 @@ async fn session<R: AsyncRead>(shared: &Arc<WorkerShared>, tx: FrameSender, rx: 
                 checkpoint_store,
                 restore_checkpoint,
                 restore_savepoint,
+                uid_mapping,
             } => {
                 let req = DeployRequest {
                     job_id,
@@ -296,6 +297,7 @@ async fn session<R: AsyncRead>(shared: &Arc<WorkerShared>, tx: FrameSender, rx: 
                     checkpoint_store,
                     restore_checkpoint,
                     restore_savepoint,
+                    uid_mapping,
                 };
                 if attempt > 0 {
                     shared.cancel(&req.job_id, attempt - 1);

@@ -9,7 +9,7 @@ mod outputs;
 pub(crate) mod restore;
 pub(crate) mod task;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +28,7 @@ use crate::error::{CheckpointError, JobError};
 use crate::graph::{JobGraph, VertexKind};
 use crate::metrics::{CheckpointStats, VertexSnapshot};
 use attempt::Attempt;
+pub use restore::parse_uid_mapping;
 use task::TaskExit;
 
 /// What the tasks of a running job are asked to do.
@@ -77,6 +78,8 @@ pub struct SavepointRestore {
     pub store: Arc<dyn BlobStore>,
     /// Drop the state of operators the job no longer has instead of refusing to start.
     pub allow_non_restored_state: bool,
+    /// Operators renamed since the savepoint: old uid → new uid.
+    pub uid_mapping: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for SavepointRestore {
@@ -84,6 +87,7 @@ impl std::fmt::Debug for SavepointRestore {
         f.debug_struct("SavepointRestore")
             .field("store", &self.store)
             .field("allow_non_restored_state", &self.allow_non_restored_state)
+            .field("uid_mapping", &self.uid_mapping)
             .finish()
     }
 }
@@ -432,7 +436,8 @@ pub(crate) async fn prepare_attempt(
     let Some(sp) = savepoint else {
         return Ok((None, retained, false));
     };
-    let ck = load_savepoint(sp.store.as_ref()).await.map_err(|e| JobError::Savepoint(format!("savepoint {:?}: {e}", sp.store)))?;
+    let mut ck = load_savepoint(sp.store.as_ref()).await.map_err(|e| JobError::Savepoint(format!("savepoint {:?}: {e}", sp.store)))?;
+    restore::map_uids(&mut ck, &sp.uid_mapping).map_err(|e| JobError::Savepoint(format!("savepoint {:?}: {e}", sp.store)))?;
     restore::check_compatible(graph, &ck, sp.allow_non_restored_state).map_err(|reason| {
         JobError::Savepoint(format!("cannot restore savepoint {:?} (checkpoint {}): {reason}", sp.store, ck.metadata.checkpoint_id))
     })?;

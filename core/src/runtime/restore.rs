@@ -78,3 +78,36 @@ pub(crate) fn restored_for(
     let range = KeyGroupRange::for_subtask(max_parallelism, parallelism, subtask);
     Ok(RestoredState::new(files.into_iter().map(|(_, f)| f).collect(), range, operator))
 }
+
+/// Renames operators of a savepoint (old uid → new uid) before it is matched with the job.
+pub(crate) fn map_uids(ck: &mut LoadedCheckpoint, mapping: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+    for (old, new) in mapping {
+        if ck.metadata.operators.iter().any(|o| &o.key == new) {
+            return Err(format!("uid mapping {old}={new}: the savepoint already has an operator '{new}'"));
+        }
+        let Some(op) = ck.metadata.operators.iter_mut().find(|o| &o.key == old) else {
+            let known: Vec<&str> = ck.metadata.operators.iter().map(|o| o.key.as_str()).collect();
+            return Err(format!("uid mapping {old}={new}: the savepoint has no operator '{old}' (it has: {})", known.join(", ")));
+        };
+        op.key = new.clone();
+    }
+    Ok(())
+}
+
+/// Parses `old=new[,old=new...]` (the `--uid-mapping` option).
+pub fn parse_uid_mapping(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut map = std::collections::BTreeMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (old, new) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("uid mapping '{pair}' is not OLD=NEW"))?;
+        let (old, new) = (old.trim(), new.trim());
+        if old.is_empty() || new.is_empty() {
+            return Err(format!("uid mapping '{pair}' is not OLD=NEW"));
+        }
+        if map.insert(old.to_string(), new.to_string()).is_some() {
+            return Err(format!("uid mapping names '{old}' twice"));
+        }
+    }
+    Ok(map)
+}

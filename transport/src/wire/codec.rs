@@ -155,7 +155,7 @@ fn build_body<'a>(
             let t = fb::Heartbeat::create(b, &fb::HeartbeatArgs { worker_id: Some(w) });
             (fb::Body::Heartbeat, t.as_union_value())
         }
-        WireMessage::DeployTask { job_id, attempt, job_name, options, placement, peers, checkpoint_store, restore_checkpoint, restore_savepoint } => {
+        WireMessage::DeployTask { job_id, attempt, job_name, options, placement, peers, checkpoint_store, restore_checkpoint, restore_savepoint, uid_mapping } => {
             let j = b.create_string(job_id);
             let n = b.create_string(job_name);
             let opts = options_vector(b, options);
@@ -172,6 +172,7 @@ fn build_body<'a>(
             let peers = b.create_vector(&peers);
             let store = b.create_string(checkpoint_store);
             let savepoint = b.create_string(restore_savepoint);
+            let mapping = options_vector(b, uid_mapping);
             let t = fb::DeployTask::create(
                 b,
                 &fb::DeployTaskArgs {
@@ -184,6 +185,7 @@ fn build_body<'a>(
                     checkpoint_store: Some(store),
                     restore_checkpoint: *restore_checkpoint,
                     restore_savepoint: Some(savepoint),
+                    uid_mapping: Some(mapping),
                 },
             );
             (fb::Body::DeployTask, t.as_union_value())
@@ -453,6 +455,7 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
                 checkpoint_store: d.checkpoint_store().unwrap_or_default().to_string(),
                 restore_checkpoint: d.restore_checkpoint(),
                 restore_savepoint: d.restore_savepoint().unwrap_or_default().to_string(),
+                uid_mapping: decode_options(d.uid_mapping())?,
             }
         }
         fb::Body::CancelTask => {

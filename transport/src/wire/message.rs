@@ -116,6 +116,8 @@ pub enum WireMessage {
         restore_checkpoint: u64,
         /// Where the savepoint to restore is, when the attempt starts from one (else empty).
         restore_savepoint: String,
+        /// Operators renamed since the savepoint: old uid (key) to new uid (value).
+        uid_mapping: Vec<WireOption>,
     },
     /// Stop the tasks of a job's attempt.
     CancelTask {

@@ -1779,6 +1779,7 @@ impl<'a> DeployTask<'a> {
   pub const VT_CHECKPOINT_STORE: ::flatbuffers::VOffsetT = 16;
   pub const VT_RESTORE_CHECKPOINT: ::flatbuffers::VOffsetT = 18;
   pub const VT_RESTORE_SAVEPOINT: ::flatbuffers::VOffsetT = 20;
+  pub const VT_UID_MAPPING: ::flatbuffers::VOffsetT = 22;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1791,6 +1792,7 @@ impl<'a> DeployTask<'a> {
   ) -> ::flatbuffers::WIPOffset<DeployTask<'bldr>> {
     let mut builder = DeployTaskBuilder::new(_fbb);
     builder.add_restore_checkpoint(args.restore_checkpoint);
+    if let Some(x) = args.uid_mapping { builder.add_uid_mapping(x); }
     if let Some(x) = args.restore_savepoint { builder.add_restore_savepoint(x); }
     if let Some(x) = args.checkpoint_store { builder.add_checkpoint_store(x); }
     if let Some(x) = args.peers { builder.add_peers(x); }
@@ -1871,6 +1873,14 @@ impl<'a> DeployTask<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DeployTask::VT_RESTORE_SAVEPOINT, None)}
   }
+  /// Operators renamed since the savepoint: old uid (key) to new uid (value).
+  #[inline]
+  pub fn uid_mapping(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<JobOption<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<JobOption>>>>(DeployTask::VT_UID_MAPPING, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for DeployTask<'_> {
@@ -1888,6 +1898,7 @@ impl ::flatbuffers::Verifiable for DeployTask<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("checkpoint_store", Self::VT_CHECKPOINT_STORE, false)?
      .visit_field::<u64>("restore_checkpoint", Self::VT_RESTORE_CHECKPOINT, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("restore_savepoint", Self::VT_RESTORE_SAVEPOINT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<JobOption>>>>("uid_mapping", Self::VT_UID_MAPPING, false)?
      .finish();
     Ok(())
   }
@@ -1902,6 +1913,7 @@ pub struct DeployTaskArgs<'a> {
     pub checkpoint_store: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub restore_checkpoint: u64,
     pub restore_savepoint: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub uid_mapping: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<JobOption<'a>>>>>,
 }
 impl<'a> Default for DeployTaskArgs<'a> {
   #[inline]
@@ -1916,6 +1928,7 @@ impl<'a> Default for DeployTaskArgs<'a> {
       checkpoint_store: None,
       restore_checkpoint: 0,
       restore_savepoint: None,
+      uid_mapping: None,
     }
   }
 }
@@ -1962,6 +1975,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeployTaskBuilder<'a, 'b, A> 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeployTask::VT_RESTORE_SAVEPOINT, restore_savepoint);
   }
   #[inline]
+  pub fn add_uid_mapping(&mut self, uid_mapping: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<JobOption<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeployTask::VT_UID_MAPPING, uid_mapping);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeployTaskBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     DeployTaskBuilder {
@@ -1988,6 +2005,7 @@ impl ::core::fmt::Debug for DeployTask<'_> {
       ds.field("checkpoint_store", &self.checkpoint_store());
       ds.field("restore_checkpoint", &self.restore_checkpoint());
       ds.field("restore_savepoint", &self.restore_savepoint());
+      ds.field("uid_mapping", &self.uid_mapping());
       ds.finish()
   }
 }
