@@ -67,6 +67,7 @@ pub(crate) struct JobMaster {
 }
 
 impl JobMaster {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: String,
         name: String,

@@ -226,9 +226,9 @@ impl SourceReader for FileReader {
                 self.seek(o)
             }
             None => {
+                // Nothing left for this subtask: it finishes at once.
                 self.pending.clear();
                 self.offset = self.end;
-                self.end = self.offset;
                 Ok(())
             }
         }
