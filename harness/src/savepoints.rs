@@ -80,7 +80,7 @@ pub async fn list(dir: &Path) -> Result<String, HarnessError> {
     let mut s = String::new();
     for name in list_savepoints(store.as_ref()).await.map_err(|e| bad(dir, e))? {
         let path = dir.join(&name);
-        match open_savepoint(&path).map(|st| st) {
+        match open_savepoint(&path) {
             Ok(st) => match load_savepoint(st.as_ref()).await {
                 Ok(sp) => {
                     let m = &sp.metadata;
