@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod error;
 pub mod jobs;
 pub mod logging;
+pub mod rest;
 pub mod runner;
 pub mod savepoints;
 pub mod settings;

@@ -205,6 +205,9 @@ struct CoordinatorArgs {
     /// Where jobs' checkpoints go (a directory every worker can reach, or `s3://bucket/prefix`).
     #[arg(long)]
     checkpoint_dir: Option<String>,
+    /// Serve the REST API here (port 0 picks one; the address is printed).
+    #[arg(long)]
+    rest_bind: Option<String>,
     /// How often workers send heartbeats.
     #[arg(long, default_value = "500ms")]
     heartbeat_interval: String,
@@ -391,6 +394,21 @@ fn coordinator(args: CoordinatorArgs, log: slog::Logger) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         println!("coordinator listening on {addr}");
         slog::info!(log, "coordinator listening"; "address" => addr.to_string());
+        if let Some(rest) = &args.rest_bind {
+            let rest_listener = tokio::net::TcpListener::bind(rest)
+                .await
+                .with_context(|| format!("binding the REST API to {rest}"))?;
+            let rest_addr = rest_listener.local_addr()?;
+            println!("rest api listening on {rest_addr}");
+            slog::info!(log, "REST API listening"; "address" => rest_addr.to_string());
+            let app = sluice::rest::router(coordinator.clone());
+            let rest_log = log.clone();
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(rest_listener, app).await {
+                    slog::error!(rest_log, "REST API stopped"; "error" => %e);
+                }
+            });
+        }
         tokio::select! {
             r = coordinator.serve(listener) => r?,
             _ = stop_requested() => slog::info!(log, "coordinator stopping"),

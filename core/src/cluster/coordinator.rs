@@ -381,6 +381,11 @@ impl Coordinator {
         Ok(id)
     }
 
+    /// The coordinator's settings.
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.shared.config
+    }
+
     /// Every job, in id order (oldest first).
     pub fn jobs(&self) -> Vec<JobInfo> {
         self.shared

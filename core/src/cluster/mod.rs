@@ -40,6 +40,8 @@ use crate::graph::JobGraph;
 pub use client::{cancel_job, list_jobs, submit_job, trigger_savepoint};
 pub use coordinator::{Coordinator, CoordinatorConfig, JobInfo, WorkerInfo};
 pub use worker::{Worker, WorkerConfig};
+/// A key/value option of a submission, as [`Coordinator::submit`] takes it.
+pub use sluice_transport::wire::WireOption;
 
 /// Builds jobs by name: the coordinator (to check a submission) and every worker (to run its
 /// share) build the same graph from the same name and options.

@@ -1,0 +1,192 @@
+//! The coordinator driven only through its REST API (over real HTTP on 127.0.0.1): submit a
+//! job, watch it run, take a savepoint and fetch its status, stop with a savepoint, start
+//! again from it at another parallelism, cancel; and bad requests (unknown job id, malformed
+//! body, wrong method, unknown path, unusable savepoint directory) answered with a 4xx and a
+//! JSON error naming the problem, with the job unaffected.
+
+// A test driving child processes: real time, never simulated.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_same_lines, committed_lines, write_input};
+use serde_json::{json, Value};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sluice() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    c.env_remove("SLUICE_LOG");
+    c
+}
+
+/// One HTTP/1.1 request; returns the status and the JSON body.
+fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // The body may come chunked; take the JSON object in it.
+    let json_text = match (rest.find('{'), rest.rfind('}')) {
+        (Some(a), Some(b)) => &rest[a..=b],
+        _ => "null",
+    };
+    (status, serde_json::from_str(json_text).unwrap_or(Value::Null))
+}
+
+fn state(rest: &str, id: &str) -> String {
+    let (code, v) = http(rest, "GET", &format!("/jobs/{id}"), None);
+    assert_eq!(code, 200, "{v}");
+    v["state"].as_str().unwrap().to_string()
+}
+
+fn wait_state(rest: &str, id: &str, want: &[&str], timeout: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let s = state(rest, id);
+        if want.contains(&s.as_str()) {
+            return s;
+        }
+        assert!(start.elapsed() < timeout, "job {id} is {s}, waited for {want:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits for a savepoint request to complete; returns its location.
+fn savepoint_location(rest: &str, id: &str, trigger: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let (code, v) = http(rest, "GET", &format!("/jobs/{id}/savepoints/{trigger}"), None);
+        assert_eq!(code, 200, "{v}");
+        if v["status"]["id"] == "COMPLETED" {
+            return v["operation"]["location"].as_str().unwrap_or_else(|| panic!("savepoint failed: {v}")).to_string();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "savepoint still in progress: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_cluster_driven_only_through_http() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, expected) = write_input(tmp.path(), 20_000);
+    let (out, ck, sp) = (tmp.path().join("out"), tmp.path().join("ck"), tmp.path().join("sp"));
+    let mut coord = sluice()
+        .args(["coordinator", "--bind", "127.0.0.1:0", "--rest-bind", "127.0.0.1:0", "--checkpoint-dir", ck.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(coord.stdout.take().unwrap()).lines();
+    let addr = lines.next().unwrap().unwrap().rsplit(' ').next().unwrap().to_string();
+    let rest = lines.next().unwrap().unwrap().rsplit(' ').next().unwrap().to_string();
+    let _coord = Proc(coord);
+    let (code, v) = http(&rest, "GET", "/readyz", None);
+    assert_eq!((code, v["ready"].as_bool()), (503, Some(false)), "not ready without workers");
+    let _workers: Vec<Proc> = ["w1", "w2"]
+        .iter()
+        .map(|id| Proc(sluice().args(["worker", "--coordinator", &addr, "--slots", "2", "--id", id]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()))
+        .collect();
+    let start = Instant::now();
+    while http(&rest, "GET", "/readyz", None).0 != 200 {
+        assert!(start.elapsed() < Duration::from_secs(10), "workers did not register");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, overview) = http(&rest, "GET", "/overview", None);
+    assert_eq!((overview["workers"].as_u64(), overview["slots-total"].as_u64()), (Some(2), Some(4)), "{overview}");
+    assert_eq!(http(&rest, "GET", "/workers", None).1["workers"].as_array().map(Vec::len), Some(2));
+    assert_eq!(http(&rest, "GET", "/healthz", None).0, 200);
+
+    // Submit; it runs.
+    let body = |p: u32, extra: Value| {
+        let mut b = json!({
+            "job": "wordcount",
+            "parallelism": p,
+            "options": { "input": input.to_str().unwrap(), "output": out.to_str().unwrap(), "checkpoint-interval": "200ms" }
+        });
+        if let (Some(o), Some(e)) = (b.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+        b.to_string()
+    };
+    let mut first: Value = serde_json::from_str(&body(2, json!({}))).unwrap();
+    first["options"]["lines-per-second"] = json!(4000);
+    let (code, v) = http(&rest, "POST", "/jobs", Some(&first.to_string()));
+    assert_eq!(code, 202, "{v}");
+    let id = v["jobid"].as_str().unwrap().to_string();
+    wait_state(&rest, &id, &["RUNNING"], Duration::from_secs(20));
+
+    // Bad requests: 4xx with a JSON error, the job unaffected.
+    let bad: &[(&str, &str, Option<&str>, u16, &str)] = &[
+        ("GET", "/jobs/0000", None, 404, "no job with id '0000'"),
+        ("PATCH", "/jobs/0000", None, 404, "no job with id '0000'"),
+        ("POST", "/jobs", Some("{not json"), 400, "malformed request body"),
+        ("POST", "/jobs", Some(r#"{"job": "nope"}"#), 400, "unknown job 'nope'"),
+        ("POST", "/jobs", Some(r#"{"job": "wordcount", "colour": 1}"#), 400, "unknown field `colour`"),
+        ("DELETE", "/jobs", None, 405, "method not allowed"),
+        ("GET", "/no/such/path", None, 404, "no such path"),
+        ("POST", &format!("/jobs/{id}/savepoints"), Some(r#"{"targetDirectory": "/dev/null/sp"}"#), 400, "/dev/null/sp"),
+        ("POST", &format!("/jobs/{id}/savepoints"), Some(r#"{}"#), 400, "targetDirectory"),
+        ("GET", &format!("/jobs/{id}/savepoints/ffff"), None, 404, "no savepoint request 'ffff'"),
+    ];
+    for (method, path, body, want_code, want_text) in bad {
+        let (code, v) = http(&rest, method, path, *body);
+        let err = v["errors"][0].as_str().unwrap_or_default().to_string();
+        assert_eq!(code, *want_code, "{method} {path}: {v}");
+        assert!(err.contains(want_text), "{method} {path}: {err}");
+    }
+    assert_eq!(state(&rest, &id), "RUNNING", "bad requests leave the job alone");
+
+    // A savepoint while it runs, then stop with a savepoint.
+    let sp_dir = json!({ "targetDirectory": sp.to_str().unwrap() }).to_string();
+    let (code, v) = http(&rest, "POST", &format!("/jobs/{id}/savepoints"), Some(&sp_dir));
+    assert_eq!(code, 202, "{v}");
+    let running = savepoint_location(&rest, &id, v["request-id"].as_str().unwrap());
+    assert!(Path::new(&running).join("_metadata").is_file(), "{running}");
+    let (code, v) = http(&rest, "POST", &format!("/jobs/{id}/stop"), Some(&sp_dir));
+    assert_eq!(code, 202, "{v}");
+    let stopped = savepoint_location(&rest, &id, v["request-id"].as_str().unwrap());
+    assert_eq!(wait_state(&rest, &id, &["FINISHED", "FAILED", "CANCELED"], Duration::from_secs(20)), "FINISHED");
+    let (code, v) = http(&rest, "PATCH", &format!("/jobs/{id}"), None);
+    assert_eq!(code, 409, "cancelling an ended job: {v}");
+
+    // Start again from the savepoint at parallelism 3: exact output.
+    let (code, v) = http(&rest, "POST", "/jobs", Some(&body(3, json!({ "savepointPath": stopped }))));
+    assert_eq!(code, 202, "{v}");
+    let id2 = v["jobid"].as_str().unwrap().to_string();
+    assert_eq!(wait_state(&rest, &id2, &["FINISHED", "FAILED", "CANCELED"], Duration::from_secs(60)), "FINISHED");
+    assert_same_lines(&committed_lines(&out), &expected, "resumed through the REST API");
+
+    // Cancel a running job.
+    let (code, v) = http(&rest, "POST", "/jobs", Some(r#"{"job": "nexmark-q0", "parallelism": 1, "options": {"events-per-second": 1000}}"#));
+    assert_eq!(code, 202, "{v}");
+    let id3 = v["jobid"].as_str().unwrap().to_string();
+    wait_state(&rest, &id3, &["RUNNING"], Duration::from_secs(20));
+    assert_eq!(http(&rest, "PATCH", &format!("/jobs/{id3}"), None).0, 202);
+    wait_state(&rest, &id3, &["CANCELED"], Duration::from_secs(20));
+    let (_, jobs) = http(&rest, "GET", "/jobs", None);
+    assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(3), "{jobs}");
+}
