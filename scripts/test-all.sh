@@ -23,6 +23,9 @@ echo "== normal build: cargo test --workspace"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 
+echo "== REST API fuzzed against its OpenAPI document (schemathesis)"
+./scripts/schemathesis.sh
+
 echo "== simulation build: RUSTFLAGS=--cfg madsim cargo test -p sluice-sim"
 export MADSIM_TEST_TIME_LIMIT="${MADSIM_TEST_TIME_LIMIT:-300}"
 export RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target-sim

@@ -3,6 +3,7 @@
 //!
 //! | method and path | what |
 //! |---|---|
+//! | `GET /openapi.json` | this API as OpenAPI 3 (`docs/openapi.json`) |
 //! | `GET /healthz` | the process is up |
 //! | `GET /readyz` | at least one worker is registered (503 otherwise) |
 //! | `GET /overview` | workers, slots, jobs by status |
@@ -89,6 +90,10 @@ pub fn router(coordinator: Coordinator) -> Router {
     };
     Router::new()
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/openapi.json",
+            get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], include_str!("../../docs/openapi.json")) }),
+        )
         .route("/readyz", get(readyz))
         .route("/overview", get(overview))
         .route("/config", get(config))
