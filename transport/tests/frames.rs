@@ -29,7 +29,11 @@ fn data_plane() -> impl Strategy<Value = WireMessage> {
         (channel(), any::<u32>()).prop_map(|(channel, attempt)| WireMessage::EndOfPartition { channel, attempt }),
         (channel(), any::<u32>(), any::<u32>()).prop_map(|(channel, attempt, credits)| WireMessage::Credit { channel, attempt, credits }),
         (s(), s(), any::<u32>()).prop_map(|(worker_id, data_address, slots)| WireMessage::Register { worker_id, data_address, slots }),
-        (s(), any::<u32>()).prop_map(|(worker_id, heartbeat_interval_ms)| WireMessage::RegisterAck { worker_id, heartbeat_interval_ms }),
+        (s(), any::<u32>(), any::<u32>()).prop_map(|(worker_id, heartbeat_interval_ms, heartbeat_timeout_ms)| WireMessage::RegisterAck {
+            worker_id,
+            heartbeat_interval_ms,
+            heartbeat_timeout_ms
+        }),
         s().prop_map(|worker_id| WireMessage::Heartbeat { worker_id }),
     ]
 }

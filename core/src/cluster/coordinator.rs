@@ -299,7 +299,22 @@ impl Coordinator {
         tx.send(WireMessage::RegisterAck {
             worker_id: worker_id.clone(),
             heartbeat_interval_ms: sh.config.heartbeat_interval.as_millis() as u32,
+            heartbeat_timeout_ms: sh.config.heartbeat_timeout.as_millis() as u32,
         });
+        // Heartbeats to the worker too: a worker that stops hearing from the coordinator stops
+        // its tasks (they would be zombies once the coordinator redeploys them elsewhere).
+        let beat = {
+            let (tx, id, every) = (tx.clone(), worker_id.clone(), sh.config.heartbeat_interval);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    if !tx.send(WireMessage::Heartbeat { worker_id: id.clone() }) {
+                        return;
+                    }
+                }
+            })
+        };
         sh.broadcast(|| MasterEvent::SlotsChanged);
         let timeout = sh.config.heartbeat_timeout;
         let reason = loop {
@@ -322,6 +337,7 @@ impl Coordinator {
                 },
             }
         };
+        beat.abort();
         let removed = {
             let mut st = sh.lock();
             if st.workers.get(&worker_id).is_some_and(|w| w.session == session) {

@@ -222,9 +222,13 @@ impl Worker {
                 data_address: data_address.clone(),
                 slots: shared.config.slots,
             });
-            let interval = match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rx)).await {
-                Ok(Ok(Some(WireMessage::RegisterAck { heartbeat_interval_ms, .. }))) => {
-                    Duration::from_millis(u64::from(heartbeat_interval_ms.max(1)))
+            let (interval, silence) = match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rx)).await {
+                Ok(Ok(Some(WireMessage::RegisterAck { heartbeat_interval_ms, heartbeat_timeout_ms, .. }))) => {
+                    let interval = Duration::from_millis(u64::from(heartbeat_interval_ms.max(1)));
+                    // Half the coordinator's timeout: this worker's tasks stop before the
+                    // coordinator gives them up and deploys replacements.
+                    let silence = Duration::from_millis(u64::from(heartbeat_timeout_ms / 2)).max(interval * 3);
+                    (interval, silence)
                 }
                 Ok(Ok(Some(WireMessage::Rejected { reason }))) => break Err(ClusterError::Rejected(reason)),
                 other => {
@@ -244,7 +248,7 @@ impl Worker {
             slog::info!(log, "registered with the coordinator"; "coordinator" => &shared.config.coordinator,
                 "slots" => shared.config.slots, "data_address" => &data_address);
             backoff = Duration::from_millis(100);
-            let reason = session(&shared, tx, &mut rx, interval).await;
+            let reason = session(&shared, tx, &mut rx, interval, silence).await;
             slog::warn!(log, "lost the coordinator; cancelling local tasks and registering again"; "reason" => reason);
             shared.cancel_all();
         };
@@ -254,7 +258,7 @@ impl Worker {
 }
 
 /// Serves one registration: heartbeats out, commands in. Returns why it ended.
-async fn session<R: AsyncRead>(shared: &Arc<WorkerShared>, tx: FrameSender, rx: &mut ReadHalf<R>, interval: Duration) -> String {
+async fn session<R: AsyncRead>(shared: &Arc<WorkerShared>, tx: FrameSender, rx: &mut ReadHalf<R>, interval: Duration, silence: Duration) -> String {
     let heartbeat = {
         let tx = tx.clone();
         let id = shared.id.clone();
@@ -269,12 +273,14 @@ async fn session<R: AsyncRead>(shared: &Arc<WorkerShared>, tx: FrameSender, rx: 
         })
     };
     let reason = loop {
-        let msg = match read_frame(rx).await {
-            Ok(Some(m)) => m,
-            Ok(None) => break "the coordinator closed the connection".to_string(),
-            Err(e) => break format!("bad frame from the coordinator: {e}"),
+        let msg = match tokio::time::timeout(silence, read_frame(rx)).await {
+            Err(_) => break format!("nothing from the coordinator for {} ms", silence.as_millis()),
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) => break "the coordinator closed the connection".to_string(),
+            Ok(Err(e)) => break format!("bad frame from the coordinator: {e}"),
         };
         match msg {
+            WireMessage::Heartbeat { .. } => {}
             WireMessage::DeployTask {
                 job_id,
                 attempt,

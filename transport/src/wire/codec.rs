@@ -145,9 +145,12 @@ fn build_body<'a>(
             let t = fb::Register::create(b, &fb::RegisterArgs { worker_id: Some(w), data_address: Some(a), slots: *slots });
             (fb::Body::Register, t.as_union_value())
         }
-        WireMessage::RegisterAck { worker_id, heartbeat_interval_ms } => {
+        WireMessage::RegisterAck { worker_id, heartbeat_interval_ms, heartbeat_timeout_ms } => {
             let w = b.create_string(worker_id);
-            let t = fb::RegisterAck::create(b, &fb::RegisterAckArgs { worker_id: Some(w), heartbeat_interval_ms: *heartbeat_interval_ms });
+            let t = fb::RegisterAck::create(
+                b,
+                &fb::RegisterAckArgs { worker_id: Some(w), heartbeat_interval_ms: *heartbeat_interval_ms, heartbeat_timeout_ms: *heartbeat_timeout_ms },
+            );
             (fb::Body::RegisterAck, t.as_union_value())
         }
         WireMessage::Heartbeat { worker_id } => {
@@ -429,6 +432,7 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
             WireMessage::RegisterAck {
                 worker_id: text(d.worker_id(), "RegisterAck", "worker_id")?,
                 heartbeat_interval_ms: d.heartbeat_interval_ms(),
+                heartbeat_timeout_ms: d.heartbeat_timeout_ms(),
             }
         }
         fb::Body::Heartbeat => {

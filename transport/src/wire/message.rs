@@ -90,6 +90,8 @@ pub enum WireMessage {
         worker_id: String,
         /// How often the worker must send heartbeats.
         heartbeat_interval_ms: u32,
+        /// After how long without a heartbeat the coordinator declares the worker lost.
+        heartbeat_timeout_ms: u32,
     },
     /// A worker is alive.
     Heartbeat {

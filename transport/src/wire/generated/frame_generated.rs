@@ -1446,6 +1446,7 @@ impl<'a> ::flatbuffers::Follow<'a> for RegisterAck<'a> {
 impl<'a> RegisterAck<'a> {
   pub const VT_WORKER_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_HEARTBEAT_INTERVAL_MS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_HEARTBEAT_TIMEOUT_MS: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1457,6 +1458,7 @@ impl<'a> RegisterAck<'a> {
     args: &'args RegisterAckArgs<'args>
   ) -> ::flatbuffers::WIPOffset<RegisterAck<'bldr>> {
     let mut builder = RegisterAckBuilder::new(_fbb);
+    builder.add_heartbeat_timeout_ms(args.heartbeat_timeout_ms);
     builder.add_heartbeat_interval_ms(args.heartbeat_interval_ms);
     if let Some(x) = args.worker_id { builder.add_worker_id(x); }
     builder.finish()
@@ -1477,6 +1479,16 @@ impl<'a> RegisterAck<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(RegisterAck::VT_HEARTBEAT_INTERVAL_MS, Some(0)).unwrap()}
   }
+  /// The coordinator declares a silent worker lost after this long; the worker gives up on a
+  /// silent coordinator (and stops its tasks) after half of it, so its tasks are gone before
+  /// the coordinator deploys their replacements.
+  #[inline]
+  pub fn heartbeat_timeout_ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(RegisterAck::VT_HEARTBEAT_TIMEOUT_MS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for RegisterAck<'_> {
@@ -1487,6 +1499,7 @@ impl ::flatbuffers::Verifiable for RegisterAck<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("worker_id", Self::VT_WORKER_ID, false)?
      .visit_field::<u32>("heartbeat_interval_ms", Self::VT_HEARTBEAT_INTERVAL_MS, false)?
+     .visit_field::<u32>("heartbeat_timeout_ms", Self::VT_HEARTBEAT_TIMEOUT_MS, false)?
      .finish();
     Ok(())
   }
@@ -1494,6 +1507,7 @@ impl ::flatbuffers::Verifiable for RegisterAck<'_> {
 pub struct RegisterAckArgs<'a> {
     pub worker_id: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub heartbeat_interval_ms: u32,
+    pub heartbeat_timeout_ms: u32,
 }
 impl<'a> Default for RegisterAckArgs<'a> {
   #[inline]
@@ -1501,6 +1515,7 @@ impl<'a> Default for RegisterAckArgs<'a> {
     RegisterAckArgs {
       worker_id: None,
       heartbeat_interval_ms: 0,
+      heartbeat_timeout_ms: 0,
     }
   }
 }
@@ -1517,6 +1532,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RegisterAckBuilder<'a, 'b, A>
   #[inline]
   pub fn add_heartbeat_interval_ms(&mut self, heartbeat_interval_ms: u32) {
     self.fbb_.push_slot::<u32>(RegisterAck::VT_HEARTBEAT_INTERVAL_MS, heartbeat_interval_ms, 0);
+  }
+  #[inline]
+  pub fn add_heartbeat_timeout_ms(&mut self, heartbeat_timeout_ms: u32) {
+    self.fbb_.push_slot::<u32>(RegisterAck::VT_HEARTBEAT_TIMEOUT_MS, heartbeat_timeout_ms, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RegisterAckBuilder<'a, 'b, A> {
@@ -1538,6 +1557,7 @@ impl ::core::fmt::Debug for RegisterAck<'_> {
     let mut ds = f.debug_struct("RegisterAck");
       ds.field("worker_id", &self.worker_id());
       ds.field("heartbeat_interval_ms", &self.heartbeat_interval_ms());
+      ds.field("heartbeat_timeout_ms", &self.heartbeat_timeout_ms());
       ds.finish()
   }
 }
