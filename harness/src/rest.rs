@@ -13,6 +13,7 @@
 //! | `POST /jobs` | submit `{"job", "parallelism", "options", "savepointPath", "allowNonRestoredState"}` |
 //! | `GET /jobs/{id}` | one job |
 //! | `PATCH /jobs/{id}` | cancel it |
+//! | `GET /jobs/{id}/checkpoints` | checkpoint counts, the latest, and the settings |
 //! | `POST /jobs/{id}/savepoints` | `{"targetDirectory", "cancelJob"}`: start a savepoint, answer its trigger id |
 //! | `POST /jobs/{id}/stop` | `{"targetDirectory", "drain"}`: stop with a savepoint, answer its trigger id |
 //! | `GET /jobs/{id}/savepoints/{trigger}` | the savepoint's status and location |
@@ -100,6 +101,7 @@ pub fn router(coordinator: Coordinator) -> Router {
         .route("/workers", get(workers))
         .route("/jobs", get(jobs).post(submit))
         .route("/jobs/{id}", get(job).patch(cancel))
+        .route("/jobs/{id}/checkpoints", get(checkpoints))
         .route("/jobs/{id}/savepoints", axum::routing::post(savepoint))
         .route("/jobs/{id}/stop", axum::routing::post(stop))
         .route("/jobs/{id}/savepoints/{trigger}", get(savepoint_status))
@@ -212,6 +214,21 @@ async fn submit(State(api): State<Api>, body: Result<Json<SubmitBody>, JsonRejec
         .collect();
     let id = api.coordinator.submit(&b.job, &wire).map_err(rejected)?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "jobid": id }))))
+}
+
+async fn checkpoints(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let c = api
+        .coordinator
+        .checkpoints(&id)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no job with id '{id}'")))?;
+    Ok(Json(json!({
+        "counts": { "triggered": c.triggered, "completed": c.completed, "failed": c.failed, "restarts": c.restarts },
+        "latest": c.latest.map(|(id, duration, size, at)| json!({ "id": id, "duration-ms": duration, "state-size": size, "completed-at-ms": at })),
+        "config": c.config.map(|(interval, timeout, pause, tolerable, retained)| json!({
+            "interval-ms": interval, "timeout-ms": timeout, "min-pause-ms": pause,
+            "tolerable-failed-checkpoints": tolerable, "retained-checkpoints": retained
+        })),
+    })))
 }
 
 async fn cancel(State(api): State<Api>, Path(id): Path<String>) -> Result<(StatusCode, Json<Value>), ApiError> {

@@ -159,6 +159,18 @@ fn a_cluster_driven_only_through_http() {
         assert!(err.contains(want_text), "{method} {path}: {err}");
     }
     assert_eq!(state(&rest, &id), "RUNNING", "bad requests leave the job alone");
+    // Checkpoints complete and are counted.
+    let start = Instant::now();
+    loop {
+        let (code, v) = http(&rest, "GET", &format!("/jobs/{id}/checkpoints"), None);
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["config"]["interval-ms"].as_u64(), Some(200), "{v}");
+        if v["counts"]["completed"].as_u64().unwrap_or(0) >= 2 && v["latest"]["state-size"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "checkpoints do not rise: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // A savepoint while it runs, then stop with a savepoint.
     let sp_dir = json!({ "targetDirectory": sp.to_str().unwrap() }).to_string();

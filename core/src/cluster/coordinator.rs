@@ -16,6 +16,7 @@ use super::job_master::{JobMaster, MasterEvent};
 use super::{options, ClusterError, JobRegistry, JobStatus, StoreOpener};
 use crate::checkpoint::coordinator::SavepointRequest;
 use crate::clock::Clock;
+use crate::metrics::CheckpointStats;
 
 /// Settings of a coordinator.
 #[derive(Debug, Clone)]
@@ -64,6 +65,25 @@ pub struct JobInfo {
     pub attempt: u32,
 }
 
+/// A job's checkpoint counters and settings, as `GET /jobs/{id}/checkpoints` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointOverview {
+    /// Checkpoints triggered, completed and failed, over all attempts.
+    pub triggered: u64,
+    /// Completed.
+    pub completed: u64,
+    /// Failed (declined, timed out, not stored).
+    pub failed: u64,
+    /// Restarts of the job.
+    pub restarts: u64,
+    /// The latest completed checkpoint: id, duration (ms), state size (bytes), completion
+    /// time (ms since the epoch).
+    pub latest: Option<(u64, u64, u64, i64)>,
+    /// Interval, timeout and min pause (ms), tolerable failures and retained count, if the job
+    /// checkpoints.
+    pub config: Option<(u64, u64, u64, u32, u32)>,
+}
+
 /// A registered worker as the coordinator reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerInfo {
@@ -94,6 +114,8 @@ pub(crate) struct JobEntry {
     pub(crate) events: mpsc::UnboundedSender<MasterEvent>,
     /// Savepoint requests, for jobs that checkpoint.
     pub(crate) savepoints: Option<mpsc::Sender<SavepointRequest>>,
+    pub(crate) stats: Arc<CheckpointStats>,
+    pub(crate) checkpoint_config: Option<(u64, u64, u64, u32, u32)>,
 }
 
 #[derive(Default)]
@@ -372,6 +394,10 @@ impl Coordinator {
             (None, None)
         };
         let own_events = tx.clone();
+        let stats = Arc::new(CheckpointStats::default());
+        let checkpoint_config = parsed.checkpointing.as_ref().map(|c| {
+            (c.interval.as_millis() as u64, c.timeout.as_millis() as u64, c.min_pause.as_millis() as u64, c.tolerable_failures, c.retained)
+        });
         let id = {
             let mut st = sh.lock();
             st.next_job += 1;
@@ -387,14 +413,33 @@ impl Coordinator {
                     attempt: 0,
                     events: tx,
                     savepoints,
+                    stats: stats.clone(),
+                    checkpoint_config,
                 },
             );
             id
         };
         slog::info!(sh.config.log, "job submitted"; "job" => &id, "name" => name);
-        let master = JobMaster::new(id.clone(), name.to_string(), graph, parsed, sh.clone(), rx, own_events, requests);
+        let master = JobMaster::new(id.clone(), name.to_string(), graph, parsed, sh.clone(), rx, own_events, requests, stats);
         tokio::spawn(master.run());
         Ok(id)
+    }
+
+    /// Job `id`'s checkpoint counters and settings.
+    pub fn checkpoints(&self, id: &str) -> Option<CheckpointOverview> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let st = self.shared.lock();
+        let j = st.jobs.get(id)?;
+        let s = &j.stats;
+        let latest = s.latest_id.load(Relaxed);
+        Some(CheckpointOverview {
+            triggered: s.triggered.load(Relaxed),
+            completed: s.completed.load(Relaxed),
+            failed: s.failed.load(Relaxed),
+            restarts: s.restarts.load(Relaxed),
+            latest: (latest > 0).then(|| (latest, s.latest_duration_ms.load(Relaxed), s.latest_size.load(Relaxed), s.latest_completed_at_ms.load(Relaxed))),
+            config: j.checkpoint_config,
+        })
     }
 
     /// The coordinator's settings.

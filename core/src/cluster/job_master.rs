@@ -77,6 +77,7 @@ impl JobMaster {
         events: mpsc::UnboundedReceiver<MasterEvent>,
         own_events: mpsc::UnboundedSender<MasterEvent>,
         savepoints: Option<SavepointRequests>,
+        stats: Arc<CheckpointStats>,
     ) -> Self {
         let log = shared.config.log.new(slog::o!("job" => id.clone(), "name" => name.clone()));
         let specs = task_specs(&graph);
@@ -89,7 +90,7 @@ impl JobMaster {
             events,
             log,
             specs,
-            stats: Arc::new(CheckpointStats::default()),
+            stats,
             own_events,
             savepoints,
         }
