@@ -14,6 +14,7 @@
 //! | `GET /jobs/{id}` | one job |
 //! | `PATCH /jobs/{id}` | cancel it |
 //! | `GET /jobs/{id}/checkpoints` | checkpoint counts, the latest, and the settings |
+//! | `GET /jobs/{id}/exceptions` | failures of the job's attempts, newest first |
 //! | `POST /jobs/{id}/savepoints` | `{"targetDirectory", "cancelJob"}`: start a savepoint, answer its trigger id |
 //! | `POST /jobs/{id}/stop` | `{"targetDirectory", "drain"}`: stop with a savepoint, answer its trigger id |
 //! | `GET /jobs/{id}/savepoints/{trigger}` | the savepoint's status and location |
@@ -102,6 +103,7 @@ pub fn router(coordinator: Coordinator) -> Router {
         .route("/jobs", get(jobs).post(submit))
         .route("/jobs/{id}", get(job).patch(cancel))
         .route("/jobs/{id}/checkpoints", get(checkpoints))
+        .route("/jobs/{id}/exceptions", get(exceptions))
         .route("/jobs/{id}/savepoints", axum::routing::post(savepoint))
         .route("/jobs/{id}/stop", axum::routing::post(stop))
         .route("/jobs/{id}/savepoints/{trigger}", get(savepoint_status))
@@ -229,6 +231,19 @@ async fn checkpoints(State(api): State<Api>, Path(id): Path<String>) -> Result<J
             "tolerable-failed-checkpoints": tolerable, "retained-checkpoints": retained
         })),
     })))
+}
+
+async fn exceptions(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let list = api
+        .coordinator
+        .exceptions(&id)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no job with id '{id}'")))?;
+    let entries: Vec<Value> = list
+        .iter()
+        .rev()
+        .map(|e| json!({ "timestamp": e.timestamp_ms, "attempt": e.attempt, "exception": e.reason }))
+        .collect();
+    Ok(Json(json!({ "exceptionHistory": { "entries": entries } })))
 }
 
 async fn cancel(State(api): State<Api>, Path(id): Path<String>) -> Result<(StatusCode, Json<Value>), ApiError> {

@@ -55,8 +55,15 @@ fn coordinator(dir: &Path, args: &[&str]) -> (Proc, String) {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    out.read_line(&mut line).unwrap();
+    if args.contains(&"--rest-bind") {
+        // The REST address follows on the next line; the test reads it from the log instead.
+        let mut rest = String::new();
+        out.read_line(&mut rest).unwrap();
+        std::fs::write(dir.join("rest.addr"), rest.trim().rsplit(' ').next().unwrap_or_default()).unwrap();
+    }
     let addr = line
         .trim()
         .strip_prefix("coordinator listening on ")
@@ -145,7 +152,7 @@ fn sigkill_of_a_worker_fails_over_with_exactly_once_output() {
     let tmp = tempfile::tempdir().unwrap();
     let (input, expected) = write_input(tmp.path(), 30_000);
     let (out, ck) = (tmp.path().join("out"), tmp.path().join("ck"));
-    let (coord, addr) = coordinator(tmp.path(), &["--checkpoint-dir", ck.to_str().unwrap()]);
+    let (coord, addr) = coordinator(tmp.path(), &["--checkpoint-dir", ck.to_str().unwrap(), "--rest-bind", "127.0.0.1:0"]);
     let w1 = worker(tmp.path(), &addr, "w1", 2);
     let mut w2 = worker(tmp.path(), &addr, "w2", 2);
     let id = submit(
@@ -189,6 +196,13 @@ fn sigkill_of_a_worker_fails_over_with_exactly_once_output() {
         eprintln!("{}", logs(tmp.path()));
     }
     assert!(log.contains("worker lost") && log.contains("restoring from checkpoint"), "failover not logged:\n{log}");
+    // The failure is in the job's exceptions history.
+    let rest = std::fs::read_to_string(tmp.path().join("rest.addr")).unwrap();
+    let mut s = std::net::TcpStream::connect(&rest).unwrap();
+    write!(s, "GET /jobs/{id}/exceptions HTTP/1.1\r\nHost: {rest}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut s, &mut answer).unwrap();
+    assert!(answer.contains("worker w2 was lost"), "exceptions history: {answer}");
     // A stuck checkpoint would time out and restart the job, hiding a hang: there must be none.
     assert!(!log.contains("checkpoint failed"), "a checkpoint failed:\n{}", logs(tmp.path()));
     assert_same_lines(&committed_lines(&out), &expected, "cluster output after a worker was killed");

@@ -116,6 +116,22 @@ pub(crate) struct JobEntry {
     pub(crate) savepoints: Option<mpsc::Sender<SavepointRequest>>,
     pub(crate) stats: Arc<CheckpointStats>,
     pub(crate) checkpoint_config: Option<(u64, u64, u64, u32, u32)>,
+    /// Failures of the job's attempts, oldest first (the last [`MAX_EXCEPTIONS`]).
+    pub(crate) exceptions: std::collections::VecDeque<JobException>,
+}
+
+/// How many failures a job remembers.
+const MAX_EXCEPTIONS: usize = 100;
+
+/// A failure of one of a job's attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobException {
+    /// When it happened, ms since the epoch.
+    pub timestamp_ms: i64,
+    /// The attempt that failed.
+    pub attempt: u32,
+    /// What happened (the task and its error, or the lost worker).
+    pub reason: String,
 }
 
 #[derive(Default)]
@@ -152,6 +168,22 @@ impl Shared {
             if error.is_some() {
                 j.error = error;
             }
+        }
+    }
+
+    /// Records a failure of `job`'s current attempt in its exceptions history.
+    pub(crate) fn record_exception(&self, job: &str, reason: &str) {
+        let now = self.config.clock.now_ms();
+        if let Some(j) = self.lock().jobs.get_mut(job) {
+            if j.exceptions.len() == MAX_EXCEPTIONS {
+                j.exceptions.pop_front();
+            }
+            let attempt = j.attempt;
+            j.exceptions.push_back(JobException {
+                timestamp_ms: now,
+                attempt,
+                reason: reason.to_string(),
+            });
         }
     }
 
@@ -415,6 +447,7 @@ impl Coordinator {
                     savepoints,
                     stats: stats.clone(),
                     checkpoint_config,
+                    exceptions: Default::default(),
                 },
             );
             id
@@ -440,6 +473,11 @@ impl Coordinator {
             latest: (latest > 0).then(|| (latest, s.latest_duration_ms.load(Relaxed), s.latest_size.load(Relaxed), s.latest_completed_at_ms.load(Relaxed))),
             config: j.checkpoint_config,
         })
+    }
+
+    /// Job `id`'s failures, oldest first.
+    pub fn exceptions(&self, id: &str) -> Option<Vec<JobException>> {
+        self.shared.lock().jobs.get(id).map(|j| j.exceptions.iter().cloned().collect())
     }
 
     /// The coordinator's settings.

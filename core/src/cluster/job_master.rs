@@ -181,6 +181,7 @@ impl JobMaster {
                 Outcome::Finished | Outcome::Stopped => return (JobStatus::Finished, None),
                 Outcome::Cancelled => return (JobStatus::Canceled, None),
                 Outcome::Failed(reason) => {
+                    self.shared.record_exception(&self.id, &reason);
                     self.shared.set_status(&self.id, JobStatus::Failing, Some(reason.clone()));
                     let Some(delay) = tracker.on_failure(self.shared.config.clock.now_ms()) else {
                         return (JobStatus::Failed, Some(reason));

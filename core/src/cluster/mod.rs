@@ -38,7 +38,7 @@ use sluice_transport::wire::FrameError;
 use crate::graph::JobGraph;
 
 pub use client::{cancel_job, list_jobs, submit_job, trigger_savepoint};
-pub use coordinator::{CheckpointOverview, Coordinator, CoordinatorConfig, JobInfo, WorkerInfo};
+pub use coordinator::{CheckpointOverview, Coordinator, CoordinatorConfig, JobException, JobInfo, WorkerInfo};
 pub use worker::{Worker, WorkerConfig};
 /// A key/value option of a submission, as [`Coordinator::submit`] takes it.
 pub use sluice_transport::wire::WireOption;
