@@ -38,7 +38,8 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 /// The job; `variant` changes its operators: 0 as taken, 1 with the window operator replaced
-/// by one of another uid and a filter added, 2 with the window operator's uid renamed.
+/// by one of another uid and a filter added, 2 with the window operator's uid renamed, 3 with
+/// the window's state type changed (counts as `i64`).
 fn job(parallelism: u32, sink: TransactionalStore<Row>, variant: u8) -> StreamEnv {
     job_with_sink_uid(parallelism, sink, variant, "sink")
 }
@@ -46,6 +47,24 @@ fn job(parallelism: u32, sink: TransactionalStore<Row>, variant: u8) -> StreamEn
 fn job_with_sink_uid(parallelism: u32, sink: TransactionalStore<Row>, variant: u8, sink_uid: &str) -> StreamEnv {
     let env = StreamEnv::new("windowed-count");
     env.set_parallelism(parallelism);
+    if variant == 3 {
+        // Same uid, another accumulator type: the window's state no longer fits.
+        let typed = env
+            .from_source(
+                GeneratorSource::new(7, Some(RECORDS), |i, _| i).with_records_per_second(4_000),
+                WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(100)).with_timestamp_assigner(|i: &u64| (*i * 10) as i64),
+                "numbers",
+            )
+            .uid("numbers")
+            .map(|i: u64| (i % KEYS, i * 10 / WINDOW_MS, 1i64))
+            .key_by(|r: &(u64, u64, i64)| r.0)
+            .window(WindowAssigner::tumbling(Duration::from_millis(WINDOW_MS)))
+            .reduce(|a: (u64, u64, i64), b: (u64, u64, i64)| (a.0, a.1, a.2 + b.2))
+            .uid("window")
+            .map(|r: (u64, u64, i64)| (r.0, r.1, r.2 as u64));
+        typed.sink_to_transactional(TransactionalStoreSink::new(sink), "sink").uid(sink_uid);
+        return env;
+    }
     let numbers = env
         .from_source(
             GeneratorSource::new(7, Some(RECORDS), |i, _| i).with_records_per_second(4_000),
@@ -287,4 +306,13 @@ fn two_jobs_from_one_savepoint_at_once_do_not_interfere() {
     assert!(!out_a.is_empty());
     assert_eq!(out_a, out_b, "both jobs resume the same state");
     assert_eq!(snapshot(&sp), before, "restoring does not touch the savepoint");
+}
+
+#[test]
+fn a_changed_state_type_is_refused_naming_the_operator_and_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = TransactionalStore::new();
+    let sp = first_half(&sink, dir.path());
+    let err = resume(&sink, &sp, 2, 3, false).unwrap_err().to_string();
+    assert!(err.contains("operator 'window'") && err.contains("state 'windows'") && err.contains("i64"), "{err}");
 }

@@ -1,6 +1,16 @@
 /// Errors of the state layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// Restored state was written with other types than the job now declares.
+    #[error("state '{state}' was saved with type {stored}, the job now declares {declared}: keep the type, or give the operator a new uid and start with --allow-non-restored-state")]
+    TypeChanged {
+        /// The state's name.
+        state: String,
+        /// Its types in the checkpoint or savepoint (`key => value`).
+        stored: String,
+        /// Its types in the job.
+        declared: String,
+    },
     /// Two states of one operator were registered under the same name.
     #[error("state '{0}' is registered twice in this operator")]
     DuplicateName(String),

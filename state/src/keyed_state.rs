@@ -111,7 +111,7 @@ struct Slot<K> {
 
 /// The frozen state of a [`KeyedStateStore`]: taken in constant time, written out later.
 pub struct KeyedSnapshot {
-    tables: Vec<(String, Box<dyn FrozenTable>)>,
+    tables: Vec<(String, String, Box<dyn FrozenTable>)>,
 }
 
 impl std::fmt::Debug for KeyedSnapshot {
@@ -123,8 +123,8 @@ impl std::fmt::Debug for KeyedSnapshot {
 impl KeyedSnapshot {
     /// Serializes every table into `w`, each entry into its key's key group.
     pub fn write(&self, w: &mut StateWriter) -> Result<(), StateError> {
-        for (name, t) in &self.tables {
-            let id = w.table(name);
+        for (name, types, t) in &self.tables {
+            let id = w.typed_table(name, types);
             t.write(id, w)?;
         }
         Ok(())
@@ -304,7 +304,7 @@ impl<K: StateKey> KeyedStateStore<K> {
             tables: self
                 .tables
                 .iter_mut()
-                .map(|s| (s.name.clone(), s.table.freeze()))
+                .map(|s| (s.name.clone(), format!("{} => {}", type_name::<K>(), s.type_name), s.table.freeze()))
                 .collect(),
         }
     }
@@ -314,6 +314,7 @@ impl<K: StateKey> KeyedStateStore<K> {
         let Some(&idx) = self.by_name.get(e.table) else {
             return Ok(false);
         };
+        crate::snapshot::check_types(e.table, e.types, &format!("{} => {}", type_name::<K>(), self.tables[idx].type_name))?;
         let key: K = bincode::deserialize(e.key)
             .map_err(|err| StateError::Corrupt(format!("undecodable key in state '{}': {err}", e.table)))?;
         self.tables[idx].table.restore(key, e.value)?;

@@ -24,13 +24,26 @@ use serde::{Deserialize, Serialize};
 use crate::key_group::{key_group_for, KeyGroupRange};
 use crate::StateError;
 
-/// The version of the state file format written by this build.
-pub const STATE_FORMAT_VERSION: u16 = 1;
+/// The version of the state file format written by this build (it also reads version 1,
+/// which had no state types).
+pub const STATE_FORMAT_VERSION: u16 = 2;
 const MAGIC: &[u8; 8] = b"SLCSTATE";
 
 /// The decoded contents of one state file.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct StateFile {
+    tables: Vec<String>,
+    key_groups: Vec<(u32, Vec<u8>)>,
+    operator: Vec<Vec<u8>>,
+    /// The type of each table's keys and values (`key type => value type`), "" if unknown.
+    /// A restore compares it with what the job declares, so a changed state type is refused
+    /// instead of decoded wrongly (bincode is not self-describing).
+    types: Vec<String>,
+}
+
+/// Version 1 of the body, without types.
+#[derive(Deserialize)]
+struct StateFileV1 {
     tables: Vec<String>,
     key_groups: Vec<(u32, Vec<u8>)>,
     operator: Vec<Vec<u8>>,
@@ -58,6 +71,7 @@ impl StateFile {
 pub struct StateWriter {
     max_parallelism: u32,
     tables: Vec<String>,
+    types: Vec<String>,
     groups: BTreeMap<u32, Vec<u8>>,
     operator: Vec<Vec<u8>>,
 }
@@ -68,6 +82,7 @@ impl StateWriter {
         StateWriter {
             max_parallelism,
             tables: Vec::new(),
+            types: Vec::new(),
             groups: BTreeMap::new(),
             operator: Vec::new(),
         }
@@ -75,11 +90,18 @@ impl StateWriter {
 
     /// The id of state table `name` in this file (registering it on first use).
     pub fn table(&mut self, name: &str) -> u16 {
+        self.typed_table(name, "")
+    }
+
+    /// The id of state table `name` whose entries have type `types` (`key type => value
+    /// type`), checked when the state is restored.
+    pub fn typed_table(&mut self, name: &str, types: &str) -> u16 {
         if let Some(i) = self.tables.iter().position(|t| t == name) {
             return i as u16;
         }
         assert!(self.tables.len() < u16::MAX as usize, "too many state tables in one operator");
         self.tables.push(name.to_string());
+        self.types.push(types.to_string());
         (self.tables.len() - 1) as u16
     }
 
@@ -120,6 +142,7 @@ impl StateWriter {
             tables: self.tables,
             key_groups: self.groups.into_iter().collect(),
             operator: self.operator,
+            types: self.types,
         };
         let body = bincode::serialize(&body).map_err(StateError::encode)?;
         let mut out = Vec::with_capacity(body.len() + 22);
@@ -147,6 +170,8 @@ fn write_framed<T: Serialize + ?Sized>(buf: &mut Vec<u8>, v: &T) -> Result<(), S
 pub struct KeyedEntry<'a> {
     /// The state table's name.
     pub table: &'a str,
+    /// The table's `key type => value type` as written, "" if the file does not say.
+    pub types: &'a str,
     /// The key, in bincode.
     pub key: &'a [u8],
     /// The value, in bincode.
@@ -204,11 +229,12 @@ impl RestoredState {
                 let mut rest: &[u8] = bytes;
                 while !rest.is_empty() {
                     let (table, key, value, tail) = read_entry(rest)?;
+                    let types = file.types.get(table as usize).map_or("", String::as_str);
                     let table = file
                         .tables
                         .get(table as usize)
                         .ok_or_else(|| StateError::Corrupt(format!("entry names state table #{table}, which the file does not list")))?;
-                    f(KeyedEntry { table, key, value })?;
+                    f(KeyedEntry { table, types, key, value })?;
                     rest = tail;
                 }
             }
@@ -251,7 +277,7 @@ fn decode(name: &str, bytes: &[u8]) -> Result<StateFile, StateError> {
         return Err(bad("not a Sluice state file (bad magic)".into()));
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != STATE_FORMAT_VERSION {
+    if version != STATE_FORMAT_VERSION && version != 1 {
         return Err(bad(format!(
             "format version {version} is not supported (this build reads version {STATE_FORMAT_VERSION})"
         )));
@@ -270,12 +296,64 @@ fn decode(name: &str, bytes: &[u8]) -> Result<StateFile, StateError> {
     if crc32fast::hash(&bytes[..crc_at]) != stored {
         return Err(bad("checksum mismatch: the file is corrupt".into()));
     }
-    bincode::deserialize(&bytes[18..crc_at]).map_err(|e| bad(format!("undecodable body: {e}")))
+    let body = &bytes[18..crc_at];
+    if version == 1 {
+        let v1: StateFileV1 = bincode::deserialize(body).map_err(|e| bad(format!("undecodable body: {e}")))?;
+        let types = vec![String::new(); v1.tables.len()];
+        return Ok(StateFile {
+            tables: v1.tables,
+            key_groups: v1.key_groups,
+            operator: v1.operator,
+            types,
+        });
+    }
+    bincode::deserialize(body).map_err(|e| bad(format!("undecodable body: {e}")))
+}
+
+/// Checks that state table `table` was written with the types the job declares now.
+pub fn check_types(table: &str, stored: &str, declared: &str) -> Result<(), StateError> {
+    if stored.is_empty() || stored == declared {
+        return Ok(());
+    }
+    Err(StateError::TypeChanged {
+        state: table.to_string(),
+        stored: stored.to_string(),
+        declared: declared.to_string(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_of_format_version_1_still_decode_without_types() {
+        #[derive(Serialize)]
+        struct V1 {
+            tables: Vec<String>,
+            key_groups: Vec<(u32, Vec<u8>)>,
+            operator: Vec<Vec<u8>>,
+        }
+        let body = bincode::serialize(&V1 { tables: vec!["count".into()], key_groups: vec![], operator: vec![vec![7]] }).unwrap();
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&1u16.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&body);
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        let f = StateFile::decode("v1.state", &out).unwrap();
+        assert_eq!(f.types, vec![String::new()]);
+        assert_eq!(f.operator_state(), &[vec![7]]);
+    }
+
+    #[test]
+    fn a_changed_type_is_named() {
+        assert!(check_types("count", "", "u64 => u64").is_ok(), "unknown types pass");
+        assert!(check_types("count", "u64 => u64", "u64 => u64").is_ok());
+        let e = check_types("count", "u64 => u64", "u64 => i64").unwrap_err().to_string();
+        assert!(e.contains("state 'count'") && e.contains("u64 => i64"), "{e}");
+    }
 
     fn sample() -> Vec<u8> {
         let mut w = StateWriter::new(8);

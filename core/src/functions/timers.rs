@@ -99,7 +99,7 @@ impl<K: StateKey + Ord> TimerService<K> {
     pub(crate) fn freeze(&mut self) -> impl FnOnce(&mut StateWriter) -> Result<(), StateError> + Send + 'static {
         let frozen = self.by_key.freeze();
         move |w: &mut StateWriter| {
-            let table = w.table(TIMERS_TABLE);
+            let table = w.typed_table(TIMERS_TABLE, &timer_types::<K>());
             for (k, timers) in frozen.iter() {
                 w.write_keyed(table, k, timers)?;
             }
@@ -112,6 +112,7 @@ impl<K: StateKey + Ord> TimerService<K> {
         if e.table != TIMERS_TABLE {
             return Ok(false);
         }
+        sluice_state::check_types(e.table, e.types, &timer_types::<K>())?;
         let key: K = bincode::deserialize(e.key).map_err(|err| StateError::Corrupt(format!("undecodable timer key: {err}")))?;
         let timers: Vec<(i64, bool)> =
             bincode::deserialize(e.value).map_err(|err| StateError::Corrupt(format!("undecodable timers: {err}")))?;
@@ -120,4 +121,9 @@ impl<K: StateKey + Ord> TimerService<K> {
         }
         Ok(true)
     }
+}
+
+/// The `key => value` types of the timer table, checked on restore.
+fn timer_types<K>() -> String {
+    format!("{} => Vec<(i64, bool)>", std::any::type_name::<K>())
 }

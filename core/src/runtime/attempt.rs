@@ -13,7 +13,7 @@ use crate::checkpoint::coordinator::{Coordinator, OperatorInfo, SavepointRequest
 use crate::checkpoint::{CheckpointStorage, LoadedCheckpoint};
 use crate::clock::Clock;
 use crate::data::EventTime;
-use crate::error::JobError;
+use crate::error::{JobError, OperatorError};
 use crate::graph::{JobGraph, VertexKind};
 use crate::metrics::{CheckpointStats, VertexMetrics};
 use crate::operator::OperatorContext;
@@ -396,7 +396,11 @@ pub(crate) fn build_task(
                 let mut op = f();
                 let mut ctx = ctx_for(v);
                 op.open(&mut ctx).map_err(failed)?;
-                op.restore_state(&state, &mut ctx).map_err(failed)?;
+                op.restore_state(&state, &mut ctx).map_err(|e| match e {
+                    // A changed state type stays changed after a restart: refuse at once.
+                    OperatorError::State(se @ sluice_state::StateError::TypeChanged { .. }) => restore_err(format!("operator '{key}': {se}")),
+                    other => failed(other),
+                })?;
                 ops.push((op, ctx));
                 op_keys.push(key);
             }

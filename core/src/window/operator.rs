@@ -138,7 +138,7 @@ where
     fn snapshot_state(&mut self, _id: u64, _ctx: &mut OperatorContext) -> Result<Option<AsyncSnapshot>, OperatorError> {
         let frozen = self.windows.freeze();
         Ok(Some(Box::new(move |w| {
-            let table = w.table(WINDOWS_TABLE);
+            let table = w.typed_table(WINDOWS_TABLE, &window_types::<K, L::Acc>());
             for (k, windows) in frozen.iter() {
                 w.write_keyed(table, k, windows)?;
             }
@@ -152,6 +152,7 @@ where
             if e.table != WINDOWS_TABLE {
                 return Ok(false);
             }
+            sluice_state::check_types(e.table, e.types, &window_types::<K, L::Acc>())?;
             let key: K = bincode::deserialize(e.key).map_err(|err| StateError::Corrupt(format!("undecodable window key: {err}")))?;
             let windows = bincode::deserialize(e.value)
                 .map_err(|err| StateError::Corrupt(format!("undecodable window contents: {err}")))?;
@@ -248,4 +249,9 @@ where
         }
         Ok(())
     }
+}
+
+/// The `key => value` types of the window table, checked on restore.
+fn window_types<K, A>() -> String {
+    format!("{} => {}", std::any::type_name::<K>(), std::any::type_name::<WindowsOf<A>>())
 }
