@@ -316,3 +316,97 @@ fn a_changed_state_type_is_refused_naming_the_operator_and_state() {
     let err = resume(&sink, &sp, 2, 3, false).unwrap_err().to_string();
     assert!(err.contains("operator 'window'") && err.contains("state 'windows'") && err.contains("i64"), "{err}");
 }
+
+/// A running count per key in a keyed process function: version 1 keeps it as `u32`,
+/// version 2 as `u64`, migrating saved `u32` counts when `migrate` is set.
+#[derive(Clone)]
+struct Counter {
+    wide: bool,
+    migrate: bool,
+    narrow: Option<sluice_core::state::ValueState<u32>>,
+    wide_state: Option<sluice_core::state::ValueState<u64>>,
+}
+
+impl sluice_core::KeyedProcessFunction for Counter {
+    type Key = u64;
+    type In = u64;
+    type Out = (u64, u64);
+    fn open(&mut self, s: &mut sluice_core::state::KeyedStateStore<u64>) -> Result<(), sluice_core::OperatorError> {
+        if self.wide {
+            self.wide_state = Some(s.value_state("count")?);
+            if self.migrate {
+                s.migrate_state::<u32, u64>("count", u64::from);
+            }
+        } else {
+            self.narrow = Some(s.value_state("count")?);
+        }
+        Ok(())
+    }
+    fn process_element(
+        &mut self,
+        v: u64,
+        ctx: &mut sluice_core::KeyedContext<'_, u64>,
+        out: &mut sluice_core::Collector<'_, (u64, u64)>,
+    ) -> Result<(), sluice_core::OperatorError> {
+        let n = match (self.narrow, self.wide_state) {
+            (Some(s), _) => {
+                let c = ctx.value_mut(s);
+                *c += 1;
+                u64::from(*c)
+            }
+            (_, Some(s)) => {
+                let c = ctx.value_mut(s);
+                *c += 1;
+                *c
+            }
+            _ => unreachable!("open registers one of the two"),
+        };
+        out.collect((v % KEYS, n));
+        Ok(())
+    }
+}
+
+fn counting_job(p: u32, sink: TransactionalStore<(u64, u64)>, counter: Counter) -> StreamEnv {
+    let env = StreamEnv::new("counting");
+    env.set_parallelism(p);
+    env.from_source(GeneratorSource::new(3, Some(RECORDS), |i, _| i).with_records_per_second(4_000), WatermarkStrategy::no_watermarks(), "numbers")
+        .uid("numbers")
+        .key_by(|i: &u64| i % KEYS)
+        .process(counter)
+        .uid("counter")
+        .sink_to_transactional(TransactionalStoreSink::new(sink), "sink")
+        .uid("sink");
+    env
+}
+
+#[test]
+fn a_state_migration_restores_state_saved_with_the_old_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = TransactionalStore::new();
+    let v1 = Counter { wide: false, migrate: false, narrow: None, wide_state: None };
+    let sp = rt().block_on(async {
+        let handle = counting_job(2, sink.clone(), v1).spawn(config(None)).unwrap();
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let target: Arc<dyn BlobStore> = Arc::new(LocalFsStore::new(dir.path()).unwrap());
+        let info = handle.controller().stop_with_savepoint(target, false).await.unwrap();
+        handle.join().await.unwrap();
+        dir.path().join(info.name)
+    });
+    let from = |sp: &Path| SavepointRestore {
+        store: Arc::new(LocalFsStore::new(sp).unwrap()),
+        allow_non_restored_state: false,
+        uid_mapping: Default::default(),
+    };
+    let v2 = |migrate| Counter { wide: true, migrate, narrow: None, wide_state: None };
+    let refused = rt().block_on(counting_job(3, sink.clone(), v2(false)).execute(config(Some(from(&sp))))).unwrap_err().to_string();
+    assert!(refused.contains("operator 'counter'") && refused.contains("state 'count'") && refused.contains("migrate_state"), "{refused}");
+    rt().block_on(counting_job(3, sink.clone(), v2(true)).execute(config(Some(from(&sp))))).unwrap();
+    let mut counts: BTreeMap<u64, u64> = BTreeMap::new();
+    for i in 0..RECORDS {
+        *counts.entry(i % KEYS).or_default() += 1;
+    }
+    let want: Vec<(u64, u64)> = counts.iter().flat_map(|(k, n)| (1..=*n).map(move |c| (*k, c))).collect();
+    let mut got = sink.committed();
+    got.sort();
+    assert_eq!(got, want, "counts go on from the migrated state");
+}

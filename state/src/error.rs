@@ -2,7 +2,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// Restored state was written with other types than the job now declares.
-    #[error("state '{state}' was saved with type {stored}, the job now declares {declared}: keep the type, or give the operator a new uid and start with --allow-non-restored-state")]
+    #[error("state '{state}' was saved with type {stored}, the job now declares {declared}: keep the type, declare a migration (KeyedStateStore::migrate_state), or give the operator a new uid and start with --allow-non-restored-state")]
     TypeChanged {
         /// The state's name.
         state: String,

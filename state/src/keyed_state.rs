@@ -148,7 +148,13 @@ impl KeyedSnapshot {
 pub struct KeyedStateStore<K> {
     tables: Vec<Slot<K>>,
     by_name: BTreeMap<String, usize>,
+    /// State migrations by state name: the types they convert from, and the conversion of one
+    /// encoded value.
+    migrations: BTreeMap<String, (String, Migration)>,
 }
+
+/// Converts one encoded value of an old state type into the encoding of the new one.
+type Migration = Box<dyn Fn(&[u8]) -> Result<Vec<u8>, StateError> + Send>;
 
 impl<K> std::fmt::Debug for KeyedStateStore<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -163,6 +169,7 @@ impl<K> Default for KeyedStateStore<K> {
         KeyedStateStore {
             tables: Vec::new(),
             by_name: BTreeMap::new(),
+            migrations: BTreeMap::new(),
         }
     }
 }
@@ -298,6 +305,22 @@ impl<K: StateKey> KeyedStateStore<K> {
         self.by_name.keys().map(String::as_str)
     }
 
+    /// Declares a state migration: state `name` saved with table values of type `Old` (the
+    /// value of a value state, `Vec<V>` of a list state, `BTreeMap<UK, UV>` of a map state) is
+    /// restored by converting each value with `f`. Without one, restoring state saved with
+    /// another type is refused. Call it in `open`, next to registering the state with its new
+    /// type.
+    pub fn migrate_state<Old: StateValue, New: StateValue>(&mut self, name: &str, f: impl Fn(Old) -> New + Send + 'static) {
+        let from = format!("{} => {}", type_name::<K>(), type_name::<Old>());
+        let state = name.to_string();
+        let convert: Migration = Box::new(move |bytes: &[u8]| {
+            let old: Old = bincode::deserialize(bytes)
+                .map_err(|e| StateError::Corrupt(format!("migrating state '{state}': undecodable {}: {e}", type_name::<Old>())))?;
+            bincode::serialize(&f(old)).map_err(StateError::encode)
+        });
+        self.migrations.insert(name.to_string(), (from, convert));
+    }
+
     /// Freezes every table for a snapshot (constant time per table).
     pub fn freeze(&mut self) -> KeyedSnapshot {
         KeyedSnapshot {
@@ -314,10 +337,19 @@ impl<K: StateKey> KeyedStateStore<K> {
         let Some(&idx) = self.by_name.get(e.table) else {
             return Ok(false);
         };
-        crate::snapshot::check_types(e.table, e.types, &format!("{} => {}", type_name::<K>(), self.tables[idx].type_name))?;
+        let declared = format!("{} => {}", type_name::<K>(), self.tables[idx].type_name);
         let key: K = bincode::deserialize(e.key)
             .map_err(|err| StateError::Corrupt(format!("undecodable key in state '{}': {err}", e.table)))?;
-        self.tables[idx].table.restore(key, e.value)?;
+        match self.migrations.get(e.table) {
+            Some((from, convert)) if !e.types.is_empty() && e.types == from && e.types != declared => {
+                let value = convert(e.value)?;
+                self.tables[idx].table.restore(key, &value)?;
+            }
+            _ => {
+                crate::snapshot::check_types(e.table, e.types, &declared)?;
+                self.tables[idx].table.restore(key, e.value)?;
+            }
+        }
         Ok(true)
     }
 }
@@ -325,6 +357,37 @@ impl<K: StateKey> KeyedStateStore<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn saved_u32_counts() -> crate::RestoredState {
+        let mut old = KeyedStateStore::<u32>::new();
+        let count = old.value_state::<u32>("count").unwrap();
+        for k in 0..10u32 {
+            old.set_value(count, &k, k + 1);
+        }
+        let mut w = crate::StateWriter::new(128);
+        old.freeze().write(&mut w).unwrap();
+        let bytes = w.finish().unwrap();
+        let mut r = crate::RestoredState::empty();
+        r.add_file("t.state", &bytes, crate::KeyGroupRange::for_subtask(128, 1, 0)).unwrap();
+        r
+    }
+
+    #[test]
+    fn a_changed_state_type_is_refused_unless_migrated() {
+        let r = saved_u32_counts();
+        let mut plain = KeyedStateStore::<u32>::new();
+        plain.value_state::<u64>("count").unwrap();
+        let err = r.for_each_keyed(|e| plain.restore_entry(&e).map(|_| ())).unwrap_err().to_string();
+        assert!(err.contains("state 'count'") && err.contains("u32 => u32") && err.contains("u32 => u64"), "{err}");
+
+        let mut migrated = KeyedStateStore::<u32>::new();
+        let count = migrated.value_state::<u64>("count").unwrap();
+        migrated.migrate_state::<u32, u64>("count", |v| u64::from(v) * 1000);
+        r.for_each_keyed(|e| migrated.restore_entry(&e).map(|_| ())).unwrap();
+        for k in 0..10u32 {
+            assert_eq!(migrated.value(count, &k), Some(&(u64::from(k + 1) * 1000)));
+        }
+    }
 
     #[test]
     fn states_are_isolated_per_key_and_name() {
