@@ -341,6 +341,8 @@ impl<K: StateKey> KeyedStateStore<K> {
         let key: K = bincode::deserialize(e.key)
             .map_err(|err| StateError::Corrupt(format!("undecodable key in state '{}': {err}", e.table)))?;
         match self.migrations.get(e.table) {
+            // A file without types (format version 1) cannot say whether it needs the
+            // migration: its values are taken as they are, as before types were recorded.
             Some((from, convert)) if !e.types.is_empty() && e.types == from && e.types != declared => {
                 let value = convert(e.value)?;
                 self.tables[idx].table.restore(key, &value)?;

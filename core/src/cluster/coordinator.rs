@@ -217,9 +217,11 @@ impl std::fmt::Debug for Coordinator {
 impl Coordinator {
     /// A coordinator building jobs from `registry`; `opener` opens `config.checkpoint_dir`.
     pub fn new(config: CoordinatorConfig, registry: Arc<dyn JobRegistry>, opener: StoreOpener) -> Result<Self, ClusterError> {
-        if config.heartbeat_interval.is_zero() || config.heartbeat_timeout <= config.heartbeat_interval {
+        // Workers stop their tasks after half the timeout of silence (at least three
+        // intervals); that must come well before the coordinator redeploys them.
+        if config.heartbeat_interval.is_zero() || config.heartbeat_timeout < config.heartbeat_interval * 6 {
             return Err(ClusterError::Config(format!(
-                "the heartbeat timeout ({:?}) must be longer than the heartbeat interval ({:?})",
+                "the heartbeat timeout ({:?}) must be at least six heartbeat intervals ({:?})",
                 config.heartbeat_timeout, config.heartbeat_interval
             )));
         }
@@ -435,7 +437,7 @@ impl Coordinator {
             st.next_job += 1;
             // Start time and a counter: unique across restarts of the coordinator (a new id
             // never finds an older job's checkpoints).
-            let id = format!("{:012x}{:04x}", sh.started_ms as u64 & 0xffff_ffff_ffff, st.next_job & 0xffff);
+            let id = format!("{:012x}{:04x}", sh.started_ms as u64 & 0xffff_ffff_ffff, st.next_job);
             st.jobs.insert(
                 id.clone(),
                 JobEntry {

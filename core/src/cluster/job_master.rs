@@ -64,6 +64,9 @@ pub(crate) struct JobMaster {
     /// This master's own event queue (the stop-with-savepoint hook sends to it).
     own_events: mpsc::UnboundedSender<MasterEvent>,
     savepoints: Option<SavepointRequests>,
+    /// A stop-with-savepoint completed: the job ends, whatever else happens meanwhile (a
+    /// failure queued before the stop must not restart it).
+    stopped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl JobMaster {
@@ -93,6 +96,7 @@ impl JobMaster {
             stats,
             own_events,
             savepoints,
+            stopped: Arc::default(),
         }
     }
 
@@ -177,6 +181,10 @@ impl JobMaster {
                     outcome
                 }
             };
+            if self.stopped.load(Ordering::SeqCst) {
+                // The savepoint is taken and the client told the job stopped.
+                return (JobStatus::Finished, None);
+            }
             match outcome {
                 Outcome::Finished | Outcome::Stopped => return (JobStatus::Finished, None),
                 Outcome::Cancelled => return (JobStatus::Canceled, None),
@@ -419,8 +427,11 @@ impl JobMaster {
                 stats: self.stats.clone(),
                 savepoints: self.savepoints.clone(),
                 stop: {
-                    let tx = self.own_events.clone();
+                    let (tx, stopped) = (self.own_events.clone(), self.stopped.clone());
                     Arc::new(move |a| {
+                        if a == StopAction::Cancel {
+                            stopped.store(true, Ordering::SeqCst);
+                        }
                         let _ = tx.send(MasterEvent::Stop(a));
                     })
                 },
