@@ -273,7 +273,7 @@ mod tests {
             out.clear();
             let poll = r.poll_batch(left.min(7), &mut out, &c).unwrap();
             left -= out.len().min(left);
-            seen.extend(out.drain(..));
+            seen.append(&mut out);
             if poll == SourcePoll::Finished {
                 break;
             }
