@@ -25,6 +25,9 @@ pub(crate) type InboundKey = (String, u32, String);
 pub(crate) struct InboundConnections {
     waiting: Mutex<BTreeMap<InboundKey, Connection>>,
     arrived: Notify,
+    /// Per job, the highest attempt discarded here: a connection for it that arrives later
+    /// (a peer dialing late) is closed at once instead of waiting forever.
+    discarded: Mutex<BTreeMap<String, u32>>,
 }
 
 impl InboundConnections {
@@ -34,6 +37,16 @@ impl InboundConnections {
 
     /// A peer connected for `key`.
     pub(crate) fn arrive(&self, key: InboundKey, conn: Connection) {
+        let stale = self
+            .discarded
+            .lock()
+            .expect("discarded attempts lock poisoned")
+            .get(&key.0)
+            .is_some_and(|&a| key.1 <= a);
+        if stale {
+            conn.close();
+            return;
+        }
         if let Some(old) = self.lock().insert(key, conn) {
             old.close();
         }
@@ -61,6 +74,11 @@ impl InboundConnections {
     /// Closes connections of `job` for attempts up to `attempt` nobody took (a cancelled or
     /// superseded attempt).
     pub(crate) fn discard(&self, job: &str, attempt: u32) {
+        {
+            let mut d = self.discarded.lock().expect("discarded attempts lock poisoned");
+            let a = d.entry(job.to_string()).or_insert(attempt);
+            *a = (*a).max(attempt);
+        }
         self.lock().retain(|(j, a, _), c| {
             let stale = j == job && *a <= attempt;
             if stale {
