@@ -116,7 +116,9 @@ fn committed_output_is_exact_despite_repeated_task_failures() {
         let parallelism = 1 + (seed % 3) as u32;
         let (got, restarts, fired) = run(seed, 3, parallelism);
         assert_eq!(fired, 3, "seed {seed}: every planned failure happened");
-        assert!(restarts >= 3, "seed {seed}: {restarts} restarts");
+        // Two planned failures can strike in one attempt (two subtasks at once): every restart
+        // has at least one failure behind it.
+        assert!((1..=fired).contains(&restarts), "seed {seed}: {restarts} restarts for {fired} failures");
         if got != want {
             let dups = got.windows(2).filter(|w| w[0] == w[1]).count();
             panic!(
