@@ -106,6 +106,9 @@ impl<K: StateKey, V: StateValue> FrozenTable for FrozenTyped<K, V> {
 struct Slot<K> {
     name: String,
     type_name: &'static str,
+    /// `key type => value type`, written with the table and checked on restore (made once
+    /// here, not per restored entry).
+    signature: String,
     table: Box<dyn Table<K>>,
 }
 
@@ -202,6 +205,7 @@ impl<K: StateKey> KeyedStateStore<K> {
         self.tables.push(Slot {
             name: name.to_string(),
             type_name: type_name::<V>(),
+            signature: format!("{} => {}", type_name::<K>(), type_name::<V>()),
             table: Box::new(TypedTable::<K, V>(CowMap::new())),
         });
         self.by_name.insert(name.to_string(), idx);
@@ -327,7 +331,7 @@ impl<K: StateKey> KeyedStateStore<K> {
             tables: self
                 .tables
                 .iter_mut()
-                .map(|s| (s.name.clone(), format!("{} => {}", type_name::<K>(), s.type_name), s.table.freeze()))
+                .map(|s| (s.name.clone(), s.signature.clone(), s.table.freeze()))
                 .collect(),
         }
     }
@@ -337,19 +341,19 @@ impl<K: StateKey> KeyedStateStore<K> {
         let Some(&idx) = self.by_name.get(e.table) else {
             return Ok(false);
         };
-        let declared = format!("{} => {}", type_name::<K>(), self.tables[idx].type_name);
         let key: K = bincode::deserialize(e.key)
             .map_err(|err| StateError::Corrupt(format!("undecodable key in state '{}': {err}", e.table)))?;
+        let slot = &mut self.tables[idx];
         match self.migrations.get(e.table) {
             // A file without types (format version 1) cannot say whether it needs the
             // migration: its values are taken as they are, as before types were recorded.
-            Some((from, convert)) if !e.types.is_empty() && e.types == from && e.types != declared => {
+            Some((from, convert)) if !e.types.is_empty() && e.types == from && e.types != slot.signature => {
                 let value = convert(e.value)?;
-                self.tables[idx].table.restore(key, &value)?;
+                slot.table.restore(key, &value)?;
             }
             _ => {
-                crate::snapshot::check_types(e.table, e.types, &declared)?;
-                self.tables[idx].table.restore(key, e.value)?;
+                crate::snapshot::check_types(e.table, e.types, &slot.signature)?;
+                slot.table.restore(key, e.value)?;
             }
         }
         Ok(true)

@@ -18,6 +18,8 @@ pub(crate) struct TimerService<K> {
     processing: BTreeSet<(i64, K)>,
     /// Per key: `(time, is_event_time)`.
     by_key: CowMap<K, Vec<(i64, bool)>>,
+    /// The timer table's `key => value` types (made once, checked per restored entry).
+    signature: String,
 }
 
 impl<K: StateKey + Ord> Default for TimerService<K> {
@@ -26,6 +28,7 @@ impl<K: StateKey + Ord> Default for TimerService<K> {
             event: BTreeSet::new(),
             processing: BTreeSet::new(),
             by_key: CowMap::new(),
+            signature: timer_types::<K>(),
         }
     }
 }
@@ -98,8 +101,9 @@ impl<K: StateKey + Ord> TimerService<K> {
     /// Freezes the timers; the returned closure writes them.
     pub(crate) fn freeze(&mut self) -> impl FnOnce(&mut StateWriter) -> Result<(), StateError> + Send + 'static {
         let frozen = self.by_key.freeze();
+        let signature = self.signature.clone();
         move |w: &mut StateWriter| {
-            let table = w.typed_table(TIMERS_TABLE, &timer_types::<K>());
+            let table = w.typed_table(TIMERS_TABLE, &signature);
             for (k, timers) in frozen.iter() {
                 w.write_keyed(table, k, timers)?;
             }
@@ -112,7 +116,7 @@ impl<K: StateKey + Ord> TimerService<K> {
         if e.table != TIMERS_TABLE {
             return Ok(false);
         }
-        sluice_state::check_types(e.table, e.types, &timer_types::<K>())?;
+        sluice_state::check_types(e.table, e.types, &self.signature)?;
         let key: K = bincode::deserialize(e.key).map_err(|err| StateError::Corrupt(format!("undecodable timer key: {err}")))?;
         let timers: Vec<(i64, bool)> =
             bincode::deserialize(e.value).map_err(|err| StateError::Corrupt(format!("undecodable timers: {err}")))?;

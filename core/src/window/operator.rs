@@ -148,11 +148,12 @@ where
 
     fn restore_state(&mut self, state: &RestoredState, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
         let mut restored: Vec<(K, WindowsOf<L::Acc>)> = Vec::new();
+        let declared = window_types::<K, L::Acc>();
         restore_keyed(state, |e| {
             if e.table != WINDOWS_TABLE {
                 return Ok(false);
             }
-            sluice_state::check_types(e.table, e.types, &window_types::<K, L::Acc>())?;
+            sluice_state::check_types(e.table, e.types, &declared)?;
             let key: K = bincode::deserialize(e.key).map_err(|err| StateError::Corrupt(format!("undecodable window key: {err}")))?;
             let windows = bincode::deserialize(e.value)
                 .map_err(|err| StateError::Corrupt(format!("undecodable window contents: {err}")))?;
