@@ -7,13 +7,13 @@
 //! input is exhausted. Operators never see channels, partitioning or chaining: the task does.
 
 use std::any::Any;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::data::{Data, EventTime, Record};
 use crate::error::OperatorError;
-use crate::metrics::VertexMetrics;
+use crate::metrics::task::OperatorMetrics;
+use crate::metrics::MetricGroup;
 use sluice_state::{RestoredState, StateWriter};
 
 /// What an operator instance knows about where it runs.
@@ -37,15 +37,19 @@ pub struct OperatorContext {
     pub attempt: u32,
     /// Whether the job takes checkpoints (sinks then commit only on checkpoint completion).
     pub checkpointing: bool,
-    pub(crate) metrics: Arc<VertexMetrics>,
+    pub(crate) metrics: Arc<OperatorMetrics>,
 }
 
 impl OperatorContext {
     /// Counts records dropped for being late.
     pub fn count_late_records(&self, n: u64) {
-        self.metrics
-            .late_records_dropped
-            .fetch_add(n, Ordering::Relaxed);
+        self.metrics.add_late(n);
+    }
+
+    /// The operator's metric scope (job, task, subtask and operator labels): user functions
+    /// register their own counters, gauges, meters and histograms here.
+    pub fn metrics(&self) -> &MetricGroup {
+        self.metrics.group()
     }
 
     /// `vertex (subtask+1/parallelism)`, as Flink names a subtask.

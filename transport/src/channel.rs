@@ -59,6 +59,22 @@ impl OutputChannel {
         }
     }
 
+    /// Reads the share of this channel's queue in use (0..=1) later, from another task,
+    /// without keeping the channel open; `None` once it is closed.
+    pub fn usage_probe(&self) -> Box<dyn Fn() -> Option<f64> + Send + Sync + 'static> {
+        match &self.kind {
+            OutKind::Local(tx) => {
+                let weak = tx.downgrade();
+                Box::new(move || {
+                    let tx = weak.upgrade()?;
+                    let cap = tx.max_capacity().max(1);
+                    Some((cap - tx.capacity()) as f64 / cap as f64)
+                })
+            }
+            OutKind::Remote(r) => Box::new(r.usage_probe()),
+        }
+    }
+
     /// The most messages the local queue holds.
     pub fn capacity(&self) -> usize {
         match &self.kind {

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use sluice_transport::wire::{decode_frame, encode_frame, read_frame, FrameError, WireJobEntry, WireMessage, WireOption, WirePeer, MAX_FRAME_BYTES};
+use sluice_transport::wire::{decode_frame, encode_frame, read_frame, FrameError, WireJobEntry, WireMessage, WireMetric, WireOption, WirePeer, MAX_FRAME_BYTES};
 use sluice_transport::ChannelId;
 
 fn channel() -> impl Strategy<Value = ChannelId> {
@@ -69,8 +69,15 @@ fn control_plane() -> impl Strategy<Value = WireMessage> {
         (s(), any::<u32>(), any::<u64>(), any::<i64>(), any::<u32>()).prop_map(|(job_id, attempt, checkpoint_id, timestamp_ms, task)| {
             WireMessage::TriggerCheckpoint { job_id, attempt, checkpoint_id, timestamp_ms, task }
         }),
-        (s(), any::<u32>(), any::<u64>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64)).prop_map(
-            |(job_id, attempt, checkpoint_id, task, st)| WireMessage::AckCheckpoint { job_id, attempt, checkpoint_id, task, state: Bytes::from(st) }
+        (s(), any::<u32>(), any::<u64>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64), any::<u64>()).prop_map(
+            |(job_id, attempt, checkpoint_id, task, st, alignment_ms)| WireMessage::AckCheckpoint {
+                job_id,
+                attempt,
+                checkpoint_id,
+                task,
+                state: Bytes::from(st),
+                alignment_ms
+            }
         ),
         (s(), any::<u32>(), any::<u64>(), any::<u32>()).prop_map(|(job_id, attempt, checkpoint_id, task)| {
             WireMessage::NotifyCheckpointComplete { job_id, attempt, checkpoint_id, task }
@@ -84,7 +91,22 @@ fn control_plane() -> impl Strategy<Value = WireMessage> {
         (s(), any::<u32>(), any::<u32>(), any::<bool>())
             .prop_map(|(job_id, attempt, task, cancelled)| WireMessage::TaskFinished { job_id, attempt, task, cancelled }),
         (s(), any::<u32>(), s()).prop_map(|(job_id, attempt, worker_id)| WireMessage::DataHello { job_id, attempt, worker_id }),
+        (s(), proptest::collection::vec(metric(), 0..6)).prop_map(|(worker_id, points)| WireMessage::MetricsReport { worker_id, points }),
     ]
+}
+
+fn metric() -> impl Strategy<Value = WireMetric> {
+    let s = || "[a-z0-9_ ]{0,16}";
+    (
+        s(),
+        s(),
+        0u8..4,
+        proptest::collection::vec((s(), s()), 0..4),
+        -1e12f64..1e12,
+        any::<u64>(),
+        proptest::collection::vec((0f64..1e9, any::<u64>()), 0..5),
+    )
+        .prop_map(|(name, help, kind, labels, value, count, buckets)| WireMetric { name, help, kind, labels, value, count, buckets })
 }
 
 fn client() -> impl Strategy<Value = WireMessage> {

@@ -15,7 +15,7 @@ use crate::checkpoint::savepoint::{savepoint_name, write_savepoint};
 use crate::checkpoint::{CheckpointConfig, CheckpointStorage};
 use crate::clock::Clock;
 use crate::error::JobError;
-use crate::metrics::CheckpointStats;
+use crate::metrics::{CheckpointOutcome, CheckpointRecord, CheckpointStats};
 
 /// An operator as the coordinator lists it in metadata.
 #[derive(Debug, Clone)]
@@ -74,6 +74,8 @@ struct Pending {
     deadline: Instant,
     is_final: bool,
     acks: BTreeMap<usize, Vec<(String, StateFileMeta)>>,
+    /// The longest barrier alignment reported so far, in ms.
+    alignment_ms: u64,
 }
 
 pub(crate) struct Coordinator {
@@ -178,15 +180,16 @@ impl Coordinator {
                                 next_trigger = Instant::now() + self.config.min_pause;
                             }
                         }
-                        TaskEvent::Acked { task, checkpoint_id, files } => {
+                        TaskEvent::Acked { task, checkpoint_id, files, alignment_ms } => {
                             let Some(p) = pending.as_mut().filter(|p| p.id == checkpoint_id) else { continue };
+                            p.alignment_ms = p.alignment_ms.max(alignment_ms);
                             let dup = p.acks.insert(task, files);
                             debug_assert!(dup.is_none(), "task {task} acknowledged checkpoint {checkpoint_id} twice");
                             if p.acks.len() == self.tasks.len() {
                                 let mut p = pending.take().expect("checked");
                                 let started = p.started;
                                 let savepoint = p.savepoint.take();
-                                match self.complete(p).await {
+                                match self.complete(p, savepoint.is_some()).await {
                                     Ok(meta) => {
                                         failures = 0;
                                         final_done |= meta.1;
@@ -256,12 +259,13 @@ impl Coordinator {
             deadline: now + self.config.timeout,
             is_final,
             acks: BTreeMap::new(),
+            alignment_ms: 0,
         }
     }
 
     /// Writes the metadata and notifies the tasks; returns the metadata and whether it was the
     /// final checkpoint.
-    async fn complete(&mut self, p: Pending) -> Result<(CheckpointMetadata, bool), (Pending, String)> {
+    async fn complete(&mut self, p: Pending, savepoint: bool) -> Result<(CheckpointMetadata, bool), (Pending, String)> {
         let mut by_op: BTreeMap<String, Vec<StateFileMeta>> = BTreeMap::new();
         for files in p.acks.values() {
             for (key, f) in files {
@@ -299,6 +303,15 @@ impl Coordinator {
         slog::info!(self.log, "checkpoint complete";
             "checkpoint" => p.id, "duration_ms" => duration.as_millis() as u64, "size" => meta.state_size());
         self.stats.record_completed(p.id, duration, meta.state_size(), meta.completed_at_ms);
+        self.stats.record(CheckpointRecord {
+            id: p.id,
+            savepoint,
+            triggered_at_ms: p.triggered_ms,
+            duration_ms: duration.as_millis() as u64,
+            state_size: meta.state_size(),
+            alignment_ms: p.alignment_ms,
+            outcome: CheckpointOutcome::Completed,
+        });
         for t in &self.tasks {
             let _ = t.commands.send(TaskCommand::Complete(p.id)).await;
         }
@@ -318,6 +331,15 @@ impl Coordinator {
     }
 
     async fn fail(&mut self, mut p: Pending, reason: String, failures: &mut u32) -> Result<(), JobError> {
+        self.stats.record(CheckpointRecord {
+            id: p.id,
+            savepoint: p.savepoint.is_some(),
+            triggered_at_ms: p.triggered_ms,
+            duration_ms: p.started.elapsed().as_millis() as u64,
+            state_size: 0,
+            alignment_ms: p.alignment_ms,
+            outcome: CheckpointOutcome::Failed(reason.clone()),
+        });
         if let Some(req) = p.savepoint.take() {
             let _ = req.reply.send(Err(format!("the savepoint's checkpoint {} failed: {reason}", p.id)));
         }

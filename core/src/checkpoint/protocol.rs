@@ -27,6 +27,8 @@ pub(crate) enum TaskEvent {
         checkpoint_id: u64,
         /// `(operator key, file)` of each operator of the task that has state.
         files: Vec<(String, StateFileMeta)>,
+        /// How long the task aligned the checkpoint's barriers, in ms.
+        alignment_ms: u64,
     },
     /// The task could not snapshot.
     Declined { task: usize, checkpoint_id: u64, reason: String },

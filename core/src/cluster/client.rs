@@ -75,6 +75,8 @@ pub async fn list_jobs(addr: &str) -> Result<Vec<JobInfo>, ClusterError> {
                     status,
                     error: (!j.error.is_empty()).then_some(j.error),
                     attempt: 0,
+                    // The wire listing carries no graph; `GET /jobs/{id}` has it.
+                    vertices: Vec::new(),
                 })
             })
             .collect(),

@@ -16,7 +16,8 @@ use super::job_master::{JobMaster, MasterEvent};
 use super::{options, ClusterError, JobRegistry, JobStatus, StoreOpener};
 use crate::checkpoint::coordinator::SavepointRequest;
 use crate::clock::Clock;
-use crate::metrics::CheckpointStats;
+use super::metrics_report::from_wire;
+use crate::metrics::{CheckpointRecord, CheckpointStats, MetricRegistry, MetricSample};
 
 /// Settings of a coordinator.
 #[derive(Debug, Clone)]
@@ -63,6 +64,8 @@ pub struct JobInfo {
     pub error: Option<String>,
     /// Its current execution attempt.
     pub attempt: u32,
+    /// Its vertices: name and parallelism, in graph order.
+    pub vertices: Vec<(String, u32)>,
 }
 
 /// A job's checkpoint counters and settings, as `GET /jobs/{id}/checkpoints` shows them.
@@ -82,6 +85,28 @@ pub struct CheckpointOverview {
     /// Interval, timeout and min pause (ms), tolerable failures and retained count, if the job
     /// checkpoints.
     pub config: Option<(u64, u64, u64, u32, u32)>,
+    /// Alignment of the latest completed checkpoint (the longest of any task), in ms.
+    pub latest_alignment_ms: u64,
+    /// The recent checkpoints, oldest first.
+    pub history: Vec<CheckpointRecord>,
+}
+
+impl CheckpointOverview {
+    /// The overview of a job with these counters and checkpoint settings.
+    pub fn of(s: &CheckpointStats, config: Option<(u64, u64, u64, u32, u32)>) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let latest = s.latest_id.load(Relaxed);
+        CheckpointOverview {
+            triggered: s.triggered.load(Relaxed),
+            completed: s.completed.load(Relaxed),
+            failed: s.failed.load(Relaxed),
+            restarts: s.restarts.load(Relaxed),
+            latest: (latest > 0).then(|| (latest, s.latest_duration_ms.load(Relaxed), s.latest_size.load(Relaxed), s.latest_completed_at_ms.load(Relaxed))),
+            config,
+            latest_alignment_ms: s.latest_alignment_ms.load(Relaxed),
+            history: s.history(),
+        }
+    }
 }
 
 /// A registered worker as the coordinator reports it.
@@ -118,26 +143,28 @@ pub(crate) struct JobEntry {
     pub(crate) checkpoint_config: Option<(u64, u64, u64, u32, u32)>,
     /// Failures of the job's attempts, oldest first (the last [`MAX_EXCEPTIONS`]).
     pub(crate) exceptions: std::collections::VecDeque<JobException>,
+    /// Vertex names and parallelism, in graph order.
+    pub(crate) vertices: Vec<(String, u32)>,
 }
 
-/// How many failures a job remembers.
-const MAX_EXCEPTIONS: usize = 100;
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
-/// A failure of one of a job's attempts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobException {
-    /// When it happened, ms since the epoch.
-    pub timestamp_ms: i64,
-    /// The attempt that failed.
-    pub attempt: u32,
-    /// What happened (the task and its error, or the lost worker).
-    pub reason: String,
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
+
+pub use crate::runtime::JobException;
+use crate::runtime::MAX_EXCEPTIONS;
 
 #[derive(Default)]
 pub(crate) struct State {
     pub(crate) workers: BTreeMap<String, WorkerEntry>,
     pub(crate) jobs: BTreeMap<String, JobEntry>,
+    /// The latest metrics each worker reported, with its `worker` label.
+    pub(crate) worker_metrics: BTreeMap<String, Vec<MetricSample>>,
     next_session: u64,
     next_job: u64,
 }
@@ -148,6 +175,8 @@ pub(crate) struct Shared {
     pub(crate) opener: StoreOpener,
     pub(crate) store: Option<Arc<dyn BlobStore>>,
     pub(crate) state: Mutex<State>,
+    /// The coordinator's own metrics (process and job scopes).
+    pub(crate) metrics: MetricRegistry,
     /// Distinguishes this coordinator's job ids from an earlier run's.
     started_ms: i64,
 }
@@ -208,6 +237,12 @@ pub struct Coordinator {
     shared: Arc<Shared>,
 }
 
+impl Coordinator {
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
 impl std::fmt::Debug for Coordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Coordinator").finish_non_exhaustive()
@@ -230,21 +265,26 @@ impl Coordinator {
             None => None,
         };
         let started_ms = config.clock.now_ms();
-        Ok(Coordinator {
+        let coordinator = Coordinator {
             shared: Arc::new(Shared {
                 config,
                 registry,
                 opener,
                 store,
                 state: Mutex::new(State::default()),
+                metrics: MetricRegistry::new(),
                 started_ms,
             }),
-        })
+        };
+        super::coordinator_metrics::register_process_metrics(&coordinator.shared);
+        Ok(coordinator)
     }
 
     /// Accepts workers and clients on `listener` until the process ends.
     pub async fn serve(&self, listener: TcpListener) -> Result<(), ClusterError> {
         let log = &self.shared.config.log;
+        let ticker = self.shared.metrics.spawn_ticker();
+        let _stop_ticker = AbortOnDrop(ticker);
         loop {
             let (stream, peer) = listener.accept().await.map_err(|e| ClusterError::Io {
                 what: "accepting a connection".into(),
@@ -379,6 +419,13 @@ impl Coordinator {
                 Ok(Ok(None)) => break "connection closed".to_string(),
                 Ok(Err(e)) => break format!("bad frame: {e}"),
                 Ok(Ok(Some(WireMessage::Heartbeat { .. }))) => {}
+                Ok(Ok(Some(WireMessage::MetricsReport { points, .. }))) => {
+                    let samples = from_wire(points, ("worker", &worker_id));
+                    let mut st = sh.lock();
+                    if st.workers.get(&worker_id).is_some_and(|w| w.session == session) {
+                        st.worker_metrics.insert(worker_id.clone(), samples);
+                    }
+                }
                 Ok(Ok(Some(msg))) => match job_of(&msg) {
                     Some(job) => {
                         let events = sh.lock().jobs.get(job).map(|j| j.events.clone());
@@ -398,6 +445,7 @@ impl Coordinator {
             let mut st = sh.lock();
             if st.workers.get(&worker_id).is_some_and(|w| w.session == session) {
                 st.workers.remove(&worker_id);
+                st.worker_metrics.remove(&worker_id);
                 true
             } else {
                 false
@@ -450,10 +498,12 @@ impl Coordinator {
                     stats: stats.clone(),
                     checkpoint_config,
                     exceptions: Default::default(),
+                    vertices: graph.vertices.iter().map(|v| (v.name.clone(), v.parallelism)).collect(),
                 },
             );
             id
         };
+        super::coordinator_metrics::register_job_metrics(sh, &id, name, &stats);
         slog::info!(sh.config.log, "job submitted"; "job" => &id, "name" => name);
         let master = JobMaster::new(id.clone(), name.to_string(), graph, parsed, sh.clone(), rx, own_events, requests, stats);
         tokio::spawn(master.run());
@@ -462,19 +512,9 @@ impl Coordinator {
 
     /// Job `id`'s checkpoint counters and settings.
     pub fn checkpoints(&self, id: &str) -> Option<CheckpointOverview> {
-        use std::sync::atomic::Ordering::Relaxed;
         let st = self.shared.lock();
         let j = st.jobs.get(id)?;
-        let s = &j.stats;
-        let latest = s.latest_id.load(Relaxed);
-        Some(CheckpointOverview {
-            triggered: s.triggered.load(Relaxed),
-            completed: s.completed.load(Relaxed),
-            failed: s.failed.load(Relaxed),
-            restarts: s.restarts.load(Relaxed),
-            latest: (latest > 0).then(|| (latest, s.latest_duration_ms.load(Relaxed), s.latest_size.load(Relaxed), s.latest_completed_at_ms.load(Relaxed))),
-            config: j.checkpoint_config,
-        })
+        Some(CheckpointOverview::of(&j.stats, j.checkpoint_config))
     }
 
     /// Job `id`'s failures, oldest first.
@@ -499,6 +539,7 @@ impl Coordinator {
                 status: j.status,
                 error: j.error.clone(),
                 attempt: j.attempt,
+                vertices: j.vertices.clone(),
             })
             .collect()
     }

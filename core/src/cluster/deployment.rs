@@ -178,7 +178,11 @@ pub(crate) async fn run(
     };
     let (events_tx, mut events_rx) = mpsc::channel::<TaskEvent>(256);
     let metrics: Vec<Arc<VertexMetrics>> = graph.vertices.iter().map(|_| VertexMetrics::new_shared()).collect();
+    // The deployment's task metrics leave the worker's registry when it ends.
+    let scope = worker.metrics.scope(&[("job_id", req.job_id.as_str()), ("job_name", req.job_name.as_str())]);
+    let _unregister = scope.guard();
     let env = TaskEnv {
+        metrics: &scope,
         graph: &graph,
         config: &worker.config.execution,
         attempt: req.attempt,
@@ -225,12 +229,13 @@ pub(crate) async fn run(
     drop(done_tx);
     let (job_id, attempt) = (req.job_id.clone(), req.attempt);
     let event_frame = |ev: TaskEvent| match ev {
-        TaskEvent::Acked { task, checkpoint_id, files } => WireMessage::AckCheckpoint {
+        TaskEvent::Acked { task, checkpoint_id, files, alignment_ms } => WireMessage::AckCheckpoint {
             job_id: job_id.clone(),
             attempt,
             checkpoint_id,
             task: task as u32,
             state: bincode::serialize(&files).expect("state file metadata is plain data and always encodes").into(),
+            alignment_ms,
         },
         TaskEvent::Declined { task, checkpoint_id, reason } => WireMessage::DeclineCheckpoint {
             job_id: job_id.clone(),

@@ -491,7 +491,7 @@ impl JobMaster {
                             WireMessage::TaskFailed { task, reason, .. } => {
                                 return Outcome::Failed(format!("task {} failed: {reason}", self.task_name(task)));
                             }
-                            WireMessage::AckCheckpoint { checkpoint_id, task, state, .. } => {
+                            WireMessage::AckCheckpoint { checkpoint_id, task, state, alignment_ms, .. } => {
                                 let files: Vec<(String, StateFileMeta)> = match bincode::deserialize(&state) {
                                     Ok(f) => f,
                                     Err(e) => return Outcome::Failed(format!(
@@ -500,7 +500,7 @@ impl JobMaster {
                                     )),
                                 };
                                 if let Some(tx) = &events_tx {
-                                    let _ = tx.send(TaskEvent::Acked { task: task as usize, checkpoint_id, files }).await;
+                                    let _ = tx.send(TaskEvent::Acked { task: task as usize, checkpoint_id, files, alignment_ms }).await;
                                 }
                             }
                             WireMessage::DeclineCheckpoint { checkpoint_id, task, reason, .. } => {

@@ -21,10 +21,12 @@
 
 mod client;
 mod coordinator;
+mod coordinator_metrics;
 mod deployment;
 mod exchange;
 mod framed;
 mod job_master;
+mod metrics_report;
 mod options;
 mod placement;
 mod worker;
@@ -78,6 +80,18 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [JobStatus; 8] = [
+        JobStatus::Created,
+        JobStatus::Running,
+        JobStatus::Failing,
+        JobStatus::Restarting,
+        JobStatus::Cancelling,
+        JobStatus::Canceled,
+        JobStatus::Finished,
+        JobStatus::Failed,
+    ];
+
     /// Flink's name of the status.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -13,6 +13,8 @@ use super::deployment::{self, DeployRequest, DeploymentHandle};
 use super::exchange::{accept_data, InboundConnections};
 use super::framed::{framed, FrameSender};
 use super::{ClusterError, JobRegistry, StoreOpener};
+use crate::metrics::MetricRegistry;
+use crate::cluster::metrics_report::to_wire;
 use crate::checkpoint::protocol::TaskCommand;
 use crate::clock::Clock;
 use crate::runtime::{ExecutionConfig, JobControl};
@@ -60,6 +62,8 @@ pub(crate) struct WorkerShared {
     pub(crate) opener: StoreOpener,
     pub(crate) inbound: InboundConnections,
     pub(crate) log: slog::Logger,
+    /// The worker's metrics; sent to the coordinator after each heartbeat.
+    pub(crate) metrics: MetricRegistry,
     deployments: Mutex<BTreeMap<(String, u32), DeploymentHandle>>,
 }
 
@@ -153,6 +157,8 @@ impl Worker {
             .to_string();
         let id = config.id.clone().unwrap_or_else(|| format!("worker-{data_address}"));
         let log = config.execution.log.new(slog::o!("worker" => id.clone()));
+        let metrics = config.execution.metrics.clone().unwrap_or_default();
+        metrics.root().gauge("worker_slots", "task slots the worker offers").set(config.slots as f64);
         Ok(Worker {
             shared: Arc::new(WorkerShared {
                 id,
@@ -161,6 +167,7 @@ impl Worker {
                 opener,
                 inbound: InboundConnections::default(),
                 log,
+                metrics,
                 deployments: Mutex::new(BTreeMap::new()),
             }),
             listener,
@@ -182,6 +189,7 @@ impl Worker {
     /// with back-off when it cannot be reached) and runs what it deploys here.
     pub async fn run(self) -> Result<(), ClusterError> {
         let Worker { shared, listener, data_address } = self;
+        let ticker = shared.metrics.spawn_ticker();
         let accept = {
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -253,6 +261,7 @@ impl Worker {
             shared.cancel_all();
         };
         accept.abort();
+        ticker.abort();
         result
     }
 }
@@ -262,11 +271,16 @@ async fn session<R: AsyncRead>(shared: &Arc<WorkerShared>, tx: FrameSender, rx: 
     let heartbeat = {
         let tx = tx.clone();
         let id = shared.id.clone();
+        let metrics = shared.metrics.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             loop {
                 tick.tick().await;
                 if !tx.send(WireMessage::Heartbeat { worker_id: id.clone() }) {
+                    return;
+                }
+                let points = to_wire(&metrics.snapshot());
+                if !tx.send(WireMessage::MetricsReport { worker_id: id.clone(), points }) {
                     return;
                 }
             }

@@ -247,7 +247,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::metrics::VertexMetrics;
+    use crate::metrics::task::OperatorMetrics;
 
     fn ctx() -> OperatorContext {
         OperatorContext {
@@ -260,7 +260,7 @@ mod tests {
             log: slog::Logger::root(slog::Discard, slog::o!()),
             attempt: 0,
             checkpointing: true,
-            metrics: Arc::new(VertexMetrics::default()),
+            metrics: Arc::new(OperatorMetrics::detached()),
         }
     }
 

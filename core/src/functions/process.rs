@@ -7,6 +7,7 @@ use sluice_state::{KeyedStateStore, ListState, MapState, StateValue, ValueState}
 use crate::data::{Data, Either, EventTime, Key, Record};
 use crate::error::OperatorError;
 use crate::functions::TimerService;
+use crate::metrics::MetricGroup;
 
 /// Which clock a timer belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +139,9 @@ pub trait KeyedProcessFunction: Clone + Send + Sync + 'static {
     fn open(&mut self, _state: &mut KeyedStateStore<Self::Key>) -> Result<(), OperatorError> {
         Ok(())
     }
+    /// Registers the function's own metrics in its operator's scope (called once per subtask,
+    /// before `open`); keep the handles in the function.
+    fn register_metrics(&mut self, _metrics: &MetricGroup) {}
 
     /// Handles one record of the current key.
     fn process_element(
@@ -176,6 +180,8 @@ pub trait KeyedCoProcessFunction: Clone + Send + Sync + 'static {
     fn open(&mut self, _state: &mut KeyedStateStore<Self::Key>) -> Result<(), OperatorError> {
         Ok(())
     }
+    /// Registers the function's own metrics in its operator's scope (before `open`).
+    fn register_metrics(&mut self, _metrics: &MetricGroup) {}
     /// Handles a record of the first input.
     fn process_element1(
         &mut self,
@@ -213,6 +219,9 @@ impl<F: KeyedCoProcessFunction> KeyedProcessFunction for CoProcessAdapter<F> {
 
     fn open(&mut self, state: &mut KeyedStateStore<F::Key>) -> Result<(), OperatorError> {
         self.0.open(state)
+    }
+    fn register_metrics(&mut self, metrics: &MetricGroup) {
+        self.0.register_metrics(metrics)
     }
     fn process_element(
         &mut self,

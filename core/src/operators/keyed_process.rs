@@ -41,7 +41,8 @@ where
     type In = F::In;
     type Out = F::Out;
 
-    fn open(&mut self, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        self.f.register_metrics(ctx.metrics());
         self.f.open(&mut self.store)
     }
 

@@ -15,7 +15,8 @@ use crate::clock::Clock;
 use crate::data::EventTime;
 use crate::error::{JobError, OperatorError};
 use crate::graph::{JobGraph, VertexKind};
-use crate::metrics::{CheckpointStats, VertexMetrics};
+use crate::metrics::task::{OperatorMetrics, TaskMetrics};
+use crate::metrics::{CheckpointStats, MetricGroup, VertexMetrics};
 use crate::operator::OperatorContext;
 use crate::partition::{PartitionKind, RouterArgs};
 use crate::runtime::chain::ChainOps;
@@ -40,6 +41,8 @@ pub(crate) struct Attempt<'a> {
     pub(crate) stats: Arc<CheckpointStats>,
     pub(crate) savepoints: Option<SavepointRequests>,
     pub(crate) stop: StopHook,
+    /// The job's metric scope (job id and name).
+    pub(crate) metrics: MetricGroup,
 }
 
 /// Reports a task that panicked (see `Attempt::run`).
@@ -95,6 +98,9 @@ impl Attempt<'_> {
             Box::new(LocalTransport::new(self.config.channel_capacity))
         };
         let metrics: Vec<Arc<VertexMetrics>> = graph.vertices.iter().map(|_| VertexMetrics::new_shared()).collect();
+        // The attempt's task metrics leave the registry with it.
+        let scope = self.metrics.child_scope();
+        let _unregister = scope.guard();
         let (events_tx, events_rx) = mpsc::channel(1024);
         let mut tasks = Vec::new();
         let mut task_refs = Vec::new();
@@ -106,6 +112,7 @@ impl Attempt<'_> {
             log: &self.log,
             control_rx: &self.control_rx,
             checkpointing: self.storage.is_some(),
+            metrics: &scope,
         };
         for (index, spec) in task_specs(graph).into_iter().enumerate() {
             let link = match &self.storage {
@@ -298,6 +305,8 @@ pub(crate) struct TaskEnv<'a> {
     pub(crate) log: &'a slog::Logger,
     pub(crate) control_rx: &'a ControlReceiver,
     pub(crate) checkpointing: bool,
+    /// The attempt's metric scope (job labels).
+    pub(crate) metrics: &'a MetricGroup,
 }
 
 /// Builds one task: its operators (restored from `restored`), its input and output channels.
@@ -319,6 +328,8 @@ pub(crate) fn build_task(
     let names: Vec<&str> = chain.iter().map(|&v| graph.vertices[v].name.as_str()).collect();
     let task_name = format!("{} ({}/{})", names.join(" -> "), subtask + 1, parallelism);
     let task_log = at.log.new(slog::o!("task" => names.join(" -> "), "subtask" => subtask));
+    let task_group = at.metrics.group("task", &names.join(" -> ")).group("subtask", &subtask.to_string());
+    let task_metrics = TaskMetrics::register(task_group.clone());
     let ctx_for = |v: usize| OperatorContext {
         vertex_name: graph.vertices[v].name.clone(),
         subtask,
@@ -329,7 +340,7 @@ pub(crate) fn build_task(
         log: task_log.new(slog::o!("vertex" => graph.vertices[v].name.clone())),
         attempt: at.attempt,
         checkpointing: at.checkpointing,
-        metrics: metrics[v].clone(),
+        metrics: Arc::new(OperatorMetrics::register(task_group.group("operator", &graph.vertices[v].name), metrics[v].clone())),
     };
     let failed = |e| JobError::TaskFailed {
         task: task_name.clone(),
@@ -427,7 +438,7 @@ pub(crate) fn build_task(
                     inputs.push((transport.input(id).map_err(wire)?, edge.codec.clone()));
                 }
             }
-            Head::Inputs(InputGate::new(inputs))
+            Head::Inputs(InputGate::new(inputs, task_metrics.bytes_in.clone()))
         }
     };
     let mut edges = Vec::new();
@@ -442,7 +453,14 @@ pub(crate) fn build_task(
         let mut channels = Vec::new();
         for &to in &targets {
             let id = ChannelId { edge: e as u32, from: subtask, to };
-            channels.push(transport.output(id).map_err(wire)?);
+            let ch = transport.output(id).map_err(wire)?;
+            let usage = ch.usage_probe();
+            let target = &graph.vertices[edge.target].name;
+            task_metrics
+                .group()
+                .group("channel", &format!("{target} ({}/{down})", to + 1))
+                .gauge_fn("task_output_buffer_usage", "share of the output channel's queue in use", usage);
+            channels.push(ch);
         }
         edges.push(EdgeOutput {
             codec: edge.codec.clone(),
@@ -460,11 +478,12 @@ pub(crate) fn build_task(
         subtask,
         head,
         ChainOps { ops },
-        Outputs::new(edges),
+        Outputs::new(edges, task_metrics.clone()),
         at.control_rx.clone(),
         config.batch_size,
         config.watermark_interval_ms,
         task_log,
         link,
+        task_metrics,
     ))
 }

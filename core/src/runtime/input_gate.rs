@@ -12,6 +12,7 @@ use std::sync::Arc;
 use sluice_transport::{Barrier, ChannelStatus, InputChannel, Payload, StreamMessage, TransportError};
 
 use crate::codec::BatchCodec;
+use crate::metrics::Meter;
 
 use crate::data::EventTime;
 
@@ -50,10 +51,16 @@ pub(crate) struct InputGate {
     idle: bool,
     live: usize,
     aligning: Option<Barrier>,
+    /// When the barrier being aligned first arrived.
+    align_started: Option<tokio::time::Instant>,
+    /// How long the last completed alignment took.
+    last_alignment: std::time::Duration,
+    /// Encoded bytes received.
+    bytes_in: Meter,
 }
 
 impl InputGate {
-    pub(crate) fn new(channels: Vec<(InputChannel, Arc<dyn BatchCodec>)>) -> Self {
+    pub(crate) fn new(channels: Vec<(InputChannel, Arc<dyn BatchCodec>)>, bytes_in: Meter) -> Self {
         let live = channels.len();
         InputGate {
             slots: channels
@@ -72,6 +79,9 @@ impl InputGate {
             idle: false,
             live,
             aligning: None,
+            align_started: None,
+            last_alignment: std::time::Duration::ZERO,
+            bytes_in,
         }
     }
 
@@ -136,6 +146,7 @@ impl InputGate {
     fn on_message(&mut self, i: usize, m: StreamMessage) -> Result<Option<GateEvent>, TransportError> {
         Ok(match m {
             StreamMessage::Data(Payload::Encoded(bytes)) => {
+                self.bytes_in.mark(bytes.len() as u64);
                 let batch = self.slots[i].codec.decode(&bytes).map_err(TransportError::Frame)?;
                 Some(GateEvent::Data(Payload::Local(batch)))
             }
@@ -156,7 +167,10 @@ impl InputGate {
             }
             StreamMessage::Barrier(b) => {
                 match self.aligning {
-                    None => self.aligning = Some(b),
+                    None => {
+                        self.aligning = Some(b);
+                        self.align_started = Some(tokio::time::Instant::now());
+                    }
                     Some(cur) if cur.checkpoint_id == b.checkpoint_id => {}
                     Some(cur) if cur.checkpoint_id < b.checkpoint_id => {
                         // A newer checkpoint started: the one being aligned can't complete.
@@ -164,6 +178,7 @@ impl InputGate {
                             s.blocked = false;
                         }
                         self.aligning = Some(b);
+                        self.align_started = Some(tokio::time::Instant::now());
                     }
                     // A barrier of an abandoned checkpoint.
                     Some(_) => return Ok(None),
@@ -196,7 +211,15 @@ impl InputGate {
         for s in &mut self.slots {
             s.blocked = false;
         }
+        if let Some(t) = self.align_started.take() {
+            self.last_alignment = t.elapsed();
+        }
         self.aligning.take().map(GateEvent::Barrier)
+    }
+
+    /// How long the last completed barrier alignment took (first barrier to last).
+    pub(crate) fn last_alignment(&self) -> std::time::Duration {
+        self.last_alignment
     }
 
     fn reactivate(&mut self) -> Option<GateEvent> {
@@ -246,7 +269,7 @@ mod tests {
             outs.push(t.output(id).unwrap());
             ins.push((t.input(id).unwrap(), crate::codec::codec_of::<u8>()));
         }
-        (InputGate::new(ins), outs)
+        (InputGate::new(ins, Meter::default()), outs)
     }
 
     async fn drain(g: &mut InputGate) -> Vec<String> {

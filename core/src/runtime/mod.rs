@@ -6,6 +6,7 @@ pub(crate) mod control;
 mod chain;
 mod input_gate;
 mod outputs;
+mod progress;
 pub(crate) mod restore;
 pub(crate) mod task;
 
@@ -26,9 +27,12 @@ use crate::checkpoint::{CheckpointConfig, CheckpointStorage, LoadedCheckpoint, R
 use crate::clock::Clock;
 use crate::error::{CheckpointError, JobError};
 use crate::graph::{JobGraph, VertexKind};
-use crate::metrics::{CheckpointStats, VertexSnapshot};
+use crate::cluster::JobStatus;
+use crate::metrics::{CheckpointStats, MetricRegistry, VertexSnapshot};
 use attempt::Attempt;
+pub use progress::{ExceptionHistory, JobException, MAX_EXCEPTIONS};
 pub use restore::parse_uid_mapping;
+use progress::JobProgress;
 use task::TaskExit;
 
 /// What the tasks of a running job are asked to do.
@@ -69,6 +73,10 @@ pub struct ExecutionConfig {
     /// Start from this savepoint (unless the checkpoint store already holds a checkpoint of
     /// this run, which is newer).
     pub from_savepoint: Option<SavepointRestore>,
+    /// Where the job's metrics are registered; `None` keeps them in a registry of its own.
+    pub metrics: Option<MetricRegistry>,
+    /// The job's id, for the `job_id` label of its metrics and its log records.
+    pub job_id: Option<String>,
 }
 
 /// A savepoint to start a job from.
@@ -104,6 +112,8 @@ impl Default for ExecutionConfig {
             restart: None,
             shuffle_over_tcp: false,
             from_savepoint: None,
+            metrics: None,
+            job_id: None,
         }
     }
 }
@@ -156,12 +166,44 @@ pub struct JobHandle {
 pub struct JobController {
     tx: Arc<ControlSender>,
     savepoints: Option<mpsc::Sender<SavepointRequest>>,
+    progress: Arc<JobProgress>,
 }
 
 impl JobController {
     /// Asks the job to stop at once.
     pub fn cancel(&self) {
+        self.progress.set_status(JobStatus::Cancelling);
         self.tx.send(JobControl::Cancel);
+    }
+
+    /// The job's status (Flink's names).
+    pub fn status(&self) -> JobStatus {
+        self.progress.status()
+    }
+
+    /// The current execution attempt (0 first, +1 per restart).
+    pub fn attempt(&self) -> u32 {
+        self.progress.attempt.load(Ordering::Relaxed)
+    }
+
+    /// Failures of the job's attempts, oldest first.
+    pub fn exceptions(&self) -> Vec<JobException> {
+        self.progress.exceptions.lock().expect("exception history lock").to_vec()
+    }
+
+    /// The job's vertices: name and parallelism, in graph order.
+    pub fn vertices(&self) -> &[(String, u32)] {
+        &self.progress.vertices
+    }
+
+    /// Live checkpoint and restart counters, and the recent checkpoints.
+    pub fn checkpoint_stats(&self) -> Arc<CheckpointStats> {
+        self.progress.stats.clone()
+    }
+
+    /// The registry holding the job's metrics.
+    pub fn metrics(&self) -> &MetricRegistry {
+        &self.progress.metrics
     }
 
     /// Asks the sources to stop, letting everything in flight finish (like end of input).
@@ -237,7 +279,7 @@ pub async fn execute(graph: JobGraph, config: ExecutionConfig) -> Result<JobResu
 }
 
 /// Starts a job and returns a handle to control it.
-pub fn spawn(mut graph: JobGraph, config: ExecutionConfig) -> Result<JobHandle, JobError> {
+pub fn spawn(mut graph: JobGraph, mut config: ExecutionConfig) -> Result<JobHandle, JobError> {
     graph.finalize()?;
     if config.batch_size == 0 || config.channel_capacity == 0 {
         return Err(JobError::InvalidGraph(
@@ -255,11 +297,21 @@ pub fn spawn(mut graph: JobGraph, config: ExecutionConfig) -> Result<JobHandle, 
     } else {
         (None, None)
     };
+    let stats = Arc::new(CheckpointStats::default());
+    let registry = config.metrics.get_or_insert_with(MetricRegistry::new).clone();
+    let progress = Arc::new(JobProgress {
+        status: std::sync::Mutex::new(JobStatus::Created),
+        attempt: Default::default(),
+        exceptions: Default::default(),
+        vertices: graph.vertices.iter().map(|v| (v.name.clone(), v.parallelism)).collect(),
+        stats: stats.clone(),
+        metrics: registry,
+    });
     let control = JobController {
         tx: control_tx.clone(),
         savepoints,
+        progress: progress.clone(),
     };
-    let stats = Arc::new(CheckpointStats::default());
     let stop: StopHook = {
         let tx = control_tx.clone();
         Arc::new(move |a| {
@@ -269,7 +321,15 @@ pub fn spawn(mut graph: JobGraph, config: ExecutionConfig) -> Result<JobHandle, 
             })
         })
     };
-    let done = tokio::spawn(run_job(graph, config, control_rx, stats.clone(), requests, stop));
+    let done = tokio::spawn(async move {
+        let r = run_job(graph, config, control_rx, progress.clone(), requests, stop).await;
+        progress.set_status(match &r {
+            Ok(res) if res.cancelled => JobStatus::Canceled,
+            Ok(_) => JobStatus::Finished,
+            Err(_) => JobStatus::Failed,
+        });
+        r
+    });
     Ok(JobHandle { control, done, stats })
 }
 
@@ -279,10 +339,11 @@ async fn run_job(
     graph: JobGraph,
     config: ExecutionConfig,
     control_rx: ControlReceiver,
-    stats: Arc<CheckpointStats>,
+    progress: Arc<JobProgress>,
     savepoints: Option<SavepointRequests>,
     stop: StopHook,
 ) -> Result<JobResult, JobError> {
+    let stats = progress.stats.clone();
     let graph = Arc::new(graph);
     let clock = config.clock.unwrap_or_else(Clock::system);
     let log = config.log.new(slog::o!("job" => graph.name.clone()));
@@ -306,6 +367,14 @@ async fn run_job(
         next_id.fetch_max(meta.checkpoint_id + 1, Ordering::SeqCst);
     }
     let started = clock.elapsed();
+    let registry = config.metrics.clone().unwrap_or_default();
+    let job_metrics = match &config.job_id {
+        Some(id) => registry.scope(&[("job_id", id.as_str()), ("job_name", graph.name.as_str())]),
+        None => registry.scope(&[("job_name", graph.name.as_str())]),
+    };
+    let _unregister = job_metrics.guard();
+    stats.register(&job_metrics);
+    job_metrics.gauge_fn("job_uptime_seconds", "time since the job started", move || Some((clock.elapsed() - started).as_secs_f64()));
     let mut resumed_from = None;
     let mut attempt = 0u32;
     loop {
@@ -322,6 +391,8 @@ async fn run_job(
                         resumed_from = Some(id);
                     }
                 }
+                progress.attempt.store(attempt, Ordering::Relaxed);
+                progress.set_status(JobStatus::Running);
                 let run = Attempt {
                     graph: graph.clone(),
                     config: &config,
@@ -335,6 +406,7 @@ async fn run_job(
                     stats: stats.clone(),
                     savepoints: savepoints.clone(),
                     stop: stop.clone(),
+                    metrics: job_metrics.clone(),
                 };
                 run.run(restored.as_ref()).await
             }
@@ -374,6 +446,7 @@ async fn run_job(
                 if *control_rx.borrow() == JobControl::Cancel {
                     return Err(e);
                 }
+                progress.record_failure(clock.now_ms(), e.to_string());
                 let Some(delay) = tracker.on_failure(clock.now_ms()) else {
                     slog::error!(log, "job failed; no restart left"; "error" => %e);
                     return Err(e);
@@ -381,6 +454,7 @@ async fn run_job(
                 slog::warn!(log, "job failed; restarting"; "error" => %e, "delay_ms" => delay.as_millis() as u64,
                     "restart" => tracker.restarts());
                 stats.restarts.fetch_add(1, Ordering::Relaxed);
+                progress.set_status(JobStatus::Restarting);
                 let mut ctl = control_rx.clone();
                 tokio::select! {
                     // Fixed polling order: tokio's random branch order is not seeded by the simulator.

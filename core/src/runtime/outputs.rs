@@ -5,6 +5,7 @@ use sluice_transport::{OutputChannel, Payload, StreamMessage, TransportError};
 use std::sync::Arc;
 
 use crate::codec::BatchCodec;
+use crate::metrics::task::TaskMetrics;
 use crate::operator::AnyBatch;
 use crate::partition::{ErasedRouter, ReadyBatch};
 
@@ -18,14 +19,26 @@ pub(crate) struct Outputs {
     pub(crate) edges: Vec<EdgeOutput>,
     ready: Vec<ReadyBatch>,
     buffered: bool,
+    metrics: TaskMetrics,
+}
+
+/// Sends one message, counting the time it waited for room as backpressure.
+async fn send_timed(ch: &mut OutputChannel, msg: StreamMessage, metrics: &TaskMetrics) -> Result<(), TransportError> {
+    let start = tokio::time::Instant::now();
+    ch.send(msg).await?;
+    // A send that found room takes a fraction of a microsecond: counting it too keeps this
+    // free of a threshold, at a negligible overstatement.
+    metrics.backpressured_ns.mark(start.elapsed().as_nanos() as u64);
+    Ok(())
 }
 
 impl Outputs {
-    pub(crate) fn new(edges: Vec<EdgeOutput>) -> Self {
+    pub(crate) fn new(edges: Vec<EdgeOutput>, metrics: TaskMetrics) -> Self {
         Outputs {
             edges,
             ready: Vec::new(),
             buffered: false,
+            metrics,
         }
     }
 
@@ -33,16 +46,19 @@ impl Outputs {
         ready: &mut Vec<ReadyBatch>,
         channels: &mut [OutputChannel],
         codec: &dyn BatchCodec,
+        metrics: &TaskMetrics,
     ) -> Result<(), TransportError> {
         for (t, b) in ready.drain(..) {
             let ch = &mut channels[t];
             // Batches stay typed in process and are encoded only to cross the network.
             let payload = if ch.is_remote() {
-                Payload::Encoded(codec.encode(&b).map_err(TransportError::Frame)?)
+                let bytes = codec.encode(&b).map_err(TransportError::Frame)?;
+                metrics.bytes_out.mark(bytes.len() as u64);
+                Payload::Encoded(bytes)
             } else {
                 Payload::Local(b)
             };
-            ch.send(StreamMessage::Data(payload)).await?;
+            send_timed(ch, StreamMessage::Data(payload), metrics).await?;
         }
         Ok(())
     }
@@ -57,11 +73,11 @@ impl Outputs {
             let copy = self.edges[i].router.clone_batch(&batch);
             self.edges[i].router.push(copy, &mut self.ready);
             let e = &mut self.edges[i];
-            Self::send_ready(&mut self.ready, &mut e.channels, e.codec.as_ref()).await?;
+            Self::send_ready(&mut self.ready, &mut e.channels, e.codec.as_ref(), &self.metrics).await?;
         }
         self.edges[n - 1].router.push(batch, &mut self.ready);
         let e = &mut self.edges[n - 1];
-        Self::send_ready(&mut self.ready, &mut e.channels, e.codec.as_ref()).await?;
+        Self::send_ready(&mut self.ready, &mut e.channels, e.codec.as_ref(), &self.metrics).await?;
         self.buffered = true;
         Ok(())
     }
@@ -80,7 +96,7 @@ impl Outputs {
         }
         for e in &mut self.edges {
             e.router.flush(&mut self.ready);
-            Self::send_ready(&mut self.ready, &mut e.channels, e.codec.as_ref()).await?;
+            Self::send_ready(&mut self.ready, &mut e.channels, e.codec.as_ref(), &self.metrics).await?;
         }
         self.buffered = false;
         Ok(())
@@ -91,7 +107,7 @@ impl Outputs {
         self.flush().await?;
         for e in &mut self.edges {
             for ch in &mut e.channels {
-                ch.send(msg()).await?;
+                send_timed(ch, msg(), &self.metrics).await?;
             }
         }
         Ok(())

@@ -9,6 +9,8 @@ use crate::checkpoint::protocol::{TaskCommand, TaskEvent};
 use crate::checkpoint::CheckpointStorage;
 use crate::data::EventTime;
 use crate::error::{JobError, OperatorError};
+use crate::metrics::task::TaskMetrics;
+use crate::metrics::Meter;
 use crate::operator::{AsyncSnapshot, OperatorContext};
 use crate::runtime::chain::ChainOps;
 use crate::runtime::input_gate::{GateEvent, InputGate};
@@ -83,6 +85,27 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Counts the time until it is dropped as the task's idle time.
+struct IdleTimer {
+    idle_ns: Meter,
+    start: tokio::time::Instant,
+}
+
+impl IdleTimer {
+    fn start(metrics: &TaskMetrics) -> Self {
+        IdleTimer {
+            idle_ns: metrics.idle_ns.clone(),
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for IdleTimer {
+    fn drop(&mut self) {
+        self.idle_ns.mark(self.start.elapsed().as_nanos() as u64);
+    }
+}
+
 pub(crate) struct Task {
     pub(crate) name: String,
     pub(crate) subtask: u32,
@@ -95,6 +118,7 @@ pub(crate) struct Task {
     pub(crate) log: slog::Logger,
     pub(crate) link: Option<CheckpointLink>,
     uploads: Vec<AbortOnDrop>,
+    metrics: TaskMetrics,
 }
 
 enum Part {
@@ -115,6 +139,7 @@ impl Task {
         watermark_interval_ms: i64,
         log: slog::Logger,
         link: Option<CheckpointLink>,
+        metrics: TaskMetrics,
     ) -> Self {
         Task {
             name,
@@ -128,6 +153,7 @@ impl Task {
             log,
             link,
             uploads: Vec::new(),
+            metrics,
         }
     }
 
@@ -147,7 +173,7 @@ impl Task {
 
     pub(crate) async fn run(mut self) -> Result<TaskExit, JobError> {
         slog::debug!(self.log, "task starting");
-        let head = std::mem::replace(&mut self.head, Head::Inputs(InputGate::new(Vec::new())));
+        let head = std::mem::replace(&mut self.head, Head::Inputs(InputGate::new(Vec::new(), Default::default())));
         let exit = match head {
             Head::Source(src) => self.run_source(src).await?,
             Head::Inputs(gate) => self.run_inputs(gate).await?,
@@ -166,6 +192,8 @@ impl Task {
     }
 
     async fn advance_watermark(&mut self, wm: EventTime) -> Result<(), JobError> {
+        self.metrics.input_watermark.set(wm.0 as f64);
+        self.metrics.output_watermark.set(wm.0 as f64);
         let out = self.chain.watermark(wm).map_err(|e| self.op_err(e))?;
         self.outputs.emit_all(out).await.map_err(|e| self.net_err(e))?;
         self.outputs
@@ -176,7 +204,7 @@ impl Task {
 
     /// Takes this task's part of checkpoint `b`: freeze operator state, forward the barrier,
     /// then serialize and upload in the background and acknowledge.
-    async fn checkpoint(&mut self, b: Barrier, source: Option<&SourceHead>) -> Result<(), JobError> {
+    async fn checkpoint(&mut self, b: Barrier, source: Option<&SourceHead>, alignment: std::time::Duration) -> Result<(), JobError> {
         let id = b.checkpoint_id;
         let Some(link) = self.link.as_ref() else {
             return Err(self.op_err(OperatorError::user("a checkpoint barrier reached a job without checkpointing")));
@@ -209,9 +237,12 @@ impl Task {
         let storage = link.storage.clone();
         let events = link.events.clone();
         let (task, max_p, subtask) = (link.task, link.max_parallelism, self.subtask);
+        let state_size = self.metrics.state_size.clone();
+        let alignment_ms = alignment.as_millis() as u64;
         let upload = tokio::spawn(async move {
             let result = async {
                 let mut files = Vec::with_capacity(parts.len());
+                let mut written = 0u64;
                 for (key, part) in parts {
                     let mut w = StateWriter::new(max_p);
                     match part {
@@ -219,6 +250,7 @@ impl Task {
                         Part::Operator(f) => f(&mut w).map_err(|e| e.to_string())?,
                     }
                     let bytes = w.finish().map_err(|e| e.to_string())?;
+                    written += bytes.len() as u64;
                     crate::buggify::maybe_delay("state upload").await;
                     let meta = storage
                         .write_state(id, &key, subtask, bytes)
@@ -226,6 +258,7 @@ impl Task {
                         .map_err(|e| format!("storing state of '{key}': {e}"))?;
                     files.push((key, meta));
                 }
+                state_size.set(written as f64);
                 Ok::<_, String>(files)
             }
             .await;
@@ -238,6 +271,7 @@ impl Task {
                     task,
                     checkpoint_id: id,
                     files,
+                    alignment_ms,
                 },
                 Err(reason) => TaskEvent::Declined {
                     task,
@@ -269,7 +303,7 @@ impl Task {
     async fn on_command(&mut self, cmd: TaskCommand, source: Option<&SourceHead>) -> Result<bool, JobError> {
         match cmd {
             TaskCommand::Trigger(b) => {
-                self.checkpoint(b, source).await?;
+                self.checkpoint(b, source, std::time::Duration::ZERO).await?;
                 Ok(false)
             }
             TaskCommand::Complete(id) => {
@@ -440,6 +474,7 @@ impl Task {
                         wake = wake.min(timer);
                     }
                     if wake > now {
+                        let _idle = IdleTimer::start(&self.metrics);
                         let mut control = self.control.clone();
                         let sleep = tokio::time::sleep_until(clock.instant_at(wake));
                         match self.link.as_mut() {
@@ -497,6 +532,7 @@ impl Task {
                     // batch while the input is quiet.
                     self.outputs.flush().await.map_err(|e| self.net_err(e))?;
                     let far = clock.instant_at(timer.unwrap_or(i64::MAX / 4));
+                    let _idle = IdleTimer::start(&self.metrics);
                     let command = async {
                         match self.link.as_mut() {
                             Some(link) => link.commands.recv().await,
@@ -540,7 +576,7 @@ impl Task {
                     .broadcast(|| StreamMessage::Status(ChannelStatus::Active))
                     .await
                     .map_err(|e| self.net_err(e))?,
-                GateEvent::Barrier(b) => self.checkpoint(b, None).await?,
+                GateEvent::Barrier(b) => self.checkpoint(b, None, gate.last_alignment()).await?,
                 GateEvent::End => return self.finish(gate.watermark()).await,
             }
         }

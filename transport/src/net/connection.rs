@@ -218,6 +218,19 @@ impl RemoteOutput {
         self.inner.config.queue_per_channel
     }
 
+    /// Reads this channel's queue use (0..=1) later, without keeping the connection alive;
+    /// `None` once the connection is gone.
+    pub fn usage_probe(&self) -> impl Fn() -> Option<f64> + Send + Sync + 'static {
+        let inner = Arc::downgrade(&self.inner);
+        let channel = self.channel;
+        move || {
+            let inner = inner.upgrade()?;
+            let cap = inner.config.queue_per_channel.max(1);
+            let queued = inner.lock().out.get(&channel).map_or(0, |c| c.queue.len());
+            Some(queued as f64 / cap as f64)
+        }
+    }
+
     fn wire_message(&mut self, msg: StreamMessage) -> Result<WireMessage, TransportError> {
         let (channel, attempt) = (self.channel, self.attempt);
         Ok(match msg {

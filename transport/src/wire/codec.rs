@@ -4,7 +4,7 @@ use bytes::Bytes;
 use flatbuffers::{FlatBufferBuilder, VerifierOptions, WIPOffset};
 
 use super::generated::sluice::wire as fb;
-use super::message::{WireJobEntry, WireMessage, WireOption, WirePeer};
+use super::message::{WireJobEntry, WireMessage, WireMetric, WireOption, WirePeer};
 use super::{MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use crate::ChannelId;
 
@@ -206,12 +206,12 @@ fn build_body<'a>(
             );
             (fb::Body::TriggerCheckpoint, t.as_union_value())
         }
-        WireMessage::AckCheckpoint { job_id, attempt, checkpoint_id, task, state } => {
+        WireMessage::AckCheckpoint { job_id, attempt, checkpoint_id, task, state, alignment_ms } => {
             let j = b.create_string(job_id);
             let s = b.create_vector(state);
             let t = fb::AckCheckpoint::create(
                 b,
-                &fb::AckCheckpointArgs { job_id: Some(j), attempt: *attempt, checkpoint_id: *checkpoint_id, task: *task, state: Some(s) },
+                &fb::AckCheckpointArgs { job_id: Some(j), attempt: *attempt, checkpoint_id: *checkpoint_id, task: *task, state: Some(s), alignment_ms: *alignment_ms },
             );
             (fb::Body::AckCheckpoint, t.as_union_value())
         }
@@ -288,6 +288,46 @@ fn build_body<'a>(
             let entries = b.create_vector(&entries);
             let t = fb::JobList::create(b, &fb::JobListArgs { jobs: Some(entries) });
             (fb::Body::JobList, t.as_union_value())
+        }
+        WireMessage::MetricsReport { worker_id, points } => {
+            let w = b.create_string(worker_id);
+            let ps: Vec<_> = points
+                .iter()
+                .map(|p| {
+                    let n = b.create_string(&p.name);
+                    let h = b.create_string(&p.help);
+                    let ls: Vec<_> = p
+                        .labels
+                        .iter()
+                        .map(|(k, v)| {
+                            let k = b.create_string(k);
+                            let v = b.create_string(v);
+                            fb::MetricLabel::create(b, &fb::MetricLabelArgs { key: Some(k), value: Some(v) })
+                        })
+                        .collect();
+                    let ls = b.create_vector(&ls);
+                    let bounds: Vec<f64> = p.buckets.iter().map(|x| x.0).collect();
+                    let counts: Vec<u64> = p.buckets.iter().map(|x| x.1).collect();
+                    let bounds = b.create_vector(&bounds);
+                    let counts = b.create_vector(&counts);
+                    fb::MetricPoint::create(
+                        b,
+                        &fb::MetricPointArgs {
+                            name: Some(n),
+                            help: Some(h),
+                            kind: p.kind,
+                            labels: Some(ls),
+                            value: p.value,
+                            count: p.count,
+                            bounds: Some(bounds),
+                            bucket_counts: Some(counts),
+                        },
+                    )
+                })
+                .collect();
+            let ps = b.create_vector(&ps);
+            let t = fb::MetricsReport::create(b, &fb::MetricsReportArgs { worker_id: Some(w), points: Some(ps) });
+            (fb::Body::MetricsReport, t.as_union_value())
         }
         WireMessage::CancelJob { job_id } => {
             let j = b.create_string(job_id);
@@ -484,6 +524,7 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
                 checkpoint_id: d.checkpoint_id(),
                 task: d.task(),
                 state: Bytes::copy_from_slice(d.state().map(|v| v.bytes()).unwrap_or_default()),
+                alignment_ms: d.alignment_ms(),
             }
         }
         fb::Body::NotifyCheckpointComplete => {
@@ -563,6 +604,42 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
                 });
             }
             WireMessage::JobList { jobs }
+        }
+        fb::Body::MetricsReport => {
+            let d = frame.body_as_metrics_report().ok_or(missing("MetricsReport"))?;
+            let mut points = Vec::new();
+            for p in d.points().iter().flat_map(|v| v.iter()) {
+                let mut labels = Vec::new();
+                for l in p.labels().iter().flat_map(|v| v.iter()) {
+                    labels.push((text(l.key(), "MetricLabel", "key")?, text(l.value(), "MetricLabel", "value")?));
+                }
+                let bounds: Vec<f64> = p.bounds().iter().flat_map(|v| v.iter()).collect();
+                let counts: Vec<u64> = p.bucket_counts().iter().flat_map(|v| v.iter()).collect();
+                if bounds.len() != counts.len() {
+                    return Err(FrameError::Malformed(format!(
+                        "MetricPoint '{}' has {} bucket bounds but {} counts",
+                        p.name().unwrap_or_default(),
+                        bounds.len(),
+                        counts.len()
+                    )));
+                }
+                if p.kind() > 3 {
+                    return Err(FrameError::Malformed(format!("MetricPoint kind {} is not 0..=3", p.kind())));
+                }
+                points.push(WireMetric {
+                    name: text(p.name(), "MetricPoint", "name")?,
+                    help: p.help().unwrap_or_default().to_string(),
+                    kind: p.kind(),
+                    labels,
+                    value: p.value(),
+                    count: p.count(),
+                    buckets: bounds.into_iter().zip(counts).collect(),
+                });
+            }
+            WireMessage::MetricsReport {
+                worker_id: text(d.worker_id(), "MetricsReport", "worker_id")?,
+                points,
+            }
         }
         fb::Body::CancelJob => {
             let d = frame.body_as_cancel_job().ok_or(missing("CancelJob"))?;

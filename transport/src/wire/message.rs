@@ -15,7 +15,7 @@ pub struct WireOption {
 
 /// One decoded frame. Data-plane messages name their channel and the execution attempt they
 /// belong to, so frames of an earlier attempt can be recognized and dropped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum WireMessage {
     /// A batch of serialized records.
     Data {
@@ -155,6 +155,8 @@ pub enum WireMessage {
         task: u32,
         /// Encoded state file metadata.
         state: Bytes,
+        /// How long the task aligned the checkpoint's barriers, in ms.
+        alignment_ms: u64,
     },
     /// A checkpoint completed (to one task).
     NotifyCheckpointComplete {
@@ -248,6 +250,13 @@ pub enum WireMessage {
         /// The jobs, oldest first.
         jobs: Vec<WireJobEntry>,
     },
+    /// A worker's metrics (sent after each heartbeat).
+    MetricsReport {
+        /// Worker id.
+        worker_id: String,
+        /// Its metrics.
+        points: Vec<WireMetric>,
+    },
     /// A client asks to cancel a job.
     CancelJob {
         /// Job id.
@@ -290,6 +299,25 @@ pub struct WirePeer {
     pub worker_id: String,
     /// Its data address.
     pub data_address: String,
+}
+
+/// One metric in a [`WireMessage::MetricsReport`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct WireMetric {
+    /// Metric name.
+    pub name: String,
+    /// What it measures.
+    pub help: String,
+    /// 0 counter, 1 gauge, 2 meter, 3 histogram.
+    pub kind: u8,
+    /// Scope labels.
+    pub labels: Vec<(String, String)>,
+    /// Counter: its count; gauge: its value; meter: its rate; histogram: its sum.
+    pub value: f64,
+    /// Meter and histogram: the count.
+    pub count: u64,
+    /// Histogram: `(upper bound, cumulative count)`.
+    pub buckets: Vec<(f64, u64)>,
 }
 
 /// One job in a [`WireMessage::JobList`].

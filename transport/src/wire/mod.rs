@@ -37,7 +37,7 @@ mod stream;
 mod generated;
 
 pub use codec::{decode_frame, encode_frame, FrameError};
-pub use message::{WireJobEntry, WireMessage, WireOption, WirePeer};
+pub use message::{WireJobEntry, WireMessage, WireMetric, WireOption, WirePeer};
 pub use stream::{read_frame, write_frame};
 
 /// The protocol version this build speaks; frames of another version are refused.

@@ -13,10 +13,10 @@ pub mod wire {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 29;
+pub const ENUM_MAX_BODY: u8 = 30;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 30] = [
+pub const ENUM_VALUES_BODY: [Body; 31] = [
   Body::NONE,
   Body::Data,
   Body::Watermark,
@@ -47,6 +47,7 @@ pub const ENUM_VALUES_BODY: [Body; 30] = [
   Body::Rejected,
   Body::TriggerSavepoint,
   Body::SavepointDone,
+  Body::MetricsReport,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -84,9 +85,10 @@ impl Body {
   pub const Rejected: Self = Self(27);
   pub const TriggerSavepoint: Self = Self(28);
   pub const SavepointDone: Self = Self(29);
+  pub const MetricsReport: Self = Self(30);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 29;
+  pub const ENUM_MAX: u8 = 30;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Data,
@@ -118,6 +120,7 @@ impl Body {
     Self::Rejected,
     Self::TriggerSavepoint,
     Self::SavepointDone,
+    Self::MetricsReport,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -152,6 +155,7 @@ impl Body {
       Self::Rejected => Some("Rejected"),
       Self::TriggerSavepoint => Some("TriggerSavepoint"),
       Self::SavepointDone => Some("SavepointDone"),
+      Self::MetricsReport => Some("MetricsReport"),
       _ => None,
     }
   }
@@ -2347,6 +2351,7 @@ impl<'a> AckCheckpoint<'a> {
   pub const VT_CHECKPOINT_ID: ::flatbuffers::VOffsetT = 8;
   pub const VT_TASK: ::flatbuffers::VOffsetT = 10;
   pub const VT_STATE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_ALIGNMENT_MS: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2358,6 +2363,7 @@ impl<'a> AckCheckpoint<'a> {
     args: &'args AckCheckpointArgs<'args>
   ) -> ::flatbuffers::WIPOffset<AckCheckpoint<'bldr>> {
     let mut builder = AckCheckpointBuilder::new(_fbb);
+    builder.add_alignment_ms(args.alignment_ms);
     builder.add_checkpoint_id(args.checkpoint_id);
     if let Some(x) = args.state { builder.add_state(x); }
     builder.add_task(args.task);
@@ -2403,6 +2409,14 @@ impl<'a> AckCheckpoint<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(AckCheckpoint::VT_STATE, None)}
   }
+  /// How long the task aligned the checkpoint's barriers, in ms.
+  #[inline]
+  pub fn alignment_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(AckCheckpoint::VT_ALIGNMENT_MS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for AckCheckpoint<'_> {
@@ -2416,6 +2430,7 @@ impl ::flatbuffers::Verifiable for AckCheckpoint<'_> {
      .visit_field::<u64>("checkpoint_id", Self::VT_CHECKPOINT_ID, false)?
      .visit_field::<u32>("task", Self::VT_TASK, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("state", Self::VT_STATE, false)?
+     .visit_field::<u64>("alignment_ms", Self::VT_ALIGNMENT_MS, false)?
      .finish();
     Ok(())
   }
@@ -2426,6 +2441,7 @@ pub struct AckCheckpointArgs<'a> {
     pub checkpoint_id: u64,
     pub task: u32,
     pub state: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub alignment_ms: u64,
 }
 impl<'a> Default for AckCheckpointArgs<'a> {
   #[inline]
@@ -2436,6 +2452,7 @@ impl<'a> Default for AckCheckpointArgs<'a> {
       checkpoint_id: 0,
       task: 0,
       state: None,
+      alignment_ms: 0,
     }
   }
 }
@@ -2466,6 +2483,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AckCheckpointBuilder<'a, 'b, 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AckCheckpoint::VT_STATE, state);
   }
   #[inline]
+  pub fn add_alignment_ms(&mut self, alignment_ms: u64) {
+    self.fbb_.push_slot::<u64>(AckCheckpoint::VT_ALIGNMENT_MS, alignment_ms, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AckCheckpointBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     AckCheckpointBuilder {
@@ -2488,6 +2509,7 @@ impl ::core::fmt::Debug for AckCheckpoint<'_> {
       ds.field("checkpoint_id", &self.checkpoint_id());
       ds.field("task", &self.task());
       ds.field("state", &self.state());
+      ds.field("alignment_ms", &self.alignment_ms());
       ds.finish()
   }
 }
@@ -3929,6 +3951,454 @@ impl ::core::fmt::Debug for JobEntry<'_> {
       ds.finish()
   }
 }
+pub enum MetricLabelOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One label of a metric.
+pub struct MetricLabel<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MetricLabel<'a> {
+  type Inner = MetricLabel<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MetricLabel<'a> {
+  pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MetricLabel { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MetricLabelArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MetricLabel<'bldr>> {
+    let mut builder = MetricLabelBuilder::new(_fbb);
+    if let Some(x) = args.value { builder.add_value(x); }
+    if let Some(x) = args.key { builder.add_key(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MetricLabel::VT_KEY, None)}
+  }
+  #[inline]
+  pub fn value(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MetricLabel::VT_VALUE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MetricLabel<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("key", Self::VT_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("value", Self::VT_VALUE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MetricLabelArgs<'a> {
+    pub key: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub value: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for MetricLabelArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MetricLabelArgs {
+      key: None,
+      value: None,
+    }
+  }
+}
+
+pub struct MetricLabelBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MetricLabelBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetricLabel::VT_KEY, key);
+  }
+  #[inline]
+  pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetricLabel::VT_VALUE, value);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MetricLabelBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MetricLabelBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MetricLabel<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MetricLabel<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MetricLabel");
+      ds.field("key", &self.key());
+      ds.field("value", &self.value());
+      ds.finish()
+  }
+}
+pub enum MetricPointOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One metric's value (see sluice_core::metrics::MetricValue).
+pub struct MetricPoint<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MetricPoint<'a> {
+  type Inner = MetricPoint<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MetricPoint<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_HELP: ::flatbuffers::VOffsetT = 6;
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LABELS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_VALUE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_COUNT: ::flatbuffers::VOffsetT = 14;
+  pub const VT_BOUNDS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_BUCKET_COUNTS: ::flatbuffers::VOffsetT = 18;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MetricPoint { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MetricPointArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MetricPoint<'bldr>> {
+    let mut builder = MetricPointBuilder::new(_fbb);
+    builder.add_count(args.count);
+    builder.add_value(args.value);
+    if let Some(x) = args.bucket_counts { builder.add_bucket_counts(x); }
+    if let Some(x) = args.bounds { builder.add_bounds(x); }
+    if let Some(x) = args.labels { builder.add_labels(x); }
+    if let Some(x) = args.help { builder.add_help(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MetricPoint::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn help(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MetricPoint::VT_HELP, None)}
+  }
+  /// 0 counter, 1 gauge, 2 meter, 3 histogram.
+  #[inline]
+  pub fn kind(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(MetricPoint::VT_KIND, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn labels(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MetricLabel<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MetricLabel>>>>(MetricPoint::VT_LABELS, None)}
+  }
+  /// Counter: its count; gauge: its value; meter: its rate; histogram: its sum.
+  #[inline]
+  pub fn value(&self) -> f64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<f64>(MetricPoint::VT_VALUE, Some(0.0)).unwrap()}
+  }
+  /// Meter and histogram: the count.
+  #[inline]
+  pub fn count(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MetricPoint::VT_COUNT, Some(0)).unwrap()}
+  }
+  /// Histogram: bucket upper bounds and cumulative counts.
+  #[inline]
+  pub fn bounds(&self) -> Option<::flatbuffers::Vector<'a, f64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, f64>>>(MetricPoint::VT_BOUNDS, None)}
+  }
+  #[inline]
+  pub fn bucket_counts(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(MetricPoint::VT_BUCKET_COUNTS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MetricPoint<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("help", Self::VT_HELP, false)?
+     .visit_field::<u8>("kind", Self::VT_KIND, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<MetricLabel>>>>("labels", Self::VT_LABELS, false)?
+     .visit_field::<f64>("value", Self::VT_VALUE, false)?
+     .visit_field::<u64>("count", Self::VT_COUNT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, f64>>>("bounds", Self::VT_BOUNDS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("bucket_counts", Self::VT_BUCKET_COUNTS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MetricPointArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub help: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub kind: u8,
+    pub labels: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MetricLabel<'a>>>>>,
+    pub value: f64,
+    pub count: u64,
+    pub bounds: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, f64>>>,
+    pub bucket_counts: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+}
+impl<'a> Default for MetricPointArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MetricPointArgs {
+      name: None,
+      help: None,
+      kind: 0,
+      labels: None,
+      value: 0.0,
+      count: 0,
+      bounds: None,
+      bucket_counts: None,
+    }
+  }
+}
+
+pub struct MetricPointBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MetricPointBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetricPoint::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_help(&mut self, help: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetricPoint::VT_HELP, help);
+  }
+  #[inline]
+  pub fn add_kind(&mut self, kind: u8) {
+    self.fbb_.push_slot::<u8>(MetricPoint::VT_KIND, kind, 0);
+  }
+  #[inline]
+  pub fn add_labels(&mut self, labels: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<MetricLabel<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetricPoint::VT_LABELS, labels);
+  }
+  #[inline]
+  pub fn add_value(&mut self, value: f64) {
+    self.fbb_.push_slot::<f64>(MetricPoint::VT_VALUE, value, 0.0);
+  }
+  #[inline]
+  pub fn add_count(&mut self, count: u64) {
+    self.fbb_.push_slot::<u64>(MetricPoint::VT_COUNT, count, 0);
+  }
+  #[inline]
+  pub fn add_bounds(&mut self, bounds: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , f64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetricPoint::VT_BOUNDS, bounds);
+  }
+  #[inline]
+  pub fn add_bucket_counts(&mut self, bucket_counts: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetricPoint::VT_BUCKET_COUNTS, bucket_counts);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MetricPointBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MetricPointBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MetricPoint<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MetricPoint<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MetricPoint");
+      ds.field("name", &self.name());
+      ds.field("help", &self.help());
+      ds.field("kind", &self.kind());
+      ds.field("labels", &self.labels());
+      ds.field("value", &self.value());
+      ds.field("count", &self.count());
+      ds.field("bounds", &self.bounds());
+      ds.field("bucket_counts", &self.bucket_counts());
+      ds.finish()
+  }
+}
+pub enum MetricsReportOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A worker's metrics, sent with its heartbeats.
+pub struct MetricsReport<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MetricsReport<'a> {
+  type Inner = MetricsReport<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MetricsReport<'a> {
+  pub const VT_WORKER_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_POINTS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MetricsReport { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MetricsReportArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MetricsReport<'bldr>> {
+    let mut builder = MetricsReportBuilder::new(_fbb);
+    if let Some(x) = args.points { builder.add_points(x); }
+    if let Some(x) = args.worker_id { builder.add_worker_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn worker_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MetricsReport::VT_WORKER_ID, None)}
+  }
+  #[inline]
+  pub fn points(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MetricPoint<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MetricPoint>>>>(MetricsReport::VT_POINTS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MetricsReport<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("worker_id", Self::VT_WORKER_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<MetricPoint>>>>("points", Self::VT_POINTS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MetricsReportArgs<'a> {
+    pub worker_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub points: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MetricPoint<'a>>>>>,
+}
+impl<'a> Default for MetricsReportArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MetricsReportArgs {
+      worker_id: None,
+      points: None,
+    }
+  }
+}
+
+pub struct MetricsReportBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MetricsReportBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_worker_id(&mut self, worker_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetricsReport::VT_WORKER_ID, worker_id);
+  }
+  #[inline]
+  pub fn add_points(&mut self, points: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<MetricPoint<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MetricsReport::VT_POINTS, points);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MetricsReportBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MetricsReportBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MetricsReport<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MetricsReport<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MetricsReport");
+      ds.field("worker_id", &self.worker_id());
+      ds.field("points", &self.points());
+      ds.finish()
+  }
+}
 pub enum JobListOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -5070,6 +5540,21 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_metrics_report(&self) -> Option<MetricsReport<'a>> {
+    if self.body_type() == Body::MetricsReport {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MetricsReport::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -5110,6 +5595,7 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::Rejected => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Rejected>>("Body::Rejected", pos),
           Body::TriggerSavepoint => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TriggerSavepoint>>("Body::TriggerSavepoint", pos),
           Body::SavepointDone => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SavepointDone>>("Body::SavepointDone", pos),
+          Body::MetricsReport => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MetricsReport>>("Body::MetricsReport", pos),
           _ => Ok(()),
         }
      })?
@@ -5369,6 +5855,13 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::SavepointDone => {
           if let Some(x) = self.body_as_savepoint_done() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::MetricsReport => {
+          if let Some(x) = self.body_as_metrics_report() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -1,5 +1,5 @@
-//! Counters the runtime keeps per vertex. Each subtask adds to them once per batch, so they
-//! cost one atomic add per batch, not per record.
+//! Totals the runtime keeps per vertex for the job result. Each subtask adds to them once
+//! per batch, so they cost one atomic add per batch, not per record.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -60,33 +60,3 @@ impl VertexMetrics {
     }
 }
 
-/// Checkpoint counters of a job.
-#[derive(Debug, Default)]
-pub struct CheckpointStats {
-    /// Checkpoints triggered.
-    pub triggered: AtomicU64,
-    /// Checkpoints completed.
-    pub completed: AtomicU64,
-    /// Checkpoints failed (declined, timed out or not stored).
-    pub failed: AtomicU64,
-    /// Id of the latest completed checkpoint (0: none).
-    pub latest_id: AtomicU64,
-    /// Duration of the latest completed checkpoint in ms.
-    pub latest_duration_ms: AtomicU64,
-    /// State size of the latest completed checkpoint in bytes.
-    pub latest_size: AtomicU64,
-    /// Completion time of the latest completed checkpoint, ms since the epoch.
-    pub latest_completed_at_ms: AtomicI64,
-    /// Restarts of the job.
-    pub restarts: AtomicU64,
-}
-
-impl CheckpointStats {
-    pub(crate) fn record_completed(&self, id: u64, duration: std::time::Duration, size: u64, at_ms: i64) {
-        self.completed.fetch_add(1, Ordering::Relaxed);
-        self.latest_id.store(id, Ordering::Relaxed);
-        self.latest_duration_ms.store(duration.as_millis() as u64, Ordering::Relaxed);
-        self.latest_size.store(size, Ordering::Relaxed);
-        self.latest_completed_at_ms.store(at_ms, Ordering::Relaxed);
-    }
-}
