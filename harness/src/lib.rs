@@ -2,9 +2,11 @@
 //! setup. The CLI in `main.rs` is a thin layer over these functions.
 
 pub mod cluster;
+pub mod config;
 pub mod error;
 pub mod jobs;
 pub mod logging;
+pub mod reporters;
 pub mod rest;
 pub mod runner;
 pub mod savepoints;

@@ -10,17 +10,25 @@ use clap::{Parser, Subcommand};
 use sluice::cluster::{store_opener, BuiltinJobs};
 use sluice_core::cluster::{cancel_job, list_jobs, submit_job, trigger_savepoint, Coordinator, CoordinatorConfig, Worker, WorkerConfig};
 use sluice::jobs::{JobOptions, JOBS};
-use sluice::logging::{parse_level, root_logger, LogFormat};
+use sluice::config::Config;
+use sluice::logging::{parse_filter, root_logger, LogFormat};
+use sluice::rest::RestOptions;
+use sluice_core::metrics::MetricRegistry;
 
 #[derive(Parser, Debug)]
 #[command(name = "sluice", version, about = "Sluice: a stateful stream processor")]
 struct Cli {
-    /// Log format on standard error: `term` or `json`.
-    #[arg(long, global = true, default_value = "term", value_parser = ["term", "json"])]
-    log_format: String,
-    /// Log level (error, warn, info, debug, trace); also read from SLUICE_LOG.
-    #[arg(long, global = true, env = "SLUICE_LOG", default_value = "warn")]
-    log_level: String,
+    /// Configuration file (TOML; see docs/configuration.md). Every key can also be set as
+    /// SLUICE_<SECTION>_<KEY>; flags override both.
+    #[arg(long, global = true, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format on standard error: `term` or `json` (default: [logging] format, else term).
+    #[arg(long, global = true, env = "SLUICE_LOG_FORMAT", value_parser = ["term", "json"])]
+    log_format: Option<String>,
+    /// Log levels as LEVEL[,MODULE=LEVEL...], e.g. `info,sluice_core::cluster=debug`
+    /// (default: [logging] level and modules, else warn).
+    #[arg(long, global = true, env = "SLUICE_LOG")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -195,41 +203,49 @@ struct RunArgs {
     /// Print the execution plan and exit.
     #[arg(long)]
     plan: bool,
+    /// Serve the REST API on this port of 127.0.0.1 (0 picks one; the address is printed).
+    #[arg(long)]
+    rest_port: Option<u16>,
+    /// After the job ends, keep the REST API up this long (to read the final status).
+    #[arg(long, default_value = "3s")]
+    rest_linger: String,
 }
 
 #[derive(Parser, Debug)]
 struct CoordinatorArgs {
     /// Address to accept workers and clients on (port 0 picks one; the address is printed).
-    #[arg(long, default_value = "127.0.0.1:6123")]
-    bind: String,
+    /// Default: [coordinator] bind, else 127.0.0.1:6123.
+    #[arg(long)]
+    bind: Option<String>,
     /// Where jobs' checkpoints go (a directory every worker can reach, or `s3://bucket/prefix`).
     #[arg(long)]
     checkpoint_dir: Option<String>,
     /// Serve the REST API here (port 0 picks one; the address is printed).
     #[arg(long)]
     rest_bind: Option<String>,
-    /// How often workers send heartbeats.
-    #[arg(long, default_value = "500ms")]
-    heartbeat_interval: String,
-    /// A worker silent for this long is declared lost.
-    #[arg(long, default_value = "10s")]
-    heartbeat_timeout: String,
-    /// How long a job waits for enough free slots before it fails.
-    #[arg(long, default_value = "60s")]
-    slot_wait: String,
+    /// How often workers send heartbeats (default 500ms).
+    #[arg(long)]
+    heartbeat_interval: Option<String>,
+    /// A worker silent for this long is declared lost (default 10s).
+    #[arg(long)]
+    heartbeat_timeout: Option<String>,
+    /// How long a job waits for enough free slots before it fails (default 60s).
+    #[arg(long)]
+    slot_wait: Option<String>,
 }
 
 #[derive(Parser, Debug)]
 struct WorkerArgs {
-    /// The coordinator's address.
+    /// The coordinator's address (default: [worker] coordinator).
     #[arg(long)]
-    coordinator: String,
-    /// Task slots offered.
-    #[arg(long, default_value_t = 1)]
-    slots: u32,
-    /// Address to accept data connections from other workers on (port 0 picks one).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    bind: String,
+    coordinator: Option<String>,
+    /// Task slots offered (default 1).
+    #[arg(long)]
+    slots: Option<u32>,
+    /// Address to accept data connections from other workers on (port 0 picks one; default
+    /// 127.0.0.1:0).
+    #[arg(long)]
+    bind: Option<String>,
     /// The worker's id (default: `worker-<data address>`).
     #[arg(long)]
     id: Option<String>,
@@ -289,9 +305,17 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
-    let level = parse_level(&cli.log_level).map_err(anyhow::Error::msg)?;
-    let format = if cli.log_format == "json" { LogFormat::Json } else { LogFormat::Terminal };
-    let log = root_logger(format, level);
+    let config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    let filter = match &cli.log_level {
+        Some(spec) => parse_filter(spec).map_err(|e| anyhow::anyhow!("--log-level / SLUICE_LOG: {e}"))?,
+        None => config.log_filter().map_err(anyhow::Error::msg)?,
+    };
+    let format = match cli.log_format.as_deref() {
+        Some("json") => LogFormat::Json,
+        Some(_) => LogFormat::Terminal,
+        None => config.log_format().map_err(anyhow::Error::msg)?,
+    };
+    let log = root_logger(format, filter);
     match cli.command {
         Command::Jobs => {
             for j in JOBS {
@@ -299,9 +323,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run(args) => run(*args, log),
-        Command::Coordinator(args) => coordinator(args, log),
-        Command::Worker(args) => worker(args, log),
+        Command::Run(args) => run(*args, config, log),
+        Command::Coordinator(args) => coordinator(args, config, log),
+        Command::Worker(args) => worker(args, config, log),
         Command::Submit(args) => submit(*args),
         Command::List(args) => list(args),
         Command::Cancel(args) => cancel(args),
@@ -334,7 +358,7 @@ async fn stop_requested() {
     }
 }
 
-fn run(args: RunArgs, log: slog::Logger) -> anyhow::Result<()> {
+fn run(args: RunArgs, config: Config, log: slog::Logger) -> anyhow::Result<()> {
     let opts = args.job.options();
     let c = &args.checkpoints;
     let settings = sluice::settings::RunSettings {
@@ -356,8 +380,13 @@ fn run(args: RunArgs, log: slog::Logger) -> anyhow::Result<()> {
         print!("{}", env.build()?.describe());
         return Ok(());
     }
+    let services = sluice::runner::Services {
+        rest_bind: args.rest_port.map(|p| format!("127.0.0.1:{p}")),
+        rest_linger: duration_arg("rest-linger", &args.rest_linger)?,
+        config,
+    };
     let rt = runtime()?;
-    let outcome = rt.block_on(sluice::runner::run_embedded(&args.job.job, &opts, &settings, log, stop_requested()))?;
+    let outcome = rt.block_on(sluice::runner::run_embedded(&args.job.job, &opts, &settings, &services, log, stop_requested()))?;
     // The summary goes to stderr when results are printed, so stdout holds only results.
     let summary = sluice::runner::summary(&outcome.result);
     if opts.print {
@@ -380,28 +409,35 @@ fn duration_arg(name: &str, v: &str) -> anyhow::Result<std::time::Duration> {
     sluice_core::duration::parse_duration(v).map_err(|e| anyhow::anyhow!("--{name}: {e}"))
 }
 
-fn coordinator(args: CoordinatorArgs, log: slog::Logger) -> anyhow::Result<()> {
+fn coordinator(args: CoordinatorArgs, file: Config, log: slog::Logger) -> anyhow::Result<()> {
+    let c = &file.coordinator;
     let mut config = CoordinatorConfig::new(log.clone());
-    config.heartbeat_interval = duration_arg("heartbeat-interval", &args.heartbeat_interval)?;
-    config.heartbeat_timeout = duration_arg("heartbeat-timeout", &args.heartbeat_timeout)?;
-    config.slot_wait = duration_arg("slot-wait", &args.slot_wait)?;
-    config.checkpoint_dir = args.checkpoint_dir.clone();
+    config.heartbeat_interval = duration_arg("heartbeat-interval", args.heartbeat_interval.as_deref().unwrap_or(&c.heartbeat_interval))?;
+    config.heartbeat_timeout = duration_arg("heartbeat-timeout", args.heartbeat_timeout.as_deref().unwrap_or(&c.heartbeat_timeout))?;
+    config.slot_wait = duration_arg("slot-wait", args.slot_wait.as_deref().unwrap_or(&c.slot_wait))?;
+    config.checkpoint_dir = args.checkpoint_dir.clone().or_else(|| c.checkpoint_dir.clone());
+    let bind = args.bind.clone().unwrap_or_else(|| c.bind.clone());
+    let rest_bind = args.rest_bind.clone().or_else(|| c.rest_bind.clone());
     runtime()?.block_on(async move {
         let coordinator = Coordinator::new(config, Arc::new(BuiltinJobs), store_opener())?;
-        let listener = tokio::net::TcpListener::bind(&args.bind)
+        let listener = tokio::net::TcpListener::bind(&bind)
             .await
-            .with_context(|| format!("binding the coordinator to {}", args.bind))?;
+            .with_context(|| format!("binding the coordinator to {bind}"))?;
         let addr = listener.local_addr()?;
         println!("coordinator listening on {addr}");
         slog::info!(log, "coordinator listening"; "address" => addr.to_string());
-        if let Some(rest) = &args.rest_bind {
+        let source = coordinator.clone();
+        let _reporters = sluice::reporters::start(&file, Arc::new(move || source.metrics()), &log)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        if let Some(rest) = &rest_bind {
             let rest_listener = tokio::net::TcpListener::bind(rest)
                 .await
                 .with_context(|| format!("binding the REST API to {rest}"))?;
             let rest_addr = rest_listener.local_addr()?;
             println!("rest api listening on {rest_addr}");
             slog::info!(log, "REST API listening"; "address" => rest_addr.to_string());
-            let app = sluice::rest::router(coordinator.clone());
+            let app = sluice::rest::router(Arc::new(coordinator.clone()), RestOptions { prometheus: file.reporter("prometheus") });
             let rest_log = log.clone();
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(rest_listener, app).await {
@@ -417,16 +453,27 @@ fn coordinator(args: CoordinatorArgs, log: slog::Logger) -> anyhow::Result<()> {
     })
 }
 
-fn worker(args: WorkerArgs, log: slog::Logger) -> anyhow::Result<()> {
+fn worker(args: WorkerArgs, file: Config, log: slog::Logger) -> anyhow::Result<()> {
+    let w = &file.worker;
+    let registry = MetricRegistry::new();
     let execution = sluice_core::ExecutionConfig {
         log: log.clone(),
+        metrics: Some(registry.clone()),
         ..sluice_core::ExecutionConfig::default()
     };
-    let mut config = WorkerConfig::new(args.coordinator.clone(), args.slots, execution);
-    config.id = args.id.clone();
+    let Some(coordinator) = args.coordinator.clone().or_else(|| w.coordinator.clone()) else {
+        anyhow::bail!("the worker needs the coordinator's address: --coordinator HOST:PORT, or [worker] coordinator in the configuration");
+    };
+    let mut config = WorkerConfig::new(coordinator, args.slots.unwrap_or(w.slots), execution);
+    config.id = args.id.clone().or_else(|| w.id.clone());
+    let bind = args.bind.clone().unwrap_or_else(|| w.bind.clone());
     runtime()?.block_on(async move {
-        let worker = Worker::bind(config, &args.bind, Arc::new(BuiltinJobs), store_opener()).await?;
+        let worker = Worker::bind(config, &bind, Arc::new(BuiltinJobs), store_opener()).await?;
         println!("worker {} data address {}", worker.id(), worker.data_address());
+        // Workers also send their metrics to the coordinator; these reporters push from here.
+        let _reporters = sluice::reporters::start(&file, Arc::new(move || registry.snapshot()), &log)
+            .await
+            .map_err(anyhow::Error::msg)?;
         tokio::select! {
             r = worker.run() => r?,
             _ = stop_requested() => slog::info!(log, "worker stopping"),

@@ -2,11 +2,30 @@
 
 use std::fmt::Write as _;
 
+use std::sync::Arc;
+
+use serde_json::json;
+use sluice_core::metrics::MetricRegistry;
 use sluice_core::{ExecutionConfig, JobResult};
 
+use crate::config::Config;
 use crate::error::HarnessError;
 use crate::jobs::{self, JobOptions};
+use crate::rest::{EmbeddedJob, RestOptions};
 use crate::settings::RunSettings;
+
+/// What runs beside an embedded job: its REST API and metric reporters.
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    /// Serve the REST API here (`127.0.0.1:0` picks a port); its address is printed as
+    /// `rest api listening on ADDR`.
+    pub rest_bind: Option<String>,
+    /// After the job ends, keep the REST API up this long, so clients can read the final
+    /// status and the savepoint of a stop.
+    pub rest_linger: std::time::Duration,
+    /// Reporters and their settings.
+    pub config: Config,
+}
 
 /// How an embedded run ended.
 #[derive(Debug)]
@@ -23,19 +42,69 @@ pub async fn run_embedded(
     name: &str,
     opts: &JobOptions,
     settings: &RunSettings,
+    services: &Services,
     log: slog::Logger,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<EmbeddedOutcome, HarnessError> {
+    let registry = MetricRegistry::new();
+    // An id in the coordinator's format, so tools treat both modes alike.
+    let now_ms = sluice_core::Clock::system().now_ms();
+    let job_id = format!("{:012x}{:04x}", now_ms as u64 & 0xffff_ffff_ffff, 1);
     let config = settings.apply(ExecutionConfig {
-        log: log.clone(),
+        log: log.new(slog::o!("job_id" => job_id.clone())),
+        metrics: Some(registry.clone()),
+        job_id: Some(job_id.clone()),
         ..ExecutionConfig::default()
     })?;
+    let checkpoint_config = config.checkpointing.as_ref().map(|c| {
+        (c.interval.as_millis() as u64, c.timeout.as_millis() as u64, c.min_pause.as_millis() as u64, c.tolerable_failures, c.retained)
+    });
     let env = jobs::build(name, opts)?;
     let graph = env.build()?;
-    slog::info!(log, "starting job"; "job" => name, "parallelism" => opts.parallelism);
+    slog::info!(log, "starting job"; "job" => name, "job_id" => &job_id, "parallelism" => opts.parallelism);
     slog::debug!(log, "plan"; "plan" => graph.describe());
     let handle = sluice_core::runtime::spawn(graph, config)?;
     let controller = handle.controller();
+    let ticker = registry.spawn_ticker();
+    let mut background = vec![ticker];
+    if let Some(bind) = &services.rest_bind {
+        let backend = EmbeddedJob {
+            id: job_id.clone(),
+            name: name.to_string(),
+            controller: controller.clone(),
+            checkpoint_config,
+            config: json!({
+                "mode": "embedded",
+                "job": name,
+                "parallelism": opts.parallelism,
+                "checkpoint-dir": settings.checkpoint_dir.as_ref().map(|d| d.display().to_string()),
+                "reporters": services.config.metrics.reporters,
+            }),
+            open_store: crate::settings::open_store,
+        };
+        let listener = tokio::net::TcpListener::bind(bind)
+            .await
+            .map_err(|e| HarnessError::BadOption(format!("--rest-port: binding {bind}: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| HarnessError::BadOption(format!("--rest-port: reading the bound address: {e}")))?;
+        println!("rest api listening on {addr}");
+        println!("job id {job_id}");
+        slog::info!(log, "REST API listening"; "address" => addr.to_string(), "job_id" => &job_id);
+        let app = crate::rest::router(Arc::new(backend), RestOptions { prometheus: services.config.reporter("prometheus") });
+        let rest_log = log.clone();
+        background.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                slog::error!(rest_log, "REST API stopped"; "error" => %e);
+            }
+        }));
+    }
+    let source_registry = registry.clone();
+    let reporters = crate::reporters::start(&services.config, Arc::new(move || source_registry.snapshot()), &log)
+        .await
+        .map_err(HarnessError::BadOption)?;
+    background.extend(reporters);
+    let _stop_background = AbortAll(background);
     let join = handle.join();
     tokio::pin!(join);
     let mut savepoint = None;
@@ -57,12 +126,27 @@ pub async fn run_embedded(
             join.await?
         }
     };
+    if services.rest_bind.is_some() && !services.rest_linger.is_zero() {
+        slog::info!(log, "job ended; the REST API stays up a little longer"; "linger_ms" => services.rest_linger.as_millis() as u64);
+        tokio::time::sleep(services.rest_linger).await;
+    }
     if let Some(id) = result.resumed_from {
         slog::info!(log, "resumed from checkpoint"; "checkpoint" => id);
     }
     slog::info!(log, "job finished"; "records_in" => result.records_in, "records_out" => result.records_out,
         "restarts" => result.restarts, "checkpoints" => result.checkpoints_completed);
     Ok(EmbeddedOutcome { result, savepoint })
+}
+
+/// Aborts background tasks when the run ends.
+struct AbortAll(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortAll {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
+    }
 }
 
 /// A short human-readable summary of a finished job.

@@ -35,7 +35,8 @@ pub(crate) fn from_wire(points: Vec<WireMetric>, extra: (&str, &str)) -> Vec<Met
         .into_iter()
         .map(|p| {
             let value = match p.kind {
-                0 => MetricValue::Counter(p.count.max(p.value as u64)),
+                // The exact count travels in `count` (`value` is an f64 and rounds).
+                0 => MetricValue::Counter(p.count),
                 2 => MetricValue::Meter { count: p.count, rate: p.value },
                 3 => MetricValue::Histogram {
                     count: p.count,

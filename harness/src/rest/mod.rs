@@ -1,5 +1,6 @@
-//! The coordinator's REST API: JSON over HTTP (axum), a thin layer over [`Coordinator`]'s
-//! own functions, with shapes close to Flink's.
+//! The REST API of the coordinator and of `sluice run --rest-port`: JSON over HTTP (axum), a
+//! thin layer over a [`Backend`] (the coordinator's own functions, or the embedded job's
+//! controller), with shapes close to Flink's.
 //!
 //! | method and path | what |
 //! |---|---|
@@ -11,7 +12,9 @@
 //! | `GET /workers` | registered workers and their slots |
 //! | `GET /jobs` | every job: id, name, status, attempt |
 //! | `POST /jobs` | submit `{"job", "parallelism", "options", "savepointPath", "allowNonRestoredState"}` |
-//! | `GET /jobs/{id}` | one job |
+//! | `GET /metrics` | every metric in the Prometheus text format (with the `prometheus` reporter) |
+//! | `GET /jobs/{id}` | one job, its vertices with parallelism and live figures |
+//! | `GET /jobs/{id}/metrics` | the job's metrics as JSON (`?name=PREFIX` filters) |
 //! | `PATCH /jobs/{id}` | cancel it |
 //! | `GET /jobs/{id}/checkpoints` | checkpoint counts, the latest, and the settings |
 //! | `GET /jobs/{id}/exceptions` | failures of the job's attempts, newest first |
@@ -20,7 +23,12 @@
 //! | `GET /jobs/{id}/savepoints/{trigger}` | the savepoint's status and location |
 //!
 //! Errors are JSON `{"errors": ["..."]}` with a 4xx status naming the problem: unknown job
-//! (404), malformed body or bad option (400), wrong method (405), a job that has ended (409).
+//! (404), malformed body or bad option (400), wrong method or not in this mode (405), a job
+//! that has ended (409).
+
+mod backend;
+
+pub use backend::{Backend, EmbeddedJob, Refusal, SavepointFuture};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -33,7 +41,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sluice_core::cluster::{ClusterError, Coordinator, JobStatus};
+use sluice_core::cluster::JobStatus;
+use sluice_core::metrics::{prometheus, CheckpointOutcome, vertex_summaries, MetricSample, MetricValue};
 use sluice_core::state::blob::BlobStore;
 
 /// A savepoint started through the API.
@@ -46,11 +55,15 @@ enum Trigger {
 
 #[derive(Clone)]
 struct Api {
-    coordinator: Coordinator,
+    backend: Arc<dyn Backend>,
+    prometheus: bool,
     /// `(job, trigger id)` → state.
     triggers: Arc<Mutex<BTreeMap<(String, String), Trigger>>>,
     next_trigger: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// Savepoint requests remembered for `GET /jobs/{id}/savepoints/{trigger}`.
+const MAX_TRIGGERS: usize = 1000;
 
 /// An error answer: status and message.
 struct ApiError(StatusCode, String);
@@ -67,26 +80,41 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-fn rejected(e: ClusterError) -> ApiError {
-    let msg = e.to_string();
-    let status = if msg.starts_with("no job with id") {
-        StatusCode::NOT_FOUND
-    } else if msg.contains("has already ended") {
-        StatusCode::CONFLICT
-    } else {
-        StatusCode::BAD_REQUEST
-    };
-    ApiError(status, msg)
+fn rejected(r: Refusal) -> ApiError {
+    match r {
+        Refusal::UnknownJob(m) => ApiError(StatusCode::NOT_FOUND, m),
+        Refusal::Ended(m) => ApiError(StatusCode::CONFLICT, m),
+        Refusal::Bad(m) => ApiError(StatusCode::BAD_REQUEST, m),
+        Refusal::NotInThisMode(m) => ApiError(StatusCode::METHOD_NOT_ALLOWED, m),
+    }
+}
+
+fn unknown_job(id: &str) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, format!("no job with id '{id}'"))
 }
 
 fn job_json(j: &sluice_core::cluster::JobInfo) -> Value {
     json!({ "jid": j.id, "name": j.name, "state": j.status.as_str(), "attempt": j.attempt, "error": j.error })
 }
 
-/// The router of the API over `coordinator`.
-pub fn router(coordinator: Coordinator) -> Router {
+/// How the API is served.
+#[derive(Debug, Clone, Copy)]
+pub struct RestOptions {
+    /// Serve `GET /metrics` in the Prometheus text format (the `prometheus` reporter).
+    pub prometheus: bool,
+}
+
+impl Default for RestOptions {
+    fn default() -> Self {
+        RestOptions { prometheus: true }
+    }
+}
+
+/// The router of the API over `backend`.
+pub fn router(backend: Arc<dyn Backend>, options: RestOptions) -> Router {
     let api = Api {
-        coordinator,
+        backend,
+        prometheus: options.prometheus,
         triggers: Arc::default(),
         next_trigger: Arc::default(),
     };
@@ -94,14 +122,16 @@ pub fn router(coordinator: Coordinator) -> Router {
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route(
             "/openapi.json",
-            get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], include_str!("../../docs/openapi.json")) }),
+            get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], include_str!("../../../docs/openapi.json")) }),
         )
         .route("/readyz", get(readyz))
         .route("/overview", get(overview))
         .route("/config", get(config))
         .route("/workers", get(workers))
         .route("/jobs", get(jobs).post(submit))
+        .route("/metrics", get(metrics))
         .route("/jobs/{id}", get(job).patch(cancel))
+        .route("/jobs/{id}/metrics", get(job_metrics))
         .route("/jobs/{id}/checkpoints", get(checkpoints))
         .route("/jobs/{id}/exceptions", get(exceptions))
         .route("/jobs/{id}/savepoints", axum::routing::post(savepoint))
@@ -113,7 +143,13 @@ pub fn router(coordinator: Coordinator) -> Router {
 }
 
 async fn readyz(State(api): State<Api>) -> Response {
-    let workers = api.coordinator.workers().len();
+    if api.backend.mode() == "embedded" {
+        // The embedded job runs in this process: ready while it has not ended.
+        let running = api.backend.jobs().iter().any(|j| !j.status.is_terminal());
+        let body = Json(json!({ "ready": running, "workers": 0 }));
+        return if running { body.into_response() } else { (StatusCode::SERVICE_UNAVAILABLE, body).into_response() };
+    }
+    let workers = api.backend.workers().len();
     let body = Json(json!({ "ready": workers > 0, "workers": workers }));
     if workers > 0 {
         body.into_response()
@@ -123,8 +159,8 @@ async fn readyz(State(api): State<Api>) -> Response {
 }
 
 async fn overview(State(api): State<Api>) -> Json<Value> {
-    let workers = api.coordinator.workers();
-    let jobs = api.coordinator.jobs();
+    let workers = api.backend.workers();
+    let jobs = api.backend.jobs();
     let count = |s: &[JobStatus]| jobs.iter().filter(|j| s.contains(&j.status)).count();
     Json(json!({
         "workers": workers.len(),
@@ -135,22 +171,17 @@ async fn overview(State(api): State<Api>) -> Json<Value> {
         "jobs-cancelled": count(&[JobStatus::Canceled]),
         "jobs-failed": count(&[JobStatus::Failed]),
         "version": env!("CARGO_PKG_VERSION"),
+        "mode": api.backend.mode(),
     }))
 }
 
 async fn config(State(api): State<Api>) -> Json<Value> {
-    let c = api.coordinator.config();
-    Json(json!({
-        "heartbeat-interval-ms": c.heartbeat_interval.as_millis() as u64,
-        "heartbeat-timeout-ms": c.heartbeat_timeout.as_millis() as u64,
-        "slot-wait-ms": c.slot_wait.as_millis() as u64,
-        "checkpoint-dir": c.checkpoint_dir,
-    }))
+    Json(api.backend.config())
 }
 
 async fn workers(State(api): State<Api>) -> Json<Value> {
     let w: Vec<Value> = api
-        .coordinator
+        .backend
         .workers()
         .iter()
         .map(|w| json!({ "id": w.id, "data-address": w.data_address, "slots": w.slots, "slots-used": w.used }))
@@ -159,15 +190,105 @@ async fn workers(State(api): State<Api>) -> Json<Value> {
 }
 
 async fn jobs(State(api): State<Api>) -> Json<Value> {
-    let j: Vec<Value> = api.coordinator.jobs().iter().map(job_json).collect();
+    let j: Vec<Value> = api.backend.jobs().iter().map(job_json).collect();
     Json(json!({ "jobs": j }))
 }
 
+fn job_samples(api: &Api, id: &str) -> Vec<MetricSample> {
+    api.backend.metrics().into_iter().filter(|s| s.label("job_id") == Some(id)).collect()
+}
+
 async fn job(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    api.coordinator
-        .job(&id)
-        .map(|j| Json(job_json(&j)))
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no job with id '{id}'")))
+    let j = api.backend.jobs().into_iter().find(|j| j.id == id).ok_or_else(|| unknown_job(&id))?;
+    let samples = job_samples(&api, &id);
+    let vertices: Vec<Value> = vertex_summaries(&samples, &j.vertices)
+        .into_iter()
+        .map(|v| {
+            json!({
+                "name": v.name,
+                "parallelism": v.parallelism,
+                "metrics": {
+                    "subtasks-reporting": v.subtasks_reporting,
+                    "read-records": v.records_in,
+                    "write-records": v.records_out,
+                    "read-records-per-second": v.records_in_per_second,
+                    "write-records-per-second": v.records_out_per_second,
+                    "late-records-dropped": v.late_records_dropped,
+                    "read-bytes": v.bytes_in,
+                    "write-bytes": v.bytes_out,
+                    "busy-ratio-max": v.busy_ratio_max,
+                    "backpressured-ratio-max": v.backpressured_ratio_max,
+                    "input-watermark": v.input_watermark_ms,
+                }
+            })
+        })
+        .collect();
+    let mut body = job_json(&j);
+    body["vertices"] = Value::Array(vertices);
+    Ok(Json(body))
+}
+
+fn sample_json(s: &MetricSample) -> Value {
+    let labels: serde_json::Map<String, Value> = s.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    let number = |v: f64| if v.is_finite() { json!(v) } else { Value::Null };
+    let mut m = json!({ "name": s.name, "labels": labels });
+    match &s.value {
+        MetricValue::Counter(c) => {
+            m["type"] = json!("counter");
+            m["value"] = json!(c);
+        }
+        MetricValue::Gauge(g) => {
+            m["type"] = json!("gauge");
+            m["value"] = number(*g);
+        }
+        MetricValue::Meter { count, rate } => {
+            m["type"] = json!("meter");
+            m["value"] = json!(count);
+            m["rate"] = number(*rate);
+        }
+        MetricValue::Histogram { count, sum, .. } => {
+            m["type"] = json!("histogram");
+            m["value"] = json!(count);
+            m["sum"] = number(*sum);
+            m["mean"] = number(s.value.as_f64());
+        }
+    }
+    m
+}
+
+/// `GET /jobs/{id}/metrics?name=PREFIX`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsQuery {
+    name: Option<String>,
+}
+
+async fn job_metrics(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    query: Result<axum::extract::Query<MetricsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let axum::extract::Query(q) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad query: {}", e.body_text())))?;
+    if !api.backend.jobs().iter().any(|j| j.id == id) {
+        return Err(unknown_job(&id));
+    }
+    let list: Vec<Value> = job_samples(&api, &id)
+        .iter()
+        .filter(|s| q.name.as_deref().is_none_or(|p| s.name.starts_with(p)))
+        .map(sample_json)
+        .collect();
+    Ok(Json(json!({ "metrics": list })))
+}
+
+async fn metrics(State(api): State<Api>) -> Result<Response, ApiError> {
+    if !api.prometheus {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "the prometheus reporter is off: add \"prometheus\" to [metrics] reporters in the configuration".into(),
+        ));
+    }
+    let text = prometheus::render(&api.backend.metrics());
+    Ok(([(axum::http::header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], text).into_response())
 }
 
 /// `POST /jobs`.
@@ -214,18 +335,34 @@ async fn submit(State(api): State<Api>, body: Result<Json<SubmitBody>, JsonRejec
         .into_iter()
         .map(|(key, value)| sluice_core::cluster::WireOption { key, value })
         .collect();
-    let id = api.coordinator.submit(&b.job, &wire).map_err(rejected)?;
+    let id = api.backend.submit(&b.job, &wire).map_err(rejected)?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "jobid": id }))))
 }
 
 async fn checkpoints(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let c = api
-        .coordinator
-        .checkpoints(&id)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no job with id '{id}'")))?;
+    let c = api.backend.checkpoints(&id).ok_or_else(|| unknown_job(&id))?;
+    let history: Vec<Value> = c
+        .history
+        .iter()
+        .rev()
+        .map(|r| {
+            let (status, failure) = match &r.outcome {
+                CheckpointOutcome::Completed => ("COMPLETED", None),
+                CheckpointOutcome::Failed(why) => ("FAILED", Some(why.clone())),
+            };
+            json!({
+                "id": r.id, "status": status, "is_savepoint": r.savepoint, "trigger-timestamp": r.triggered_at_ms,
+                "duration-ms": r.duration_ms, "state-size": r.state_size, "alignment-ms": r.alignment_ms, "failure-message": failure,
+            })
+        })
+        .collect();
+    let latest_alignment = c.latest_alignment_ms;
     Ok(Json(json!({
         "counts": { "triggered": c.triggered, "completed": c.completed, "failed": c.failed, "restarts": c.restarts },
-        "latest": c.latest.map(|(id, duration, size, at)| json!({ "id": id, "duration-ms": duration, "state-size": size, "completed-at-ms": at })),
+        "latest": c.latest.map(|(id, duration, size, at)| json!({
+            "id": id, "duration-ms": duration, "state-size": size, "completed-at-ms": at, "alignment-ms": latest_alignment
+        })),
+        "history": history,
         "config": c.config.map(|(interval, timeout, pause, tolerable, retained)| json!({
             "interval-ms": interval, "timeout-ms": timeout, "min-pause-ms": pause,
             "tolerable-failed-checkpoints": tolerable, "retained-checkpoints": retained
@@ -234,10 +371,7 @@ async fn checkpoints(State(api): State<Api>, Path(id): Path<String>) -> Result<J
 }
 
 async fn exceptions(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let list = api
-        .coordinator
-        .exceptions(&id)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no job with id '{id}'")))?;
+    let list = api.backend.exceptions(&id).ok_or_else(|| unknown_job(&id))?;
     let entries: Vec<Value> = list
         .iter()
         .rev()
@@ -247,7 +381,7 @@ async fn exceptions(State(api): State<Api>, Path(id): Path<String>) -> Result<Js
 }
 
 async fn cancel(State(api): State<Api>, Path(id): Path<String>) -> Result<(StatusCode, Json<Value>), ApiError> {
-    api.coordinator.cancel(&id).map_err(rejected)?;
+    api.backend.cancel(&id).map_err(rejected)?;
     Ok((StatusCode::ACCEPTED, Json(json!({}))))
 }
 
@@ -270,20 +404,35 @@ struct StopBody {
 }
 
 fn start_savepoint(api: &Api, id: &str, dir: String, stop: Option<bool>) -> Result<(StatusCode, Json<Value>), ApiError> {
-    // Checked now, so an unknown or ended job gets its 4xx at once.
-    let job = api.coordinator.job(id).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no job with id '{id}'")))?;
-    if job.status.is_terminal() {
-        return Err(ApiError(StatusCode::CONFLICT, format!("job {id} has already ended: {}", job.status)));
-    }
+    // Started (and checked) now, so an unknown or ended job gets its 4xx at once.
+    let work = api.backend.savepoint(id, &dir, stop).map_err(rejected)?;
     let n = api.next_trigger.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
     let trigger = format!("{n:016x}");
     let key = (id.to_string(), trigger.clone());
-    api.triggers.lock().expect("trigger table lock").insert(key.clone(), Trigger::InProgress);
-    let (api2, id2) = (api.clone(), id.to_string());
+    {
+        let mut t = api.triggers.lock().expect("trigger table lock");
+        // A bound on the table: the oldest finished requests go first (ids grow, so the
+        // smallest id of a job is its oldest).
+        while t.len() >= MAX_TRIGGERS {
+            let oldest = t
+                .iter()
+                .filter(|(_, v)| !matches!(v, Trigger::InProgress))
+                .min_by(|a, b| a.0 .1.cmp(&b.0 .1))
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => {
+                    t.remove(&k);
+                }
+                None => break,
+            }
+        }
+        t.insert(key.clone(), Trigger::InProgress);
+    }
+    let api2 = api.clone();
     tokio::spawn(async move {
-        let outcome = match api2.coordinator.savepoint(&id2, &dir, stop).await {
+        let outcome = match work.await {
             Ok((location, checkpoint)) => Trigger::Completed { location, checkpoint },
-            Err(e) => Trigger::Failed(e.to_string()),
+            Err(e) => Trigger::Failed(e),
         };
         api2.triggers.lock().expect("trigger table lock").insert(key, outcome);
     });

@@ -1,0 +1,422 @@
+//! The daemon's configuration file (TOML), with every option also settable from the
+//! environment. See `docs/configuration.md` for the keys and their defaults.
+//!
+//! Precedence, lowest first: built-in defaults, the file (`--config FILE` or `SLUICE_CONFIG`),
+//! environment variables `SLUICE_<SECTION>_<KEY>` (key with `_` for `-`, e.g.
+//! `SLUICE_COORDINATOR_HEARTBEAT_INTERVAL=1s`, `SLUICE_METRICS_STATSD_ADDRESS=host:8125`),
+//! then command-line flags. Unknown keys, in the file or the environment, are an error that
+//! names them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::logging::{parse_filter, LogFilter, LogFormat};
+
+/// A problem with the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("configuration file {path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong (with the key).
+        message: String,
+    },
+    /// An environment variable is not an option or has a bad value.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is of the right type but not allowed.
+    #[error("configuration key {key}: {message}")]
+    Invalid {
+        /// The key, as `section.key`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct Config {
+    /// `[coordinator]`: the coordinator daemon.
+    pub coordinator: CoordinatorSection,
+    /// `[worker]`: the worker daemon.
+    pub worker: WorkerSection,
+    /// `[logging]`: log format and levels.
+    pub logging: LoggingSection,
+    /// `[metrics]`: reporters.
+    pub metrics: MetricsSection,
+}
+
+/// `[coordinator]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct CoordinatorSection {
+    /// Address for workers and clients.
+    pub bind: String,
+    /// Address of the REST API; none turns it off.
+    pub rest_bind: Option<String>,
+    /// Where jobs' checkpoints go; none turns checkpointing off.
+    pub checkpoint_dir: Option<String>,
+    /// How often workers and coordinator send heartbeats.
+    pub heartbeat_interval: String,
+    /// A worker silent this long is lost.
+    pub heartbeat_timeout: String,
+    /// How long a job waits for slots.
+    pub slot_wait: String,
+}
+
+impl Default for CoordinatorSection {
+    fn default() -> Self {
+        CoordinatorSection {
+            bind: "127.0.0.1:6123".into(),
+            rest_bind: None,
+            checkpoint_dir: None,
+            heartbeat_interval: "500ms".into(),
+            heartbeat_timeout: "10s".into(),
+            slot_wait: "60s".into(),
+        }
+    }
+}
+
+/// `[worker]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct WorkerSection {
+    /// The coordinator's address.
+    pub coordinator: Option<String>,
+    /// Address for data connections from other workers.
+    pub bind: String,
+    /// Task slots offered.
+    pub slots: u32,
+    /// The worker's id.
+    pub id: Option<String>,
+}
+
+impl Default for WorkerSection {
+    fn default() -> Self {
+        WorkerSection {
+            coordinator: None,
+            bind: "127.0.0.1:0".into(),
+            slots: 1,
+            id: None,
+        }
+    }
+}
+
+/// `[logging]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct LoggingSection {
+    /// `term` or `json`.
+    pub format: String,
+    /// The level of modules not named in `modules`.
+    pub level: String,
+    /// Level per module path prefix, e.g. `"sluice_core::cluster" = "debug"`.
+    pub modules: BTreeMap<String, String>,
+}
+
+impl Default for LoggingSection {
+    fn default() -> Self {
+        LoggingSection {
+            format: "term".into(),
+            level: "warn".into(),
+            modules: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct MetricsSection {
+    /// Reporters on: any of `prometheus` (`GET /metrics` on the REST API), `statsd`, `log`.
+    pub reporters: Vec<String>,
+    /// How often the push reporters (StatsD, log) report.
+    pub interval: String,
+    /// `[metrics.statsd]`.
+    pub statsd: StatsdSection,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            reporters: vec!["prometheus".into()],
+            interval: "10s".into(),
+            statsd: StatsdSection::default(),
+        }
+    }
+}
+
+/// `[metrics.statsd]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct StatsdSection {
+    /// Where the StatsD daemon listens (UDP).
+    pub address: String,
+    /// Prefix of every metric name.
+    pub prefix: String,
+    /// Send labels as DogStatsD tags instead of in the name.
+    pub tags: bool,
+}
+
+impl Default for StatsdSection {
+    fn default() -> Self {
+        StatsdSection {
+            address: "127.0.0.1:8125".into(),
+            prefix: "sluice".into(),
+            tags: false,
+        }
+    }
+}
+
+/// Environment variables that are not configuration keys.
+const NOT_OPTIONS: [&str; 3] = ["SLUICE_LOG", "SLUICE_CONFIG", "SLUICE_LOG_FORMAT"];
+
+/// Sections, longest first so `metrics_statsd` wins over `metrics`.
+const SECTIONS: [(&str, &[&str]); 5] = [
+    ("metrics_statsd", &["metrics", "statsd"]),
+    ("coordinator", &["coordinator"]),
+    ("worker", &["worker"]),
+    ("logging", &["logging"]),
+    ("metrics", &["metrics"]),
+];
+
+fn parse_env_value(key: &str, raw: &str) -> toml::Value {
+    if key == "reporters" && !raw.trim_start().starts_with('[') {
+        return toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        );
+    }
+    // A TOML value if it parses as one (numbers, booleans, arrays, inline tables), else text.
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn set(table: &mut toml::Table, path: &[&str], key: &str, value: toml::Value) {
+    let mut t = table;
+    for p in path {
+        let entry = t.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        t = entry.as_table_mut().expect("made a table just above");
+    }
+    t.insert(key.to_string(), value);
+}
+
+impl Config {
+    /// Loads `file` (if given) and the `SLUICE_*` variables of `env`.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let name = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: name.clone(), source })?;
+                let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
+                    path: name.clone(),
+                    message: e.to_string().trim().to_string(),
+                })?;
+                // Checked alone first, so an unknown key is reported against the file.
+                Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| ConfigError::File {
+                    path: name.clone(),
+                    message: e.to_string().trim().to_string(),
+                })?;
+                table
+            }
+            None => toml::Table::new(),
+        };
+        let mut vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with("SLUICE_")).collect();
+        vars.sort();
+        for (var, raw) in vars {
+            if NOT_OPTIONS.contains(&var.as_str()) || var.starts_with("SLUICE_TEST_") {
+                continue;
+            }
+            let rest = var["SLUICE_".len()..].to_ascii_lowercase();
+            let Some((prefix, path)) = SECTIONS.iter().find(|(s, _)| rest.starts_with(&format!("{s}_"))) else {
+                return Err(ConfigError::Env {
+                    var,
+                    message: "not a configuration option: use SLUICE_<SECTION>_<KEY> with a section of coordinator, worker, logging, metrics, metrics_statsd".into(),
+                });
+            };
+            let key = rest[prefix.len() + 1..].replace('_', "-");
+            let value = parse_env_value(&key, &raw);
+            let mut alone = toml::Table::new();
+            set(&mut alone, path, &key, value.clone());
+            Config::deserialize(toml::Value::Table(alone)).map_err(|e| ConfigError::Env {
+                var: var.clone(),
+                message: e.to_string().trim().to_string(),
+            })?;
+            set(&mut table, path, &key, value);
+        }
+        let config = Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Env {
+            var: "SLUICE_*".into(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
+        for (key, v) in [
+            ("coordinator.heartbeat-interval", &self.coordinator.heartbeat_interval),
+            ("coordinator.heartbeat-timeout", &self.coordinator.heartbeat_timeout),
+            ("coordinator.slot-wait", &self.coordinator.slot_wait),
+            ("metrics.interval", &self.metrics.interval),
+        ] {
+            sluice_core::duration::parse_duration(v).map_err(|e| bad(key, e.to_string()))?;
+        }
+        if self.metrics_interval().is_zero() {
+            return Err(bad("metrics.interval", "must be more than zero".into()));
+        }
+        if self.worker.slots == 0 {
+            return Err(bad("worker.slots", "must be at least 1".into()));
+        }
+        for r in &self.metrics.reporters {
+            if !["prometheus", "statsd", "log"].contains(&r.as_str()) {
+                return Err(bad("metrics.reporters", format!("unknown reporter '{r}' (use prometheus, statsd or log)")));
+            }
+        }
+        self.log_format().map_err(|e| bad("logging.format", e))?;
+        self.log_filter().map_err(|e| bad("logging", e))?;
+        Ok(())
+    }
+
+    /// Whether reporter `name` is on.
+    pub fn reporter(&self, name: &str) -> bool {
+        self.metrics.reporters.iter().any(|r| r == name)
+    }
+
+    /// `metrics.interval` as a duration (validated on load).
+    pub fn metrics_interval(&self) -> Duration {
+        sluice_core::duration::parse_duration(&self.metrics.interval).unwrap_or(Duration::from_secs(10))
+    }
+
+    /// The log format.
+    pub fn log_format(&self) -> Result<LogFormat, String> {
+        match self.logging.format.as_str() {
+            "term" => Ok(LogFormat::Terminal),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("unknown log format '{other}' (use term or json)")),
+        }
+    }
+
+    /// The log levels: `logging.level` for every module, then `logging.modules`.
+    pub fn log_filter(&self) -> Result<LogFilter, String> {
+        let mut spec = self.logging.level.clone();
+        for (module, level) in &self.logging.modules {
+            spec.push_str(&format!(",{module}={level}"));
+        }
+        parse_filter(&spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_without_file_or_environment() {
+        assert_eq!(Config::load(None, env(&[])).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let f = file(
+            "[coordinator]\nbind = \"0.0.0.0:7000\"\nheartbeat-interval = \"1s\"\n\
+             [metrics]\nreporters = [\"prometheus\", \"log\"]\n[metrics.statsd]\nprefix = \"prod\"\n\
+             [logging]\nmodules = { \"sluice_core::cluster\" = \"debug\" }\n",
+        );
+        let c = Config::load(
+            Some(f.path()),
+            env(&[
+                ("SLUICE_COORDINATOR_HEARTBEAT_INTERVAL", "2s"),
+                ("SLUICE_METRICS_STATSD_ADDRESS", "10.0.0.1:8125"),
+                ("SLUICE_METRICS_REPORTERS", "statsd,log"),
+                ("SLUICE_WORKER_SLOTS", "4"),
+                ("SLUICE_LOG", "debug"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.coordinator.bind, "0.0.0.0:7000");
+        assert_eq!(c.coordinator.heartbeat_interval, "2s");
+        assert_eq!(c.metrics.statsd.prefix, "prod");
+        assert_eq!(c.metrics.statsd.address, "10.0.0.1:8125");
+        assert_eq!(c.metrics.reporters, vec!["statsd", "log"]);
+        assert_eq!(c.worker.slots, 4);
+        assert_eq!(c.logging.modules["sluice_core::cluster"], "debug");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_them() {
+        let f = file("[coordinator]\nheartbeat-intervall = \"1s\"\n");
+        let e = Config::load(Some(f.path()), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("heartbeat-intervall") && e.contains(&f.path().display().to_string()), "{e}");
+        let f = file("[coordinater]\n");
+        let e = Config::load(Some(f.path()), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("coordinater"), "{e}");
+        let e = Config::load(None, env(&[("SLUICE_WORKER_SLOT", "2")])).unwrap_err().to_string();
+        assert!(e.contains("SLUICE_WORKER_SLOT") && e.contains("slot"), "{e}");
+        let e = Config::load(None, env(&[("SLUICE_NOPE", "2")])).unwrap_err().to_string();
+        assert!(e.contains("SLUICE_NOPE"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_errors_that_name_the_key() {
+        let cases = [
+            ("[coordinator]\nslot-wait = \"soon\"\n", "coordinator.slot-wait"),
+            ("[metrics]\nreporters = [\"graphite\"]\n", "graphite"),
+            ("[logging]\nlevel = \"loud\"\n", "loud"),
+            ("[logging]\nformat = \"xml\"\n", "xml"),
+            ("[worker]\nslots = 0\n", "worker.slots"),
+            ("[worker]\nslots = \"two\"\n", "slots"),
+            ("[coordinator\n", "configuration file"),
+        ];
+        for (text, needle) in cases {
+            let f = file(text);
+            let e = Config::load(Some(f.path()), env(&[])).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let e = Config::load(Some(Path::new("/nonexistent/sluice.toml")), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/sluice.toml"), "{e}");
+    }
+}
