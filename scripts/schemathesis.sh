@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzzes the coordinator's REST API against its OpenAPI document (docs/openapi.json, served at
+# Fuzzes the REST API (of a coordinator, then of an embedded run) against its OpenAPI document (docs/openapi.json, served at
 # /openapi.json) with schemathesis: no 5xx, responses conform to the schema, malformed and
 # wrong-method requests are refused. (Requests that are schema-valid but name, say, a job
 # without its required options are refused with 400 on purpose, so that check is excluded.)
@@ -18,4 +18,11 @@ addr="$(sed -n 1p "$tmp/coord.out" | awk '{print $4}')"
 rest="$(sed -n 2p "$tmp/coord.out" | awk '{print $5}')"
 "$bin" worker --coordinator "$addr" --slots 2 > /dev/null 2> "$tmp/worker.err" &
 schemathesis run "http://$rest/openapi.json" --checks all --exclude-checks positive_data_acceptance \
+  --max-examples "${SCHEMATHESIS_EXAMPLES:-50}" --seed 1
+# The same API served by an embedded run (`sluice run --rest-port`), with a job that keeps
+# running for the whole fuzzing (an unbounded generated source).
+"$bin" run nexmark-q0 --events-per-second 1000 --rest-port 0 --rest-linger 0s > "$tmp/run.out" 2> "$tmp/run.err" &
+for _ in $(seq 1 100); do [ "$(wc -l < "$tmp/run.out")" -ge 1 ] && break; sleep 0.1; done
+embedded="$(sed -n 1p "$tmp/run.out" | awk '{print $5}')"
+schemathesis run "http://$embedded/openapi.json" --checks all --exclude-checks positive_data_acceptance \
   --max-examples "${SCHEMATHESIS_EXAMPLES:-50}" --seed 1

@@ -3,12 +3,20 @@
 #   1. the normal build: unit, integration, property and doc tests of all crates;
 #   2. the simulation build (`--cfg madsim`, its own target dir): the sluice-sim suite over
 #      many seeds, with a determinism check on a few.
-# No outside services are needed yet; when a test needs one (etcd, PostgreSQL), this script
-# installs and starts it.
+# Outside tools the tests need are installed here: promtool (to validate /metrics), flatc,
+# schemathesis. When a test needs a service (etcd, PostgreSQL), this script starts it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 export CARGO_TERM_COLOR=never
+
+# promtool (Debian's prometheus package) validates the /metrics exposition in the tests.
+if ! command -v promtool >/dev/null; then
+  echo "== installing promtool (apt-get install prometheus)"
+  sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null \
+    || { sudo_if_needed apt-get update -q >/dev/null && sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null; }
+fi
 
 echo "== generated flatbuffers code is up to date"
 if ! command -v flatc >/dev/null || ! flatc --version | grep -q "flatc version 25\."; then

@@ -9,13 +9,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_same_lines, committed_lines, write_input};
+use common::http::{eventually, http, http_raw, metric_sum, savepoint_location, state, wait_state};
+use common::{assert_same_lines, committed_lines, promtool_check, write_input};
 use serde_json::{json, Value};
 
 struct Proc(Child);
@@ -31,60 +31,6 @@ fn sluice() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
     c.env_remove("SLUICE_LOG");
     c
-}
-
-/// One HTTP/1.1 request; returns the status and the JSON body.
-fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let body = body.unwrap_or("");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    // The body may come chunked; take the JSON object in it.
-    let json_text = match (rest.find('{'), rest.rfind('}')) {
-        (Some(a), Some(b)) => &rest[a..=b],
-        _ => "null",
-    };
-    (status, serde_json::from_str(json_text).unwrap_or(Value::Null))
-}
-
-fn state(rest: &str, id: &str) -> String {
-    let (code, v) = http(rest, "GET", &format!("/jobs/{id}"), None);
-    assert_eq!(code, 200, "{v}");
-    v["state"].as_str().unwrap().to_string()
-}
-
-fn wait_state(rest: &str, id: &str, want: &[&str], timeout: Duration) -> String {
-    let start = Instant::now();
-    loop {
-        let s = state(rest, id);
-        if want.contains(&s.as_str()) {
-            return s;
-        }
-        assert!(start.elapsed() < timeout, "job {id} is {s}, waited for {want:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Waits for a savepoint request to complete; returns its location.
-fn savepoint_location(rest: &str, id: &str, trigger: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let (code, v) = http(rest, "GET", &format!("/jobs/{id}/savepoints/{trigger}"), None);
-        assert_eq!(code, 200, "{v}");
-        if v["status"]["id"] == "COMPLETED" {
-            return v["operation"]["location"].as_str().unwrap_or_else(|| panic!("savepoint failed: {v}")).to_string();
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "savepoint still in progress: {v}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -171,6 +117,46 @@ fn a_cluster_driven_only_through_http() {
         assert!(start.elapsed() < Duration::from_secs(20), "checkpoints do not rise: {v}");
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // Metrics rise, per vertex and in the job's metric list, and the workers' metrics reach
+    // the coordinator's Prometheus endpoint.
+    let (_, j) = http(&rest, "GET", &format!("/jobs/{id}"), None);
+    let vertices = j["vertices"].as_array().unwrap_or_else(|| panic!("no vertices: {j}"));
+    assert!(vertices.iter().all(|v| v["parallelism"] == 2), "{j}");
+    let source = vertices[0]["name"].as_str().unwrap().to_string();
+    let read_by_source = || {
+        let (_, j) = http(&rest, "GET", &format!("/jobs/{id}"), None);
+        j["vertices"][0]["metrics"]["write-records"].as_u64().unwrap_or(0)
+    };
+    let before = read_by_source();
+    eventually("the source's records out rise", Duration::from_secs(20), || read_by_source() > before);
+    let first = metric_sum(&rest, &id, "operator_records_out");
+    eventually("operator_records_out rises", Duration::from_secs(20), || metric_sum(&rest, &id, "operator_records_out") > first);
+    let (code, v) = http(&rest, "GET", &format!("/jobs/{id}/metrics?name=operator_records_in"), None);
+    assert_eq!(code, 200);
+    let series = v["metrics"].as_array().unwrap();
+    assert!(series.iter().any(|m| m["labels"]["worker"] == "w1") && series.iter().any(|m| m["labels"]["worker"] == "w2"), "{v}");
+    assert!(series.iter().all(|m| m["labels"]["job_id"] == id.as_str() && m["type"] == "meter"), "{v}");
+    let (code, text) = http_raw(&rest, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    for family in [
+        "sluice_operator_records_in_total",
+        "sluice_operator_records_out_per_second",
+        "sluice_task_busy_ratio",
+        "sluice_task_backpressured_ratio",
+        "sluice_task_input_watermark_seconds",
+        "sluice_task_output_buffer_usage",
+        "sluice_checkpoints_completed_total",
+        "sluice_last_checkpoint_alignment_seconds",
+        "sluice_coordinator_workers",
+    ] {
+        assert!(text.contains(&format!("# TYPE {family} ")), "/metrics lacks {family}");
+    }
+    assert!(text.contains(&format!("operator=\"{source}\"")), "{text}");
+    promtool_check(&text);
+    let (_, v) = http(&rest, "GET", &format!("/jobs/{id}/checkpoints"), None);
+    let history = v["history"].as_array().unwrap();
+    assert!(!history.is_empty() && history[0]["status"] == "COMPLETED" && history[0]["duration-ms"].is_u64(), "{v}");
 
     // A savepoint while it runs, then stop with a savepoint.
     let sp_dir = json!({ "targetDirectory": sp.to_str().unwrap() }).to_string();

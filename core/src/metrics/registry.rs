@@ -268,6 +268,8 @@ impl MetricSample {
 struct Entry {
     help: String,
     metric: Metric,
+    /// Whether reads show it (internal meters feed derived gauges only).
+    exported: bool,
     /// The registration this entry belongs to, so one scope's metrics leave together.
     owner: u64,
 }
@@ -330,6 +332,7 @@ impl MetricRegistry {
             .lock()
             .expect("metric registry lock")
             .iter()
+            .filter(|(_, e)| e.exported)
             .map(|((n, l), e)| (n.clone(), l.clone(), e.help.clone(), e.metric.clone()))
             .collect();
         // Gauge functions run outside the lock: they may read other structures.
@@ -386,6 +389,10 @@ impl MetricRegistry {
     }
 
     fn register(&self, name: &str, labels: &Labels, help: &str, owner: u64, metric: Metric) {
+        self.register_entry(name, labels, help, owner, metric, true)
+    }
+
+    fn register_entry(&self, name: &str, labels: &Labels, help: &str, owner: u64, metric: Metric, exported: bool) {
         // A later registration under the same name and labels replaces the earlier one (a
         // restarted attempt's subtask takes over its predecessor's series).
         self.inner.metrics.lock().expect("metric registry lock").insert(
@@ -394,6 +401,7 @@ impl MetricRegistry {
                 help: help.to_string(),
                 metric,
                 owner,
+                exported,
             },
         );
     }
@@ -454,6 +462,14 @@ impl MetricGroup {
     pub fn meter(&self, name: &str, help: &str) -> Meter {
         let m = Meter::default();
         self.registry.register(name, &self.labels, help, self.owner, Metric::Meter(m.clone()));
+        m
+    }
+
+    /// Registers a meter that reads do not show: it only feeds gauges computed from its
+    /// rate (a time meter behind a ratio, say).
+    pub fn internal_meter(&self, name: &str) -> Meter {
+        let m = Meter::default();
+        self.registry.register_entry(name, &self.labels, "", self.owner, Metric::Meter(m.clone()), false);
         m
     }
 

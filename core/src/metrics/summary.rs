@@ -93,8 +93,9 @@ pub fn vertex_summaries(samples: &[MetricSample], vertices: &[(String, u32)]) ->
                     "task_bytes_out" => v.bytes_out += count,
                     "task_busy_ratio" => v.busy_ratio_max = v.busy_ratio_max.max(g),
                     "task_backpressured_ratio" => v.backpressured_ratio_max = v.backpressured_ratio_max.max(g),
-                    "task_input_watermark_milliseconds" if g.is_finite() => {
-                        v.input_watermark_ms = Some(v.input_watermark_ms.map_or(g, |w: f64| w.min(g)));
+                    "task_input_watermark_seconds" if g.is_finite() => {
+                        let ms = g * 1000.0;
+                        v.input_watermark_ms = Some(v.input_watermark_ms.map_or(ms, |w: f64| w.min(ms)));
                     }
                     _ => {}
                 }
@@ -116,7 +117,7 @@ mod tests {
             let t = r.root().group("task", "src -> map").group("subtask", &sub.to_string());
             t.group("operator", "map").meter("operator_records_in", "").mark(10 + sub as u64);
             t.group("operator", "src").meter("operator_records_out", "").mark(5);
-            t.gauge("task_input_watermark_milliseconds", "").set(100.0 + sub as f64);
+            t.gauge("task_input_watermark_seconds", "").set(0.1 + sub as f64);
             t.meter("task_bytes_out", "").mark(7);
         }
         let v = vertex_summaries(&r.snapshot(), &[("map".into(), 2), ("src".into(), 2)]);

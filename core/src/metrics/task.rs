@@ -73,9 +73,9 @@ pub(crate) struct TaskMetrics {
     pub(crate) idle_ns: Meter,
     /// Nanoseconds spent waiting for room in an output channel.
     pub(crate) backpressured_ns: Meter,
-    /// The task's input watermark in ms.
+    /// The task's input watermark in seconds.
     pub(crate) input_watermark: Gauge,
-    /// The watermark the task last emitted, in ms.
+    /// The watermark the task last emitted, in seconds.
     pub(crate) output_watermark: Gauge,
     /// Bytes of state the task wrote for its latest checkpoint.
     pub(crate) state_size: Gauge,
@@ -85,8 +85,10 @@ pub(crate) struct TaskMetrics {
 impl TaskMetrics {
     /// Registers the task's metrics in `group` (its task scope).
     pub(crate) fn register(group: MetricGroup) -> Self {
-        let idle_ns = group.meter("task_idle_nanoseconds", "time the task waited for input");
-        let backpressured_ns = group.meter("task_backpressured_nanoseconds", "time the task waited for room downstream");
+        // Nanosecond counts only feed the ratios below: shown themselves they would be a
+        // non-base unit.
+        let idle_ns = group.internal_meter("task_idle_time");
+        let backpressured_ns = group.internal_meter("task_backpressured_time");
         let (i, b) = (idle_ns.clone(), backpressured_ns.clone());
         group.gauge_fn("task_idle_ratio", "share of the last seconds spent waiting for input", move || {
             Some((i.rate() / NANOS).clamp(0.0, 1.0))
@@ -98,8 +100,8 @@ impl TaskMetrics {
         group.gauge_fn("task_busy_ratio", "share of the last seconds spent working (neither idle nor backpressured)", move || {
             Some((1.0 - i.rate() / NANOS - b.rate() / NANOS).clamp(0.0, 1.0))
         });
-        let input_watermark = group.gauge("task_input_watermark_milliseconds", "the task's combined input watermark (event time)");
-        let output_watermark = group.gauge("task_output_watermark_milliseconds", "the watermark the task last emitted (event time)");
+        let input_watermark = group.gauge("task_input_watermark_seconds", "the task's combined input watermark (event time, seconds since the epoch)");
+        let output_watermark = group.gauge("task_output_watermark_seconds", "the watermark the task last emitted (event time, seconds since the epoch)");
         input_watermark.set(f64::NEG_INFINITY);
         output_watermark.set(f64::NEG_INFINITY);
         TaskMetrics {

@@ -304,6 +304,7 @@ pub fn spawn(mut graph: JobGraph, mut config: ExecutionConfig) -> Result<JobHand
         attempt: Default::default(),
         exceptions: Default::default(),
         vertices: graph.vertices.iter().map(|v| (v.name.clone(), v.parallelism)).collect(),
+        stopped_with_savepoint: Default::default(),
         stats: stats.clone(),
         metrics: registry,
     });
@@ -314,7 +315,9 @@ pub fn spawn(mut graph: JobGraph, mut config: ExecutionConfig) -> Result<JobHand
     };
     let stop: StopHook = {
         let tx = control_tx.clone();
+        let progress = progress.clone();
         Arc::new(move |a| {
+            progress.stopped_with_savepoint.store(true, Ordering::SeqCst);
             tx.send(match a {
                 StopAction::Drain => JobControl::Drain,
                 StopAction::Cancel => JobControl::Cancel,
@@ -324,7 +327,7 @@ pub fn spawn(mut graph: JobGraph, mut config: ExecutionConfig) -> Result<JobHand
     let done = tokio::spawn(async move {
         let r = run_job(graph, config, control_rx, progress.clone(), requests, stop).await;
         progress.set_status(match &r {
-            Ok(res) if res.cancelled => JobStatus::Canceled,
+            Ok(res) if res.cancelled && !progress.stopped_with_savepoint.load(Ordering::SeqCst) => JobStatus::Canceled,
             Ok(_) => JobStatus::Finished,
             Err(_) => JobStatus::Failed,
         });

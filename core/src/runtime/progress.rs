@@ -48,6 +48,8 @@ pub(crate) struct JobProgress {
     pub(crate) attempt: AtomicU32,
     pub(crate) exceptions: Mutex<ExceptionHistory>,
     pub(crate) vertices: Vec<(String, u32)>,
+    /// A stop-with-savepoint ended the job: it finished (as in Flink), not cancelled.
+    pub(crate) stopped_with_savepoint: std::sync::atomic::AtomicBool,
     pub(crate) stats: Arc<CheckpointStats>,
     pub(crate) metrics: MetricRegistry,
 }

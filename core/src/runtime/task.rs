@@ -192,8 +192,8 @@ impl Task {
     }
 
     async fn advance_watermark(&mut self, wm: EventTime) -> Result<(), JobError> {
-        self.metrics.input_watermark.set(wm.0 as f64);
-        self.metrics.output_watermark.set(wm.0 as f64);
+        self.metrics.input_watermark.set(wm.0 as f64 / 1000.0);
+        self.metrics.output_watermark.set(wm.0 as f64 / 1000.0);
         let out = self.chain.watermark(wm).map_err(|e| self.op_err(e))?;
         self.outputs.emit_all(out).await.map_err(|e| self.net_err(e))?;
         self.outputs

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod http;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -126,5 +128,30 @@ pub(crate) fn assert_same_lines(got: &[String], want: &[String], what: &str) {
         missing.iter().take(5).collect::<Vec<_>>(),
         extra.len(),
         extra.iter().take(5).collect::<Vec<_>>()
+    );
+}
+
+/// Checks Prometheus text with `promtool check metrics` (Debian's `prometheus` package; the
+/// test command installs it). Fails, saying so, if promtool is missing.
+pub(crate) fn promtool_check(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => panic!("promtool is needed to validate /metrics and could not be started ({e}): apt-get install prometheus (scripts/test-all.sh does)"),
+    };
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics rejected the exposition:\n{}{}\n--- the text ---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
