@@ -90,7 +90,8 @@ fn log_reporter_writes_a_periodic_summary() {
 #[test]
 fn bad_configuration_is_refused_naming_the_problem() {
     let tmp = tempfile::tempdir().unwrap();
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    type Env<'a> = &'a [(&'a str, &'a str)];
+    let cases: &[(&str, Env, &str)] = &[
         ("[coordinator]\nbindd = \"x\"\n", &[], "bindd"),
         ("[metrics]\nreporters = [\"graphite\"]\n", &[], "graphite"),
         ("[logging]\nlevel = \"loud\"\n", &[], "loud"),

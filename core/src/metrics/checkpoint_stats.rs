@@ -91,7 +91,8 @@ impl CheckpointStats {
 
     /// Registers the job's checkpoint metrics in `group` (read from these counters).
     pub fn register(self: &Arc<Self>, group: &MetricGroup) {
-        let counters: [(&str, &str, fn(&CheckpointStats) -> &AtomicU64); 4] = [
+        type Field = fn(&CheckpointStats) -> &AtomicU64;
+        let counters: [(&str, &str, Field); 4] = [
             ("checkpoints_triggered", "checkpoints triggered", |s| &s.triggered),
             ("checkpoints_completed", "checkpoints completed", |s| &s.completed),
             ("checkpoints_failed", "checkpoints failed (declined, timed out or not stored)", |s| &s.failed),

@@ -1,5 +1,8 @@
 //! A minimal HTTP/1.1 client for driving the REST API in tests, and polling helpers.
 
+// Tests driving child processes: real time, never simulated.
+#![allow(clippy::disallowed_methods)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
