@@ -97,6 +97,7 @@ fn an_embedded_job_driven_only_through_http() {
     assert_eq!(code, 200);
     assert!(text.contains("sluice_operator_records_in_total{"), "{text}");
     assert!(text.contains(&format!("job_id=\"{id}\"")), "{text}");
+    assert!(text.contains("sluice_checkpoint_duration_seconds_bucket{"), "no checkpoint duration histogram: {text}");
     promtool_check(&text);
 
     // Bad requests: a 4xx with a JSON error naming the problem; the job goes on.

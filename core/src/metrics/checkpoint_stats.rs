@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::registry::MetricGroup;
+use super::registry::{exponential_buckets, Histogram, MetricGroup};
 
 /// How many checkpoints the history keeps (newest last).
 pub const HISTORY_LEN: usize = 16;
@@ -59,6 +59,8 @@ pub struct CheckpointStats {
     /// Longest alignment in the latest completed checkpoint, in ms.
     pub latest_alignment_ms: AtomicU64,
     history: Mutex<VecDeque<CheckpointRecord>>,
+    /// Durations of completed checkpoints, once registered.
+    durations: std::sync::OnceLock<Histogram>,
 }
 
 impl CheckpointStats {
@@ -76,6 +78,9 @@ impl CheckpointStats {
     pub(crate) fn record(&self, r: CheckpointRecord) {
         if r.outcome == CheckpointOutcome::Completed {
             self.latest_alignment_ms.store(r.alignment_ms, Ordering::Relaxed);
+            if let Some(h) = self.durations.get() {
+                h.observe(r.duration_ms as f64 / 1000.0);
+            }
         }
         let mut h = self.history.lock().expect("checkpoint history lock");
         h.push_back(r);
@@ -102,6 +107,13 @@ impl CheckpointStats {
             let s = self.clone();
             group.counter_fn(name, help, move || field(&s).load(Ordering::Relaxed));
         }
+        let h = group.histogram(
+            "checkpoint_duration_seconds",
+            "durations of completed checkpoints",
+            exponential_buckets(0.01, 4.0, 8),
+        );
+        // A second registration (the same job again) keeps the first histogram.
+        let _ = self.durations.set(h);
         let s = self.clone();
         group.gauge_fn("last_checkpoint_duration_seconds", "duration of the latest completed checkpoint", move || {
             (s.completed.load(Ordering::Relaxed) > 0).then(|| s.latest_duration_ms.load(Ordering::Relaxed) as f64 / 1000.0)
