@@ -33,14 +33,36 @@ pub struct RunFigures {
     pub peak_rss_kib: Option<u64>,
     /// Checkpoints completed.
     pub checkpoints: u64,
+    /// Order-independent checksum of the results (see `sluice::jobs::JobOptions::checksum`),
+    /// if asked for.
+    pub checksum: Option<u64>,
 }
 
-/// Runs `job` over `events` generated events at `parallelism`, discarding results; with
+/// Where a run's events come from.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Generated in the source: this many.
+    Generated(u64),
+    /// Read from the part files in a directory (written by `nexmark --write-events`).
+    Files(PathBuf),
+}
+
+/// Runs `job` over `input` at `parallelism`, discarding results (or reducing them to a
+/// checksum); with
 /// `checkpoint_interval`, checkpoints go to a fresh directory on local disk (removed after).
-pub fn run_once(job: &str, events: u64, parallelism: u32, checkpoint_interval: Option<Duration>) -> anyhow::Result<RunFigures> {
+pub fn run_once(job: &str, input: &Input, parallelism: u32, checkpoint_interval: Option<Duration>, checksum: bool) -> anyhow::Result<RunFigures> {
+    let sum = checksum.then(|| Arc::new(std::sync::atomic::AtomicU64::new(0)));
     let opts = JobOptions {
         parallelism,
-        events: Some(events),
+        events: match input {
+            Input::Generated(n) => Some(*n),
+            Input::Files(_) => None,
+        },
+        events_dir: match input {
+            Input::Generated(_) => None,
+            Input::Files(d) => Some(d.clone()),
+        },
+        checksum: sum.clone(),
         ..JobOptions::default()
     };
     let env = jobs::build(job, &opts)?;
@@ -69,6 +91,7 @@ pub fn run_once(job: &str, events: u64, parallelism: u32, checkpoint_interval: O
         events_per_second: r.events_per_second(),
         peak_rss_kib: peak_rss_kib(),
         checkpoints: r.checkpoints_completed,
+        checksum: sum.map(|s| s.load(std::sync::atomic::Ordering::Relaxed)),
     })
 }
 

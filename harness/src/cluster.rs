@@ -11,7 +11,7 @@ use sluice_core::JobGraph;
 use crate::jobs::{self, JobOptions};
 
 /// Job options of `sluice submit` as they travel to the cluster (`key` without `--`).
-pub const JOB_OPTION_KEYS: &[&str] = &["parallelism", "input", "output", "print", "events", "events-per-second", "seed", "lines-per-second"];
+pub const JOB_OPTION_KEYS: &[&str] = &["parallelism", "input", "output", "print", "events", "events-per-second", "seed", "lines-per-second", "events-dir"];
 
 /// The registry of built-in jobs.
 #[derive(Debug, Default, Clone, Copy)]
@@ -37,6 +37,7 @@ pub fn job_options(options: &BTreeMap<String, String>) -> Result<JobOptions, Str
             "events-per-second" => o.events_per_second = Some(number(k, v)?),
             "seed" => o.seed = number(k, v)?,
             "lines-per-second" => o.lines_per_second = Some(number(k, v)?),
+            "events-dir" => o.events_dir = Some(PathBuf::from(v)),
             other => return Err(format!("unknown job option --{other}; job options are: --{}", JOB_OPTION_KEYS.join(", --"))),
         }
     }
@@ -67,6 +68,9 @@ pub fn option_pairs(o: &JobOptions) -> Vec<(String, String)> {
     }
     if let Some(n) = o.lines_per_second {
         put("lines-per-second", n.to_string());
+    }
+    if let Some(p) = &o.events_dir {
+        put("events-dir", p.display().to_string());
     }
     v
 }

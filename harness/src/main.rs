@@ -133,6 +133,10 @@ struct JobArgs {
     /// Pace input lines per second (wordcount).
     #[arg(long)]
     lines_per_second: Option<u64>,
+    /// Read Nexmark events from the part files in this directory (written by the benches'
+    /// `nexmark --write-events`) instead of generating them.
+    #[arg(long)]
+    events_dir: Option<PathBuf>,
 }
 
 impl JobArgs {
@@ -146,6 +150,8 @@ impl JobArgs {
             events_per_second: self.events_per_second,
             seed: self.seed,
             lines_per_second: self.lines_per_second,
+            events_dir: self.events_dir.clone(),
+            checksum: None,
         }
     }
 }

@@ -11,6 +11,9 @@ use sluice_core::connectors::{DiscardSink, FileSink, PrintSink};
 use sluice_core::{Data, DataStream, StreamEnv};
 
 use crate::error::HarnessError;
+use checksum::ChecksumSink;
+
+mod checksum;
 
 /// A built-in job: its name and what it does.
 #[derive(Debug, Clone, Copy)]
@@ -23,7 +26,7 @@ pub struct JobInfo {
     pub options: &'static str,
 }
 
-const NEXMARK_OPTS: &str = "--events N, --events-per-second N, --seed N, --output DIR | --print";
+const NEXMARK_OPTS: &str = "--events N, --events-per-second N, --seed N, --events-dir DIR, --output DIR | --print";
 
 /// Every built-in job.
 pub const JOBS: &[JobInfo] = &[
@@ -57,6 +60,12 @@ pub struct JobOptions {
     pub seed: u64,
     /// Pace of input lines per second (wordcount).
     pub lines_per_second: Option<u64>,
+    /// Read Nexmark events from the part files in this directory (written by
+    /// `nexmark --write-events`) instead of generating them.
+    pub events_dir: Option<PathBuf>,
+    /// Instead of the usual sink, add a checksum of every result here (an order-independent
+    /// sum of per-record hashes), so runs can be compared.
+    pub checksum: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 fn known_names() -> String {
@@ -68,6 +77,10 @@ fn unused(job: &str, option: &str) -> HarnessError {
 }
 
 fn attach_sink<T: Data>(stream: DataStream<T>, opts: &JobOptions, format: fn(&T) -> String) {
+    if let Some(sum) = &opts.checksum {
+        stream.sink_to(ChecksumSink::new(sum.clone(), format), "ChecksumSink").uid("sink");
+        return;
+    }
     match (&opts.output, opts.print) {
         (Some(dir), _) => {
             stream.sink_to_transactional(FileSink::new(dir.clone(), format), "FileSink").uid("sink");
@@ -101,6 +114,9 @@ pub fn build(name: &str, opts: &JobOptions) -> Result<StreamEnv, HarnessError> {
         if opts.events_per_second.is_some() {
             return Err(unused(name, "--events-per-second"));
         }
+        if opts.events_dir.is_some() {
+            return Err(unused(name, "--events-dir"));
+        }
         if opts.lines_per_second == Some(0) {
             return Err(HarnessError::BadOption("--lines-per-second must be at least 1".into()));
         }
@@ -128,7 +144,17 @@ pub fn build(name: &str, opts: &JobOptions) -> Result<StreamEnv, HarnessError> {
         seed: opts.seed,
         ..NexmarkConfig::default()
     };
-    let events = nexmark::source(&env, config, opts.events, opts.events_per_second).map_err(HarnessError::BadOption)?;
+    let events = match &opts.events_dir {
+        Some(dir) => {
+            if opts.events.is_some() || opts.events_per_second.is_some() || opts.seed != 0 {
+                return Err(HarnessError::BadOption(
+                    "--events-dir reads the events written there: --events, --events-per-second and --seed do not apply".into(),
+                ));
+            }
+            nexmark::file_source(&env, dir).map_err(HarnessError::Input)?
+        }
+        None => nexmark::source(&env, config, opts.events, opts.events_per_second).map_err(HarnessError::BadOption)?,
+    };
     match name {
         "nexmark-q0" => attach_sink(nexmark::q0(&events), opts, |v| format!("{v:?}")),
         "nexmark-q1" => attach_sink(nexmark::q1(&events), opts, |v| format!("{v:?}")),

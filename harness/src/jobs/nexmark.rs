@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sluice_core::connectors::nexmark::{Auction, Bid, Event, NexmarkConfig, NexmarkSource, Person};
+use sluice_core::connectors::nexmark::{Auction, Bid, Event, EventFilesSource, NexmarkConfig, NexmarkSource, Person};
 use sluice_core::state::{KeyedStateStore, ListState, ValueState};
 use sluice_core::{
     AggregateFunction, Collector, DataStream, Either, EventTime, KeyedContext, KeyedCoProcessFunction,
@@ -25,6 +25,19 @@ pub fn source(
     if let Some(r) = events_per_second {
         src = src.with_events_per_second(r);
     }
+    Ok(env
+        .from_source(
+            src,
+            WatermarkStrategy::for_monotonous_timestamps().with_timestamp_assigner(|e: &Event| e.timestamp_ms()),
+            "NexmarkSource",
+        )
+        .uid("nexmark-source"))
+}
+
+/// The Nexmark events written in `dir` by `nexmark --write-events` (see
+/// [`EventFilesSource`]), with the same watermarks as the generated source.
+pub fn file_source(env: &StreamEnv, dir: &std::path::Path) -> Result<DataStream<Event>, OperatorError> {
+    let src = EventFilesSource::new(dir)?;
     Ok(env
         .from_source(
             src,

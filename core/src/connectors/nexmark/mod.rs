@@ -1,12 +1,15 @@
 //! Nexmark: the auction-site benchmark's event model, a deterministic generator, and a source.
 
 pub mod config;
+pub mod csv;
+mod event_files;
 pub mod generator;
 pub mod model;
 pub mod rng;
 mod source;
 
 pub use config::NexmarkConfig;
+pub use event_files::{part_name, write_event_files, EventFilesReader, EventFilesSource};
 pub use generator::NexmarkGenerator;
 pub use model::{Auction, Bid, Event, Person};
 pub use source::NexmarkSource;

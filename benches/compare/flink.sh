@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Nexmark in Sluice and in Apache Flink on this machine, same events, same parallelism, both
+# engines in the same run (alternating), so the ratio holds on a noisy machine:
+#
+#   benches/compare/flink.sh              # 5M events, q0-q8, parallelism 1 and 2, best of 2
+#   EVENTS=2000000 QUERIES=q0,q5 PARALLELISM=2 REPEAT=3 benches/compare/flink.sh
+#
+# Installs Apache Flink from PyPI (apache-flink, which bundles the Flink runtime) into
+# benches/compare/.venv; needs Java 17. Writes the events once into benches/compare/work/ (one
+# part file per source subtask; both engines read and parse the same files); prints a Markdown
+# table: query, parallelism, events, Sluice events/s, Flink events/s, ratio.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+events="${EVENTS:-5000000}"
+queries="${QUERIES:-q0,q1,q2,q3,q4,q5,q7,q8}"
+pars="${PARALLELISM:-1,2}"
+repeat="${REPEAT:-2}"
+flink_version="${FLINK_VERSION:-2.2.1}"
+venv=benches/compare/.venv
+work="$PWD/benches/compare/work"
+
+if ! java -version 2>&1 | grep -q 'version "17'; then
+  echo "Flink needs Java 17 (java -version says: $(java -version 2>&1 | head -1))" >&2
+  exit 1
+fi
+if ! "$venv/bin/python" -c "import pyflink" 2>/dev/null; then
+  echo "== installing apache-flink $flink_version into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet "apache-flink==$flink_version"
+fi
+echo "== building the Sluice runner (release)"
+CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" cargo build --release --quiet -p sluice-benches --bin nexmark
+bin="${CARGO_TARGET_DIR:-target}/release/nexmark"
+dirs=""
+for p in ${pars//,/ }; do
+  dir="$work/events-$events-p$p"
+  if [ ! -f "$dir/part-0000" ]; then
+    "$bin" --write-events "$dir" --events "$events" --parts "$p"
+  fi
+  dirs="${dirs:+$dirs,}$p=$dir"
+done
+echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(java -version 2>&1 | head -1); Flink $flink_version"
+"$venv/bin/python" benches/compare/flink_nexmark.py --sluice "$bin" --events-dirs "$dirs" --events "$events" \
+  --queries "$queries" --parallelism "$pars" --repeat "$repeat"
