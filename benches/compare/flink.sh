@@ -8,7 +8,9 @@
 # Installs Apache Flink from PyPI (apache-flink, which bundles the Flink runtime) into
 # benches/compare/.venv; needs Java 17. Writes the events once into benches/compare/work/ (one
 # part file per source subtask; both engines read and parse the same files); prints a Markdown
-# table: query, parallelism, events, Sluice events/s, Flink events/s, ratio.
+# table: query, parallelism, events, Sluice events/s, Flink events/s, ratio. First, on a small
+# input (CHECK_EVENTS, default 50000), both engines' result row counts are compared: the
+# script stops if they differ (the comparison would not be of the same work).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 events="${EVENTS:-5000000}"
@@ -31,14 +33,20 @@ fi
 echo "== building the Sluice runner (release)"
 CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}" cargo build --release --quiet -p sluice-benches --bin nexmark
 bin="${CARGO_TARGET_DIR:-target}/release/nexmark"
+check_events="${CHECK_EVENTS:-50000}"
 dirs=""
+checks=""
 for p in ${pars//,/ }; do
-  dir="$work/events-$events-p$p"
-  if [ ! -f "$dir/part-0000" ]; then
-    "$bin" --write-events "$dir" --events "$events" --parts "$p"
-  fi
-  dirs="${dirs:+$dirs,}$p=$dir"
+  for n in "$events" "$check_events"; do
+    dir="$work/events-$n-p$p"
+    if [ ! -f "$dir/part-0000" ]; then
+      "$bin" --write-events "$dir" --events "$n" --parts "$p"
+    fi
+  done
+  dirs="${dirs:+$dirs,}$p=$work/events-$events-p$p"
+  checks="${checks:+$checks,}$p=$work/events-$check_events-p$p"
 done
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(java -version 2>&1 | head -1); Flink $flink_version"
 "$venv/bin/python" benches/compare/flink_nexmark.py --sluice "$bin" --events-dirs "$dirs" --events "$events" \
+  --check-dirs "$checks" \
   --queries "$queries" --parallelism "$pars" --repeat "$repeat"

@@ -144,6 +144,9 @@ fn bad_input_is_rejected_with_an_error_not_a_panic() {
         ("wordcount without --input", vec!["run", "wordcount", "--output", out_dir], vec!["--input"]),
         ("--input on a nexmark job", vec!["run", "nexmark-q0", "--input", "x"], vec!["--input", "not used", "nexmark-q0"]),
         ("malformed number", vec!["run", "nexmark-q0", "--events", "abc"], vec!["abc", "--events"]),
+        ("missing events directory", vec!["run", "nexmark-q0", "--events-dir", missing], vec![missing]),
+        ("events directory and --events", vec!["run", "nexmark-q0", "--events-dir", out_dir, "--events", "5"], vec!["--events-dir", "--events"]),
+        ("--events-dir on wordcount", vec!["run", "wordcount", "--input", "x", "--output", out_dir, "--events-dir", "d"], vec!["--events-dir", "not used"]),
     ];
     let mut failures = Vec::new();
     for (case, args, needles) in &cases {

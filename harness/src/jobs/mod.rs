@@ -151,7 +151,7 @@ pub fn build(name: &str, opts: &JobOptions) -> Result<StreamEnv, HarnessError> {
                     "--events-dir reads the events written there: --events, --events-per-second and --seed do not apply".into(),
                 ));
             }
-            nexmark::file_source(&env, dir).map_err(HarnessError::Input)?
+            nexmark::file_source(&env, dir, nexmark::kinds_read(name)).map_err(HarnessError::Input)?
         }
         None => nexmark::source(&env, config, opts.events, opts.events_per_second).map_err(HarnessError::BadOption)?,
     };

@@ -9,7 +9,7 @@ pub mod rng;
 mod source;
 
 pub use config::NexmarkConfig;
-pub use event_files::{part_name, write_event_files, EventFilesReader, EventFilesSource};
+pub use event_files::{event_count, part_name, write_event_files, EventFilesReader, EventFilesSource, EventKinds, COUNT_FILE};
 pub use generator::NexmarkGenerator;
 pub use model::{Auction, Bid, Event, Person};
 pub use source::NexmarkSource;
