@@ -52,6 +52,24 @@ impl OperatorContext {
         self.metrics.group()
     }
 
+    /// A context for unit tests of a single source or operator: subtask 0 of 1, clock at 0,
+    /// checkpointing on, metrics that go nowhere.
+    #[cfg(test)]
+    pub(crate) fn for_test(vertex_name: &str) -> Self {
+        OperatorContext {
+            vertex_name: vertex_name.into(),
+            subtask: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            watermark: EventTime::MIN,
+            clock: Clock::starting_at(0),
+            log: slog::Logger::root(slog::Discard, slog::o!()),
+            attempt: 0,
+            checkpointing: true,
+            metrics: Arc::new(OperatorMetrics::detached()),
+        }
+    }
+
     /// `vertex (subtask+1/parallelism)`, as Flink names a subtask.
     pub fn task_name(&self) -> String {
         format!("{} ({}/{})", self.vertex_name, self.subtask + 1, self.parallelism)

@@ -244,24 +244,11 @@ impl FileReader {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::sync::Arc;
 
     use super::*;
-    use crate::metrics::task::OperatorMetrics;
 
     fn ctx() -> OperatorContext {
-        OperatorContext {
-            vertex_name: "file".into(),
-            subtask: 0,
-            parallelism: 1,
-            max_parallelism: 128,
-            watermark: crate::data::EventTime::MIN,
-            clock: crate::clock::Clock::starting_at(0),
-            log: slog::Logger::root(slog::Discard, slog::o!()),
-            attempt: 0,
-            checkpointing: true,
-            metrics: Arc::new(OperatorMetrics::detached()),
-        }
+        OperatorContext::for_test("file")
     }
 
     /// Reads up to `n` lines from `r`.

@@ -25,13 +25,19 @@ pub fn source(
     if let Some(r) = events_per_second {
         src = src.with_events_per_second(r);
     }
-    Ok(env
-        .from_source(
-            src,
-            WatermarkStrategy::for_monotonous_timestamps().with_timestamp_assigner(|e: &Event| e.timestamp_ms()),
-            "NexmarkSource",
-        )
-        .uid("nexmark-source"))
+    Ok(event_stream(env, src))
+}
+
+/// Nexmark events from `src`, stamped with their event time (the generator and the files
+/// both produce them in time order); the same operator uid either way, so savepoints move
+/// between the two.
+fn event_stream<S: sluice_core::Source<Out = Event>>(env: &StreamEnv, src: S) -> DataStream<Event> {
+    env.from_source(
+        src,
+        WatermarkStrategy::for_monotonous_timestamps().with_timestamp_assigner(|e: &Event| e.timestamp_ms()),
+        "NexmarkSource",
+    )
+    .uid("nexmark-source")
 }
 
 /// The Nexmark events written in `dir` by `nexmark --write-events` (see
@@ -39,13 +45,7 @@ pub fn source(
 /// the query reads are parsed.
 pub fn file_source(env: &StreamEnv, dir: &std::path::Path, kinds: EventKinds) -> Result<DataStream<Event>, OperatorError> {
     let src = EventFilesSource::new(dir)?.with_kinds(kinds);
-    Ok(env
-        .from_source(
-            src,
-            WatermarkStrategy::for_monotonous_timestamps().with_timestamp_assigner(|e: &Event| e.timestamp_ms()),
-            "NexmarkSource",
-        )
-        .uid("nexmark-source"))
+    Ok(event_stream(env, src))
 }
 
 /// The kinds of events query `name` (`nexmark-q5`) reads.

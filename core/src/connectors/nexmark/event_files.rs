@@ -228,22 +228,9 @@ impl SourceReader for EventFilesReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::task::OperatorMetrics;
-    use std::sync::Arc;
 
     fn ctx() -> OperatorContext {
-        OperatorContext {
-            vertex_name: "events".into(),
-            subtask: 0,
-            parallelism: 1,
-            max_parallelism: 128,
-            watermark: crate::data::EventTime::MIN,
-            clock: crate::clock::Clock::starting_at(0),
-            log: slog::Logger::root(slog::Discard, slog::o!()),
-            attempt: 0,
-            checkpointing: true,
-            metrics: Arc::new(OperatorMetrics::detached()),
-        }
+        OperatorContext::for_test("events")
     }
 
     fn read_all(r: &mut EventFilesReader) -> Vec<Event> {
