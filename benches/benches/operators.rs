@@ -13,12 +13,20 @@ fn hashing(c: &mut Criterion) {
     let keys: Vec<String> = (0..1024).map(|i| format!("key-{i}")).collect();
     let mut g = c.benchmark_group("hash_1024_string_keys");
     g.bench_function("stable_hash", |b| {
-        b.iter(|| keys.iter().map(|k| stable_hash(black_box(k.as_str()))).fold(0u64, |a, h| a ^ h))
+        b.iter(|| {
+            keys.iter()
+                .map(|k| stable_hash(black_box(k.as_str())))
+                .fold(0u64, |a, h| a ^ h)
+        })
     });
     g.bench_function("baseline_std_siphash", |b| {
         use std::hash::{BuildHasher, RandomState};
         let s = RandomState::new();
-        b.iter(|| keys.iter().map(|k| s.hash_one(black_box(k.as_str()))).fold(0u64, |a, h| a ^ h))
+        b.iter(|| {
+            keys.iter()
+                .map(|k| s.hash_one(black_box(k.as_str())))
+                .fold(0u64, |a, h| a ^ h)
+        })
     });
     g.bench_function("key_group_u64", |b| {
         b.iter(|| (0..1024u64).map(|k| key_group_for(&black_box(k), 128).0).sum::<u32>())

@@ -50,7 +50,13 @@ pub enum Input {
 /// Runs `job` over `input` at `parallelism`, discarding results (or reducing them to a
 /// checksum); with
 /// `checkpoint_interval`, checkpoints go to a fresh directory on local disk (removed after).
-pub fn run_once(job: &str, input: &Input, parallelism: u32, checkpoint_interval: Option<Duration>, checksum: bool) -> anyhow::Result<RunFigures> {
+pub fn run_once(
+    job: &str,
+    input: &Input,
+    parallelism: u32,
+    checkpoint_interval: Option<Duration>,
+    checksum: bool,
+) -> anyhow::Result<RunFigures> {
     let sum = checksum.then(|| Arc::new(std::sync::atomic::AtomicU64::new(0)));
     let opts = JobOptions {
         parallelism,

@@ -22,7 +22,9 @@ impl<T: Data> BatchCodec for BincodeCodec<T> {
         let b = batch
             .downcast_ref::<Vec<Record<T>>>()
             .ok_or("a batch of the wrong type reached the codec: mismatched job graph")?;
-        bincode::serialize(b).map(Bytes::from).map_err(|e| format!("cannot encode a batch: {e}"))
+        bincode::serialize(b)
+            .map(Bytes::from)
+            .map_err(|e| format!("cannot encode a batch: {e}"))
     }
 
     fn decode(&self, bytes: &[u8]) -> Result<AnyBatch, String> {

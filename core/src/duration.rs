@@ -27,7 +27,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" | "min" => 60_000.0,
         "h" => 3_600_000.0,
         "d" => 86_400_000.0,
-        other => return Err(format!("duration '{s}' has an unknown unit '{other}' (use ms, s, m, h or d)")),
+        other => {
+            return Err(format!(
+                "duration '{s}' has an unknown unit '{other}' (use ms, s, m, h or d)"
+            ))
+        }
     };
     let ms = value * ms_per_unit;
     if !ms.is_finite() || ms > 1e15 {

@@ -143,15 +143,11 @@ impl JobGraph {
     }
 
     pub(crate) fn in_edges(&self, v: VertexId) -> Vec<usize> {
-        (0..self.edges.len())
-            .filter(|&e| self.edges[e].target == v)
-            .collect()
+        (0..self.edges.len()).filter(|&e| self.edges[e].target == v).collect()
     }
 
     pub(crate) fn out_edges(&self, v: VertexId) -> Vec<usize> {
-        (0..self.edges.len())
-            .filter(|&e| self.edges[e].source == v)
-            .collect()
+        (0..self.edges.len()).filter(|&e| self.edges[e].source == v).collect()
     }
 
     /// Whether `v` runs in the same task as its only upstream vertex.
@@ -215,12 +211,7 @@ impl JobGraph {
             let tail = *chain.vertices.last().expect("a chain has at least its head");
             for e in self.out_edges(tail) {
                 let edge = &self.edges[e];
-                let _ = writeln!(
-                    s,
-                    "    --{}--> {}",
-                    edge.kind().name(),
-                    self.vertices[edge.target].name
-                );
+                let _ = writeln!(s, "    --{}--> {}", edge.kind().name(), self.vertices[edge.target].name);
             }
         }
         s

@@ -12,8 +12,8 @@
 pub mod api;
 mod buggify;
 pub mod checkpoint;
-pub mod cluster;
 pub mod clock;
+pub mod cluster;
 mod codec;
 pub mod connectors;
 pub mod data;
@@ -35,12 +35,14 @@ pub use api::{DataStream, KeyedStream, StreamEnv, WindowedStream};
 pub use clock::Clock;
 pub use data::{Data, Either, EventTime, Key, Record};
 pub use error::{CheckpointError, JobError, OperatorError};
-pub use functions::{AggregateFunction, Collector, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, TimeDomain};
+pub use functions::{
+    AggregateFunction, Collector, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, TimeDomain,
+};
 pub use graph::JobGraph;
 pub use runtime::{ExecutionConfig, JobControl, JobController, JobHandle, JobResult, SavepointRestore};
 pub use sink::{Sink, SinkWriter, TransactionalSink, TransactionalWriter};
+/// Keyed state handles and key groups, re-exported from `sluice-state`.
+pub use sluice_state as state;
 pub use source::{Source, SourcePoll, SourceReader};
 pub use watermark::WatermarkStrategy;
 pub use window::{TimeWindow, WindowAssigner};
-/// Keyed state handles and key groups, re-exported from `sluice-state`.
-pub use sluice_state as state;

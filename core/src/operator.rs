@@ -145,7 +145,11 @@ pub trait Operator: Send + 'static {
     }
 
     /// Checkpoint `checkpoint_id` completed: every task has its snapshot stored.
-    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+    fn notify_checkpoint_complete(
+        &mut self,
+        _checkpoint_id: u64,
+        _ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
         Ok(())
     }
 
@@ -172,7 +176,8 @@ pub(crate) trait ErasedOperator: Send {
     fn process(&mut self, batch: AnyBatch, ctx: &mut OperatorContext) -> Result<Option<AnyBatch>, OperatorError>;
     fn on_watermark(&mut self, ctx: &mut OperatorContext) -> Result<Option<AnyBatch>, OperatorError>;
     fn next_processing_timer(&self) -> Option<i64>;
-    fn on_processing_time(&mut self, now_ms: i64, ctx: &mut OperatorContext) -> Result<Option<AnyBatch>, OperatorError>;
+    fn on_processing_time(&mut self, now_ms: i64, ctx: &mut OperatorContext)
+        -> Result<Option<AnyBatch>, OperatorError>;
     fn end_of_input(&mut self, ctx: &mut OperatorContext) -> Result<Option<AnyBatch>, OperatorError>;
     fn snapshot_state(&mut self, id: u64, ctx: &mut OperatorContext) -> Result<Option<AsyncSnapshot>, OperatorError>;
     fn restore_state(&mut self, state: &RestoredState, ctx: &mut OperatorContext) -> Result<(), OperatorError>;
@@ -221,7 +226,11 @@ impl<O: Operator> ErasedOperator for Erased<O> {
         self.0.next_processing_timer()
     }
 
-    fn on_processing_time(&mut self, now_ms: i64, ctx: &mut OperatorContext) -> Result<Option<AnyBatch>, OperatorError> {
+    fn on_processing_time(
+        &mut self,
+        now_ms: i64,
+        ctx: &mut OperatorContext,
+    ) -> Result<Option<AnyBatch>, OperatorError> {
         let mut out = Vec::new();
         self.0.on_processing_time(now_ms, ctx, &mut out)?;
         Ok(Self::finish(out, ctx))

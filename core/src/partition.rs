@@ -123,10 +123,7 @@ impl<T: Data> ErasedRouter for ForwardRouter<T> {
         let pending = &mut self.buf.bufs[0];
         // A full batch with nothing buffered goes as it is: no copy.
         if pending.is_empty() {
-            let len = batch
-                .downcast_ref::<Vec<Record<T>>>()
-                .map(Vec::len)
-                .unwrap_or(0);
+            let len = batch.downcast_ref::<Vec<Record<T>>>().map(Vec::len).unwrap_or(0);
             if len >= self.buf.batch_size {
                 ready.push((0, batch));
                 return;
@@ -235,9 +232,7 @@ pub(crate) fn plain_router<T: Data>(kind: PartitionKind) -> RouterFactory {
 }
 
 /// A router factory that partitions by the key group of `key_of(record)`.
-pub(crate) fn hash_router<T: Data, K: Key>(
-    key_of: impl Fn(&T) -> K + Clone + Send + Sync + 'static,
-) -> RouterFactory {
+pub(crate) fn hash_router<T: Data, K: Key>(key_of: impl Fn(&T) -> K + Clone + Send + Sync + 'static) -> RouterFactory {
     Arc::new(move |a: RouterArgs| -> Box<dyn ErasedRouter> {
         Box::new(HashRouter {
             buf: Buffers::<T>::new(a.targets, a.batch_size),

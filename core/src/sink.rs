@@ -56,9 +56,9 @@ impl<S: Sink> SinkOperator<S> {
     }
 
     fn writer(&mut self, ctx: &OperatorContext) -> &mut S::Writer {
-        self.writer.as_mut().unwrap_or_else(|| {
-            panic!("sink '{}' used before open", ctx.vertex_name)
-        })
+        self.writer
+            .as_mut()
+            .unwrap_or_else(|| panic!("sink '{}' used before open", ctx.vertex_name))
     }
 }
 
@@ -83,11 +83,7 @@ impl<S: Sink> Operator for SinkOperator<S> {
         Ok(())
     }
 
-    fn end_of_input(
-        &mut self,
-        ctx: &mut OperatorContext,
-        _out: &mut Vec<Record<()>>,
-    ) -> Result<(), OperatorError> {
+    fn end_of_input(&mut self, ctx: &mut OperatorContext, _out: &mut Vec<Record<()>>) -> Result<(), OperatorError> {
         self.writer(ctx).finish()
     }
 }
@@ -194,7 +190,12 @@ impl<S: TransactionalSink> Operator for TwoPhaseCommitOperator<S> {
         self.writer().recover(txns)
     }
 
-    fn process(&mut self, batch: Vec<Record<S::In>>, ctx: &mut OperatorContext, _out: &mut Vec<Record<()>>) -> Result<(), OperatorError> {
+    fn process(
+        &mut self,
+        batch: Vec<Record<S::In>>,
+        ctx: &mut OperatorContext,
+        _out: &mut Vec<Record<()>>,
+    ) -> Result<(), OperatorError> {
         self.ensure_recovered()?;
         let n = batch.len();
         self.writer().write(batch)?;
@@ -202,7 +203,11 @@ impl<S: TransactionalSink> Operator for TwoPhaseCommitOperator<S> {
         Ok(())
     }
 
-    fn snapshot_state(&mut self, checkpoint_id: u64, _ctx: &mut OperatorContext) -> Result<Option<AsyncSnapshot>, OperatorError> {
+    fn snapshot_state(
+        &mut self,
+        checkpoint_id: u64,
+        _ctx: &mut OperatorContext,
+    ) -> Result<Option<AsyncSnapshot>, OperatorError> {
         self.ensure_recovered()?;
         if let Some(txn) = self.writer().pre_commit(checkpoint_id)? {
             self.pending.push((checkpoint_id, txn));
@@ -210,7 +215,8 @@ impl<S: TransactionalSink> Operator for TwoPhaseCommitOperator<S> {
         let mut encoded = Vec::with_capacity(self.pending.len());
         for p in &self.pending {
             encoded.push(
-                bincode::serialize(p).map_err(|e| OperatorError::user(format!("cannot encode a sink transaction: {e}")))?,
+                bincode::serialize(p)
+                    .map_err(|e| OperatorError::user(format!("cannot encode a sink transaction: {e}")))?,
             );
         }
         Ok(Some(Box::new(move |w| {
@@ -221,7 +227,11 @@ impl<S: TransactionalSink> Operator for TwoPhaseCommitOperator<S> {
         })))
     }
 
-    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+    fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint_id: u64,
+        _ctx: &mut OperatorContext,
+    ) -> Result<(), OperatorError> {
         let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
             .into_iter()
             .partition(|(id, _)| *id <= checkpoint_id);

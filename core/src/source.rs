@@ -83,11 +83,7 @@ pub fn decode_position<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, Op
 /// The runtime's view of a source subtask with its watermark strategy applied.
 pub(crate) trait ErasedSource: Send + Sync {
     /// Polls up to `max` records; returns the stamped batch (if any) and the poll state.
-    fn poll(
-        &mut self,
-        max: usize,
-        ctx: &OperatorContext,
-    ) -> Result<(Option<AnyBatch>, SourcePoll), OperatorError>;
+    fn poll(&mut self, max: usize, ctx: &OperatorContext) -> Result<(Option<AnyBatch>, SourcePoll), OperatorError>;
     /// The watermark implied by everything produced so far.
     fn watermark(&self) -> EventTime;
     /// The idle timeout, if the strategy has one.
@@ -100,8 +96,7 @@ pub(crate) trait ErasedSource: Send + Sync {
     fn restore_rescaled(&mut self, old_parallelism: u32, states: &[Vec<u8>]) -> Result<(), OperatorError>;
 }
 
-pub(crate) type SourceFactory =
-    Arc<dyn Fn(u32, u32) -> Result<Box<dyn ErasedSource>, OperatorError> + Send + Sync>;
+pub(crate) type SourceFactory = Arc<dyn Fn(u32, u32) -> Result<Box<dyn ErasedSource>, OperatorError> + Send + Sync>;
 
 struct StampedSource<R: SourceReader> {
     reader: R,
@@ -111,11 +106,7 @@ struct StampedSource<R: SourceReader> {
 }
 
 impl<R: SourceReader> ErasedSource for StampedSource<R> {
-    fn poll(
-        &mut self,
-        max: usize,
-        ctx: &OperatorContext,
-    ) -> Result<(Option<AnyBatch>, SourcePoll), OperatorError> {
+    fn poll(&mut self, max: usize, ctx: &OperatorContext) -> Result<(Option<AnyBatch>, SourcePoll), OperatorError> {
         self.scratch.clear();
         let state = self.reader.poll_batch(max, &mut self.scratch, ctx)?;
         if self.scratch.is_empty() {
@@ -178,10 +169,7 @@ impl<R: SourceReader> ErasedSource for StampedSource<R> {
     }
 }
 
-pub(crate) fn source_factory<S: Source>(
-    source: S,
-    strategy: WatermarkStrategy<S::Out>,
-) -> SourceFactory {
+pub(crate) fn source_factory<S: Source>(source: S, strategy: WatermarkStrategy<S::Out>) -> SourceFactory {
     let source = Arc::new(source);
     Arc::new(move |subtask, parallelism| {
         let reader = source.reader(subtask, parallelism)?;
@@ -193,4 +181,3 @@ pub(crate) fn source_factory<S: Source>(
         }) as Box<dyn ErasedSource>)
     })
 }
-

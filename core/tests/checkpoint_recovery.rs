@@ -49,7 +49,10 @@ fn expected() -> Vec<Out> {
     for i in 0..RECORDS {
         *counts.entry(i % KEYS).or_default() += 1;
     }
-    counts.iter().flat_map(|(k, n)| (1..=*n).map(move |c| (*k, c))).collect()
+    counts
+        .iter()
+        .flat_map(|(k, n)| (1..=*n).map(move |c| (*k, c)))
+        .collect()
 }
 
 fn committed(store: &TransactionalStore<Out>) -> Vec<Out> {
@@ -178,7 +181,9 @@ fn damaged_latest_checkpoint_falls_back(damage: Damage) -> (u64, Vec<u64>) {
     // 1. Run with several checkpoints, then cancel mid-way.
     let first: JobResult = rt.block_on(async {
         let env = job(&sink, 3_000, 2);
-        let handle = env.spawn(config(store.clone(), 20, |c| c.retained = 3)).expect("job starts");
+        let handle = env
+            .spawn(config(store.clone(), 20, |c| c.retained = 3))
+            .expect("job starts");
         let stats = handle.checkpoint_stats();
         let deadline = Instant::now() + Duration::from_secs(30);
         while stats.completed.load(Ordering::SeqCst) < 3 {
@@ -188,12 +193,22 @@ fn damaged_latest_checkpoint_falls_back(damage: Damage) -> (u64, Vec<u64>) {
         handle.cancel();
         handle.join().await.expect("a cancelled job ends without error")
     });
-    assert!(first.cancelled, "the first run was cancelled mid-way, it must not have finished");
-    assert!(first.records_in < RECORDS, "the first run read all its input: {}", first.records_in);
+    assert!(
+        first.cancelled,
+        "the first run was cancelled mid-way, it must not have finished"
+    );
+    assert!(
+        first.records_in < RECORDS,
+        "the first run read all its input: {}",
+        first.records_in
+    );
 
     let storage = CheckpointStorage::new(store.clone(), JOB);
     let ids = rt.block_on(storage.completed_ids()).unwrap();
-    assert!(ids.len() >= 2 && ids.len() <= 4, "retained 3 checkpoints (one more if cancelled while subsuming): {ids:?}");
+    assert!(
+        ids.len() >= 2 && ids.len() <= 4,
+        "retained 3 checkpoints (one more if cancelled while subsuming): {ids:?}"
+    );
     let (previous, latest) = (ids[ids.len() - 2], ids[ids.len() - 1]);
 
     // 2. Damage the latest.
@@ -224,13 +239,19 @@ fn damaged_latest_checkpoint_falls_back(damage: Damage) -> (u64, Vec<u64>) {
     };
 
     // 3. Loading it says what is wrong and where.
-    let err = rt.block_on(storage.load(latest)).expect_err("a damaged checkpoint must not load");
+    let err = rt
+        .block_on(storage.load(latest))
+        .expect_err("a damaged checkpoint must not load");
     let msg = err.to_string();
-    assert!(msg.contains(&damaged_path), "{damage:?}: the error does not name '{damaged_path}': {msg}");
+    assert!(
+        msg.contains(&damaged_path),
+        "{damage:?}: the error does not name '{damaged_path}': {msg}"
+    );
     for w in damage.problem_words() {
         assert!(msg.contains(w), "{damage:?}: the error does not say '{w}': {msg}");
     }
-    rt.block_on(storage.load(previous)).expect("the previous checkpoint is intact");
+    rt.block_on(storage.load(previous))
+        .expect("the previous checkpoint is intact");
 
     // 4. load_latest falls back to the previous one and warns.
     let log = Captured::default();
@@ -238,7 +259,10 @@ fn damaged_latest_checkpoint_falls_back(damage: Damage) -> (u64, Vec<u64>) {
         .block_on(storage.load_latest(&log.logger()))
         .expect("load_latest")
         .expect("a usable checkpoint exists");
-    assert_eq!(loaded.metadata.checkpoint_id, previous, "{damage:?}: fell back to the wrong checkpoint");
+    assert_eq!(
+        loaded.metadata.checkpoint_id, previous,
+        "{damage:?}: fell back to the wrong checkpoint"
+    );
     let lines = log.lines();
     let warning = lines
         .iter()
@@ -246,7 +270,10 @@ fn damaged_latest_checkpoint_falls_back(damage: Damage) -> (u64, Vec<u64>) {
         .unwrap_or_else(|| panic!("{damage:?}: no fallback warning in the log: {lines:?}"));
     assert!(warning.starts_with("WARN"), "{warning}");
     assert!(warning.contains(&format!("checkpoint={latest}")), "{warning}");
-    assert!(warning.contains(&damaged_path), "the warning does not name the file: {warning}");
+    assert!(
+        warning.contains(&damaged_path),
+        "the warning does not name the file: {warning}"
+    );
     for w in damage.problem_words() {
         assert!(warning.contains(w), "the warning does not say '{w}': {warning}");
     }
@@ -262,10 +289,16 @@ fn damaged_latest_checkpoint_falls_back(damage: Damage) -> (u64, Vec<u64>) {
         })
         .expect("the second run finishes");
     assert!(!second.cancelled);
-    assert_eq!(second.resumed_from, Some(previous), "the second run must resume from the fallback");
+    assert_eq!(
+        second.resumed_from,
+        Some(previous),
+        "the second run must resume from the fallback"
+    );
     let lines2 = log2.lines();
     assert!(
-        lines2.iter().any(|l| l.contains("falling back") && l.contains(&damaged_path)),
+        lines2
+            .iter()
+            .any(|l| l.contains("falling back") && l.contains(&damaged_path)),
         "the second run's log does not warn about the damaged checkpoint: {lines2:?}"
     );
     assert_eq!(sink.open_transactions(), 0, "transactions left prepared");
@@ -345,7 +378,9 @@ fn all_checkpoints_damaged_means_no_checkpoint() {
     let store = Arc::new(MemoryStore::new());
     let sink = TransactionalStore::<Out>::new();
     rt.block_on(async {
-        let handle = job(&sink, 3_000, 1).spawn(config(store.clone(), 20, |c| c.retained = 2)).unwrap();
+        let handle = job(&sink, 3_000, 1)
+            .spawn(config(store.clone(), 20, |c| c.retained = 2))
+            .unwrap();
         let stats = handle.checkpoint_stats();
         let deadline = Instant::now() + Duration::from_secs(30);
         while stats.completed.load(Ordering::SeqCst) < 2 {
@@ -359,12 +394,22 @@ fn all_checkpoints_damaged_means_no_checkpoint() {
     let ids = rt.block_on(storage.completed_ids()).unwrap();
     assert!(ids.len() >= 2, "{ids:?}");
     for id in &ids {
-        store.corrupt(&format!("{}_metadata", storage.dir(*id)), |b| b[20] ^= 1).unwrap();
+        store
+            .corrupt(&format!("{}_metadata", storage.dir(*id)), |b| b[20] ^= 1)
+            .unwrap();
     }
     let log = Captured::default();
     let loaded = rt.block_on(storage.load_latest(&log.logger())).expect("load_latest");
-    assert!(loaded.is_none(), "a damaged checkpoint was loaded: {:?}", loaded.map(|c| c.metadata.checkpoint_id));
-    let warnings = log.lines().iter().filter(|l| l.contains("falling back") && l.contains("checksum")).count();
+    assert!(
+        loaded.is_none(),
+        "a damaged checkpoint was loaded: {:?}",
+        loaded.map(|c| c.metadata.checkpoint_id)
+    );
+    let warnings = log
+        .lines()
+        .iter()
+        .filter(|l| l.contains("falling back") && l.contains("checksum"))
+        .count();
     assert_eq!(warnings, ids.len(), "{:?}", log.lines());
 }
 
@@ -392,7 +437,10 @@ fn failing_checkpoint_puts_are_tolerated_and_output_is_exactly_once() {
         });
         let result = result.unwrap_or_else(|e| panic!("seed {seed}: the job failed: {e}"));
         assert!(!result.cancelled);
-        assert_eq!(result.restarts, 0, "seed {seed}: failed checkpoints within tolerance must not restart the job");
+        assert_eq!(
+            result.restarts, 0,
+            "seed {seed}: failed checkpoints within tolerance must not restart the job"
+        );
         assert!(failed > 0, "seed {seed}: no checkpoint failed, the faults did not bite");
         assert!(store.injected_faults() > 0);
         assert!(result.checkpoints_completed > 0);
@@ -417,19 +465,36 @@ fn every_put_fails(tolerated: u32) {
         .expect_err("a job whose checkpoints all fail must fail");
     let msg = err.to_string();
     match &err {
-        JobError::CheckpointsFailing { failures, tolerated: t, last } => {
+        JobError::CheckpointsFailing {
+            failures,
+            tolerated: t,
+            last,
+        } => {
             assert_eq!(*failures, tolerated + 1, "{msg}");
             assert_eq!(*t, tolerated, "{msg}");
-            assert!(last.contains("injected"), "the last failure's reason names the store fault: {msg}");
+            assert!(
+                last.contains("injected"),
+                "the last failure's reason names the store fault: {msg}"
+            );
         }
         other => panic!("expected CheckpointsFailing, got {other:?}"),
     }
     assert!(
-        msg.starts_with(&format!("{} consecutive checkpoints failed (tolerated: {tolerated}); last: checkpoint ", tolerated + 1)),
+        msg.starts_with(&format!(
+            "{} consecutive checkpoints failed (tolerated: {tolerated}); last: checkpoint ",
+            tolerated + 1
+        )),
         "{msg}"
     );
-    assert!(sink.committed().is_empty(), "nothing may be committed without a completed checkpoint");
-    assert!(store.paths().is_empty(), "a failed put stored something: {:?}", store.paths());
+    assert!(
+        sink.committed().is_empty(),
+        "nothing may be committed without a completed checkpoint"
+    );
+    assert!(
+        store.paths().is_empty(),
+        "a failed put stored something: {:?}",
+        store.paths()
+    );
 }
 
 #[test]
@@ -461,8 +526,14 @@ fn failing_commits_from_the_start_restart_and_output_is_exactly_once() {
     sink.fail_next_commits(2);
     let mut cfg = config(store, 15, |c| c.retained = 2);
     cfg.restart = fixed_delay();
-    let result = rt().block_on(job(&sink, 10_000, 2).execute(cfg)).expect("the job recovers from failed commits");
-    assert!(result.restarts >= 1, "a failed commit must fail the task: {} restarts", result.restarts);
+    let result = rt()
+        .block_on(job(&sink, 10_000, 2).execute(cfg))
+        .expect("the job recovers from failed commits");
+    assert!(
+        result.restarts >= 1,
+        "a failed commit must fail the task: {} restarts",
+        result.restarts
+    );
     assert_exactly_once(&committed(&sink), "commits failing from the start");
     assert_eq!(sink.open_transactions(), 0);
     eprintln!("commits failing from the start: {} restarts", result.restarts);
@@ -488,7 +559,11 @@ fn failing_commits_mid_run_restart_and_output_is_exactly_once() {
             handle.join().await
         })
         .expect("the job recovers from failed commits");
-    assert!(result.restarts >= 1, "a failed commit must fail the task: {} restarts", result.restarts);
+    assert!(
+        result.restarts >= 1,
+        "a failed commit must fail the task: {} restarts",
+        result.restarts
+    );
     assert_exactly_once(&committed(&sink), "commits failing mid-run");
     assert_eq!(sink.open_transactions(), 0);
 }
@@ -519,7 +594,8 @@ fn read_failure_during_restart(op: &'static str) {
         handle.join().await
     });
     assert_eq!(store.injected_faults(), 1, "the injected {op} failure was hit");
-    let result = result.unwrap_or_else(|e| panic!("a failed {op} while restarting ended the job although restarts were left: {e}"));
+    let result = result
+        .unwrap_or_else(|e| panic!("a failed {op} while restarting ended the job although restarts were left: {e}"));
     assert!(result.restarts >= 2, "{} restarts", result.restarts);
     assert_exactly_once(&committed(&sink), &format!("{op} failing while restarting"));
 }

@@ -64,7 +64,11 @@ impl SinkWriter for CountingWriter {
         if self.slow {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let c = if self.pipeline_a { &self.counter.a_sunk } else { &self.counter.b_sunk };
+        let c = if self.pipeline_a {
+            &self.counter.a_sunk
+        } else {
+            &self.counter.b_sunk
+        };
         c.fetch_add(batch.len() as u64, Ordering::Relaxed);
         Ok(())
     }
@@ -96,18 +100,38 @@ impl JobRegistry for TwoPipelines {
         )
         .key_by(|r: &Rec| r.0)
         .reduce(|_, latest: Rec| latest)
-        .sink_to(CountingSink { counter: self.0.clone(), pipeline_a: true }, "slow sink");
-        env.from_source(GeneratorSource::new(2, Some(B_RECORDS), |i, _| (i % 1000, String::new())), WatermarkStrategy::no_watermarks(), "bounded")
-            .key_by(|r: &Rec| r.0)
-            .reduce(|_, latest: Rec| latest)
-            .sink_to(CountingSink { counter: self.0.clone(), pipeline_a: false }, "normal sink");
+        .sink_to(
+            CountingSink {
+                counter: self.0.clone(),
+                pipeline_a: true,
+            },
+            "slow sink",
+        );
+        env.from_source(
+            GeneratorSource::new(2, Some(B_RECORDS), |i, _| (i % 1000, String::new())),
+            WatermarkStrategy::no_watermarks(),
+            "bounded",
+        )
+        .key_by(|r: &Rec| r.0)
+        .reduce(|_, latest: Rec| latest)
+        .sink_to(
+            CountingSink {
+                counter: self.0.clone(),
+                pipeline_a: false,
+            },
+            "normal sink",
+        );
         env.build().map_err(|e| e.to_string())
     }
 }
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("resident pages");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("resident pages");
     pages * 4096
 }
 
@@ -117,7 +141,11 @@ fn no_store() -> StoreOpener {
 
 #[test]
 fn a_slow_sink_backpressures_across_the_network_with_bounded_memory() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(6).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(6)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let log = slog::Logger::root(slog::Discard, slog::o!());
         let counters = Arc::new(Counters::default());
@@ -128,9 +156,18 @@ fn a_slow_sink_backpressures_across_the_network_with_bounded_memory() {
         let serve = coordinator.clone();
         tokio::spawn(async move { serve.serve(listener).await });
         for id in ["w1", "w2"] {
-            let mut cfg = WorkerConfig::new(addr.clone(), 1, ExecutionConfig { log: log.clone(), ..ExecutionConfig::default() });
+            let mut cfg = WorkerConfig::new(
+                addr.clone(),
+                1,
+                ExecutionConfig {
+                    log: log.clone(),
+                    ..ExecutionConfig::default()
+                },
+            );
             cfg.id = Some(id.to_string());
-            let w = Worker::bind(cfg, "127.0.0.1:0", registry.clone(), no_store()).await.unwrap();
+            let w = Worker::bind(cfg, "127.0.0.1:0", registry.clone(), no_store())
+                .await
+                .unwrap();
             tokio::spawn(w.run());
         }
         while coordinator.workers().len() < 2 {
@@ -141,7 +178,11 @@ fn a_slow_sink_backpressures_across_the_network_with_bounded_memory() {
         // B delivers everything although it shares the connections with A's stalled channels.
         let start = Instant::now();
         while counters.b_sunk.load(Ordering::Relaxed) < B_RECORDS {
-            assert!(start.elapsed() < Duration::from_secs(60), "pipeline B stalled at {}", counters.b_sunk.load(Ordering::Relaxed));
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "pipeline B stalled at {}",
+                counters.b_sunk.load(Ordering::Relaxed)
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(coordinator.job(&job).unwrap().status, JobStatus::Running);
@@ -165,11 +206,17 @@ fn a_slow_sink_backpressures_across_the_network_with_bounded_memory() {
         // Bound: per channel at most 8 batches queued at the sender plus 8 credited at the
         // receiver (remote) or 8 in the queue (local), of up to 1024 records, over 4 channels,
         // plus the batches being built and processed: well under 200 000 records.
-        assert!(worst_ahead < 200_000, "A's sources ran {worst_ahead} records ahead of its sinks");
+        assert!(
+            worst_ahead < 200_000,
+            "A's sources ran {worst_ahead} records ahead of its sinks"
+        );
         assert!(sunk > 0, "A still moves, at the slow sink's pace");
         // An unpaced generator makes millions of records a second; with backpressure A
         // produces about what its slow sink takes.
-        assert!(produced < 2_000_000, "A's sources were not held back: {produced} records");
+        assert!(
+            produced < 2_000_000,
+            "A's sources were not held back: {produced} records"
+        );
         assert!(
             rss_peak < rss_start + (64 << 20),
             "resident memory grew from {} MiB to {} MiB",

@@ -30,7 +30,10 @@ fn expected() -> Vec<(u64, u64)> {
     for i in 0..RECORDS {
         *counts.entry(i % KEYS).or_default() += 1;
     }
-    let mut out: Vec<(u64, u64)> = counts.iter().flat_map(|(k, n)| (1..=*n).map(move |c| (*k, c))).collect();
+    let mut out: Vec<(u64, u64)> = counts
+        .iter()
+        .flat_map(|(k, n)| (1..=*n).map(move |c| (*k, c)))
+        .collect();
     out.sort();
     out
 }
@@ -95,7 +98,9 @@ fn run(seed: u64, failures: usize, parallelism: u32) -> (Vec<(u64, u64)>, u32, u
         }),
         ..ExecutionConfig::default()
     };
-    let result = rt().block_on(env.execute(config)).expect("job finishes despite failures");
+    let result = rt()
+        .block_on(env.execute(config))
+        .expect("job finishes despite failures");
     let mut got = store.committed();
     got.sort();
     (got, result.restarts, plan.fired.load(Ordering::SeqCst))
@@ -118,7 +123,10 @@ fn committed_output_is_exact_despite_repeated_task_failures() {
         assert_eq!(fired, 3, "seed {seed}: every planned failure happened");
         // Two planned failures can strike in one attempt (two subtasks at once): every restart
         // has at least one failure behind it.
-        assert!((1..=fired).contains(&restarts), "seed {seed}: {restarts} restarts for {fired} failures");
+        assert!(
+            (1..=fired).contains(&restarts),
+            "seed {seed}: {restarts} restarts for {fired} failures"
+        );
         if got != want {
             let dups = got.windows(2).filter(|w| w[0] == w[1]).count();
             panic!(

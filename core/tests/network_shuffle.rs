@@ -14,7 +14,11 @@ use sluice_core::state::blob::MemoryStore;
 use sluice_core::{AggregateFunction, ExecutionConfig, StreamEnv, WatermarkStrategy, WindowAssigner};
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[derive(Clone)]
@@ -43,8 +47,15 @@ fn windowed_sums(over_tcp: bool) -> Vec<(u64, i64, u64)> {
     env.set_parallelism(3);
     let sink = CollectSink::new();
     env.from_source(
-        GeneratorSource::new(3, Some(30_000), |i, rng| (rng.next_below(50), rng.next_below(100), i as i64 + rng.next_below(40) as i64)),
-        WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(50)).with_timestamp_assigner(|r: &(u64, u64, i64)| r.2),
+        GeneratorSource::new(3, Some(30_000), |i, rng| {
+            (
+                rng.next_below(50),
+                rng.next_below(100),
+                i as i64 + rng.next_below(40) as i64,
+            )
+        }),
+        WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(50))
+            .with_timestamp_assigner(|r: &(u64, u64, i64)| r.2),
         "gen",
     )
     .key_by(|r: &(u64, u64, i64)| r.0)
@@ -98,8 +109,14 @@ fn checkpoints_and_recovery_are_exactly_once_over_tcp() {
     let config = ExecutionConfig {
         shuffle_over_tcp: true,
         batch_size: 50,
-        checkpointing: Some(CheckpointConfig::new(Duration::from_millis(20), Arc::new(MemoryStore::new()))),
-        restart: Some(RestartStrategy::FixedDelay { attempts: 3, delay: Duration::from_millis(5) }),
+        checkpointing: Some(CheckpointConfig::new(
+            Duration::from_millis(20),
+            Arc::new(MemoryStore::new()),
+        )),
+        restart: Some(RestartStrategy::FixedDelay {
+            attempts: 3,
+            delay: Duration::from_millis(5),
+        }),
         ..ExecutionConfig::default()
     };
     let r = rt().block_on(env.execute(config)).unwrap();
@@ -109,7 +126,10 @@ fn checkpoints_and_recovery_are_exactly_once_over_tcp() {
     for i in 0..N {
         *counts.entry(i % 13).or_default() += 1;
     }
-    let mut want: Vec<(u64, u64)> = counts.iter().flat_map(|(k, n)| (1..=*n).map(move |c| (*k, c))).collect();
+    let mut want: Vec<(u64, u64)> = counts
+        .iter()
+        .flat_map(|(k, n)| (1..=*n).map(move |c| (*k, c)))
+        .collect();
     want.sort();
     let mut got = store.committed();
     got.sort();

@@ -19,8 +19,8 @@ use sluice_core::operator::OperatorContext;
 use sluice_core::state::{KeyedStateStore, ListState, MapState, ValueState};
 use sluice_core::{
     Collector, Data, ExecutionConfig, JobError, JobResult, KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction,
-    OperatorError, Record, Sink, SinkWriter, Source, SourcePoll, SourceReader, StreamEnv, TimeDomain, WatermarkStrategy,
-    WindowAssigner,
+    OperatorError, Record, Sink, SinkWriter, Source, SourcePoll, SourceReader, StreamEnv, TimeDomain,
+    WatermarkStrategy, WindowAssigner,
 };
 
 type Res<T = ()> = Result<T, OperatorError>;
@@ -33,7 +33,9 @@ fn map_transforms_every_record() {
     let env = StreamEnv::new("map");
     env.set_parallelism(2);
     let sink = CollectSink::new();
-    plain(&env, (0..100).collect::<Vec<i64>>(), "n").map(|x: i64| x * 3 + 1).sink_to(sink.clone(), "out");
+    plain(&env, (0..100).collect::<Vec<i64>>(), "n")
+        .map(|x: i64| x * 3 + 1)
+        .sink_to(sink.clone(), "out");
     let r = run(&env);
     assert_eq!(sorted(sink.values()), (0..100).map(|x| x * 3 + 1).collect::<Vec<i64>>());
     assert_eq!((r.records_in, r.records_out), (100, 100));
@@ -44,7 +46,9 @@ fn filter_keeps_only_matching_records() {
     let env = StreamEnv::new("filter");
     env.set_parallelism(3);
     let sink = CollectSink::new();
-    plain(&env, (0..50).collect::<Vec<i64>>(), "n").filter(|x: &i64| x % 5 == 0).sink_to(sink.clone(), "out");
+    plain(&env, (0..50).collect::<Vec<i64>>(), "n")
+        .filter(|x: &i64| x % 5 == 0)
+        .sink_to(sink.clone(), "out");
     run(&env);
     assert_eq!(sorted(sink.values()), vec![0, 5, 10, 15, 20, 25, 30, 35, 40, 45]);
 }
@@ -57,7 +61,16 @@ fn flat_map_emits_zero_or_more_records_per_input_with_the_input_timestamp() {
         .flat_map(|e: Ev| (0..e.2).map(move |i| (e.0, i)))
         .sink_to(sink.clone(), "out");
     run(&env);
-    assert_eq!(timed(&sink), vec![(('a', 0), 10), (('a', 1), 10), (('c', 0), 30), (('c', 1), 30), (('c', 2), 30)]);
+    assert_eq!(
+        timed(&sink),
+        vec![
+            (('a', 0), 10),
+            (('a', 1), 10),
+            (('c', 0), 30),
+            (('c', 1), 30),
+            (('c', 2), 30)
+        ]
+    );
 }
 
 #[test]
@@ -91,7 +104,10 @@ fn rolling_reduce_word_count_emits_each_intermediate_count_once() {
     for w in text.split(' ') {
         *totals.entry(w.to_string()).or_default() += 3;
     }
-    let want: Vec<(String, u64)> = totals.iter().flat_map(|(w, &n)| (1..=n).map(move |i| (w.clone(), i))).collect();
+    let want: Vec<(String, u64)> = totals
+        .iter()
+        .flat_map(|(w, &n)| (1..=n).map(move |i| (w.clone(), i)))
+        .collect();
     assert_eq!(sorted(sink.values()), want);
 }
 
@@ -130,10 +146,16 @@ impl KeyedProcessFunction for StateProbe {
 /// keep their order) and returns its sorted output.
 fn run_state_probe() -> Vec<Probe> {
     let env = StreamEnv::new("state");
-    let src = plain(&env, vec![('a', 1), ('b', 10), ('a', 2), ('c', 100), ('b', 10), ('a', 1)], "in");
+    let src = plain(
+        &env,
+        vec![('a', 1), ('b', 10), ('a', 2), ('c', 100), ('b', 10), ('a', 1)],
+        "in",
+    );
     env.set_parallelism(2);
     let sink = CollectSink::new();
-    src.key_by(|p: &(char, i64)| p.0).process(StateProbe::default()).sink_to(sink.clone(), "out");
+    src.key_by(|p: &(char, i64)| p.0)
+        .process(StateProbe::default())
+        .sink_to(sink.clone(), "out");
     run(&env);
     sorted(sink.values())
 }
@@ -141,20 +163,52 @@ fn run_state_probe() -> Vec<Probe> {
 #[test]
 fn keyed_process_value_state_is_scoped_per_key() {
     let got: Vec<_> = sorted(run_state_probe().into_iter().map(|p| (p.0, p.1)).collect());
-    assert_eq!(got, vec![('a', None), ('a', Some(1)), ('a', Some(2)), ('b', None), ('b', Some(10)), ('c', None)]);
+    assert_eq!(
+        got,
+        vec![
+            ('a', None),
+            ('a', Some(1)),
+            ('a', Some(2)),
+            ('b', None),
+            ('b', Some(10)),
+            ('c', None)
+        ]
+    );
 }
 
 #[test]
 fn keyed_process_list_state_accumulates_per_key_in_arrival_order() {
     let got: Vec<_> = sorted(run_state_probe().into_iter().map(|p| (p.0, p.2)).collect());
-    let want = vec![('a', vec![1]), ('a', vec![1, 2]), ('a', vec![1, 2, 1]), ('b', vec![10]), ('b', vec![10, 10]), ('c', vec![100])];
+    let want = vec![
+        ('a', vec![1]),
+        ('a', vec![1, 2]),
+        ('a', vec![1, 2, 1]),
+        ('b', vec![10]),
+        ('b', vec![10, 10]),
+        ('c', vec![100]),
+    ];
     assert_eq!(got, want);
 }
 
 #[test]
 fn keyed_process_map_state_counts_entries_per_key() {
-    let got: Vec<_> = sorted(run_state_probe().into_iter().map(|p| (p.0, *p.2.last().unwrap(), p.3)).collect());
-    assert_eq!(got, vec![('a', 1, 1), ('a', 1, 2), ('a', 2, 1), ('b', 10, 1), ('b', 10, 2), ('c', 100, 1)]);
+    let got: Vec<_> = sorted(
+        run_state_probe()
+            .into_iter()
+            .map(|p| (p.0, *p.2.last().unwrap(), p.3))
+            .collect(),
+    );
+    assert_eq!(
+        got,
+        vec![
+            ('a', 1, 1),
+            ('a', 1, 2),
+            ('a', 2, 1),
+            ('b', 10, 1),
+            ('b', 10, 2),
+            ('c', 100, 1)
+        ]
+    );
 }
 
 /// Counts records per key; each record sets an event-time timer 100 ms after it, which emits
@@ -195,7 +249,11 @@ fn event_time_timers_fire_when_the_watermark_passes_with_the_timer_timestamp() {
         .process(CountThenFire::default())
         .sink_to(sink.clone(), "out");
     run_with(&env, stepwise());
-    let want = vec![(('a', 100, 2, 999), 100), (('a', 150, 2, 999), 150), (('b', 1100, 1, i64::MAX), 1100)];
+    let want = vec![
+        (('a', 100, 2, 999), 100),
+        (('a', 150, 2, 999), 150),
+        (('b', 1100, 1, i64::MAX), 1100),
+    ];
     assert_eq!(timed(&sink), want);
 }
 
@@ -218,7 +276,11 @@ impl SourceReader for UntilFlagReader {
             now
         });
         let done = self.0.load(Ordering::SeqCst) || now - start > 20_000;
-        Ok(if done { SourcePoll::Finished } else { SourcePoll::WaitUntil(now + 5) })
+        Ok(if done {
+            SourcePoll::Finished
+        } else {
+            SourcePoll::WaitUntil(now + 5)
+        })
     }
 }
 
@@ -254,7 +316,11 @@ fn processing_time_timer_fires_at_or_after_its_time() {
         .sink_to(sink.clone(), "out");
     run(&env);
     let got = sink.values();
-    assert_eq!(got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(), ["registered", "fired"], "{got:?}");
+    assert_eq!(
+        got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        ["registered", "fired"],
+        "{got:?}"
+    );
     assert_eq!(got[1].1, got[0].1, "on_timer gets the registered time");
     assert!(got[1].2 >= got[1].1, "fired before its time: {got:?}");
 }
@@ -266,12 +332,29 @@ fn tumbling_window_aggregate_sums_per_key_and_window() {
     let env = StreamEnv::new("tumbling");
     env.set_parallelism(2);
     let sink = CollectSink::new();
-    events(&env, vec![('a', 0, 1), ('b', 3, 10), ('a', 9, 2), ('a', 10, 4), ('b', 25, 20), ('a', 19, 8)], 100)
-        .key_by(|e: &Ev| e.0).window(WindowAssigner::tumbling(ms(10)))
-        .aggregate_with(Sum, |k: &char, w, s| (*k, w.start, w.end, s))
-        .sink_to(sink.clone(), "out");
+    events(
+        &env,
+        vec![
+            ('a', 0, 1),
+            ('b', 3, 10),
+            ('a', 9, 2),
+            ('a', 10, 4),
+            ('b', 25, 20),
+            ('a', 19, 8),
+        ],
+        100,
+    )
+    .key_by(|e: &Ev| e.0)
+    .window(WindowAssigner::tumbling(ms(10)))
+    .aggregate_with(Sum, |k: &char, w, s| (*k, w.start, w.end, s))
+    .sink_to(sink.clone(), "out");
     run(&env);
-    let want = vec![(('a', 0, 10, 3), 9), (('a', 10, 20, 12), 19), (('b', 0, 10, 10), 9), (('b', 20, 30, 20), 29)];
+    let want = vec![
+        (('a', 0, 10, 3), 9),
+        (('a', 10, 20, 12), 19),
+        (('b', 0, 10, 10), 9),
+        (('b', 20, 30, 20), 29),
+    ];
     assert_eq!(timed(&sink), want);
 }
 
@@ -280,7 +363,8 @@ fn sliding_window_reduce_puts_each_record_in_size_over_slide_windows() {
     let env = StreamEnv::new("sliding");
     let sink = CollectSink::new();
     events(&env, vec![('a', 1, 1), ('a', 6, 2), ('a', 12, 4)], 0)
-        .key_by(|e: &Ev| e.0).window(WindowAssigner::sliding(ms(10), ms(5)))
+        .key_by(|e: &Ev| e.0)
+        .window(WindowAssigner::sliding(ms(10), ms(5)))
         .reduce(|x: Ev, y: Ev| (x.0, x.1.max(y.1), x.2 + y.2))
         .sink_to(sink.clone(), "out");
     run_with(&env, stepwise());
@@ -295,15 +379,29 @@ fn session_window_process_groups_activity_separated_by_the_gap() {
     env.set_parallelism(2);
     let sink = CollectSink::new();
     // gap 10: a: {0, 5, 14} then {30}; b: {2} then {40, 49}; out of order within the bound.
-    let input = vec![('a', 5, 1), ('a', 0, 2), ('b', 2, 3), ('a', 14, 4), ('a', 30, 5), ('b', 49, 6), ('b', 40, 7)];
+    let input = vec![
+        ('a', 5, 1),
+        ('a', 0, 2),
+        ('b', 2, 3),
+        ('a', 14, 4),
+        ('a', 30, 5),
+        ('b', 49, 6),
+        ('b', 40, 7),
+    ];
     events(&env, input, 20)
-        .key_by(|e: &Ev| e.0).window(WindowAssigner::session(ms(10)))
+        .key_by(|e: &Ev| e.0)
+        .window(WindowAssigner::session(ms(10)))
         .process(|k: &char, w, recs: &[Ev], out: &mut Vec<(char, i64, i64, Vec<i64>)>| {
             out.push((*k, w.start, w.end, sorted(recs.iter().map(|r| r.1).collect())))
         })
         .sink_to(sink.clone(), "out");
     run(&env);
-    let want = vec![('a', 0, 24, vec![0, 5, 14]), ('a', 30, 40, vec![30]), ('b', 2, 12, vec![2]), ('b', 40, 59, vec![40, 49])];
+    let want = vec![
+        ('a', 0, 24, vec![0, 5, 14]),
+        ('a', 30, 40, vec![30]),
+        ('b', 2, 12, vec![2]),
+        ('b', 40, 59, vec![40, 49]),
+    ];
     assert_eq!(sorted(sink.values()), want);
 }
 
@@ -321,12 +419,18 @@ fn allowed_lateness_refires_late_records_and_drops_and_counts_too_late_ones() {
         ('b', 15000, 16),   // too late: dropped
     ];
     events(&env, input, 0)
-        .key_by(|e: &Ev| e.0).window(WindowAssigner::tumbling(ms(10_000)))
+        .key_by(|e: &Ev| e.0)
+        .window(WindowAssigner::tumbling(ms(10_000)))
         .allowed_lateness(ms(5_000))
         .aggregate_with(Sum, |k: &char, w, s| (*k, w.start, s))
         .sink_to(sink.clone(), "out");
     let r = run_with(&env, stepwise());
-    let want = vec![(('a', 0, 3), 9999), (('a', 0, 7), 9999), (('b', 10000, 100), 19999), (('c', 30000, 1000), 39999)];
+    let want = vec![
+        (('a', 0, 3), 9999),
+        (('a', 0, 7), 9999),
+        (('b', 10000, 100), 19999),
+        (('c', 30000, 1000), 39999),
+    ];
     assert_eq!(timed(&sink), want);
     assert_eq!(late_dropped(&r, "WindowAggregate"), 2);
 }
@@ -335,10 +439,13 @@ fn allowed_lateness_refires_late_records_and_drops_and_counts_too_late_ones() {
 fn end_of_input_fires_every_open_window_of_a_bounded_job() {
     let env = StreamEnv::new("flush");
     let sink = CollectSink::new();
-    let input: Vec<Ev> = (0..50).map(|i| (if i % 2 == 0 { 'e' } else { 'o' }, i * 100, 1)).collect();
+    let input: Vec<Ev> = (0..50)
+        .map(|i| (if i % 2 == 0 { 'e' } else { 'o' }, i * 100, 1))
+        .collect();
     // An hour of out-of-orderness: no window can fire before the input ends.
     events(&env, input, 3_600_000)
-        .key_by(|e: &Ev| e.0).window(WindowAssigner::tumbling(ms(1000)))
+        .key_by(|e: &Ev| e.0)
+        .window(WindowAssigner::tumbling(ms(1000)))
         .aggregate_with(Sum, |k: &char, w, s| (*k, w.start, s))
         .sink_to(sink.clone(), "out");
     let r = run_with(&env, stepwise());
@@ -372,7 +479,12 @@ impl KeyedCoProcessFunction for Enrich {
         }
         Ok(())
     }
-    fn process_element2(&mut self, u: (u32, String), ctx: &mut Ctx<'_, u32>, out: &mut Collector<'_, Self::Out>) -> Res {
+    fn process_element2(
+        &mut self,
+        u: (u32, String),
+        ctx: &mut Ctx<'_, u32>,
+        out: &mut Collector<'_, Self::Out>,
+    ) -> Res {
         for amount in ctx.take_list(self.pending.unwrap()) {
             out.collect((u.1.clone(), amount));
         }
@@ -395,7 +507,9 @@ fn connect_with_keyed_co_process_shares_state_between_inputs() {
         .sink_to(sink.clone(), "out");
     run(&env);
     // User 3 has no name: its order stays pending.
-    let want: Vec<(String, i64)> = [("ann", 10), ("ann", 11), ("bob", 20), ("bob", 21)].map(|(n, a)| (n.into(), a)).into();
+    let want: Vec<(String, i64)> = [("ann", 10), ("ann", 11), ("bob", 20), ("bob", 21)]
+        .map(|(n, a)| (n.into(), a))
+        .into();
     assert_eq!(sorted(sink.values()), want);
 }
 
@@ -430,7 +544,10 @@ impl Sink for WhoWrote {
 impl SinkWriter for WhoWrote {
     type In = i64;
     fn write(&mut self, batch: Vec<Record<i64>>) -> Res {
-        self.0.lock().unwrap().extend(batch.into_iter().map(|r| (self.1, self.2, r.value)));
+        self.0
+            .lock()
+            .unwrap()
+            .extend(batch.into_iter().map(|r| (self.1, self.2, r.value)));
         Ok(())
     }
     fn finish(&mut self) -> Res {
@@ -463,8 +580,15 @@ fn set_parallelism_runs_the_operator_with_that_many_subtasks() {
     for &(s, _, _) in &rows {
         *per_subtask.entry(s).or_insert(0) += 1;
     }
-    assert_eq!(per_subtask, BTreeMap::from([(0, 10), (1, 10), (2, 10)]), "round robin over 3 subtasks");
-    assert_eq!(sorted(rows.iter().map(|r| r.2).collect()), (1..=30).collect::<Vec<i64>>());
+    assert_eq!(
+        per_subtask,
+        BTreeMap::from([(0, 10), (1, 10), (2, 10)]),
+        "round robin over 3 subtasks"
+    );
+    assert_eq!(
+        sorted(rows.iter().map(|r| r.2).collect()),
+        (1..=30).collect::<Vec<i64>>()
+    );
 }
 
 #[test]
@@ -473,14 +597,20 @@ fn describe_shows_forward_operators_chained_and_breaks_chains_at_shuffles() {
         let env = StreamEnv::new("plan");
         let filtered = plain(&env, vec![1i64], "src").map(|x: i64| x).filter(|_: &i64| true);
         let filtered = if split { filtered.disable_chaining() } else { filtered };
-        filtered.key_by(|x: &i64| *x).reduce(|a, b| a + b).sink_to(CollectSink::new(), "out");
+        filtered
+            .key_by(|x: &i64| *x)
+            .reduce(|a, b| a + b)
+            .sink_to(CollectSink::new(), "out");
         env.build().unwrap().describe()
     };
     let chained = build(false);
     let want = "job 'plan' (max parallelism 128)\n  task x1: src -> Map -> Filter\n    --HASH--> Reduce\n  task x1: Reduce -> out\n";
     assert_eq!(chained, want);
     let split = build(true);
-    assert!(split.contains("task x1: src -> Map\n    --FORWARD--> Filter\n"), "{split}");
+    assert!(
+        split.contains("task x1: src -> Map\n    --FORWARD--> Filter\n"),
+        "{split}"
+    );
     assert!(split.contains("task x1: Filter\n    --HASH--> Reduce\n"), "{split}");
 }
 
@@ -537,10 +667,17 @@ fn idle_source_subtask_does_not_hold_back_windows() {
         assert!(!job.join().await.expect("drained job").cancelled);
         fired
     });
-    assert!(fired_while_running, "window [0,1000) never fired while subtask 1 was idle");
+    assert!(
+        fired_while_running,
+        "window [0,1000) never fired while subtask 1 was idle"
+    );
     let got = sink.values();
     let starts: Vec<i64> = got.iter().map(|w| w.0).collect();
-    assert_eq!(starts, (0..got.len() as i64).map(|i| i * 1000).collect::<Vec<_>>(), "each window once, in order");
+    assert_eq!(
+        starts,
+        (0..got.len() as i64).map(|i| i * 1000).collect::<Vec<_>>(),
+        "each window once, in order"
+    );
     // Every window but the last (cut short by the drain) is complete.
     assert!(got[..got.len() - 1].iter().all(|w| w.1 == 10), "{got:?}");
 }
@@ -564,9 +701,13 @@ fn cancel_after<T: Data>(env: &StreamEnv, sink: &CollectSink<T>, n: usize) -> Re
 fn cancel_stops_an_unbounded_job_and_reports_it_cancelled() {
     let env = StreamEnv::new("cancel");
     let sink = CollectSink::new();
-    env.from_source(GeneratorSource::new(1, None, |i, _| i), WatermarkStrategy::no_watermarks(), "endless")
-        .map(|i: u64| i * 2)
-        .sink_to(sink.clone(), "out");
+    env.from_source(
+        GeneratorSource::new(1, None, |i, _| i),
+        WatermarkStrategy::no_watermarks(),
+        "endless",
+    )
+    .map(|i: u64| i * 2)
+    .sink_to(sink.clone(), "out");
     let r = cancel_after(&env, &sink, 0).expect("a cancelled job is not an error");
     assert!(r.cancelled);
     assert!(!sink.records().is_empty());
@@ -578,10 +719,14 @@ fn cancel_of_a_multi_task_keyed_job_reports_cancelled_not_a_channel_error() {
         let env = StreamEnv::new("cancel-keyed");
         env.set_parallelism(2);
         let sink = CollectSink::new();
-        env.from_source(GeneratorSource::new(1, None, |i, _| (i % 7, 1u64)), WatermarkStrategy::no_watermarks(), "endless")
-            .key_by(|p: &(u64, u64)| p.0)
-            .reduce(|a, b| (a.0, a.1 + b.1))
-            .sink_to(sink.clone(), "out");
+        env.from_source(
+            GeneratorSource::new(1, None, |i, _| (i % 7, 1u64)),
+            WatermarkStrategy::no_watermarks(),
+            "endless",
+        )
+        .key_by(|p: &(u64, u64)| p.0)
+        .reduce(|a, b| (a.0, a.1 + b.1))
+        .sink_to(sink.clone(), "out");
         match cancel_after(&env, &sink, 10_000) {
             Ok(r) => assert!(r.cancelled, "round {round}"),
             Err(e) => panic!("round {round}: cancel ended in an error: {e}"),
@@ -595,13 +740,17 @@ fn cancel_of_a_multi_task_keyed_job_reports_cancelled_not_a_channel_error() {
 fn zero_size_window_is_rejected_by_build_naming_the_problem() {
     let env = StreamEnv::new("bad-window");
     events(&env, vec![('a', 0, 1)], 0)
-        .key_by(|e: &Ev| e.0).window(WindowAssigner::tumbling(Duration::ZERO))
+        .key_by(|e: &Ev| e.0)
+        .window(WindowAssigner::tumbling(Duration::ZERO))
         .aggregate(Sum)
         .sink_to(CollectSink::new(), "out");
     let err = env.build().err().expect("a zero-size window must be rejected");
     assert!(matches!(err, JobError::InvalidGraph(_)), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("WindowAggregate") && msg.contains("tumbling window size must be positive"), "{msg}");
+    assert!(
+        msg.contains("WindowAggregate") && msg.contains("tumbling window size must be positive"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -610,12 +759,18 @@ fn job_without_a_sink_is_rejected() {
     let _ = plain(&env, vec![1i64], "src").map(|x: i64| x + 1);
     let err = env.build().err().expect("a job without a sink must be rejected");
     let msg = err.to_string();
-    assert!(msg.contains("'Map'") && msg.contains("end the stream in a sink"), "{msg}");
+    assert!(
+        msg.contains("'Map'") && msg.contains("end the stream in a sink"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn job_without_sources_is_rejected() {
-    let err = StreamEnv::new("empty").build().err().expect("an empty job must be rejected");
+    let err = StreamEnv::new("empty")
+        .build()
+        .err()
+        .expect("an empty job must be rejected");
     assert!(err.to_string().contains("no sources"), "{err}");
 }
 
@@ -623,21 +778,34 @@ fn job_without_sources_is_rejected() {
 fn explicit_forward_between_different_parallelisms_is_rejected() {
     let env = StreamEnv::new("bad-forward");
     env.set_parallelism(2);
-    plain(&env, vec![1i64], "src").forward().map(|x: i64| x).set_parallelism(3).sink_to(CollectSink::new(), "out");
+    plain(&env, vec![1i64], "src")
+        .forward()
+        .map(|x: i64| x)
+        .set_parallelism(3)
+        .sink_to(CollectSink::new(), "out");
     let msg = env.build().err().expect("forward 2 -> 3 must be rejected").to_string();
-    assert!(msg.contains("forward edge from 'src' (parallelism 2) to 'Map' (parallelism 3)"), "{msg}");
+    assert!(
+        msg.contains("forward edge from 'src' (parallelism 2) to 'Map' (parallelism 3)"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn window_without_timestamps_fails_the_job_with_missing_timestamp() {
     let env = StreamEnv::new("no-timestamps");
     plain(&env, vec![('a', 0i64, 1i64)], "src")
-        .key_by(|e: &Ev| e.0).window(WindowAssigner::tumbling(ms(10)))
+        .key_by(|e: &Ev| e.0)
+        .window(WindowAssigner::tumbling(ms(10)))
         .aggregate(Sum)
         .sink_to(CollectSink::new(), "out");
-    let err = rt().block_on(env.execute(ExecutionConfig::default())).expect_err("the job must fail");
+    let err = rt()
+        .block_on(env.execute(ExecutionConfig::default()))
+        .expect_err("the job must fail");
     match &err {
-        JobError::TaskFailed { source: OperatorError::MissingTimestamp(op), .. } => assert_eq!(op, "WindowAggregate"),
+        JobError::TaskFailed {
+            source: OperatorError::MissingTimestamp(op),
+            ..
+        } => assert_eq!(op, "WindowAggregate"),
         other => panic!("wrong error: {other:?}"),
     }
     assert!(err.to_string().contains("needs event timestamps"), "{err}");

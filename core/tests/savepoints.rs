@@ -34,7 +34,11 @@ fn expected() -> Vec<Row> {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// The job; `variant` changes its operators: 0 as taken, 1 with the window operator replaced
@@ -52,7 +56,8 @@ fn job_with_sink_uid(parallelism: u32, sink: TransactionalStore<Row>, variant: u
         let typed = env
             .from_source(
                 GeneratorSource::new(7, Some(RECORDS), |i, _| i).with_records_per_second(4_000),
-                WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(100)).with_timestamp_assigner(|i: &u64| (*i * 10) as i64),
+                WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(100))
+                    .with_timestamp_assigner(|i: &u64| (*i * 10) as i64),
                 "numbers",
             )
             .uid("numbers")
@@ -62,13 +67,16 @@ fn job_with_sink_uid(parallelism: u32, sink: TransactionalStore<Row>, variant: u
             .reduce(|a: (u64, u64, i64), b: (u64, u64, i64)| (a.0, a.1, a.2 + b.2))
             .uid("window")
             .map(|r: (u64, u64, i64)| (r.0, r.1, r.2 as u64));
-        typed.sink_to_transactional(TransactionalStoreSink::new(sink), "sink").uid(sink_uid);
+        typed
+            .sink_to_transactional(TransactionalStoreSink::new(sink), "sink")
+            .uid(sink_uid);
         return env;
     }
     let numbers = env
         .from_source(
             GeneratorSource::new(7, Some(RECORDS), |i, _| i).with_records_per_second(4_000),
-            WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(100)).with_timestamp_assigner(|i: &u64| (*i * 10) as i64),
+            WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(100))
+                .with_timestamp_assigner(|i: &u64| (*i * 10) as i64),
             "numbers",
         )
         .uid("numbers")
@@ -88,7 +96,9 @@ fn job_with_sink_uid(parallelism: u32, sink: TransactionalStore<Row>, variant: u
             .reduce(|a: Row, b: Row| (a.0, a.1, a.2 + b.2))
             .uid("window-v2")
     };
-    counted.sink_to_transactional(TransactionalStoreSink::new(sink), "sink").uid(sink_uid);
+    counted
+        .sink_to_transactional(TransactionalStoreSink::new(sink), "sink")
+        .uid(sink_uid);
     env
 }
 
@@ -116,26 +126,49 @@ fn first_half(sink: &TransactionalStore<Row>, dir: &Path) -> std::path::PathBuf 
         let controller = handle.controller();
         tokio::time::sleep(Duration::from_millis(350)).await;
         let target: Arc<dyn BlobStore> = Arc::new(LocalFsStore::new(dir).unwrap());
-        let info = controller.stop_with_savepoint(target, false).await.expect("savepoint taken");
+        let info = controller
+            .stop_with_savepoint(target, false)
+            .await
+            .expect("savepoint taken");
         let result = handle.join().await.expect("the job stops cleanly");
         assert!(result.cancelled, "stopped, not finished");
-        assert!(result.records_in < RECORDS, "the savepoint must come mid-stream ({} records read)", result.records_in);
+        assert!(
+            result.records_in < RECORDS,
+            "the savepoint must come mid-stream ({} records read)",
+            result.records_in
+        );
         dir.join(info.name)
     })
 }
 
-fn resume(sink: &TransactionalStore<Row>, savepoint: &Path, parallelism: u32, variant: u8, allow: bool) -> Result<(), JobError> {
+fn resume(
+    sink: &TransactionalStore<Row>,
+    savepoint: &Path,
+    parallelism: u32,
+    variant: u8,
+    allow: bool,
+) -> Result<(), JobError> {
     resume_mapped(sink, savepoint, parallelism, variant, allow, "")
 }
 
-fn resume_mapped(sink: &TransactionalStore<Row>, savepoint: &Path, parallelism: u32, variant: u8, allow: bool, mapping: &str) -> Result<(), JobError> {
+fn resume_mapped(
+    sink: &TransactionalStore<Row>,
+    savepoint: &Path,
+    parallelism: u32,
+    variant: u8,
+    allow: bool,
+    mapping: &str,
+) -> Result<(), JobError> {
     rt().block_on(async {
         let from = SavepointRestore {
             store: Arc::new(LocalFsStore::new(savepoint).unwrap()),
             allow_non_restored_state: allow,
             uid_mapping: sluice_core::runtime::parse_uid_mapping(mapping).unwrap(),
         };
-        job(parallelism, sink.clone(), variant).execute(config(Some(from))).await.map(|_| ())
+        job(parallelism, sink.clone(), variant)
+            .execute(config(Some(from)))
+            .await
+            .map(|_| ())
     })
 }
 
@@ -146,7 +179,10 @@ fn stop_with_savepoint_then_resume_at_three_and_at_one_is_exact() {
         let sink = TransactionalStore::new();
         let sp = first_half(&sink, dir.path());
         let before = sink.committed().len();
-        assert!(before < expected().len(), "some output is still to come after the savepoint");
+        assert!(
+            before < expected().len(),
+            "some output is still to come after the savepoint"
+        );
         resume(&sink, &sp, p, 0, false).unwrap();
         assert_eq!(sorted(sink.committed()), expected(), "resumed at parallelism {p}");
     }
@@ -170,7 +206,10 @@ fn a_changed_job_restores_only_what_matches_when_allowed() {
     let sink = TransactionalStore::new();
     let sp = first_half(&sink, dir.path());
     let err = resume(&sink, &sp, 2, 1, false).unwrap_err().to_string();
-    assert!(err.contains("'window'") && err.contains("--allow-non-restored-state"), "{err}");
+    assert!(
+        err.contains("'window'") && err.contains("--allow-non-restored-state"),
+        "{err}"
+    );
     // Allowed: the window's state is dropped; sources and sink resume where they were, so
     // every record after the savepoint is counted once and nothing is duplicated.
     resume(&sink, &sp, 2, 1, true).unwrap();
@@ -182,9 +221,15 @@ fn a_changed_job_restores_only_what_matches_when_allowed() {
     }
     let total: u64 = got.values().sum();
     let windows_before: u64 = want.iter().map(|r| r.2).sum();
-    assert!(total <= windows_before, "records counted twice: {total} > {windows_before}");
+    assert!(
+        total <= windows_before,
+        "records counted twice: {total} > {windows_before}"
+    );
     for (k, w, n) in &want {
-        assert!(got.get(&(*k, *w)).copied().unwrap_or(0) <= *n, "window ({k}, {w}) counted more records than it has");
+        assert!(
+            got.get(&(*k, *w)).copied().unwrap_or(0) <= *n,
+            "window ({k}, {w}) counted more records than it has"
+        );
     }
 }
 
@@ -200,7 +245,9 @@ fn a_running_job_takes_a_savepoint_and_goes_on() {
         let result = handle.join().await.unwrap();
         assert!(!result.cancelled);
         assert_eq!(list_savepoints(target.as_ref()).await.unwrap(), vec![info.name.clone()]);
-        let sp = load_savepoint(&LocalFsStore::new(dir.path().join(&info.name)).unwrap()).await.unwrap();
+        let sp = load_savepoint(&LocalFsStore::new(dir.path().join(&info.name)).unwrap())
+            .await
+            .unwrap();
         assert_eq!(sp.metadata.checkpoint_id, info.checkpoint_id);
         assert!(sp.metadata.operators.iter().any(|o| o.key == "window"));
     });
@@ -214,7 +261,12 @@ fn damaged_savepoints_are_refused_naming_the_file_and_the_problem() {
     let sp = first_half(&sink, dir.path());
     let copy = |name: &str| {
         let to = dir.path().join(name);
-        let status = std::process::Command::new("cp").arg("-r").arg(&sp).arg(&to).status().unwrap();
+        let status = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(&sp)
+            .arg(&to)
+            .status()
+            .unwrap();
         assert!(status.success());
         to
     };
@@ -229,27 +281,38 @@ fn damaged_savepoints_are_refused_naming_the_file_and_the_problem() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&f, bytes).unwrap();
-    let err = resume(&TransactionalStore::new(), &flipped, 2, 0, false).unwrap_err().to_string();
+    let err = resume(&TransactionalStore::new(), &flipped, 2, 0, false)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("window/") && err.contains("checksum mismatch"), "{err}");
     // A truncated `_metadata`.
     let truncated = copy("truncated");
     let meta = truncated.join("_metadata");
     let bytes = std::fs::read(&meta).unwrap();
     std::fs::write(&meta, &bytes[..bytes.len() / 3]).unwrap();
-    let err = resume(&TransactionalStore::new(), &truncated, 2, 0, false).unwrap_err().to_string();
-    assert!(err.contains("_metadata") && (err.contains("truncated") || err.contains("bytes")), "{err}");
+    let err = resume(&TransactionalStore::new(), &truncated, 2, 0, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("_metadata") && (err.contains("truncated") || err.contains("bytes")),
+        "{err}"
+    );
     // Another format version.
     let versioned = copy("versioned");
     let meta = versioned.join("_metadata");
     let mut bytes = std::fs::read(&meta).unwrap();
     bytes[8] = 99;
     std::fs::write(&meta, bytes).unwrap();
-    let err = resume(&TransactionalStore::new(), &versioned, 2, 0, false).unwrap_err().to_string();
+    let err = resume(&TransactionalStore::new(), &versioned, 2, 0, false)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("_metadata") && err.contains("version"), "{err}");
     // Not a savepoint at all.
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let err = resume(&TransactionalStore::new(), &empty, 2, 0, false).unwrap_err().to_string();
+    let err = resume(&TransactionalStore::new(), &empty, 2, 0, false)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("_metadata"), "{err}");
 }
 
@@ -259,11 +322,20 @@ fn a_renamed_operator_restores_through_a_uid_mapping() {
     let sink = TransactionalStore::new();
     let sp = first_half(&sink, dir.path());
     let err = resume(&sink, &sp, 2, 2, false).unwrap_err().to_string();
-    assert!(err.contains("'window'"), "without a mapping the old state has no operator: {err}");
-    let err = resume_mapped(&sink, &sp, 2, 2, false, "windw=window-renamed").unwrap_err().to_string();
+    assert!(
+        err.contains("'window'"),
+        "without a mapping the old state has no operator: {err}"
+    );
+    let err = resume_mapped(&sink, &sp, 2, 2, false, "windw=window-renamed")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no operator 'windw'") && err.contains("window"), "{err}");
     resume_mapped(&sink, &sp, 3, 2, false, "window=window-renamed").unwrap();
-    assert_eq!(sorted(sink.committed()), expected(), "the renamed window operator kept its state");
+    assert_eq!(
+        sorted(sink.committed()),
+        expected(),
+        "the renamed window operator kept its state"
+    );
 }
 
 /// A/B: two jobs start from the same savepoint at the same time, each with its own checkpoint
@@ -278,8 +350,11 @@ fn two_jobs_from_one_savepoint_at_once_do_not_interfere() {
         let mut files: Vec<(String, Vec<u8>)> = Vec::new();
         for op in std::fs::read_dir(root).unwrap() {
             let p = op.unwrap().path();
-            let entries: Vec<std::path::PathBuf> =
-                if p.is_dir() { std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()).collect() } else { vec![p] };
+            let entries: Vec<std::path::PathBuf> = if p.is_dir() {
+                std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()).collect()
+            } else {
+                vec![p]
+            };
             for f in entries {
                 files.push((f.display().to_string(), std::fs::read(&f).unwrap()));
             }
@@ -296,7 +371,10 @@ fn two_jobs_from_one_savepoint_at_once_do_not_interfere() {
                 allow_non_restored_state: true,
                 uid_mapping: Default::default(),
             };
-            job_with_sink_uid(p, sink, 0, uid).spawn(config(Some(from))).expect("valid job").join()
+            job_with_sink_uid(p, sink, 0, uid)
+                .spawn(config(Some(from)))
+                .expect("valid job")
+                .join()
         };
         let (ra, rb) = tokio::join!(run(a.clone(), "sink-a", 2), run(b.clone(), "sink-b", 3));
         ra.expect("job A finishes");
@@ -314,7 +392,10 @@ fn a_changed_state_type_is_refused_naming_the_operator_and_state() {
     let sink = TransactionalStore::new();
     let sp = first_half(&sink, dir.path());
     let err = resume(&sink, &sp, 2, 3, false).unwrap_err().to_string();
-    assert!(err.contains("operator 'window'") && err.contains("state 'windows'") && err.contains("i64"), "{err}");
+    assert!(
+        err.contains("operator 'window'") && err.contains("state 'windows'") && err.contains("i64"),
+        "{err}"
+    );
 }
 
 /// A running count per key in a keyed process function: version 1 keeps it as `u32`,
@@ -369,13 +450,17 @@ impl sluice_core::KeyedProcessFunction for Counter {
 fn counting_job(p: u32, sink: TransactionalStore<(u64, u64)>, counter: Counter) -> StreamEnv {
     let env = StreamEnv::new("counting");
     env.set_parallelism(p);
-    env.from_source(GeneratorSource::new(3, Some(RECORDS), |i, _| i).with_records_per_second(4_000), WatermarkStrategy::no_watermarks(), "numbers")
-        .uid("numbers")
-        .key_by(|i: &u64| i % KEYS)
-        .process(counter)
-        .uid("counter")
-        .sink_to_transactional(TransactionalStoreSink::new(sink), "sink")
-        .uid("sink");
+    env.from_source(
+        GeneratorSource::new(3, Some(RECORDS), |i, _| i).with_records_per_second(4_000),
+        WatermarkStrategy::no_watermarks(),
+        "numbers",
+    )
+    .uid("numbers")
+    .key_by(|i: &u64| i % KEYS)
+    .process(counter)
+    .uid("counter")
+    .sink_to_transactional(TransactionalStoreSink::new(sink), "sink")
+    .uid("sink");
     env
 }
 
@@ -383,7 +468,12 @@ fn counting_job(p: u32, sink: TransactionalStore<(u64, u64)>, counter: Counter) 
 fn a_state_migration_restores_state_saved_with_the_old_type() {
     let dir = tempfile::tempdir().unwrap();
     let sink = TransactionalStore::new();
-    let v1 = Counter { wide: false, migrate: false, narrow: None, wide_state: None };
+    let v1 = Counter {
+        wide: false,
+        migrate: false,
+        narrow: None,
+        wide_state: None,
+    };
     let sp = rt().block_on(async {
         let handle = counting_job(2, sink.clone(), v1).spawn(config(None)).unwrap();
         tokio::time::sleep(Duration::from_millis(350)).await;
@@ -397,15 +487,32 @@ fn a_state_migration_restores_state_saved_with_the_old_type() {
         allow_non_restored_state: false,
         uid_mapping: Default::default(),
     };
-    let v2 = |migrate| Counter { wide: true, migrate, narrow: None, wide_state: None };
-    let refused = rt().block_on(counting_job(3, sink.clone(), v2(false)).execute(config(Some(from(&sp))))).unwrap_err().to_string();
-    assert!(refused.contains("operator 'counter'") && refused.contains("state 'count'") && refused.contains("migrate_state"), "{refused}");
-    rt().block_on(counting_job(3, sink.clone(), v2(true)).execute(config(Some(from(&sp))))).unwrap();
+    let v2 = |migrate| Counter {
+        wide: true,
+        migrate,
+        narrow: None,
+        wide_state: None,
+    };
+    let refused = rt()
+        .block_on(counting_job(3, sink.clone(), v2(false)).execute(config(Some(from(&sp)))))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("operator 'counter'")
+            && refused.contains("state 'count'")
+            && refused.contains("migrate_state"),
+        "{refused}"
+    );
+    rt().block_on(counting_job(3, sink.clone(), v2(true)).execute(config(Some(from(&sp)))))
+        .unwrap();
     let mut counts: BTreeMap<u64, u64> = BTreeMap::new();
     for i in 0..RECORDS {
         *counts.entry(i % KEYS).or_default() += 1;
     }
-    let want: Vec<(u64, u64)> = counts.iter().flat_map(|(k, n)| (1..=*n).map(move |c| (*k, c))).collect();
+    let want: Vec<(u64, u64)> = counts
+        .iter()
+        .flat_map(|(k, n)| (1..=*n).map(move |c| (*k, c)))
+        .collect();
     let mut got = sink.committed();
     got.sort();
     assert_eq!(got, want, "counts go on from the migrated state");

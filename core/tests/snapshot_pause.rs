@@ -75,7 +75,11 @@ fn snapshot_contents(snap: &sluice_core::state::KeyedSnapshot) -> BTreeMap<u64, 
     snap.write(&mut w).expect("snapshot writes");
     let bytes = w.finish().expect("state file encodes");
     let file = StateFile::decode("test.state", &bytes).expect("state file decodes");
-    let restored = RestoredState::new(vec![Arc::new(file)], KeyGroupRange::for_subtask(MAX_PARALLELISM, 1, 0), Vec::new());
+    let restored = RestoredState::new(
+        vec![Arc::new(file)],
+        KeyGroupRange::for_subtask(MAX_PARALLELISM, 1, 0),
+        Vec::new(),
+    );
     let mut out = BTreeMap::new();
     restored
         .for_each_keyed(|e| {
@@ -94,7 +98,11 @@ fn bincode_decode(b: &[u8]) -> u64 {
     u64::from_le_bytes(b.try_into().expect("a u64 is 8 bytes in bincode"))
 }
 
-fn live_contents(store: &KeyedStateStore<u64>, v: ValueState<u64>, keys: impl Iterator<Item = u64>) -> BTreeMap<u64, u64> {
+fn live_contents(
+    store: &KeyedStateStore<u64>,
+    v: ValueState<u64>,
+    keys: impl Iterator<Item = u64>,
+) -> BTreeMap<u64, u64> {
     keys.filter_map(|k| store.value(v, &k).map(|x| (k, *x))).collect()
 }
 
@@ -139,7 +147,11 @@ fn keyed_store_snapshot_is_isolated_from_later_writes() {
     want.remove(&3);
     want.insert(n + 1, 42);
     want.insert(n + 2, 7);
-    assert_eq!(live_contents(&store, v, 0..n + 10), want, "live state while a snapshot is held");
+    assert_eq!(
+        live_contents(&store, v, 0..n + 10),
+        want,
+        "live state while a snapshot is held"
+    );
 
     drop(snap);
     // After the drop: more writes, straight to the base (the delta folds in first).
@@ -149,10 +161,18 @@ fn keyed_store_snapshot_is_isolated_from_later_writes() {
     want.insert(1, 102);
     want.remove(&4);
     want.insert(n + 3, 9);
-    assert_eq!(live_contents(&store, v, 0..n + 10), want, "live state after the snapshot was dropped");
+    assert_eq!(
+        live_contents(&store, v, 0..n + 10),
+        want,
+        "live state after the snapshot was dropped"
+    );
 
     let snap2 = store.freeze();
-    assert_eq!(snapshot_contents(&snap2), want, "the next snapshot has every write, the delta's included");
+    assert_eq!(
+        snapshot_contents(&snap2),
+        want,
+        "the next snapshot has every write, the delta's included"
+    );
     store.set_value(v, &5, 555);
     assert_eq!(snapshot_contents(&snap2), want, "the second snapshot saw a later write");
     drop(snap2);
@@ -212,7 +232,10 @@ fn cow_map_freeze_time_does_not_grow_from_10k_to_10m_entries() {
     let copy_took = t.elapsed();
     assert_eq!(copy.len(), snap.len());
     eprintln!("CowMap: copying {LARGE} entries took {copy_took:?}");
-    assert!(copy_took > small_median * 10 + Duration::from_micros(50), "copy took only {copy_took:?}");
+    assert!(
+        copy_took > small_median * 10 + Duration::from_micros(50),
+        "copy took only {copy_took:?}"
+    );
 }
 
 /// The same isolation for a bare `CowMap`, on the 10M-entry map (spot checks) and a small one
@@ -222,8 +245,12 @@ fn cow_map_snapshot_is_isolated_from_later_writes() {
     let n = 1_000u64;
     let mut m = cow_map(n);
     let before: BTreeMap<u64, u64> = (0..n).map(|k| (k, k)).collect();
-    let frozen = |s: &sluice_core::state::FrozenMap<u64, u64>| -> BTreeMap<u64, u64> { s.iter().map(|(k, v)| (*k, *v)).collect() };
-    let live = |m: &CowMap<u64, u64>| -> BTreeMap<u64, u64> { (0..n + 10).filter_map(|k| m.get(&k).map(|v| (k, *v))).collect() };
+    let frozen = |s: &sluice_core::state::FrozenMap<u64, u64>| -> BTreeMap<u64, u64> {
+        s.iter().map(|(k, v)| (*k, *v)).collect()
+    };
+    let live = |m: &CowMap<u64, u64>| -> BTreeMap<u64, u64> {
+        (0..n + 10).filter_map(|k| m.get(&k).map(|v| (k, *v))).collect()
+    };
 
     let snap = m.freeze();
     *m.get_mut(&1).unwrap() += 100;
@@ -254,7 +281,11 @@ fn cow_map_snapshot_is_isolated_from_later_writes() {
     assert_eq!(m.len(), want.len());
 
     let snap2 = m.freeze();
-    assert_eq!(frozen(&snap2), want, "the next snapshot has every write, the delta's included");
+    assert_eq!(
+        frozen(&snap2),
+        want,
+        "the next snapshot has every write, the delta's included"
+    );
     m.insert(5, 555);
     assert_eq!(frozen(&snap2), want);
 

@@ -39,7 +39,13 @@ fn bounded_input() -> impl Strategy<Value = (i64, Vec<Ev>)> {
 }
 
 /// The windows the engine emits for `input`, and the late records it dropped.
-fn engine(input: &[Ev], bound: i64, assigner: WindowAssigner, parallelism: u32, batch_size: usize) -> (Vec<WindowSum>, u64) {
+fn engine(
+    input: &[Ev],
+    bound: i64,
+    assigner: WindowAssigner,
+    parallelism: u32,
+    batch_size: usize,
+) -> (Vec<WindowSum>, u64) {
     let env = StreamEnv::new("window-property");
     env.set_parallelism(parallelism);
     let sink = CollectSink::new();
@@ -48,7 +54,14 @@ fn engine(input: &[Ev], bound: i64, assigner: WindowAssigner, parallelism: u32, 
         .window(assigner)
         .aggregate_with(Sum, |k: &char, w, s| (*k, w.start, w.end, s))
         .sink_to(sink.clone(), "out");
-    let r = run_with(&env, ExecutionConfig { batch_size, watermark_interval_ms: 0, ..Default::default() });
+    let r = run_with(
+        &env,
+        ExecutionConfig {
+            batch_size,
+            watermark_interval_ms: 0,
+            ..Default::default()
+        },
+    );
     (sorted(sink.values()), late_dropped(&r, "WindowAggregate"))
 }
 
@@ -105,10 +118,23 @@ fn batch_sessions(input: &[Ev], gap: i64) -> Vec<WindowSum> {
 }
 
 /// Runs the engine at parallelism 1 and 4 and checks it against `expected`.
-fn check(input: &[Ev], bound: i64, assigner: WindowAssigner, batch: usize, expected: &[WindowSum]) -> Result<(), TestCaseError> {
+fn check(
+    input: &[Ev],
+    bound: i64,
+    assigner: WindowAssigner,
+    batch: usize,
+    expected: &[WindowSum],
+) -> Result<(), TestCaseError> {
     for p in [1, 4] {
         let (got, late) = engine(input, bound, assigner, p, batch);
-        prop_assert_eq!(&got, expected, "parallelism {}, batch size {}, {:?}", p, batch, assigner);
+        prop_assert_eq!(
+            &got,
+            expected,
+            "parallelism {}, batch size {}, {:?}",
+            p,
+            batch,
+            assigner
+        );
         prop_assert_eq!(late, 0, "late records at parallelism {}", p);
     }
     Ok(())
@@ -116,8 +142,14 @@ fn check(input: &[Ev], bound: i64, assigner: WindowAssigner, batch: usize, expec
 
 /// 32 cases unless `PROPTEST_CASES` asks for more.
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(32);
-    ProptestConfig { cases, ..ProptestConfig::default() }
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(32);
+    ProptestConfig {
+        cases,
+        ..ProptestConfig::default()
+    }
 }
 
 proptest! {
@@ -167,7 +199,11 @@ proptest! {
 #[test]
 fn sliding_window_gaps_are_not_counted_as_late() {
     let input = vec![('a', 1, 1), ('a', 7, 2), ('a', 11, 4)];
-    let assigner = WindowAssigner::Sliding { size: 5, slide: 10, offset: 0 };
+    let assigner = WindowAssigner::Sliding {
+        size: 5,
+        slide: 10,
+        offset: 0,
+    };
     let expected = batch_sliding(&input, 5, 10);
     assert_eq!(expected, vec![('a', 0, 5, 1), ('a', 10, 15, 4)]);
     let (got, late) = engine(&input, 0, assigner, 1, 1);

@@ -61,7 +61,12 @@ impl KeyedProcessFunction for HeavyUsers {
         Ok(())
     }
 
-    fn process_element(&mut self, _c: Click, ctx: &mut KeyedContext<'_, u32>, out: &mut Collector<'_, String>) -> Result<(), OperatorError> {
+    fn process_element(
+        &mut self,
+        _c: Click,
+        ctx: &mut KeyedContext<'_, u32>,
+        out: &mut Collector<'_, String>,
+    ) -> Result<(), OperatorError> {
         let n = ctx.value_mut(self.clicks.expect("opened"));
         *n += 1;
         if *n == 100 {
@@ -83,14 +88,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let t = (i as i64) * 50 + rng.next_below(5_000) as i64;
             (user, page, t)
         }),
-        WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_secs(5)).with_timestamp_assigner(|c: &Click| c.2),
+        WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_secs(5))
+            .with_timestamp_assigner(|c: &Click| c.2),
         "clicks",
     );
     clicks
         .key_by(|c: &Click| c.0)
         .window(WindowAssigner::session(Duration::from_secs(30)))
         .aggregate_with(SessionStats, |user: &u32, w, (n, pages): (u64, usize)| {
-            format!("user {user}: session {}..{} with {n} clicks on {pages} pages", w.start, w.end)
+            format!(
+                "user {user}: session {}..{} with {n} clicks on {pages} pages",
+                w.start, w.end
+            )
         })
         .uid("sessions")
         .filter(|line: &String| line.contains(" with 1") && line.len() > 60)
@@ -103,6 +112,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = rt.block_on(env.execute(ExecutionConfig::default()))?;
-    eprintln!("{} clicks in, {} lines out in {:.2?}", result.records_in, result.records_out, result.duration);
+    eprintln!(
+        "{} clicks in, {} lines out in {:.2?}",
+        result.records_in, result.records_out, result.duration
+    );
     Ok(())
 }

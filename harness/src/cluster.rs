@@ -11,7 +11,17 @@ use sluice_core::JobGraph;
 use crate::jobs::{self, JobOptions};
 
 /// Job options of `sluice submit` as they travel to the cluster (`key` without `--`).
-pub const JOB_OPTION_KEYS: &[&str] = &["parallelism", "input", "output", "print", "events", "events-per-second", "seed", "lines-per-second", "events-dir"];
+pub const JOB_OPTION_KEYS: &[&str] = &[
+    "parallelism",
+    "input",
+    "output",
+    "print",
+    "events",
+    "events-per-second",
+    "seed",
+    "lines-per-second",
+    "events-dir",
+];
 
 /// The registry of built-in jobs.
 #[derive(Debug, Default, Clone, Copy)]
@@ -38,7 +48,12 @@ pub fn job_options(options: &BTreeMap<String, String>) -> Result<JobOptions, Str
             "seed" => o.seed = number(k, v)?,
             "lines-per-second" => o.lines_per_second = Some(number(k, v)?),
             "events-dir" => o.events_dir = Some(PathBuf::from(v)),
-            other => return Err(format!("unknown job option --{other}; job options are: --{}", JOB_OPTION_KEYS.join(", --"))),
+            other => {
+                return Err(format!(
+                    "unknown job option --{other}; job options are: --{}",
+                    JOB_OPTION_KEYS.join(", --")
+                ))
+            }
         }
     }
     Ok(o)
@@ -103,17 +118,27 @@ mod tests {
         };
         let map: BTreeMap<String, String> = option_pairs(&o).into_iter().collect();
         let back = job_options(&map).unwrap();
-        assert_eq!((back.parallelism, back.output, back.events, back.seed), (3, o.output, Some(10), 7));
+        assert_eq!(
+            (back.parallelism, back.output, back.events, back.seed),
+            (3, o.output, Some(10), 7)
+        );
     }
 
     #[test]
     fn bad_options_are_named() {
         let m = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
-        assert!(job_options(&m("events", "many")).unwrap_err().contains("--events: 'many'"));
-        assert!(job_options(&m("colour", "red")).unwrap_err().contains("unknown job option --colour"));
+        assert!(job_options(&m("events", "many"))
+            .unwrap_err()
+            .contains("--events: 'many'"));
+        assert!(job_options(&m("colour", "red"))
+            .unwrap_err()
+            .contains("unknown job option --colour"));
         let Err(err) = BuiltinJobs.build("no-such-job", &BTreeMap::new()) else {
             panic!("an unknown job must be refused")
         };
-        assert!(err.contains("unknown job 'no-such-job'") && err.contains("nexmark-q5"), "{err}");
+        assert!(
+            err.contains("unknown job 'no-such-job'") && err.contains("nexmark-q5"),
+            "{err}"
+        );
     }
 }

@@ -220,7 +220,9 @@ fn parse_env_value(key: &str, raw: &str) -> toml::Value {
 fn set(table: &mut toml::Table, path: &[&str], key: &str, value: toml::Value) {
     let mut t = table;
     for p in path {
-        let entry = t.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = t
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         if !entry.is_table() {
             *entry = toml::Value::Table(toml::Table::new());
         }
@@ -235,7 +237,10 @@ impl Config {
         let mut table = match file {
             Some(path) => {
                 let name = path.display().to_string();
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: name.clone(), source })?;
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: name.clone(),
+                    source,
+                })?;
                 let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
                     path: name.clone(),
                     message: e.to_string().trim().to_string(),
@@ -281,7 +286,10 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
+        let bad = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
         for (key, v) in [
             ("coordinator.heartbeat-interval", &self.coordinator.heartbeat_interval),
             ("coordinator.heartbeat-timeout", &self.coordinator.heartbeat_timeout),
@@ -298,7 +306,10 @@ impl Config {
         }
         for r in &self.metrics.reporters {
             if !["prometheus", "statsd", "log"].contains(&r.as_str()) {
-                return Err(bad("metrics.reporters", format!("unknown reporter '{r}' (use prometheus, statsd or log)")));
+                return Err(bad(
+                    "metrics.reporters",
+                    format!("unknown reporter '{r}' (use prometheus, statsd or log)"),
+                ));
             }
         }
         self.log_format().map_err(|e| bad("logging.format", e))?;
@@ -386,13 +397,20 @@ mod tests {
     fn unknown_keys_are_errors_that_name_them() {
         let f = file("[coordinator]\nheartbeat-intervall = \"1s\"\n");
         let e = Config::load(Some(f.path()), env(&[])).unwrap_err().to_string();
-        assert!(e.contains("heartbeat-intervall") && e.contains(&f.path().display().to_string()), "{e}");
+        assert!(
+            e.contains("heartbeat-intervall") && e.contains(&f.path().display().to_string()),
+            "{e}"
+        );
         let f = file("[coordinater]\n");
         let e = Config::load(Some(f.path()), env(&[])).unwrap_err().to_string();
         assert!(e.contains("coordinater"), "{e}");
-        let e = Config::load(None, env(&[("SLUICE_WORKER_SLOT", "2")])).unwrap_err().to_string();
+        let e = Config::load(None, env(&[("SLUICE_WORKER_SLOT", "2")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("SLUICE_WORKER_SLOT") && e.contains("slot"), "{e}");
-        let e = Config::load(None, env(&[("SLUICE_NOPE", "2")])).unwrap_err().to_string();
+        let e = Config::load(None, env(&[("SLUICE_NOPE", "2")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("SLUICE_NOPE"), "{e}");
     }
 
@@ -416,7 +434,9 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_named() {
-        let e = Config::load(Some(Path::new("/nonexistent/sluice.toml")), env(&[])).unwrap_err().to_string();
+        let e = Config::load(Some(Path::new("/nonexistent/sluice.toml")), env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/nonexistent/sluice.toml"), "{e}");
     }
 }

@@ -28,7 +28,9 @@ pub fn parse_level(s: &str) -> Result<Level, String> {
         "info" => Ok(Level::Info),
         "debug" => Ok(Level::Debug),
         "trace" => Ok(Level::Trace),
-        other => Err(format!("unknown log level '{other}' (use error, warn, info, debug or trace)")),
+        other => Err(format!(
+            "unknown log level '{other}' (use error, warn, info, debug or trace)"
+        )),
     }
 }
 
@@ -58,13 +60,21 @@ impl LogFilter {
     pub fn level_for(&self, module: &str) -> Level {
         self.modules
             .iter()
-            .find(|(prefix, _)| module == prefix || module.strip_prefix(prefix.as_str()).is_some_and(|rest| rest.starts_with("::")))
+            .find(|(prefix, _)| {
+                module == prefix
+                    || module
+                        .strip_prefix(prefix.as_str())
+                        .is_some_and(|rest| rest.starts_with("::"))
+            })
             .map_or(self.default, |(_, l)| *l)
     }
 
     /// The most verbose level anything passes at (for a cheap first check).
     fn most_verbose(&self) -> Level {
-        self.modules.iter().map(|(_, l)| *l).fold(self.default, |a, b| if b.is_at_least(a) { a } else { b })
+        self.modules
+            .iter()
+            .map(|(_, l)| *l)
+            .fold(self.default, |a, b| if b.is_at_least(a) { a } else { b })
     }
 }
 
@@ -76,7 +86,11 @@ pub fn parse_filter(spec: &str) -> Result<LogFilter, String> {
             None => filter.default = parse_level(part)?,
             Some((module, level)) => {
                 let module = module.trim();
-                if module.is_empty() || !module.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+                if module.is_empty()
+                    || !module
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                {
                     return Err(format!("'{module}' is not a module path (like sluice_core::cluster)"));
                 }
                 let level = parse_level(level).map_err(|e| format!("module {module}: {e}"))?;
@@ -85,7 +99,9 @@ pub fn parse_filter(spec: &str) -> Result<LogFilter, String> {
             }
         }
     }
-    filter.modules.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+    filter
+        .modules
+        .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
     Ok(filter)
 }
 
@@ -101,7 +117,9 @@ impl<D: Drain> Drain for ModuleFilter<D> {
     type Err = D::Err;
 
     fn log(&self, record: &Record<'_>, values: &OwnedKVList) -> Result<Self::Ok, Self::Err> {
-        if !record.level().is_at_least(self.floor) || !record.level().is_at_least(self.filter.level_for(record.module())) {
+        if !record.level().is_at_least(self.floor)
+            || !record.level().is_at_least(self.filter.level_for(record.module()))
+        {
             return Ok(None);
         }
         self.drain.log(record, values).map(Some)
@@ -123,7 +141,10 @@ pub fn root_logger(format: LogFormat, filter: LogFilter) -> Logger {
             Logger::root(drain, slog::o!("version" => version))
         }
         LogFormat::Json => {
-            let drain = slog_json::Json::new(std::io::stderr()).add_default_keys().build().fuse();
+            let drain = slog_json::Json::new(std::io::stderr())
+                .add_default_keys()
+                .build()
+                .fuse();
             let drain = Mutex::new(ModuleFilter { drain, filter, floor }.fuse()).fuse();
             Logger::root(drain, slog::o!("version" => version))
         }
@@ -167,7 +188,15 @@ mod tests {
         let seen = Collect(Arc::default());
         let filter = parse_filter(&format!("error,{}=info", module_path!())).unwrap();
         let floor = filter.most_verbose();
-        let log = Logger::root(ModuleFilter { drain: seen.clone(), filter, floor }.fuse(), slog::o!());
+        let log = Logger::root(
+            ModuleFilter {
+                drain: seen.clone(),
+                filter,
+                floor,
+            }
+            .fuse(),
+            slog::o!(),
+        );
         slog::info!(log, "kept");
         slog::debug!(log, "dropped");
         assert_eq!(*seen.0.lock().unwrap(), vec!["kept".to_string()]);

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sluice::cluster::{store_opener, BuiltinJobs};
-use sluice_core::cluster::{cancel_job, list_jobs, submit_job, trigger_savepoint, Coordinator, CoordinatorConfig, Worker, WorkerConfig};
-use sluice::jobs::{JobOptions, JOBS};
 use sluice::config::Config;
+use sluice::jobs::{JobOptions, JOBS};
 use sluice::logging::{parse_filter, root_logger, LogFormat};
 use sluice::rest::RestOptions;
+use sluice_core::cluster::{
+    cancel_job, list_jobs, submit_job, trigger_savepoint, Coordinator, CoordinatorConfig, Worker, WorkerConfig,
+};
 use sluice_core::metrics::MetricRegistry;
 
 #[derive(Parser, Debug)]
@@ -298,7 +300,11 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match real_main(cli) {
@@ -392,7 +398,14 @@ fn run(args: RunArgs, config: Config, log: slog::Logger) -> anyhow::Result<()> {
         config,
     };
     let rt = runtime()?;
-    let outcome = rt.block_on(sluice::runner::run_embedded(&args.job.job, &opts, &settings, &services, log, stop_requested()))?;
+    let outcome = rt.block_on(sluice::runner::run_embedded(
+        &args.job.job,
+        &opts,
+        &settings,
+        &services,
+        log,
+        stop_requested(),
+    ))?;
     // The summary goes to stderr when results are printed, so stdout holds only results.
     let summary = sluice::runner::summary(&outcome.result);
     if opts.print {
@@ -418,8 +431,14 @@ fn duration_arg(name: &str, v: &str) -> anyhow::Result<std::time::Duration> {
 fn coordinator(args: CoordinatorArgs, file: Config, log: slog::Logger) -> anyhow::Result<()> {
     let c = &file.coordinator;
     let mut config = CoordinatorConfig::new(log.clone());
-    config.heartbeat_interval = duration_arg("heartbeat-interval", args.heartbeat_interval.as_deref().unwrap_or(&c.heartbeat_interval))?;
-    config.heartbeat_timeout = duration_arg("heartbeat-timeout", args.heartbeat_timeout.as_deref().unwrap_or(&c.heartbeat_timeout))?;
+    config.heartbeat_interval = duration_arg(
+        "heartbeat-interval",
+        args.heartbeat_interval.as_deref().unwrap_or(&c.heartbeat_interval),
+    )?;
+    config.heartbeat_timeout = duration_arg(
+        "heartbeat-timeout",
+        args.heartbeat_timeout.as_deref().unwrap_or(&c.heartbeat_timeout),
+    )?;
     config.slot_wait = duration_arg("slot-wait", args.slot_wait.as_deref().unwrap_or(&c.slot_wait))?;
     config.checkpoint_dir = args.checkpoint_dir.clone().or_else(|| c.checkpoint_dir.clone());
     let bind = args.bind.clone().unwrap_or_else(|| c.bind.clone());
@@ -443,7 +462,12 @@ fn coordinator(args: CoordinatorArgs, file: Config, log: slog::Logger) -> anyhow
             let rest_addr = rest_listener.local_addr()?;
             println!("rest api listening on {rest_addr}");
             slog::info!(log, "REST API listening"; "address" => rest_addr.to_string());
-            let app = sluice::rest::router(Arc::new(coordinator.clone()), RestOptions { prometheus: file.reporter("prometheus") });
+            let app = sluice::rest::router(
+                Arc::new(coordinator.clone()),
+                RestOptions {
+                    prometheus: file.reporter("prometheus"),
+                },
+            );
             let rest_log = log.clone();
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(rest_listener, app).await {
@@ -499,11 +523,17 @@ fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     put("checkpoint-interval", c.checkpoint_interval.clone());
     put("checkpoint-timeout", c.checkpoint_timeout.clone());
     put("min-pause-between-checkpoints", c.min_pause_between_checkpoints.clone());
-    put("tolerable-failed-checkpoints", c.tolerable_failed_checkpoints.map(|n| n.to_string()));
+    put(
+        "tolerable-failed-checkpoints",
+        c.tolerable_failed_checkpoints.map(|n| n.to_string()),
+    );
     put("retained-checkpoints", c.retained_checkpoints.map(|n| n.to_string()));
     put("restart-strategy", c.restart_strategy.clone());
     put("from-savepoint", args.from_savepoint.clone());
-    put("allow-non-restored-state", args.allow_non_restored_state.then(|| "true".to_string()));
+    put(
+        "allow-non-restored-state",
+        args.allow_non_restored_state.then(|| "true".to_string()),
+    );
     put("uid-mapping", args.uid_mapping.clone());
     let id = runtime()?.block_on(submit_job(&args.coordinator, &args.job.job, &options))?;
     println!("submitted job {} as", args.job.job);
@@ -514,7 +544,9 @@ fn submit(args: SubmitArgs) -> anyhow::Result<()> {
 fn list(args: ClientArgs) -> anyhow::Result<()> {
     for j in runtime()?.block_on(list_jobs(&args.coordinator))? {
         match &j.error {
-            Some(e) if j.status == sluice_core::cluster::JobStatus::Failed => println!("{} {} {} ({e})", j.id, j.name, j.status),
+            Some(e) if j.status == sluice_core::cluster::JobStatus::Failed => {
+                println!("{} {} {} ({e})", j.id, j.name, j.status)
+            }
             _ => println!("{} {} {}", j.id, j.name, j.status),
         }
     }
@@ -550,8 +582,16 @@ fn savepoint(args: SavepointArgs) -> anyhow::Result<()> {
 }
 
 fn stop(args: StopArgs) -> anyhow::Result<()> {
-    let (path, checkpoint) = runtime()?.block_on(trigger_savepoint(&args.coordinator, &args.job_id, &args.savepoint_dir, Some(args.drain)))?;
-    println!("job {} stopped with a savepoint at checkpoint {checkpoint}:", args.job_id);
+    let (path, checkpoint) = runtime()?.block_on(trigger_savepoint(
+        &args.coordinator,
+        &args.job_id,
+        &args.savepoint_dir,
+        Some(args.drain),
+    ))?;
+    println!(
+        "job {} stopped with a savepoint at checkpoint {checkpoint}:",
+        args.job_id
+    );
     println!("{path}");
     Ok(())
 }

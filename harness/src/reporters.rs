@@ -17,18 +17,31 @@ pub type MetricSource = Arc<dyn Fn() -> Vec<MetricSample> + Send + Sync>;
 
 /// Starts the push reporters the configuration turns on; they run until the returned handles
 /// are aborted (or the process ends).
-pub async fn start(config: &Config, source: MetricSource, log: &slog::Logger) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+pub async fn start(
+    config: &Config,
+    source: MetricSource,
+    log: &slog::Logger,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
     let every = config.metrics_interval();
     let mut handles = Vec::new();
     if config.reporter("statsd") {
         let s = &config.metrics.statsd;
-        let socket = UdpSocket::bind("0.0.0.0:0").await.map_err(|e| format!("statsd reporter: binding a UDP socket: {e}"))?;
+        let socket = UdpSocket::bind("0.0.0.0:0")
+            .await
+            .map_err(|e| format!("statsd reporter: binding a UDP socket: {e}"))?;
         socket
             .connect(&s.address)
             .await
             .map_err(|e| format!("statsd reporter: metrics.statsd.address {}: {e}", s.address))?;
         slog::info!(log, "statsd reporter on"; "address" => &s.address, "interval_ms" => every.as_millis() as u64);
-        handles.push(tokio::spawn(statsd_loop(socket, s.prefix.clone(), s.tags, every, source.clone(), log.clone())));
+        handles.push(tokio::spawn(statsd_loop(
+            socket,
+            s.prefix.clone(),
+            s.tags,
+            every,
+            source.clone(),
+            log.clone(),
+        )));
     }
     if config.reporter("log") {
         slog::info!(log, "log reporter on"; "interval_ms" => every.as_millis() as u64);
@@ -37,7 +50,14 @@ pub async fn start(config: &Config, source: MetricSource, log: &slog::Logger) ->
     Ok(handles)
 }
 
-async fn statsd_loop(socket: UdpSocket, prefix: String, tags: bool, every: Duration, source: MetricSource, log: slog::Logger) {
+async fn statsd_loop(
+    socket: UdpSocket,
+    prefix: String,
+    tags: bool,
+    every: Duration,
+    source: MetricSource,
+    log: slog::Logger,
+) {
     let mut tick = tokio::time::interval(every);
     let mut failing = false;
     loop {

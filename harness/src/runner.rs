@@ -57,7 +57,13 @@ pub async fn run_embedded(
         ..ExecutionConfig::default()
     })?;
     let checkpoint_config = config.checkpointing.as_ref().map(|c| {
-        (c.interval.as_millis() as u64, c.timeout.as_millis() as u64, c.min_pause.as_millis() as u64, c.tolerable_failures, c.retained)
+        (
+            c.interval.as_millis() as u64,
+            c.timeout.as_millis() as u64,
+            c.min_pause.as_millis() as u64,
+            c.tolerable_failures,
+            c.retained,
+        )
     });
     let env = jobs::build(name, opts)?;
     let graph = env.build()?;
@@ -91,7 +97,12 @@ pub async fn run_embedded(
         println!("rest api listening on {addr}");
         println!("job id {job_id}");
         slog::info!(log, "REST API listening"; "address" => addr.to_string(), "job_id" => &job_id);
-        let app = crate::rest::router(Arc::new(backend), RestOptions { prometheus: services.config.reporter("prometheus") });
+        let app = crate::rest::router(
+            Arc::new(backend),
+            RestOptions {
+                prometheus: services.config.reporter("prometheus"),
+            },
+        );
         let rest_log = log.clone();
         background.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -167,7 +178,11 @@ pub fn summary(r: &JobResult) -> String {
         let _ = writeln!(s, "  resumed from checkpoint {id}");
     }
     if r.checkpoints_completed > 0 || r.restarts > 0 {
-        let _ = writeln!(s, "  checkpoints completed: {}, restarts: {}", r.checkpoints_completed, r.restarts);
+        let _ = writeln!(
+            s,
+            "  checkpoints completed: {}, restarts: {}",
+            r.checkpoints_completed, r.restarts
+        );
     }
     for v in &r.vertices {
         let _ = write!(

@@ -50,7 +50,14 @@ pub fn describe(path: &str, m: &CheckpointMetadata) -> String {
     let _ = writeln!(s, "  state size: {} bytes", m.state_size());
     for op in &m.operators {
         let bytes: u64 = op.files.iter().map(|f| f.size).sum();
-        let _ = writeln!(s, "  operator {} ({}): parallelism {}, {} files, {bytes} bytes", op.key, op.name, op.parallelism, op.files.len());
+        let _ = writeln!(
+            s,
+            "  operator {} ({}): parallelism {}, {} files, {bytes} bytes",
+            op.key,
+            op.name,
+            op.parallelism,
+            op.files.len()
+        );
         for f in &op.files {
             let kg = if f.subtask < op.parallelism && op.parallelism <= m.max_parallelism {
                 let r = KeyGroupRange::for_subtask(m.max_parallelism, op.parallelism, f.subtask);
@@ -58,7 +65,11 @@ pub fn describe(path: &str, m: &CheckpointMetadata) -> String {
             } else {
                 "key groups ?".to_string()
             };
-            let _ = writeln!(s, "    subtask {}: {kg}, {} ({} bytes, crc32 {:08x})", f.subtask, f.path, f.size, f.crc32);
+            let _ = writeln!(
+                s,
+                "    subtask {}: {kg}, {} ({} bytes, crc32 {:08x})",
+                f.subtask, f.path, f.size, f.crc32
+            );
         }
     }
     s

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use sluice_core::checkpoint::{CheckpointConfig, RestartStrategy};
 use sluice_core::duration::parse_duration;
-use sluice_state::blob::{BlobStore, LocalFsStore, ObjectStoreBlob};
 use sluice_core::ExecutionConfig;
+use sluice_state::blob::{BlobStore, LocalFsStore, ObjectStoreBlob};
 
 use crate::error::HarnessError;
 
@@ -58,7 +58,9 @@ pub fn open_savepoint(path: &Path) -> Result<Arc<dyn BlobStore>, String> {
 /// missing).
 pub fn open_store(location: &str) -> Result<Arc<dyn BlobStore>, String> {
     if location.starts_with("s3://") {
-        Ok(Arc::new(ObjectStoreBlob::s3_from_url(location).map_err(|e| e.to_string())?))
+        Ok(Arc::new(
+            ObjectStoreBlob::s3_from_url(location).map_err(|e| e.to_string())?,
+        ))
     } else {
         Ok(Arc::new(LocalFsStore::new(location).map_err(|e| e.to_string())?))
     }
@@ -123,7 +125,9 @@ impl RunSettings {
                 }
                 if let Some(n) = self.retained {
                     if n == 0 {
-                        return Err(HarnessError::BadOption("--retained-checkpoints must be at least 1".into()));
+                        return Err(HarnessError::BadOption(
+                            "--retained-checkpoints must be at least 1".into(),
+                        ));
                     }
                     c.retained = n;
                 }
@@ -135,10 +139,14 @@ impl RunSettings {
             return Err(HarnessError::BadOption("--uid-mapping needs --from-savepoint".into()));
         }
         if self.allow_non_restored_state && self.from_savepoint.is_none() {
-            return Err(HarnessError::BadOption("--allow-non-restored-state needs --from-savepoint".into()));
+            return Err(HarnessError::BadOption(
+                "--allow-non-restored-state needs --from-savepoint".into(),
+            ));
         }
         if self.drain && self.savepoint_dir.is_none() {
-            return Err(HarnessError::BadOption("--drain needs --savepoint-dir (it drains before the savepoint on stop)".into()));
+            return Err(HarnessError::BadOption(
+                "--drain needs --savepoint-dir (it drains before the savepoint on stop)".into(),
+            ));
         }
         if let Some(dir) = &self.savepoint_dir {
             if base.checkpointing.is_none() {
@@ -146,7 +154,8 @@ impl RunSettings {
                     "--savepoint-dir needs checkpointing: give --checkpoint-dir and --checkpoint-interval".into(),
                 ));
             }
-            open_store(&dir.to_string_lossy()).map_err(|e| HarnessError::BadOption(format!("--savepoint-dir {}: {e}", dir.display())))?;
+            open_store(&dir.to_string_lossy())
+                .map_err(|e| HarnessError::BadOption(format!("--savepoint-dir {}: {e}", dir.display())))?;
         }
         if let Some(path) = &self.from_savepoint {
             let store = open_savepoint(path).map_err(|e| HarnessError::BadOption(format!("--from-savepoint {e}")))?;
@@ -154,13 +163,16 @@ impl RunSettings {
                 store,
                 allow_non_restored_state: self.allow_non_restored_state,
                 uid_mapping: match &self.uid_mapping {
-                    Some(m) => sluice_core::runtime::parse_uid_mapping(m).map_err(|e| HarnessError::BadOption(format!("--uid-mapping: {e}")))?,
+                    Some(m) => sluice_core::runtime::parse_uid_mapping(m)
+                        .map_err(|e| HarnessError::BadOption(format!("--uid-mapping: {e}")))?,
                     None => Default::default(),
                 },
             });
         }
         if let Some(s) = &self.restart_strategy {
-            base.restart = Some(RestartStrategy::parse(s).map_err(|e| HarnessError::BadOption(format!("--restart-strategy: {e}")))?);
+            base.restart = Some(
+                RestartStrategy::parse(s).map_err(|e| HarnessError::BadOption(format!("--restart-strategy: {e}")))?,
+            );
         }
         Ok(base)
     }
@@ -227,6 +239,9 @@ mod tests {
         let ck = c.checkpointing.expect("on");
         assert_eq!(ck.interval, Duration::from_millis(200));
         assert_eq!(ck.retained, 3);
-        assert!(matches!(c.restart, Some(RestartStrategy::FixedDelay { attempts: 2, .. })));
+        assert!(matches!(
+            c.restart,
+            Some(RestartStrategy::FixedDelay { attempts: 2, .. })
+        ));
     }
 }

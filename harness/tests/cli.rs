@@ -95,7 +95,10 @@ fn wordcount_writes_every_count_update_at_parallelism_2() {
         .flat_map(|(w, n)| (1..=*n).map(move |k| format!("{w}\t{k}")))
         .collect();
     want.sort();
-    assert!(counts["the"] == 900 && counts.contains_key("ünïcode"), "test input as intended");
+    assert!(
+        counts["the"] == 900 && counts.contains_key("ünïcode"),
+        "test input as intended"
+    );
 
     let out = sluice(&[
         "run",
@@ -107,7 +110,12 @@ fn wordcount_writes_every_count_update_at_parallelism_2() {
         "-p",
         "2",
     ]);
-    assert!(out.status.success(), "exit {:?}, stderr: {}", out.status, text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {:?}, stderr: {}",
+        out.status,
+        text(&out.stderr)
+    );
     let mut got = lines_under(&output);
     got.sort();
     assert_eq!(got.len(), want.len(), "number of output lines");
@@ -137,16 +145,61 @@ fn bad_input_is_rejected_with_an_error_not_a_panic() {
 
     // (case, arguments, substrings stderr must contain)
     let cases: Vec<(&str, Vec<&str>, Vec<&str>)> = vec![
-        ("unknown job", vec!["run", "no-such-job"], [&["no-such-job"][..], &ALL_JOBS[..]].concat()),
+        (
+            "unknown job",
+            vec!["run", "no-such-job"],
+            [&["no-such-job"][..], &ALL_JOBS[..]].concat(),
+        ),
         ("unknown option", vec!["run", "wordcount", "--bogus"], vec!["--bogus"]),
-        ("missing input file", vec!["run", "wordcount", "--input", missing, "--output", out_dir], vec![missing]),
-        ("parallelism 0", vec!["run", "nexmark-q0", "--events", "10", "--parallelism", "0"], vec!["parallelism"]),
-        ("wordcount without --input", vec!["run", "wordcount", "--output", out_dir], vec!["--input"]),
-        ("--input on a nexmark job", vec!["run", "nexmark-q0", "--input", "x"], vec!["--input", "not used", "nexmark-q0"]),
-        ("malformed number", vec!["run", "nexmark-q0", "--events", "abc"], vec!["abc", "--events"]),
-        ("missing events directory", vec!["run", "nexmark-q0", "--events-dir", missing], vec![missing]),
-        ("events directory and --events", vec!["run", "nexmark-q0", "--events-dir", out_dir, "--events", "5"], vec!["--events-dir", "--events"]),
-        ("--events-dir on wordcount", vec!["run", "wordcount", "--input", "x", "--output", out_dir, "--events-dir", "d"], vec!["--events-dir", "not used"]),
+        (
+            "missing input file",
+            vec!["run", "wordcount", "--input", missing, "--output", out_dir],
+            vec![missing],
+        ),
+        (
+            "parallelism 0",
+            vec!["run", "nexmark-q0", "--events", "10", "--parallelism", "0"],
+            vec!["parallelism"],
+        ),
+        (
+            "wordcount without --input",
+            vec!["run", "wordcount", "--output", out_dir],
+            vec!["--input"],
+        ),
+        (
+            "--input on a nexmark job",
+            vec!["run", "nexmark-q0", "--input", "x"],
+            vec!["--input", "not used", "nexmark-q0"],
+        ),
+        (
+            "malformed number",
+            vec!["run", "nexmark-q0", "--events", "abc"],
+            vec!["abc", "--events"],
+        ),
+        (
+            "missing events directory",
+            vec!["run", "nexmark-q0", "--events-dir", missing],
+            vec![missing],
+        ),
+        (
+            "events directory and --events",
+            vec!["run", "nexmark-q0", "--events-dir", out_dir, "--events", "5"],
+            vec!["--events-dir", "--events"],
+        ),
+        (
+            "--events-dir on wordcount",
+            vec![
+                "run",
+                "wordcount",
+                "--input",
+                "x",
+                "--output",
+                out_dir,
+                "--events-dir",
+                "d",
+            ],
+            vec!["--events-dir", "not used"],
+        ),
     ];
     let mut failures = Vec::new();
     for (case, args, needles) in &cases {
@@ -168,5 +221,8 @@ fn bad_input_is_rejected_with_an_error_not_a_panic() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(!Path::new(out_dir).join("part-0-0").exists(), "a rejected run wrote output");
+    assert!(
+        !Path::new(out_dir).join("part-0-0").exists(),
+        "a rejected run wrote output"
+    );
 }

@@ -49,7 +49,15 @@ fn sluice() -> Command {
 fn coordinator(dir: &Path, args: &[&str]) -> (Proc, String) {
     let log = dir.join("coordinator.log");
     let mut child = sluice()
-        .args(["--log-level", "info", "coordinator", "--bind", "127.0.0.1:0", "--heartbeat-timeout", "3s"])
+        .args([
+            "--log-level",
+            "info",
+            "coordinator",
+            "--bind",
+            "127.0.0.1:0",
+            "--heartbeat-timeout",
+            "3s",
+        ])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -62,7 +70,11 @@ fn coordinator(dir: &Path, args: &[&str]) -> (Proc, String) {
         // The REST address follows on the next line; the test reads it from the log instead.
         let mut rest = String::new();
         out.read_line(&mut rest).unwrap();
-        std::fs::write(dir.join("rest.addr"), rest.trim().rsplit(' ').next().unwrap_or_default()).unwrap();
+        std::fs::write(
+            dir.join("rest.addr"),
+            rest.trim().rsplit(' ').next().unwrap_or_default(),
+        )
+        .unwrap();
     }
     let addr = line
         .trim()
@@ -75,7 +87,17 @@ fn coordinator(dir: &Path, args: &[&str]) -> (Proc, String) {
 fn worker(dir: &Path, addr: &str, id: &str, slots: u32) -> Proc {
     let log = dir.join(format!("{id}-{}.log", Instant::now().elapsed().as_nanos()));
     let child = sluice()
-        .args(["--log-level", "info", "worker", "--coordinator", addr, "--id", id, "--slots", &slots.to_string()])
+        .args([
+            "--log-level",
+            "info",
+            "worker",
+            "--coordinator",
+            addr,
+            "--id",
+            id,
+            "--slots",
+            &slots.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -94,7 +116,12 @@ fn text(b: &[u8]) -> String {
 fn submit(addr: &str, args: &[&str]) -> String {
     let out = run(&[&["submit", "--coordinator", addr], args].concat());
     assert!(out.status.success(), "submit failed: {}", text(&out.stderr));
-    text(&out.stdout).lines().last().expect("submit prints the job id last").trim().to_string()
+    text(&out.stdout)
+        .lines()
+        .last()
+        .expect("submit prints the job id last")
+        .trim()
+        .to_string()
 }
 
 /// The job's status as `sluice list` prints it.
@@ -114,10 +141,17 @@ fn status(addr: &str, id: &str) -> String {
 /// Every log in `dir`, for failure messages.
 fn logs(dir: &Path) -> String {
     let mut out = String::new();
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().filter_map(|e| Some(e.ok()?.path())).collect();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path()))
+        .collect();
     paths.sort();
     for p in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
-        out.push_str(&format!("==== {}\n{}\n", p.display(), std::fs::read_to_string(&p).unwrap_or_default()));
+        out.push_str(&format!(
+            "==== {}\n{}\n",
+            p.display(),
+            std::fs::read_to_string(&p).unwrap_or_default()
+        ));
     }
     out
 }
@@ -143,8 +177,13 @@ fn wait_for_in(dir: Option<&Path>, addr: &str, id: &str, want: &[&str], timeout:
 }
 
 fn completed_checkpoints(ck: &Path, job: &str) -> usize {
-    let Ok(entries) = std::fs::read_dir(ck.join(job)) else { return 0 };
-    entries.filter_map(|e| e.ok()).filter(|e| e.path().join("_metadata").is_file()).count()
+    let Ok(entries) = std::fs::read_dir(ck.join(job)) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("_metadata").is_file())
+        .count()
 }
 
 #[test]
@@ -152,7 +191,10 @@ fn sigkill_of_a_worker_fails_over_with_exactly_once_output() {
     let tmp = tempfile::tempdir().unwrap();
     let (input, expected) = write_input(tmp.path(), 30_000);
     let (out, ck) = (tmp.path().join("out"), tmp.path().join("ck"));
-    let (coord, addr) = coordinator(tmp.path(), &["--checkpoint-dir", ck.to_str().unwrap(), "--rest-bind", "127.0.0.1:0"]);
+    let (coord, addr) = coordinator(
+        tmp.path(),
+        &["--checkpoint-dir", ck.to_str().unwrap(), "--rest-bind", "127.0.0.1:0"],
+    );
     let w1 = worker(tmp.path(), &addr, "w1", 2);
     let mut w2 = worker(tmp.path(), &addr, "w2", 2);
     let id = submit(
@@ -180,26 +222,55 @@ fn sigkill_of_a_worker_fails_over_with_exactly_once_output() {
     // are already in the output.
     let start = Instant::now();
     while completed_checkpoints(&ck, &id) < 1 || committed_lines(&out).is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(30), "no checkpoint completed:\n{}", coord.log());
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no checkpoint completed:\n{}",
+            coord.log()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(w2.log().contains("deployment running"), "the job is spread over both workers:\n{}", w2.log());
+    assert!(
+        w2.log().contains("deployment running"),
+        "the job is spread over both workers:\n{}",
+        w2.log()
+    );
     w2.kill();
-    let state = wait_for(&addr, &id, &["FAILING", "RESTARTING", "FINISHED"], Duration::from_secs(10));
-    assert_ne!(state, "FINISHED", "the job must not finish without the killed worker's tasks");
+    let state = wait_for(
+        &addr,
+        &id,
+        &["FAILING", "RESTARTING", "FINISHED"],
+        Duration::from_secs(10),
+    );
+    assert_ne!(
+        state, "FINISHED",
+        "the job must not finish without the killed worker's tasks"
+    );
     // Only two slots are left for four subtasks: the job waits for the worker to come back.
     let _w2 = worker(tmp.path(), &addr, "w2", 2);
-    let end = wait_for_in(Some(tmp.path()), &addr, &id, &["FINISHED", "FAILED", "CANCELED"], Duration::from_secs(60));
+    let end = wait_for_in(
+        Some(tmp.path()),
+        &addr,
+        &id,
+        &["FINISHED", "FAILED", "CANCELED"],
+        Duration::from_secs(60),
+    );
     let log = coord.log();
     assert_eq!(end, "FINISHED", "coordinator log:\n{log}");
     if std::env::var_os("SLUICE_TEST_DUMP_LOGS").is_some() {
         eprintln!("{}", logs(tmp.path()));
     }
-    assert!(log.contains("worker lost") && log.contains("restoring from checkpoint"), "failover not logged:\n{log}");
+    assert!(
+        log.contains("worker lost") && log.contains("restoring from checkpoint"),
+        "failover not logged:\n{log}"
+    );
     // The failure is in the job's exceptions history.
     let rest = std::fs::read_to_string(tmp.path().join("rest.addr")).unwrap();
     let mut s = std::net::TcpStream::connect(&rest).unwrap();
-    write!(s, "GET /jobs/{id}/exceptions HTTP/1.1\r\nHost: {rest}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET /jobs/{id}/exceptions HTTP/1.1\r\nHost: {rest}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut answer = String::new();
     std::io::Read::read_to_string(&mut s, &mut answer).unwrap();
     // The first failure reported is the lost worker, or a task on the surviving worker whose
@@ -209,8 +280,16 @@ fn sigkill_of_a_worker_fails_over_with_exactly_once_output() {
         "exceptions history: {answer}"
     );
     // A stuck checkpoint would time out and restart the job, hiding a hang: there must be none.
-    assert!(!log.contains("checkpoint failed"), "a checkpoint failed:\n{}", logs(tmp.path()));
-    assert_same_lines(&committed_lines(&out), &expected, "cluster output after a worker was killed");
+    assert!(
+        !log.contains("checkpoint failed"),
+        "a checkpoint failed:\n{}",
+        logs(tmp.path())
+    );
+    assert_same_lines(
+        &committed_lines(&out),
+        &expected,
+        "cluster output after a worker was killed",
+    );
     let pending = std::fs::read_dir(out.join("_pending")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(pending, 0, "transactions left pending");
     drop(w1);
@@ -225,13 +304,26 @@ fn submit_list_cancel_and_bad_input() {
     let out = run(&["submit", "--coordinator", &addr, "no-such-job"]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("unknown job 'no-such-job'") && err.contains("nexmark-q5"), "{err}");
+    assert!(
+        err.contains("unknown job 'no-such-job'") && err.contains("nexmark-q5"),
+        "{err}"
+    );
 
-    let out = run(&["submit", "--coordinator", &addr, "nexmark-q0", "--checkpoint-interval", "1s"]);
+    let out = run(&[
+        "submit",
+        "--coordinator",
+        &addr,
+        "nexmark-q0",
+        "--checkpoint-interval",
+        "1s",
+    ]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("--checkpoint-dir"), "{}", text(&out.stderr));
 
-    let id = submit(&addr, &["nexmark-q0", "--parallelism", "2", "--events-per-second", "2000"]);
+    let id = submit(
+        &addr,
+        &["nexmark-q0", "--parallelism", "2", "--events-per-second", "2000"],
+    );
     assert_eq!(id.len(), 16, "job ids are 16 hex digits: {id}");
     wait_for(&addr, &id, &["RUNNING"], Duration::from_secs(20));
     let out = run(&["cancel", "--coordinator", &addr, &id]);
@@ -239,16 +331,27 @@ fn submit_list_cancel_and_bad_input() {
     wait_for(&addr, &id, &["CANCELED"], Duration::from_secs(20));
     let out = run(&["cancel", "--coordinator", &addr, &id]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("already ended: CANCELED"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("already ended: CANCELED"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = run(&["cancel", "--coordinator", &addr, "0000"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("no job with id '0000'"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no job with id '0000'"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Three slots needed, two offered: the job waits a second, then fails and says why.
     let big = submit(&addr, &["nexmark-q0", "--parallelism", "3", "--events", "10"]);
     wait_for(&addr, &big, &["FAILED"], Duration::from_secs(20));
     let listing = text(&run(&["list", "--coordinator", &addr]).stdout);
-    assert!(listing.contains("not enough task slots: the job needs 3, 2 are free"), "{listing}");
+    assert!(
+        listing.contains("not enough task slots: the job needs 3, 2 are free"),
+        "{listing}"
+    );
 
     // A finished bounded job.
     let small = submit(&addr, &["nexmark-q1", "--parallelism", "2", "--events", "5000"]);
@@ -257,13 +360,18 @@ fn submit_list_cancel_and_bad_input() {
     // Garbage on the control port closes that connection with a logged reason; the
     // coordinator keeps serving.
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    s.write_all(&[12, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]).unwrap();
+    s.write_all(&[12, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
+        .unwrap();
     let mut buf = [0u8; 16];
     let n = std::io::Read::read(&mut s, &mut buf).unwrap_or(0);
     assert_eq!(n, 0, "the coordinator closes a connection that sends garbage");
     let start = Instant::now();
     while !coord.log().contains("bad first frame") {
-        assert!(start.elapsed() < Duration::from_secs(5), "no reason logged:\n{}", coord.log());
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no reason logged:\n{}",
+            coord.log()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(status(&addr, &small), "FINISHED");
@@ -271,7 +379,11 @@ fn submit_list_cancel_and_bad_input() {
     // A client pointed at a wrong address says so.
     let out = run(&["list", "--coordinator", "127.0.0.1:1"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("cannot reach the coordinator at 127.0.0.1:1"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot reach the coordinator at 127.0.0.1:1"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -282,9 +394,15 @@ fn a_worker_pointed_at_a_wrong_address_retries_with_back_off() {
     assert!(w.child.try_wait().unwrap().is_none(), "the worker keeps trying");
     w.kill();
     let log = w.log();
-    let retries: Vec<&str> = log.lines().filter(|l| l.contains("cannot reach the coordinator; retrying")).collect();
+    let retries: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cannot reach the coordinator; retrying"))
+        .collect();
     assert!(retries.len() >= 2, "expected repeated attempts:\n{log}");
-    assert!(log.contains("retry_in_ms: 100") && log.contains("retry_in_ms: 200"), "back-off doubles:\n{log}");
+    assert!(
+        log.contains("retry_in_ms: 100") && log.contains("retry_in_ms: 200"),
+        "back-off doubles:\n{log}"
+    );
 }
 
 /// Savepoints in cluster mode: a savepoint of a running job, then stop with a savepoint;
@@ -294,15 +412,29 @@ fn a_worker_pointed_at_a_wrong_address_retries_with_back_off() {
 fn stop_with_savepoint_and_resubmit_at_another_parallelism_is_exact() {
     let tmp = tempfile::tempdir().unwrap();
     let (input, expected) = write_input(tmp.path(), 20_000);
-    let (out, ck, sp) = (tmp.path().join("out"), tmp.path().join("ck"), tmp.path().join("savepoints"));
+    let (out, ck, sp) = (
+        tmp.path().join("out"),
+        tmp.path().join("ck"),
+        tmp.path().join("savepoints"),
+    );
     let (_coord, addr) = coordinator(tmp.path(), &["--checkpoint-dir", ck.to_str().unwrap()]);
     let _w1 = worker(tmp.path(), &addr, "w1", 2);
     let _w2 = worker(tmp.path(), &addr, "w2", 2);
     let common = |p: &'static str| -> Vec<String> {
-        ["wordcount", "--parallelism", p, "--input", input.to_str().unwrap(), "--output", out.to_str().unwrap(), "--checkpoint-interval", "200ms"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "wordcount",
+            "--parallelism",
+            p,
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--checkpoint-interval",
+            "200ms",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
     let mut first = common("2");
     first.extend(["--lines-per-second".to_string(), "4000".to_string()]);
@@ -314,24 +446,51 @@ fn stop_with_savepoint_and_resubmit_at_another_parallelism_is_exact() {
     let taken = run(&["savepoint", "--coordinator", &addr, &id, sp_dir]);
     assert!(taken.status.success(), "{}", text(&taken.stderr));
     let running_savepoint = text(&taken.stdout).lines().last().unwrap().to_string();
-    assert!(Path::new(&running_savepoint).join("_metadata").is_file(), "{running_savepoint}");
+    assert!(
+        Path::new(&running_savepoint).join("_metadata").is_file(),
+        "{running_savepoint}"
+    );
     let stopped = run(&["stop", "--coordinator", &addr, &id, "--savepoint-dir", sp_dir]);
     assert!(stopped.status.success(), "{}", text(&stopped.stderr));
     let path = text(&stopped.stdout).lines().last().unwrap().to_string();
-    assert_eq!(wait_for(&addr, &id, &["FINISHED", "FAILED", "CANCELED"], Duration::from_secs(20)), "FINISHED");
+    assert_eq!(
+        wait_for(&addr, &id, &["FINISHED", "FAILED", "CANCELED"], Duration::from_secs(20)),
+        "FINISHED"
+    );
     assert!(committed_lines(&out).len() < expected.len(), "the stop came mid-stream");
     // A savepoint of a job that has ended, and of one that does not exist, are refused.
     let again = run(&["savepoint", "--coordinator", &addr, &id, sp_dir]);
-    assert!(!again.status.success() && text(&again.stderr).contains("already ended"), "{}", text(&again.stderr));
+    assert!(
+        !again.status.success() && text(&again.stderr).contains("already ended"),
+        "{}",
+        text(&again.stderr)
+    );
     let unknown = run(&["stop", "--coordinator", &addr, "0000", "--savepoint-dir", sp_dir]);
-    assert!(!unknown.status.success() && text(&unknown.stderr).contains("no job with id '0000'"), "{}", text(&unknown.stderr));
+    assert!(
+        !unknown.status.success() && text(&unknown.stderr).contains("no job with id '0000'"),
+        "{}",
+        text(&unknown.stderr)
+    );
     // Resume at parallelism 3 from the stop's savepoint.
     let mut second = common("3");
     second.extend(["--from-savepoint".to_string(), path.clone()]);
     let second: Vec<&str> = second.iter().map(String::as_str).collect();
     let id2 = submit(&addr, &second);
-    assert_eq!(wait_for_in(Some(tmp.path()), &addr, &id2, &["FINISHED", "FAILED", "CANCELED"], Duration::from_secs(60)), "FINISHED");
-    assert_same_lines(&committed_lines(&out), &expected, "resumed from a savepoint at parallelism 3");
+    assert_eq!(
+        wait_for_in(
+            Some(tmp.path()),
+            &addr,
+            &id2,
+            &["FINISHED", "FAILED", "CANCELED"],
+            Duration::from_secs(60)
+        ),
+        "FINISHED"
+    );
+    assert_same_lines(
+        &committed_lines(&out),
+        &expected,
+        "resumed from a savepoint at parallelism 3",
+    );
     // The archive lists both savepoints.
     let listing = text(&run(&["savepoint", "list", sp_dir]).stdout);
     assert_eq!(listing.lines().count(), 2, "{listing}");

@@ -39,9 +39,15 @@ fn run_with_rest(args: &[&str]) -> (Proc, String, String) {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let rest = lines.next().unwrap().unwrap();
-    let rest = rest.strip_prefix("rest api listening on ").unwrap_or_else(|| panic!("first line: {rest}")).to_string();
+    let rest = rest
+        .strip_prefix("rest api listening on ")
+        .unwrap_or_else(|| panic!("first line: {rest}"))
+        .to_string();
     let id = lines.next().unwrap().unwrap();
-    let id = id.strip_prefix("job id ").unwrap_or_else(|| panic!("second line: {id}")).to_string();
+    let id = id
+        .strip_prefix("job id ")
+        .unwrap_or_else(|| panic!("second line: {id}"))
+        .to_string();
     // The rest of standard output (the summary) is drained so the process never blocks.
     std::thread::spawn(move || for _ in lines {});
     (Proc(child), rest, id)
@@ -85,19 +91,35 @@ fn an_embedded_job_driven_only_through_http() {
     // Metrics rise.
     let (_, j) = http(&rest, "GET", &format!("/jobs/{id}"), None);
     let vertices = j["vertices"].as_array().unwrap_or_else(|| panic!("no vertices: {j}"));
-    assert!(vertices.len() >= 3 && vertices.iter().all(|v| v["parallelism"] == 2), "{j}");
+    assert!(
+        vertices.len() >= 3 && vertices.iter().all(|v| v["parallelism"] == 2),
+        "{j}"
+    );
     let last = vertices.len() - 1;
-    let sink_in = || http(&rest, "GET", &format!("/jobs/{id}"), None).1["vertices"][last]["metrics"]["read-records"].as_u64().unwrap_or(0);
+    let sink_in = || {
+        http(&rest, "GET", &format!("/jobs/{id}"), None).1["vertices"][last]["metrics"]["read-records"]
+            .as_u64()
+            .unwrap_or(0)
+    };
     let before = sink_in();
-    eventually("the sink's records in rise", Duration::from_secs(20), || sink_in() > before);
+    eventually("the sink's records in rise", Duration::from_secs(20), || {
+        sink_in() > before
+    });
     let first_count = metric_sum(&rest, &id, "operator_records_in");
-    eventually("operator_records_in rises", Duration::from_secs(20), || metric_sum(&rest, &id, "operator_records_in") > first_count);
-    eventually("checkpoints complete", Duration::from_secs(20), || metric_sum(&rest, &id, "checkpoints_completed") >= 2.0);
+    eventually("operator_records_in rises", Duration::from_secs(20), || {
+        metric_sum(&rest, &id, "operator_records_in") > first_count
+    });
+    eventually("checkpoints complete", Duration::from_secs(20), || {
+        metric_sum(&rest, &id, "checkpoints_completed") >= 2.0
+    });
     let (code, text) = http_raw(&rest, "GET", "/metrics", None);
     assert_eq!(code, 200);
     assert!(text.contains("sluice_operator_records_in_total{"), "{text}");
     assert!(text.contains(&format!("job_id=\"{id}\"")), "{text}");
-    assert!(text.contains("sluice_checkpoint_duration_seconds_bucket{"), "no checkpoint duration histogram: {text}");
+    assert!(
+        text.contains("sluice_checkpoint_duration_seconds_bucket{"),
+        "no checkpoint duration histogram: {text}"
+    );
     promtool_check(&text);
 
     // Bad requests: a 4xx with a JSON error naming the problem; the job goes on.
@@ -105,10 +127,34 @@ fn an_embedded_job_driven_only_through_http() {
         ("GET", "/jobs/0000".into(), None, 404, "no job with id '0000'"),
         ("GET", "/jobs/0000/metrics".into(), None, 404, "no job with id '0000'"),
         ("PATCH", "/jobs/0000".into(), None, 404, "no job with id '0000'"),
-        ("POST", "/jobs".into(), Some(r#"{"job": "wordcount"}"#), 405, "embedded run has one job"),
-        ("POST", format!("/jobs/{id}/savepoints"), Some("{not json"), 400, "malformed request body"),
-        ("POST", format!("/jobs/{id}/savepoints"), Some(r#"{"targetDirectory": "/dev/null/sp"}"#), 400, "/dev/null/sp"),
-        ("POST", format!("/jobs/{id}/stop"), Some(r#"{"targetDirectory": "/tmp", "fast": true}"#), 400, "unknown field `fast`"),
+        (
+            "POST",
+            "/jobs".into(),
+            Some(r#"{"job": "wordcount"}"#),
+            405,
+            "embedded run has one job",
+        ),
+        (
+            "POST",
+            format!("/jobs/{id}/savepoints"),
+            Some("{not json"),
+            400,
+            "malformed request body",
+        ),
+        (
+            "POST",
+            format!("/jobs/{id}/savepoints"),
+            Some(r#"{"targetDirectory": "/dev/null/sp"}"#),
+            400,
+            "/dev/null/sp",
+        ),
+        (
+            "POST",
+            format!("/jobs/{id}/stop"),
+            Some(r#"{"targetDirectory": "/tmp", "fast": true}"#),
+            400,
+            "unknown field `fast`",
+        ),
         ("GET", format!("/jobs/{id}/metrics?colour=red"), None, 400, "colour"),
         ("DELETE", format!("/jobs/{id}"), None, 405, "method not allowed"),
     ];
@@ -130,7 +176,10 @@ fn an_embedded_job_driven_only_through_http() {
     assert_eq!(code, 202, "{v}");
     let stopped = savepoint_location(&rest, &id, v["request-id"].as_str().unwrap());
     assert!(Path::new(&stopped).join("_metadata").is_file(), "{stopped}");
-    assert_eq!(wait_state(&rest, &id, &["FINISHED", "FAILED", "CANCELED"], Duration::from_secs(20)), "FINISHED");
+    assert_eq!(
+        wait_state(&rest, &id, &["FINISHED", "FAILED", "CANCELED"], Duration::from_secs(20)),
+        "FINISHED"
+    );
     let (code, v) = http(&rest, "PATCH", &format!("/jobs/{id}"), None);
     assert_eq!(code, 409, "cancelling an ended job: {v}");
     assert!(proc1.0.wait().unwrap().success());
@@ -140,17 +189,37 @@ fn an_embedded_job_driven_only_through_http() {
     second[2] = "3".into();
     second.extend(["--from-savepoint".to_string(), stopped.clone()]);
     let (mut proc2, rest2, id2) = run_with_rest(&second.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(wait_state(&rest2, &id2, &["FINISHED", "FAILED", "CANCELED"], Duration::from_secs(60)), "FINISHED");
+    assert_eq!(
+        wait_state(
+            &rest2,
+            &id2,
+            &["FINISHED", "FAILED", "CANCELED"],
+            Duration::from_secs(60)
+        ),
+        "FINISHED"
+    );
     let (_, v) = http(&rest2, "GET", &format!("/jobs/{id2}/checkpoints"), None);
     assert!(v["counts"]["completed"].as_u64().unwrap_or(0) >= 1, "{v}");
     assert!(proc2.0.wait().unwrap().success());
-    assert_same_lines(&committed_lines(&out), &expected, "stopped and resumed through the REST API");
+    assert_same_lines(
+        &committed_lines(&out),
+        &expected,
+        "stopped and resumed through the REST API",
+    );
 
     // Cancel a running job.
     let (mut proc3, rest3, id3) = run_with_rest(&["nexmark-q0", "--events-per-second", "1000"]);
     wait_state(&rest3, &id3, &["RUNNING"], Duration::from_secs(20));
     assert_eq!(http(&rest3, "PATCH", &format!("/jobs/{id3}"), None).0, 202);
-    assert_eq!(wait_state(&rest3, &id3, &["CANCELED", "FINISHED", "FAILED"], Duration::from_secs(20)), "CANCELED");
+    assert_eq!(
+        wait_state(
+            &rest3,
+            &id3,
+            &["CANCELED", "FINISHED", "FAILED"],
+            Duration::from_secs(20)
+        ),
+        "CANCELED"
+    );
     let (_, v) = http(&rest3, "GET", "/readyz", None);
     assert_eq!(v["ready"], Value::Bool(false));
     assert!(proc3.0.wait().unwrap().success());

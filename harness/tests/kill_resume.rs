@@ -54,14 +54,23 @@ fn run_command(d: &Dirs) -> Command {
         .args(["-p", "2"])
         .arg("--checkpoint-dir")
         .arg(&d.ck)
-        .args(["--checkpoint-interval", "100ms", "--lines-per-second", "10000", "--restart-strategy", "none"])
+        .args([
+            "--checkpoint-interval",
+            "100ms",
+            "--lines-per-second",
+            "10000",
+            "--restart-strategy",
+            "none",
+        ])
         .env_remove("SLUICE_LOG");
     c
 }
 
 /// The highest checkpoint id with a `_metadata` under `ck/wordcount/` (0 if none).
 fn latest_checkpoint(ck: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(ck.join("wordcount")) else { return 0 };
+    let Ok(entries) = std::fs::read_dir(ck.join("wordcount")) else {
+        return 0;
+    };
     entries
         .filter_map(|e| e.ok())
         .filter(|e| e.path().join("_metadata").is_file())
@@ -73,7 +82,6 @@ fn latest_checkpoint(ck: &Path) -> u64 {
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
-
 
 /// When to kill a run.
 #[derive(Debug, Clone, Copy)]
@@ -111,13 +119,20 @@ fn run_and_kill(d: &Dirs, at: KillAt, run: usize) -> u64 {
         if ready {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "run {run} ({at:?}): not reached within 60 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "run {run} ({at:?}): not reached within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().expect("SIGKILL");
     let status = child.wait().unwrap();
     let killed_after = started.elapsed();
-    assert_eq!(status.signal(), Some(9), "run {run} ({at:?}): not killed mid-run: {status}");
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "run {run} ({at:?}): not killed mid-run: {status}"
+    );
     let committed = committed_lines(&d.out).len();
     assert!(
         committed < d.expected.len(),
@@ -145,7 +160,11 @@ fn kill_then_resume(kills: &[KillAt]) {
     let last: Output = run_command(&d).output().expect("the sluice binary runs");
     let stdout = text(&last.stdout);
     let stderr = text(&last.stderr);
-    assert!(last.status.success(), "{kills:?}: the last run failed: {}\nstdout: {stdout}\nstderr: {stderr}", last.status);
+    assert!(
+        last.status.success(),
+        "{kills:?}: the last run failed: {}\nstdout: {stdout}\nstderr: {stderr}",
+        last.status
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(stdout.contains("job wordcount finished"), "{stdout}");
     let resumed: Option<u64> = stdout
@@ -153,8 +172,13 @@ fn kill_then_resume(kills: &[KillAt]) {
         .find_map(|l| l.trim().strip_prefix("resumed from checkpoint "))
         .map(|id| id.trim().parse().expect("a checkpoint id"));
     if at_kill > 0 {
-        let id = resumed.unwrap_or_else(|| panic!("{kills:?}: checkpoint {at_kill} existed, but the last run did not resume: {stdout}"));
-        assert_eq!(id, at_kill, "{kills:?}: resumed from checkpoint {id}, the latest complete one is {at_kill}");
+        let id = resumed.unwrap_or_else(|| {
+            panic!("{kills:?}: checkpoint {at_kill} existed, but the last run did not resume: {stdout}")
+        });
+        assert_eq!(
+            id, at_kill,
+            "{kills:?}: resumed from checkpoint {id}, the latest complete one is {at_kill}"
+        );
     } else {
         assert_eq!(resumed, None, "{kills:?}: no checkpoint existed, yet: {stdout}");
     }
@@ -165,7 +189,10 @@ fn kill_then_resume(kills: &[KillAt]) {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("part-") || n.starts_with(".inprogress"))
         .collect();
-    assert!(pending.is_empty(), "{kills:?}: left in _pending after the last run: {pending:?}");
+    assert!(
+        pending.is_empty(),
+        "{kills:?}: left in _pending after the last run: {pending:?}"
+    );
 }
 
 #[test]
@@ -197,9 +224,25 @@ fn bad_checkpoint_options_fail_with_a_one_line_error_naming_the_option() {
     let out = d.out.to_str().unwrap();
     let ck = d.ck.to_str().unwrap();
     let cases: [(&[&str], &str); 4] = [
-        (&["--checkpoint-dir", ck, "--checkpoint-interval", "0ms"], "--checkpoint-interval"),
-        (&["--checkpoint-dir", ck, "--checkpoint-timeout", "10ms", "--checkpoint-interval", "1s"], "--checkpoint-timeout"),
-        (&["--checkpoint-dir", "/dev/null/ck", "--checkpoint-interval", "1s"], "--checkpoint-dir"),
+        (
+            &["--checkpoint-dir", ck, "--checkpoint-interval", "0ms"],
+            "--checkpoint-interval",
+        ),
+        (
+            &[
+                "--checkpoint-dir",
+                ck,
+                "--checkpoint-timeout",
+                "10ms",
+                "--checkpoint-interval",
+                "1s",
+            ],
+            "--checkpoint-timeout",
+        ),
+        (
+            &["--checkpoint-dir", "/dev/null/ck", "--checkpoint-interval", "1s"],
+            "--checkpoint-dir",
+        ),
         (&["--checkpoint-dir", ck], "--checkpoint-dir"),
     ];
     for (extra, option) in cases {
@@ -216,8 +259,14 @@ fn bad_checkpoint_options_fail_with_a_one_line_error_naming_the_option() {
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(lines.len(), 1, "{extra:?}: expected one line on stderr, got: {stderr}");
         assert!(lines[0].starts_with("error: "), "{extra:?}: {stderr}");
-        assert!(lines[0].contains(option), "{extra:?}: the error does not name {option}: {stderr}");
+        assert!(
+            lines[0].contains(option),
+            "{extra:?}: the error does not name {option}: {stderr}"
+        );
         assert!(text(&o.stdout).is_empty(), "{extra:?}: stdout: {}", text(&o.stdout));
     }
-    assert!(!d.out.join("_pending").exists(), "a rejected run started writing output");
+    assert!(
+        !d.out.join("_pending").exists(),
+        "a rejected run started writing output"
+    );
 }

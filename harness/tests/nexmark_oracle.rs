@@ -69,7 +69,9 @@ fn run_query<T: Data>(n: u64, p: u32, query: fn(&DataStream<Event>) -> DataStrea
         .enable_all()
         .build()
         .expect("runtime");
-    let result = rt.block_on(env.execute(ExecutionConfig::default())).expect("job runs to its end");
+    let result = rt
+        .block_on(env.execute(ExecutionConfig::default()))
+        .expect("job runs to its end");
     assert!(!result.cancelled, "job was cancelled");
     assert_eq!(result.records_in, n, "the source read every event once (p={p})");
     sink.values()
@@ -105,7 +107,15 @@ fn assert_same_multiset<T: Ord + Debug>(what: &str, got: Vec<T>, want: Vec<T>) {
 type BidRow = (u64, u64, u64, String, String, i64, String);
 
 fn bid_row(b: &Bid) -> BidRow {
-    (b.auction, b.bidder, b.price, b.channel.clone(), b.url.clone(), b.date_time, b.extra.clone())
+    (
+        b.auction,
+        b.bidder,
+        b.price,
+        b.channel.clone(),
+        b.url.clone(),
+        b.date_time,
+        b.extra.clone(),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -117,11 +127,16 @@ fn oracle_q0(n: u64) -> Vec<BidRow> {
 }
 
 fn oracle_q1(n: u64) -> Vec<(u64, u64, u64, i64)> {
-    bids(n).map(|b| (b.auction, b.bidder, b.price * 908 / 1000, b.date_time)).collect()
+    bids(n)
+        .map(|b| (b.auction, b.bidder, b.price * 908 / 1000, b.date_time))
+        .collect()
 }
 
 fn oracle_q2(n: u64) -> Vec<(u64, u64)> {
-    bids(n).filter(|b| b.auction % 123 == 0).map(|b| (b.auction, b.price)).collect()
+    bids(n)
+        .filter(|b| b.auction % 123 == 0)
+        .map(|b| (b.auction, b.price))
+        .collect()
 }
 
 fn oracle_q3(n: u64) -> Vec<(String, String, String, u64)> {
@@ -131,7 +146,11 @@ fn oracle_q3(n: u64) -> Vec<(String, String, String, u64)> {
     }
     auctions(n)
         .filter(|a| a.category == 10)
-        .filter_map(|a| sellers.get(&a.seller).map(|p| (p.name.clone(), p.city.clone(), p.state.clone(), a.id)))
+        .filter_map(|a| {
+            sellers
+                .get(&a.seller)
+                .map(|p| (p.name.clone(), p.city.clone(), p.state.clone(), a.id))
+        })
         .collect()
 }
 
@@ -189,7 +208,15 @@ fn oracle_q7(n: u64) -> Vec<(u64, u64, u64, i64, i64)> {
     }
     bids(n)
         .filter(|b| max_price[&window_start(b.date_time)] == b.price)
-        .map(|b| (b.auction, b.price, b.bidder, b.date_time, window_start(b.date_time) + 10_000))
+        .map(|b| {
+            (
+                b.auction,
+                b.price,
+                b.bidder,
+                b.date_time,
+                window_start(b.date_time) + 10_000,
+            )
+        })
         .collect()
 }
 

@@ -35,7 +35,16 @@ fn statsd_reporter_sends_gauges_over_udp() {
         ),
     );
     let mut child = sluice()
-        .args(["--config", cfg.to_str().unwrap(), "run", "nexmark-q0", "--events-per-second", "2000", "--events", "8000"])
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "run",
+            "nexmark-q0",
+            "--events-per-second",
+            "2000",
+            "--events",
+            "8000",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -54,8 +63,12 @@ fn statsd_reporter_sends_gauges_over_udp() {
         let text = std::str::from_utf8(&buf[..n]).expect("statsd packets are text");
         assert!(n <= 1432, "a packet of {n} bytes exceeds the MTU-safe limit");
         for line in text.lines() {
-            let (name, rest) = line.split_once(':').unwrap_or_else(|| panic!("not a statsd line: {line}"));
-            let (value, kind) = rest.split_once('|').unwrap_or_else(|| panic!("not a statsd line: {line}"));
+            let (name, rest) = line
+                .split_once(':')
+                .unwrap_or_else(|| panic!("not a statsd line: {line}"));
+            let (value, kind) = rest
+                .split_once('|')
+                .unwrap_or_else(|| panic!("not a statsd line: {line}"));
             assert_eq!(kind, "g", "{line}");
             let v: f64 = value.parse().unwrap_or_else(|_| panic!("not a number: {line}"));
             assert!(name.starts_with("test.") && !name.contains(' '), "{line}");
@@ -76,7 +89,16 @@ fn log_reporter_writes_a_periodic_summary() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config_file(tmp.path(), "[metrics]\nreporters = [\"log\"]\ninterval = \"200ms\"\n[logging]\nlevel = \"warn\"\nmodules = { \"sluice::reporters\" = \"info\" }\n");
     let out = sluice()
-        .args(["--config", cfg.to_str().unwrap(), "run", "nexmark-q0", "--events-per-second", "4000", "--events", "4000"])
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "run",
+            "nexmark-q0",
+            "--events-per-second",
+            "4000",
+            "--events",
+            "4000",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -84,7 +106,10 @@ fn log_reporter_writes_a_periodic_summary() {
     assert!(err.contains("metrics report"), "no summary on stderr:\n{err}");
     assert!(err.contains("operator_records_in"), "{err}");
     // The other modules stay at warn: the runtime's info records are not there.
-    assert!(!err.contains("starting job"), "logging.modules leaked info records of other modules:\n{err}");
+    assert!(
+        !err.contains("starting job"),
+        "logging.modules leaked info records of other modules:\n{err}"
+    );
 }
 
 #[test]
@@ -101,7 +126,13 @@ fn bad_configuration_is_refused_naming_the_problem() {
     for (text, env, needle) in cases {
         let cfg = config_file(tmp.path(), text);
         let mut c = sluice();
-        c.args(["--config", cfg.to_str().unwrap(), "coordinator", "--bind", "127.0.0.1:0"]);
+        c.args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "coordinator",
+            "--bind",
+            "127.0.0.1:0",
+        ]);
         for (k, v) in *env {
             c.env(k, v);
         }
@@ -116,7 +147,10 @@ fn bad_configuration_is_refused_naming_the_problem() {
 #[test]
 fn the_coordinator_takes_its_settings_from_the_file_and_the_environment() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config_file(tmp.path(), "[coordinator]\nbind = \"127.0.0.1:0\"\nrest-bind = \"127.0.0.1:0\"\nheartbeat-interval = \"250ms\"\n");
+    let cfg = config_file(
+        tmp.path(),
+        "[coordinator]\nbind = \"127.0.0.1:0\"\nrest-bind = \"127.0.0.1:0\"\nheartbeat-interval = \"250ms\"\n",
+    );
     let mut child = sluice()
         .args(["--config", cfg.to_str().unwrap(), "coordinator"])
         .env("SLUICE_COORDINATOR_SLOT_WAIT", "7s")

@@ -39,7 +39,15 @@ fn a_cluster_driven_only_through_http() {
     let (input, expected) = write_input(tmp.path(), 20_000);
     let (out, ck, sp) = (tmp.path().join("out"), tmp.path().join("ck"), tmp.path().join("sp"));
     let mut coord = sluice()
-        .args(["coordinator", "--bind", "127.0.0.1:0", "--rest-bind", "127.0.0.1:0", "--checkpoint-dir", ck.to_str().unwrap()])
+        .args([
+            "coordinator",
+            "--bind",
+            "127.0.0.1:0",
+            "--rest-bind",
+            "127.0.0.1:0",
+            "--checkpoint-dir",
+            ck.to_str().unwrap(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -49,10 +57,23 @@ fn a_cluster_driven_only_through_http() {
     let rest = lines.next().unwrap().unwrap().rsplit(' ').next().unwrap().to_string();
     let _coord = Proc(coord);
     let (code, v) = http(&rest, "GET", "/readyz", None);
-    assert_eq!((code, v["ready"].as_bool()), (503, Some(false)), "not ready without workers");
+    assert_eq!(
+        (code, v["ready"].as_bool()),
+        (503, Some(false)),
+        "not ready without workers"
+    );
     let _workers: Vec<Proc> = ["w1", "w2"]
         .iter()
-        .map(|id| Proc(sluice().args(["worker", "--coordinator", &addr, "--slots", "2", "--id", id]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()))
+        .map(|id| {
+            Proc(
+                sluice()
+                    .args(["worker", "--coordinator", &addr, "--slots", "2", "--id", id])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
         .collect();
     let start = Instant::now();
     while http(&rest, "GET", "/readyz", None).0 != 200 {
@@ -60,8 +81,17 @@ fn a_cluster_driven_only_through_http() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let (_, overview) = http(&rest, "GET", "/overview", None);
-    assert_eq!((overview["workers"].as_u64(), overview["slots-total"].as_u64()), (Some(2), Some(4)), "{overview}");
-    assert_eq!(http(&rest, "GET", "/workers", None).1["workers"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        (overview["workers"].as_u64(), overview["slots-total"].as_u64()),
+        (Some(2), Some(4)),
+        "{overview}"
+    );
+    assert_eq!(
+        http(&rest, "GET", "/workers", None).1["workers"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
     assert_eq!(http(&rest, "GET", "/healthz", None).0, 200);
 
     // Submit; it runs.
@@ -91,12 +121,36 @@ fn a_cluster_driven_only_through_http() {
         ("PATCH", "/jobs/0000", None, 404, "no job with id '0000'"),
         ("POST", "/jobs", Some("{not json"), 400, "malformed request body"),
         ("POST", "/jobs", Some(r#"{"job": "nope"}"#), 400, "unknown job 'nope'"),
-        ("POST", "/jobs", Some(r#"{"job": "wordcount", "colour": 1}"#), 400, "unknown field `colour`"),
+        (
+            "POST",
+            "/jobs",
+            Some(r#"{"job": "wordcount", "colour": 1}"#),
+            400,
+            "unknown field `colour`",
+        ),
         ("DELETE", "/jobs", None, 405, "method not allowed"),
         ("GET", "/no/such/path", None, 404, "no such path"),
-        ("POST", &format!("/jobs/{id}/savepoints"), Some(r#"{"targetDirectory": "/dev/null/sp"}"#), 400, "/dev/null/sp"),
-        ("POST", &format!("/jobs/{id}/savepoints"), Some(r#"{}"#), 400, "targetDirectory"),
-        ("GET", &format!("/jobs/{id}/savepoints/ffff"), None, 404, "no savepoint request 'ffff'"),
+        (
+            "POST",
+            &format!("/jobs/{id}/savepoints"),
+            Some(r#"{"targetDirectory": "/dev/null/sp"}"#),
+            400,
+            "/dev/null/sp",
+        ),
+        (
+            "POST",
+            &format!("/jobs/{id}/savepoints"),
+            Some(r#"{}"#),
+            400,
+            "targetDirectory",
+        ),
+        (
+            "GET",
+            &format!("/jobs/{id}/savepoints/ffff"),
+            None,
+            404,
+            "no savepoint request 'ffff'",
+        ),
     ];
     for (method, path, body, want_code, want_text) in bad {
         let (code, v) = http(&rest, method, path, *body);
@@ -114,7 +168,10 @@ fn a_cluster_driven_only_through_http() {
         if v["counts"]["completed"].as_u64().unwrap_or(0) >= 2 && v["latest"]["state-size"].as_u64().unwrap_or(0) > 0 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "checkpoints do not rise: {v}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "checkpoints do not rise: {v}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -129,14 +186,31 @@ fn a_cluster_driven_only_through_http() {
         j["vertices"][0]["metrics"]["write-records"].as_u64().unwrap_or(0)
     };
     let before = read_by_source();
-    eventually("the source's records out rise", Duration::from_secs(20), || read_by_source() > before);
+    eventually("the source's records out rise", Duration::from_secs(20), || {
+        read_by_source() > before
+    });
     let first = metric_sum(&rest, &id, "operator_records_out");
-    eventually("operator_records_out rises", Duration::from_secs(20), || metric_sum(&rest, &id, "operator_records_out") > first);
-    let (code, v) = http(&rest, "GET", &format!("/jobs/{id}/metrics?name=operator_records_in"), None);
+    eventually("operator_records_out rises", Duration::from_secs(20), || {
+        metric_sum(&rest, &id, "operator_records_out") > first
+    });
+    let (code, v) = http(
+        &rest,
+        "GET",
+        &format!("/jobs/{id}/metrics?name=operator_records_in"),
+        None,
+    );
     assert_eq!(code, 200);
     let series = v["metrics"].as_array().unwrap();
-    assert!(series.iter().any(|m| m["labels"]["worker"] == "w1") && series.iter().any(|m| m["labels"]["worker"] == "w2"), "{v}");
-    assert!(series.iter().all(|m| m["labels"]["job_id"] == id.as_str() && m["type"] == "meter"), "{v}");
+    assert!(
+        series.iter().any(|m| m["labels"]["worker"] == "w1") && series.iter().any(|m| m["labels"]["worker"] == "w2"),
+        "{v}"
+    );
+    assert!(
+        series
+            .iter()
+            .all(|m| m["labels"]["job_id"] == id.as_str() && m["type"] == "meter"),
+        "{v}"
+    );
     let (code, text) = http_raw(&rest, "GET", "/metrics", None);
     assert_eq!(code, 200);
     for family in [
@@ -156,7 +230,10 @@ fn a_cluster_driven_only_through_http() {
     promtool_check(&text);
     let (_, v) = http(&rest, "GET", &format!("/jobs/{id}/checkpoints"), None);
     let history = v["history"].as_array().unwrap();
-    assert!(!history.is_empty() && history[0]["status"] == "COMPLETED" && history[0]["duration-ms"].is_u64(), "{v}");
+    assert!(
+        !history.is_empty() && history[0]["status"] == "COMPLETED" && history[0]["duration-ms"].is_u64(),
+        "{v}"
+    );
 
     // A savepoint while it runs, then stop with a savepoint.
     let sp_dir = json!({ "targetDirectory": sp.to_str().unwrap() }).to_string();
@@ -167,19 +244,40 @@ fn a_cluster_driven_only_through_http() {
     let (code, v) = http(&rest, "POST", &format!("/jobs/{id}/stop"), Some(&sp_dir));
     assert_eq!(code, 202, "{v}");
     let stopped = savepoint_location(&rest, &id, v["request-id"].as_str().unwrap());
-    assert_eq!(wait_state(&rest, &id, &["FINISHED", "FAILED", "CANCELED"], Duration::from_secs(20)), "FINISHED");
+    assert_eq!(
+        wait_state(&rest, &id, &["FINISHED", "FAILED", "CANCELED"], Duration::from_secs(20)),
+        "FINISHED"
+    );
     let (code, v) = http(&rest, "PATCH", &format!("/jobs/{id}"), None);
     assert_eq!(code, 409, "cancelling an ended job: {v}");
 
     // Start again from the savepoint at parallelism 3: exact output.
-    let (code, v) = http(&rest, "POST", "/jobs", Some(&body(3, json!({ "savepointPath": stopped }))));
+    let (code, v) = http(
+        &rest,
+        "POST",
+        "/jobs",
+        Some(&body(3, json!({ "savepointPath": stopped }))),
+    );
     assert_eq!(code, 202, "{v}");
     let id2 = v["jobid"].as_str().unwrap().to_string();
-    assert_eq!(wait_state(&rest, &id2, &["FINISHED", "FAILED", "CANCELED"], Duration::from_secs(60)), "FINISHED");
+    assert_eq!(
+        wait_state(
+            &rest,
+            &id2,
+            &["FINISHED", "FAILED", "CANCELED"],
+            Duration::from_secs(60)
+        ),
+        "FINISHED"
+    );
     assert_same_lines(&committed_lines(&out), &expected, "resumed through the REST API");
 
     // Cancel a running job.
-    let (code, v) = http(&rest, "POST", "/jobs", Some(r#"{"job": "nexmark-q0", "parallelism": 1, "options": {"events-per-second": 1000}}"#));
+    let (code, v) = http(
+        &rest,
+        "POST",
+        "/jobs",
+        Some(r#"{"job": "nexmark-q0", "parallelism": 1, "options": {"events-per-second": 1000}}"#),
+    );
     assert_eq!(code, 202, "{v}");
     let id3 = v["jobid"].as_str().unwrap().to_string();
     wait_state(&rest, &id3, &["RUNNING"], Duration::from_secs(20));

@@ -31,7 +31,16 @@ fn run(args: &[&str]) -> Output {
 /// Runs wordcount at parallelism 2 and sends SIGTERM after `after`; returns the savepoint path.
 fn stop_with_savepoint(input: &Path, out: &Path, ck: &Path, sp: &Path, after: Duration) -> String {
     let child = sluice()
-        .args(["run", "wordcount", "-p", "2", "--lines-per-second", "5000", "--checkpoint-interval", "100ms"])
+        .args([
+            "run",
+            "wordcount",
+            "-p",
+            "2",
+            "--lines-per-second",
+            "5000",
+            "--checkpoint-interval",
+            "100ms",
+        ])
         .arg("--input")
         .arg(input)
         .arg("--output")
@@ -45,20 +54,36 @@ fn stop_with_savepoint(input: &Path, out: &Path, ck: &Path, sp: &Path, after: Du
         .spawn()
         .unwrap();
     std::thread::sleep(after);
-    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(status.success());
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
     let path = stdout.lines().last().unwrap().to_string();
     assert!(stdout.contains("cancelled"), "stopped, not finished:\n{stdout}");
-    assert!(Path::new(&path).join("_metadata").is_file(), "the last line is the savepoint path:\n{stdout}");
+    assert!(
+        Path::new(&path).join("_metadata").is_file(),
+        "the last line is the savepoint path:\n{stdout}"
+    );
     path
 }
 
 fn resume(input: &Path, out: &Path, ck: &Path, savepoint: &str, p: &str) -> Output {
     sluice()
-        .args(["run", "wordcount", "-p", p, "--checkpoint-interval", "100ms", "--restart-strategy", "none"])
+        .args([
+            "run",
+            "wordcount",
+            "-p",
+            p,
+            "--checkpoint-interval",
+            "100ms",
+            "--restart-strategy",
+            "none",
+        ])
         .arg("--input")
         .arg(input)
         .arg("--output")
@@ -79,10 +104,17 @@ fn stop_with_savepoint_on_sigterm_then_resume_at_three_and_one_is_exact() {
         let (out, sp) = (tmp.path().join("out"), tmp.path().join("savepoints"));
         let path = stop_with_savepoint(&input, &out, &tmp.path().join("ck1"), &sp, Duration::from_millis(1500));
         let before = committed_lines(&out).len();
-        assert!(before > 0 && before < expected.len(), "the stop came mid-stream ({before} lines)");
+        assert!(
+            before > 0 && before < expected.len(),
+            "the stop came mid-stream ({before} lines)"
+        );
         let r = resume(&input, &out, &tmp.path().join("ck2"), &path, p);
         assert!(r.status.success(), "{}", text(&r.stderr));
-        assert_same_lines(&committed_lines(&out), &expected, &format!("resumed at parallelism {p}"));
+        assert_same_lines(
+            &committed_lines(&out),
+            &expected,
+            &format!("resumed at parallelism {p}"),
+        );
     }
 }
 
@@ -95,10 +127,21 @@ fn the_archive_lists_inspects_and_disposes_savepoints() {
     let list = run(&["savepoint", "list", sp.to_str().unwrap()]);
     assert!(list.status.success(), "{}", text(&list.stderr));
     let listing = text(&list.stdout);
-    assert!(listing.starts_with(&path) && listing.contains("job wordcount checkpoint"), "{listing}");
+    assert!(
+        listing.starts_with(&path) && listing.contains("job wordcount checkpoint"),
+        "{listing}"
+    );
     let inspect = run(&["savepoint", "inspect", &path]);
     let shown = text(&inspect.stdout);
-    for want in ["job: wordcount", "from checkpoint:", "created at: 20", "operator count (Count): parallelism 2", "key groups 0..=63", "key groups 64..=127", "crc32"] {
+    for want in [
+        "job: wordcount",
+        "from checkpoint:",
+        "created at: 20",
+        "operator count (Count): parallelism 2",
+        "key groups 0..=63",
+        "key groups 64..=127",
+        "crc32",
+    ] {
         assert!(shown.contains(want), "inspect lacks '{want}':\n{shown}");
     }
     let dispose = run(&["savepoint", "dispose", &path]);
@@ -110,7 +153,11 @@ fn the_archive_lists_inspects_and_disposes_savepoints() {
     std::fs::create_dir_all(&not).unwrap();
     std::fs::write(not.join("keep.txt"), "precious").unwrap();
     let refused = run(&["savepoint", "dispose", not.to_str().unwrap()]);
-    assert!(!refused.status.success() && text(&refused.stderr).contains("not a savepoint"), "{}", text(&refused.stderr));
+    assert!(
+        !refused.status.success() && text(&refused.stderr).contains("not a savepoint"),
+        "{}",
+        text(&refused.stderr)
+    );
     assert!(not.join("keep.txt").is_file());
 }
 
@@ -124,8 +171,14 @@ fn bad_savepoint_options_and_files_are_refused_by_name() {
         run(&args)
     };
     let cases: &[(&[&str], &str)] = &[
-        (&["--from-savepoint", "/no/such/savepoint"], "no such savepoint directory"),
-        (&["--allow-non-restored-state"], "--allow-non-restored-state needs --from-savepoint"),
+        (
+            &["--from-savepoint", "/no/such/savepoint"],
+            "no such savepoint directory",
+        ),
+        (
+            &["--allow-non-restored-state"],
+            "--allow-non-restored-state needs --from-savepoint",
+        ),
         (&["--savepoint-dir", "/tmp/x"], "--savepoint-dir needs checkpointing"),
         (&["--drain"], "--drain needs --savepoint-dir"),
     ];
@@ -138,7 +191,15 @@ fn bad_savepoint_options_and_files_are_refused_by_name() {
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let o = base(&["--from-savepoint", empty.to_str().unwrap()]);
-    assert!(text(&o.stderr).contains("not a savepoint (no _metadata in it)"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("not a savepoint (no _metadata in it)"),
+        "{}",
+        text(&o.stderr)
+    );
     let o = run(&["savepoint", "inspect", empty.to_str().unwrap()]);
-    assert!(!o.status.success() && text(&o.stderr).contains("not a savepoint"), "{}", text(&o.stderr));
+    assert!(
+        !o.status.success() && text(&o.stderr).contains("not a savepoint"),
+        "{}",
+        text(&o.stderr)
+    );
 }

@@ -17,7 +17,9 @@ use std::time::Duration;
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
-use sluice_core::cluster::{list_jobs, submit_job, Coordinator, CoordinatorConfig, JobRegistry, JobStatus, StoreOpener, Worker, WorkerConfig};
+use sluice_core::cluster::{
+    list_jobs, submit_job, Coordinator, CoordinatorConfig, JobRegistry, JobStatus, StoreOpener, Worker, WorkerConfig,
+};
 use sluice_core::connectors::{TransactionalStore, TransactionalStoreSink};
 use sluice_core::state::blob::{BlobStore, FaultConfig, MemoryStore};
 use sluice_core::{ExecutionConfig, JobGraph, StreamEnv};
@@ -147,11 +149,15 @@ impl JobRegistry for SimJobs {
         if name != "keyed-count" {
             return Err(format!("unknown job '{name}'; known jobs: keyed-count"));
         }
-        let parallelism = options.get("parallelism").map_or(Ok(1), |p| p.parse::<u32>().map_err(|e| e.to_string()))?;
+        let parallelism = options
+            .get("parallelism")
+            .map_or(Ok(1), |p| p.parse::<u32>().map_err(|e| e.to_string()))?;
         let env = StreamEnv::new(name);
         env.set_parallelism(parallelism);
         match self.protocol {
-            SinkProtocol::Correct => self.workload.build(&env, TransactionalStoreSink::new(self.sink.clone())),
+            SinkProtocol::Correct => self
+                .workload
+                .build(&env, TransactionalStoreSink::new(self.sink.clone())),
             SinkProtocol::EagerCommit => self.workload.build(&env, EagerCommitSink::new(self.sink.clone())),
         }
         env.build().map_err(|e| e.to_string())
@@ -192,7 +198,12 @@ pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
 
     let coordinator_slot: Arc<Mutex<Option<Coordinator>>> = Arc::default();
     let coordinator_node = {
-        let (registry, opener, slot, addr) = (registry.clone(), opener.clone(), coordinator_slot.clone(), coordinator_addr.clone());
+        let (registry, opener, slot, addr) = (
+            registry.clone(),
+            opener.clone(),
+            coordinator_slot.clone(),
+            coordinator_addr.clone(),
+        );
         handle
             .create_node()
             .name(format!("coordinator-{}", spec.subnet))
@@ -207,7 +218,9 @@ pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
                     cfg.checkpoint_dir = Some("sim-store".into());
                     let c = Coordinator::new(cfg, registry, opener).expect("valid coordinator settings");
                     *slot.lock().expect("coordinator slot lock") = Some(c.clone());
-                    let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind the coordinator");
+                    let listener = tokio::net::TcpListener::bind(&addr)
+                        .await
+                        .expect("bind the coordinator");
                     c.serve(listener).await.expect("the coordinator serves");
                 }
             })
@@ -249,13 +262,23 @@ pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
             .build();
         workers.push(node.id());
     }
-    let client = handle.create_node().name(format!("client-{}", spec.subnet)).ip(ip(99)).build();
+    let client = handle
+        .create_node()
+        .name(format!("client-{}", spec.subnet))
+        .ip(ip(99))
+        .build();
     let options: Vec<(String, String)> = vec![
         ("parallelism".into(), spec.parallelism.to_string()),
-        ("checkpoint-interval".into(), format!("{}ms", spec.checkpoint_interval.as_millis())),
+        (
+            "checkpoint-interval".into(),
+            format!("{}ms", spec.checkpoint_interval.as_millis()),
+        ),
         ("checkpoint-timeout".into(), "2s".into()),
         ("tolerable-failed-checkpoints".into(), "3".into()),
-        ("restart-strategy".into(), "fixed-delay:attempts=10000,delay=50ms".into()),
+        (
+            "restart-strategy".into(),
+            "fixed-delay:attempts=10000,delay=50ms".into(),
+        ),
     ];
     let job = {
         let addr = coordinator_addr.clone();
@@ -336,7 +359,10 @@ pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
                         }
                     }
                     if tokio::time::Instant::now() > deadline {
-                        return (JobStatus::Running, Some("did not finish within 300 s of simulated time after faults stopped".into()));
+                        return (
+                            JobStatus::Running,
+                            Some("did not finish within 300 s of simulated time after faults stopped".into()),
+                        );
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }

@@ -45,14 +45,18 @@ impl KeyedCount {
         for i in 0..self.records {
             *counts.entry(i % self.keys).or_default() += 1;
         }
-        counts.iter().flat_map(|(k, n)| (1..=*n).map(move |c| (*k, c))).collect()
+        counts
+            .iter()
+            .flat_map(|(k, n)| (1..=*n).map(move |c| (*k, c)))
+            .collect()
     }
 
     /// Adds the pipeline to `env`, ending in `sink`.
     pub fn build<S: TransactionalSink<In = (u64, u64)>>(&self, env: &StreamEnv, sink: S) {
         let keys = self.keys;
         env.from_source(
-            GeneratorSource::new(self.seed, Some(self.records), |i, _| i).with_records_per_second(self.records_per_second),
+            GeneratorSource::new(self.seed, Some(self.records), |i, _| i)
+                .with_records_per_second(self.records_per_second),
             WatermarkStrategy::no_watermarks(),
             "numbers",
         )
@@ -99,12 +103,24 @@ mod tests {
 
     #[test]
     fn checker_counts_each_kind_of_violation() {
-        let w = KeyedCount { records: 6, keys: 2, seed: 0, records_per_second: 1 };
+        let w = KeyedCount {
+            records: 6,
+            keys: 2,
+            seed: 0,
+            records_per_second: 1,
+        };
         let mut out = w.expected();
         assert!(w.check(&out).is_clean());
         out.pop();
         out.push((0, 1));
         out.push((9, 9));
-        assert_eq!(w.check(&out), Violations { lost: 1, duplicated: 1, spurious: 1 });
+        assert_eq!(
+            w.check(&out),
+            Violations {
+                lost: 1,
+                duplicated: 1,
+                spurious: 1
+            }
+        );
     }
 }

@@ -18,7 +18,12 @@ async fn run<S: TransactionalSink<In = (u64, u64)>>(w: KeyedCount, fault_seed: u
     env.set_parallelism(2);
     w.build(&env, sink);
     // Checkpoint puts fail often and none is tolerated: the job fails and restores repeatedly.
-    let store = Arc::new(MemoryStore::with_faults(FaultConfig { seed: fault_seed, put_error_rate: 0.15, max_latency_ms: 5, ..FaultConfig::default() }));
+    let store = Arc::new(MemoryStore::with_faults(FaultConfig {
+        seed: fault_seed,
+        put_error_rate: 0.15,
+        max_latency_ms: 5,
+        ..FaultConfig::default()
+    }));
     let config = ExecutionConfig {
         batch_size: 16,
         channel_capacity: 2,
@@ -28,7 +33,10 @@ async fn run<S: TransactionalSink<In = (u64, u64)>>(w: KeyedCount, fault_seed: u
             c.timeout = Duration::from_secs(1);
             c
         }),
-        restart: Some(RestartStrategy::FixedDelay { attempts: 1000, delay: Duration::from_millis(5) }),
+        restart: Some(RestartStrategy::FixedDelay {
+            attempts: 1000,
+            delay: Duration::from_millis(5),
+        }),
         clock: Some(sluice_core::Clock::starting_at(1_700_000_000_000)),
         ..ExecutionConfig::default()
     };
@@ -44,7 +52,12 @@ async fn exactly_once_checker_catches_a_sink_that_commits_before_the_checkpoint_
     let mut correct_violations = Vec::new();
     let mut broken_violations = Vec::new();
     for k in 0..6u64 {
-        let w = KeyedCount { records: 1_500, keys: 7, seed: base ^ k, records_per_second: 3_000 };
+        let w = KeyedCount {
+            records: 1_500,
+            keys: 7,
+            seed: base ^ k,
+            records_per_second: 3_000,
+        };
         let good = TransactionalStore::new();
         run(w, base.wrapping_add(k), TransactionalStoreSink::new(good.clone())).await;
         correct_violations.push(w.check(&good.committed()));
@@ -52,7 +65,10 @@ async fn exactly_once_checker_catches_a_sink_that_commits_before_the_checkpoint_
         run(w, base.wrapping_add(k), EagerCommitSink::new(bad.clone())).await;
         broken_violations.push(w.check(&bad.committed()));
     }
-    assert!(correct_violations.iter().all(Violations::is_clean), "the correct protocol violated exactly-once: {correct_violations:?}");
+    assert!(
+        correct_violations.iter().all(Violations::is_clean),
+        "the correct protocol violated exactly-once: {correct_violations:?}"
+    );
     assert!(
         broken_violations.iter().any(|v| v.duplicated > 0),
         "the broken protocol went unnoticed in 6 runs: {broken_violations:?}"
@@ -68,7 +84,10 @@ async fn the_cluster_suite_catches_a_sink_that_commits_before_the_checkpoint_com
     let mut correct = Vec::new();
     let mut broken = Vec::new();
     for k in 0..3u8 {
-        for (protocol, out) in [(SinkProtocol::Correct, &mut correct), (SinkProtocol::EagerCommit, &mut broken)] {
+        for (protocol, out) in [
+            (SinkProtocol::Correct, &mut correct),
+            (SinkProtocol::EagerCommit, &mut broken),
+        ] {
             let mut faults = FaultPlan::draw(base ^ u64::from(k));
             faults.kill_per_tick = 0.15;
             let run = run_keyed_count(ClusterSpec {
@@ -77,7 +96,12 @@ async fn the_cluster_suite_catches_a_sink_that_commits_before_the_checkpoint_com
                 slots: 2,
                 parallelism: 3,
                 checkpoint_interval: Duration::from_millis(100),
-                workload: KeyedCount { records: 3_000, keys: 7, seed: base ^ u64::from(k), records_per_second: 1_000 },
+                workload: KeyedCount {
+                    records: 3_000,
+                    keys: 7,
+                    seed: base ^ u64::from(k),
+                    records_per_second: 1_000,
+                },
                 sink: protocol,
                 faults,
             })
@@ -85,6 +109,12 @@ async fn the_cluster_suite_catches_a_sink_that_commits_before_the_checkpoint_com
             out.push(run.violations);
         }
     }
-    assert!(correct.iter().all(Violations::is_clean), "the correct protocol violated exactly-once: {correct:?}");
-    assert!(broken.iter().any(|v| v.duplicated > 0), "the broken protocol went unnoticed in 3 cluster runs: {broken:?}");
+    assert!(
+        correct.iter().all(Violations::is_clean),
+        "the correct protocol violated exactly-once: {correct:?}"
+    );
+    assert!(
+        broken.iter().any(|v| v.duplicated > 0),
+        "the broken protocol went unnoticed in 3 cluster runs: {broken:?}"
+    );
 }

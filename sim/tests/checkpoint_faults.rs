@@ -12,7 +12,6 @@ use sluice_core::state::blob::{FaultConfig, MemoryStore};
 use sluice_core::{ExecutionConfig, StreamEnv};
 use sluice_sim::keyed_count::KeyedCount;
 
-
 #[madsim::test]
 async fn committed_output_is_exact_under_storage_and_commit_faults() {
     let seed = madsim::runtime::Handle::current().seed();
@@ -30,7 +29,12 @@ async fn committed_output_is_exact_under_storage_and_commit_faults() {
     let store = Arc::new(MemoryStore::with_faults(faults));
     let sink_store = TransactionalStore::new();
     sink_store.fail_next_commits((madsim::rand::random::<u32>() % 3) as u32);
-    let workload = KeyedCount { records: 3_000, keys: 11, seed, records_per_second: 5_000 };
+    let workload = KeyedCount {
+        records: 3_000,
+        keys: 11,
+        seed,
+        records_per_second: 5_000,
+    };
     let env = StreamEnv::new("sim-count");
     env.set_parallelism(2);
     workload.build(&env, TransactionalStoreSink::new(sink_store.clone()));
@@ -53,7 +57,11 @@ async fn committed_output_is_exact_under_storage_and_commit_faults() {
         .expect("the job makes progress and ends within 10 simulated minutes")
         .expect("job finishes");
     let violations = workload.check(&sink_store.committed());
-    assert!(violations.is_clean(), "seed {seed}: {violations:?} after {} restarts", result.restarts);
+    assert!(
+        violations.is_clean(),
+        "seed {seed}: {violations:?} after {} restarts",
+        result.restarts
+    );
     println!(
         "seed {seed}: checkpoints {} restarts {} store faults {}",
         result.checkpoints_completed,

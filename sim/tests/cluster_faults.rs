@@ -33,12 +33,27 @@ async fn cluster_output_is_exact_under_kills_partitions_and_storage_faults() {
         slots: 2,
         parallelism: 3,
         checkpoint_interval: Duration::from_millis(100),
-        workload: KeyedCount { records: 4_000, keys: 13, seed, records_per_second: 1_000 },
+        workload: KeyedCount {
+            records: 4_000,
+            keys: 13,
+            seed,
+            records_per_second: 1_000,
+        },
         sink: SinkProtocol::Correct,
         faults,
     })
     .await;
     println!("seed {seed}: swarm {plan}; {run}");
-    assert_eq!(run.status, Some(JobStatus::Finished), "seed {seed}: the job did not finish: {:?}", run.error);
-    assert!(run.violations.is_clean(), "seed {seed}: {:?} after {} failovers", run.violations, run.failovers);
+    assert_eq!(
+        run.status,
+        Some(JobStatus::Finished),
+        "seed {seed}: the job did not finish: {:?}",
+        run.error
+    );
+    assert!(
+        run.violations.is_clean(),
+        "seed {seed}: {:?} after {} failovers",
+        run.violations,
+        run.failovers
+    );
 }

@@ -20,7 +20,12 @@ async fn keyed_count_over_simulated_tcp_is_exactly_once() {
         .name("worker")
         .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)))
         .build();
-    let workload = KeyedCount { records: 2_000, keys: 7, seed, records_per_second: 4_000 };
+    let workload = KeyedCount {
+        records: 2_000,
+        keys: 7,
+        seed,
+        records_per_second: 4_000,
+    };
     let sink_store = TransactionalStore::new();
     let committed = sink_store.clone();
     let result = node
@@ -43,7 +48,10 @@ async fn keyed_count_over_simulated_tcp_is_exactly_once() {
                 batch_size: 16,
                 channel_capacity: 2,
                 checkpointing: Some(cfg),
-                restart: Some(RestartStrategy::FixedDelay { attempts: 100, delay: Duration::from_millis(10) }),
+                restart: Some(RestartStrategy::FixedDelay {
+                    attempts: 100,
+                    delay: Duration::from_millis(10),
+                }),
                 clock: Some(sluice_core::Clock::starting_at(1_700_000_000_000)),
                 ..ExecutionConfig::default()
             };

@@ -51,7 +51,12 @@ async fn savepoint_and_rescale_under_faults_is_exact() {
     let seed = madsim::runtime::Handle::current().seed();
     let p1 = 1 + madsim::rand::random::<u32>() % 3;
     let p2 = 1 + madsim::rand::random::<u32>() % 4;
-    let workload = KeyedCount { records: 3_000, keys: 11, seed, records_per_second: 1_000 };
+    let workload = KeyedCount {
+        records: 3_000,
+        keys: 11,
+        seed,
+        records_per_second: 1_000,
+    };
     let sink = TransactionalStore::new();
     sink.fail_next_commits(madsim::rand::random::<u32>() % 3);
     let savepoints = Arc::new(MemoryStore::with_faults(faults(seed ^ 1)));
@@ -59,7 +64,9 @@ async fn savepoint_and_rescale_under_faults_is_exact() {
     let env = StreamEnv::new("sim-savepoint");
     env.set_parallelism(p1);
     workload.build(&env, TransactionalStoreSink::new(sink.clone()));
-    let handle = env.spawn(config(seed, Arc::new(MemoryStore::with_faults(faults(seed))), None)).expect("valid job");
+    let handle = env
+        .spawn(config(seed, Arc::new(MemoryStore::with_faults(faults(seed))), None))
+        .expect("valid job");
     let controller = handle.controller();
     tokio::time::sleep(Duration::from_millis(100 + madsim::rand::random::<u64>() % 1500)).await;
     let target: Arc<dyn BlobStore> = savepoints.clone();
@@ -73,10 +80,15 @@ async fn savepoint_and_rescale_under_faults_is_exact() {
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
-    let first = tokio::time::timeout(Duration::from_secs(300), handle.join()).await.expect("the first run ends");
+    let first = tokio::time::timeout(Duration::from_secs(300), handle.join())
+        .await
+        .expect("the first run ends");
     let resumed = match &taken {
         Some(info) => {
-            assert!(first.expect("stopped cleanly").cancelled, "seed {seed}: a stop-with-savepoint ends the job");
+            assert!(
+                first.expect("stopped cleanly").cancelled,
+                "seed {seed}: a stop-with-savepoint ends the job"
+            );
             let env = StreamEnv::new("sim-savepoint");
             env.set_parallelism(p2);
             workload.build(&env, TransactionalStoreSink::new(sink.clone()));
@@ -85,10 +97,17 @@ async fn savepoint_and_rescale_under_faults_is_exact() {
                 allow_non_restored_state: false,
                 uid_mapping: Default::default(),
             };
-            let r = tokio::time::timeout(Duration::from_secs(600), env.execute(config(seed, Arc::new(MemoryStore::with_faults(faults(seed ^ 2))), Some(from))))
-                .await
-                .expect("the resumed run ends within 10 simulated minutes")
-                .expect("the resumed run finishes");
+            let r = tokio::time::timeout(
+                Duration::from_secs(600),
+                env.execute(config(
+                    seed,
+                    Arc::new(MemoryStore::with_faults(faults(seed ^ 2))),
+                    Some(from),
+                )),
+            )
+            .await
+            .expect("the resumed run ends within 10 simulated minutes")
+            .expect("the resumed run finishes");
             Some(r.restarts)
         }
         // The input ran out before a savepoint succeeded: the first run finished on its own.

@@ -107,8 +107,17 @@ mod tests {
     #[test]
     fn flink_example_ranges() {
         // 128 key groups over 3 subtasks, as Flink assigns them.
-        assert_eq!(KeyGroupRange::for_subtask(128, 3, 0), KeyGroupRange { start: 0, end: 42 });
-        assert_eq!(KeyGroupRange::for_subtask(128, 3, 1), KeyGroupRange { start: 43, end: 85 });
-        assert_eq!(KeyGroupRange::for_subtask(128, 3, 2), KeyGroupRange { start: 86, end: 127 });
+        assert_eq!(
+            KeyGroupRange::for_subtask(128, 3, 0),
+            KeyGroupRange { start: 0, end: 42 }
+        );
+        assert_eq!(
+            KeyGroupRange::for_subtask(128, 3, 1),
+            KeyGroupRange { start: 43, end: 85 }
+        );
+        assert_eq!(
+            KeyGroupRange::for_subtask(128, 3, 2),
+            KeyGroupRange { start: 86, end: 127 }
+        );
     }
 }

@@ -80,7 +80,8 @@ impl<K: StateKey, V: StateValue> Table<K> for TypedTable<K, V> {
         Box::new(FrozenTyped(self.0.freeze()))
     }
     fn restore(&mut self, key: K, value: &[u8]) -> Result<(), StateError> {
-        let v: V = bincode::deserialize(value).map_err(|e| StateError::Corrupt(format!("undecodable {}: {e}", type_name::<V>())))?;
+        let v: V = bincode::deserialize(value)
+            .map_err(|e| StateError::Corrupt(format!("undecodable {}: {e}", type_name::<V>())))?;
         self.0.insert(key, v);
         Ok(())
     }
@@ -119,7 +120,9 @@ pub struct KeyedSnapshot {
 
 impl std::fmt::Debug for KeyedSnapshot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyedSnapshot").field("tables", &self.tables.len()).finish()
+        f.debug_struct("KeyedSnapshot")
+            .field("tables", &self.tables.len())
+            .finish()
     }
 }
 
@@ -225,7 +228,10 @@ impl<K: StateKey> KeyedStateStore<K> {
     }
 
     /// Registers (or finds) the map state called `name`.
-    pub fn map_state<UK: StateValue + Ord, UV: StateValue>(&mut self, name: &str) -> Result<MapState<UK, UV>, StateError> {
+    pub fn map_state<UK: StateValue + Ord, UV: StateValue>(
+        &mut self,
+        name: &str,
+    ) -> Result<MapState<UK, UV>, StateError> {
         let idx = self.register::<BTreeMap<UK, UV>>(name)?;
         Ok(MapState { idx, _v: PhantomData })
     }
@@ -263,7 +269,8 @@ impl<K: StateKey> KeyedStateStore<K> {
 
     /// The value of `key` for in-place update, inserting `V::default()` first if unset.
     pub fn value_mut_or_default<V: StateValue + Default>(&mut self, s: ValueState<V>, key: &K) -> &mut V {
-        self.table_mut::<Values<K, V>>(s.idx).get_or_insert_with(key, V::default)
+        self.table_mut::<Values<K, V>>(s.idx)
+            .get_or_insert_with(key, V::default)
     }
 
     /// Removes and returns the value of `key`.
@@ -281,7 +288,9 @@ impl<K: StateKey> KeyedStateStore<K> {
 
     /// Appends to the list of `key`.
     pub fn list_add<V: StateValue>(&mut self, s: ListState<V>, key: &K, v: V) {
-        self.table_mut::<Lists<K, V>>(s.idx).get_or_insert_with(key, Vec::new).push(v);
+        self.table_mut::<Lists<K, V>>(s.idx)
+            .get_or_insert_with(key, Vec::new)
+            .push(v);
     }
 
     /// Removes and returns the list of `key`.
@@ -295,8 +304,13 @@ impl<K: StateKey> KeyedStateStore<K> {
     }
 
     /// The map of `key` for update, created empty if absent.
-    pub fn map_mut<UK: StateValue + Ord, UV: StateValue>(&mut self, s: MapState<UK, UV>, key: &K) -> &mut BTreeMap<UK, UV> {
-        self.table_mut::<Maps<K, UK, UV>>(s.idx).get_or_insert_with(key, BTreeMap::new)
+    pub fn map_mut<UK: StateValue + Ord, UV: StateValue>(
+        &mut self,
+        s: MapState<UK, UV>,
+        key: &K,
+    ) -> &mut BTreeMap<UK, UV> {
+        self.table_mut::<Maps<K, UK, UV>>(s.idx)
+            .get_or_insert_with(key, BTreeMap::new)
     }
 
     /// Removes the map of `key`.
@@ -314,12 +328,20 @@ impl<K: StateKey> KeyedStateStore<K> {
     /// restored by converting each value with `f`. Without one, restoring state saved with
     /// another type is refused. Call it in `open`, next to registering the state with its new
     /// type.
-    pub fn migrate_state<Old: StateValue, New: StateValue>(&mut self, name: &str, f: impl Fn(Old) -> New + Send + 'static) {
+    pub fn migrate_state<Old: StateValue, New: StateValue>(
+        &mut self,
+        name: &str,
+        f: impl Fn(Old) -> New + Send + 'static,
+    ) {
         let from = format!("{} => {}", type_name::<K>(), type_name::<Old>());
         let state = name.to_string();
         let convert: Migration = Box::new(move |bytes: &[u8]| {
-            let old: Old = bincode::deserialize(bytes)
-                .map_err(|e| StateError::Corrupt(format!("migrating state '{state}': undecodable {}: {e}", type_name::<Old>())))?;
+            let old: Old = bincode::deserialize(bytes).map_err(|e| {
+                StateError::Corrupt(format!(
+                    "migrating state '{state}': undecodable {}: {e}",
+                    type_name::<Old>()
+                ))
+            })?;
             bincode::serialize(&f(old)).map_err(StateError::encode)
         });
         self.migrations.insert(name.to_string(), (from, convert));
@@ -374,7 +396,8 @@ mod tests {
         old.freeze().write(&mut w).unwrap();
         let bytes = w.finish().unwrap();
         let mut r = crate::RestoredState::empty();
-        r.add_file("t.state", &bytes, crate::KeyGroupRange::for_subtask(128, 1, 0)).unwrap();
+        r.add_file("t.state", &bytes, crate::KeyGroupRange::for_subtask(128, 1, 0))
+            .unwrap();
         r
     }
 
@@ -383,8 +406,14 @@ mod tests {
         let r = saved_u32_counts();
         let mut plain = KeyedStateStore::<u32>::new();
         plain.value_state::<u64>("count").unwrap();
-        let err = r.for_each_keyed(|e| plain.restore_entry(&e).map(|_| ())).unwrap_err().to_string();
-        assert!(err.contains("state 'count'") && err.contains("u32 => u32") && err.contains("u32 => u64"), "{err}");
+        let err = r
+            .for_each_keyed(|e| plain.restore_entry(&e).map(|_| ()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("state 'count'") && err.contains("u32 => u32") && err.contains("u32 => u64"),
+            "{err}"
+        );
 
         let mut migrated = KeyedStateStore::<u32>::new();
         let count = migrated.value_state::<u64>("count").unwrap();
@@ -452,7 +481,8 @@ mod tests {
         let v2 = restored.value_state::<String>("v").unwrap();
         let l2 = restored.list_state::<u8>("l").unwrap();
         let mut r = crate::RestoredState::empty();
-        r.add_file("t", &bytes, crate::KeyGroupRange::for_subtask(16, 1, 0)).unwrap();
+        r.add_file("t", &bytes, crate::KeyGroupRange::for_subtask(16, 1, 0))
+            .unwrap();
         r.for_each_keyed(|e| {
             assert!(restored.restore_entry(&e)?, "table {} is registered", e.table);
             Ok(())

@@ -23,9 +23,9 @@ mod stable_hash;
 
 pub use cow_map::{CowMap, FrozenMap};
 pub use error::StateError;
-pub use snapshot::{check_types, KeyedEntry, RestoredState, StateFile, StateWriter, STATE_FORMAT_VERSION};
 pub use key_group::{key_group_for, KeyGroup, KeyGroupRange, DEFAULT_MAX_PARALLELISM, MAX_MAX_PARALLELISM};
 pub use keyed_state::{KeyedSnapshot, KeyedStateStore, ListState, MapState, StateKey, StateValue, ValueState};
+pub use snapshot::{check_types, KeyedEntry, RestoredState, StateFile, StateWriter, STATE_FORMAT_VERSION};
 pub use stable_hash::{stable_hash, StableHasher};
 
 pub mod blob;

@@ -99,7 +99,10 @@ impl StateWriter {
         if let Some(i) = self.tables.iter().position(|t| t == name) {
             return i as u16;
         }
-        assert!(self.tables.len() < u16::MAX as usize, "too many state tables in one operator");
+        assert!(
+            self.tables.len() < u16::MAX as usize,
+            "too many state tables in one operator"
+        );
         self.tables.push(name.to_string());
         self.types.push(types.to_string());
         (self.tables.len() - 1) as u16
@@ -122,7 +125,8 @@ impl StateWriter {
 
     /// Adds one element of operator (non-keyed) list state.
     pub fn add_operator_state<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), StateError> {
-        self.operator.push(bincode::serialize(value).map_err(StateError::encode)?);
+        self.operator
+            .push(bincode::serialize(value).map_err(StateError::encode)?);
         Ok(())
     }
 
@@ -218,7 +222,10 @@ impl RestoredState {
     }
 
     /// Calls `f` for every keyed entry in the range.
-    pub fn for_each_keyed(&self, mut f: impl FnMut(KeyedEntry<'_>) -> Result<(), StateError>) -> Result<(), StateError> {
+    pub fn for_each_keyed(
+        &self,
+        mut f: impl FnMut(KeyedEntry<'_>) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
         for file in &self.files {
             for (kg, bytes) in &file.key_groups {
                 if let Some(r) = self.range {
@@ -230,11 +237,17 @@ impl RestoredState {
                 while !rest.is_empty() {
                     let (table, key, value, tail) = read_entry(rest)?;
                     let types = file.types.get(table as usize).map_or("", String::as_str);
-                    let table = file
-                        .tables
-                        .get(table as usize)
-                        .ok_or_else(|| StateError::Corrupt(format!("entry names state table #{table}, which the file does not list")))?;
-                    f(KeyedEntry { table, types, key, value })?;
+                    let table = file.tables.get(table as usize).ok_or_else(|| {
+                        StateError::Corrupt(format!(
+                            "entry names state table #{table}, which the file does not list"
+                        ))
+                    })?;
+                    f(KeyedEntry {
+                        table,
+                        types,
+                        key,
+                        value,
+                    })?;
                     rest = tail;
                 }
             }
@@ -271,7 +284,10 @@ fn read_framed(b: &[u8]) -> Option<(&[u8], &[u8])> {
 fn decode(name: &str, bytes: &[u8]) -> Result<StateFile, StateError> {
     let bad = |what: String| StateError::Corrupt(format!("state file '{name}': {what}"));
     if bytes.len() < 22 {
-        return Err(bad(format!("truncated: {} bytes is shorter than the header", bytes.len())));
+        return Err(bad(format!(
+            "truncated: {} bytes is shorter than the header",
+            bytes.len()
+        )));
     }
     if &bytes[..8] != MAGIC {
         return Err(bad("not a Sluice state file (bad magic)".into()));
@@ -334,7 +350,12 @@ mod tests {
             key_groups: Vec<(u32, Vec<u8>)>,
             operator: Vec<Vec<u8>>,
         }
-        let body = bincode::serialize(&V1 { tables: vec!["count".into()], key_groups: vec![], operator: vec![vec![7]] }).unwrap();
+        let body = bincode::serialize(&V1 {
+            tables: vec!["count".into()],
+            key_groups: vec![],
+            operator: vec![vec![7]],
+        })
+        .unwrap();
         let mut out = Vec::new();
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&1u16.to_le_bytes());
@@ -351,7 +372,9 @@ mod tests {
     fn a_changed_type_is_named() {
         assert!(check_types("count", "", "u64 => u64").is_ok(), "unknown types pass");
         assert!(check_types("count", "u64 => u64", "u64 => u64").is_ok());
-        let e = check_types("count", "u64 => u64", "u64 => i64").unwrap_err().to_string();
+        let e = check_types("count", "u64 => u64", "u64 => i64")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("state 'count'") && e.contains("u64 => i64"), "{e}");
     }
 
@@ -393,7 +416,12 @@ mod tests {
     fn corruption_truncation_and_versions_are_detected() {
         let good = sample();
         let range = KeyGroupRange::for_subtask(8, 1, 0);
-        let err = |b: &[u8]| RestoredState::empty().add_file("chk-3/count-0", b, range).unwrap_err().to_string();
+        let err = |b: &[u8]| {
+            RestoredState::empty()
+                .add_file("chk-3/count-0", b, range)
+                .unwrap_err()
+                .to_string()
+        };
         let mut flipped = good.clone();
         let mid = flipped.len() / 2;
         flipped[mid] ^= 0x40;

@@ -19,18 +19,29 @@ pub struct OutputChannel {
 
 impl std::fmt::Debug for OutputChannel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "OutputChannel({}, {})", self.id, if self.is_remote() { "remote" } else { "local" })
+        write!(
+            f,
+            "OutputChannel({}, {})",
+            self.id,
+            if self.is_remote() { "remote" } else { "local" }
+        )
     }
 }
 
 impl OutputChannel {
     pub(crate) fn new(id: ChannelId, tx: mpsc::Sender<StreamMessage>) -> Self {
-        OutputChannel { id, kind: OutKind::Local(tx) }
+        OutputChannel {
+            id,
+            kind: OutKind::Local(tx),
+        }
     }
 
     /// A channel whose consumer is across the network.
     pub fn remote(id: ChannelId, out: RemoteOutput) -> Self {
-        OutputChannel { id, kind: OutKind::Remote(out) }
+        OutputChannel {
+            id,
+            kind: OutKind::Remote(out),
+        }
     }
 
     /// The channel this half belongs to.
@@ -103,12 +114,18 @@ impl std::fmt::Debug for InputChannel {
 
 impl InputChannel {
     pub(crate) fn new(id: ChannelId, rx: mpsc::Receiver<StreamMessage>) -> Self {
-        InputChannel { id, kind: InKind::Local(rx) }
+        InputChannel {
+            id,
+            kind: InKind::Local(rx),
+        }
     }
 
     /// A channel whose producer is across the network.
     pub fn remote(id: ChannelId, input: RemoteInput) -> Self {
-        InputChannel { id, kind: InKind::Remote(input) }
+        InputChannel {
+            id,
+            kind: InKind::Remote(input),
+        }
     }
 
     /// The channel this half belongs to.

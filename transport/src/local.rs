@@ -99,33 +99,39 @@ mod tests {
     #[test]
     fn halves_can_be_taken_in_either_order_once() {
         let t = LocalTransport::new(2);
-        let id = ChannelId { edge: 1, from: 0, to: 0 };
+        let id = ChannelId {
+            edge: 1,
+            from: 0,
+            to: 0,
+        };
         let _rx = t.input(id).unwrap();
         let _tx = t.output(id).unwrap();
         // Both halves taken: the entry is gone, so asking again opens a fresh channel rather
         // than handing out a half that is in use.
         assert!(t.pending.lock().unwrap().is_empty());
-        let id2 = ChannelId { edge: 2, from: 0, to: 0 };
+        let id2 = ChannelId {
+            edge: 2,
+            from: 0,
+            to: 0,
+        };
         let _tx2 = t.output(id2).unwrap();
-        assert_eq!(
-            t.output(id2).unwrap_err(),
-            TransportError::AlreadyTaken(id2, "output")
-        );
+        assert_eq!(t.output(id2).unwrap_err(), TransportError::AlreadyTaken(id2, "output"));
     }
 
     #[test]
     fn zero_capacity_is_rejected() {
-        assert_eq!(
-            LocalTransport::try_new(0).unwrap_err(),
-            TransportError::ZeroCapacity(0)
-        );
+        assert_eq!(LocalTransport::try_new(0).unwrap_err(), TransportError::ZeroCapacity(0));
     }
 
     #[test]
     fn full_channel_blocks_sender_until_drained() {
         rt().block_on(async {
             let t = LocalTransport::new(1);
-            let id = ChannelId { edge: 0, from: 0, to: 0 };
+            let id = ChannelId {
+                edge: 0,
+                from: 0,
+                to: 0,
+            };
             let mut tx = t.output(id).unwrap();
             let mut rx = t.input(id).unwrap();
             tx.send(StreamMessage::Watermark(1)).await.unwrap();
@@ -146,7 +152,11 @@ mod tests {
     fn dropped_receiver_closes_channel() {
         rt().block_on(async {
             let t = LocalTransport::new(1);
-            let id = ChannelId { edge: 0, from: 0, to: 0 };
+            let id = ChannelId {
+                edge: 0,
+                from: 0,
+                to: 0,
+            };
             let mut tx = t.output(id).unwrap();
             drop(t.input(id).unwrap());
             assert_eq!(

@@ -17,14 +17,21 @@ fn log() -> slog::Logger {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 async fn pair(config: ConnectionConfig) -> (Connection, Connection) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
-    (Connection::start(client.unwrap(), config, log()), Connection::start(server.unwrap().0, config, log()))
+    (
+        Connection::start(client.unwrap(), config, log()),
+        Connection::start(server.unwrap().0, config, log()),
+    )
 }
 
 fn data(i: u32) -> StreamMessage {
@@ -38,13 +45,25 @@ fn value(m: &StreamMessage) -> u32 {
     }
 }
 
-const A: ChannelId = ChannelId { edge: 0, from: 0, to: 0 };
-const B: ChannelId = ChannelId { edge: 0, from: 0, to: 1 };
+const A: ChannelId = ChannelId {
+    edge: 0,
+    from: 0,
+    to: 0,
+};
+const B: ChannelId = ChannelId {
+    edge: 0,
+    from: 0,
+    to: 1,
+};
 
 #[test]
 fn slow_consumer_blocks_only_its_channel_with_bounded_memory() {
     rt().block_on(async {
-        let config = ConnectionConfig { credits_per_channel: 4, queue_per_channel: 3, frames_per_pass: 16 };
+        let config = ConnectionConfig {
+            credits_per_channel: 4,
+            queue_per_channel: 3,
+            frames_per_pass: 16,
+        };
         let (sender, receiver) = pair(config).await;
         let mut in_a = receiver.open_input(A, 1);
         let mut in_b = receiver.open_input(B, 1);
@@ -73,7 +92,10 @@ fn slow_consumer_blocks_only_its_channel_with_bounded_memory() {
         let mut next = 0u32;
         let mut last_wm = -1i64;
         loop {
-            match tokio::time::timeout(Duration::from_secs(10), in_b.recv()).await.expect("B keeps flowing") {
+            match tokio::time::timeout(Duration::from_secs(10), in_b.recv())
+                .await
+                .expect("B keeps flowing")
+            {
                 Some(StreamMessage::EndOfPartition) => break,
                 Some(StreamMessage::Watermark(w)) => {
                     assert_eq!(w, (next - 1) as i64, "watermark stays in place behind its data");
@@ -100,7 +122,10 @@ fn slow_consumer_blocks_only_its_channel_with_bounded_memory() {
         for i in sent_a..20 {
             out_a.send(data(i)).await.unwrap();
         }
-        let got = tokio::time::timeout(Duration::from_secs(10), reader).await.unwrap().unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got, (0..20).collect::<Vec<_>>());
     });
 }
@@ -115,12 +140,21 @@ fn frames_of_a_stale_attempt_are_dropped() {
         let receiver = Connection::start(server.unwrap().0, ConnectionConfig::default(), log());
         let mut input = receiver.open_input(A, 2);
         let frame = |attempt: u32, v: u32| {
-            encode_frame(&WireMessage::Data { channel: A, attempt, seq: 1, records: 1, payload: Bytes::from(v.to_le_bytes().to_vec()) })
+            encode_frame(&WireMessage::Data {
+                channel: A,
+                attempt,
+                seq: 1,
+                records: 1,
+                payload: Bytes::from(v.to_le_bytes().to_vec()),
+            })
         };
         raw.write_all(&frame(1, 111)).await.unwrap();
         raw.write_all(&frame(2, 222)).await.unwrap();
         raw.flush().await.unwrap();
-        let m = tokio::time::timeout(Duration::from_secs(5), input.recv()).await.unwrap().unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), input.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(value(&m), 222, "the attempt-1 frame was dropped");
         assert!(receiver.closed().is_none());
     });
@@ -135,9 +169,13 @@ fn malformed_frame_closes_the_connection_with_a_reason() {
         let mut raw = raw.unwrap();
         let receiver = Connection::start(server.unwrap().0, ConnectionConfig::default(), log());
         let mut input = receiver.open_input(A, 1);
-        raw.write_all(&[8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
+        raw.write_all(&[8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
+            .await
+            .unwrap();
         raw.flush().await.unwrap();
-        let end = tokio::time::timeout(Duration::from_secs(5), input.recv()).await.unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(5), input.recv())
+            .await
+            .unwrap();
         assert!(end.is_none(), "the channel ends with the connection");
         let why = receiver.closed().expect("closed");
         assert!(why.contains("bad frame from peer: malformed frame"), "{why}");
@@ -153,7 +191,11 @@ fn malformed_frame_closes_the_connection_with_a_reason() {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(receiver2.closed().unwrap_or_default().contains("exceeds the limit"), "{:?}", receiver2.closed());
+        assert!(
+            receiver2.closed().unwrap_or_default().contains("exceeds the limit"),
+            "{:?}",
+            receiver2.closed()
+        );
     });
 }
 
@@ -162,7 +204,10 @@ fn typed_batches_are_refused_on_a_network_channel() {
     rt().block_on(async {
         let (sender, _receiver) = pair(ConnectionConfig::default()).await;
         let mut out = sender.open_output(A, 1);
-        let err = out.send(StreamMessage::Data(Payload::Local(Box::new(5u8)))).await.unwrap_err();
+        let err = out
+            .send(StreamMessage::Data(Payload::Local(Box::new(5u8))))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("must be encoded"), "{err}");
     });
 }
@@ -173,7 +218,11 @@ fn typed_batches_are_refused_on_a_network_channel() {
 #[test]
 fn a_credit_that_arrives_before_the_sender_opens_the_channel_is_kept() {
     rt().block_on(async {
-        let config = ConnectionConfig { credits_per_channel: 2, queue_per_channel: 2, frames_per_pass: 16 };
+        let config = ConnectionConfig {
+            credits_per_channel: 2,
+            queue_per_channel: 2,
+            frames_per_pass: 16,
+        };
         let (sender, receiver) = pair(config).await;
         let mut input = receiver.open_input(A, 3);
         // Let the credit cross the connection before the sender side opens the channel.
@@ -181,11 +230,17 @@ fn a_credit_that_arrives_before_the_sender_opens_the_channel_is_kept() {
         let mut out = sender.open_output(A, 3);
         let producer = tokio::spawn(async move {
             for i in 0..10 {
-                tokio::time::timeout(Duration::from_secs(5), out.send(data(i))).await.expect("the channel opened").unwrap();
+                tokio::time::timeout(Duration::from_secs(5), out.send(data(i)))
+                    .await
+                    .expect("the channel opened")
+                    .unwrap();
             }
         });
         for i in 0..10 {
-            let m = tokio::time::timeout(Duration::from_secs(5), input.recv()).await.expect("data arrives").unwrap();
+            let m = tokio::time::timeout(Duration::from_secs(5), input.recv())
+                .await
+                .expect("data arrives")
+                .unwrap();
             assert_eq!(value(&m), i);
         }
         producer.await.unwrap();

@@ -4,7 +4,10 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use sluice_transport::wire::{decode_frame, encode_frame, read_frame, FrameError, WireJobEntry, WireMessage, WireMetric, WireOption, WirePeer, MAX_FRAME_BYTES};
+use sluice_transport::wire::{
+    decode_frame, encode_frame, read_frame, FrameError, WireJobEntry, WireMessage, WireMetric, WireOption, WirePeer,
+    MAX_FRAME_BYTES,
+};
 use sluice_transport::ChannelId;
 
 fn channel() -> impl Strategy<Value = ChannelId> {
@@ -14,25 +17,57 @@ fn channel() -> impl Strategy<Value = ChannelId> {
 fn data_plane() -> impl Strategy<Value = WireMessage> {
     let s = || "[a-z0-9:._-]{0,24}";
     prop_oneof![
-        (channel(), any::<u32>(), any::<u64>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..512)).prop_map(
-            |(channel, attempt, seq, records, p)| WireMessage::Data { channel, attempt, seq, records, payload: Bytes::from(p) }
-        ),
+        (
+            channel(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<u32>(),
+            proptest::collection::vec(any::<u8>(), 0..512)
+        )
+            .prop_map(|(channel, attempt, seq, records, p)| WireMessage::Data {
+                channel,
+                attempt,
+                seq,
+                records,
+                payload: Bytes::from(p)
+            }),
         (channel(), any::<u32>(), any::<i64>()).prop_map(|(channel, attempt, timestamp_ms)| WireMessage::Watermark {
             channel,
             attempt,
             timestamp_ms
         }),
-        (channel(), any::<u32>(), any::<bool>()).prop_map(|(channel, attempt, idle)| WireMessage::Status { channel, attempt, idle }),
-        (channel(), any::<u32>(), any::<u64>(), any::<i64>()).prop_map(|(channel, attempt, checkpoint_id, timestamp_ms)| {
-            WireMessage::Barrier { channel, attempt, checkpoint_id, timestamp_ms }
+        (channel(), any::<u32>(), any::<bool>()).prop_map(|(channel, attempt, idle)| WireMessage::Status {
+            channel,
+            attempt,
+            idle
         }),
+        (channel(), any::<u32>(), any::<u64>(), any::<i64>()).prop_map(
+            |(channel, attempt, checkpoint_id, timestamp_ms)| {
+                WireMessage::Barrier {
+                    channel,
+                    attempt,
+                    checkpoint_id,
+                    timestamp_ms,
+                }
+            }
+        ),
         (channel(), any::<u32>()).prop_map(|(channel, attempt)| WireMessage::EndOfPartition { channel, attempt }),
-        (channel(), any::<u32>(), any::<u32>()).prop_map(|(channel, attempt, credits)| WireMessage::Credit { channel, attempt, credits }),
-        (s(), s(), any::<u32>()).prop_map(|(worker_id, data_address, slots)| WireMessage::Register { worker_id, data_address, slots }),
-        (s(), any::<u32>(), any::<u32>()).prop_map(|(worker_id, heartbeat_interval_ms, heartbeat_timeout_ms)| WireMessage::RegisterAck {
+        (channel(), any::<u32>(), any::<u32>()).prop_map(|(channel, attempt, credits)| WireMessage::Credit {
+            channel,
+            attempt,
+            credits
+        }),
+        (s(), s(), any::<u32>()).prop_map(|(worker_id, data_address, slots)| WireMessage::Register {
             worker_id,
-            heartbeat_interval_ms,
-            heartbeat_timeout_ms
+            data_address,
+            slots
+        }),
+        (s(), any::<u32>(), any::<u32>()).prop_map(|(worker_id, heartbeat_interval_ms, heartbeat_timeout_ms)| {
+            WireMessage::RegisterAck {
+                worker_id,
+                heartbeat_interval_ms,
+                heartbeat_timeout_ms,
+            }
         }),
         s().prop_map(|worker_id| WireMessage::Heartbeat { worker_id }),
     ]
@@ -50,48 +85,135 @@ fn opts() -> impl Strategy<Value = Vec<WireOption>> {
 fn control_plane() -> impl Strategy<Value = WireMessage> {
     let s = || "[a-z0-9:._-]{0,24}";
     prop_oneof![
-        (s(), any::<u32>(), s(), opts(), proptest::collection::vec(s(), 0..8), proptest::collection::vec((s(), s()), 0..4), s(), any::<u64>(), s(), opts())
-            .prop_map(|(job_id, attempt, job_name, options, placement, peers, checkpoint_store, restore_checkpoint, restore_savepoint, uid_mapping)| {
-                WireMessage::DeployTask {
+        (
+            s(),
+            any::<u32>(),
+            s(),
+            opts(),
+            proptest::collection::vec(s(), 0..8),
+            proptest::collection::vec((s(), s()), 0..4),
+            s(),
+            any::<u64>(),
+            s(),
+            opts()
+        )
+            .prop_map(
+                |(
                     job_id,
                     attempt,
                     job_name,
                     options,
                     placement,
-                    peers: peers.into_iter().map(|(worker_id, data_address)| WirePeer { worker_id, data_address }).collect(),
+                    peers,
                     checkpoint_store,
                     restore_checkpoint,
                     restore_savepoint,
                     uid_mapping,
+                )| {
+                    WireMessage::DeployTask {
+                        job_id,
+                        attempt,
+                        job_name,
+                        options,
+                        placement,
+                        peers: peers
+                            .into_iter()
+                            .map(|(worker_id, data_address)| WirePeer {
+                                worker_id,
+                                data_address,
+                            })
+                            .collect(),
+                        checkpoint_store,
+                        restore_checkpoint,
+                        restore_savepoint,
+                        uid_mapping,
+                    }
                 }
-            }),
-        (s(), any::<u32>(), any::<bool>()).prop_map(|(job_id, attempt, drain)| WireMessage::CancelTask { job_id, attempt, drain }),
-        (s(), any::<u32>(), any::<u64>(), any::<i64>(), any::<u32>()).prop_map(|(job_id, attempt, checkpoint_id, timestamp_ms, task)| {
-            WireMessage::TriggerCheckpoint { job_id, attempt, checkpoint_id, timestamp_ms, task }
+            ),
+        (s(), any::<u32>(), any::<bool>()).prop_map(|(job_id, attempt, drain)| WireMessage::CancelTask {
+            job_id,
+            attempt,
+            drain
         }),
-        (s(), any::<u32>(), any::<u64>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64), any::<u64>()).prop_map(
-            |(job_id, attempt, checkpoint_id, task, st, alignment_ms)| WireMessage::AckCheckpoint {
+        (s(), any::<u32>(), any::<u64>(), any::<i64>(), any::<u32>()).prop_map(
+            |(job_id, attempt, checkpoint_id, timestamp_ms, task)| {
+                WireMessage::TriggerCheckpoint {
+                    job_id,
+                    attempt,
+                    checkpoint_id,
+                    timestamp_ms,
+                    task,
+                }
+            }
+        ),
+        (
+            s(),
+            any::<u32>(),
+            any::<u64>(),
+            any::<u32>(),
+            proptest::collection::vec(any::<u8>(), 0..64),
+            any::<u64>()
+        )
+            .prop_map(
+                |(job_id, attempt, checkpoint_id, task, st, alignment_ms)| WireMessage::AckCheckpoint {
+                    job_id,
+                    attempt,
+                    checkpoint_id,
+                    task,
+                    state: Bytes::from(st),
+                    alignment_ms
+                }
+            ),
+        (s(), any::<u32>(), any::<u64>(), any::<u32>()).prop_map(|(job_id, attempt, checkpoint_id, task)| {
+            WireMessage::NotifyCheckpointComplete {
                 job_id,
                 attempt,
                 checkpoint_id,
                 task,
-                state: Bytes::from(st),
-                alignment_ms
+            }
+        }),
+        (s(), any::<u32>(), any::<u32>(), s()).prop_map(|(job_id, attempt, task, reason)| WireMessage::TaskFailed {
+            job_id,
+            attempt,
+            task,
+            reason
+        }),
+        (s(), any::<u32>(), any::<u64>(), any::<u32>(), s()).prop_map(
+            |(job_id, attempt, checkpoint_id, task, reason)| {
+                WireMessage::DeclineCheckpoint {
+                    job_id,
+                    attempt,
+                    checkpoint_id,
+                    task,
+                    reason,
+                }
             }
         ),
-        (s(), any::<u32>(), any::<u64>(), any::<u32>()).prop_map(|(job_id, attempt, checkpoint_id, task)| {
-            WireMessage::NotifyCheckpointComplete { job_id, attempt, checkpoint_id, task }
+        (s(), any::<u32>(), any::<u32>()).prop_map(|(job_id, attempt, task)| WireMessage::InputFinished {
+            job_id,
+            attempt,
+            task
         }),
-        (s(), any::<u32>(), any::<u32>(), s()).prop_map(|(job_id, attempt, task, reason)| WireMessage::TaskFailed { job_id, attempt, task, reason }),
-        (s(), any::<u32>(), any::<u64>(), any::<u32>(), s()).prop_map(|(job_id, attempt, checkpoint_id, task, reason)| {
-            WireMessage::DeclineCheckpoint { job_id, attempt, checkpoint_id, task, reason }
+        (s(), any::<u32>(), any::<u32>()).prop_map(|(job_id, attempt, task)| WireMessage::EndInput {
+            job_id,
+            attempt,
+            task
         }),
-        (s(), any::<u32>(), any::<u32>()).prop_map(|(job_id, attempt, task)| WireMessage::InputFinished { job_id, attempt, task }),
-        (s(), any::<u32>(), any::<u32>()).prop_map(|(job_id, attempt, task)| WireMessage::EndInput { job_id, attempt, task }),
-        (s(), any::<u32>(), any::<u32>(), any::<bool>())
-            .prop_map(|(job_id, attempt, task, cancelled)| WireMessage::TaskFinished { job_id, attempt, task, cancelled }),
-        (s(), any::<u32>(), s()).prop_map(|(job_id, attempt, worker_id)| WireMessage::DataHello { job_id, attempt, worker_id }),
-        (s(), proptest::collection::vec(metric(), 0..6)).prop_map(|(worker_id, points)| WireMessage::MetricsReport { worker_id, points }),
+        (s(), any::<u32>(), any::<u32>(), any::<bool>()).prop_map(|(job_id, attempt, task, cancelled)| {
+            WireMessage::TaskFinished {
+                job_id,
+                attempt,
+                task,
+                cancelled,
+            }
+        }),
+        (s(), any::<u32>(), s()).prop_map(|(job_id, attempt, worker_id)| WireMessage::DataHello {
+            job_id,
+            attempt,
+            worker_id
+        }),
+        (s(), proptest::collection::vec(metric(), 0..6))
+            .prop_map(|(worker_id, points)| WireMessage::MetricsReport { worker_id, points }),
     ]
 }
 
@@ -106,7 +228,15 @@ fn metric() -> impl Strategy<Value = WireMetric> {
         any::<u64>(),
         proptest::collection::vec((0f64..1e9, any::<u64>()), 0..5),
     )
-        .prop_map(|(name, help, kind, labels, value, count, buckets)| WireMetric { name, help, kind, labels, value, count, buckets })
+        .prop_map(|(name, help, kind, labels, value, count, buckets)| WireMetric {
+            name,
+            help,
+            kind,
+            labels,
+            value,
+            count,
+            buckets,
+        })
 }
 
 fn client() -> impl Strategy<Value = WireMessage> {
@@ -116,13 +246,27 @@ fn client() -> impl Strategy<Value = WireMessage> {
         s().prop_map(|job_id| WireMessage::JobSubmitted { job_id }),
         Just(WireMessage::ListJobs),
         proptest::collection::vec((s(), s(), s(), s()), 0..6).prop_map(|v| WireMessage::JobList {
-            jobs: v.into_iter().map(|(job_id, job_name, status, error)| WireJobEntry { job_id, job_name, status, error }).collect()
+            jobs: v
+                .into_iter()
+                .map(|(job_id, job_name, status, error)| WireJobEntry {
+                    job_id,
+                    job_name,
+                    status,
+                    error
+                })
+                .collect()
         }),
         s().prop_map(|job_id| WireMessage::CancelJob { job_id }),
         s().prop_map(|job_id| WireMessage::JobCancelled { job_id }),
         s().prop_map(|reason| WireMessage::Rejected { reason }),
-        (s(), s(), any::<bool>(), any::<bool>())
-            .prop_map(|(job_id, target_dir, stop, drain)| WireMessage::TriggerSavepoint { job_id, target_dir, stop, drain }),
+        (s(), s(), any::<bool>(), any::<bool>()).prop_map(|(job_id, target_dir, stop, drain)| {
+            WireMessage::TriggerSavepoint {
+                job_id,
+                target_dir,
+                stop,
+                drain,
+            }
+        }),
         (s(), any::<u64>()).prop_map(|(path, checkpoint_id)| WireMessage::SavepointDone { path, checkpoint_id }),
     ]
 }
@@ -168,7 +312,13 @@ fn oversized_length_is_refused_before_reading_the_body() {
     let len = (MAX_FRAME_BYTES + 1) as u32;
     let mut b = len.to_le_bytes().to_vec();
     b.extend_from_slice(&[0; 16]);
-    assert_eq!(decode_frame(&b), Err(FrameError::TooLarge { len: MAX_FRAME_BYTES + 1, max: MAX_FRAME_BYTES }));
+    assert_eq!(
+        decode_frame(&b),
+        Err(FrameError::TooLarge {
+            len: MAX_FRAME_BYTES + 1,
+            max: MAX_FRAME_BYTES
+        })
+    );
     let huge = u32::MAX.to_le_bytes();
     assert!(matches!(decode_frame(&huge), Err(FrameError::TooLarge { .. })));
 }
@@ -196,21 +346,34 @@ fn wrong_version_is_refused_by_name() {
 fn garbage_is_malformed_not_a_panic() {
     let mut b = 8u32.to_le_bytes().to_vec();
     b.extend_from_slice(&[0xff; 8]);
-    assert!(matches!(decode_frame(&b), Err(FrameError::Malformed(_))), "{:?}", decode_frame(&b));
+    assert!(
+        matches!(decode_frame(&b), Err(FrameError::Malformed(_))),
+        "{:?}",
+        decode_frame(&b)
+    );
 }
 
 #[test]
 fn stream_reader_reports_truncation_and_clean_close() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let frame = encode_frame(&WireMessage::Heartbeat { worker_id: "w1".into() });
         let mut whole: &[u8] = &frame;
-        assert_eq!(read_frame(&mut whole).await.unwrap(), Some(WireMessage::Heartbeat { worker_id: "w1".into() }));
+        assert_eq!(
+            read_frame(&mut whole).await.unwrap(),
+            Some(WireMessage::Heartbeat { worker_id: "w1".into() })
+        );
         assert_eq!(read_frame(&mut whole).await.unwrap(), None, "closed between frames");
         let mut cut: &[u8] = &frame[..frame.len() - 3];
         assert!(matches!(read_frame(&mut cut).await, Err(FrameError::Truncated { .. })));
         let big = ((MAX_FRAME_BYTES + 10) as u32).to_le_bytes();
         let mut hostile: &[u8] = &big;
-        assert!(matches!(read_frame(&mut hostile).await, Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            read_frame(&mut hostile).await,
+            Err(FrameError::TooLarge { .. })
+        ));
     });
 }

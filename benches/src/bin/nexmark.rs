@@ -26,7 +26,9 @@ use sluice_core::connectors::nexmark::{write_event_files, NexmarkConfig};
 use sluice_core::duration::parse_duration;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 struct Row {
@@ -49,7 +51,8 @@ fn checksummed(q: &str) -> bool {
 
 fn child(me: &std::path::Path, q: &str, p: &str, input: &[String], ckpt: Option<&str>) -> anyhow::Result<Row> {
     let mut cmd = Command::new(me);
-    cmd.args(["--one", &format!("nexmark-{q}"), "--parallelism", p]).args(input);
+    cmd.args(["--one", &format!("nexmark-{q}"), "--parallelism", p])
+        .args(input);
     if let Some(c) = ckpt {
         cmd.args(["--one-checkpoint", c]);
     }
@@ -59,7 +62,10 @@ fn child(me: &std::path::Path, q: &str, p: &str, input: &[String], ckpt: Option<
     let out = cmd.output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let Some(line) = stdout.lines().find(|l| l.starts_with("RESULT ")) else {
-        bail!("run of {q} at parallelism {p} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "run of {q} at parallelism {p} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let f: Vec<&str> = line.split_whitespace().collect();
     Ok(Row {
@@ -74,14 +80,27 @@ fn child(me: &std::path::Path, q: &str, p: &str, input: &[String], ckpt: Option<
 }
 
 /// The best of `repeat` runs (the least disturbed by the rest of the machine).
-fn best(me: &std::path::Path, q: &str, p: &str, input: &[String], ckpt: Option<&str>, repeat: u32) -> anyhow::Result<Row> {
+fn best(
+    me: &std::path::Path,
+    q: &str,
+    p: &str,
+    input: &[String],
+    ckpt: Option<&str>,
+    repeat: u32,
+) -> anyhow::Result<Row> {
     let mut best: Option<Row> = None;
     for _ in 0..repeat.max(1) {
         let r = child(me, q, p, input, ckpt)?;
         if let Some(b) = &best {
             // Every run of the same input must give the same results.
             if b.checksum != r.checksum || b.results != r.results {
-                bail!("{q} at parallelism {p}: two runs disagree ({} results, checksum {} vs {} results, checksum {})", b.results, b.checksum, r.results, r.checksum);
+                bail!(
+                    "{q} at parallelism {p}: two runs disagree ({} results, checksum {} vs {} results, checksum {})",
+                    b.results,
+                    b.checksum,
+                    r.results,
+                    r.checksum
+                );
             }
         }
         if best.as_ref().is_none_or(|b| r.events_per_second > b.events_per_second) {
@@ -120,15 +139,21 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(dir) = arg(&args, "--write-events") {
-        let events: u64 = arg(&args, "--events").context("--write-events needs --events N")?.parse()?;
+        let events: u64 = arg(&args, "--events")
+            .context("--write-events needs --events N")?
+            .parse()?;
         let parts: usize = arg(&args, "--parts").unwrap_or_else(|| "2".into()).parse()?;
-        let bytes = write_event_files(NexmarkConfig::default(), events, std::path::Path::new(&dir), parts).map_err(anyhow::Error::msg)?;
+        let bytes = write_event_files(NexmarkConfig::default(), events, std::path::Path::new(&dir), parts)
+            .map_err(anyhow::Error::msg)?;
         println!("wrote {events} events ({bytes} bytes) into {parts} part files in {dir}");
         return Ok(());
     }
     let input: Vec<String> = match arg(&args, "--events-dir") {
         Some(dir) => vec!["--events-dir".into(), dir],
-        None => vec!["--events".into(), arg(&args, "--events").unwrap_or_else(|| "2000000".into())],
+        None => vec![
+            "--events".into(),
+            arg(&args, "--events").unwrap_or_else(|| "2000000".into()),
+        ],
     };
     let queries = arg(&args, "--queries").unwrap_or_else(|| "q0,q1,q2,q3,q4,q5,q7,q8".into());
     let pars = arg(&args, "--parallelism").unwrap_or_else(|| "1,2".into());
@@ -180,7 +205,11 @@ fn main() -> anyhow::Result<()> {
                         with.events_per_second,
                         with.checkpoints,
                         with.events_per_second / base.events_per_second,
-                        if with.checksum == base.checksum && with.results == base.results { "yes" } else { "NO" },
+                        if with.checksum == base.checksum && with.results == base.results {
+                            "yes"
+                        } else {
+                            "NO"
+                        },
                         with.rss_mib
                     );
                 }

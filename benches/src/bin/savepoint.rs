@@ -22,22 +22,28 @@ use sluice_core::state::blob::{BlobStore, LocalFsStore};
 use sluice_core::{ExecutionConfig, SavepointRestore, StreamEnv, WatermarkStrategy};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn job(keys: u64, parallelism: u32, count: Option<u64>, seen: Arc<AtomicU64>) -> StreamEnv {
     let env = StreamEnv::new("savepoint-bench");
     env.set_parallelism(parallelism);
-    env.from_source(GeneratorSource::new(1, count, move |i, _| (i % keys, 1u64)), WatermarkStrategy::no_watermarks(), "keys")
-        .uid("keys")
-        .key_by(|r: &(u64, u64)| r.0)
-        .reduce(|a: (u64, u64), b: (u64, u64)| (a.0, a.1 + b.1))
-        .uid("count")
-        .map(move |r| {
-            seen.fetch_add(1, Ordering::Relaxed);
-            r
-        })
-        .sink_to(DiscardSink::default(), "discard");
+    env.from_source(
+        GeneratorSource::new(1, count, move |i, _| (i % keys, 1u64)),
+        WatermarkStrategy::no_watermarks(),
+        "keys",
+    )
+    .uid("keys")
+    .key_by(|r: &(u64, u64)| r.0)
+    .reduce(|a: (u64, u64), b: (u64, u64)| (a.0, a.1 + b.1))
+    .uid("count")
+    .map(move |r| {
+        seen.fetch_add(1, Ordering::Relaxed);
+        r
+    })
+    .sink_to(DiscardSink::default(), "discard");
     env
 }
 
@@ -45,7 +51,11 @@ fn dir_bytes(path: &std::path::Path) -> u64 {
     let mut total = 0;
     for e in std::fs::read_dir(path).into_iter().flatten().flatten() {
         let p = e.path();
-        total += if p.is_dir() { dir_bytes(&p) } else { e.metadata().map_or(0, |m| m.len()) };
+        total += if p.is_dir() {
+            dir_bytes(&p)
+        } else {
+            e.metadata().map_or(0, |m| m.len())
+        };
     }
     total
 }
@@ -58,8 +68,14 @@ fn main() -> anyhow::Result<()> {
         .map(|s| s.trim().parse())
         .collect::<Result<_, _>>()?;
     let p: u32 = arg(&args, "--parallelism").map(|s| s.parse()).transpose()?.unwrap_or(2);
-    let p2: u32 = arg(&args, "--restore-parallelism").map(|s| s.parse()).transpose()?.unwrap_or(3);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let p2: u32 = arg(&args, "--restore-parallelism")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(3);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     println!("| keys | state on disk | savepoint time | restore time (parallelism {p} -> {p2}) |");
     println!("|---|---|---|---|");
     for n in keys {

@@ -20,7 +20,9 @@ use sluice_core::connectors::{DiscardSink, GeneratorSource};
 use sluice_core::{ExecutionConfig, Record, StreamEnv, WatermarkStrategy};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 type Rec = (u64, u64, String);
@@ -32,10 +34,14 @@ fn record(i: u64) -> Rec {
 fn job(records: u64) -> StreamEnv {
     let env = StreamEnv::new("shuffle");
     env.set_parallelism(2);
-    env.from_source(GeneratorSource::new(1, Some(records), |i, _| record(i)), WatermarkStrategy::no_watermarks(), "gen")
-        .key_by(|r: &Rec| r.0)
-        .reduce(|a: Rec, b: Rec| (a.0, a.1 + b.1, b.2))
-        .sink_to(DiscardSink::default(), "discard");
+    env.from_source(
+        GeneratorSource::new(1, Some(records), |i, _| record(i)),
+        WatermarkStrategy::no_watermarks(),
+        "gen",
+    )
+    .key_by(|r: &Rec| r.0)
+    .reduce(|a: Rec, b: Rec| (a.0, a.1 + b.1, b.2))
+    .sink_to(DiscardSink::default(), "discard");
     env
 }
 
@@ -50,11 +56,15 @@ impl JobRegistry for ShuffleJob {
 /// A coordinator and two one-slot workers in this process, over TCP on 127.0.0.1; the time
 /// from submission to FINISHED.
 fn run_cluster(records: u64) -> anyhow::Result<Duration> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let log = slog::Logger::root(slog::Discard, slog::o!());
         let registry: Arc<dyn JobRegistry> = Arc::new(ShuffleJob(records));
-        let opener: sluice_core::cluster::StoreOpener = Arc::new(|_: &str| Err("no checkpoints in this benchmark".to_string()));
+        let opener: sluice_core::cluster::StoreOpener =
+            Arc::new(|_: &str| Err("no checkpoints in this benchmark".to_string()));
         let coordinator = Coordinator::new(CoordinatorConfig::new(log.clone()), registry.clone(), opener.clone())?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?.to_string();
@@ -62,9 +72,20 @@ fn run_cluster(records: u64) -> anyhow::Result<Duration> {
         let server = tokio::spawn(async move { serve.serve(listener).await });
         let mut workers = Vec::new();
         for id in ["w1", "w2"] {
-            let mut cfg = WorkerConfig::new(addr.clone(), 1, ExecutionConfig { log: log.clone(), ..ExecutionConfig::default() });
+            let mut cfg = WorkerConfig::new(
+                addr.clone(),
+                1,
+                ExecutionConfig {
+                    log: log.clone(),
+                    ..ExecutionConfig::default()
+                },
+            );
             cfg.id = Some(id.to_string());
-            workers.push(tokio::spawn(Worker::bind(cfg, "127.0.0.1:0", registry.clone(), opener.clone()).await?.run()));
+            workers.push(tokio::spawn(
+                Worker::bind(cfg, "127.0.0.1:0", registry.clone(), opener.clone())
+                    .await?
+                    .run(),
+            ));
         }
         while coordinator.workers().len() < 2 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -90,7 +111,10 @@ fn run_cluster(records: u64) -> anyhow::Result<Duration> {
 
 fn run(records: u64, over_tcp: bool) -> anyhow::Result<Duration> {
     let env = job(records);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let config = ExecutionConfig {
         shuffle_over_tcp: over_tcp,
         ..ExecutionConfig::default()
@@ -102,10 +126,15 @@ fn run(records: u64, over_tcp: bool) -> anyhow::Result<Duration> {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let records: u64 = arg(&args, "--records").map(|s| s.parse()).transpose()?.unwrap_or(2_000_000);
+    let records: u64 = arg(&args, "--records")
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(2_000_000);
     let repeat: u32 = arg(&args, "--repeat").map(|s| s.parse()).transpose()?.unwrap_or(3);
     // Bytes per record on the wire: a batch of 1024 records encoded as the shuffle does.
-    let batch: Vec<Record<Rec>> = (0..1024).map(|i| Record::new(record(i), sluice_core::EventTime::MIN)).collect();
+    let batch: Vec<Record<Rec>> = (0..1024)
+        .map(|i| Record::new(record(i), sluice_core::EventTime::MIN))
+        .collect();
     let bytes_per_record = bincode::serialize(&batch)?.len() as f64 / 1024.0;
     let best = |tcp: bool| -> anyhow::Result<Duration> {
         let mut best = Duration::MAX;
@@ -124,8 +153,17 @@ fn main() -> anyhow::Result<()> {
     let mbs = |d: Duration| rate(d) * bytes_per_record / 1e6;
     println!("| exchange | records | records/s | MB/s (encoded) | ratio to in-process |");
     println!("|---|---|---|---|---|");
-    println!("| in process | {records} | {:.0} | {:.1} | 1.000 |", rate(local), mbs(local));
-    println!("| TCP loopback, every keyed channel | {records} | {:.0} | {:.1} | {:.3} |", rate(tcp), mbs(tcp), rate(tcp) / rate(local));
+    println!(
+        "| in process | {records} | {:.0} | {:.1} | 1.000 |",
+        rate(local),
+        mbs(local)
+    );
+    println!(
+        "| TCP loopback, every keyed channel | {records} | {:.0} | {:.1} | {:.3} |",
+        rate(tcp),
+        mbs(tcp),
+        rate(tcp) / rate(local)
+    );
     println!(
         "| two workers (cluster mode) | {records} | {:.0} | {:.1} | {:.3} |",
         rate(cluster),

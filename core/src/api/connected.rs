@@ -155,7 +155,10 @@ where
     /// Emits `f(a, b)` for every pair with equal keys in the same window, when it fires.
     pub fn apply<O: Data>(&self, f: impl Fn(&A, &B) -> O + Clone + Send + Sync + 'static) -> DataStream<O> {
         if let Err(e) = self.window.validate() {
-            self.keyed.stream.env.record_error(format!("operator 'WindowJoin': {e}"));
+            self.keyed
+                .stream
+                .env
+                .record_error(format!("operator 'WindowJoin': {e}"));
         }
         self.keyed.keyed_op(
             "WindowJoin",

@@ -116,11 +116,7 @@ impl StreamEnv {
         DataStream::new(self.clone(), vec![id])
     }
 
-    pub(crate) fn add_vertex(
-        &self,
-        name: &str,
-        kind: VertexKind,
-    ) -> VertexId {
+    pub(crate) fn add_vertex(&self, name: &str, kind: VertexKind) -> VertexId {
         let mut b = self.lock();
         let id = b.vertices.len();
         let parallelism = b.parallelism;

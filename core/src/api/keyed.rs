@@ -118,7 +118,12 @@ where
         }
         self.keyed.keyed_op(
             name,
-            WindowOperator::new(self.assigner, self.allowed_lateness_ms, logic, self.keyed.key_of.clone()),
+            WindowOperator::new(
+                self.assigner,
+                self.allowed_lateness_ms,
+                logic,
+                self.keyed.key_of.clone(),
+            ),
         )
     }
 
@@ -187,8 +192,7 @@ impl<T: Data, F: Fn(T, T) -> T + Clone + Send + Sync + 'static> AggregateFunctio
         });
     }
     fn get_result(&self, acc: &Option<T>) -> T {
-        acc.clone()
-            .expect("a window fires only after a record was added")
+        acc.clone().expect("a window fires only after a record was added")
     }
     fn merge(&self, a: Option<T>, b: Option<T>) -> Option<T> {
         match (a, b) {

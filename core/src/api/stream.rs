@@ -84,9 +84,7 @@ impl<T: Data> DataStream<T> {
     pub fn map<O: Data>(&self, f: impl Fn(T) -> O + Clone + Send + Sync + 'static) -> DataStream<O> {
         self.connect_op(
             "Map",
-            Stateless::new(move |r: Record<T>, out: &mut Vec<Record<O>>| {
-                out.push(Record::new(f(r.value), r.ts))
-            }),
+            Stateless::new(move |r: Record<T>, out: &mut Vec<Record<O>>| out.push(Record::new(f(r.value), r.ts))),
         )
     }
 
@@ -129,10 +127,7 @@ impl<T: Data> DataStream<T> {
     pub fn union(&self, others: &[DataStream<T>]) -> DataStream<T> {
         let mut ends = self.ends.clone();
         for o in others {
-            assert!(
-                o.env.same_env(&self.env),
-                "union of streams from different StreamEnvs"
-            );
+            assert!(o.env.same_env(&self.env), "union of streams from different StreamEnvs");
             ends.extend(&o.ends);
         }
         DataStream::new(self.env.clone(), ends)

@@ -286,7 +286,11 @@ impl Coordinator {
                 })
             })
             .collect();
-        debug_assert!(by_op.is_empty(), "state acknowledged for unknown operators: {:?}", by_op.keys());
+        debug_assert!(
+            by_op.is_empty(),
+            "state acknowledged for unknown operators: {:?}",
+            by_op.keys()
+        );
         let meta = CheckpointMetadata {
             job_name: self.job_name.clone(),
             checkpoint_id: p.id,
@@ -302,7 +306,8 @@ impl Coordinator {
         let duration = p.started.elapsed();
         slog::info!(self.log, "checkpoint complete";
             "checkpoint" => p.id, "duration_ms" => duration.as_millis() as u64, "size" => meta.state_size());
-        self.stats.record_completed(p.id, duration, meta.state_size(), meta.completed_at_ms);
+        self.stats
+            .record_completed(p.id, duration, meta.state_size(), meta.completed_at_ms);
         self.stats.record(CheckpointRecord {
             id: p.id,
             savepoint,
@@ -341,7 +346,9 @@ impl Coordinator {
             outcome: CheckpointOutcome::Failed(reason.clone()),
         });
         if let Some(req) = p.savepoint.take() {
-            let _ = req.reply.send(Err(format!("the savepoint's checkpoint {} failed: {reason}", p.id)));
+            let _ = req
+                .reply
+                .send(Err(format!("the savepoint's checkpoint {} failed: {reason}", p.id)));
         }
         *failures += 1;
         self.stats.failed.fetch_add(1, Ordering::Relaxed);

@@ -77,7 +77,10 @@ impl CheckpointMetadata {
     pub fn decode(path: &str, bytes: &[u8]) -> Result<Self, String> {
         let bad = |what: String| format!("checkpoint metadata '{path}': {what}");
         if bytes.len() < 22 {
-            return Err(bad(format!("truncated: {} bytes is shorter than the header", bytes.len())));
+            return Err(bad(format!(
+                "truncated: {} bytes is shorter than the header",
+                bytes.len()
+            )));
         }
         if &bytes[..8] != MAGIC {
             return Err(bad("not a Sluice checkpoint metadata file (bad magic)".into()));
@@ -90,7 +93,10 @@ impl CheckpointMetadata {
         }
         let len = u64::from_le_bytes(bytes[10..18].try_into().expect("8 bytes")) as usize;
         if 18usize.checked_add(len).and_then(|n| n.checked_add(4)) != Some(bytes.len()) {
-            return Err(bad(format!("truncated: header says {len} body bytes, file has {} bytes", bytes.len())));
+            return Err(bad(format!(
+                "truncated: header says {len} body bytes, file has {} bytes",
+                bytes.len()
+            )));
         }
         let crc_at = bytes.len() - 4;
         if crc32fast::hash(&bytes[..crc_at]) != u32::from_le_bytes(bytes[crc_at..].try_into().expect("4 bytes")) {
@@ -116,14 +122,23 @@ mod tests {
                 key: "count".into(),
                 name: "Count".into(),
                 parallelism: 2,
-                files: vec![StateFileMeta { subtask: 0, path: "count/0.state".into(), size: 10, crc32: 3 }],
+                files: vec![StateFileMeta {
+                    subtask: 0,
+                    path: "count/0.state".into(),
+                    size: 10,
+                    crc32: 3,
+                }],
             }],
         };
         let b = m.encode();
         assert_eq!(CheckpointMetadata::decode("p", &b).unwrap(), m);
         let mut bad = b.clone();
         bad[20] ^= 1;
-        assert!(CheckpointMetadata::decode("j/chk-7/_metadata", &bad).unwrap_err().contains("j/chk-7/_metadata': checksum"));
-        assert!(CheckpointMetadata::decode("p", &b[..b.len() - 1]).unwrap_err().contains("truncated"));
+        assert!(CheckpointMetadata::decode("j/chk-7/_metadata", &bad)
+            .unwrap_err()
+            .contains("j/chk-7/_metadata': checksum"));
+        assert!(CheckpointMetadata::decode("p", &b[..b.len() - 1])
+            .unwrap_err()
+            .contains("truncated"));
     }
 }

@@ -31,7 +31,11 @@ pub(crate) enum TaskEvent {
         alignment_ms: u64,
     },
     /// The task could not snapshot.
-    Declined { task: usize, checkpoint_id: u64, reason: String },
+    Declined {
+        task: usize,
+        checkpoint_id: u64,
+        reason: String,
+    },
     /// A source task read all of its input and waits for the final checkpoint.
     InputFinished { task: usize },
 }

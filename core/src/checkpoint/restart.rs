@@ -73,9 +73,12 @@ impl RestartStrategy {
             v.map(|v| parse_duration(&v)).transpose().map(|d| d.unwrap_or(default))
         };
         let num = |name: &str, v: Option<String>, default: u32| -> Result<u32, String> {
-            v.map(|v| v.parse::<u32>().map_err(|_| format!("restart strategy parameter {name}='{v}' is not a whole number")))
-                .transpose()
-                .map(|n| n.unwrap_or(default))
+            v.map(|v| {
+                v.parse::<u32>()
+                    .map_err(|_| format!("restart strategy parameter {name}='{v}' is not a whole number"))
+            })
+            .transpose()
+            .map(|n| n.unwrap_or(default))
         };
         let strategy = match kind.trim() {
             "none" => RestartStrategy::None,
@@ -123,13 +126,22 @@ impl RestartStrategy {
             RestartStrategy::FixedDelay { attempts, delay } => {
                 format!("fixed-delay:attempts={attempts},delay={}", format_duration(*delay))
             }
-            RestartStrategy::ExponentialDelay { initial, max, multiplier, reset_after } => format!(
+            RestartStrategy::ExponentialDelay {
+                initial,
+                max,
+                multiplier,
+                reset_after,
+            } => format!(
                 "exponential-delay:initial={},max={},multiplier={multiplier},reset={}",
                 format_duration(*initial),
                 format_duration(*max),
                 format_duration(*reset_after)
             ),
-            RestartStrategy::FailureRate { max_failures, interval, delay } => format!(
+            RestartStrategy::FailureRate {
+                max_failures,
+                interval,
+                delay,
+            } => format!(
                 "failure-rate:max-failures={max_failures},interval={},delay={}",
                 format_duration(*interval),
                 format_duration(*delay)
@@ -164,7 +176,12 @@ impl RestartTracker {
         let delay = match &self.strategy {
             RestartStrategy::None => None,
             RestartStrategy::FixedDelay { attempts, delay } => (self.restarts < *attempts).then_some(*delay),
-            RestartStrategy::ExponentialDelay { initial, max, multiplier, reset_after } => {
+            RestartStrategy::ExponentialDelay {
+                initial,
+                max,
+                multiplier,
+                reset_after,
+            } => {
                 let ran_long = self
                     .last_restart_ms
                     .is_some_and(|t| now_ms - t >= reset_after.as_millis() as i64);
@@ -175,7 +192,11 @@ impl RestartTracker {
                 self.backoff = Some(next);
                 Some(next)
             }
-            RestartStrategy::FailureRate { max_failures, interval, delay } => {
+            RestartStrategy::FailureRate {
+                max_failures,
+                interval,
+                delay,
+            } => {
                 self.failures_ms.push_back(now_ms);
                 let since = now_ms - interval.as_millis() as i64;
                 while self.failures_ms.front().is_some_and(|&t| t < since) {
@@ -212,14 +233,23 @@ mod tests {
             let p = RestartStrategy::parse(s).unwrap();
             assert_eq!(RestartStrategy::parse(&p.describe()).unwrap(), p, "{s}");
         }
-        assert!(RestartStrategy::parse("sometimes").unwrap_err().contains("unknown restart strategy 'sometimes'"));
-        assert!(RestartStrategy::parse("fixed-delay:tries=3").unwrap_err().contains("no parameter 'tries'"));
-        assert!(RestartStrategy::parse("fixed-delay:attempts=x").unwrap_err().contains("attempts='x'"));
+        assert!(RestartStrategy::parse("sometimes")
+            .unwrap_err()
+            .contains("unknown restart strategy 'sometimes'"));
+        assert!(RestartStrategy::parse("fixed-delay:tries=3")
+            .unwrap_err()
+            .contains("no parameter 'tries'"));
+        assert!(RestartStrategy::parse("fixed-delay:attempts=x")
+            .unwrap_err()
+            .contains("attempts='x'"));
     }
 
     #[test]
     fn fixed_delay_gives_up_after_its_attempts() {
-        let mut t = RestartTracker::new(RestartStrategy::FixedDelay { attempts: 2, delay: Duration::from_millis(5) });
+        let mut t = RestartTracker::new(RestartStrategy::FixedDelay {
+            attempts: 2,
+            delay: Duration::from_millis(5),
+        });
         assert_eq!(t.on_failure(0), Some(Duration::from_millis(5)));
         assert_eq!(t.on_failure(10), Some(Duration::from_millis(5)));
         assert_eq!(t.on_failure(20), None);
@@ -235,7 +265,11 @@ mod tests {
         });
         let waits: Vec<u128> = (0..4).map(|i| t.on_failure(i).unwrap().as_millis()).collect();
         assert_eq!(waits, [10, 20, 35, 35]);
-        assert_eq!(t.on_failure(10_000).unwrap().as_millis(), 10, "a long healthy run resets the wait");
+        assert_eq!(
+            t.on_failure(10_000).unwrap().as_millis(),
+            10,
+            "a long healthy run resets the wait"
+        );
     }
 
     #[test]

@@ -23,7 +23,12 @@ pub fn savepoint_name(job: &str, id: u64) -> String {
 /// Copies completed checkpoint `meta` from `from` into `target` as the savepoint directory
 /// `name`, state files first and `_metadata` last (a savepoint without `_metadata` is
 /// incomplete and is not listed). Returns `name`.
-pub async fn write_savepoint(from: &CheckpointStorage, meta: &CheckpointMetadata, target: &dyn BlobStore, name: &str) -> Result<String, CheckpointError> {
+pub async fn write_savepoint(
+    from: &CheckpointStorage,
+    meta: &CheckpointMetadata,
+    target: &dyn BlobStore,
+    name: &str,
+) -> Result<String, CheckpointError> {
     let src = from.dir(meta.checkpoint_id);
     for op in &meta.operators {
         for f in &op.files {

@@ -41,7 +41,13 @@ pub struct CheckpointStorage {
 pub fn path_segment(s: &str) -> String {
     let cleaned: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if cleaned.is_empty() || cleaned.starts_with('.') {
         format!("_{cleaned}")
@@ -70,7 +76,13 @@ impl CheckpointStorage {
     }
 
     /// Writes the state file of one operator subtask; returns its metadata entry.
-    pub async fn write_state(&self, id: u64, operator_key: &str, subtask: u32, bytes: Vec<u8>) -> Result<StateFileMeta, BlobError> {
+    pub async fn write_state(
+        &self,
+        id: u64,
+        operator_key: &str,
+        subtask: u32,
+        bytes: Vec<u8>,
+    ) -> Result<StateFileMeta, BlobError> {
         let rel = format!("{}/{subtask}.state", path_segment(operator_key));
         let meta = StateFileMeta {
             subtask,
@@ -203,7 +215,9 @@ pub async fn load_dir(store: &dyn BlobStore, dir: &str) -> Result<LoadedCheckpoi
                 )));
             }
             if crc32fast::hash(&data) != f.crc32 {
-                return Err(CheckpointError::Corrupt(format!("state file '{path}': checksum mismatch: the file is corrupt")));
+                return Err(CheckpointError::Corrupt(format!(
+                    "state file '{path}': checksum mismatch: the file is corrupt"
+                )));
             }
             let decoded = StateFile::decode(&path, &data).map_err(|e| CheckpointError::Corrupt(e.to_string()))?;
             files.insert(f.path.clone(), Arc::new(decoded));

@@ -17,12 +17,17 @@ async fn request_within(addr: &str, msg: WireMessage, timeout: Duration) -> Resu
         what: format!("cannot reach the coordinator at {addr}"),
         source: e,
     })?;
-    write_frame(&mut stream, &encode_frame(&msg)).await.map_err(|e| ClusterError::Frame {
-        what: format!("sending to the coordinator at {addr}"),
-        source: e,
-    })?;
+    write_frame(&mut stream, &encode_frame(&msg))
+        .await
+        .map_err(|e| ClusterError::Frame {
+            what: format!("sending to the coordinator at {addr}"),
+            source: e,
+        })?;
     match tokio::time::timeout(timeout, read_frame(&mut stream)).await {
-        Err(_) => Err(ClusterError::Timeout(format!("the coordinator at {addr} did not answer within {} s", timeout.as_secs()))),
+        Err(_) => Err(ClusterError::Timeout(format!(
+            "the coordinator at {addr} did not answer within {} s",
+            timeout.as_secs()
+        ))),
         Ok(Err(e)) => Err(ClusterError::Frame {
             what: format!("reading the answer of the coordinator at {addr}"),
             source: e,
@@ -53,7 +58,15 @@ pub async fn submit_job(addr: &str, name: &str, options: &[(String, String)]) ->
             value: v.clone(),
         })
         .collect();
-    match request(addr, WireMessage::SubmitJob { job_name: name.to_string(), options }).await? {
+    match request(
+        addr,
+        WireMessage::SubmitJob {
+            job_name: name.to_string(),
+            options,
+        },
+    )
+    .await?
+    {
         WireMessage::JobSubmitted { job_id } => Ok(job_id),
         other => Err(unexpected(addr, &other)),
     }
@@ -94,7 +107,12 @@ pub async fn cancel_job(addr: &str, id: &str) -> Result<(), ClusterError> {
 
 /// Takes a savepoint of job `id` into `target_dir`; with `stop = Some(drain)` the job stops
 /// after it (draining first if `drain`). Returns the savepoint's path and checkpoint id.
-pub async fn trigger_savepoint(addr: &str, id: &str, target_dir: &str, stop: Option<bool>) -> Result<(String, u64), ClusterError> {
+pub async fn trigger_savepoint(
+    addr: &str,
+    id: &str,
+    target_dir: &str,
+    stop: Option<bool>,
+) -> Result<(String, u64), ClusterError> {
     let msg = WireMessage::TriggerSavepoint {
         job_id: id.to_string(),
         target_dir: target_dir.to_string(),

@@ -13,10 +13,10 @@ use tokio::sync::mpsc;
 
 use super::framed::{framed, FrameSender};
 use super::job_master::{JobMaster, MasterEvent};
+use super::metrics_report::from_wire;
 use super::{options, ClusterError, JobRegistry, JobStatus, StoreOpener};
 use crate::checkpoint::coordinator::SavepointRequest;
 use crate::clock::Clock;
-use super::metrics_report::from_wire;
 use crate::metrics::{CheckpointRecord, CheckpointStats, MetricRegistry, MetricSample};
 
 /// Settings of a coordinator.
@@ -101,7 +101,14 @@ impl CheckpointOverview {
             completed: s.completed.load(Relaxed),
             failed: s.failed.load(Relaxed),
             restarts: s.restarts.load(Relaxed),
-            latest: (latest > 0).then(|| (latest, s.latest_duration_ms.load(Relaxed), s.latest_size.load(Relaxed), s.latest_completed_at_ms.load(Relaxed))),
+            latest: (latest > 0).then(|| {
+                (
+                    latest,
+                    s.latest_duration_ms.load(Relaxed),
+                    s.latest_size.load(Relaxed),
+                    s.latest_completed_at_ms.load(Relaxed),
+                )
+            }),
             config,
             latest_alignment_ms: s.latest_alignment_ms.load(Relaxed),
             history: s.history(),
@@ -251,7 +258,11 @@ impl std::fmt::Debug for Coordinator {
 
 impl Coordinator {
     /// A coordinator building jobs from `registry`; `opener` opens `config.checkpoint_dir`.
-    pub fn new(config: CoordinatorConfig, registry: Arc<dyn JobRegistry>, opener: StoreOpener) -> Result<Self, ClusterError> {
+    pub fn new(
+        config: CoordinatorConfig,
+        registry: Arc<dyn JobRegistry>,
+        opener: StoreOpener,
+    ) -> Result<Self, ClusterError> {
         // Workers stop their tasks after half the timeout of silence (at least three
         // intervals); that must come well before the coordinator redeploys them.
         if config.heartbeat_interval.is_zero() || config.heartbeat_timeout < config.heartbeat_interval * 6 {
@@ -312,7 +323,11 @@ impl Coordinator {
             Ok(Ok(Some(f))) => f,
         };
         let reply = match first {
-            WireMessage::Register { worker_id, data_address, slots } => {
+            WireMessage::Register {
+                worker_id,
+                data_address,
+                slots,
+            } => {
                 self.worker_session(worker_id, data_address, slots, tx, rx, log).await;
                 return;
             }
@@ -336,12 +351,15 @@ impl Coordinator {
                 Ok(()) => WireMessage::JobCancelled { job_id },
                 Err(e) => WireMessage::Rejected { reason: e.to_string() },
             },
-            WireMessage::TriggerSavepoint { job_id, target_dir, stop, drain } => {
-                match self.savepoint(&job_id, &target_dir, stop.then_some(drain)).await {
-                    Ok((path, checkpoint_id)) => WireMessage::SavepointDone { path, checkpoint_id },
-                    Err(e) => WireMessage::Rejected { reason: e.to_string() },
-                }
-            }
+            WireMessage::TriggerSavepoint {
+                job_id,
+                target_dir,
+                stop,
+                drain,
+            } => match self.savepoint(&job_id, &target_dir, stop.then_some(drain)).await {
+                Ok((path, checkpoint_id)) => WireMessage::SavepointDone { path, checkpoint_id },
+                Err(e) => WireMessage::Rejected { reason: e.to_string() },
+            },
             other => {
                 slog::warn!(log, "closing connection: unexpected first frame"; "frame" => frame_kind(&other));
                 return;
@@ -362,7 +380,9 @@ impl Coordinator {
         let sh = &self.shared;
         if slots == 0 || worker_id.is_empty() {
             tx.send(WireMessage::Rejected {
-                reason: format!("worker '{worker_id}' offers {slots} slots: a worker needs an id and at least one slot"),
+                reason: format!(
+                    "worker '{worker_id}' offers {slots} slots: a worker needs an id and at least one slot"
+                ),
             });
             return;
         }
@@ -478,7 +498,13 @@ impl Coordinator {
         let own_events = tx.clone();
         let stats = Arc::new(CheckpointStats::default());
         let checkpoint_config = parsed.checkpointing.as_ref().map(|c| {
-            (c.interval.as_millis() as u64, c.timeout.as_millis() as u64, c.min_pause.as_millis() as u64, c.tolerable_failures, c.retained)
+            (
+                c.interval.as_millis() as u64,
+                c.timeout.as_millis() as u64,
+                c.min_pause.as_millis() as u64,
+                c.tolerable_failures,
+                c.retained,
+            )
         });
         let id = {
             let mut st = sh.lock();
@@ -505,7 +531,17 @@ impl Coordinator {
         };
         super::coordinator_metrics::register_job_metrics(sh, &id, name, &stats);
         slog::info!(sh.config.log, "job submitted"; "job" => &id, "name" => name);
-        let master = JobMaster::new(id.clone(), name.to_string(), graph, parsed, sh.clone(), rx, own_events, requests, stats);
+        let master = JobMaster::new(
+            id.clone(),
+            name.to_string(),
+            graph,
+            parsed,
+            sh.clone(),
+            rx,
+            own_events,
+            requests,
+            stats,
+        );
         tokio::spawn(master.run());
         Ok(id)
     }
@@ -519,7 +555,11 @@ impl Coordinator {
 
     /// Job `id`'s failures, oldest first.
     pub fn exceptions(&self, id: &str) -> Option<Vec<JobException>> {
-        self.shared.lock().jobs.get(id).map(|j| j.exceptions.iter().cloned().collect())
+        self.shared
+            .lock()
+            .jobs
+            .get(id)
+            .map(|j| j.exceptions.iter().cloned().collect())
     }
 
     /// The coordinator's settings.
@@ -567,26 +607,45 @@ impl Coordinator {
     /// Takes a savepoint of job `id` into `target_dir` (a location the coordinator and the
     /// workers can reach); with `stop = Some(drain)` the job stops after it, draining first
     /// if `drain`. Returns the savepoint's path and the checkpoint it was taken at.
-    pub async fn savepoint(&self, id: &str, target_dir: &str, stop: Option<bool>) -> Result<(String, u64), ClusterError> {
+    pub async fn savepoint(
+        &self,
+        id: &str,
+        target_dir: &str,
+        stop: Option<bool>,
+    ) -> Result<(String, u64), ClusterError> {
         let tx = {
             let st = self.shared.lock();
-            let j = st.jobs.get(id).ok_or_else(|| ClusterError::Rejected(format!("no job with id '{id}'")))?;
+            let j = st
+                .jobs
+                .get(id)
+                .ok_or_else(|| ClusterError::Rejected(format!("no job with id '{id}'")))?;
             if j.status.is_terminal() {
-                return Err(ClusterError::Rejected(format!("job {id} has already ended: {}", j.status)));
+                return Err(ClusterError::Rejected(format!(
+                    "job {id} has already ended: {}",
+                    j.status
+                )));
             }
             j.savepoints.clone().ok_or_else(|| {
-                ClusterError::Rejected(format!("job {id} does not checkpoint: savepoints need a job submitted with --checkpoint-interval"))
+                ClusterError::Rejected(format!(
+                    "job {id} does not checkpoint: savepoints need a job submitted with --checkpoint-interval"
+                ))
             })?
         };
-        let target = (self.shared.opener)(target_dir).map_err(|e| ClusterError::Rejected(format!("savepoint directory {target_dir}: {e}")))?;
+        let target = (self.shared.opener)(target_dir)
+            .map_err(|e| ClusterError::Rejected(format!("savepoint directory {target_dir}: {e}")))?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         tx.send(SavepointRequest { target, stop, reply })
             .await
             .map_err(|_| ClusterError::Rejected(format!("job {id} has ended")))?;
         match answer.await {
-            Ok(Ok(info)) => Ok((format!("{}/{}", target_dir.trim_end_matches('/'), info.name), info.checkpoint_id)),
+            Ok(Ok(info)) => Ok((
+                format!("{}/{}", target_dir.trim_end_matches('/'), info.name),
+                info.checkpoint_id,
+            )),
             Ok(Err(e)) => Err(ClusterError::Rejected(format!("savepoint of job {id} failed: {e}"))),
-            Err(_) => Err(ClusterError::Rejected(format!("job {id} ended (or restarted) before the savepoint completed"))),
+            Err(_) => Err(ClusterError::Rejected(format!(
+                "job {id} ended (or restarted) before the savepoint completed"
+            ))),
         }
     }
 
@@ -597,11 +656,18 @@ impl Coordinator {
             let known: Vec<&str> = st.jobs.keys().map(String::as_str).collect();
             return Err(ClusterError::Rejected(format!(
                 "no job with id '{id}' (known: {})",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             )));
         };
         if j.status.is_terminal() {
-            return Err(ClusterError::Rejected(format!("job {id} has already ended: {}", j.status)));
+            return Err(ClusterError::Rejected(format!(
+                "job {id} has already ended: {}",
+                j.status
+            )));
         }
         let _ = j.events.send(MasterEvent::Cancel);
         Ok(())

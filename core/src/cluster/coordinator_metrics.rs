@@ -11,23 +11,39 @@ use crate::metrics::{CheckpointStats, MetricSample};
 pub(crate) fn register_process_metrics(shared: &Arc<Shared>) {
     let root = shared.metrics.root();
     let started = tokio::time::Instant::now();
-    root.gauge_fn("coordinator_uptime_seconds", "time since the coordinator started", move || Some(started.elapsed().as_secs_f64()));
+    root.gauge_fn(
+        "coordinator_uptime_seconds",
+        "time since the coordinator started",
+        move || Some(started.elapsed().as_secs_f64()),
+    );
     let weak: Weak<Shared> = Arc::downgrade(shared);
     let w = weak.clone();
-    root.gauge_fn("coordinator_workers", "registered workers", move || Some(w.upgrade()?.lock().workers.len() as f64));
-    let w = weak.clone();
-    root.gauge_fn("coordinator_slots", "task slots offered by registered workers", move || {
-        Some(w.upgrade()?.lock().workers.values().map(|x| x.slots as f64).sum())
+    root.gauge_fn("coordinator_workers", "registered workers", move || {
+        Some(w.upgrade()?.lock().workers.len() as f64)
     });
     let w = weak.clone();
+    root.gauge_fn(
+        "coordinator_slots",
+        "task slots offered by registered workers",
+        move || Some(w.upgrade()?.lock().workers.values().map(|x| x.slots as f64).sum()),
+    );
+    let w = weak.clone();
     root.gauge_fn("coordinator_slots_available", "task slots not in use", move || {
-        Some(w.upgrade()?.lock().workers.values().map(|x| (x.slots - x.used) as f64).sum())
+        Some(
+            w.upgrade()?
+                .lock()
+                .workers
+                .values()
+                .map(|x| (x.slots - x.used) as f64)
+                .sum(),
+        )
     });
     for status in JobStatus::ALL {
         let w = weak.clone();
-        root.group("status", status.as_str()).gauge_fn("coordinator_jobs", "jobs by status", move || {
-            Some(w.upgrade()?.lock().jobs.values().filter(|j| j.status == status).count() as f64)
-        });
+        root.group("status", status.as_str())
+            .gauge_fn("coordinator_jobs", "jobs by status", move || {
+                Some(w.upgrade()?.lock().jobs.values().filter(|j| j.status == status).count() as f64)
+            });
     }
 }
 
@@ -38,12 +54,16 @@ pub(crate) fn register_job_metrics(shared: &Arc<Shared>, id: &str, name: &str, s
     let started = tokio::time::Instant::now();
     let weak: Weak<Shared> = Arc::downgrade(shared);
     let job = id.to_string();
-    group.gauge_fn("job_uptime_seconds", "time since the job was submitted, while it runs", move || {
-        let sh = weak.upgrade()?;
-        let st = sh.lock();
-        let j = st.jobs.get(&job)?;
-        (!j.status.is_terminal()).then(|| started.elapsed().as_secs_f64())
-    });
+    group.gauge_fn(
+        "job_uptime_seconds",
+        "time since the job was submitted, while it runs",
+        move || {
+            let sh = weak.upgrade()?;
+            let st = sh.lock();
+            let j = st.jobs.get(&job)?;
+            (!j.status.is_terminal()).then(|| started.elapsed().as_secs_f64())
+        },
+    );
 }
 
 impl Coordinator {
@@ -60,6 +80,11 @@ impl Coordinator {
     /// The metrics of job `id` (those with its `job_id` label); `None` for an unknown job.
     pub fn job_metrics(&self, id: &str) -> Option<Vec<MetricSample>> {
         self.job(id)?;
-        Some(self.metrics().into_iter().filter(|s| s.label("job_id") == Some(id)).collect())
+        Some(
+            self.metrics()
+                .into_iter()
+                .filter(|s| s.label("job_id") == Some(id))
+                .collect(),
+        )
     }
 }

@@ -15,8 +15,8 @@ use crate::checkpoint::CheckpointStorage;
 use crate::error::JobError;
 use crate::metrics::VertexMetrics;
 use crate::runtime::attempt::{build_task, task_specs, TaskEnv};
-use crate::runtime::task::{CheckpointLink, TaskExit};
 use crate::runtime::control::{self, ControlReceiver, ControlSender};
+use crate::runtime::task::{CheckpointLink, TaskExit};
 use crate::runtime::JobControl;
 
 /// A `DeployTask` frame's contents.
@@ -42,7 +42,14 @@ pub(crate) struct DeploymentHandle {
 }
 
 /// Creates the handle of a deployment and what its runner consumes.
-pub(crate) fn prepare(req: &DeployRequest, me: &str) -> (DeploymentHandle, ControlReceiver, BTreeMap<usize, mpsc::Receiver<TaskCommand>>) {
+pub(crate) fn prepare(
+    req: &DeployRequest,
+    me: &str,
+) -> (
+    DeploymentHandle,
+    ControlReceiver,
+    BTreeMap<usize, mpsc::Receiver<TaskCommand>>,
+) {
     let (control, control_rx) = control::channel(JobControl::Run);
     let mut commands = BTreeMap::new();
     let mut receivers = BTreeMap::new();
@@ -134,24 +141,37 @@ pub(crate) async fn run(
         let storage = if req.checkpoint_store.is_empty() {
             None
         } else {
-            let store = (worker.opener)(&req.checkpoint_store).map_err(|e| format!("opening checkpoint store {}: {e}", req.checkpoint_store))?;
+            let store = (worker.opener)(&req.checkpoint_store)
+                .map_err(|e| format!("opening checkpoint store {}: {e}", req.checkpoint_store))?;
             Some(CheckpointStorage::new(store, &req.job_id))
         };
         let restored = if !req.restore_savepoint.is_empty() {
-            let store = (worker.opener)(&req.restore_savepoint).map_err(|e| format!("opening savepoint {}: {e}", req.restore_savepoint))?;
+            let store = (worker.opener)(&req.restore_savepoint)
+                .map_err(|e| format!("opening savepoint {}: {e}", req.restore_savepoint))?;
             let mut sp = crate::checkpoint::savepoint::load_savepoint(store.as_ref())
                 .await
                 .map_err(|e| format!("loading savepoint {}: {e}", req.restore_savepoint))?;
-            let mapping = req.uid_mapping.iter().map(|o| (o.key.clone(), o.value.clone())).collect();
-            crate::runtime::restore::map_uids(&mut sp, &mapping).map_err(|e| format!("savepoint {}: {e}", req.restore_savepoint))?;
+            let mapping = req
+                .uid_mapping
+                .iter()
+                .map(|o| (o.key.clone(), o.value.clone()))
+                .collect();
+            crate::runtime::restore::map_uids(&mut sp, &mapping)
+                .map_err(|e| format!("savepoint {}: {e}", req.restore_savepoint))?;
             Some(sp)
         } else {
             match (&storage, req.restore_checkpoint) {
-                (Some(st), id) if id > 0 => Some(st.load(id).await.map_err(|e| format!("loading checkpoint {id}: {e}"))?),
+                (Some(st), id) if id > 0 => {
+                    Some(st.load(id).await.map_err(|e| format!("loading checkpoint {id}: {e}"))?)
+                }
                 _ => None,
             }
         };
-        let addresses: BTreeMap<String, String> = req.peers.iter().map(|p| (p.worker_id.clone(), p.data_address.clone())).collect();
+        let addresses: BTreeMap<String, String> = req
+            .peers
+            .iter()
+            .map(|p| (p.worker_id.clone(), p.data_address.clone()))
+            .collect();
         let transport = ClusterTransport::connect(ExchangeSetup {
             me: &me,
             job_id: &req.job_id,
@@ -179,7 +199,9 @@ pub(crate) async fn run(
     let (events_tx, mut events_rx) = mpsc::channel::<TaskEvent>(256);
     let metrics: Vec<Arc<VertexMetrics>> = graph.vertices.iter().map(|_| VertexMetrics::new_shared()).collect();
     // The deployment's task metrics leave the worker's registry when it ends.
-    let scope = worker.metrics.scope(&[("job_id", req.job_id.as_str()), ("job_name", req.job_name.as_str())]);
+    let scope = worker
+        .metrics
+        .scope(&[("job_id", req.job_id.as_str()), ("job_name", req.job_name.as_str())]);
     let _unregister = scope.guard();
     let env = TaskEnv {
         metrics: &scope,
@@ -195,8 +217,17 @@ pub(crate) async fn run(
     for &t in &local {
         let link = match &storage {
             Some(st) => {
-                let rx = command_rxs.remove(&t).expect("a command channel was made for every local task");
-                Some(CheckpointLink::new(t, rx, events_tx.clone(), st.clone(), graph.max_parallelism, restored.as_ref()))
+                let rx = command_rxs
+                    .remove(&t)
+                    .expect("a command channel was made for every local task");
+                Some(CheckpointLink::new(
+                    t,
+                    rx,
+                    events_tx.clone(),
+                    st.clone(),
+                    graph.max_parallelism,
+                    restored.as_ref(),
+                ))
             }
             None => None,
         };
@@ -229,15 +260,26 @@ pub(crate) async fn run(
     drop(done_tx);
     let (job_id, attempt) = (req.job_id.clone(), req.attempt);
     let event_frame = |ev: TaskEvent| match ev {
-        TaskEvent::Acked { task, checkpoint_id, files, alignment_ms } => WireMessage::AckCheckpoint {
+        TaskEvent::Acked {
+            task,
+            checkpoint_id,
+            files,
+            alignment_ms,
+        } => WireMessage::AckCheckpoint {
             job_id: job_id.clone(),
             attempt,
             checkpoint_id,
             task: task as u32,
-            state: bincode::serialize(&files).expect("state file metadata is plain data and always encodes").into(),
+            state: bincode::serialize(&files)
+                .expect("state file metadata is plain data and always encodes")
+                .into(),
             alignment_ms,
         },
-        TaskEvent::Declined { task, checkpoint_id, reason } => WireMessage::DeclineCheckpoint {
+        TaskEvent::Declined {
+            task,
+            checkpoint_id,
+            reason,
+        } => WireMessage::DeclineCheckpoint {
             job_id: job_id.clone(),
             attempt,
             checkpoint_id,

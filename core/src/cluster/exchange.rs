@@ -111,7 +111,11 @@ impl ChannelMap {
             .iter()
             .map(|e| (e.source, e.target, e.kind() == PartitionKind::Forward))
             .collect();
-        ChannelMap { edges, task_of, placement }
+        ChannelMap {
+            edges,
+            task_of,
+            placement,
+        }
     }
 
     fn worker(&self, vertex: usize, subtask: u32) -> &str {
@@ -136,7 +140,11 @@ impl ChannelMap {
             for from in 0..up {
                 let targets: Vec<u32> = if forward { vec![from] } else { (0..down).collect() };
                 for to in targets {
-                    let id = ChannelId { edge: e as u32, from, to };
+                    let id = ChannelId {
+                        edge: e as u32,
+                        from,
+                        to,
+                    };
                     let (p, c) = (self.producer(id), self.consumer(id));
                     if p == me && c != me {
                         out.insert(c.to_string());
@@ -265,10 +273,19 @@ async fn dial(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
 
 /// Accepts data connections: each starts with a `DataHello` naming its job, attempt and
 /// sender; the connection then waits in `inbound` for its deployment.
-pub(crate) async fn accept_data(mut stream: TcpStream, inbound: &InboundConnections, channel_capacity: usize, log: slog::Logger) {
+pub(crate) async fn accept_data(
+    mut stream: TcpStream,
+    inbound: &InboundConnections,
+    channel_capacity: usize,
+    log: slog::Logger,
+) {
     let _ = stream.set_nodelay(true);
     let hello = match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut stream)).await {
-        Ok(Ok(Some(WireMessage::DataHello { job_id, attempt, worker_id }))) => (job_id, attempt, worker_id),
+        Ok(Ok(Some(WireMessage::DataHello {
+            job_id,
+            attempt,
+            worker_id,
+        }))) => (job_id, attempt, worker_id),
         Ok(Ok(Some(other))) => {
             slog::warn!(log, "closing data connection: expected a DataHello"; "frame" => super::coordinator::frame_kind(&other));
             return;
@@ -288,7 +305,8 @@ pub(crate) async fn accept_data(mut stream: TcpStream, inbound: &InboundConnecti
         queue_per_channel: channel_capacity,
         frames_per_pass: 64,
     };
-    let conn_log = log.new(slog::o!("peer" => hello.2.clone(), "direction" => "in", "job" => hello.0.clone(), "attempt" => hello.1));
+    let conn_log = log
+        .new(slog::o!("peer" => hello.2.clone(), "direction" => "in", "job" => hello.0.clone(), "attempt" => hello.1));
     inbound.arrive(hello, Connection::start(stream, net, conn_log));
 }
 

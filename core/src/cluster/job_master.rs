@@ -12,7 +12,9 @@ use super::coordinator::Shared;
 use super::options::SubmitOptions;
 use super::placement::{pick_slots, place_tasks, slots_needed};
 use super::JobStatus;
-use crate::checkpoint::coordinator::{Coordinator as CheckpointCoordinator, OperatorInfo, SavepointRequests, StopAction, TaskRef};
+use crate::checkpoint::coordinator::{
+    Coordinator as CheckpointCoordinator, OperatorInfo, SavepointRequests, StopAction, TaskRef,
+};
 use crate::checkpoint::metadata::StateFileMeta;
 use crate::checkpoint::protocol::{TaskCommand, TaskEvent};
 use crate::checkpoint::restart::RestartTracker;
@@ -82,7 +84,10 @@ impl JobMaster {
         savepoints: Option<SavepointRequests>,
         stats: Arc<CheckpointStats>,
     ) -> Self {
-        let log = shared.config.log.new(slog::o!("job" => id.clone(), "name" => name.clone()));
+        let log = shared
+            .config
+            .log
+            .new(slog::o!("job" => id.clone(), "name" => name.clone()));
         let specs = task_specs(&graph);
         JobMaster {
             id,
@@ -156,7 +161,14 @@ impl JobMaster {
             let outcome = match self.reserve_slots(needed).await {
                 Err(outcome) => outcome,
                 Ok((slots, reservation)) => {
-                    let outcome = match crate::runtime::prepare_attempt(&self.graph, storage.as_ref(), savepoint.as_ref().map(|s| &s.1), &self.log).await {
+                    let outcome = match crate::runtime::prepare_attempt(
+                        &self.graph,
+                        storage.as_ref(),
+                        savepoint.as_ref().map(|s| &s.1),
+                        &self.log,
+                    )
+                    .await
+                    {
                         Err(e @ (JobError::Restore { .. } | JobError::Savepoint(_))) => {
                             self.release(&reservation);
                             return (JobStatus::Failed, Some(e.to_string()));
@@ -173,8 +185,15 @@ impl JobMaster {
                                     "savepoint" => &restore_savepoint);
                             }
                             let placement = place_tasks(&self.specs, &slots);
-                            self.run_attempt(attempt, &placement, storage.as_ref(), (restore_id, restore_savepoint), retained, &next_id)
-                                .await
+                            self.run_attempt(
+                                attempt,
+                                &placement,
+                                storage.as_ref(),
+                                (restore_id, restore_savepoint),
+                                retained,
+                                &next_id,
+                            )
+                            .await
                         }
                     };
                     self.release(&reservation);
@@ -190,7 +209,8 @@ impl JobMaster {
                 Outcome::Cancelled => return (JobStatus::Canceled, None),
                 Outcome::Failed(reason) => {
                     self.shared.record_exception(&self.id, &reason);
-                    self.shared.set_status(&self.id, JobStatus::Failing, Some(reason.clone()));
+                    self.shared
+                        .set_status(&self.id, JobStatus::Failing, Some(reason.clone()));
                     let Some(delay) = tracker.on_failure(self.shared.config.clock.now_ms()) else {
                         return (JobStatus::Failed, Some(reason));
                     };
@@ -223,7 +243,11 @@ impl JobMaster {
         loop {
             let free_total = {
                 let mut st = self.shared.lock();
-                let free: Vec<(String, u32)> = st.workers.iter().map(|(id, w)| (id.clone(), w.slots - w.used)).collect();
+                let free: Vec<(String, u32)> = st
+                    .workers
+                    .iter()
+                    .map(|(id, w)| (id.clone(), w.slots - w.used))
+                    .collect();
                 if let Some(slots) = pick_slots(&free, needed) {
                     let mut counts: BTreeMap<String, u32> = BTreeMap::new();
                     for w in &slots {
@@ -231,7 +255,10 @@ impl JobMaster {
                     }
                     let mut reservation = Vec::new();
                     for (w, n) in counts {
-                        let entry = st.workers.get_mut(&w).expect("picked from the registry under the same lock");
+                        let entry = st
+                            .workers
+                            .get_mut(&w)
+                            .expect("picked from the registry under the same lock");
                         entry.used += n;
                         reservation.push((w, entry.session, n));
                     }
@@ -334,7 +361,10 @@ impl JobMaster {
                         .from_savepoint
                         .iter()
                         .flat_map(|(_, _, m)| m.iter())
-                        .map(|(k, v)| sluice_transport::wire::WireOption { key: k.clone(), value: v.clone() })
+                        .map(|(k, v)| sluice_transport::wire::WireOption {
+                            key: k.clone(),
+                            value: v.clone(),
+                        })
                         .collect(),
                 },
             );
@@ -410,7 +440,9 @@ impl JobMaster {
                 config: cfg.clone(),
                 storage: storage.clone(),
                 clock: self.shared.config.clock,
-                log: self.log.new(slog::o!("component" => "checkpoint-coordinator", "attempt" => attempt)),
+                log: self
+                    .log
+                    .new(slog::o!("component" => "checkpoint-coordinator", "attempt" => attempt)),
                 job_name: self.graph.name.clone(),
                 max_parallelism: self.graph.max_parallelism,
                 operators: (0..self.graph.vertices.len())

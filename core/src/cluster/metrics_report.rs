@@ -37,7 +37,10 @@ pub(crate) fn from_wire(points: Vec<WireMetric>, extra: (&str, &str)) -> Vec<Met
             let value = match p.kind {
                 // The exact count travels in `count` (`value` is an f64 and rounds).
                 0 => MetricValue::Counter(p.count),
-                2 => MetricValue::Meter { count: p.count, rate: p.value },
+                2 => MetricValue::Meter {
+                    count: p.count,
+                    rate: p.value,
+                },
                 3 => MetricValue::Histogram {
                     count: p.count,
                     sum: p.value,

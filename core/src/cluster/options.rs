@@ -66,7 +66,11 @@ pub(crate) fn parse(options: &[WireOption], store: Option<&Arc<dyn BlobStore>>) 
     let mut job = BTreeMap::new();
     let mut cluster = BTreeMap::new();
     for o in options {
-        let map = if CLUSTER_OPTIONS.contains(&o.key.as_str()) { &mut cluster } else { &mut job };
+        let map = if CLUSTER_OPTIONS.contains(&o.key.as_str()) {
+            &mut cluster
+        } else {
+            &mut job
+        };
         if map.insert(o.key.clone(), o.value.clone()).is_some() {
             return Err(format!("option --{} is given twice", o.key));
         }
@@ -99,7 +103,8 @@ pub(crate) fn parse(options: &[WireOption], store: Option<&Arc<dyn BlobStore>>) 
         }
         Some(interval) => {
             let store = store.ok_or_else(|| {
-                "--checkpoint-interval needs a place for checkpoints: start the coordinator with --checkpoint-dir".to_string()
+                "--checkpoint-interval needs a place for checkpoints: start the coordinator with --checkpoint-dir"
+                    .to_string()
             })?;
             let mut c = CheckpointConfig::new(duration("checkpoint-interval", &interval)?, store.clone());
             if let Some(v) = cluster.remove("checkpoint-timeout") {
@@ -144,7 +149,11 @@ mod tests {
     #[test]
     fn splits_cluster_and_job_options() {
         let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::new());
-        let p = parse(&opts(&[("parallelism", "4"), ("checkpoint-interval", "200ms"), ("events", "10")]), Some(&store)).unwrap();
+        let p = parse(
+            &opts(&[("parallelism", "4"), ("checkpoint-interval", "200ms"), ("events", "10")]),
+            Some(&store),
+        )
+        .unwrap();
         assert_eq!(p.job.keys().collect::<Vec<_>>(), ["events", "parallelism"]);
         assert_eq!(p.checkpointing.unwrap().interval, Duration::from_millis(200));
     }
@@ -157,7 +166,11 @@ mod tests {
         assert!(err(&[("checkpoint-interval", "0s")], Some(&store)).contains("must be positive"));
         assert!(err(&[("checkpoint-interval", "soon")], Some(&store)).contains("--checkpoint-interval"));
         assert!(err(&[("retained-checkpoints", "2")], Some(&store)).contains("needs checkpointing"));
-        assert!(err(&[("checkpoint-interval", "1s"), ("retained-checkpoints", "x")], Some(&store)).contains("whole number"));
+        assert!(err(
+            &[("checkpoint-interval", "1s"), ("retained-checkpoints", "x")],
+            Some(&store)
+        )
+        .contains("whole number"));
         assert!(err(&[("restart-strategy", "sometimes")], None).contains("--restart-strategy"));
         assert!(err(&[("events", "1"), ("events", "2")], None).contains("twice"));
     }

@@ -47,8 +47,14 @@ mod tests {
 
     #[test]
     fn spreads_slots_evenly_over_workers() {
-        assert_eq!(pick_slots(&free(&[("a", 2), ("b", 2)]), 4).unwrap(), ["a", "b", "a", "b"]);
-        assert_eq!(pick_slots(&free(&[("a", 3), ("b", 1)]), 4).unwrap(), ["a", "b", "a", "a"]);
+        assert_eq!(
+            pick_slots(&free(&[("a", 2), ("b", 2)]), 4).unwrap(),
+            ["a", "b", "a", "b"]
+        );
+        assert_eq!(
+            pick_slots(&free(&[("a", 3), ("b", 1)]), 4).unwrap(),
+            ["a", "b", "a", "a"]
+        );
         assert_eq!(pick_slots(&free(&[("a", 0), ("b", 2)]), 2).unwrap(), ["b", "b"]);
         assert_eq!(pick_slots(&free(&[("a", 2), ("b", 1)]), 4), None);
         assert_eq!(pick_slots(&free(&[]), 1), None);

@@ -13,10 +13,10 @@ use super::deployment::{self, DeployRequest, DeploymentHandle};
 use super::exchange::{accept_data, InboundConnections};
 use super::framed::{framed, FrameSender};
 use super::{ClusterError, JobRegistry, StoreOpener};
-use crate::metrics::MetricRegistry;
-use crate::cluster::metrics_report::to_wire;
 use crate::checkpoint::protocol::TaskCommand;
 use crate::clock::Clock;
+use crate::cluster::metrics_report::to_wire;
+use crate::metrics::MetricRegistry;
 use crate::runtime::{ExecutionConfig, JobControl};
 use sluice_transport::Barrier;
 
@@ -79,7 +79,12 @@ impl WorkerShared {
 
     fn cancel(&self, job: &str, attempt: u32) {
         // Cancelling attempt N also stops anything older of the same job still here.
-        let stale: Vec<(String, u32)> = self.lock().keys().filter(|(j, a)| j == job && *a <= attempt).cloned().collect();
+        let stale: Vec<(String, u32)> = self
+            .lock()
+            .keys()
+            .filter(|(j, a)| j == job && *a <= attempt)
+            .cloned()
+            .collect();
         for key in stale {
             if let Some(h) = self.lock().remove(&key) {
                 slog::info!(self.log, "cancelling deployment"; "job" => &key.0, "attempt" => key.1);
@@ -120,7 +125,9 @@ impl WorkerShared {
                     slog::warn!(self.log, "task command dropped"; "job" => job, "attempt" => attempt, "task" => task);
                 }
             }
-            None => slog::debug!(self.log, "command for a task not running here"; "job" => job, "attempt" => attempt, "task" => task),
+            None => {
+                slog::debug!(self.log, "command for a task not running here"; "job" => job, "attempt" => attempt, "task" => task)
+            }
         }
     }
 }
@@ -134,13 +141,21 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("id", &self.shared.id).field("data_address", &self.data_address).finish()
+        f.debug_struct("Worker")
+            .field("id", &self.shared.id)
+            .field("data_address", &self.data_address)
+            .finish()
     }
 }
 
 impl Worker {
     /// Binds the data listener at `bind` (port 0 picks one).
-    pub async fn bind(config: WorkerConfig, bind: &str, registry: Arc<dyn JobRegistry>, opener: StoreOpener) -> Result<Self, ClusterError> {
+    pub async fn bind(
+        config: WorkerConfig,
+        bind: &str,
+        registry: Arc<dyn JobRegistry>,
+        opener: StoreOpener,
+    ) -> Result<Self, ClusterError> {
         if config.slots == 0 {
             return Err(ClusterError::Config("--slots must be at least 1".into()));
         }
@@ -158,7 +173,10 @@ impl Worker {
         let id = config.id.clone().unwrap_or_else(|| format!("worker-{data_address}"));
         let log = config.execution.log.new(slog::o!("worker" => id.clone()));
         let metrics = config.execution.metrics.clone().unwrap_or_default();
-        metrics.root().gauge("worker_slots", "task slots the worker offers").set(config.slots as f64);
+        metrics
+            .root()
+            .gauge("worker_slots", "task slots the worker offers")
+            .set(config.slots as f64);
         Ok(Worker {
             shared: Arc::new(WorkerShared {
                 id,
@@ -188,7 +206,11 @@ impl Worker {
     /// Serves until the process ends: stays registered with the coordinator (reconnecting
     /// with back-off when it cannot be reached) and runs what it deploys here.
     pub async fn run(self) -> Result<(), ClusterError> {
-        let Worker { shared, listener, data_address } = self;
+        let Worker {
+            shared,
+            listener,
+            data_address,
+        } = self;
         let ticker = shared.metrics.spawn_ticker();
         let accept = {
             let shared = shared.clone();
@@ -199,7 +221,8 @@ impl Worker {
                             let shared = shared.clone();
                             let log = shared.log.new(slog::o!("peer" => peer.to_string()));
                             tokio::spawn(async move {
-                                accept_data(stream, &shared.inbound, shared.config.execution.channel_capacity, log).await;
+                                accept_data(stream, &shared.inbound, shared.config.execution.channel_capacity, log)
+                                    .await;
                             });
                         }
                         Err(e) => {
@@ -231,7 +254,11 @@ impl Worker {
                 slots: shared.config.slots,
             });
             let (interval, silence) = match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rx)).await {
-                Ok(Ok(Some(WireMessage::RegisterAck { heartbeat_interval_ms, heartbeat_timeout_ms, .. }))) => {
+                Ok(Ok(Some(WireMessage::RegisterAck {
+                    heartbeat_interval_ms,
+                    heartbeat_timeout_ms,
+                    ..
+                }))) => {
                     let interval = Duration::from_millis(u64::from(heartbeat_interval_ms.max(1)));
                     // Half the coordinator's timeout: this worker's tasks stop before the
                     // coordinator gives them up and deploys replacements.
@@ -267,7 +294,13 @@ impl Worker {
 }
 
 /// Serves one registration: heartbeats out, commands in. Returns why it ended.
-async fn session<R: AsyncRead>(shared: &Arc<WorkerShared>, tx: FrameSender, rx: &mut ReadHalf<R>, interval: Duration, silence: Duration) -> String {
+async fn session<R: AsyncRead>(
+    shared: &Arc<WorkerShared>,
+    tx: FrameSender,
+    rx: &mut ReadHalf<R>,
+    interval: Duration,
+    silence: Duration,
+) -> String {
     let heartbeat = {
         let tx = tx.clone();
         let id = shared.id.clone();
@@ -280,7 +313,10 @@ async fn session<R: AsyncRead>(shared: &Arc<WorkerShared>, tx: FrameSender, rx: 
                     return;
                 }
                 let points = to_wire(&metrics.snapshot());
-                if !tx.send(WireMessage::MetricsReport { worker_id: id.clone(), points }) {
+                if !tx.send(WireMessage::MetricsReport {
+                    worker_id: id.clone(),
+                    points,
+                }) {
                     return;
                 }
             }
@@ -325,21 +361,54 @@ async fn session<R: AsyncRead>(shared: &Arc<WorkerShared>, tx: FrameSender, rx: 
                 let (handle, control_rx, command_rxs) = deployment::prepare(&req, &shared.id);
                 shared.lock().insert((req.job_id.clone(), attempt), handle);
                 slog::info!(shared.log, "deploying"; "job" => &req.job_id, "attempt" => attempt, "name" => &req.job_name);
-                tokio::spawn(deployment::run(shared.clone(), tx.clone(), req, control_rx, command_rxs));
+                tokio::spawn(deployment::run(
+                    shared.clone(),
+                    tx.clone(),
+                    req,
+                    control_rx,
+                    command_rxs,
+                ));
             }
-            WireMessage::CancelTask { job_id, attempt, drain: true } => shared.drain(&job_id, attempt),
-            WireMessage::CancelTask { job_id, attempt, drain: false } => shared.cancel(&job_id, attempt),
-            WireMessage::TriggerCheckpoint { job_id, attempt, checkpoint_id, timestamp_ms, task } => shared.command(
+            WireMessage::CancelTask {
+                job_id,
+                attempt,
+                drain: true,
+            } => shared.drain(&job_id, attempt),
+            WireMessage::CancelTask {
+                job_id,
+                attempt,
+                drain: false,
+            } => shared.cancel(&job_id, attempt),
+            WireMessage::TriggerCheckpoint {
+                job_id,
+                attempt,
+                checkpoint_id,
+                timestamp_ms,
+                task,
+            } => shared.command(
                 &job_id,
                 attempt,
                 task,
-                TaskCommand::Trigger(Barrier { checkpoint_id, timestamp_ms }),
+                TaskCommand::Trigger(Barrier {
+                    checkpoint_id,
+                    timestamp_ms,
+                }),
             ),
-            WireMessage::NotifyCheckpointComplete { job_id, attempt, checkpoint_id, task } => {
-                shared.command(&job_id, attempt, task, TaskCommand::Complete(checkpoint_id))
+            WireMessage::NotifyCheckpointComplete {
+                job_id,
+                attempt,
+                checkpoint_id,
+                task,
+            } => shared.command(&job_id, attempt, task, TaskCommand::Complete(checkpoint_id)),
+            WireMessage::EndInput { job_id, attempt, task } => {
+                shared.command(&job_id, attempt, task, TaskCommand::Finish)
             }
-            WireMessage::EndInput { job_id, attempt, task } => shared.command(&job_id, attempt, task, TaskCommand::Finish),
-            other => break format!("unexpected frame {} from the coordinator", super::coordinator::frame_kind(&other)),
+            other => {
+                break format!(
+                    "unexpected frame {} from the coordinator",
+                    super::coordinator::frame_kind(&other)
+                )
+            }
         }
     };
     heartbeat.abort();

@@ -121,8 +121,8 @@ impl<T: Data> TransactionalWriter for FileSinkWriter<T> {
         for txn in &restored {
             self.commit(txn.clone())?;
         }
-        let entries = fs::read_dir(&self.pending_dir)
-            .map_err(io(format!("cannot list {}", self.pending_dir.display())))?;
+        let entries =
+            fs::read_dir(&self.pending_dir).map_err(io(format!("cannot list {}", self.pending_dir.display())))?;
         for entry in entries {
             let entry = entry.map_err(io(format!("cannot list {}", self.pending_dir.display())))?;
             let name = entry.file_name().to_string_lossy().into_owned();

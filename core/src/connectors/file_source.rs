@@ -107,14 +107,20 @@ impl Source for FileSource {
         if split_start > 0 {
             // The line that straddles the split start belongs to the previous subtask: skip to
             // the first line starting at or after it.
-            reader.seek(SeekFrom::Start(split_start - 1)).map_err(|e| OperatorError::io(ctx(), e))?;
+            reader
+                .seek(SeekFrom::Start(split_start - 1))
+                .map_err(|e| OperatorError::io(ctx(), e))?;
             let mut skipped = Vec::new();
-            let n = reader.read_until(b'\n', &mut skipped).map_err(|e| OperatorError::io(ctx(), e))?;
+            let n = reader
+                .read_until(b'\n', &mut skipped)
+                .map_err(|e| OperatorError::io(ctx(), e))?;
             offset = split_start - 1 + n as u64;
         }
         if let Some(resume) = self.start_offsets.as_ref().and_then(|o| o.get(subtask as usize)) {
             if *resume > offset {
-                reader.seek(SeekFrom::Start(*resume)).map_err(|e| OperatorError::io(ctx(), e))?;
+                reader
+                    .seek(SeekFrom::Start(*resume))
+                    .map_err(|e| OperatorError::io(ctx(), e))?;
                 offset = *resume;
             }
         }
@@ -138,7 +144,12 @@ impl Source for FileSource {
 impl SourceReader for FileReader {
     type Out = String;
 
-    fn poll_batch(&mut self, max: usize, out: &mut Vec<String>, ctx: &OperatorContext) -> Result<SourcePoll, OperatorError> {
+    fn poll_batch(
+        &mut self,
+        max: usize,
+        out: &mut Vec<String>,
+        ctx: &OperatorContext,
+    ) -> Result<SourcePoll, OperatorError> {
         let mut max = max;
         if let Some(rate) = &mut self.rate {
             match rate.allow(ctx.clock.now_ms(), max) {
@@ -174,8 +185,9 @@ impl SourceReader for FileReader {
         // Always the explicit ranges: after a rescale this reader's `end` is not its own split's
         // end, so a bare offset would be read back with the wrong end. A reader past its end
         // (its last line crossed the boundary) saves an empty range.
-        let ranges: Vec<(u64, u64)> =
-            std::iter::once((self.offset.min(self.end), self.end)).chain(self.pending.iter().copied()).collect();
+        let ranges: Vec<(u64, u64)> = std::iter::once((self.offset.min(self.end), self.end))
+            .chain(self.pending.iter().copied())
+            .collect();
         crate::source::encode_position(&ranges)
     }
 
@@ -319,6 +331,11 @@ mod tests {
         }
         let dup: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
         assert!(dup.is_empty(), "read twice: {dup:?}");
-        assert_eq!(count.len(), lines.len(), "lines never read: {}", lines.len() - count.len());
+        assert_eq!(
+            count.len(),
+            lines.len(),
+            "lines never read: {}",
+            lines.len() - count.len()
+        );
     }
 }

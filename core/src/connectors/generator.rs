@@ -61,7 +61,9 @@ pub struct GeneratorReader<T> {
 
 impl<T> std::fmt::Debug for GeneratorReader<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GeneratorReader").field("numbers", &self.numbers).finish()
+        f.debug_struct("GeneratorReader")
+            .field("numbers", &self.numbers)
+            .finish()
     }
 }
 

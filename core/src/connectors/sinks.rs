@@ -1,4 +1,3 @@
-
 use std::io::Write;
 
 use std::sync::{Arc, Mutex};
@@ -50,7 +49,11 @@ impl<T: Data> Sink for PrintSink<T> {
     type Writer = PrintWriter<T>;
     fn writer(&self, subtask: u32, parallelism: u32) -> Result<PrintWriter<T>, OperatorError> {
         Ok(PrintWriter {
-            prefix: if parallelism > 1 { format!("{}> ", subtask + 1) } else { String::new() },
+            prefix: if parallelism > 1 {
+                format!("{}> ", subtask + 1)
+            } else {
+                String::new()
+            },
             format: self.format.clone(),
         })
     }

@@ -115,7 +115,11 @@ impl Strided {
 
     /// Continues after a run at parallelism `old_parallelism` whose subtask `i` was at
     /// `positions[i]`: this subtask reads its numbers that no old subtask had read.
-    pub(crate) fn restore_rescaled(&mut self, old_parallelism: u32, positions: &[Vec<u8>]) -> Result<(), OperatorError> {
+    pub(crate) fn restore_rescaled(
+        &mut self,
+        old_parallelism: u32,
+        positions: &[Vec<u8>],
+    ) -> Result<(), OperatorError> {
         let old = u64::from(old_parallelism);
         if positions.len() as u64 != old {
             return Err(OperatorError::user(format!(
@@ -140,7 +144,11 @@ impl Strided {
         let mut read: Vec<u64> = Vec::new();
         for (i, p) in olds.iter().enumerate() {
             let first = low + (i as u64 + old - low % old) % old;
-            read.extend((first..p.next).step_by(old as usize).filter(|n| n % self.stride == class));
+            read.extend(
+                (first..p.next)
+                    .step_by(old as usize)
+                    .filter(|n| n % self.stride == class),
+            );
             read.extend(p.skip.iter().copied().filter(|n| n % self.stride == class));
         }
         read.sort_unstable();
@@ -207,6 +215,9 @@ mod tests {
         let mut s = Strided::new(1, 2, None, None);
         s.restore(&encode_position(&41u64).unwrap()).unwrap();
         assert_eq!(s.next, 41);
-        assert!(s.restore(&encode_position(&40u64).unwrap()).is_err(), "40 is subtask 0's");
+        assert!(
+            s.restore(&encode_position(&40u64).unwrap()).is_err(),
+            "40 is subtask 0's"
+        );
     }
 }

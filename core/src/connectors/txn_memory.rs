@@ -36,7 +36,9 @@ pub struct TransactionalStore<T> {
 
 impl<T> Clone for TransactionalStore<T> {
     fn clone(&self) -> Self {
-        TransactionalStore { inner: self.inner.clone() }
+        TransactionalStore {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -72,7 +74,11 @@ impl<T: Data> TransactionalStore<T> {
 
     /// Every committed record, in commit order.
     pub fn committed(&self) -> Vec<T> {
-        self.lock().committed.iter().flat_map(|(_, v)| v.iter().cloned()).collect()
+        self.lock()
+            .committed
+            .iter()
+            .flat_map(|(_, v)| v.iter().cloned())
+            .collect()
     }
 
     /// Transactions prepared and neither committed nor aborted.
@@ -92,7 +98,10 @@ impl<T: Data> TransactionalStore<T> {
 
     fn prepare(&self, id: TxnId, records: Vec<T>) {
         let mut g = self.lock();
-        assert!(!g.committed_ids.contains(&id), "transaction {id:?} prepared after it was committed");
+        assert!(
+            !g.committed_ids.contains(&id),
+            "transaction {id:?} prepared after it was committed"
+        );
         g.prepared.insert(id, records);
     }
 
@@ -100,13 +109,17 @@ impl<T: Data> TransactionalStore<T> {
         let mut g = self.lock();
         if g.fail_commits > 0 {
             g.fail_commits -= 1;
-            return Err(OperatorError::user(format!("injected failure committing transaction {id:?}")));
+            return Err(OperatorError::user(format!(
+                "injected failure committing transaction {id:?}"
+            )));
         }
         if g.committed_ids.contains(&id) {
             return Ok(());
         }
         let records = g.prepared.remove(&id).ok_or_else(|| {
-            OperatorError::user(format!("transaction {id:?} was never prepared or was aborted: its records are lost"))
+            OperatorError::user(format!(
+                "transaction {id:?} was never prepared or was aborted: its records are lost"
+            ))
         })?;
         g.committed_ids.insert(id);
         g.committed.push((id, records));

@@ -117,7 +117,8 @@ impl<K: StateKey + Ord> TimerService<K> {
             return Ok(false);
         }
         sluice_state::check_types(e.table, e.types, &self.signature)?;
-        let key: K = bincode::deserialize(e.key).map_err(|err| StateError::Corrupt(format!("undecodable timer key: {err}")))?;
+        let key: K =
+            bincode::deserialize(e.key).map_err(|err| StateError::Corrupt(format!("undecodable timer key: {err}")))?;
         let timers: Vec<(i64, bool)> =
             bincode::deserialize(e.value).map_err(|err| StateError::Corrupt(format!("undecodable timers: {err}")))?;
         for (t, event) in timers {

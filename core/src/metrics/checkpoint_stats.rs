@@ -67,7 +67,8 @@ impl CheckpointStats {
     pub(crate) fn record_completed(&self, id: u64, duration: std::time::Duration, size: u64, at_ms: i64) {
         self.completed.fetch_add(1, Ordering::Relaxed);
         self.latest_id.store(id, Ordering::Relaxed);
-        self.latest_duration_ms.store(duration.as_millis() as u64, Ordering::Relaxed);
+        self.latest_duration_ms
+            .store(duration.as_millis() as u64, Ordering::Relaxed);
         self.latest_size.store(size, Ordering::Relaxed);
         self.latest_completed_at_ms.store(at_ms, Ordering::Relaxed);
     }
@@ -91,7 +92,12 @@ impl CheckpointStats {
 
     /// The recent checkpoints, oldest first.
     pub fn history(&self) -> Vec<CheckpointRecord> {
-        self.history.lock().expect("checkpoint history lock").iter().cloned().collect()
+        self.history
+            .lock()
+            .expect("checkpoint history lock")
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Registers the job's checkpoint metrics in `group` (read from these counters).
@@ -100,7 +106,11 @@ impl CheckpointStats {
         let counters: [(&str, &str, Field); 4] = [
             ("checkpoints_triggered", "checkpoints triggered", |s| &s.triggered),
             ("checkpoints_completed", "checkpoints completed", |s| &s.completed),
-            ("checkpoints_failed", "checkpoints failed (declined, timed out or not stored)", |s| &s.failed),
+            (
+                "checkpoints_failed",
+                "checkpoints failed (declined, timed out or not stored)",
+                |s| &s.failed,
+            ),
             ("job_restarts", "restarts of the job after failures", |s| &s.restarts),
         ];
         for (name, help, field) in counters {
@@ -115,22 +125,34 @@ impl CheckpointStats {
         // A second registration (the same job again) keeps the first histogram.
         let _ = self.durations.set(h);
         let s = self.clone();
-        group.gauge_fn("last_checkpoint_duration_seconds", "duration of the latest completed checkpoint", move || {
-            (s.completed.load(Ordering::Relaxed) > 0).then(|| s.latest_duration_ms.load(Ordering::Relaxed) as f64 / 1000.0)
-        });
+        group.gauge_fn(
+            "last_checkpoint_duration_seconds",
+            "duration of the latest completed checkpoint",
+            move || {
+                (s.completed.load(Ordering::Relaxed) > 0)
+                    .then(|| s.latest_duration_ms.load(Ordering::Relaxed) as f64 / 1000.0)
+            },
+        );
         let s = self.clone();
-        group.gauge_fn("last_checkpoint_size_bytes", "state size of the latest completed checkpoint", move || {
-            (s.completed.load(Ordering::Relaxed) > 0).then(|| s.latest_size.load(Ordering::Relaxed) as f64)
-        });
+        group.gauge_fn(
+            "last_checkpoint_size_bytes",
+            "state size of the latest completed checkpoint",
+            move || (s.completed.load(Ordering::Relaxed) > 0).then(|| s.latest_size.load(Ordering::Relaxed) as f64),
+        );
         let s = self.clone();
         group.gauge_fn(
             "last_checkpoint_alignment_seconds",
             "longest barrier alignment of any task in the latest completed checkpoint",
-            move || (s.completed.load(Ordering::Relaxed) > 0).then(|| s.latest_alignment_ms.load(Ordering::Relaxed) as f64 / 1000.0),
+            move || {
+                (s.completed.load(Ordering::Relaxed) > 0)
+                    .then(|| s.latest_alignment_ms.load(Ordering::Relaxed) as f64 / 1000.0)
+            },
         );
         let s = self.clone();
-        group.gauge_fn("last_checkpoint_id", "id of the latest completed checkpoint", move || {
-            (s.completed.load(Ordering::Relaxed) > 0).then(|| s.latest_id.load(Ordering::Relaxed) as f64)
-        });
+        group.gauge_fn(
+            "last_checkpoint_id",
+            "id of the latest completed checkpoint",
+            move || (s.completed.load(Ordering::Relaxed) > 0).then(|| s.latest_id.load(Ordering::Relaxed) as f64),
+        );
     }
 }

@@ -10,6 +10,9 @@ pub(crate) mod task;
 mod vertex;
 
 pub use checkpoint_stats::{CheckpointOutcome, CheckpointRecord, CheckpointStats, HISTORY_LEN};
-pub use registry::{exponential_buckets, Counter, Gauge, Histogram, Labels, Meter, MetricGroup, MetricKind, MetricRegistry, MetricSample, MetricValue, ScopeGuard, METER_WINDOW};
+pub use registry::{
+    exponential_buckets, Counter, Gauge, Histogram, Labels, Meter, MetricGroup, MetricKind, MetricRegistry,
+    MetricSample, MetricValue, ScopeGuard, METER_WINDOW,
+};
 pub use summary::{vertex_summaries, VertexSummary};
 pub use vertex::{VertexMetrics, VertexSnapshot};

@@ -25,7 +25,11 @@ pub fn render<'a>(samples: &'a [MetricSample]) -> String {
     let mut add = |name: String, kind: &'static str, help: &'a str, line: String| {
         families
             .entry(name)
-            .or_insert_with(|| Family { kind, help, lines: Vec::new() })
+            .or_insert_with(|| Family {
+                kind,
+                help,
+                lines: Vec::new(),
+            })
             .lines
             .push(line);
     };

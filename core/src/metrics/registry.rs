@@ -350,7 +350,12 @@ impl MetricRegistry {
                     },
                     Metric::Histogram(h) => h.value(),
                 };
-                Some(MetricSample { name, help, labels, value })
+                Some(MetricSample {
+                    name,
+                    help,
+                    labels,
+                    value,
+                })
             })
             .collect()
     }
@@ -437,31 +442,36 @@ impl MetricGroup {
     /// Registers a counter.
     pub fn counter(&self, name: &str, help: &str) -> Counter {
         let c = Counter::default();
-        self.registry.register(name, &self.labels, help, self.owner, Metric::Counter(c.clone()));
+        self.registry
+            .register(name, &self.labels, help, self.owner, Metric::Counter(c.clone()));
         c
     }
 
     /// Registers a gauge that is set by its owner.
     pub fn gauge(&self, name: &str, help: &str) -> Gauge {
         let g = Gauge::default();
-        self.registry.register(name, &self.labels, help, self.owner, Metric::Gauge(g.clone()));
+        self.registry
+            .register(name, &self.labels, help, self.owner, Metric::Gauge(g.clone()));
         g
     }
 
     /// Registers a gauge computed when it is read; `None` leaves it out of that read.
     pub fn gauge_fn(&self, name: &str, help: &str, f: impl Fn() -> Option<f64> + Send + Sync + 'static) {
-        self.registry.register(name, &self.labels, help, self.owner, Metric::GaugeFn(Arc::new(f)));
+        self.registry
+            .register(name, &self.labels, help, self.owner, Metric::GaugeFn(Arc::new(f)));
     }
 
     /// Registers a counter whose count is read from elsewhere when it is read.
     pub fn counter_fn(&self, name: &str, help: &str, f: impl Fn() -> u64 + Send + Sync + 'static) {
-        self.registry.register(name, &self.labels, help, self.owner, Metric::CounterFn(Arc::new(f)));
+        self.registry
+            .register(name, &self.labels, help, self.owner, Metric::CounterFn(Arc::new(f)));
     }
 
     /// Registers a meter.
     pub fn meter(&self, name: &str, help: &str) -> Meter {
         let m = Meter::default();
-        self.registry.register(name, &self.labels, help, self.owner, Metric::Meter(m.clone()));
+        self.registry
+            .register(name, &self.labels, help, self.owner, Metric::Meter(m.clone()));
         m
     }
 
@@ -469,14 +479,16 @@ impl MetricGroup {
     /// rate (a time meter behind a ratio, say).
     pub fn internal_meter(&self, name: &str) -> Meter {
         let m = Meter::default();
-        self.registry.register_entry(name, &self.labels, "", self.owner, Metric::Meter(m.clone()), false);
+        self.registry
+            .register_entry(name, &self.labels, "", self.owner, Metric::Meter(m.clone()), false);
         m
     }
 
     /// Registers a histogram with these bucket bounds.
     pub fn histogram(&self, name: &str, help: &str, bounds: Vec<f64>) -> Histogram {
         let h = Histogram::new(bounds);
-        self.registry.register(name, &self.labels, help, self.owner, Metric::Histogram(h.clone()));
+        self.registry
+            .register(name, &self.labels, help, self.owner, Metric::Histogram(h.clone()));
         h
     }
 
@@ -571,8 +583,15 @@ mod tests {
         b.counter("records", "r").add(2);
         r.root().gauge("uptime", "u").set(1.0);
         a.unregister();
-        let names: Vec<_> = r.snapshot().iter().map(|s| (s.name.clone(), s.label("job_id").map(str::to_string))).collect();
-        assert_eq!(names, vec![("records".into(), Some("2".into())), ("uptime".into(), None)]);
+        let names: Vec<_> = r
+            .snapshot()
+            .iter()
+            .map(|s| (s.name.clone(), s.label("job_id").map(str::to_string)))
+            .collect();
+        assert_eq!(
+            names,
+            vec![("records".into(), Some("2".into())), ("uptime".into(), None)]
+        );
     }
 
     #[test]

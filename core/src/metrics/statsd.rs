@@ -14,7 +14,13 @@ pub const MAX_PACKET: usize = 1432;
 /// StatsD name parts allow letters, digits, `_` and `-`; anything else becomes `_`.
 fn clean(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -40,7 +46,11 @@ pub fn lines(samples: &[MetricSample], prefix: &str, tags: bool) -> Vec<String> 
         name.push('.');
         name.push_str(&clean(&s.name));
         let suffix = if tags && !s.labels.is_empty() {
-            let t: Vec<String> = s.labels.iter().map(|(k, v)| format!("{}:{}", clean(k), clean(v))).collect();
+            let t: Vec<String> = s
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{}:{}", clean(k), clean(v)))
+                .collect();
             format!("|#{}", t.join(","))
         } else {
             String::new()
@@ -104,7 +114,10 @@ mod tests {
                 "sluice.q_1.0.records_out.rate:0|g"
             ]
         );
-        assert_eq!(lines(&r.snapshot(), "sluice", true)[0], "sluice.records_in:5|g|#job_name:q_1,subtask:0");
+        assert_eq!(
+            lines(&r.snapshot(), "sluice", true)[0],
+            "sluice.records_in:5|g|#job_name:q_1,subtask:0"
+        );
     }
 
     #[test]
@@ -115,7 +128,13 @@ mod tests {
         assert!(ps.iter().all(|p| p.len() <= MAX_PACKET));
         let joined: Vec<String> = ps
             .iter()
-            .flat_map(|p| String::from_utf8(p.clone()).unwrap().lines().map(str::to_string).collect::<Vec<_>>())
+            .flat_map(|p| {
+                String::from_utf8(p.clone())
+                    .unwrap()
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
             .collect();
         assert_eq!(joined, ls);
     }

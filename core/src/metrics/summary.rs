@@ -115,7 +115,9 @@ mod tests {
         let r = MetricRegistry::new();
         for sub in 0..2u32 {
             let t = r.root().group("task", "src -> map").group("subtask", &sub.to_string());
-            t.group("operator", "map").meter("operator_records_in", "").mark(10 + sub as u64);
+            t.group("operator", "map")
+                .meter("operator_records_in", "")
+                .mark(10 + sub as u64);
             t.group("operator", "src").meter("operator_records_out", "").mark(5);
             t.gauge("task_input_watermark_seconds", "").set(0.1 + sub as f64);
             t.meter("task_bytes_out", "").mark(7);

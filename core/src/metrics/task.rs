@@ -26,8 +26,14 @@ impl OperatorMetrics {
         OperatorMetrics {
             vertex,
             records_in: group.meter("operator_records_in", "records that entered the operator"),
-            records_out: group.meter("operator_records_out", "records the operator emitted (for a sink: wrote)"),
-            late: group.counter("operator_late_records_dropped", "records dropped for arriving after their window closed"),
+            records_out: group.meter(
+                "operator_records_out",
+                "records the operator emitted (for a sink: wrote)",
+            ),
+            late: group.counter(
+                "operator_late_records_dropped",
+                "records dropped for arriving after their window closed",
+            ),
             group,
         }
     }
@@ -49,7 +55,9 @@ impl OperatorMetrics {
     }
 
     pub(crate) fn add_late(&self, n: u64) {
-        self.vertex.late_records_dropped.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        self.vertex
+            .late_records_dropped
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         self.late.add(n);
     }
 
@@ -90,18 +98,30 @@ impl TaskMetrics {
         let idle_ns = group.internal_meter("task_idle_time");
         let backpressured_ns = group.internal_meter("task_backpressured_time");
         let (i, b) = (idle_ns.clone(), backpressured_ns.clone());
-        group.gauge_fn("task_idle_ratio", "share of the last seconds spent waiting for input", move || {
-            Some((i.rate() / NANOS).clamp(0.0, 1.0))
-        });
+        group.gauge_fn(
+            "task_idle_ratio",
+            "share of the last seconds spent waiting for input",
+            move || Some((i.rate() / NANOS).clamp(0.0, 1.0)),
+        );
         let (i, b2) = (idle_ns.clone(), b.clone());
-        group.gauge_fn("task_backpressured_ratio", "share of the last seconds spent waiting for room downstream", move || {
-            Some((b2.rate() / NANOS).clamp(0.0, 1.0))
-        });
-        group.gauge_fn("task_busy_ratio", "share of the last seconds spent working (neither idle nor backpressured)", move || {
-            Some((1.0 - i.rate() / NANOS - b.rate() / NANOS).clamp(0.0, 1.0))
-        });
-        let input_watermark = group.gauge("task_input_watermark_seconds", "the task's combined input watermark (event time, seconds since the epoch)");
-        let output_watermark = group.gauge("task_output_watermark_seconds", "the watermark the task last emitted (event time, seconds since the epoch)");
+        group.gauge_fn(
+            "task_backpressured_ratio",
+            "share of the last seconds spent waiting for room downstream",
+            move || Some((b2.rate() / NANOS).clamp(0.0, 1.0)),
+        );
+        group.gauge_fn(
+            "task_busy_ratio",
+            "share of the last seconds spent working (neither idle nor backpressured)",
+            move || Some((1.0 - i.rate() / NANOS - b.rate() / NANOS).clamp(0.0, 1.0)),
+        );
+        let input_watermark = group.gauge(
+            "task_input_watermark_seconds",
+            "the task's combined input watermark (event time, seconds since the epoch)",
+        );
+        let output_watermark = group.gauge(
+            "task_output_watermark_seconds",
+            "the watermark the task last emitted (event time, seconds since the epoch)",
+        );
         input_watermark.set(f64::NEG_INFINITY);
         output_watermark.set(f64::NEG_INFINITY);
         TaskMetrics {
@@ -111,7 +131,10 @@ impl TaskMetrics {
             backpressured_ns,
             input_watermark,
             output_watermark,
-            state_size: group.gauge("task_checkpointed_state_bytes", "bytes of state the task wrote for its latest checkpoint"),
+            state_size: group.gauge(
+                "task_checkpointed_state_bytes",
+                "bytes of state the task wrote for its latest checkpoint",
+            ),
             group,
         }
     }

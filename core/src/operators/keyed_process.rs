@@ -95,7 +95,10 @@ where
                 state: &mut self.store,
                 timers: &mut self.timers,
             };
-            let mut col = Collector { out: &mut *out, ts: EventTime(t) };
+            let mut col = Collector {
+                out: &mut *out,
+                ts: EventTime(t),
+            };
             self.f.on_timer(t, TimeDomain::EventTime, &mut kctx, &mut col)?;
         }
         Ok(())
@@ -120,7 +123,10 @@ where
                 state: &mut self.store,
                 timers: &mut self.timers,
             };
-            let mut col = Collector { out: &mut *out, ts: EventTime::MIN };
+            let mut col = Collector {
+                out: &mut *out,
+                ts: EventTime::MIN,
+            };
             self.f.on_timer(t, TimeDomain::ProcessingTime, &mut kctx, &mut col)?;
         }
         Ok(())

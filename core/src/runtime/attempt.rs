@@ -20,11 +20,11 @@ use crate::metrics::{CheckpointStats, MetricGroup, VertexMetrics};
 use crate::operator::OperatorContext;
 use crate::partition::{PartitionKind, RouterArgs};
 use crate::runtime::chain::ChainOps;
+use crate::runtime::control::ControlReceiver;
 use crate::runtime::input_gate::InputGate;
 use crate::runtime::outputs::{EdgeOutput, Outputs};
 use crate::runtime::restore;
 use crate::runtime::task::{CheckpointLink, Head, SourceHead, Task, TaskExit};
-use crate::runtime::control::ControlReceiver;
 use crate::runtime::{ExecutionConfig, JobControl};
 
 /// One execution attempt: all tasks of the job, and the checkpoint coordinator.
@@ -75,7 +75,10 @@ enum Done {
 }
 
 impl Attempt<'_> {
-    pub(crate) async fn run(self, restored: Option<&LoadedCheckpoint>) -> Result<(TaskExit, Vec<Arc<VertexMetrics>>), JobError> {
+    pub(crate) async fn run(
+        self,
+        restored: Option<&LoadedCheckpoint>,
+    ) -> Result<(TaskExit, Vec<Arc<VertexMetrics>>), JobError> {
         let graph = &self.graph;
         let transport: Box<dyn Transport> = if self.config.shuffle_over_tcp {
             // Every channel that is not a forward edge crosses a real TCP connection.
@@ -90,9 +93,15 @@ impl Attempt<'_> {
                 frames_per_pass: 64,
             };
             Box::new(
-                TcpLoopbackTransport::connect(cap, net, self.attempt, move |id| crossing.contains(&id.edge), self.log.clone())
-                    .await
-                    .map_err(|e| JobError::InvalidGraph(e.to_string()))?,
+                TcpLoopbackTransport::connect(
+                    cap,
+                    net,
+                    self.attempt,
+                    move |id| crossing.contains(&id.edge),
+                    self.log.clone(),
+                )
+                .await
+                .map_err(|e| JobError::InvalidGraph(e.to_string()))?,
             )
         } else {
             Box::new(LocalTransport::new(self.config.channel_capacity))
@@ -122,7 +131,14 @@ impl Attempt<'_> {
                         commands: tx,
                         is_source: spec.is_source,
                     });
-                    Some(CheckpointLink::new(index, rx, events_tx.clone(), st.clone(), graph.max_parallelism, restored))
+                    Some(CheckpointLink::new(
+                        index,
+                        rx,
+                        events_tx.clone(),
+                        st.clone(),
+                        graph.max_parallelism,
+                        restored,
+                    ))
                 }
                 None => None,
             };
@@ -245,7 +261,14 @@ impl Attempt<'_> {
                 message: "ended without reporting".into(),
             });
         }
-        Ok((if cancelled { TaskExit::Cancelled } else { TaskExit::Finished }, metrics))
+        Ok((
+            if cancelled {
+                TaskExit::Cancelled
+            } else {
+                TaskExit::Finished
+            },
+            metrics,
+        ))
     }
 }
 
@@ -328,7 +351,10 @@ pub(crate) fn build_task(
     let names: Vec<&str> = chain.iter().map(|&v| graph.vertices[v].name.as_str()).collect();
     let task_name = format!("{} ({}/{})", names.join(" -> "), subtask + 1, parallelism);
     let task_log = at.log.new(slog::o!("task" => names.join(" -> "), "subtask" => subtask));
-    let task_group = at.metrics.group("task", &names.join(" -> ")).group("subtask", &subtask.to_string());
+    let task_group = at
+        .metrics
+        .group("task", &names.join(" -> "))
+        .group("subtask", &subtask.to_string());
     let task_metrics = TaskMetrics::register(task_group.clone());
     let ctx_for = |v: usize| OperatorContext {
         vertex_name: graph.vertices[v].name.clone(),
@@ -340,7 +366,10 @@ pub(crate) fn build_task(
         log: task_log.new(slog::o!("vertex" => graph.vertices[v].name.clone())),
         attempt: at.attempt,
         checkpointing: at.checkpointing,
-        metrics: Arc::new(OperatorMetrics::register(task_group.group("operator", &graph.vertices[v].name), metrics[v].clone())),
+        metrics: Arc::new(OperatorMetrics::register(
+            task_group.group("operator", &graph.vertices[v].name),
+            metrics[v].clone(),
+        )),
     };
     let failed = |e| JobError::TaskFailed {
         task: task_name.clone(),
@@ -356,7 +385,9 @@ pub(crate) fn build_task(
     for &v in chain {
         let key = restore::operator_key(graph, v);
         let state = match restored {
-            Some(ck) => restore::restored_for(ck, &key, subtask, parallelism, graph.max_parallelism).map_err(restore_err)?,
+            Some(ck) => {
+                restore::restored_for(ck, &key, subtask, parallelism, graph.max_parallelism).map_err(restore_err)?
+            }
             None => sluice_state::RestoredState::empty(),
         };
         match &graph.vertices[v].kind {
@@ -369,7 +400,10 @@ pub(crate) fn build_task(
                         let ck = restored.expect("an operator's old state comes from a restored checkpoint");
                         let mut states = Vec::with_capacity(op.files.len());
                         for (i, f) in op.files.iter().enumerate() {
-                            let file = ck.files.get(&f.path).ok_or_else(|| restore_err(format!("state file '{}' was not loaded", f.path)))?;
+                            let file = ck
+                                .files
+                                .get(&f.path)
+                                .ok_or_else(|| restore_err(format!("state file '{}' was not loaded", f.path)))?;
                             let pos = file.operator_state().first().cloned();
                             match pos {
                                 Some(p) if f.subtask == i as u32 => states.push(p),
@@ -389,7 +423,8 @@ pub(crate) fn build_task(
                             )));
                         }
                         // A source that cannot be rescaled will not be after a restart either.
-                        s.restore_rescaled(op.parallelism, &states).map_err(|e| restore_err(e.to_string()))?;
+                        s.restore_rescaled(op.parallelism, &states)
+                            .map_err(|e| restore_err(e.to_string()))?;
                     }
                     _ => {
                         if let Some(pos) = state.operator_state().next() {
@@ -409,7 +444,9 @@ pub(crate) fn build_task(
                 op.open(&mut ctx).map_err(failed)?;
                 op.restore_state(&state, &mut ctx).map_err(|e| match e {
                     // A changed state type stays changed after a restart: refuse at once.
-                    OperatorError::State(se @ sluice_state::StateError::TypeChanged { .. }) => restore_err(format!("operator '{key}': {se}")),
+                    OperatorError::State(se @ sluice_state::StateError::TypeChanged { .. }) => {
+                        restore_err(format!("operator '{key}': {se}"))
+                    }
                     other => failed(other),
                 })?;
                 ops.push((op, ctx));
@@ -434,7 +471,11 @@ pub(crate) fn build_task(
                     (0..up).collect()
                 };
                 for from in senders {
-                    let id = ChannelId { edge: e as u32, from, to: subtask };
+                    let id = ChannelId {
+                        edge: e as u32,
+                        from,
+                        to: subtask,
+                    };
                     inputs.push((transport.input(id).map_err(wire)?, edge.codec.clone()));
                 }
             }
@@ -452,14 +493,22 @@ pub(crate) fn build_task(
         };
         let mut channels = Vec::new();
         for &to in &targets {
-            let id = ChannelId { edge: e as u32, from: subtask, to };
+            let id = ChannelId {
+                edge: e as u32,
+                from: subtask,
+                to,
+            };
             let ch = transport.output(id).map_err(wire)?;
             let usage = ch.usage_probe();
             let target = &graph.vertices[edge.target].name;
             task_metrics
                 .group()
                 .group("channel", &format!("{target} ({}/{down})", to + 1))
-                .gauge_fn("task_output_buffer_usage", "share of the output channel's queue in use", usage);
+                .gauge_fn(
+                    "task_output_buffer_usage",
+                    "share of the output channel's queue in use",
+                    usage,
+                );
             channels.push(ch);
         }
         edges.push(EdgeOutput {

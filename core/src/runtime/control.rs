@@ -60,7 +60,10 @@ pub(crate) fn channel(initial: JobControl) -> (ControlSender, ControlReceiver) {
         changed: Notify::new(),
         sender_gone: AtomicBool::new(false),
     });
-    (ControlSender { shared: shared.clone() }, ControlReceiver { shared, seen: 0 })
+    (
+        ControlSender { shared: shared.clone() },
+        ControlReceiver { shared, seen: 0 },
+    )
 }
 
 impl ControlSender {
@@ -136,7 +139,10 @@ mod tests {
 
     #[test]
     fn waiters_see_changes_and_the_sender_going_away() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let (tx, mut rx) = channel(JobControl::Run);
             let mut rx2 = rx.clone();

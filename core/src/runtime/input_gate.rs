@@ -265,7 +265,11 @@ mod tests {
         let mut ins = Vec::new();
         let mut outs = Vec::new();
         for i in 0..n {
-            let id = ChannelId { edge: 0, from: i, to: 0 };
+            let id = ChannelId {
+                edge: 0,
+                from: i,
+                to: 0,
+            };
             outs.push(t.output(id).unwrap());
             ins.push((t.input(id).unwrap(), crate::codec::codec_of::<u8>()));
         }
@@ -285,7 +289,10 @@ mod tests {
     }
 
     fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
     }
 
     #[test]
@@ -333,7 +340,12 @@ mod tests {
     fn barrier_blocks_its_channel_until_all_channels_deliver_it() {
         rt().block_on(async {
             let (mut g, mut outs) = gate(2);
-            let b = |id| StreamMessage::Barrier(Barrier { checkpoint_id: id, timestamp_ms: 0 });
+            let b = |id| {
+                StreamMessage::Barrier(Barrier {
+                    checkpoint_id: id,
+                    timestamp_ms: 0,
+                })
+            };
             outs[0].send(b(1)).await.unwrap();
             outs[0].send(StreamMessage::Watermark(50)).await.unwrap();
             outs[1].send(StreamMessage::Watermark(5)).await.unwrap();
@@ -350,7 +362,13 @@ mod tests {
     fn finished_channel_counts_as_aligned() {
         rt().block_on(async {
             let (mut g, mut outs) = gate(2);
-            outs[0].send(StreamMessage::Barrier(Barrier { checkpoint_id: 3, timestamp_ms: 0 })).await.unwrap();
+            outs[0]
+                .send(StreamMessage::Barrier(Barrier {
+                    checkpoint_id: 3,
+                    timestamp_ms: 0,
+                }))
+                .await
+                .unwrap();
             outs[1].send(StreamMessage::EndOfPartition).await.unwrap();
             let evs = drain(&mut g).await;
             assert!(evs[0].starts_with("Barrier"), "{evs:?}");

@@ -2,8 +2,8 @@
 //! from the in-process transport between them.
 
 pub(crate) mod attempt;
-pub(crate) mod control;
 mod chain;
+pub(crate) mod control;
 mod input_gate;
 mod outputs;
 mod progress;
@@ -25,14 +25,14 @@ use crate::checkpoint::savepoint::load_savepoint;
 use crate::checkpoint::restart::RestartTracker;
 use crate::checkpoint::{CheckpointConfig, CheckpointStorage, LoadedCheckpoint, RestartStrategy};
 use crate::clock::Clock;
+use crate::cluster::JobStatus;
 use crate::error::{CheckpointError, JobError};
 use crate::graph::{JobGraph, VertexKind};
-use crate::cluster::JobStatus;
 use crate::metrics::{CheckpointStats, MetricRegistry, VertexSnapshot};
 use attempt::Attempt;
+use progress::JobProgress;
 pub use progress::{ExceptionHistory, JobException, MAX_EXCEPTIONS};
 pub use restore::parse_uid_mapping;
-use progress::JobProgress;
 use task::TaskExit;
 
 /// What the tasks of a running job are asked to do.
@@ -188,7 +188,11 @@ impl JobController {
 
     /// Failures of the job's attempts, oldest first.
     pub fn exceptions(&self) -> Vec<JobException> {
-        self.progress.exceptions.lock().expect("exception history lock").to_vec()
+        self.progress
+            .exceptions
+            .lock()
+            .expect("exception history lock")
+            .to_vec()
     }
 
     /// The job's vertices: name and parallelism, in graph order.
@@ -211,7 +215,11 @@ impl JobController {
         self.tx.send(JobControl::Drain);
     }
 
-    async fn request_savepoint(&self, target: Arc<dyn BlobStore>, stop: Option<bool>) -> Result<SavepointInfo, JobError> {
+    async fn request_savepoint(
+        &self,
+        target: Arc<dyn BlobStore>,
+        stop: Option<bool>,
+    ) -> Result<SavepointInfo, JobError> {
         let tx = self.savepoints.as_ref().ok_or_else(|| {
             JobError::Savepoint("savepoints need checkpointing: configure a checkpoint storage and interval".into())
         })?;
@@ -222,7 +230,9 @@ impl JobController {
         match answer.await {
             Ok(Ok(info)) => Ok(info),
             Ok(Err(e)) => Err(JobError::Savepoint(e)),
-            Err(_) => Err(JobError::Savepoint("the job ended before the savepoint completed".into())),
+            Err(_) => Err(JobError::Savepoint(
+                "the job ended before the savepoint completed".into(),
+            )),
         }
     }
 
@@ -235,7 +245,11 @@ impl JobController {
     /// Takes a savepoint and stops the job: with `drain`, the sources stop first and every
     /// window fires (as at end of input), and the final checkpoint is the savepoint; without,
     /// the job stops right after the savepoint, and nothing after it is committed.
-    pub async fn stop_with_savepoint(&self, target: Arc<dyn BlobStore>, drain: bool) -> Result<SavepointInfo, JobError> {
+    pub async fn stop_with_savepoint(
+        &self,
+        target: Arc<dyn BlobStore>,
+        drain: bool,
+    ) -> Result<SavepointInfo, JobError> {
         self.request_savepoint(target, Some(drain)).await
     }
 }
@@ -362,7 +376,10 @@ async fn run_job(
     let mut tracker = RestartTracker::new(restart);
     let next_id = Arc::new(AtomicU64::new(1));
     if let Some(st) = &storage {
-        next_id.store(st.highest_id().await.map_err(CheckpointError::from)? + 1, Ordering::SeqCst);
+        next_id.store(
+            st.highest_id().await.map_err(CheckpointError::from)? + 1,
+            Ordering::SeqCst,
+        );
     }
     if let Some(sp) = &config.from_savepoint {
         // Checkpoint ids go on after the savepoint's: its sink transactions are named by them.
@@ -377,7 +394,9 @@ async fn run_job(
     };
     let _unregister = job_metrics.guard();
     stats.register(&job_metrics);
-    job_metrics.gauge_fn("job_uptime_seconds", "time since the job started", move || Some((clock.elapsed() - started).as_secs_f64()));
+    job_metrics.gauge_fn("job_uptime_seconds", "time since the job started", move || {
+        Some((clock.elapsed() - started).as_secs_f64())
+    });
     let mut resumed_from = None;
     let mut attempt = 0u32;
     loop {
@@ -513,10 +532,16 @@ pub(crate) async fn prepare_attempt(
     let Some(sp) = savepoint else {
         return Ok((None, retained, false));
     };
-    let mut ck = load_savepoint(sp.store.as_ref()).await.map_err(|e| JobError::Savepoint(format!("savepoint {:?}: {e}", sp.store)))?;
-    restore::map_uids(&mut ck, &sp.uid_mapping).map_err(|e| JobError::Savepoint(format!("savepoint {:?}: {e}", sp.store)))?;
+    let mut ck = load_savepoint(sp.store.as_ref())
+        .await
+        .map_err(|e| JobError::Savepoint(format!("savepoint {:?}: {e}", sp.store)))?;
+    restore::map_uids(&mut ck, &sp.uid_mapping)
+        .map_err(|e| JobError::Savepoint(format!("savepoint {:?}: {e}", sp.store)))?;
     restore::check_compatible(graph, &ck, sp.allow_non_restored_state).map_err(|reason| {
-        JobError::Savepoint(format!("cannot restore savepoint {:?} (checkpoint {}): {reason}", sp.store, ck.metadata.checkpoint_id))
+        JobError::Savepoint(format!(
+            "cannot restore savepoint {:?} (checkpoint {}): {reason}",
+            sp.store, ck.metadata.checkpoint_id
+        ))
     })?;
     for op in restore::unmatched_operators(graph, &ck) {
         slog::warn!(log, "dropping state of an operator the job no longer has (--allow-non-restored-state)"; "operator" => op);

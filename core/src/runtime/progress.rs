@@ -69,6 +69,13 @@ impl JobProgress {
 
     pub(crate) fn record_failure(&self, timestamp_ms: i64, reason: String) {
         let attempt = self.attempt.load(Ordering::Relaxed);
-        self.exceptions.lock().expect("exception history lock").push(JobException { timestamp_ms, attempt, reason });
+        self.exceptions
+            .lock()
+            .expect("exception history lock")
+            .push(JobException {
+                timestamp_ms,
+                attempt,
+                reason,
+            });
     }
 }

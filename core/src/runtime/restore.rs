@@ -11,13 +11,20 @@ use crate::graph::{JobGraph, VertexId};
 pub(crate) fn operator_key(graph: &JobGraph, v: VertexId) -> String {
     match &graph.vertices[v].uid {
         Some(uid) => uid.clone(),
-        None => format!("v{v}-{}", crate::checkpoint::storage::path_segment(&graph.vertices[v].name)),
+        None => format!(
+            "v{v}-{}",
+            crate::checkpoint::storage::path_segment(&graph.vertices[v].name)
+        ),
     }
 }
 
 /// Checks that a checkpoint fits the job: same number of key groups, and every operator with
 /// state still exists (unless `allow_non_restored`: then their state is dropped).
-pub(crate) fn check_compatible(graph: &JobGraph, ck: &LoadedCheckpoint, allow_non_restored: bool) -> Result<(), String> {
+pub(crate) fn check_compatible(
+    graph: &JobGraph,
+    ck: &LoadedCheckpoint,
+    allow_non_restored: bool,
+) -> Result<(), String> {
     let m = &ck.metadata;
     if m.max_parallelism != graph.max_parallelism {
         return Err(format!(
@@ -40,7 +47,12 @@ pub(crate) fn check_compatible(graph: &JobGraph, ck: &LoadedCheckpoint, allow_no
 /// Operators with state in `ck` that the job does not have.
 pub(crate) fn unmatched_operators(graph: &JobGraph, ck: &LoadedCheckpoint) -> Vec<String> {
     let keys: Vec<String> = (0..graph.vertices.len()).map(|v| operator_key(graph, v)).collect();
-    ck.metadata.operators.iter().filter(|o| !keys.contains(&o.key)).map(|o| o.key.clone()).collect()
+    ck.metadata
+        .operators
+        .iter()
+        .filter(|o| !keys.contains(&o.key))
+        .map(|o| o.key.clone())
+        .collect()
 }
 
 /// The state of subtask `subtask` of `parallelism` of the operator with `key`.
@@ -73,21 +85,36 @@ pub(crate) fn restored_for(
         // union redistribution): a sink's pre-committed transactions must each be committed
         // by someone, and commits are idempotent, so all subtasks commit all of them and
         // none aborts a transaction another one was handed.
-        files.iter().flat_map(|(_, f)| f.operator_state().iter().cloned()).collect()
+        files
+            .iter()
+            .flat_map(|(_, f)| f.operator_state().iter().cloned())
+            .collect()
     };
     let range = KeyGroupRange::for_subtask(max_parallelism, parallelism, subtask);
-    Ok(RestoredState::new(files.into_iter().map(|(_, f)| f).collect(), range, operator))
+    Ok(RestoredState::new(
+        files.into_iter().map(|(_, f)| f).collect(),
+        range,
+        operator,
+    ))
 }
 
 /// Renames operators of a savepoint (old uid → new uid) before it is matched with the job.
-pub(crate) fn map_uids(ck: &mut LoadedCheckpoint, mapping: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+pub(crate) fn map_uids(
+    ck: &mut LoadedCheckpoint,
+    mapping: &std::collections::BTreeMap<String, String>,
+) -> Result<(), String> {
     for (old, new) in mapping {
         if ck.metadata.operators.iter().any(|o| &o.key == new) {
-            return Err(format!("uid mapping {old}={new}: the savepoint already has an operator '{new}'"));
+            return Err(format!(
+                "uid mapping {old}={new}: the savepoint already has an operator '{new}'"
+            ));
         }
         let Some(op) = ck.metadata.operators.iter_mut().find(|o| &o.key == old) else {
             let known: Vec<&str> = ck.metadata.operators.iter().map(|o| o.key.as_str()).collect();
-            return Err(format!("uid mapping {old}={new}: the savepoint has no operator '{old}' (it has: {})", known.join(", ")));
+            return Err(format!(
+                "uid mapping {old}={new}: the savepoint has no operator '{old}' (it has: {})",
+                known.join(", ")
+            ));
         };
         op.key = new.clone();
     }

@@ -13,9 +13,9 @@ use crate::metrics::task::TaskMetrics;
 use crate::metrics::Meter;
 use crate::operator::{AsyncSnapshot, OperatorContext};
 use crate::runtime::chain::ChainOps;
+use crate::runtime::control::ControlReceiver;
 use crate::runtime::input_gate::{GateEvent, InputGate};
 use crate::runtime::outputs::Outputs;
-use crate::runtime::control::ControlReceiver;
 use crate::runtime::JobControl;
 use crate::source::{ErasedSource, SourcePoll};
 
@@ -173,7 +173,10 @@ impl Task {
 
     pub(crate) async fn run(mut self) -> Result<TaskExit, JobError> {
         slog::debug!(self.log, "task starting");
-        let head = std::mem::replace(&mut self.head, Head::Inputs(InputGate::new(Vec::new(), Default::default())));
+        let head = std::mem::replace(
+            &mut self.head,
+            Head::Inputs(InputGate::new(Vec::new(), Default::default())),
+        );
         let exit = match head {
             Head::Source(src) => self.run_source(src).await?,
             Head::Inputs(gate) => self.run_inputs(gate).await?,
@@ -204,12 +207,23 @@ impl Task {
 
     /// Takes this task's part of checkpoint `b`: freeze operator state, forward the barrier,
     /// then serialize and upload in the background and acknowledge.
-    async fn checkpoint(&mut self, b: Barrier, source: Option<&SourceHead>, alignment: std::time::Duration) -> Result<(), JobError> {
+    async fn checkpoint(
+        &mut self,
+        b: Barrier,
+        source: Option<&SourceHead>,
+        alignment: std::time::Duration,
+    ) -> Result<(), JobError> {
         let id = b.checkpoint_id;
         let Some(link) = self.link.as_ref() else {
-            return Err(self.op_err(OperatorError::user("a checkpoint barrier reached a job without checkpointing")));
+            return Err(self.op_err(OperatorError::user(
+                "a checkpoint barrier reached a job without checkpointing",
+            )));
         };
-        debug_assert!(id > link.last_snapshot, "checkpoint ids must increase: {id} after {}", link.last_snapshot);
+        debug_assert!(
+            id > link.last_snapshot,
+            "checkpoint ids must increase: {id} after {}",
+            link.last_snapshot
+        );
         let mut parts: Vec<(String, Part)> = Vec::new();
         if let Some(src) = source {
             let pos = src.source.snapshot().map_err(|e| self.op_err(e))?;
@@ -288,10 +302,11 @@ impl Task {
 
     fn notify_complete(&mut self, id: u64) -> Result<(), JobError> {
         for (op, ctx) in &mut self.chain.ops {
-            op.notify_checkpoint_complete(id, ctx).map_err(|e| JobError::TaskFailed {
-                task: self.name.clone(),
-                source: e,
-            })?;
+            op.notify_checkpoint_complete(id, ctx)
+                .map_err(|e| JobError::TaskFailed {
+                    task: self.name.clone(),
+                    source: e,
+                })?;
         }
         if let Some(link) = self.link.as_mut() {
             link.last_notified = link.last_notified.max(id);
@@ -414,10 +429,7 @@ impl Task {
             if self.chain.next_processing_timer().is_some_and(|t| t <= now) {
                 self.fire_processing_timers(now).await?;
             }
-            let (batch, state) = src
-                .source
-                .poll(self.batch_size, &src.ctx)
-                .map_err(|e| self.op_err(e))?;
+            let (batch, state) = src.source.poll(self.batch_size, &src.ctx).map_err(|e| self.op_err(e))?;
             if let Some(b) = batch {
                 if idle {
                     idle = false;

@@ -101,9 +101,7 @@ impl WindowAssigner {
             WindowAssigner::Sliding { size, slide, .. } if size <= 0 || slide <= 0 => Err(format!(
                 "sliding window size and slide must be positive, got size {size} ms, slide {slide} ms"
             )),
-            WindowAssigner::Session { gap } if gap <= 0 => {
-                Err(format!("session gap must be positive, got {gap} ms"))
-            }
+            WindowAssigner::Session { gap } if gap <= 0 => Err(format!("session gap must be positive, got {gap} ms")),
             _ => Ok(()),
         }
     }
@@ -113,17 +111,26 @@ impl WindowAssigner {
         match *self {
             WindowAssigner::Tumbling { size, offset } => {
                 let start = ts - (ts - offset).rem_euclid(size);
-                f(TimeWindow { start, end: start + size });
+                f(TimeWindow {
+                    start,
+                    end: start + size,
+                });
             }
             WindowAssigner::Sliding { size, slide, offset } => {
                 let last_start = ts - (ts - offset).rem_euclid(slide);
                 let mut start = last_start;
                 while start > ts - size {
-                    f(TimeWindow { start, end: start + size });
+                    f(TimeWindow {
+                        start,
+                        end: start + size,
+                    });
                     start -= slide;
                 }
             }
-            WindowAssigner::Session { gap } => f(TimeWindow { start: ts, end: ts + gap }),
+            WindowAssigner::Session { gap } => f(TimeWindow {
+                start: ts,
+                end: ts + gap,
+            }),
         }
     }
 }
@@ -156,7 +163,13 @@ mod tests {
 
     #[test]
     fn zero_sizes_are_rejected_by_name() {
-        assert!(WindowAssigner::tumbling(Duration::ZERO).validate().unwrap_err().contains("tumbling"));
-        assert!(WindowAssigner::session(Duration::ZERO).validate().unwrap_err().contains("gap"));
+        assert!(WindowAssigner::tumbling(Duration::ZERO)
+            .validate()
+            .unwrap_err()
+            .contains("tumbling"));
+        assert!(WindowAssigner::session(Duration::ZERO)
+            .validate()
+            .unwrap_err()
+            .contains("gap"));
     }
 }

@@ -154,7 +154,8 @@ where
                 return Ok(false);
             }
             sluice_state::check_types(e.table, e.types, &declared)?;
-            let key: K = bincode::deserialize(e.key).map_err(|err| StateError::Corrupt(format!("undecodable window key: {err}")))?;
+            let key: K = bincode::deserialize(e.key)
+                .map_err(|err| StateError::Corrupt(format!("undecodable window key: {err}")))?;
             let windows = bincode::deserialize(e.value)
                 .map_err(|err| StateError::Corrupt(format!("undecodable window contents: {err}")))?;
             restored.push((key, windows));
@@ -254,5 +255,9 @@ where
 
 /// The `key => value` types of the window table, checked on restore.
 fn window_types<K, A>() -> String {
-    format!("{} => {}", std::any::type_name::<K>(), std::any::type_name::<WindowsOf<A>>())
+    format!(
+        "{} => {}",
+        std::any::type_name::<K>(),
+        std::any::type_name::<WindowsOf<A>>()
+    )
 }

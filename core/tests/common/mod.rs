@@ -13,7 +13,11 @@ pub(crate) type Ev = (char, i64, i64);
 
 /// The runtime every test runs its jobs on.
 pub(crate) fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Runs `env`'s job to its end with `config`; panics if it fails.
@@ -28,7 +32,11 @@ pub(crate) fn run(env: &StreamEnv) -> JobResult {
 
 /// One record per batch and a watermark after every batch: event time advances between records.
 pub(crate) fn stepwise() -> ExecutionConfig {
-    ExecutionConfig { batch_size: 1, watermark_interval_ms: 0, ..Default::default() }
+    ExecutionConfig {
+        batch_size: 1,
+        watermark_interval_ms: 0,
+        ..Default::default()
+    }
 }
 
 pub(crate) fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
@@ -58,7 +66,11 @@ pub(crate) fn plain<T: Data>(env: &StreamEnv, items: Vec<T>, name: &str) -> Data
 
 /// The late records dropped by the vertex called `vertex`.
 pub(crate) fn late_dropped(r: &JobResult, vertex: &str) -> u64 {
-    r.vertices.iter().find(|v| v.name == vertex).expect("no such vertex").late_records_dropped
+    r.vertices
+        .iter()
+        .find(|v| v.name == vertex)
+        .expect("no such vertex")
+        .late_records_dropped
 }
 
 /// Sums the values of events.

@@ -50,9 +50,9 @@ impl<T: Data> SinkWriter for ChecksumWriter<T> {
     type In = T;
 
     fn write(&mut self, batch: Vec<Record<T>>) -> Result<(), OperatorError> {
-        let part = batch
-            .iter()
-            .fold(0u64, |acc, r| acc.wrapping_add(fnv1a((self.format)(&r.value).as_bytes())));
+        let part = batch.iter().fold(0u64, |acc, r| {
+            acc.wrapping_add(fnv1a((self.format)(&r.value).as_bytes()))
+        });
         self.sum.fetch_add(part, Ordering::Relaxed);
         Ok(())
     }
@@ -72,10 +72,22 @@ mod tests {
         let two = Arc::new(AtomicU64::new(0));
         let f: fn(&u64) -> String = |v| v.to_string();
         let mut a = ChecksumSink::new(one.clone(), f).writer(0, 1).unwrap();
-        a.write((1..=100u64).map(|v| Record::new(v, sluice_core::EventTime(0))).collect()).unwrap();
+        a.write(
+            (1..=100u64)
+                .map(|v| Record::new(v, sluice_core::EventTime(0)))
+                .collect(),
+        )
+        .unwrap();
         let mut b = ChecksumSink::new(two.clone(), f).writer(0, 2).unwrap();
-        b.write((51..=100u64).rev().map(|v| Record::new(v, sluice_core::EventTime(0))).collect()).unwrap();
-        b.write((1..=50u64).map(|v| Record::new(v, sluice_core::EventTime(0))).collect()).unwrap();
+        b.write(
+            (51..=100u64)
+                .rev()
+                .map(|v| Record::new(v, sluice_core::EventTime(0)))
+                .collect(),
+        )
+        .unwrap();
+        b.write((1..=50u64).map(|v| Record::new(v, sluice_core::EventTime(0))).collect())
+            .unwrap();
         assert_eq!(one.load(Ordering::Relaxed), two.load(Ordering::Relaxed));
         assert_ne!(one.load(Ordering::Relaxed), 0);
     }

@@ -30,15 +30,51 @@ const NEXMARK_OPTS: &str = "--events N, --events-per-second N, --seed N, --event
 
 /// Every built-in job.
 pub const JOBS: &[JobInfo] = &[
-    JobInfo { name: "wordcount", description: "counts words of a text file; emits word<TAB>count on every change", options: "--input FILE --output DIR [--lines-per-second N]" },
-    JobInfo { name: "nexmark-q0", description: "Nexmark q0: pass-through of all bids", options: NEXMARK_OPTS },
-    JobInfo { name: "nexmark-q1", description: "Nexmark q1: bids with prices converted to euros", options: NEXMARK_OPTS },
-    JobInfo { name: "nexmark-q2", description: "Nexmark q2: bids on every 123rd auction", options: NEXMARK_OPTS },
-    JobInfo { name: "nexmark-q3", description: "Nexmark q3: category-10 auctions of sellers in OR/ID/CA, joined with the seller", options: NEXMARK_OPTS },
-    JobInfo { name: "nexmark-q4", description: "Nexmark q4: average closing price per category", options: NEXMARK_OPTS },
-    JobInfo { name: "nexmark-q5", description: "Nexmark q5: hottest auctions per 10 s window sliding by 2 s", options: NEXMARK_OPTS },
-    JobInfo { name: "nexmark-q7", description: "Nexmark q7: highest bids per 10 s window", options: NEXMARK_OPTS },
-    JobInfo { name: "nexmark-q8", description: "Nexmark q8: people who opened an auction in the 10 s window they registered in", options: NEXMARK_OPTS },
+    JobInfo {
+        name: "wordcount",
+        description: "counts words of a text file; emits word<TAB>count on every change",
+        options: "--input FILE --output DIR [--lines-per-second N]",
+    },
+    JobInfo {
+        name: "nexmark-q0",
+        description: "Nexmark q0: pass-through of all bids",
+        options: NEXMARK_OPTS,
+    },
+    JobInfo {
+        name: "nexmark-q1",
+        description: "Nexmark q1: bids with prices converted to euros",
+        options: NEXMARK_OPTS,
+    },
+    JobInfo {
+        name: "nexmark-q2",
+        description: "Nexmark q2: bids on every 123rd auction",
+        options: NEXMARK_OPTS,
+    },
+    JobInfo {
+        name: "nexmark-q3",
+        description: "Nexmark q3: category-10 auctions of sellers in OR/ID/CA, joined with the seller",
+        options: NEXMARK_OPTS,
+    },
+    JobInfo {
+        name: "nexmark-q4",
+        description: "Nexmark q4: average closing price per category",
+        options: NEXMARK_OPTS,
+    },
+    JobInfo {
+        name: "nexmark-q5",
+        description: "Nexmark q5: hottest auctions per 10 s window sliding by 2 s",
+        options: NEXMARK_OPTS,
+    },
+    JobInfo {
+        name: "nexmark-q7",
+        description: "Nexmark q7: highest bids per 10 s window",
+        options: NEXMARK_OPTS,
+    },
+    JobInfo {
+        name: "nexmark-q8",
+        description: "Nexmark q8: people who opened an auction in the 10 s window they registered in",
+        options: NEXMARK_OPTS,
+    },
 ];
 
 /// Options of a job run, as given on the command line.
@@ -78,12 +114,16 @@ fn unused(job: &str, option: &str) -> HarnessError {
 
 fn attach_sink<T: Data>(stream: DataStream<T>, opts: &JobOptions, format: fn(&T) -> String) {
     if let Some(sum) = &opts.checksum {
-        stream.sink_to(ChecksumSink::new(sum.clone(), format), "ChecksumSink").uid("sink");
+        stream
+            .sink_to(ChecksumSink::new(sum.clone(), format), "ChecksumSink")
+            .uid("sink");
         return;
     }
     match (&opts.output, opts.print) {
         (Some(dir), _) => {
-            stream.sink_to_transactional(FileSink::new(dir.clone(), format), "FileSink").uid("sink");
+            stream
+                .sink_to_transactional(FileSink::new(dir.clone(), format), "FileSink")
+                .uid("sink");
         }
         (None, true) => {
             stream.sink_to(PrintSink::with_format(format), "PrintSink").uid("sink");
@@ -125,7 +165,9 @@ pub fn build(name: &str, opts: &JobOptions) -> Result<StreamEnv, HarnessError> {
             .as_ref()
             .ok_or_else(|| HarnessError::BadOption("job 'wordcount' needs --input FILE".into()))?;
         if opts.output.is_none() && !opts.print {
-            return Err(HarnessError::BadOption("job 'wordcount' needs --output DIR (or --print)".into()));
+            return Err(HarnessError::BadOption(
+                "job 'wordcount' needs --output DIR (or --print)".into(),
+            ));
         }
         let counts = wordcount::build(&env, input, opts.lines_per_second).map_err(HarnessError::Input)?;
         attach_sink(counts, opts, |(w, n): &(String, u64)| format!("{w}\t{n}"));

@@ -7,10 +7,12 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sluice_core::connectors::nexmark::{Auction, Bid, Event, EventFilesSource, EventKinds, NexmarkConfig, NexmarkSource, Person};
+use sluice_core::connectors::nexmark::{
+    Auction, Bid, Event, EventFilesSource, EventKinds, NexmarkConfig, NexmarkSource, Person,
+};
 use sluice_core::state::{KeyedStateStore, ListState, ValueState};
 use sluice_core::{
-    AggregateFunction, Collector, DataStream, Either, EventTime, KeyedContext, KeyedCoProcessFunction,
+    AggregateFunction, Collector, DataStream, Either, EventTime, KeyedCoProcessFunction, KeyedContext,
     KeyedProcessFunction, OperatorError, StreamEnv, TimeDomain, WatermarkStrategy, WindowAssigner,
 };
 
@@ -43,7 +45,11 @@ fn event_stream<S: sluice_core::Source<Out = Event>>(env: &StreamEnv, src: S) ->
 /// The Nexmark events written in `dir` by `nexmark --write-events` (see
 /// [`EventFilesSource`]), with the same watermarks as the generated source; only the `kinds`
 /// the query reads are parsed.
-pub fn file_source(env: &StreamEnv, dir: &std::path::Path, kinds: EventKinds) -> Result<DataStream<Event>, OperatorError> {
+pub fn file_source(
+    env: &StreamEnv,
+    dir: &std::path::Path,
+    kinds: EventKinds,
+) -> Result<DataStream<Event>, OperatorError> {
     let src = EventFilesSource::new(dir)?.with_kinds(kinds);
     Ok(event_stream(env, src))
 }
@@ -51,8 +57,16 @@ pub fn file_source(env: &StreamEnv, dir: &std::path::Path, kinds: EventKinds) ->
 /// The kinds of events query `name` (`nexmark-q5`) reads.
 pub fn kinds_read(name: &str) -> EventKinds {
     match name {
-        "nexmark-q3" | "nexmark-q8" => EventKinds { persons: true, auctions: true, bids: false },
-        "nexmark-q4" => EventKinds { persons: false, auctions: true, bids: true },
+        "nexmark-q3" | "nexmark-q8" => EventKinds {
+            persons: true,
+            auctions: true,
+            bids: false,
+        },
+        "nexmark-q4" => EventKinds {
+            persons: false,
+            auctions: true,
+            bids: true,
+        },
         "nexmark-q0" | "nexmark-q1" | "nexmark-q2" | "nexmark-q5" | "nexmark-q7" => EventKinds::BIDS,
         _ => EventKinds::ALL,
     }
@@ -161,7 +175,12 @@ impl KeyedCoProcessFunction for Q3Join {
         Ok(())
     }
 
-    fn process_element1(&mut self, p: Person, ctx: &mut KeyedContext<'_, u64>, out: &mut Collector<'_, Q3Row>) -> Result<(), OperatorError> {
+    fn process_element1(
+        &mut self,
+        p: Person,
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, Q3Row>,
+    ) -> Result<(), OperatorError> {
         let (person, waiting) = (self.person.expect("opened"), self.waiting.expect("opened"));
         for a in ctx.take_list(waiting) {
             out.collect((p.name.clone(), p.city.clone(), p.state.clone(), a));
@@ -170,7 +189,12 @@ impl KeyedCoProcessFunction for Q3Join {
         Ok(())
     }
 
-    fn process_element2(&mut self, a: Auction, ctx: &mut KeyedContext<'_, u64>, out: &mut Collector<'_, Q3Row>) -> Result<(), OperatorError> {
+    fn process_element2(
+        &mut self,
+        a: Auction,
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, Q3Row>,
+    ) -> Result<(), OperatorError> {
         match ctx.value(self.person.expect("opened")) {
             Some((name, city, state)) => out.collect((name.clone(), city.clone(), state.clone(), a.id)),
             // The seller may not have been seen yet (auctions can name a person a little ahead).
@@ -217,7 +241,12 @@ impl KeyedCoProcessFunction for ClosingPrice {
         Ok(())
     }
 
-    fn process_element1(&mut self, a: Auction, ctx: &mut KeyedContext<'_, u64>, _out: &mut Collector<'_, (u64, u64)>) -> Result<(), OperatorError> {
+    fn process_element1(
+        &mut self,
+        a: Auction,
+        ctx: &mut KeyedContext<'_, u64>,
+        _out: &mut Collector<'_, (u64, u64)>,
+    ) -> Result<(), OperatorError> {
         let mut best: Option<u64> = None;
         for (t, price) in ctx.take_list(self.early_bids.expect("opened")) {
             if t >= a.date_time && t <= a.expires {
@@ -232,7 +261,12 @@ impl KeyedCoProcessFunction for ClosingPrice {
         Ok(())
     }
 
-    fn process_element2(&mut self, b: Bid, ctx: &mut KeyedContext<'_, u64>, _out: &mut Collector<'_, (u64, u64)>) -> Result<(), OperatorError> {
+    fn process_element2(
+        &mut self,
+        b: Bid,
+        ctx: &mut KeyedContext<'_, u64>,
+        _out: &mut Collector<'_, (u64, u64)>,
+    ) -> Result<(), OperatorError> {
         match ctx.value(self.auction.expect("opened")).copied() {
             Some((start, expires, _)) => {
                 if b.date_time >= start && b.date_time <= expires {
@@ -245,7 +279,13 @@ impl KeyedCoProcessFunction for ClosingPrice {
         Ok(())
     }
 
-    fn on_timer(&mut self, _t: i64, _d: TimeDomain, ctx: &mut KeyedContext<'_, u64>, out: &mut Collector<'_, (u64, u64)>) -> Result<(), OperatorError> {
+    fn on_timer(
+        &mut self,
+        _t: i64,
+        _d: TimeDomain,
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, (u64, u64)>,
+    ) -> Result<(), OperatorError> {
         let auction = ctx.take_value(self.auction.expect("opened"));
         let best = ctx.take_value(self.best.expect("opened"));
         if let (Some((_, _, category)), Some(price)) = (auction, best) {
@@ -271,7 +311,12 @@ impl KeyedProcessFunction for RunningAverage {
         Ok(())
     }
 
-    fn process_element(&mut self, v: (u64, u64), ctx: &mut KeyedContext<'_, u64>, out: &mut Collector<'_, (u64, u64)>) -> Result<(), OperatorError> {
+    fn process_element(
+        &mut self,
+        v: (u64, u64),
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, (u64, u64)>,
+    ) -> Result<(), OperatorError> {
         let sc = ctx.value_mut(self.sum_count.expect("opened"));
         sc.0 += v.1;
         sc.1 += 1;
@@ -353,7 +398,12 @@ impl KeyedProcessFunction for MaxPerWindow {
         Ok(())
     }
 
-    fn process_element(&mut self, v: (u64, u64, i64), ctx: &mut KeyedContext<'_, i64>, _out: &mut Collector<'_, (u64, u64, i64)>) -> Result<(), OperatorError> {
+    fn process_element(
+        &mut self,
+        v: (u64, u64, i64),
+        ctx: &mut KeyedContext<'_, i64>,
+        _out: &mut Collector<'_, (u64, u64, i64)>,
+    ) -> Result<(), OperatorError> {
         let (auction, n, end) = v;
         let best = ctx.value_mut(self.best.expect("opened"));
         if best.1.is_empty() {
@@ -368,7 +418,13 @@ impl KeyedProcessFunction for MaxPerWindow {
         Ok(())
     }
 
-    fn on_timer(&mut self, _t: i64, _d: TimeDomain, ctx: &mut KeyedContext<'_, i64>, out: &mut Collector<'_, (u64, u64, i64)>) -> Result<(), OperatorError> {
+    fn on_timer(
+        &mut self,
+        _t: i64,
+        _d: TimeDomain,
+        ctx: &mut KeyedContext<'_, i64>,
+        out: &mut Collector<'_, (u64, u64, i64)>,
+    ) -> Result<(), OperatorError> {
         let end = *ctx.key();
         if let Some((n, mut auctions)) = ctx.take_value(self.best.expect("opened")) {
             auctions.sort_unstable();
@@ -446,7 +502,12 @@ impl KeyedProcessFunction for MaxBidPerWindow {
         Ok(())
     }
 
-    fn process_element(&mut self, v: (i64, u64, Vec<Bid>), ctx: &mut KeyedContext<'_, i64>, _out: &mut Collector<'_, Self::Out>) -> Result<(), OperatorError> {
+    fn process_element(
+        &mut self,
+        v: (i64, u64, Vec<Bid>),
+        ctx: &mut KeyedContext<'_, i64>,
+        _out: &mut Collector<'_, Self::Out>,
+    ) -> Result<(), OperatorError> {
         let (end, price, bids) = v;
         let h = self.best.expect("opened");
         let fresh = ctx.value(h).is_none();
@@ -458,7 +519,13 @@ impl KeyedProcessFunction for MaxBidPerWindow {
         Ok(())
     }
 
-    fn on_timer(&mut self, _t: i64, _d: TimeDomain, ctx: &mut KeyedContext<'_, i64>, out: &mut Collector<'_, Self::Out>) -> Result<(), OperatorError> {
+    fn on_timer(
+        &mut self,
+        _t: i64,
+        _d: TimeDomain,
+        ctx: &mut KeyedContext<'_, i64>,
+        out: &mut Collector<'_, Self::Out>,
+    ) -> Result<(), OperatorError> {
         let end = *ctx.key();
         if let Some((price, mut bids)) = ctx.take_value(self.best.expect("opened")) {
             bids.sort_by_key(|a| (a.auction, a.bidder, a.date_time));
@@ -477,7 +544,9 @@ pub const Q8_WINDOW: Duration = Duration::from_secs(10);
 /// registered, as `(person id, name, window start)`.
 pub fn q8(events: &DataStream<Event>) -> DataStream<(u64, String, i64)> {
     let people = persons(events).map(Either::<Person, Auction>::Left).name("PersonSide");
-    let sellers = auctions(events).map(Either::<Person, Auction>::Right).name("AuctionSide");
+    let sellers = auctions(events)
+        .map(Either::<Person, Auction>::Right)
+        .name("AuctionSide");
     people
         .union(&[sellers])
         .key_by(|e: &Either<Person, Auction>| match e {
@@ -485,17 +554,19 @@ pub fn q8(events: &DataStream<Event>) -> DataStream<(u64, String, i64)> {
             Either::Right(a) => a.seller,
         })
         .window(WindowAssigner::tumbling(Q8_WINDOW))
-        .process(|id: &u64, w, items: &[Either<Person, Auction>], out: &mut Vec<(u64, String, i64)>| {
-            let seller = items.iter().any(|e| matches!(e, Either::Right(_)));
-            if !seller {
-                return;
-            }
-            for e in items {
-                if let Either::Left(p) = e {
-                    out.push((*id, p.name.clone(), w.start));
+        .process(
+            |id: &u64, w, items: &[Either<Person, Auction>], out: &mut Vec<(u64, String, i64)>| {
+                let seller = items.iter().any(|e| matches!(e, Either::Right(_)));
+                if !seller {
+                    return;
                 }
-            }
-        })
+                for e in items {
+                    if let Either::Left(p) = e {
+                        out.push((*id, p.name.clone(), w.start));
+                    }
+                }
+            },
+        )
         .name("NewUsers")
         .uid("q8-join")
 }

@@ -42,7 +42,10 @@ mod tests {
 
     #[test]
     fn splits_on_non_alphanumerics_and_lowercases() {
-        assert_eq!(words("Hello, hello-World! x2 ü"), ["hello", "hello", "world", "x2", "ü"]);
+        assert_eq!(
+            words("Hello, hello-World! x2 ü"),
+            ["hello", "hello", "world", "x2", "ü"]
+        );
         assert!(words(" ,;- ").is_empty());
     }
 }

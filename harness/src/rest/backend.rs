@@ -6,7 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use sluice_core::cluster::{CheckpointOverview, ClusterError, Coordinator, JobException, JobInfo, JobStatus, WireOption, WorkerInfo};
+use sluice_core::cluster::{
+    CheckpointOverview, ClusterError, Coordinator, JobException, JobInfo, JobStatus, WireOption, WorkerInfo,
+};
 use sluice_core::metrics::MetricSample;
 use sluice_core::state::blob::BlobStore;
 use sluice_core::JobController;
@@ -95,12 +97,16 @@ impl Backend for Coordinator {
     }
 
     fn savepoint(&self, id: &str, target: &str, stop: Option<bool>) -> Result<SavepointFuture, Refusal> {
-        let job = self.job(id).ok_or_else(|| Refusal::UnknownJob(format!("no job with id '{id}'")))?;
+        let job = self
+            .job(id)
+            .ok_or_else(|| Refusal::UnknownJob(format!("no job with id '{id}'")))?;
         if job.status.is_terminal() {
             return Err(Refusal::Ended(format!("job {id} has already ended: {}", job.status)));
         }
         let (this, id, target) = (self.clone(), id.to_string(), target.to_string());
-        Ok(Box::pin(async move { this.savepoint(&id, &target, stop).await.map_err(|e| e.to_string()) }))
+        Ok(Box::pin(async move {
+            this.savepoint(&id, &target, stop).await.map_err(|e| e.to_string())
+        }))
     }
 
     fn metrics(&self) -> Vec<MetricSample> {
@@ -140,7 +146,10 @@ impl EmbeddedJob {
         if id == self.id {
             Ok(())
         } else {
-            Err(Refusal::UnknownJob(format!("no job with id '{id}' (this embedded run's job is '{}')", self.id)))
+            Err(Refusal::UnknownJob(format!(
+                "no job with id '{id}' (this embedded run's job is '{}')",
+                self.id
+            )))
         }
     }
 }
@@ -159,14 +168,21 @@ impl Backend for EmbeddedJob {
             id: self.id.clone(),
             name: self.name.clone(),
             status: self.controller.status(),
-            error: self.controller.exceptions().last().filter(|_| self.controller.status() == JobStatus::Failed).map(|e| e.reason.clone()),
+            error: self
+                .controller
+                .exceptions()
+                .last()
+                .filter(|_| self.controller.status() == JobStatus::Failed)
+                .map(|e| e.reason.clone()),
             attempt: self.controller.attempt(),
             vertices: self.controller.vertices().to_vec(),
         }]
     }
 
     fn submit(&self, _name: &str, _options: &[WireOption]) -> Result<String, Refusal> {
-        Err(Refusal::NotInThisMode("an embedded run has one job: submit jobs to a coordinator (sluice coordinator)".into()))
+        Err(Refusal::NotInThisMode(
+            "an embedded run has one job: submit jobs to a coordinator (sluice coordinator)".into(),
+        ))
     }
 
     fn cancel(&self, id: &str) -> Result<(), Refusal> {
@@ -181,7 +197,10 @@ impl Backend for EmbeddedJob {
 
     fn checkpoints(&self, id: &str) -> Option<CheckpointOverview> {
         self.check(id).ok()?;
-        Some(CheckpointOverview::of(&self.controller.checkpoint_stats(), self.checkpoint_config))
+        Some(CheckpointOverview::of(
+            &self.controller.checkpoint_stats(),
+            self.checkpoint_config,
+        ))
     }
 
     fn exceptions(&self, id: &str) -> Option<Vec<JobException>> {
@@ -195,7 +214,8 @@ impl Backend for EmbeddedJob {
         if status.is_terminal() {
             return Err(Refusal::Ended(format!("job {id} has already ended: {status}")));
         }
-        let store = (self.open_store)(target).map_err(|e| Refusal::Bad(format!("savepoint directory {target} is not usable: {e}")))?;
+        let store = (self.open_store)(target)
+            .map_err(|e| Refusal::Bad(format!("savepoint directory {target} is not usable: {e}")))?;
         let (controller, target) = (self.controller.clone(), target.trim_end_matches('/').to_string());
         Ok(Box::pin(async move {
             let info = match stop {

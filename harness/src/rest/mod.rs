@@ -42,7 +42,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sluice_core::cluster::JobStatus;
-use sluice_core::metrics::{prometheus, CheckpointOutcome, vertex_summaries, MetricSample, MetricValue};
+use sluice_core::metrics::{prometheus, vertex_summaries, CheckpointOutcome, MetricSample, MetricValue};
 use sluice_core::state::blob::BlobStore;
 
 /// A savepoint started through the API.
@@ -76,7 +76,10 @@ impl IntoResponse for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
-        ApiError(StatusCode::BAD_REQUEST, format!("malformed request body: {}", r.body_text()))
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("malformed request body: {}", r.body_text()),
+        )
     }
 }
 
@@ -122,7 +125,12 @@ pub fn router(backend: Arc<dyn Backend>, options: RestOptions) -> Router {
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route(
             "/openapi.json",
-            get(|| async { ([(axum::http::header::CONTENT_TYPE, "application/json")], include_str!("../../../docs/openapi.json")) }),
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    include_str!("../../../docs/openapi.json"),
+                )
+            }),
         )
         .route("/readyz", get(readyz))
         .route("/overview", get(overview))
@@ -137,8 +145,15 @@ pub fn router(backend: Arc<dyn Backend>, options: RestOptions) -> Router {
         .route("/jobs/{id}/savepoints", axum::routing::post(savepoint))
         .route("/jobs/{id}/stop", axum::routing::post(stop))
         .route("/jobs/{id}/savepoints/{trigger}", get(savepoint_status))
-        .method_not_allowed_fallback(|| async { ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path".into()) })
-        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such path; see the API table in harness/src/rest.rs".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this path".into())
+        })
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "no such path; see the API table in harness/src/rest.rs".into(),
+            )
+        })
         .with_state(api)
 }
 
@@ -147,7 +162,11 @@ async fn readyz(State(api): State<Api>) -> Response {
         // The embedded job runs in this process: ready while it has not ended.
         let running = api.backend.jobs().iter().any(|j| !j.status.is_terminal());
         let body = Json(json!({ "ready": running, "workers": 0 }));
-        return if running { body.into_response() } else { (StatusCode::SERVICE_UNAVAILABLE, body).into_response() };
+        return if running {
+            body.into_response()
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+        };
     }
     let workers = api.backend.workers().len();
     let body = Json(json!({ "ready": workers > 0, "workers": workers }));
@@ -195,11 +214,20 @@ async fn jobs(State(api): State<Api>) -> Json<Value> {
 }
 
 fn job_samples(api: &Api, id: &str) -> Vec<MetricSample> {
-    api.backend.metrics().into_iter().filter(|s| s.label("job_id") == Some(id)).collect()
+    api.backend
+        .metrics()
+        .into_iter()
+        .filter(|s| s.label("job_id") == Some(id))
+        .collect()
 }
 
 async fn job(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let j = api.backend.jobs().into_iter().find(|j| j.id == id).ok_or_else(|| unknown_job(&id))?;
+    let j = api
+        .backend
+        .jobs()
+        .into_iter()
+        .find(|j| j.id == id)
+        .ok_or_else(|| unknown_job(&id))?;
     let samples = job_samples(&api, &id);
     let vertices: Vec<Value> = vertex_summaries(&samples, &j.vertices)
         .into_iter()
@@ -229,7 +257,11 @@ async fn job(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<Valu
 }
 
 fn sample_json(s: &MetricSample) -> Value {
-    let labels: serde_json::Map<String, Value> = s.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    let labels: serde_json::Map<String, Value> = s
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
     let number = |v: f64| if v.is_finite() { json!(v) } else { Value::Null };
     let mut m = json!({ "name": s.name, "labels": labels });
     match &s.value {
@@ -268,7 +300,8 @@ async fn job_metrics(
     Path(id): Path<String>,
     query: Result<axum::extract::Query<MetricsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let axum::extract::Query(q) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad query: {}", e.body_text())))?;
+    let axum::extract::Query(q) =
+        query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad query: {}", e.body_text())))?;
     if !api.backend.jobs().iter().any(|j| j.id == id) {
         return Err(unknown_job(&id));
     }
@@ -309,11 +342,17 @@ fn option_text(key: &str, v: &Value) -> Result<String, ApiError> {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
         Value::Bool(b) => Ok(b.to_string()),
-        other => Err(ApiError(StatusCode::BAD_REQUEST, format!("option '{key}' must be a string, number or boolean, not {other}"))),
+        other => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("option '{key}' must be a string, number or boolean, not {other}"),
+        )),
     }
 }
 
-async fn submit(State(api): State<Api>, body: Result<Json<SubmitBody>, JsonRejection>) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn submit(
+    State(api): State<Api>,
+    body: Result<Json<SubmitBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(b) = body?;
     let mut options = Vec::new();
     if let Some(p) = b.parallelism {
@@ -403,7 +442,12 @@ struct StopBody {
     drain: bool,
 }
 
-fn start_savepoint(api: &Api, id: &str, dir: String, stop: Option<bool>) -> Result<(StatusCode, Json<Value>), ApiError> {
+fn start_savepoint(
+    api: &Api,
+    id: &str,
+    dir: String,
+    stop: Option<bool>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     // Started (and checked) now, so an unknown or ended job gets its 4xx at once.
     let work = api.backend.savepoint(id, &dir, stop).map_err(rejected)?;
     let n = api.next_trigger.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
@@ -445,31 +489,50 @@ fn check_target(dir: &str) -> Result<(), ApiError> {
         return Err(ApiError(StatusCode::BAD_REQUEST, "targetDirectory is empty".into()));
     }
     let store: Result<Arc<dyn BlobStore>, String> = crate::settings::open_store(dir);
-    store
-        .map(|_| ())
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("savepoint directory {dir} is not usable: {e}")))
+    store.map(|_| ()).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("savepoint directory {dir} is not usable: {e}"),
+        )
+    })
 }
 
-async fn savepoint(State(api): State<Api>, Path(id): Path<String>, body: Result<Json<SavepointBody>, JsonRejection>) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn savepoint(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    body: Result<Json<SavepointBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(b) = body?;
     check_target(&b.target_directory)?;
     start_savepoint(&api, &id, b.target_directory, b.cancel_job.then_some(false))
 }
 
-async fn stop(State(api): State<Api>, Path(id): Path<String>, body: Result<Json<StopBody>, JsonRejection>) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn stop(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    body: Result<Json<StopBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(b) = body?;
     check_target(&b.target_directory)?;
     start_savepoint(&api, &id, b.target_directory, Some(b.drain))
 }
 
-async fn savepoint_status(State(api): State<Api>, Path((id, trigger)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn savepoint_status(
+    State(api): State<Api>,
+    Path((id, trigger)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
     let t = api
         .triggers
         .lock()
         .expect("trigger table lock")
         .get(&(id.clone(), trigger.clone()))
         .cloned()
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no savepoint request '{trigger}' for job '{id}'")))?;
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no savepoint request '{trigger}' for job '{id}'"),
+            )
+        })?;
     Ok(Json(match t {
         Trigger::InProgress => json!({ "status": { "id": "IN_PROGRESS" } }),
         Trigger::Completed { location, checkpoint } => {

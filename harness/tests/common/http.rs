@@ -23,7 +23,9 @@ pub(crate) fn http_raw(addr: &str, method: &str, path: &str, body: Option<&str>)
     s.read_to_string(&mut raw).unwrap();
     let (head, rest) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
     let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let chunked = head.lines().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+    let chunked = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
     let body = if chunked { dechunk(rest) } else { rest.to_string() };
     (status, body)
 }
@@ -74,9 +76,15 @@ pub(crate) fn savepoint_location(rest: &str, id: &str, trigger: &str) -> String 
         let (code, v) = http(rest, "GET", &format!("/jobs/{id}/savepoints/{trigger}"), None);
         assert_eq!(code, 200, "{v}");
         if v["status"]["id"] == "COMPLETED" {
-            return v["operation"]["location"].as_str().unwrap_or_else(|| panic!("savepoint failed: {v}")).to_string();
+            return v["operation"]["location"]
+                .as_str()
+                .unwrap_or_else(|| panic!("savepoint failed: {v}"))
+                .to_string();
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "savepoint still in progress: {v}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "savepoint still in progress: {v}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -85,7 +93,13 @@ pub(crate) fn savepoint_location(rest: &str, id: &str, trigger: &str) -> String 
 pub(crate) fn metric_sum(rest: &str, id: &str, name: &str) -> f64 {
     let (code, v) = http(rest, "GET", &format!("/jobs/{id}/metrics?name={name}"), None);
     assert_eq!(code, 200, "{v}");
-    v["metrics"].as_array().unwrap().iter().filter(|m| m["name"] == name).map(|m| m["value"].as_f64().unwrap_or(0.0)).sum()
+    v["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["name"] == name)
+        .map(|m| m["value"].as_f64().unwrap_or(0.0))
+        .sum()
 }
 
 /// Waits until `cond` holds, or fails with `what`.

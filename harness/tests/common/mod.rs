@@ -76,14 +76,19 @@ pub(crate) fn write_input(dir: &Path, lines: usize) -> (PathBuf, Vec<String>) {
 /// Lines of the committed part files directly in `out` (not `_pending/`, not dot-files).
 pub(crate) fn committed_lines(out: &Path) -> Vec<String> {
     let mut lines = Vec::new();
-    let Ok(entries) = std::fs::read_dir(out) else { return lines };
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return lines;
+    };
     for e in entries {
         let e = e.unwrap();
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') || name == "_pending" || !e.path().is_file() {
             continue;
         }
-        assert!(name.starts_with("part-"), "unexpected file {name} in the output directory");
+        assert!(
+            name.starts_with("part-"),
+            "unexpected file {name} in the output directory"
+        );
         let content = std::fs::read_to_string(e.path()).unwrap();
         lines.extend(content.lines().map(str::to_string));
     }

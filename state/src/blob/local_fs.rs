@@ -63,9 +63,7 @@ impl LocalFsStore {
             path: root.display().to_string(),
             source: io::Error::new(
                 e.kind(),
-                format!(
-                    "cannot use it as a blob store root, which must be a writable directory: {e}"
-                ),
+                format!("cannot use it as a blob store root, which must be a writable directory: {e}"),
             ),
         };
         fs::create_dir_all(&root).map_err(unusable)?;
@@ -168,9 +166,7 @@ impl LocalFsStore {
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::NotFound
-                        | io::ErrorKind::IsADirectory
-                        | io::ErrorKind::NotADirectory
+                    io::ErrorKind::NotFound | io::ErrorKind::IsADirectory | io::ErrorKind::NotADirectory
                 ) =>
             {
                 Err(BlobError::NotFound(path.to_owned()))
@@ -241,9 +237,7 @@ impl LocalFsStore {
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::NotFound
-                        | io::ErrorKind::NotADirectory
-                        | io::ErrorKind::IsADirectory
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::IsADirectory
                 ) => {}
             Err(source) => {
                 return Err(BlobError::Io {
@@ -266,11 +260,7 @@ impl LocalFsStore {
 }
 
 impl BlobStore for LocalFsStore {
-    fn put_if_absent<'a>(
-        &'a self,
-        path: &'a str,
-        bytes: Bytes,
-    ) -> BoxFuture<'a, Result<(), BlobError>> {
+    fn put_if_absent<'a>(&'a self, path: &'a str, bytes: Bytes) -> BoxFuture<'a, Result<(), BlobError>> {
         Box::pin(async move { self.put_blocking(path, &bytes) })
     }
 
@@ -292,11 +282,7 @@ fn create_temp_file(dir: &Path) -> io::Result<(PathBuf, fs::File)> {
     for _ in 0..MAX_TEMP_NAME_ATTEMPTS {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let temp = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-        {
+        match fs::OpenOptions::new().write(true).create_new(true).open(&temp) {
             Ok(file) => return Ok((temp, file)),
             // Left behind by a crashed process that had our process id: try the next name.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -363,9 +349,7 @@ mod tests {
     #[test]
     fn second_put_is_already_exists_and_keeps_first_content() {
         let (_dir, store) = store();
-        rt().block_on(contract::second_put_is_already_exists_and_keeps_first(
-            &store,
-        ));
+        rt().block_on(contract::second_put_is_already_exists_and_keeps_first(&store));
     }
 
     #[test]
@@ -410,22 +394,13 @@ mod tests {
                 .put_if_absent("job/chk-1/_metadata", Bytes::from_static(b"again"))
                 .await
                 .unwrap_err();
-            assert_eq!(
-                tree(store.root()),
-                ["job/", "job/chk-1/", "job/chk-1/_metadata"]
-            );
+            assert_eq!(tree(store.root()), ["job/", "job/chk-1/", "job/chk-1/_metadata"]);
             // As a crashed put would leave them.
             fs::write(store.root().join("job/chk-1/.tmp-77-3"), b"partial").unwrap();
             fs::write(store.root().join(".tmp-1-1"), b"partial").unwrap();
             assert_eq!(store.list("").await.unwrap(), ["job/chk-1/_metadata"]);
-            assert_eq!(
-                store.list("job/chk-1/").await.unwrap(),
-                ["job/chk-1/_metadata"]
-            );
-            assert_eq!(
-                store.list("job/chk-1/.tmp").await.unwrap(),
-                Vec::<String>::new()
-            );
+            assert_eq!(store.list("job/chk-1/").await.unwrap(), ["job/chk-1/_metadata"]);
+            assert_eq!(store.list("job/chk-1/.tmp").await.unwrap(), Vec::<String>::new());
         });
     }
 
@@ -437,10 +412,7 @@ mod tests {
                 store.put_if_absent(path, Bytes::new()).await.unwrap();
             }
             store.delete("job/chk-1/tasks/0").await.unwrap();
-            assert_eq!(
-                tree(store.root()),
-                ["job/", "job/chk-1/", "job/chk-1/_metadata"]
-            );
+            assert_eq!(tree(store.root()), ["job/", "job/chk-1/", "job/chk-1/_metadata"]);
             store.delete("job/chk-1/_metadata").await.unwrap();
             assert!(tree(store.root()).is_empty());
             assert!(store.root().is_dir());
@@ -471,9 +443,7 @@ mod tests {
         fs::write(&file, b"x").unwrap();
         for root in [file.clone(), file.join("below")] {
             let err = LocalFsStore::new(&root).unwrap_err();
-            assert!(
-                matches!(&err, BlobError::Io { path, .. } if *path == root.display().to_string())
-            );
+            assert!(matches!(&err, BlobError::Io { path, .. } if *path == root.display().to_string()));
             let msg = err.to_string();
             assert!(msg.contains(&root.display().to_string()), "{msg}");
             assert!(msg.contains("writable directory"), "{msg}");
@@ -503,16 +473,10 @@ mod tests {
     fn an_object_cannot_also_be_a_directory_of_objects() {
         let (_dir, store) = store();
         rt().block_on(async {
-            store
-                .put_if_absent("a/b", Bytes::from_static(b"b"))
-                .await
-                .unwrap();
+            store.put_if_absent("a/b", Bytes::from_static(b"b")).await.unwrap();
             let err = store.put_if_absent("a", Bytes::new()).await.unwrap_err();
             assert!(matches!(err, BlobError::Io { .. }), "{err:?}");
-            assert!(
-                err.to_string().contains("directory of other objects"),
-                "{err}"
-            );
+            assert!(err.to_string().contains("directory of other objects"), "{err}");
             assert!(matches!(store.get("a").await, Err(BlobError::NotFound(_))));
             store.delete("a").await.unwrap();
             assert_eq!(store.get("a/b").await.unwrap(), "b");
@@ -520,10 +484,7 @@ mod tests {
             store.put_if_absent("c", Bytes::new()).await.unwrap();
             let err = store.put_if_absent("c/d", Bytes::new()).await.unwrap_err();
             assert!(err.to_string().contains("c/d"), "{err}");
-            assert!(matches!(
-                store.get("c/d").await,
-                Err(BlobError::NotFound(_))
-            ));
+            assert!(matches!(store.get("c/d").await, Err(BlobError::NotFound(_))));
             assert_eq!(store.list("").await.unwrap(), ["a/b", "c"]);
         });
     }

@@ -180,9 +180,8 @@ impl MemoryStore {
     /// # Panics
     /// If `op` is not one of the four names.
     pub fn fail_next(&self, op: &'static str, n: u32) {
-        let op = Op::from_name(op).unwrap_or_else(|| {
-            panic!("fail_next: unknown op '{op}', expected put, get, list or delete")
-        });
+        let op = Op::from_name(op)
+            .unwrap_or_else(|| panic!("fail_next: unknown op '{op}', expected put, get, list or delete"));
         self.state().fail_next[op as usize] = n;
     }
 
@@ -292,11 +291,7 @@ fn injected(op: Op, path: &str) -> BlobError {
 }
 
 impl BlobStore for MemoryStore {
-    fn put_if_absent<'a>(
-        &'a self,
-        path: &'a str,
-        bytes: Bytes,
-    ) -> BoxFuture<'a, Result<(), BlobError>> {
+    fn put_if_absent<'a>(&'a self, path: &'a str, bytes: Bytes) -> BoxFuture<'a, Result<(), BlobError>> {
         Box::pin(async move {
             validate_path(path)?;
             let fault = self.inject(Op::Put).await;
@@ -339,10 +334,7 @@ impl BlobStore for MemoryStore {
             Ok(self
                 .state()
                 .objects
-                .range::<str, _>((
-                    std::ops::Bound::Included(prefix),
-                    std::ops::Bound::Unbounded,
-                ))
+                .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
                 .map(|(path, _)| path)
                 .take_while(|path| path.starts_with(prefix))
                 .cloned()
@@ -407,16 +399,12 @@ mod tests {
 
     #[test]
     fn get_of_missing_object_is_not_found() {
-        rt().block_on(contract::get_of_missing_object_is_not_found(
-            &MemoryStore::new(),
-        ));
+        rt().block_on(contract::get_of_missing_object_is_not_found(&MemoryStore::new()));
     }
 
     #[test]
     fn list_returns_sorted_paths_by_prefix() {
-        rt().block_on(contract::list_returns_sorted_paths_by_prefix(
-            &MemoryStore::new(),
-        ));
+        rt().block_on(contract::list_returns_sorted_paths_by_prefix(&MemoryStore::new()));
     }
 
     #[test]
@@ -426,9 +414,7 @@ mod tests {
 
     #[test]
     fn invalid_paths_are_rejected_with_reason() {
-        rt().block_on(contract::invalid_paths_are_rejected_with_reason(
-            &MemoryStore::new(),
-        ));
+        rt().block_on(contract::invalid_paths_are_rejected_with_reason(&MemoryStore::new()));
     }
 
     #[test]
@@ -437,20 +423,14 @@ mod tests {
         rt().block_on(async {
             store.fail_next("put", 2);
             for _ in 0..2 {
-                let err = store
-                    .put_if_absent("a", Bytes::from_static(b"a"))
-                    .await
-                    .unwrap_err();
+                let err = store.put_if_absent("a", Bytes::from_static(b"a")).await.unwrap_err();
                 assert!(matches!(&err, BlobError::Injected { op: "put", path } if path == "a"));
                 assert_eq!(err.to_string(), "injected fault: put of object 'a' failed");
                 assert!(store.paths().is_empty(), "a failed put stores nothing");
                 // Other kinds of operation are not affected.
                 assert!(matches!(store.get("a").await, Err(BlobError::NotFound(_))));
             }
-            store
-                .put_if_absent("a", Bytes::from_static(b"a"))
-                .await
-                .unwrap();
+            store.put_if_absent("a", Bytes::from_static(b"a")).await.unwrap();
             assert_eq!(store.injected_faults(), 2);
 
             store.fail_next("get", 1);
@@ -488,14 +468,8 @@ mod tests {
         let store = MemoryStore::new();
         rt().block_on(async {
             store.fail_next("get", 1);
-            assert!(matches!(
-                store.get("/a").await,
-                Err(BlobError::InvalidPath { .. })
-            ));
-            assert!(matches!(
-                store.get("a").await,
-                Err(BlobError::Injected { .. })
-            ));
+            assert!(matches!(store.get("/a").await, Err(BlobError::InvalidPath { .. })));
+            assert!(matches!(store.get("a").await, Err(BlobError::Injected { .. })));
             assert_eq!(store.injected_faults(), 1);
         });
     }
@@ -567,10 +541,7 @@ mod tests {
         for i in 0..400 {
             let path = format!("job/chk-{}/_metadata", i % 37);
             let outcome = match i % 4 {
-                0 => store
-                    .put_if_absent(&path, Bytes::from(path.clone()))
-                    .await
-                    .map(|_| ()),
+                0 => store.put_if_absent(&path, Bytes::from(path.clone())).await.map(|_| ()),
                 1 => store.get(&path).await.map(|_| ()),
                 2 => store.list("job/").await.map(|_| ()),
                 _ => store.delete(&path).await,
@@ -604,13 +575,7 @@ mod tests {
         let first = rt.block_on(outcomes(config(42)));
         let second = rt.block_on(outcomes(config(42)));
         assert_eq!(first, second);
-        for kind in [
-            "ok",
-            "injected put",
-            "injected get",
-            "injected list",
-            "injected delete",
-        ] {
+        for kind in ["ok", "injected put", "injected get", "injected list", "injected delete"] {
             assert!(first.iter().any(|o| o == kind), "no '{kind}' in {first:?}");
         }
         assert_ne!(first, rt.block_on(outcomes(config(43))), "the seed matters");
@@ -623,10 +588,7 @@ mod tests {
             ..FaultConfig::default()
         });
         rt().block_on(async {
-            store
-                .put_if_absent("a", Bytes::from_static(b"a"))
-                .await
-                .unwrap();
+            store.put_if_absent("a", Bytes::from_static(b"a")).await.unwrap();
             assert!(store.get("a").await.is_err());
             store.set_faults(FaultConfig::default());
             assert_eq!(store.get("a").await.unwrap(), "a");
@@ -660,10 +622,7 @@ mod tests {
     fn corrupt_changes_what_get_returns() {
         let store = MemoryStore::new();
         rt().block_on(async {
-            store
-                .put_if_absent("a", Bytes::from_static(b"hello"))
-                .await
-                .unwrap();
+            store.put_if_absent("a", Bytes::from_static(b"hello")).await.unwrap();
             store.corrupt("a", |b| b[0] ^= 0xff).unwrap();
             assert_eq!(store.get("a").await.unwrap(), &b"\x97ello"[..]);
             store.corrupt("a", |b| b.truncate(2)).unwrap();

@@ -55,16 +55,16 @@
 mod error;
 mod local_fs;
 mod memory;
-mod prefixed;
 #[cfg(all(feature = "object-store", not(madsim)))]
 mod object_store;
+mod prefixed;
 
+#[cfg(all(feature = "object-store", not(madsim)))]
+pub use self::object_store::ObjectStoreBlob;
 pub use error::BlobError;
 pub use local_fs::LocalFsStore;
 pub use memory::{FaultConfig, MemoryStore};
 pub use prefixed::PrefixedStore;
-#[cfg(all(feature = "object-store", not(madsim)))]
-pub use self::object_store::ObjectStoreBlob;
 
 /// A boxed, `Send` future: what [`BlobStore`]'s methods return, so the trait is usable as
 /// `dyn BlobStore`.
@@ -75,11 +75,7 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 pub trait BlobStore: Send + Sync + std::fmt::Debug + 'static {
     /// Creates `path` holding `bytes` only if it does not exist yet; atomic: a reader sees all
     /// of it or nothing. `Err(BlobError::AlreadyExists)` if present (the stored object is kept).
-    fn put_if_absent<'a>(
-        &'a self,
-        path: &'a str,
-        bytes: bytes::Bytes,
-    ) -> BoxFuture<'a, Result<(), BlobError>>;
+    fn put_if_absent<'a>(&'a self, path: &'a str, bytes: bytes::Bytes) -> BoxFuture<'a, Result<(), BlobError>>;
 
     /// The whole object. `Err(BlobError::NotFound)` if absent.
     fn get<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<bytes::Bytes, BlobError>>;
@@ -116,10 +112,7 @@ impl<T: BlobStore + ?Sized> BlobStore for std::sync::Arc<T> {
 pub async fn delete_prefix(store: &dyn BlobStore, prefix: &str) -> Result<usize, BlobError> {
     let paths = store.list(prefix).await?;
     for path in &paths {
-        debug_assert!(
-            path.starts_with(prefix),
-            "list('{prefix}') returned '{path}'"
-        );
+        debug_assert!(path.starts_with(prefix), "list('{prefix}') returned '{path}'");
         store.delete(path).await?;
     }
     Ok(paths.len())
@@ -174,10 +167,7 @@ pub(crate) mod contract {
 
     pub(crate) async fn put_then_get_round_trips(store: &dyn BlobStore) {
         let bytes = Bytes::from((0..=255u8).cycle().take(10_000).collect::<Vec<u8>>());
-        store
-            .put_if_absent("job/chk-1/task-0", bytes.clone())
-            .await
-            .unwrap();
+        store.put_if_absent("job/chk-1/task-0", bytes.clone()).await.unwrap();
         assert_eq!(store.get("job/chk-1/task-0").await.unwrap(), bytes);
         store.put_if_absent("empty", Bytes::new()).await.unwrap();
         assert_eq!(store.get("empty").await.unwrap(), Bytes::new());
@@ -193,10 +183,7 @@ pub(crate) mod contract {
             .await
             .unwrap_err();
         assert!(matches!(&err, BlobError::AlreadyExists(p) if p == "job/chk-3/_metadata"));
-        assert_eq!(
-            err.to_string(),
-            "object 'job/chk-3/_metadata' already exists"
-        );
+        assert_eq!(err.to_string(), "object 'job/chk-3/_metadata' already exists");
         assert_eq!(store.get("job/chk-3/_metadata").await.unwrap(), "first");
     }
 
@@ -220,11 +207,7 @@ pub(crate) mod contract {
         }
         assert_eq!(
             store.list("job/chk-1").await.unwrap(),
-            [
-                "job/chk-1/_metadata",
-                "job/chk-1/task-1",
-                "job/chk-10/_metadata"
-            ]
+            ["job/chk-1/_metadata", "job/chk-1/task-1", "job/chk-10/_metadata"]
         );
         assert_eq!(
             store.list("job/chk-1/").await.unwrap(),
@@ -307,10 +290,7 @@ pub(crate) mod contract {
                 assert_eq!(p, path);
                 assert!(reason.contains(expected), "'{path}': {reason}");
                 let msg = err.to_string();
-                assert!(
-                    msg.starts_with(&format!("invalid object path '{path}': ")),
-                    "{msg}"
-                );
+                assert!(msg.starts_with(&format!("invalid object path '{path}': ")), "{msg}");
             }
         }
         assert!(store.list("").await.unwrap().is_empty());
@@ -321,10 +301,7 @@ pub(crate) mod contract {
             store.put_if_absent(path, Bytes::new()).await.unwrap();
         }
         assert_eq!(delete_prefix(store, "job/chk-1/").await.unwrap(), 2);
-        assert_eq!(
-            store.list("").await.unwrap(),
-            ["job/chk-10/a", "job/chk-2/a"]
-        );
+        assert_eq!(store.list("").await.unwrap(), ["job/chk-10/a", "job/chk-2/a"]);
         assert_eq!(delete_prefix(store, "job/chk-1/").await.unwrap(), 0);
         assert_eq!(delete_prefix(store, "").await.unwrap(), 2);
         assert!(store.list("").await.unwrap().is_empty());
@@ -367,10 +344,7 @@ mod tests {
         let store = MemoryStore::new();
         contract::rt().block_on(async {
             for path in ["p/a", "p/b", "p/c"] {
-                store
-                    .put_if_absent(path, bytes::Bytes::new())
-                    .await
-                    .unwrap();
+                store.put_if_absent(path, bytes::Bytes::new()).await.unwrap();
             }
             store.fail_next("delete", 1);
             assert!(matches!(

@@ -58,7 +58,9 @@ impl ObjectStoreBlob {
             path: url.to_string(),
             reason,
         };
-        let rest = url.strip_prefix("s3://").ok_or_else(|| bad("an S3 location starts with s3://"))?;
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| bad("an S3 location starts with s3://"))?;
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(bad("the S3 location names no bucket"));
@@ -98,7 +100,11 @@ impl BlobStore for ObjectStoreBlob {
     fn get<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Bytes, BlobError>> {
         Box::pin(async move {
             validate_path(path)?;
-            let r = self.inner.get(&Path::from(self.full(path))).await.map_err(|e| io_err(path, e))?;
+            let r = self
+                .inner
+                .get(&Path::from(self.full(path)))
+                .await
+                .map_err(|e| io_err(path, e))?;
             r.bytes().await.map_err(|e| io_err(path, e))
         })
     }
@@ -112,14 +118,22 @@ impl BlobStore for ObjectStoreBlob {
                 None => "",
             };
             let full_dir = self.full(dir);
-            let listing = if full_dir.is_empty() { None } else { Some(Path::from(full_dir)) };
+            let listing = if full_dir.is_empty() {
+                None
+            } else {
+                Some(Path::from(full_dir))
+            };
             let metas: Vec<_> = self
                 .inner
                 .list(listing.as_ref())
                 .try_collect()
                 .await
                 .map_err(|e| io_err(prefix, e))?;
-            let strip = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
+            let strip = if self.prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", self.prefix)
+            };
             let mut out: Vec<String> = metas
                 .into_iter()
                 .filter_map(|m| m.location.as_ref().strip_prefix(strip.as_str()).map(str::to_string))
@@ -146,19 +160,31 @@ mod tests {
     use super::*;
 
     fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
     }
 
     #[test]
     fn create_if_absent_list_and_delete_over_object_store() {
         rt().block_on(async {
             let s = ObjectStoreBlob::new(Arc::new(object_store::memory::InMemory::new()), "root/p", "memory");
-            s.put_if_absent("job/chk-0000000001/_metadata", Bytes::from_static(b"m1")).await.unwrap();
-            s.put_if_absent("job/chk-0000000002/a/0.state", Bytes::from_static(b"s")).await.unwrap();
+            s.put_if_absent("job/chk-0000000001/_metadata", Bytes::from_static(b"m1"))
+                .await
+                .unwrap();
+            s.put_if_absent("job/chk-0000000002/a/0.state", Bytes::from_static(b"s"))
+                .await
+                .unwrap();
             s.put_if_absent("job/other", Bytes::from_static(b"o")).await.unwrap();
-            let again = s.put_if_absent("job/chk-0000000001/_metadata", Bytes::from_static(b"m2")).await;
+            let again = s
+                .put_if_absent("job/chk-0000000001/_metadata", Bytes::from_static(b"m2"))
+                .await;
             assert!(matches!(again, Err(BlobError::AlreadyExists(_))), "{again:?}");
-            assert_eq!(s.get("job/chk-0000000001/_metadata").await.unwrap(), Bytes::from_static(b"m1"));
+            assert_eq!(
+                s.get("job/chk-0000000001/_metadata").await.unwrap(),
+                Bytes::from_static(b"m1")
+            );
             assert_eq!(
                 s.list("job/chk-").await.unwrap(),
                 ["job/chk-0000000001/_metadata", "job/chk-0000000002/a/0.state"]

@@ -19,7 +19,11 @@ impl<S: BlobStore> PrefixedStore<S> {
         let dir = dir.trim_matches('/');
         PrefixedStore {
             inner,
-            prefix: if dir.is_empty() { String::new() } else { format!("{dir}/") },
+            prefix: if dir.is_empty() {
+                String::new()
+            } else {
+                format!("{dir}/")
+            },
         }
     }
 
@@ -29,8 +33,12 @@ impl<S: BlobStore> PrefixedStore<S> {
 
     fn strip(&self, e: BlobError) -> BlobError {
         match e {
-            BlobError::NotFound(p) => BlobError::NotFound(p.strip_prefix(&self.prefix).map(str::to_string).unwrap_or(p)),
-            BlobError::AlreadyExists(p) => BlobError::AlreadyExists(p.strip_prefix(&self.prefix).map(str::to_string).unwrap_or(p)),
+            BlobError::NotFound(p) => {
+                BlobError::NotFound(p.strip_prefix(&self.prefix).map(str::to_string).unwrap_or(p))
+            }
+            BlobError::AlreadyExists(p) => {
+                BlobError::AlreadyExists(p.strip_prefix(&self.prefix).map(str::to_string).unwrap_or(p))
+            }
             other => other,
         }
     }
@@ -38,7 +46,12 @@ impl<S: BlobStore> PrefixedStore<S> {
 
 impl<S: BlobStore> BlobStore for PrefixedStore<S> {
     fn put_if_absent<'a>(&'a self, path: &'a str, bytes: Bytes) -> BoxFuture<'a, Result<(), BlobError>> {
-        Box::pin(async move { self.inner.put_if_absent(&self.full(path), bytes).await.map_err(|e| self.strip(e)) })
+        Box::pin(async move {
+            self.inner
+                .put_if_absent(&self.full(path), bytes)
+                .await
+                .map_err(|e| self.strip(e))
+        })
     }
 
     fn get<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Bytes, BlobError>> {
@@ -48,7 +61,10 @@ impl<S: BlobStore> BlobStore for PrefixedStore<S> {
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, BlobError>> {
         Box::pin(async move {
             let all = self.inner.list(&self.full(prefix)).await?;
-            Ok(all.into_iter().filter_map(|p| p.strip_prefix(&self.prefix).map(str::to_string)).collect())
+            Ok(all
+                .into_iter()
+                .filter_map(|p| p.strip_prefix(&self.prefix).map(str::to_string))
+                .collect())
         })
     }
 

@@ -111,7 +111,10 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        assert!(config.credits_per_channel >= 1 && config.queue_per_channel >= 1, "connection limits must be at least 1");
+        assert!(
+            config.credits_per_channel >= 1 && config.queue_per_channel >= 1,
+            "connection limits must be at least 1"
+        );
         let inner = Arc::new(Inner {
             config,
             shared: Mutex::new(Shared::default()),
@@ -174,7 +177,11 @@ impl Connection {
                     in_flight: in_flight.clone(),
                 },
             );
-            s.control.push_back(WireMessage::Credit { channel, attempt, credits });
+            s.control.push_back(WireMessage::Credit {
+                channel,
+                attempt,
+                credits,
+            });
         }
         self.inner.writer_wake.notify_one();
         RemoteInput {
@@ -245,7 +252,11 @@ impl RemoteOutput {
                 }
             }
             StreamMessage::Data(Payload::Local(_)) => return Err(TransportError::NotEncoded(channel)),
-            StreamMessage::Watermark(t) => WireMessage::Watermark { channel, attempt, timestamp_ms: t },
+            StreamMessage::Watermark(t) => WireMessage::Watermark {
+                channel,
+                attempt,
+                timestamp_ms: t,
+            },
             StreamMessage::Status(s) => WireMessage::Status {
                 channel,
                 attempt,
@@ -325,16 +336,39 @@ impl RemoteInput {
 
 fn from_wire(m: WireMessage) -> Option<(ChannelId, u32, StreamMessage)> {
     Some(match m {
-        WireMessage::Data { channel, attempt, payload, .. } => (channel, attempt, StreamMessage::Data(Payload::Encoded(payload))),
-        WireMessage::Watermark { channel, attempt, timestamp_ms } => (channel, attempt, StreamMessage::Watermark(timestamp_ms)),
+        WireMessage::Data {
+            channel,
+            attempt,
+            payload,
+            ..
+        } => (channel, attempt, StreamMessage::Data(Payload::Encoded(payload))),
+        WireMessage::Watermark {
+            channel,
+            attempt,
+            timestamp_ms,
+        } => (channel, attempt, StreamMessage::Watermark(timestamp_ms)),
         WireMessage::Status { channel, attempt, idle } => (
             channel,
             attempt,
-            StreamMessage::Status(if idle { ChannelStatus::Idle } else { ChannelStatus::Active }),
+            StreamMessage::Status(if idle {
+                ChannelStatus::Idle
+            } else {
+                ChannelStatus::Active
+            }),
         ),
-        WireMessage::Barrier { channel, attempt, checkpoint_id, timestamp_ms } => {
-            (channel, attempt, StreamMessage::Barrier(Barrier { checkpoint_id, timestamp_ms }))
-        }
+        WireMessage::Barrier {
+            channel,
+            attempt,
+            checkpoint_id,
+            timestamp_ms,
+        } => (
+            channel,
+            attempt,
+            StreamMessage::Barrier(Barrier {
+                checkpoint_id,
+                timestamp_ms,
+            }),
+        ),
         WireMessage::EndOfPartition { channel, attempt } => (channel, attempt, StreamMessage::EndOfPartition),
         _ => return None,
     })
@@ -347,7 +381,12 @@ async fn read_loop<R: AsyncRead + Unpin>(inner: Arc<Inner>, mut r: R) {
             Ok(None) => break "peer closed the connection".to_string(),
             Err(e) => break format!("bad frame from peer: {e}"),
         };
-        if let WireMessage::Credit { channel, attempt, credits } = frame {
+        if let WireMessage::Credit {
+            channel,
+            attempt,
+            credits,
+        } = frame
+        {
             let mut s = inner.lock();
             let c = s.out.entry(channel).or_default();
             if !c.bound && c.attempt != attempt {
@@ -401,10 +440,7 @@ fn take_sendable(inner: &Inner) -> Option<Vec<WireMessage>> {
     let limit = inner.config.frames_per_pass;
     let mut out: Vec<WireMessage> = s.control.drain(..).collect();
     let keys: Vec<ChannelId> = s.out.keys().copied().collect();
-    let start = s
-        .cursor
-        .and_then(|c| keys.iter().position(|k| *k > c))
-        .unwrap_or(0);
+    let start = s.cursor.and_then(|c| keys.iter().position(|k| *k > c)).unwrap_or(0);
     let mut last = None;
     for i in 0..keys.len() {
         if out.len() >= limit {

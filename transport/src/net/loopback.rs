@@ -20,7 +20,9 @@ pub struct TcpLoopbackTransport {
 
 impl std::fmt::Debug for TcpLoopbackTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TcpLoopbackTransport").field("attempt", &self.attempt).finish()
+        f.debug_struct("TcpLoopbackTransport")
+            .field("attempt", &self.attempt)
+            .finish()
     }
 }
 

@@ -105,51 +105,130 @@ fn build_body<'a>(
     msg: &WireMessage,
 ) -> (fb::Body, WIPOffset<flatbuffers::UnionWIPOffset>) {
     match msg {
-        WireMessage::Data { channel, attempt, seq, records, payload } => {
+        WireMessage::Data {
+            channel,
+            attempt,
+            seq,
+            records,
+            payload,
+        } => {
             let payload = b.create_vector(payload);
             let k = key(*channel);
-            let t = fb::Data::create(b, &fb::DataArgs { channel: Some(&k), attempt: *attempt, seq: *seq, records: *records, payload: Some(payload) });
+            let t = fb::Data::create(
+                b,
+                &fb::DataArgs {
+                    channel: Some(&k),
+                    attempt: *attempt,
+                    seq: *seq,
+                    records: *records,
+                    payload: Some(payload),
+                },
+            );
             (fb::Body::Data, t.as_union_value())
         }
-        WireMessage::Watermark { channel, attempt, timestamp_ms } => {
+        WireMessage::Watermark {
+            channel,
+            attempt,
+            timestamp_ms,
+        } => {
             let k = key(*channel);
-            let t = fb::Watermark::create(b, &fb::WatermarkArgs { channel: Some(&k), attempt: *attempt, timestamp_ms: *timestamp_ms });
+            let t = fb::Watermark::create(
+                b,
+                &fb::WatermarkArgs {
+                    channel: Some(&k),
+                    attempt: *attempt,
+                    timestamp_ms: *timestamp_ms,
+                },
+            );
             (fb::Body::Watermark, t.as_union_value())
         }
         WireMessage::Status { channel, attempt, idle } => {
             let k = key(*channel);
-            let t = fb::Status::create(b, &fb::StatusArgs { channel: Some(&k), attempt: *attempt, idle: *idle });
+            let t = fb::Status::create(
+                b,
+                &fb::StatusArgs {
+                    channel: Some(&k),
+                    attempt: *attempt,
+                    idle: *idle,
+                },
+            );
             (fb::Body::Status, t.as_union_value())
         }
-        WireMessage::Barrier { channel, attempt, checkpoint_id, timestamp_ms } => {
+        WireMessage::Barrier {
+            channel,
+            attempt,
+            checkpoint_id,
+            timestamp_ms,
+        } => {
             let k = key(*channel);
             let t = fb::Barrier::create(
                 b,
-                &fb::BarrierArgs { channel: Some(&k), attempt: *attempt, checkpoint_id: *checkpoint_id, timestamp_ms: *timestamp_ms },
+                &fb::BarrierArgs {
+                    channel: Some(&k),
+                    attempt: *attempt,
+                    checkpoint_id: *checkpoint_id,
+                    timestamp_ms: *timestamp_ms,
+                },
             );
             (fb::Body::Barrier, t.as_union_value())
         }
         WireMessage::EndOfPartition { channel, attempt } => {
             let k = key(*channel);
-            let t = fb::EndOfPartition::create(b, &fb::EndOfPartitionArgs { channel: Some(&k), attempt: *attempt });
+            let t = fb::EndOfPartition::create(
+                b,
+                &fb::EndOfPartitionArgs {
+                    channel: Some(&k),
+                    attempt: *attempt,
+                },
+            );
             (fb::Body::EndOfPartition, t.as_union_value())
         }
-        WireMessage::Credit { channel, attempt, credits } => {
+        WireMessage::Credit {
+            channel,
+            attempt,
+            credits,
+        } => {
             let k = key(*channel);
-            let t = fb::Credit::create(b, &fb::CreditArgs { channel: Some(&k), attempt: *attempt, credits: *credits });
+            let t = fb::Credit::create(
+                b,
+                &fb::CreditArgs {
+                    channel: Some(&k),
+                    attempt: *attempt,
+                    credits: *credits,
+                },
+            );
             (fb::Body::Credit, t.as_union_value())
         }
-        WireMessage::Register { worker_id, data_address, slots } => {
+        WireMessage::Register {
+            worker_id,
+            data_address,
+            slots,
+        } => {
             let w = b.create_string(worker_id);
             let a = b.create_string(data_address);
-            let t = fb::Register::create(b, &fb::RegisterArgs { worker_id: Some(w), data_address: Some(a), slots: *slots });
+            let t = fb::Register::create(
+                b,
+                &fb::RegisterArgs {
+                    worker_id: Some(w),
+                    data_address: Some(a),
+                    slots: *slots,
+                },
+            );
             (fb::Body::Register, t.as_union_value())
         }
-        WireMessage::RegisterAck { worker_id, heartbeat_interval_ms, heartbeat_timeout_ms } => {
+        WireMessage::RegisterAck {
+            worker_id,
+            heartbeat_interval_ms,
+            heartbeat_timeout_ms,
+        } => {
             let w = b.create_string(worker_id);
             let t = fb::RegisterAck::create(
                 b,
-                &fb::RegisterAckArgs { worker_id: Some(w), heartbeat_interval_ms: *heartbeat_interval_ms, heartbeat_timeout_ms: *heartbeat_timeout_ms },
+                &fb::RegisterAckArgs {
+                    worker_id: Some(w),
+                    heartbeat_interval_ms: *heartbeat_interval_ms,
+                    heartbeat_timeout_ms: *heartbeat_timeout_ms,
+                },
             );
             (fb::Body::RegisterAck, t.as_union_value())
         }
@@ -158,7 +237,18 @@ fn build_body<'a>(
             let t = fb::Heartbeat::create(b, &fb::HeartbeatArgs { worker_id: Some(w) });
             (fb::Body::Heartbeat, t.as_union_value())
         }
-        WireMessage::DeployTask { job_id, attempt, job_name, options, placement, peers, checkpoint_store, restore_checkpoint, restore_savepoint, uid_mapping } => {
+        WireMessage::DeployTask {
+            job_id,
+            attempt,
+            job_name,
+            options,
+            placement,
+            peers,
+            checkpoint_store,
+            restore_checkpoint,
+            restore_savepoint,
+            uid_mapping,
+        } => {
             let j = b.create_string(job_id);
             let n = b.create_string(job_name);
             let opts = options_vector(b, options);
@@ -169,7 +259,13 @@ fn build_body<'a>(
                 .map(|p| {
                     let w = b.create_string(&p.worker_id);
                     let a = b.create_string(&p.data_address);
-                    fb::Peer::create(b, &fb::PeerArgs { worker_id: Some(w), data_address: Some(a) })
+                    fb::Peer::create(
+                        b,
+                        &fb::PeerArgs {
+                            worker_id: Some(w),
+                            data_address: Some(a),
+                        },
+                    )
                 })
                 .collect();
             let peers = b.create_vector(&peers);
@@ -195,74 +291,186 @@ fn build_body<'a>(
         }
         WireMessage::CancelTask { job_id, attempt, drain } => {
             let j = b.create_string(job_id);
-            let t = fb::CancelTask::create(b, &fb::CancelTaskArgs { job_id: Some(j), attempt: *attempt, drain: *drain });
+            let t = fb::CancelTask::create(
+                b,
+                &fb::CancelTaskArgs {
+                    job_id: Some(j),
+                    attempt: *attempt,
+                    drain: *drain,
+                },
+            );
             (fb::Body::CancelTask, t.as_union_value())
         }
-        WireMessage::TriggerCheckpoint { job_id, attempt, checkpoint_id, timestamp_ms, task } => {
+        WireMessage::TriggerCheckpoint {
+            job_id,
+            attempt,
+            checkpoint_id,
+            timestamp_ms,
+            task,
+        } => {
             let j = b.create_string(job_id);
             let t = fb::TriggerCheckpoint::create(
                 b,
-                &fb::TriggerCheckpointArgs { job_id: Some(j), attempt: *attempt, checkpoint_id: *checkpoint_id, timestamp_ms: *timestamp_ms, task: *task },
+                &fb::TriggerCheckpointArgs {
+                    job_id: Some(j),
+                    attempt: *attempt,
+                    checkpoint_id: *checkpoint_id,
+                    timestamp_ms: *timestamp_ms,
+                    task: *task,
+                },
             );
             (fb::Body::TriggerCheckpoint, t.as_union_value())
         }
-        WireMessage::AckCheckpoint { job_id, attempt, checkpoint_id, task, state, alignment_ms } => {
+        WireMessage::AckCheckpoint {
+            job_id,
+            attempt,
+            checkpoint_id,
+            task,
+            state,
+            alignment_ms,
+        } => {
             let j = b.create_string(job_id);
             let s = b.create_vector(state);
             let t = fb::AckCheckpoint::create(
                 b,
-                &fb::AckCheckpointArgs { job_id: Some(j), attempt: *attempt, checkpoint_id: *checkpoint_id, task: *task, state: Some(s), alignment_ms: *alignment_ms },
+                &fb::AckCheckpointArgs {
+                    job_id: Some(j),
+                    attempt: *attempt,
+                    checkpoint_id: *checkpoint_id,
+                    task: *task,
+                    state: Some(s),
+                    alignment_ms: *alignment_ms,
+                },
             );
             (fb::Body::AckCheckpoint, t.as_union_value())
         }
-        WireMessage::NotifyCheckpointComplete { job_id, attempt, checkpoint_id, task } => {
+        WireMessage::NotifyCheckpointComplete {
+            job_id,
+            attempt,
+            checkpoint_id,
+            task,
+        } => {
             let j = b.create_string(job_id);
             let t = fb::NotifyCheckpointComplete::create(
                 b,
-                &fb::NotifyCheckpointCompleteArgs { job_id: Some(j), attempt: *attempt, checkpoint_id: *checkpoint_id, task: *task },
+                &fb::NotifyCheckpointCompleteArgs {
+                    job_id: Some(j),
+                    attempt: *attempt,
+                    checkpoint_id: *checkpoint_id,
+                    task: *task,
+                },
             );
             (fb::Body::NotifyCheckpointComplete, t.as_union_value())
         }
-        WireMessage::TaskFailed { job_id, attempt, task, reason } => {
+        WireMessage::TaskFailed {
+            job_id,
+            attempt,
+            task,
+            reason,
+        } => {
             let j = b.create_string(job_id);
             let r = b.create_string(reason);
-            let t = fb::TaskFailed::create(b, &fb::TaskFailedArgs { job_id: Some(j), attempt: *attempt, task: *task, reason: Some(r) });
+            let t = fb::TaskFailed::create(
+                b,
+                &fb::TaskFailedArgs {
+                    job_id: Some(j),
+                    attempt: *attempt,
+                    task: *task,
+                    reason: Some(r),
+                },
+            );
             (fb::Body::TaskFailed, t.as_union_value())
         }
-        WireMessage::DeclineCheckpoint { job_id, attempt, checkpoint_id, task, reason } => {
+        WireMessage::DeclineCheckpoint {
+            job_id,
+            attempt,
+            checkpoint_id,
+            task,
+            reason,
+        } => {
             let j = b.create_string(job_id);
             let r = b.create_string(reason);
             let t = fb::DeclineCheckpoint::create(
                 b,
-                &fb::DeclineCheckpointArgs { job_id: Some(j), attempt: *attempt, checkpoint_id: *checkpoint_id, task: *task, reason: Some(r) },
+                &fb::DeclineCheckpointArgs {
+                    job_id: Some(j),
+                    attempt: *attempt,
+                    checkpoint_id: *checkpoint_id,
+                    task: *task,
+                    reason: Some(r),
+                },
             );
             (fb::Body::DeclineCheckpoint, t.as_union_value())
         }
         WireMessage::InputFinished { job_id, attempt, task } => {
             let j = b.create_string(job_id);
-            let t = fb::InputFinished::create(b, &fb::InputFinishedArgs { job_id: Some(j), attempt: *attempt, task: *task });
+            let t = fb::InputFinished::create(
+                b,
+                &fb::InputFinishedArgs {
+                    job_id: Some(j),
+                    attempt: *attempt,
+                    task: *task,
+                },
+            );
             (fb::Body::InputFinished, t.as_union_value())
         }
         WireMessage::EndInput { job_id, attempt, task } => {
             let j = b.create_string(job_id);
-            let t = fb::EndInput::create(b, &fb::EndInputArgs { job_id: Some(j), attempt: *attempt, task: *task });
+            let t = fb::EndInput::create(
+                b,
+                &fb::EndInputArgs {
+                    job_id: Some(j),
+                    attempt: *attempt,
+                    task: *task,
+                },
+            );
             (fb::Body::EndInput, t.as_union_value())
         }
-        WireMessage::TaskFinished { job_id, attempt, task, cancelled } => {
+        WireMessage::TaskFinished {
+            job_id,
+            attempt,
+            task,
+            cancelled,
+        } => {
             let j = b.create_string(job_id);
-            let t = fb::TaskFinished::create(b, &fb::TaskFinishedArgs { job_id: Some(j), attempt: *attempt, task: *task, cancelled: *cancelled });
+            let t = fb::TaskFinished::create(
+                b,
+                &fb::TaskFinishedArgs {
+                    job_id: Some(j),
+                    attempt: *attempt,
+                    task: *task,
+                    cancelled: *cancelled,
+                },
+            );
             (fb::Body::TaskFinished, t.as_union_value())
         }
-        WireMessage::DataHello { job_id, attempt, worker_id } => {
+        WireMessage::DataHello {
+            job_id,
+            attempt,
+            worker_id,
+        } => {
             let j = b.create_string(job_id);
             let w = b.create_string(worker_id);
-            let t = fb::DataHello::create(b, &fb::DataHelloArgs { job_id: Some(j), attempt: *attempt, worker_id: Some(w) });
+            let t = fb::DataHello::create(
+                b,
+                &fb::DataHelloArgs {
+                    job_id: Some(j),
+                    attempt: *attempt,
+                    worker_id: Some(w),
+                },
+            );
             (fb::Body::DataHello, t.as_union_value())
         }
         WireMessage::SubmitJob { job_name, options } => {
             let n = b.create_string(job_name);
             let opts = options_vector(b, options);
-            let t = fb::SubmitJob::create(b, &fb::SubmitJobArgs { job_name: Some(n), options: Some(opts) });
+            let t = fb::SubmitJob::create(
+                b,
+                &fb::SubmitJobArgs {
+                    job_name: Some(n),
+                    options: Some(opts),
+                },
+            );
             (fb::Body::SubmitJob, t.as_union_value())
         }
         WireMessage::JobSubmitted { job_id } => {
@@ -282,7 +490,15 @@ fn build_body<'a>(
                     let n = b.create_string(&e.job_name);
                     let st = b.create_string(&e.status);
                     let er = b.create_string(&e.error);
-                    fb::JobEntry::create(b, &fb::JobEntryArgs { job_id: Some(j), job_name: Some(n), status: Some(st), error: Some(er) })
+                    fb::JobEntry::create(
+                        b,
+                        &fb::JobEntryArgs {
+                            job_id: Some(j),
+                            job_name: Some(n),
+                            status: Some(st),
+                            error: Some(er),
+                        },
+                    )
                 })
                 .collect();
             let entries = b.create_vector(&entries);
@@ -302,7 +518,13 @@ fn build_body<'a>(
                         .map(|(k, v)| {
                             let k = b.create_string(k);
                             let v = b.create_string(v);
-                            fb::MetricLabel::create(b, &fb::MetricLabelArgs { key: Some(k), value: Some(v) })
+                            fb::MetricLabel::create(
+                                b,
+                                &fb::MetricLabelArgs {
+                                    key: Some(k),
+                                    value: Some(v),
+                                },
+                            )
                         })
                         .collect();
                     let ls = b.create_vector(&ls);
@@ -326,7 +548,13 @@ fn build_body<'a>(
                 })
                 .collect();
             let ps = b.create_vector(&ps);
-            let t = fb::MetricsReport::create(b, &fb::MetricsReportArgs { worker_id: Some(w), points: Some(ps) });
+            let t = fb::MetricsReport::create(
+                b,
+                &fb::MetricsReportArgs {
+                    worker_id: Some(w),
+                    points: Some(ps),
+                },
+            );
             (fb::Body::MetricsReport, t.as_union_value())
         }
         WireMessage::CancelJob { job_id } => {
@@ -344,15 +572,34 @@ fn build_body<'a>(
             let t = fb::Rejected::create(b, &fb::RejectedArgs { reason: Some(r) });
             (fb::Body::Rejected, t.as_union_value())
         }
-        WireMessage::TriggerSavepoint { job_id, target_dir, stop, drain } => {
+        WireMessage::TriggerSavepoint {
+            job_id,
+            target_dir,
+            stop,
+            drain,
+        } => {
             let j = b.create_string(job_id);
             let d = b.create_string(target_dir);
-            let t = fb::TriggerSavepoint::create(b, &fb::TriggerSavepointArgs { job_id: Some(j), target_dir: Some(d), stop: *stop, drain: *drain });
+            let t = fb::TriggerSavepoint::create(
+                b,
+                &fb::TriggerSavepointArgs {
+                    job_id: Some(j),
+                    target_dir: Some(d),
+                    stop: *stop,
+                    drain: *drain,
+                },
+            );
             (fb::Body::TriggerSavepoint, t.as_union_value())
         }
         WireMessage::SavepointDone { path, checkpoint_id } => {
             let p = b.create_string(path);
-            let t = fb::SavepointDone::create(b, &fb::SavepointDoneArgs { path: Some(p), checkpoint_id: *checkpoint_id });
+            let t = fb::SavepointDone::create(
+                b,
+                &fb::SavepointDoneArgs {
+                    path: Some(p),
+                    checkpoint_id: *checkpoint_id,
+                },
+            );
             (fb::Body::SavepointDone, t.as_union_value())
         }
     }
@@ -367,7 +614,13 @@ fn options_vector<'a>(
         .map(|o| {
             let k = b.create_string(&o.key);
             let v = b.create_string(&o.value);
-            fb::JobOption::create(b, &fb::JobOptionArgs { key: Some(k), value: Some(v) })
+            fb::JobOption::create(
+                b,
+                &fb::JobOptionArgs {
+                    key: Some(k),
+                    value: Some(v),
+                },
+            )
         })
         .collect();
     b.create_vector(&opts)
@@ -395,7 +648,10 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(WireMessage, usize)>, FrameErr
     };
     let len = u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize;
     if len > MAX_FRAME_BYTES {
-        return Err(FrameError::TooLarge { len, max: MAX_FRAME_BYTES });
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME_BYTES,
+        });
     }
     let Some(body) = buf.get(4..4 + len) else {
         return Ok(None);
@@ -431,16 +687,31 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
                 attempt: d.attempt(),
                 seq: d.seq(),
                 records: d.records(),
-                payload: Bytes::copy_from_slice(d.payload().ok_or(FrameError::MissingField { kind: "Data", field: "payload" })?.bytes()),
+                payload: Bytes::copy_from_slice(
+                    d.payload()
+                        .ok_or(FrameError::MissingField {
+                            kind: "Data",
+                            field: "payload",
+                        })?
+                        .bytes(),
+                ),
             }
         }
         fb::Body::Watermark => {
             let d = frame.body_as_watermark().ok_or(missing("Watermark"))?;
-            WireMessage::Watermark { channel: channel(d.channel(), "Watermark")?, attempt: d.attempt(), timestamp_ms: d.timestamp_ms() }
+            WireMessage::Watermark {
+                channel: channel(d.channel(), "Watermark")?,
+                attempt: d.attempt(),
+                timestamp_ms: d.timestamp_ms(),
+            }
         }
         fb::Body::Status => {
             let d = frame.body_as_status().ok_or(missing("Status"))?;
-            WireMessage::Status { channel: channel(d.channel(), "Status")?, attempt: d.attempt(), idle: d.idle() }
+            WireMessage::Status {
+                channel: channel(d.channel(), "Status")?,
+                attempt: d.attempt(),
+                idle: d.idle(),
+            }
         }
         fb::Body::Barrier => {
             let d = frame.body_as_barrier().ok_or(missing("Barrier"))?;
@@ -453,11 +724,18 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
         }
         fb::Body::EndOfPartition => {
             let d = frame.body_as_end_of_partition().ok_or(missing("EndOfPartition"))?;
-            WireMessage::EndOfPartition { channel: channel(d.channel(), "EndOfPartition")?, attempt: d.attempt() }
+            WireMessage::EndOfPartition {
+                channel: channel(d.channel(), "EndOfPartition")?,
+                attempt: d.attempt(),
+            }
         }
         fb::Body::Credit => {
             let d = frame.body_as_credit().ok_or(missing("Credit"))?;
-            WireMessage::Credit { channel: channel(d.channel(), "Credit")?, attempt: d.attempt(), credits: d.credits() }
+            WireMessage::Credit {
+                channel: channel(d.channel(), "Credit")?,
+                attempt: d.attempt(),
+                credits: d.credits(),
+            }
         }
         fb::Body::Register => {
             let d = frame.body_as_register().ok_or(missing("Register"))?;
@@ -477,11 +755,16 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
         }
         fb::Body::Heartbeat => {
             let d = frame.body_as_heartbeat().ok_or(missing("Heartbeat"))?;
-            WireMessage::Heartbeat { worker_id: text(d.worker_id(), "Heartbeat", "worker_id")? }
+            WireMessage::Heartbeat {
+                worker_id: text(d.worker_id(), "Heartbeat", "worker_id")?,
+            }
         }
         fb::Body::DeployTask => {
             let d = frame.body_as_deploy_task().ok_or(missing("DeployTask"))?;
-            let placement = d.placement().map(|v| v.iter().map(str::to_string).collect()).unwrap_or_default();
+            let placement = d
+                .placement()
+                .map(|v| v.iter().map(str::to_string).collect())
+                .unwrap_or_default();
             let mut peers = Vec::new();
             for p in d.peers().iter().flat_map(|v| v.iter()) {
                 peers.push(WirePeer {
@@ -504,7 +787,11 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
         }
         fb::Body::CancelTask => {
             let d = frame.body_as_cancel_task().ok_or(missing("CancelTask"))?;
-            WireMessage::CancelTask { job_id: text(d.job_id(), "CancelTask", "job_id")?, attempt: d.attempt(), drain: d.drain() }
+            WireMessage::CancelTask {
+                job_id: text(d.job_id(), "CancelTask", "job_id")?,
+                attempt: d.attempt(),
+                drain: d.drain(),
+            }
         }
         fb::Body::TriggerCheckpoint => {
             let d = frame.body_as_trigger_checkpoint().ok_or(missing("TriggerCheckpoint"))?;
@@ -528,7 +815,9 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
             }
         }
         fb::Body::NotifyCheckpointComplete => {
-            let d = frame.body_as_notify_checkpoint_complete().ok_or(missing("NotifyCheckpointComplete"))?;
+            let d = frame
+                .body_as_notify_checkpoint_complete()
+                .ok_or(missing("NotifyCheckpointComplete"))?;
             WireMessage::NotifyCheckpointComplete {
                 job_id: text(d.job_id(), "NotifyCheckpointComplete", "job_id")?,
                 attempt: d.attempt(),
@@ -557,11 +846,19 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
         }
         fb::Body::InputFinished => {
             let d = frame.body_as_input_finished().ok_or(missing("InputFinished"))?;
-            WireMessage::InputFinished { job_id: text(d.job_id(), "InputFinished", "job_id")?, attempt: d.attempt(), task: d.task() }
+            WireMessage::InputFinished {
+                job_id: text(d.job_id(), "InputFinished", "job_id")?,
+                attempt: d.attempt(),
+                task: d.task(),
+            }
         }
         fb::Body::EndInput => {
             let d = frame.body_as_end_input().ok_or(missing("EndInput"))?;
-            WireMessage::EndInput { job_id: text(d.job_id(), "EndInput", "job_id")?, attempt: d.attempt(), task: d.task() }
+            WireMessage::EndInput {
+                job_id: text(d.job_id(), "EndInput", "job_id")?,
+                attempt: d.attempt(),
+                task: d.task(),
+            }
         }
         fb::Body::TaskFinished => {
             let d = frame.body_as_task_finished().ok_or(missing("TaskFinished"))?;
@@ -582,11 +879,16 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
         }
         fb::Body::SubmitJob => {
             let d = frame.body_as_submit_job().ok_or(missing("SubmitJob"))?;
-            WireMessage::SubmitJob { job_name: text(d.job_name(), "SubmitJob", "job_name")?, options: decode_options(d.options())? }
+            WireMessage::SubmitJob {
+                job_name: text(d.job_name(), "SubmitJob", "job_name")?,
+                options: decode_options(d.options())?,
+            }
         }
         fb::Body::JobSubmitted => {
             let d = frame.body_as_job_submitted().ok_or(missing("JobSubmitted"))?;
-            WireMessage::JobSubmitted { job_id: text(d.job_id(), "JobSubmitted", "job_id")? }
+            WireMessage::JobSubmitted {
+                job_id: text(d.job_id(), "JobSubmitted", "job_id")?,
+            }
         }
         fb::Body::ListJobs => {
             frame.body_as_list_jobs().ok_or(missing("ListJobs"))?;
@@ -611,7 +913,10 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
             for p in d.points().iter().flat_map(|v| v.iter()) {
                 let mut labels = Vec::new();
                 for l in p.labels().iter().flat_map(|v| v.iter()) {
-                    labels.push((text(l.key(), "MetricLabel", "key")?, text(l.value(), "MetricLabel", "value")?));
+                    labels.push((
+                        text(l.key(), "MetricLabel", "key")?,
+                        text(l.value(), "MetricLabel", "value")?,
+                    ));
                 }
                 let bounds: Vec<f64> = p.bounds().iter().flat_map(|v| v.iter()).collect();
                 let counts: Vec<u64> = p.bucket_counts().iter().flat_map(|v| v.iter()).collect();
@@ -624,7 +929,10 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
                     )));
                 }
                 if p.kind() > 3 {
-                    return Err(FrameError::Malformed(format!("MetricPoint kind {} is not 0..=3", p.kind())));
+                    return Err(FrameError::Malformed(format!(
+                        "MetricPoint kind {} is not 0..=3",
+                        p.kind()
+                    )));
                 }
                 points.push(WireMetric {
                     name: text(p.name(), "MetricPoint", "name")?,
@@ -643,15 +951,21 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
         }
         fb::Body::CancelJob => {
             let d = frame.body_as_cancel_job().ok_or(missing("CancelJob"))?;
-            WireMessage::CancelJob { job_id: text(d.job_id(), "CancelJob", "job_id")? }
+            WireMessage::CancelJob {
+                job_id: text(d.job_id(), "CancelJob", "job_id")?,
+            }
         }
         fb::Body::JobCancelled => {
             let d = frame.body_as_job_cancelled().ok_or(missing("JobCancelled"))?;
-            WireMessage::JobCancelled { job_id: text(d.job_id(), "JobCancelled", "job_id")? }
+            WireMessage::JobCancelled {
+                job_id: text(d.job_id(), "JobCancelled", "job_id")?,
+            }
         }
         fb::Body::Rejected => {
             let d = frame.body_as_rejected().ok_or(missing("Rejected"))?;
-            WireMessage::Rejected { reason: text(d.reason(), "Rejected", "reason")? }
+            WireMessage::Rejected {
+                reason: text(d.reason(), "Rejected", "reason")?,
+            }
         }
         fb::Body::TriggerSavepoint => {
             let d = frame.body_as_trigger_savepoint().ok_or(missing("TriggerSavepoint"))?;
@@ -664,7 +978,10 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
         }
         fb::Body::SavepointDone => {
             let d = frame.body_as_savepoint_done().ok_or(missing("SavepointDone"))?;
-            WireMessage::SavepointDone { path: text(d.path(), "SavepointDone", "path")?, checkpoint_id: d.checkpoint_id() }
+            WireMessage::SavepointDone {
+                path: text(d.path(), "SavepointDone", "path")?,
+                checkpoint_id: d.checkpoint_id(),
+            }
         }
         other => return Err(FrameError::UnknownType(other.0)),
     })

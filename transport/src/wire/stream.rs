@@ -15,20 +15,33 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<WireMe
     let mut prefix = [0u8; 4];
     let mut got = 0;
     while got < 4 {
-        let n = r.read(&mut prefix[got..]).await.map_err(|e| FrameError::Io(e.to_string()))?;
+        let n = r
+            .read(&mut prefix[got..])
+            .await
+            .map_err(|e| FrameError::Io(e.to_string()))?;
         if n == 0 {
-            return if got == 0 { Ok(None) } else { Err(FrameError::Truncated { got, expected: 4 }) };
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err(FrameError::Truncated { got, expected: 4 })
+            };
         }
         got += n;
     }
     let len = u32::from_le_bytes(prefix) as usize;
     if len > MAX_FRAME_BYTES {
-        return Err(FrameError::TooLarge { len, max: MAX_FRAME_BYTES });
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME_BYTES,
+        });
     }
     let mut body = vec![0u8; len];
     let mut got = 0;
     while got < len {
-        let n = r.read(&mut body[got..]).await.map_err(|e| FrameError::Io(e.to_string()))?;
+        let n = r
+            .read(&mut body[got..])
+            .await
+            .map_err(|e| FrameError::Io(e.to_string()))?;
         if n == 0 {
             return Err(FrameError::Truncated { got, expected: len });
         }

@@ -85,10 +85,7 @@ impl NexmarkConfig {
             .and_then(|s| s.checked_add(self.bid_proportion));
         match total {
             None => {
-                return Err(
-                    "person_proportion + auction_proportion + bid_proportion overflows u64"
-                        .to_string(),
-                );
+                return Err("person_proportion + auction_proportion + bid_proportion overflows u64".to_string());
             }
             Some(0) => {
                 return Err(
@@ -99,15 +96,10 @@ impl NexmarkConfig {
             Some(_) => {}
         }
         if self.person_proportion == 0 {
-            return Err(
-                "person_proportion must be > 0 (auctions and bids need persons)".to_string(),
-            );
+            return Err("person_proportion must be > 0 (auctions and bids need persons)".to_string());
         }
         if self.bid_proportion > 0 && self.auction_proportion == 0 {
-            return Err(
-                "auction_proportion must be > 0 when bid_proportion > 0 (bids need auctions)"
-                    .to_string(),
-            );
+            return Err("auction_proportion must be > 0 when bid_proportion > 0 (bids need auctions)".to_string());
         }
         let positive = [
             ("num_active_people", self.num_active_people),

@@ -72,7 +72,8 @@ pub fn to_line(e: &Event) -> Result<String, String> {
 }
 
 fn num<T: std::str::FromStr>(f: &[&str], i: usize) -> Result<T, String> {
-    f[i].parse().map_err(|_| format!("column {i} is not a number: {:?}", f[i]))
+    f[i].parse()
+        .map_err(|_| format!("column {i} is not a number: {:?}", f[i]))
 }
 
 /// Parses a line written by [`to_line`].
@@ -86,7 +87,10 @@ pub fn parse_line(line: &str) -> Result<Event, String> {
     for (i, b) in line.bytes().enumerate() {
         if b == b'|' {
             if n == COLUMNS - 1 {
-                return Err(format!("a Nexmark event line has {COLUMNS} columns, this one {}", line.split('|').count()));
+                return Err(format!(
+                    "a Nexmark event line has {COLUMNS} columns, this one {}",
+                    line.split('|').count()
+                ));
             }
             // `|` is ASCII, so both ends are character boundaries.
             f[n] = &line[start..i];
@@ -154,7 +158,9 @@ mod tests {
     #[test]
     fn bad_lines_are_named() {
         assert!(parse_line("2|1").unwrap_err().contains("24 columns"));
-        assert!(parse_line(&format!("9{}", "|".repeat(23))).unwrap_err().contains("unknown event type"));
+        assert!(parse_line(&format!("9{}", "|".repeat(23)))
+            .unwrap_err()
+            .contains("unknown event type"));
         let mut bad = to_line(&NexmarkGenerator::new(NexmarkConfig::default()).event(5)).unwrap();
         bad = bad.replacen("|", "|x", 1);
         assert!(parse_line(&bad).unwrap_err().contains("not a number"));

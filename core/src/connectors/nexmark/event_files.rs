@@ -26,7 +26,9 @@ pub const COUNT_FILE: &str = "_events";
 pub fn event_count(dir: &Path) -> Result<u64, String> {
     let path = dir.join(COUNT_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    text.trim().parse().map_err(|_| format!("{} does not hold a number: {text:?}", path.display()))
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{} does not hold a number: {text:?}", path.display()))
 }
 
 /// Which kinds of events a reader produces. Lines of the other kinds are skipped without
@@ -44,9 +46,17 @@ pub struct EventKinds {
 
 impl EventKinds {
     /// Every kind.
-    pub const ALL: EventKinds = EventKinds { persons: true, auctions: true, bids: true };
+    pub const ALL: EventKinds = EventKinds {
+        persons: true,
+        auctions: true,
+        bids: true,
+    };
     /// Bids only.
-    pub const BIDS: EventKinds = EventKinds { persons: false, auctions: false, bids: true };
+    pub const BIDS: EventKinds = EventKinds {
+        persons: false,
+        auctions: false,
+        bids: true,
+    };
 
     /// Whether a line starting with `first` (the event-type column) is wanted.
     fn wants(&self, first: u8) -> bool {
@@ -83,7 +93,9 @@ pub fn write_event_files(config: NexmarkConfig, events: u64, dir: &Path, parts: 
     for n in 0..events {
         let line = to_line(&generator.event(n))?;
         let w = &mut files[(n % parts as u64) as usize];
-        w.write_all(line.as_bytes()).and_then(|_| w.write_all(b"\n")).map_err(|e| format!("writing events: {e}"))?;
+        w.write_all(line.as_bytes())
+            .and_then(|_| w.write_all(b"\n"))
+            .map_err(|e| format!("writing events: {e}"))?;
         bytes += line.len() as u64 + 1;
     }
     for w in &mut files {
@@ -104,17 +116,28 @@ impl EventFilesSource {
     /// A source over the `part-*` files in `dir`, in name order. Fails if there are none.
     pub fn new(dir: impl AsRef<Path>) -> Result<Self, OperatorError> {
         let dir = dir.as_ref();
-        let entries = std::fs::read_dir(dir).map_err(|e| OperatorError::io(format!("cannot list the event directory {}", dir.display()), e))?;
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| OperatorError::io(format!("cannot list the event directory {}", dir.display()), e))?;
         let mut parts: Vec<PathBuf> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.path())
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("part-")))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("part-"))
+            })
             .collect();
         parts.sort();
         if parts.is_empty() {
-            return Err(OperatorError::user(format!("no part-* event files in {}", dir.display())));
+            return Err(OperatorError::user(format!(
+                "no part-* event files in {}",
+                dir.display()
+            )));
         }
-        Ok(EventFilesSource { parts, kinds: EventKinds::ALL })
+        Ok(EventFilesSource {
+            parts,
+            kinds: EventKinds::ALL,
+        })
     }
 
     /// Produces only events of these kinds (see [`EventKinds`]).
@@ -169,7 +192,8 @@ pub struct EventFilesReader {
 impl EventFilesReader {
     fn open(&mut self) -> Result<(), OperatorError> {
         let path = &self.parts[self.current];
-        let mut f = File::open(path).map_err(|e| OperatorError::io(format!("cannot open event file {}", path.display()), e))?;
+        let mut f =
+            File::open(path).map_err(|e| OperatorError::io(format!("cannot open event file {}", path.display()), e))?;
         f.seek(SeekFrom::Start(self.offset))
             .map_err(|e| OperatorError::io(format!("cannot seek in event file {}", path.display()), e))?;
         self.reader = Some(BufReader::with_capacity(1 << 20, f));
@@ -180,7 +204,12 @@ impl EventFilesReader {
 impl SourceReader for EventFilesReader {
     type Out = Event;
 
-    fn poll_batch(&mut self, max: usize, out: &mut Vec<Event>, _ctx: &OperatorContext) -> Result<SourcePoll, OperatorError> {
+    fn poll_batch(
+        &mut self,
+        max: usize,
+        out: &mut Vec<Event>,
+        _ctx: &OperatorContext,
+    ) -> Result<SourcePoll, OperatorError> {
         while out.len() < max {
             if self.current >= self.parts.len() {
                 return Ok(SourcePoll::Finished);
@@ -190,9 +219,12 @@ impl SourceReader for EventFilesReader {
             }
             let reader = self.reader.as_mut().expect("opened just above");
             self.line.clear();
-            let n = reader
-                .read_line(&mut self.line)
-                .map_err(|e| OperatorError::io(format!("cannot read event file {}", self.parts[self.current].display()), e))?;
+            let n = reader.read_line(&mut self.line).map_err(|e| {
+                OperatorError::io(
+                    format!("cannot read event file {}", self.parts[self.current].display()),
+                    e,
+                )
+            })?;
             if n == 0 {
                 self.current += 1;
                 self.offset = 0;
@@ -205,11 +237,19 @@ impl SourceReader for EventFilesReader {
             }
             let text = self.line.trim_end_matches(['\n', '\r']);
             let event = parse_line(text).map_err(|e| {
-                OperatorError::user(format!("{} at byte {}: {e}", self.parts[self.current].display(), self.offset - n as u64))
+                OperatorError::user(format!(
+                    "{} at byte {}: {e}",
+                    self.parts[self.current].display(),
+                    self.offset - n as u64
+                ))
             })?;
             out.push(event);
         }
-        Ok(if self.current >= self.parts.len() { SourcePoll::Finished } else { SourcePoll::Ready })
+        Ok(if self.current >= self.parts.len() {
+            SourcePoll::Finished
+        } else {
+            SourcePoll::Ready
+        })
     }
 
     fn snapshot_position(&self) -> Result<Vec<u8>, OperatorError> {
@@ -272,9 +312,17 @@ mod tests {
         assert_eq!(event_count(dir.path()).unwrap(), 1000);
         let bids = EventFilesSource::new(dir.path()).unwrap().with_kinds(EventKinds::BIDS);
         let mut got = read_all(&mut bids.reader(0, 1).unwrap());
-        let mut want: Vec<Event> = (0..1000).map(|n| g.event(n)).filter(|e| matches!(e, Event::Bid(_))).collect();
+        let mut want: Vec<Event> = (0..1000)
+            .map(|n| g.event(n))
+            .filter(|e| matches!(e, Event::Bid(_)))
+            .collect();
         got.sort_by_key(key);
         want.sort_by_key(key);
-        assert!(got == want, "the bids-only reader read {} events, {} bids were written", got.len(), want.len());
+        assert!(
+            got == want,
+            "the bids-only reader read {} events, {} bids were written",
+            got.len(),
+            want.len()
+        );
     }
 }

@@ -19,7 +19,7 @@
 
 use super::config::NexmarkConfig;
 use super::model::{Auction, Bid, Event, Person};
-use super::rng::{SplitMix64, mix};
+use super::rng::{mix, SplitMix64};
 
 /// Id of the first person; person ids are `FIRST_PERSON_ID + k` for the k-th person.
 pub const FIRST_PERSON_ID: u64 = 1000;
@@ -153,9 +153,7 @@ impl NexmarkGenerator {
         let date_time = self.timestamp_ms(event_number);
         match self.slot(event_number) {
             Slot::Person { base0 } => Event::Person(self.person(base0, date_time, &mut rng)),
-            Slot::Auction { base0 } => {
-                Event::Auction(self.auction(event_number, base0, date_time, &mut rng))
-            }
+            Slot::Auction { base0 } => Event::Auction(self.auction(event_number, base0, date_time, &mut rng)),
             Slot::Bid { epoch } => Event::Bid(self.bid(event_number, epoch, date_time, &mut rng)),
         }
     }
@@ -224,8 +222,8 @@ impl NexmarkGenerator {
         let base = (event_number / group) * group;
         let position = u128::from(event_number % group);
         // u128 so that a * i + g / 2 cannot overflow; the result is < g.
-        let offset = ((u128::from(self.out_of_order_multiplier) * position + u128::from(group / 2))
-            % u128::from(group)) as u64;
+        let offset =
+            ((u128::from(self.out_of_order_multiplier) * position + u128::from(group / 2)) % u128::from(group)) as u64;
         base + offset
     }
 
@@ -260,14 +258,11 @@ impl NexmarkGenerator {
     /// reference. Defaults: 1666 events = 166 ms, so lengths in 1..=333 ms.
     fn next_auction_length_ms(&self, event_number: u64, rng: &mut SplitMix64) -> i64 {
         let c = &self.config;
-        let events_for_auctions = u128::from(c.num_in_flight_auctions)
-            * u128::from(c.total_proportion())
-            / u128::from(c.auction_proportion);
+        let events_for_auctions =
+            u128::from(c.num_in_flight_auctions) * u128::from(c.total_proportion()) / u128::from(c.auction_proportion);
         let now = u128::from(event_number);
         let horizon = self.time_offset_ms(now + events_for_auctions) - self.time_offset_ms(now);
-        let span = u64::try_from(horizon.saturating_mul(2))
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let span = u64::try_from(horizon.saturating_mul(2)).unwrap_or(u64::MAX).max(1);
         let length = 1 + rng.next_below(span);
         i64::try_from(length).unwrap_or(i64::MAX)
     }
@@ -298,17 +293,10 @@ impl NexmarkGenerator {
         person
     }
 
-    fn auction(
-        &self,
-        event_number: u64,
-        base0: u64,
-        date_time: i64,
-        rng: &mut SplitMix64,
-    ) -> Auction {
+    fn auction(&self, event_number: u64, base0: u64, date_time: i64, rng: &mut SplitMix64) -> Auction {
         let c = &self.config;
         let seller_base0 = if rng.next_below(c.hot_sellers_ratio) > 0 {
-            (self.last_base0_person_id(event_number) / HOT_SELLER_RATIO_DIVISOR)
-                * HOT_SELLER_RATIO_DIVISOR
+            (self.last_base0_person_id(event_number) / HOT_SELLER_RATIO_DIVISOR) * HOT_SELLER_RATIO_DIVISOR
         } else {
             self.next_base0_person_id(event_number, rng)
         };
@@ -345,9 +333,7 @@ impl NexmarkGenerator {
             self.next_base0_auction_id(last_auction + 1, rng)
         };
         let bidder_base0 = if rng.next_below(c.hot_bidders_ratio) > 0 {
-            (self.last_base0_person_id(event_number) / HOT_BIDDER_RATIO_DIVISOR)
-                * HOT_BIDDER_RATIO_DIVISOR
-                + 1
+            (self.last_base0_person_id(event_number) / HOT_BIDDER_RATIO_DIVISOR) * HOT_BIDDER_RATIO_DIVISOR + 1
         } else {
             self.next_base0_person_id(event_number, rng)
         };
@@ -395,17 +381,10 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 /// length of each string (a binary encoding's size, ignoring framing).
 fn person_size(p: &Person) -> u64 {
     2 * NUMERIC_FIELD_BYTES
-        + [
-            &p.name,
-            &p.email_address,
-            &p.credit_card,
-            &p.city,
-            &p.state,
-            &p.extra,
-        ]
-        .iter()
-        .map(|s| s.len() as u64)
-        .sum::<u64>()
+        + [&p.name, &p.email_address, &p.credit_card, &p.city, &p.state, &p.extra]
+            .iter()
+            .map(|s| s.len() as u64)
+            .sum::<u64>()
 }
 
 /// Estimated size in bytes of an auction (see [`person_size`]).
@@ -458,12 +437,7 @@ fn next_extra(rng: &mut SplitMix64, current: u64, desired: u64) -> String {
     }
     let remaining = desired - current;
     let delta = (remaining * 2 + 5) / 10;
-    let len = remaining - delta
-        + if delta == 0 {
-            0
-        } else {
-            rng.next_below(2 * delta)
-        };
+    let len = remaining - delta + if delta == 0 { 0 } else { rng.next_below(2 * delta) };
     next_exact_string(rng, len as usize)
 }
 
@@ -606,15 +580,9 @@ mod tests {
                     let newest_person = max_person.expect("persons precede bids");
                     let newest_auction = max_auction.expect("auctions precede bids");
                     assert!(b.auction >= FIRST_AUCTION_ID);
-                    assert!(
-                        b.auction <= newest_auction + AUCTION_ID_LEAD,
-                        "event {n}: {b:?}"
-                    );
+                    assert!(b.auction <= newest_auction + AUCTION_ID_LEAD, "event {n}: {b:?}");
                     assert!(b.bidder >= FIRST_PERSON_ID);
-                    assert!(
-                        b.bidder <= newest_person + PERSON_ID_LEAD,
-                        "event {n}: {b:?}"
-                    );
+                    assert!(b.bidder <= newest_person + PERSON_ID_LEAD, "event {n}: {b:?}");
                     assert!((100..=100_000_000).contains(&b.price));
                     let index = BID_CHANNELS
                         .iter()
@@ -679,12 +647,8 @@ mod tests {
             });
             let mut saw_disorder = false;
             for start in (0..3 * group).step_by(group as usize) {
-                let mut a: Vec<i64> = (start..start + group)
-                    .map(|n| shuffled.timestamp_ms(n))
-                    .collect();
-                let mut b: Vec<i64> = (start..start + group)
-                    .map(|n| ordered.timestamp_ms(n))
-                    .collect();
+                let mut a: Vec<i64> = (start..start + group).map(|n| shuffled.timestamp_ms(n)).collect();
+                let mut b: Vec<i64> = (start..start + group).map(|n| ordered.timestamp_ms(n)).collect();
                 saw_disorder |= a.windows(2).any(|w| w[0] > w[1]);
                 a.sort_unstable();
                 b.sort_unstable();
@@ -717,18 +681,13 @@ mod tests {
                     assert!(FIRST_NAMES.contains(&first) && LAST_NAMES.contains(&last));
                     let groups: Vec<&str> = p.credit_card.split(' ').collect();
                     assert_eq!(groups.len(), 4);
-                    assert!(
-                        groups
-                            .iter()
-                            .all(|g| g.len() == 4 && g.bytes().all(|b| b.is_ascii_digit()))
-                    );
+                    assert!(groups
+                        .iter()
+                        .all(|g| g.len() == 4 && g.bytes().all(|b| b.is_ascii_digit())));
                     assert!(p.email_address.ends_with(".com") && p.email_address.contains('@'));
                 }
                 Event::Auction(a) => {
-                    assert!(
-                        (FIRST_CATEGORY_ID..FIRST_CATEGORY_ID + NUM_CATEGORIES)
-                            .contains(&a.category)
-                    );
+                    assert!((FIRST_CATEGORY_ID..FIRST_CATEGORY_ID + NUM_CATEGORIES).contains(&a.category));
                 }
                 Event::Bid(_) => {}
             }
@@ -738,8 +697,7 @@ mod tests {
     #[test]
     fn average_sizes_approach_targets() {
         let g = default_generator();
-        let (mut ps, mut pn, mut as_, mut an, mut bs, mut bn) =
-            (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+        let (mut ps, mut pn, mut as_, mut an, mut bs, mut bn) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
         for n in 0..50_000 {
             match g.event(n) {
                 Event::Person(p) => {
@@ -757,16 +715,8 @@ mod tests {
             }
         }
         let within = |avg: f64, target: f64| (avg - target).abs() <= target * 0.1;
-        assert!(
-            within(ps as f64 / pn as f64, 200.0),
-            "person avg {}",
-            ps / pn
-        );
-        assert!(
-            within(as_ as f64 / an as f64, 500.0),
-            "auction avg {}",
-            as_ / an
-        );
+        assert!(within(ps as f64 / pn as f64, 200.0), "person avg {}", ps / pn);
+        assert!(within(as_ as f64 / an as f64, 500.0), "auction avg {}", as_ / an);
         assert!(within(bs as f64 / bn as f64, 100.0), "bid avg {}", bs / bn);
     }
 
@@ -795,10 +745,7 @@ mod tests {
             let x = rng.next_f64() * 6.0;
             let ours = pow10(x);
             let libm = 10f64.powf(x);
-            assert!(
-                ((ours - libm) / libm).abs() < 1e-13,
-                "x={x} ours={ours} libm={libm}"
-            );
+            assert!(((ours - libm) / libm).abs() < 1e-13, "x={x} ours={ours} libm={libm}");
         }
         assert_eq!(pow10(0.0), 1.0);
         assert_eq!(pow10(2.0), 100.0);

@@ -9,7 +9,9 @@ pub mod rng;
 mod source;
 
 pub use config::NexmarkConfig;
-pub use event_files::{event_count, part_name, write_event_files, EventFilesReader, EventFilesSource, EventKinds, COUNT_FILE};
+pub use event_files::{
+    event_count, part_name, write_event_files, EventFilesReader, EventFilesSource, EventKinds, COUNT_FILE,
+};
 pub use generator::NexmarkGenerator;
 pub use model::{Auction, Bid, Event, Person};
 pub use source::NexmarkSource;

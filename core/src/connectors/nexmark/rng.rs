@@ -176,10 +176,7 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for seed in 0..4 {
             for stream in 0..1000 {
-                assert!(
-                    seen.insert(mix(seed, stream)),
-                    "collision at {seed}/{stream}"
-                );
+                assert!(seen.insert(mix(seed, stream)), "collision at {seed}/{stream}");
             }
         }
         assert_eq!(mix(5, 9), mix(5, 9));

@@ -62,7 +62,12 @@ impl Source for NexmarkSource {
 impl SourceReader for NexmarkReader {
     type Out = Event;
 
-    fn poll_batch(&mut self, max: usize, out: &mut Vec<Event>, ctx: &OperatorContext) -> Result<SourcePoll, OperatorError> {
+    fn poll_batch(
+        &mut self,
+        max: usize,
+        out: &mut Vec<Event>,
+        ctx: &OperatorContext,
+    ) -> Result<SourcePoll, OperatorError> {
         let generator = &self.generator;
         Ok(self.numbers.poll(max, ctx, |i| out.push(generator.event(i))))
     }
