@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::error::InvalidSetting;
+
 /// Parses `<number><unit>` with unit `ms`, `s`, `m`, `h` or `d` (a bare number is an error,
 /// because a silent unit is how outages start).
 ///
@@ -12,15 +14,15 @@ use std::time::Duration;
 /// assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
 /// assert!(parse_duration("10").is_err());
 /// ```
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, InvalidSetting> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or_else(|| format!("duration '{s}' has no unit (use ms, s, m, h or d)"))?;
+        .ok_or_else(|| InvalidSetting(format!("duration '{s}' has no unit (use ms, s, m, h or d)")))?;
     let (num, unit) = t.split_at(split);
     let value: f64 = num
         .parse()
-        .map_err(|_| format!("duration '{s}' does not start with a number"))?;
+        .map_err(|_| InvalidSetting(format!("duration '{s}' does not start with a number")))?;
     let ms_per_unit = match unit.trim() {
         "ms" => 1.0,
         "s" => 1_000.0,
@@ -28,14 +30,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => 3_600_000.0,
         "d" => 86_400_000.0,
         other => {
-            return Err(format!(
+            return Err(InvalidSetting(format!(
                 "duration '{s}' has an unknown unit '{other}' (use ms, s, m, h or d)"
-            ))
+            )))
         }
     };
     let ms = value * ms_per_unit;
     if !ms.is_finite() || ms > 1e15 {
-        return Err(format!("duration '{s}' is too large"));
+        return Err(InvalidSetting(format!("duration '{s}' is too large")));
     }
     Ok(Duration::from_micros((ms * 1000.0).round() as u64))
 }

@@ -4,6 +4,49 @@ use sluice_state::blob::BlobError;
 use sluice_state::StateError;
 use sluice_transport::TransportError;
 
+/// A setting, option or parameter is not valid. The message names it and the problem, as the
+/// user wrote it (`--checkpoint-timeout (100ms) is shorter than ...`), so callers pass it on
+/// as it is; the type says "fix the input", as opposed to a failure of the system.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSetting(pub String);
+
+impl InvalidSetting {
+    /// The same problem, with what was being set in front (`--restart-strategy: ...`).
+    pub fn context(self, what: impl std::fmt::Display) -> Self {
+        InvalidSetting(format!("{what}: {}", self.0))
+    }
+}
+
+impl From<String> for InvalidSetting {
+    fn from(s: String) -> Self {
+        InvalidSetting(s)
+    }
+}
+
+/// Why a job could not be built from its name and options (by the embedded runner, the
+/// coordinator checking a submission, or a worker building its share).
+#[derive(Debug, thiserror::Error)]
+pub enum JobBuildError {
+    /// No job has this name.
+    #[error("unknown job '{name}'; known jobs: {}", known.join(", "))]
+    UnknownJob {
+        /// The name asked for.
+        name: String,
+        /// The names that exist.
+        known: Vec<String>,
+    },
+    /// An option is missing, malformed or not used by the job (the message names it).
+    #[error(transparent)]
+    BadOption(#[from] InvalidSetting),
+    /// The job's input cannot be read (names the file).
+    #[error("{0}")]
+    Input(OperatorError),
+    /// The job's graph is not valid.
+    #[error(transparent)]
+    Graph(#[from] JobError),
+}
+
 /// An error raised inside an operator, source or sink; it fails the task that raised it.
 #[derive(Debug, thiserror::Error)]
 pub enum OperatorError {
@@ -78,7 +121,7 @@ pub enum JobError {
     },
     /// Checkpointing settings are invalid (names the option).
     #[error("invalid checkpoint configuration: {0}")]
-    InvalidCheckpointConfig(String),
+    InvalidCheckpointConfig(InvalidSetting),
     /// Too many consecutive checkpoints failed.
     #[error("{failures} consecutive checkpoints failed (tolerated: {tolerated}); last: {last}")]
     CheckpointsFailing {

@@ -28,6 +28,9 @@ pub mod partition;
 pub mod runtime;
 pub mod sink;
 pub mod source;
+pub mod spawned;
+pub mod status;
+pub mod sync;
 pub mod watermark;
 pub mod window;
 
@@ -44,5 +47,6 @@ pub use sink::{Sink, SinkWriter, TransactionalSink, TransactionalWriter};
 /// Keyed state handles and key groups, re-exported from `sluice-state`.
 pub use sluice_state as state;
 pub use source::{Source, SourcePoll, SourceReader};
+pub use status::JobStatus;
 pub use watermark::WatermarkStrategy;
 pub use window::{TimeWindow, WindowAssigner};

@@ -14,6 +14,7 @@ use crate::data::{Data, EventTime, Record};
 use crate::error::OperatorError;
 use crate::metrics::task::OperatorMetrics;
 use crate::metrics::MetricGroup;
+use crate::sync::LockExt;
 use sluice_state::{RestoredState, StateWriter};
 
 /// What an operator instance knows about where it runs.
@@ -263,10 +264,7 @@ pub(crate) fn factory_of<O: Operator + Clone>(op: O) -> OperatorFactory {
     // The mutex makes the prototype shareable without asking operators to be `Sync`.
     let proto = std::sync::Mutex::new(op);
     Arc::new(move || {
-        let op = proto
-            .lock()
-            .expect("operator prototype lock poisoned: a panic in an operator's clone")
-            .clone();
+        let op = proto.locked().clone();
         Box::new(Erased(op)) as Box<dyn ErasedOperator>
     })
 }

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use sluice_core::cluster::{Coordinator, CoordinatorConfig, JobRegistry, JobStatus, StoreOpener, Worker, WorkerConfig};
 use sluice_core::connectors::GeneratorSource;
+use sluice_core::error::JobBuildError;
 use sluice_core::error::OperatorError;
+use sluice_core::state::BlobError;
 use sluice_core::{ExecutionConfig, JobGraph, Record, Sink, SinkWriter, StreamEnv, WatermarkStrategy};
 
 type Rec = (u64, String);
@@ -82,9 +84,12 @@ const B_RECORDS: u64 = 200_000;
 struct TwoPipelines(Arc<Counters>);
 
 impl JobRegistry for TwoPipelines {
-    fn build(&self, name: &str, _options: &BTreeMap<String, String>) -> Result<JobGraph, String> {
+    fn build(&self, name: &str, _options: &BTreeMap<String, String>) -> Result<JobGraph, JobBuildError> {
         if name != "two-pipelines" {
-            return Err(format!("unknown job '{name}'; known jobs: two-pipelines"));
+            return Err(JobBuildError::UnknownJob {
+                name: name.to_string(),
+                known: vec!["two-pipelines".into()],
+            });
         }
         let env = StreamEnv::new(name);
         env.set_parallelism(2);
@@ -121,7 +126,7 @@ impl JobRegistry for TwoPipelines {
             },
             "normal sink",
         );
-        env.build().map_err(|e| e.to_string())
+        Ok(env.build()?)
     }
 }
 
@@ -136,7 +141,12 @@ fn rss_bytes() -> u64 {
 }
 
 fn no_store() -> StoreOpener {
-    Arc::new(|_: &str| Err("no checkpoint store in this test".to_string()))
+    Arc::new(|location: &str| {
+        Err(BlobError::InvalidPath {
+            path: location.to_string(),
+            reason: "this test takes no checkpoints",
+        })
+    })
 }
 
 #[test]

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_core::checkpoint::{CheckpointConfig, RestartStrategy};
-use sluice_core::connectors::nexmark::rng::SplitMix64;
 use sluice_core::connectors::{GeneratorSource, TransactionalStore, TransactionalStoreSink};
 use sluice_core::state::blob::MemoryStore;
+use sluice_core::state::rng::SplitMix64;
 use sluice_core::{ExecutionConfig, StreamEnv, WatermarkStrategy};
 
 const RECORDS: u64 = 6_000;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use sluice_core::cluster::{JobRegistry, StoreOpener};
+use sluice_core::error::{InvalidSetting, JobBuildError};
 use sluice_core::JobGraph;
 
 use crate::jobs::{self, JobOptions};
@@ -27,12 +28,13 @@ pub const JOB_OPTION_KEYS: &[&str] = &[
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BuiltinJobs;
 
-fn number<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, String> {
-    v.parse().map_err(|_| format!("--{key}: '{v}' is not a valid number"))
+fn number<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, InvalidSetting> {
+    v.parse()
+        .map_err(|_| InvalidSetting(format!("--{key}: '{v}' is not a valid number")))
 }
 
 /// Reads job options from their key/value form.
-pub fn job_options(options: &BTreeMap<String, String>) -> Result<JobOptions, String> {
+pub fn job_options(options: &BTreeMap<String, String>) -> Result<JobOptions, InvalidSetting> {
     let mut o = JobOptions {
         parallelism: 1,
         ..JobOptions::default()
@@ -49,10 +51,10 @@ pub fn job_options(options: &BTreeMap<String, String>) -> Result<JobOptions, Str
             "lines-per-second" => o.lines_per_second = Some(number(k, v)?),
             "events-dir" => o.events_dir = Some(PathBuf::from(v)),
             other => {
-                return Err(format!(
+                return Err(InvalidSetting(format!(
                     "unknown job option --{other}; job options are: --{}",
                     JOB_OPTION_KEYS.join(", --")
-                ))
+                )))
             }
         }
     }
@@ -91,10 +93,9 @@ pub fn option_pairs(o: &JobOptions) -> Vec<(String, String)> {
 }
 
 impl JobRegistry for BuiltinJobs {
-    fn build(&self, name: &str, options: &BTreeMap<String, String>) -> Result<JobGraph, String> {
+    fn build(&self, name: &str, options: &BTreeMap<String, String>) -> Result<JobGraph, JobBuildError> {
         let opts = job_options(options)?;
-        let env = jobs::build(name, &opts).map_err(|e| e.to_string())?;
-        env.build().map_err(|e| e.to_string())
+        Ok(jobs::build(name, &opts)?.build()?)
     }
 }
 
@@ -129,15 +130,17 @@ mod tests {
         let m = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
         assert!(job_options(&m("events", "many"))
             .unwrap_err()
+            .0
             .contains("--events: 'many'"));
         assert!(job_options(&m("colour", "red"))
             .unwrap_err()
+            .0
             .contains("unknown job option --colour"));
         let Err(err) = BuiltinJobs.build("no-such-job", &BTreeMap::new()) else {
             panic!("an unknown job must be refused")
         };
         assert!(
-            err.contains("unknown job 'no-such-job'") && err.contains("nexmark-q5"),
+            matches!(&err, JobBuildError::UnknownJob { name, known } if name == "no-such-job" && known.iter().any(|k| k == "nexmark-q5")),
             "{err}"
         );
     }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::logging::{parse_filter, LogFilter, LogFormat};
+use sluice_core::error::InvalidSetting;
 
 /// A problem with the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -312,8 +313,8 @@ impl Config {
                 ));
             }
         }
-        self.log_format().map_err(|e| bad("logging.format", e))?;
-        self.log_filter().map_err(|e| bad("logging", e))?;
+        self.log_format().map_err(|e| bad("logging.format", e.0))?;
+        self.log_filter().map_err(|e| bad("logging", e.0))?;
         Ok(())
     }
 
@@ -328,16 +329,18 @@ impl Config {
     }
 
     /// The log format.
-    pub fn log_format(&self) -> Result<LogFormat, String> {
+    pub fn log_format(&self) -> Result<LogFormat, InvalidSetting> {
         match self.logging.format.as_str() {
             "term" => Ok(LogFormat::Terminal),
             "json" => Ok(LogFormat::Json),
-            other => Err(format!("unknown log format '{other}' (use term or json)")),
+            other => Err(InvalidSetting(format!(
+                "unknown log format '{other}' (use term or json)"
+            ))),
         }
     }
 
     /// The log levels: `logging.level` for every module, then `logging.modules`.
-    pub fn log_filter(&self) -> Result<LogFilter, String> {
+    pub fn log_filter(&self) -> Result<LogFilter, InvalidSetting> {
         let mut spec = self.logging.level.clone();
         for (module, level) in &self.logging.modules {
             spec.push_str(&format!(",{module}={level}"));

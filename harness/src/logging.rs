@@ -10,6 +10,7 @@
 use std::sync::Mutex;
 
 use slog::{Drain, Level, Logger, OwnedKVList, Record};
+use sluice_core::error::InvalidSetting;
 
 /// How log records are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,16 +22,16 @@ pub enum LogFormat {
 }
 
 /// Parses a level name (`error`, `warn`, `info`, `debug`, `trace`).
-pub fn parse_level(s: &str) -> Result<Level, String> {
+pub fn parse_level(s: &str) -> Result<Level, InvalidSetting> {
     match s.trim().to_ascii_lowercase().as_str() {
         "error" => Ok(Level::Error),
         "warn" | "warning" => Ok(Level::Warning),
         "info" => Ok(Level::Info),
         "debug" => Ok(Level::Debug),
         "trace" => Ok(Level::Trace),
-        other => Err(format!(
+        other => Err(InvalidSetting(format!(
             "unknown log level '{other}' (use error, warn, info, debug or trace)"
-        )),
+        ))),
     }
 }
 
@@ -79,7 +80,7 @@ impl LogFilter {
 }
 
 /// Parses `LEVEL[,MODULE=LEVEL...]`; a bare level sets the default (the last one wins).
-pub fn parse_filter(spec: &str) -> Result<LogFilter, String> {
+pub fn parse_filter(spec: &str) -> Result<LogFilter, InvalidSetting> {
     let mut filter = LogFilter::new(Level::Warning);
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         match part.split_once('=') {
@@ -91,9 +92,11 @@ pub fn parse_filter(spec: &str) -> Result<LogFilter, String> {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
                 {
-                    return Err(format!("'{module}' is not a module path (like sluice_core::cluster)"));
+                    return Err(InvalidSetting(format!(
+                        "'{module}' is not a module path (like sluice_core::cluster)"
+                    )));
                 }
-                let level = parse_level(level).map_err(|e| format!("module {module}: {e}"))?;
+                let level = parse_level(level).map_err(|e| e.context(format_args!("module {module}")))?;
                 filter.modules.retain(|(m, _)| m != module);
                 filter.modules.push((module.to_string(), level));
             }
@@ -167,9 +170,9 @@ mod tests {
 
     #[test]
     fn bad_specs_are_named() {
-        assert!(parse_filter("loud").unwrap_err().contains("loud"));
-        assert!(parse_filter("info,a b=debug").unwrap_err().contains("a b"));
-        assert!(parse_filter("sluice_core=often").unwrap_err().contains("sluice_core"));
+        assert!(parse_filter("loud").unwrap_err().0.contains("loud"));
+        assert!(parse_filter("info,a b=debug").unwrap_err().0.contains("a b"));
+        assert!(parse_filter("sluice_core=often").unwrap_err().0.contains("sluice_core"));
     }
 
     #[test]

@@ -311,7 +311,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(sluice::error::exit_code_of(e.chain()).unwrap_or(sluice::error::exit::FAILED))
         }
     }
 }
@@ -319,13 +319,13 @@ fn main() -> ExitCode {
 fn real_main(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref(), std::env::vars())?;
     let filter = match &cli.log_level {
-        Some(spec) => parse_filter(spec).map_err(|e| anyhow::anyhow!("--log-level / SLUICE_LOG: {e}"))?,
-        None => config.log_filter().map_err(anyhow::Error::msg)?,
+        Some(spec) => parse_filter(spec).map_err(|e| e.context("--log-level / SLUICE_LOG"))?,
+        None => config.log_filter()?,
     };
     let format = match cli.log_format.as_deref() {
         Some("json") => LogFormat::Json,
         Some(_) => LogFormat::Terminal,
-        None => config.log_format().map_err(anyhow::Error::msg)?,
+        None => config.log_format()?,
     };
     let log = root_logger(format, filter);
     match cli.command {
@@ -425,7 +425,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn duration_arg(name: &str, v: &str) -> anyhow::Result<std::time::Duration> {
-    sluice_core::duration::parse_duration(v).map_err(|e| anyhow::anyhow!("--{name}: {e}"))
+    Ok(sluice_core::duration::parse_duration(v).map_err(|e| e.context(format_args!("--{name}")))?)
 }
 
 fn coordinator(args: CoordinatorArgs, file: Config, log: slog::Logger) -> anyhow::Result<()> {
@@ -452,9 +452,7 @@ fn coordinator(args: CoordinatorArgs, file: Config, log: slog::Logger) -> anyhow
         println!("coordinator listening on {addr}");
         slog::info!(log, "coordinator listening"; "address" => addr.to_string());
         let source = coordinator.clone();
-        let _reporters = sluice::reporters::start(&file, Arc::new(move || source.metrics()), &log)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let _reporters = sluice::reporters::start(&file, Arc::new(move || source.metrics()), &log).await?;
         if let Some(rest) = &rest_bind {
             let rest_listener = tokio::net::TcpListener::bind(rest)
                 .await
@@ -492,7 +490,10 @@ fn worker(args: WorkerArgs, file: Config, log: slog::Logger) -> anyhow::Result<(
         ..sluice_core::ExecutionConfig::default()
     };
     let Some(coordinator) = args.coordinator.clone().or_else(|| w.coordinator.clone()) else {
-        anyhow::bail!("the worker needs the coordinator's address: --coordinator HOST:PORT, or [worker] coordinator in the configuration");
+        return Err(sluice::HarnessError::BadOption(
+            "the worker needs the coordinator's address: --coordinator HOST:PORT, or [worker] coordinator in the configuration".into(),
+        )
+        .into());
     };
     let mut config = WorkerConfig::new(coordinator, args.slots.unwrap_or(w.slots), execution);
     config.id = args.id.clone().or_else(|| w.id.clone());
@@ -501,9 +502,7 @@ fn worker(args: WorkerArgs, file: Config, log: slog::Logger) -> anyhow::Result<(
         let worker = Worker::bind(config, &bind, Arc::new(BuiltinJobs), store_opener()).await?;
         println!("worker {} data address {}", worker.id(), worker.data_address());
         // Workers also send their metrics to the coordinator; these reporters push from here.
-        let _reporters = sluice::reporters::start(&file, Arc::new(move || registry.snapshot()), &log)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let _reporters = sluice::reporters::start(&file, Arc::new(move || registry.snapshot()), &log).await?;
         tokio::select! {
             r = worker.run() => r?,
             _ = stop_requested() => slog::info!(log, "worker stopping"),
@@ -563,7 +562,10 @@ fn savepoint(args: SavepointArgs) -> anyhow::Result<()> {
     let rt = runtime()?;
     let Some(cmd) = args.action else {
         let (Some(addr), Some(job), Some(dir)) = (args.coordinator, args.job_id, args.dir) else {
-            anyhow::bail!("usage: sluice savepoint --coordinator HOST:PORT <JOB_ID> <DIR>, or sluice savepoint list|inspect|dispose");
+            return Err(sluice::HarnessError::BadOption(
+                "usage: sluice savepoint --coordinator HOST:PORT <JOB_ID> <DIR>, or sluice savepoint list|inspect|dispose".into(),
+            )
+            .into());
         };
         let (path, checkpoint) = rt.block_on(trigger_savepoint(&addr, &job, &dir, None))?;
         println!("savepoint of job {job} at checkpoint {checkpoint}:");

@@ -12,6 +12,17 @@ use tokio::net::UdpSocket;
 
 use crate::config::Config;
 
+/// A reporter could not start (names the reporter and the setting).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct ReporterError {
+    /// What was being set up.
+    pub what: String,
+    /// Why it failed.
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Reads every metric to report.
 pub type MetricSource = Arc<dyn Fn() -> Vec<MetricSample> + Send + Sync>;
 
@@ -21,18 +32,19 @@ pub async fn start(
     config: &Config,
     source: MetricSource,
     log: &slog::Logger,
-) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+) -> Result<Vec<tokio::task::JoinHandle<()>>, ReporterError> {
     let every = config.metrics_interval();
     let mut handles = Vec::new();
     if config.reporter("statsd") {
         let s = &config.metrics.statsd;
-        let socket = UdpSocket::bind("0.0.0.0:0")
-            .await
-            .map_err(|e| format!("statsd reporter: binding a UDP socket: {e}"))?;
-        socket
-            .connect(&s.address)
-            .await
-            .map_err(|e| format!("statsd reporter: metrics.statsd.address {}: {e}", s.address))?;
+        let socket = UdpSocket::bind("0.0.0.0:0").await.map_err(|source| ReporterError {
+            what: "statsd reporter: binding a UDP socket".into(),
+            source,
+        })?;
+        socket.connect(&s.address).await.map_err(|source| ReporterError {
+            what: format!("statsd reporter: metrics.statsd.address {}", s.address),
+            source,
+        })?;
         slog::info!(log, "statsd reporter on"; "address" => &s.address, "interval_ms" => every.as_millis() as u64);
         handles.push(tokio::spawn(statsd_loop(
             socket,

@@ -111,9 +111,8 @@ pub async fn run_embedded(
         }));
     }
     let source_registry = registry.clone();
-    let reporters = crate::reporters::start(&services.config, Arc::new(move || source_registry.snapshot()), &log)
-        .await
-        .map_err(HarnessError::BadOption)?;
+    let reporters =
+        crate::reporters::start(&services.config, Arc::new(move || source_registry.snapshot()), &log).await?;
     background.extend(reporters);
     let _stop_background = AbortAll(background);
     let join = handle.join();
@@ -125,7 +124,11 @@ pub async fn run_embedded(
             match &settings.savepoint_dir {
                 Some(dir) => {
                     slog::info!(log, "stop requested: stopping with a savepoint"; "dir" => dir.display().to_string(), "drain" => settings.drain);
-                    let target = crate::settings::open_store(&dir.to_string_lossy()).map_err(HarnessError::BadOption)?;
+                    let location = dir.to_string_lossy();
+                    let target = crate::settings::open_store(&location).map_err(|source| HarnessError::Store {
+                        location: location.to_string(),
+                        source,
+                    })?;
                     let info = controller.stop_with_savepoint(target, settings.drain).await?;
                     savepoint = Some(format!("{}/{}", dir.display().to_string().trim_end_matches('/'), info.name));
                 }

@@ -77,7 +77,7 @@ pub fn describe(path: &str, m: &CheckpointMetadata) -> String {
 
 /// `sluice savepoint inspect PATH`.
 pub async fn inspect(path: &Path) -> Result<String, HarnessError> {
-    let store = open_savepoint(path).map_err(HarnessError::BadOption)?;
+    let store = open_savepoint(path)?;
     let sp = load_savepoint(store.as_ref()).await.map_err(|e| bad(path, e))?;
     Ok(describe(&path.display().to_string(), &sp.metadata))
 }
@@ -85,7 +85,10 @@ pub async fn inspect(path: &Path) -> Result<String, HarnessError> {
 /// `sluice savepoint list DIR`: one line per savepoint in `dir`.
 pub async fn list(dir: &Path) -> Result<String, HarnessError> {
     if !dir.to_string_lossy().starts_with("s3://") && !dir.is_dir() {
-        return Err(bad(dir, "no such directory"));
+        return Err(HarnessError::NoSavepoint(format!(
+            "{}: no such directory",
+            dir.display()
+        )));
     }
     let store = open_store(&dir.to_string_lossy()).map_err(|e| bad(dir, e))?;
     let mut s = String::new();
@@ -119,7 +122,7 @@ pub async fn list(dir: &Path) -> Result<String, HarnessError> {
 
 /// `sluice savepoint dispose PATH`: deletes the savepoint (refusing what is not one).
 pub async fn dispose(path: &Path) -> Result<usize, HarnessError> {
-    let store = open_savepoint(path).map_err(HarnessError::BadOption)?;
+    let store = open_savepoint(path)?;
     let n = dispose_savepoint(store.as_ref()).await.map_err(|e| bad(path, e))?;
     if !path.to_string_lossy().starts_with("s3://") {
         // The store deletes files; the emptied directories go too.

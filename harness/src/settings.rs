@@ -7,7 +7,7 @@ use std::time::Duration;
 use sluice_core::checkpoint::{CheckpointConfig, RestartStrategy};
 use sluice_core::duration::parse_duration;
 use sluice_core::ExecutionConfig;
-use sluice_state::blob::{BlobStore, LocalFsStore, ObjectStoreBlob};
+use sluice_state::blob::{BlobError, BlobStore, LocalFsStore, ObjectStoreBlob};
 
 use crate::error::HarnessError;
 
@@ -42,27 +42,28 @@ pub struct RunSettings {
 }
 
 /// Opens an existing savepoint directory (or `s3://` prefix) for reading.
-pub fn open_savepoint(path: &Path) -> Result<Arc<dyn BlobStore>, String> {
+pub fn open_savepoint(path: &Path) -> Result<Arc<dyn BlobStore>, HarnessError> {
     let text = path.to_string_lossy();
     if !text.starts_with("s3://") && !path.join("_metadata").is_file() {
-        return Err(if path.is_dir() {
+        return Err(HarnessError::NoSavepoint(if path.is_dir() {
             format!("{}: not a savepoint (no _metadata in it)", path.display())
         } else {
             format!("{}: no such savepoint directory", path.display())
-        });
+        }));
     }
-    open_store(&text)
+    open_store(&text).map_err(|source| HarnessError::Store {
+        location: text.to_string(),
+        source,
+    })
 }
 
 /// Opens a checkpoint location: `s3://bucket/prefix` or a local directory (created if
 /// missing).
-pub fn open_store(location: &str) -> Result<Arc<dyn BlobStore>, String> {
+pub fn open_store(location: &str) -> Result<Arc<dyn BlobStore>, BlobError> {
     if location.starts_with("s3://") {
-        Ok(Arc::new(
-            ObjectStoreBlob::s3_from_url(location).map_err(|e| e.to_string())?,
-        ))
+        Ok(Arc::new(ObjectStoreBlob::s3_from_url(location)?))
     } else {
-        Ok(Arc::new(LocalFsStore::new(location).map_err(|e| e.to_string())?))
+        Ok(Arc::new(LocalFsStore::new(location)?))
     }
 }
 
@@ -131,7 +132,7 @@ impl RunSettings {
                     }
                     c.retained = n;
                 }
-                c.validate().map_err(HarnessError::BadOption)?;
+                c.validate()?;
                 base.checkpointing = Some(c);
             }
         }
@@ -158,7 +159,10 @@ impl RunSettings {
                 .map_err(|e| HarnessError::BadOption(format!("--savepoint-dir {}: {e}", dir.display())))?;
         }
         if let Some(path) = &self.from_savepoint {
-            let store = open_savepoint(path).map_err(|e| HarnessError::BadOption(format!("--from-savepoint {e}")))?;
+            let store = open_savepoint(path).map_err(|e| match e {
+                HarnessError::NoSavepoint(m) => HarnessError::NoSavepoint(format!("--from-savepoint {m}")),
+                other => other,
+            })?;
             base.from_savepoint = Some(sluice_core::SavepointRestore {
                 store,
                 allow_non_restored_state: self.allow_non_restored_state,

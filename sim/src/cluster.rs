@@ -21,11 +21,13 @@ use sluice_core::cluster::{
     list_jobs, submit_job, Coordinator, CoordinatorConfig, JobRegistry, JobStatus, StoreOpener, Worker, WorkerConfig,
 };
 use sluice_core::connectors::{TransactionalStore, TransactionalStoreSink};
+use sluice_core::error::{InvalidSetting, JobBuildError};
 use sluice_core::state::blob::{BlobStore, FaultConfig, MemoryStore};
 use sluice_core::{ExecutionConfig, JobGraph, StreamEnv};
 
 use crate::broken_sink::EagerCommitSink;
 use crate::keyed_count::{KeyedCount, Violations};
+use sluice_core::sync::LockExt;
 
 /// Which two-phase-commit protocol the sink follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,13 +147,17 @@ struct SimJobs {
 }
 
 impl JobRegistry for SimJobs {
-    fn build(&self, name: &str, options: &BTreeMap<String, String>) -> Result<JobGraph, String> {
+    fn build(&self, name: &str, options: &BTreeMap<String, String>) -> Result<JobGraph, JobBuildError> {
         if name != "keyed-count" {
-            return Err(format!("unknown job '{name}'; known jobs: keyed-count"));
+            return Err(JobBuildError::UnknownJob {
+                name: name.to_string(),
+                known: vec!["keyed-count".into()],
+            });
         }
-        let parallelism = options
-            .get("parallelism")
-            .map_or(Ok(1), |p| p.parse::<u32>().map_err(|e| e.to_string()))?;
+        let parallelism = options.get("parallelism").map_or(Ok(1), |p| {
+            p.parse::<u32>()
+                .map_err(|e| InvalidSetting(format!("--parallelism {p}: {e}")))
+        })?;
         let env = StreamEnv::new(name);
         env.set_parallelism(parallelism);
         match self.protocol {
@@ -160,7 +166,7 @@ impl JobRegistry for SimJobs {
                 .build(&env, TransactionalStoreSink::new(self.sink.clone())),
             SinkProtocol::EagerCommit => self.workload.build(&env, EagerCommitSink::new(self.sink.clone())),
         }
-        env.build().map_err(|e| e.to_string())
+        Ok(env.build()?)
     }
 }
 
@@ -217,7 +223,7 @@ pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
                     cfg.slot_wait = Duration::from_secs(120);
                     cfg.checkpoint_dir = Some("sim-store".into());
                     let c = Coordinator::new(cfg, registry, opener).expect("valid coordinator settings");
-                    *slot.lock().expect("coordinator slot lock") = Some(c.clone());
+                    *slot.locked() = Some(c.clone());
                     let listener = tokio::net::TcpListener::bind(&addr)
                         .await
                         .expect("bind the coordinator");
@@ -306,7 +312,7 @@ pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
         tokio::time::sleep(Duration::from_millis(200)).await;
         if chance(plan.kill_per_tick) {
             let w = workers[madsim::rand::random::<usize>() % workers.len()];
-            if down.lock().expect("down set lock").insert(w) {
+            if down.locked().insert(w) {
                 handle.kill(w);
                 run.kills += 1;
                 let downtime = Duration::from_millis(200 + madsim::rand::random::<u64>() % 3000);
@@ -314,7 +320,7 @@ pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
                 healing.push(tokio::spawn(async move {
                     tokio::time::sleep(downtime).await;
                     h.restart(w);
-                    down.lock().expect("down set lock").remove(&w);
+                    down.locked().remove(&w);
                 }));
             }
         }
@@ -373,8 +379,7 @@ pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
     run.status = Some(status);
     run.error = error;
     run.failovers = coordinator_slot
-        .lock()
-        .expect("coordinator slot lock")
+        .locked()
         .as_ref()
         .and_then(|c| c.job(&job))
         .map_or(0, |j| j.attempt);

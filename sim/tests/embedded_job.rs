@@ -12,7 +12,7 @@ use sluice_core::{WatermarkStrategy, WindowAssigner};
 const EVENTS: u64 = 20_000;
 
 /// Record i: key in 0..16, value in 0..100, event time i ms with up to 50 ms jitter.
-fn record(i: u64, rng: &mut sluice_core::connectors::nexmark::rng::SplitMix64) -> (u64, u64, i64) {
+fn record(i: u64, rng: &mut sluice_core::state::rng::SplitMix64) -> (u64, u64, i64) {
     (
         rng.next_below(16),
         rng.next_below(100),
@@ -23,8 +23,7 @@ fn record(i: u64, rng: &mut sluice_core::connectors::nexmark::rng::SplitMix64) -
 fn oracle() -> BTreeMap<(u64, i64), u64> {
     let mut sums = BTreeMap::new();
     for i in 0..EVENTS {
-        let mut rng =
-            sluice_core::connectors::nexmark::rng::SplitMix64::new(sluice_core::connectors::nexmark::rng::mix(7, i));
+        let mut rng = sluice_core::state::rng::SplitMix64::new(sluice_core::state::rng::mix(7, i));
         let (k, v, t) = record(i, &mut rng);
         *sums.entry((k, t - t.rem_euclid(1000))).or_insert(0) += v;
     }

@@ -18,6 +18,7 @@ mod cow_map;
 mod error;
 mod key_group;
 mod keyed_state;
+pub mod rng;
 mod snapshot;
 mod stable_hash;
 

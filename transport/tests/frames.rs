@@ -258,7 +258,7 @@ fn client() -> impl Strategy<Value = WireMessage> {
         }),
         s().prop_map(|job_id| WireMessage::CancelJob { job_id }),
         s().prop_map(|job_id| WireMessage::JobCancelled { job_id }),
-        s().prop_map(|reason| WireMessage::Rejected { reason }),
+        (s(), any::<u8>()).prop_map(|(reason, kind)| WireMessage::Rejected { reason, kind }),
         (s(), s(), any::<bool>(), any::<bool>()).prop_map(|(job_id, target_dir, stop, drain)| {
             WireMessage::TriggerSavepoint {
                 job_id,

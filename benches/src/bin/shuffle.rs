@@ -48,8 +48,12 @@ fn job(records: u64) -> StreamEnv {
 struct ShuffleJob(u64);
 
 impl JobRegistry for ShuffleJob {
-    fn build(&self, _name: &str, _options: &BTreeMap<String, String>) -> Result<sluice_core::JobGraph, String> {
-        job(self.0).build().map_err(|e| e.to_string())
+    fn build(
+        &self,
+        _name: &str,
+        _options: &BTreeMap<String, String>,
+    ) -> Result<sluice_core::JobGraph, sluice_core::error::JobBuildError> {
+        Ok(job(self.0).build()?)
     }
 }
 
@@ -63,8 +67,12 @@ fn run_cluster(records: u64) -> anyhow::Result<Duration> {
     rt.block_on(async {
         let log = slog::Logger::root(slog::Discard, slog::o!());
         let registry: Arc<dyn JobRegistry> = Arc::new(ShuffleJob(records));
-        let opener: sluice_core::cluster::StoreOpener =
-            Arc::new(|_: &str| Err("no checkpoints in this benchmark".to_string()));
+        let opener: sluice_core::cluster::StoreOpener = Arc::new(|location: &str| {
+            Err(sluice_core::state::BlobError::InvalidPath {
+                path: location.to_string(),
+                reason: "this benchmark takes no checkpoints",
+            })
+        });
         let coordinator = Coordinator::new(CoordinatorConfig::new(log.clone()), registry.clone(), opener.clone())?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?.to_string();

@@ -9,6 +9,7 @@ use crate::error::JobError;
 use crate::graph::{Edge, JobGraph, Routing, Vertex, VertexId, VertexKind};
 use crate::runtime::{self, ExecutionConfig, JobHandle, JobResult};
 use crate::source::{source_factory, Source};
+use crate::sync::LockExt;
 use crate::watermark::WatermarkStrategy;
 
 pub(crate) struct Builder {
@@ -69,9 +70,7 @@ impl StreamEnv {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Builder> {
-        self.inner
-            .lock()
-            .expect("StreamEnv lock poisoned: a panic while building the graph")
+        self.inner.locked()
     }
 
     pub(crate) fn record_error(&self, e: String) {

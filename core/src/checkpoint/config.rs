@@ -7,6 +7,7 @@ use std::time::Duration;
 use sluice_state::blob::BlobStore;
 
 use crate::duration::format_duration;
+use crate::error::InvalidSetting;
 
 /// How a job takes checkpoints (Flink's `execution.checkpointing.*` options).
 #[derive(Clone)]
@@ -57,28 +58,28 @@ impl CheckpointConfig {
     }
 
     /// Checks the settings; the error names the option and the problem.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.interval.is_zero() {
-            return Err("checkpoint interval must be positive".into());
+            return Err(InvalidSetting("checkpoint interval must be positive".into()));
         }
         if self.timeout.is_zero() {
-            return Err("checkpoint timeout must be positive".into());
+            return Err(InvalidSetting("checkpoint timeout must be positive".into()));
         }
         if self.timeout < self.interval {
-            return Err(format!(
+            return Err(InvalidSetting(format!(
                 "checkpoint timeout ({}) is shorter than the checkpoint interval ({}): a checkpoint would be abandoned before the next one is even due; raise the timeout",
                 format_duration(self.timeout),
                 format_duration(self.interval)
-            ));
+            )));
         }
         if self.max_concurrent != 1 {
-            return Err(format!(
+            return Err(InvalidSetting(format!(
                 "max concurrent checkpoints must be 1 (got {}): overlapping checkpoints are not supported yet",
                 self.max_concurrent
-            ));
+            )));
         }
         if self.retained == 0 {
-            return Err("retained checkpoints must be at least 1".into());
+            return Err(InvalidSetting("retained checkpoints must be at least 1".into()));
         }
         Ok(())
     }

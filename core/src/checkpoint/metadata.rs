@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::CheckpointError;
+
 /// The version of the metadata format written by this build.
 pub const METADATA_FORMAT_VERSION: u16 = 1;
 const MAGIC: &[u8; 8] = b"SLCMETA1";
@@ -74,8 +76,8 @@ impl CheckpointMetadata {
     }
 
     /// Decodes and checks; errors name `path` and the problem.
-    pub fn decode(path: &str, bytes: &[u8]) -> Result<Self, String> {
-        let bad = |what: String| format!("checkpoint metadata '{path}': {what}");
+    pub fn decode(path: &str, bytes: &[u8]) -> Result<Self, CheckpointError> {
+        let bad = |what: String| CheckpointError::Corrupt(format!("checkpoint metadata '{path}': {what}"));
         if bytes.len() < 22 {
             return Err(bad(format!(
                 "truncated: {} bytes is shorter than the header",
@@ -136,9 +138,11 @@ mod tests {
         bad[20] ^= 1;
         assert!(CheckpointMetadata::decode("j/chk-7/_metadata", &bad)
             .unwrap_err()
+            .to_string()
             .contains("j/chk-7/_metadata': checksum"));
-        assert!(CheckpointMetadata::decode("p", &b[..b.len() - 1])
-            .unwrap_err()
-            .contains("truncated"));
+        assert!(matches!(
+            CheckpointMetadata::decode("p", &b[..b.len() - 1]),
+            Err(CheckpointError::Corrupt(m)) if m.contains("truncated")
+        ));
     }
 }

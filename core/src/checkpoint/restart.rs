@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::duration::{format_duration, parse_duration};
+use crate::error::InvalidSetting;
 
 /// What happens after a task fails.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,26 +57,27 @@ impl RestartStrategy {
     /// Parses `none`, `fixed-delay:attempts=3,delay=1s`,
     /// `exponential-delay:initial=1s,max=1m,multiplier=1.5,reset=1h` or
     /// `failure-rate:max-failures=3,interval=5m,delay=1s` (omitted keys take the defaults).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, InvalidSetting> {
         let (kind, params) = s.split_once(':').unwrap_or((s, ""));
         let mut kv = Vec::new();
         for part in params.split(',').filter(|p| !p.trim().is_empty()) {
             let (k, v) = part
                 .split_once('=')
-                .ok_or_else(|| format!("restart strategy parameter '{part}' is not key=value"))?;
+                .ok_or_else(|| InvalidSetting(format!("restart strategy parameter '{part}' is not key=value")))?;
             kv.push((k.trim().to_string(), v.trim().to_string()));
         }
         let take = |name: &str, kv: &mut Vec<(String, String)>| -> Option<String> {
             let i = kv.iter().position(|(k, _)| k == name)?;
             Some(kv.remove(i).1)
         };
-        let dur = |v: Option<String>, default: Duration| -> Result<Duration, String> {
+        let dur = |v: Option<String>, default: Duration| -> Result<Duration, InvalidSetting> {
             v.map(|v| parse_duration(&v)).transpose().map(|d| d.unwrap_or(default))
         };
-        let num = |name: &str, v: Option<String>, default: u32| -> Result<u32, String> {
+        let num = |name: &str, v: Option<String>, default: u32| -> Result<u32, InvalidSetting> {
             v.map(|v| {
-                v.parse::<u32>()
-                    .map_err(|_| format!("restart strategy parameter {name}='{v}' is not a whole number"))
+                v.parse::<u32>().map_err(|_| {
+                    InvalidSetting(format!("restart strategy parameter {name}='{v}' is not a whole number"))
+                })
             })
             .transpose()
             .map(|n| n.unwrap_or(default))
@@ -92,7 +94,11 @@ impl RestartStrategy {
                         .parse::<f64>()
                         .ok()
                         .filter(|m| *m >= 1.0 && m.is_finite())
-                        .ok_or_else(|| format!("restart strategy multiplier '{m}' must be a number of at least 1"))?,
+                        .ok_or_else(|| {
+                            InvalidSetting(format!(
+                                "restart strategy multiplier '{m}' must be a number of at least 1"
+                            ))
+                        })?,
                     None => 1.5,
                 };
                 RestartStrategy::ExponentialDelay {
@@ -108,13 +114,16 @@ impl RestartStrategy {
                 delay: dur(take("delay", &mut kv), Duration::from_secs(1))?,
             },
             other => {
-                return Err(format!(
+                return Err(InvalidSetting(format!(
                     "unknown restart strategy '{other}' (use none, fixed-delay, exponential-delay or failure-rate)"
-                ))
+                )))
             }
         };
         if let Some((k, _)) = kv.first() {
-            return Err(format!("restart strategy '{}' has no parameter '{k}'", kind.trim()));
+            return Err(InvalidSetting(format!(
+                "restart strategy '{}' has no parameter '{k}'",
+                kind.trim()
+            )));
         }
         Ok(strategy)
     }
@@ -235,12 +244,15 @@ mod tests {
         }
         assert!(RestartStrategy::parse("sometimes")
             .unwrap_err()
+            .0
             .contains("unknown restart strategy 'sometimes'"));
         assert!(RestartStrategy::parse("fixed-delay:tries=3")
             .unwrap_err()
+            .0
             .contains("no parameter 'tries'"));
         assert!(RestartStrategy::parse("fixed-delay:attempts=x")
             .unwrap_err()
+            .0
             .contains("attempts='x'"));
     }
 

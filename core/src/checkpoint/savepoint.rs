@@ -103,7 +103,7 @@ pub async fn list_savepoints(store: &dyn BlobStore) -> Result<Vec<String>, Check
 pub async fn dispose_savepoint(store: &dyn BlobStore) -> Result<usize, CheckpointError> {
     // Refuse to delete what is not a savepoint.
     let meta = store.get("_metadata").await?;
-    CheckpointMetadata::decode("_metadata", &meta).map_err(CheckpointError::Corrupt)?;
+    CheckpointMetadata::decode("_metadata", &meta)?;
     store.delete("_metadata").await?;
     Ok(1 + delete_prefix(store, "").await?)
 }

@@ -195,7 +195,7 @@ impl CheckpointStorage {
 pub async fn load_dir(store: &dyn BlobStore, dir: &str) -> Result<LoadedCheckpoint, CheckpointError> {
     let meta_path = format!("{dir}_metadata");
     let bytes = store.get(&meta_path).await?;
-    let metadata = CheckpointMetadata::decode(&meta_path, &bytes).map_err(CheckpointError::Corrupt)?;
+    let metadata = CheckpointMetadata::decode(&meta_path, &bytes)?;
     let mut files = BTreeMap::new();
     for op in &metadata.operators {
         for f in &op.files {

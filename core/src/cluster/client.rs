@@ -36,7 +36,10 @@ async fn request_within(addr: &str, msg: WireMessage, timeout: Duration) -> Resu
             peer: addr.to_string(),
             what: "it closed the connection without answering".into(),
         }),
-        Ok(Ok(Some(WireMessage::Rejected { reason }))) => Err(ClusterError::Rejected(reason)),
+        Ok(Ok(Some(WireMessage::Rejected { reason, kind }))) => Err(ClusterError::Refused {
+            kind: super::RefusalKind::from_wire(kind),
+            reason,
+        }),
         Ok(Ok(Some(answer))) => Ok(answer),
     }
 }

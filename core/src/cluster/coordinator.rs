@@ -17,7 +17,9 @@ use super::metrics_report::from_wire;
 use super::{options, ClusterError, JobRegistry, JobStatus, StoreOpener};
 use crate::checkpoint::coordinator::SavepointRequest;
 use crate::clock::Clock;
+use crate::error::JobBuildError;
 use crate::metrics::{CheckpointRecord, CheckpointStats, MetricRegistry, MetricSample};
+use crate::spawned::AbortOnDrop;
 
 /// Settings of a coordinator.
 #[derive(Debug, Clone)]
@@ -154,17 +156,9 @@ pub(crate) struct JobEntry {
     pub(crate) vertices: Vec<(String, u32)>,
 }
 
-/// Aborts a background task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 pub use crate::runtime::JobException;
 use crate::runtime::MAX_EXCEPTIONS;
+use crate::sync::LockExt;
 
 #[derive(Default)]
 pub(crate) struct State {
@@ -190,7 +184,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("coordinator state lock poisoned")
+        self.state.locked()
     }
 
     pub(crate) fn set_status(&self, job: &str, status: JobStatus, error: Option<String>) {
@@ -333,7 +327,7 @@ impl Coordinator {
             }
             WireMessage::SubmitJob { job_name, options } => match self.submit(&job_name, &options) {
                 Ok(job_id) => WireMessage::JobSubmitted { job_id },
-                Err(e) => WireMessage::Rejected { reason: e.to_string() },
+                Err(e) => e.to_wire(),
             },
             WireMessage::ListJobs => WireMessage::JobList {
                 jobs: self
@@ -349,7 +343,7 @@ impl Coordinator {
             },
             WireMessage::CancelJob { job_id } => match self.cancel(&job_id) {
                 Ok(()) => WireMessage::JobCancelled { job_id },
-                Err(e) => WireMessage::Rejected { reason: e.to_string() },
+                Err(e) => e.to_wire(),
             },
             WireMessage::TriggerSavepoint {
                 job_id,
@@ -358,7 +352,7 @@ impl Coordinator {
                 drain,
             } => match self.savepoint(&job_id, &target_dir, stop.then_some(drain)).await {
                 Ok((path, checkpoint_id)) => WireMessage::SavepointDone { path, checkpoint_id },
-                Err(e) => WireMessage::Rejected { reason: e.to_string() },
+                Err(e) => e.to_wire(),
             },
             other => {
                 slog::warn!(log, "closing connection: unexpected first frame"; "frame" => frame_kind(&other));
@@ -379,11 +373,12 @@ impl Coordinator {
     ) {
         let sh = &self.shared;
         if slots == 0 || worker_id.is_empty() {
-            tx.send(WireMessage::Rejected {
-                reason: format!(
+            tx.send(
+                ClusterError::Config(format!(
                     "worker '{worker_id}' offers {slots} slots: a worker needs an id and at least one slot"
-                ),
-            });
+                ))
+                .to_wire(),
+            );
             return;
         }
         let (session, replaced) = {
@@ -485,9 +480,9 @@ impl Coordinator {
     /// with the reason.
     pub fn submit(&self, name: &str, options: &[WireOption]) -> Result<String, ClusterError> {
         let sh = &self.shared;
-        let parsed = options::parse(options, sh.store.as_ref()).map_err(ClusterError::Rejected)?;
-        let mut graph = sh.registry.build(name, &parsed.job).map_err(ClusterError::Rejected)?;
-        graph.finalize().map_err(|e| ClusterError::Rejected(e.to_string()))?;
+        let parsed = options::parse(options, sh.store.as_ref())?;
+        let mut graph = sh.registry.build(name, &parsed.job)?;
+        graph.finalize().map_err(JobBuildError::Graph)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (savepoints, requests) = if parsed.checkpointing.is_some() {
             let (stx, srx) = mpsc::channel(4);
@@ -604,6 +599,33 @@ impl Coordinator {
             .collect()
     }
 
+    /// Job `id`'s entry, or the error naming the known ids.
+    fn unknown_job(st: &State, id: &str) -> ClusterError {
+        ClusterError::UnknownJob {
+            id: id.to_string(),
+            known: st.jobs.keys().cloned().collect(),
+        }
+    }
+
+    /// Checks that job `id` can take a savepoint now: it exists, runs and checkpoints.
+    pub fn check_savepoint(&self, id: &str) -> Result<(), ClusterError> {
+        self.savepoint_queue(id).map(|_| ())
+    }
+
+    fn savepoint_queue(&self, id: &str) -> Result<mpsc::Sender<SavepointRequest>, ClusterError> {
+        let st = self.shared.lock();
+        let j = st.jobs.get(id).ok_or_else(|| Self::unknown_job(&st, id))?;
+        if j.status.is_terminal() {
+            return Err(ClusterError::JobEnded {
+                id: id.to_string(),
+                status: j.status,
+            });
+        }
+        j.savepoints
+            .clone()
+            .ok_or_else(|| ClusterError::NotCheckpointing { id: id.to_string() })
+    }
+
     /// Takes a savepoint of job `id` into `target_dir` (a location the coordinator and the
     /// workers can reach); with `stop = Some(drain)` the job stops after it, draining first
     /// if `drain`. Returns the savepoint's path and the checkpoint it was taken at.
@@ -613,61 +635,38 @@ impl Coordinator {
         target_dir: &str,
         stop: Option<bool>,
     ) -> Result<(String, u64), ClusterError> {
-        let tx = {
-            let st = self.shared.lock();
-            let j = st
-                .jobs
-                .get(id)
-                .ok_or_else(|| ClusterError::Rejected(format!("no job with id '{id}'")))?;
-            if j.status.is_terminal() {
-                return Err(ClusterError::Rejected(format!(
-                    "job {id} has already ended: {}",
-                    j.status
-                )));
-            }
-            j.savepoints.clone().ok_or_else(|| {
-                ClusterError::Rejected(format!(
-                    "job {id} does not checkpoint: savepoints need a job submitted with --checkpoint-interval"
-                ))
-            })?
-        };
-        let target = (self.shared.opener)(target_dir)
-            .map_err(|e| ClusterError::Rejected(format!("savepoint directory {target_dir}: {e}")))?;
+        let tx = self.savepoint_queue(id)?;
+        let target = (self.shared.opener)(target_dir).map_err(|source| ClusterError::SavepointTarget {
+            target: target_dir.to_string(),
+            source,
+        })?;
         let (reply, answer) = tokio::sync::oneshot::channel();
+        let interrupted = || ClusterError::SavepointInterrupted { id: id.to_string() };
         tx.send(SavepointRequest { target, stop, reply })
             .await
-            .map_err(|_| ClusterError::Rejected(format!("job {id} has ended")))?;
+            .map_err(|_| interrupted())?;
         match answer.await {
             Ok(Ok(info)) => Ok((
                 format!("{}/{}", target_dir.trim_end_matches('/'), info.name),
                 info.checkpoint_id,
             )),
-            Ok(Err(e)) => Err(ClusterError::Rejected(format!("savepoint of job {id} failed: {e}"))),
-            Err(_) => Err(ClusterError::Rejected(format!(
-                "job {id} ended (or restarted) before the savepoint completed"
-            ))),
+            Ok(Err(reason)) => Err(ClusterError::SavepointFailed {
+                id: id.to_string(),
+                reason,
+            }),
+            Err(_) => Err(interrupted()),
         }
     }
 
     /// Asks job `id` to stop at once.
     pub fn cancel(&self, id: &str) -> Result<(), ClusterError> {
         let st = self.shared.lock();
-        let Some(j) = st.jobs.get(id) else {
-            let known: Vec<&str> = st.jobs.keys().map(String::as_str).collect();
-            return Err(ClusterError::Rejected(format!(
-                "no job with id '{id}' (known: {})",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            )));
-        };
+        let j = st.jobs.get(id).ok_or_else(|| Self::unknown_job(&st, id))?;
         if j.status.is_terminal() {
-            return Err(ClusterError::Rejected(format!(
-                "job {id} has already ended: {}",
-                j.status
-            )));
+            return Err(ClusterError::JobEnded {
+                id: id.to_string(),
+                status: j.status,
+            });
         }
         let _ = j.events.send(MasterEvent::Cancel);
         Ok(())

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::graph::JobGraph;
 use crate::partition::PartitionKind;
 use crate::runtime::attempt::TaskSpec;
+use crate::sync::LockExt;
 
 /// Identifies an inbound data connection: job, attempt, and the worker that dialed.
 pub(crate) type InboundKey = (String, u32, String);
@@ -32,17 +33,12 @@ pub(crate) struct InboundConnections {
 
 impl InboundConnections {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<InboundKey, Connection>> {
-        self.waiting.lock().expect("inbound connection table lock poisoned")
+        self.waiting.locked()
     }
 
     /// A peer connected for `key`.
     pub(crate) fn arrive(&self, key: InboundKey, conn: Connection) {
-        let stale = self
-            .discarded
-            .lock()
-            .expect("discarded attempts lock poisoned")
-            .get(&key.0)
-            .is_some_and(|&a| key.1 <= a);
+        let stale = self.discarded.locked().get(&key.0).is_some_and(|&a| key.1 <= a);
         if stale {
             conn.close();
             return;
@@ -75,7 +71,7 @@ impl InboundConnections {
     /// superseded attempt).
     pub(crate) fn discard(&self, job: &str, attempt: u32) {
         {
-            let mut d = self.discarded.lock().expect("discarded attempts lock poisoned");
+            let mut d = self.discarded.locked();
             let a = d.entry(job.to_string()).or_insert(attempt);
             *a = (*a).max(attempt);
         }

@@ -25,6 +25,7 @@ use crate::metrics::CheckpointStats;
 use crate::runtime::attempt::{task_specs, TaskSpec};
 use crate::runtime::restore;
 use crate::runtime::SavepointRestore;
+use crate::spawned::AbortOnDrop;
 
 /// What reaches a job master.
 #[derive(Debug)]
@@ -582,14 +583,5 @@ fn attempt_of(msg: &WireMessage) -> Option<u32> {
         | WireMessage::TaskFinished { attempt, .. }
         | WireMessage::TaskFailed { attempt, .. } => Some(*attempt),
         _ => None,
-    }
-}
-
-/// Stops a spawned helper when its owner goes away: nothing of an ended attempt keeps running.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

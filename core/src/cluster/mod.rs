@@ -23,6 +23,7 @@ mod client;
 mod coordinator;
 mod coordinator_metrics;
 mod deployment;
+mod error;
 mod exchange;
 mod framed;
 mod job_master;
@@ -34,13 +35,16 @@ mod worker;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sluice_state::blob::BlobStore;
-use sluice_transport::wire::FrameError;
+use sluice_state::blob::{BlobError, BlobStore};
 
+use crate::error::JobBuildError;
 use crate::graph::JobGraph;
 
+/// A job's status (defined with the runtime, which reports it in both modes).
+pub use crate::status::JobStatus;
 pub use client::{cancel_job, list_jobs, submit_job, trigger_savepoint};
 pub use coordinator::{CheckpointOverview, Coordinator, CoordinatorConfig, JobException, JobInfo, WorkerInfo};
+pub use error::{ClusterError, RefusalKind};
 /// A key/value option of a submission, as [`Coordinator::submit`] takes it.
 pub use sluice_transport::wire::WireOption;
 pub use worker::{Worker, WorkerConfig};
@@ -51,125 +55,9 @@ pub trait JobRegistry: Send + Sync + 'static {
     /// Builds job `name` with `options` (key/value, as given to `sluice submit`, including
     /// `parallelism`). The error says what is wrong; for an unknown name it lists the known
     /// jobs.
-    fn build(&self, name: &str, options: &BTreeMap<String, String>) -> Result<JobGraph, String>;
+    fn build(&self, name: &str, options: &BTreeMap<String, String>) -> Result<JobGraph, JobBuildError>;
 }
 
 /// Opens the blob store named by a checkpoint location (a directory, or `s3://bucket/prefix`):
 /// the coordinator and the workers open the same location.
-pub type StoreOpener = Arc<dyn Fn(&str) -> Result<Arc<dyn BlobStore>, String> + Send + Sync>;
-
-/// A job's status, with Flink's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum JobStatus {
-    /// Accepted, waiting for slots for its first attempt.
-    Created,
-    /// An attempt is deployed.
-    Running,
-    /// An attempt failed and is being torn down.
-    Failing,
-    /// Waiting to start the next attempt (restart delay, or slots).
-    Restarting,
-    /// A cancel was asked for and is being carried out.
-    Cancelling,
-    /// Cancelled.
-    Canceled,
-    /// Every task finished its input.
-    Finished,
-    /// Failed with no restart left.
-    Failed,
-}
-
-impl JobStatus {
-    /// Every status, in lifecycle order.
-    pub const ALL: [JobStatus; 8] = [
-        JobStatus::Created,
-        JobStatus::Running,
-        JobStatus::Failing,
-        JobStatus::Restarting,
-        JobStatus::Cancelling,
-        JobStatus::Canceled,
-        JobStatus::Finished,
-        JobStatus::Failed,
-    ];
-
-    /// Flink's name of the status.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Created => "CREATED",
-            JobStatus::Running => "RUNNING",
-            JobStatus::Failing => "FAILING",
-            JobStatus::Restarting => "RESTARTING",
-            JobStatus::Cancelling => "CANCELLING",
-            JobStatus::Canceled => "CANCELED",
-            JobStatus::Finished => "FINISHED",
-            JobStatus::Failed => "FAILED",
-        }
-    }
-
-    /// Parses Flink's name of a status.
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            JobStatus::Created,
-            JobStatus::Running,
-            JobStatus::Failing,
-            JobStatus::Restarting,
-            JobStatus::Cancelling,
-            JobStatus::Canceled,
-            JobStatus::Finished,
-            JobStatus::Failed,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
-    }
-
-    /// Whether the job has ended for good.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, JobStatus::Canceled | JobStatus::Finished | JobStatus::Failed)
-    }
-}
-
-impl std::fmt::Display for JobStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Why a cluster operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    /// A socket could not be bound, reached, read or written.
-    #[error("{what}: {source}")]
-    Io {
-        /// What was being done, with the address.
-        what: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The peer sent a frame that could not be decoded.
-    #[error("{what}: {source}")]
-    Frame {
-        /// What was being done, with the address.
-        what: String,
-        /// The decoding error.
-        #[source]
-        source: FrameError,
-    },
-    /// The coordinator refused the request (the reason says why).
-    #[error("{0}")]
-    Rejected(String),
-    /// The peer answered something this build does not expect.
-    #[error("unexpected answer from {peer}: {what}")]
-    Protocol {
-        /// Who answered.
-        peer: String,
-        /// What came.
-        what: String,
-    },
-    /// A setting is invalid (names the option and the problem).
-    #[error("{0}")]
-    Config(String),
-    /// No answer in time.
-    #[error("{0}")]
-    Timeout(String),
-}
+pub type StoreOpener = Arc<dyn Fn(&str) -> Result<Arc<dyn BlobStore>, BlobError> + Send + Sync>;

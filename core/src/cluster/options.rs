@@ -9,6 +9,7 @@ use sluice_transport::wire::WireOption;
 
 use crate::checkpoint::{CheckpointConfig, RestartStrategy};
 use crate::duration::parse_duration;
+use crate::error::InvalidSetting;
 
 /// Options read by the coordinator (named as `sluice submit` spells them, without `--`).
 pub(crate) const CLUSTER_OPTIONS: &[&str] = &[
@@ -48,23 +49,24 @@ impl SubmitOptions {
     }
 }
 
-fn duration(key: &str, v: &str) -> Result<Duration, String> {
-    let d = parse_duration(v).map_err(|e| format!("--{key}: {e}"))?;
+fn duration(key: &str, v: &str) -> Result<Duration, InvalidSetting> {
+    let d = parse_duration(v).map_err(|e| e.context(format_args!("--{key}")))?;
     if d.is_zero() {
-        return Err(format!("--{key} must be positive"));
+        return Err(InvalidSetting(format!("--{key} must be positive")));
     }
     Ok(d)
 }
 
-fn count(key: &str, v: &str) -> Result<u32, String> {
-    v.parse().map_err(|_| format!("--{key}: '{v}' is not a whole number"))
+fn count(key: &str, v: &str) -> Result<u32, InvalidSetting> {
+    v.parse()
+        .map_err(|_| InvalidSetting(format!("--{key}: '{v}' is not a whole number")))
 }
 
-/// Splits and checks `options`; `store` is where the coordinator keeps checkpoints, if it
-/// was given a place.
-pub(crate) fn parse(options: &[WireOption], store: Option<&Arc<dyn BlobStore>>) -> Result<SubmitOptions, String> {
-    let mut job = BTreeMap::new();
-    let mut cluster = BTreeMap::new();
+type Options = BTreeMap<String, String>;
+
+/// Splits `options` into the job's own and the cluster's; an option given twice is refused.
+fn split(options: &[WireOption]) -> Result<(Options, Options), InvalidSetting> {
+    let (mut job, mut cluster) = (BTreeMap::new(), BTreeMap::new());
     for o in options {
         let map = if CLUSTER_OPTIONS.contains(&o.key.as_str()) {
             &mut cluster
@@ -72,57 +74,85 @@ pub(crate) fn parse(options: &[WireOption], store: Option<&Arc<dyn BlobStore>>) 
             &mut job
         };
         if map.insert(o.key.clone(), o.value.clone()).is_some() {
-            return Err(format!("option --{} is given twice", o.key));
+            return Err(InvalidSetting(format!("option --{} is given twice", o.key)));
         }
     }
+    Ok((job, cluster))
+}
+
+/// The savepoint to start from, with its `allow-non-restored-state` and `uid-mapping`.
+fn savepoint_options(cluster: &mut Options) -> Result<Option<(String, bool, Options)>, InvalidSetting> {
     let allow = match cluster.remove("allow-non-restored-state").as_deref() {
         None | Some("false") => false,
         Some("true") => true,
-        Some(other) => return Err(format!("--allow-non-restored-state: '{other}' is not true or false")),
+        Some(other) => {
+            return Err(InvalidSetting(format!(
+                "--allow-non-restored-state: '{other}' is not true or false"
+            )))
+        }
     };
     let mapping = match cluster.remove("uid-mapping") {
-        Some(m) => Some(crate::runtime::parse_uid_mapping(&m).map_err(|e| format!("--uid-mapping: {e}"))?),
+        Some(m) => Some(crate::runtime::parse_uid_mapping(&m).map_err(|e| e.context("--uid-mapping"))?),
         None => None,
     };
-    let from_savepoint = match cluster.remove("from-savepoint") {
-        Some(path) => Some((path, allow, mapping.unwrap_or_default())),
-        None if allow => return Err("--allow-non-restored-state needs --from-savepoint".into()),
-        None if mapping.is_some() => return Err("--uid-mapping needs --from-savepoint".into()),
-        None => None,
+    match cluster.remove("from-savepoint") {
+        Some(path) => Ok(Some((path, allow, mapping.unwrap_or_default()))),
+        None if allow => Err(InvalidSetting(
+            "--allow-non-restored-state needs --from-savepoint".into(),
+        )),
+        None if mapping.is_some() => Err(InvalidSetting("--uid-mapping needs --from-savepoint".into())),
+        None => Ok(None),
+    }
+}
+
+/// The checkpoint settings, if `checkpoint-interval` turns checkpointing on.
+fn checkpoint_options(
+    cluster: &mut Options,
+    store: Option<&Arc<dyn BlobStore>>,
+) -> Result<Option<CheckpointConfig>, InvalidSetting> {
+    let Some(interval) = cluster.remove("checkpoint-interval") else {
+        if let Some(k) = cluster.keys().next() {
+            return Err(InvalidSetting(format!(
+                "--{k} needs checkpointing: give --checkpoint-interval"
+            )));
+        }
+        return Ok(None);
     };
+    let store = store.ok_or_else(|| {
+        InvalidSetting(
+            "--checkpoint-interval needs a place for checkpoints: start the coordinator with --checkpoint-dir".into(),
+        )
+    })?;
+    let mut c = CheckpointConfig::new(duration("checkpoint-interval", &interval)?, store.clone());
+    if let Some(v) = cluster.remove("checkpoint-timeout") {
+        c.timeout = duration("checkpoint-timeout", &v)?;
+    }
+    if let Some(v) = cluster.remove("min-pause-between-checkpoints") {
+        c.min_pause = parse_duration(&v).map_err(|e| e.context("--min-pause-between-checkpoints"))?;
+    }
+    if let Some(v) = cluster.remove("tolerable-failed-checkpoints") {
+        c.tolerable_failures = count("tolerable-failed-checkpoints", &v)?;
+    }
+    if let Some(v) = cluster.remove("retained-checkpoints") {
+        c.retained = count("retained-checkpoints", &v)?;
+    }
+    c.validate()?;
+    Ok(Some(c))
+}
+
+/// Splits and checks `options`; `store` is where the coordinator keeps checkpoints, if it
+/// was given a place.
+pub(crate) fn parse(
+    options: &[WireOption],
+    store: Option<&Arc<dyn BlobStore>>,
+) -> Result<SubmitOptions, InvalidSetting> {
+    let (job, mut cluster) = split(options)?;
+    let from_savepoint = savepoint_options(&mut cluster)?;
     let restart = match cluster.remove("restart-strategy") {
-        Some(s) => Some(RestartStrategy::parse(&s).map_err(|e| format!("--restart-strategy: {e}"))?),
+        Some(s) => Some(RestartStrategy::parse(&s).map_err(|e| e.context("--restart-strategy"))?),
         None => None,
     };
-    let checkpointing = match cluster.remove("checkpoint-interval") {
-        None => {
-            if let Some(k) = cluster.keys().next() {
-                return Err(format!("--{k} needs checkpointing: give --checkpoint-interval"));
-            }
-            None
-        }
-        Some(interval) => {
-            let store = store.ok_or_else(|| {
-                "--checkpoint-interval needs a place for checkpoints: start the coordinator with --checkpoint-dir"
-                    .to_string()
-            })?;
-            let mut c = CheckpointConfig::new(duration("checkpoint-interval", &interval)?, store.clone());
-            if let Some(v) = cluster.remove("checkpoint-timeout") {
-                c.timeout = duration("checkpoint-timeout", &v)?;
-            }
-            if let Some(v) = cluster.remove("min-pause-between-checkpoints") {
-                c.min_pause = parse_duration(&v).map_err(|e| format!("--min-pause-between-checkpoints: {e}"))?;
-            }
-            if let Some(v) = cluster.remove("tolerable-failed-checkpoints") {
-                c.tolerable_failures = count("tolerable-failed-checkpoints", &v)?;
-            }
-            if let Some(v) = cluster.remove("retained-checkpoints") {
-                c.retained = count("retained-checkpoints", &v)?;
-            }
-            c.validate()?;
-            Some(c)
-        }
-    };
+    let checkpointing = checkpoint_options(&mut cluster, store)?;
     debug_assert!(cluster.is_empty(), "every cluster option is handled: {cluster:?}");
     Ok(SubmitOptions {
         job,
@@ -161,7 +191,7 @@ mod tests {
     #[test]
     fn refuses_bad_checkpoint_options_by_name() {
         let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::new());
-        let err = |kv: &[(&str, &str)], s: Option<&Arc<dyn BlobStore>>| parse(&opts(kv), s).unwrap_err();
+        let err = |kv: &[(&str, &str)], s: Option<&Arc<dyn BlobStore>>| parse(&opts(kv), s).unwrap_err().0;
         assert!(err(&[("checkpoint-interval", "1s")], None).contains("--checkpoint-dir"));
         assert!(err(&[("checkpoint-interval", "0s")], Some(&store)).contains("must be positive"));
         assert!(err(&[("checkpoint-interval", "soon")], Some(&store)).contains("--checkpoint-interval"));

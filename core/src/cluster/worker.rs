@@ -18,6 +18,7 @@ use crate::clock::Clock;
 use crate::cluster::metrics_report::to_wire;
 use crate::metrics::MetricRegistry;
 use crate::runtime::{ExecutionConfig, JobControl};
+use crate::sync::LockExt;
 use sluice_transport::Barrier;
 
 /// Settings of a worker.
@@ -69,7 +70,7 @@ pub(crate) struct WorkerShared {
 
 impl WorkerShared {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, u32), DeploymentHandle>> {
-        self.deployments.lock().expect("deployment table lock poisoned")
+        self.deployments.locked()
     }
 
     /// A deployment's tasks have all ended.
@@ -265,7 +266,12 @@ impl Worker {
                     let silence = Duration::from_millis(u64::from(heartbeat_timeout_ms / 2)).max(interval * 3);
                     (interval, silence)
                 }
-                Ok(Ok(Some(WireMessage::Rejected { reason }))) => break Err(ClusterError::Rejected(reason)),
+                Ok(Ok(Some(WireMessage::Rejected { reason, kind }))) => {
+                    break Err(ClusterError::Refused {
+                        kind: super::RefusalKind::from_wire(kind),
+                        reason,
+                    })
+                }
                 other => {
                     let why = match other {
                         Ok(Ok(Some(m))) => format!("unexpected answer {}", super::coordinator::frame_kind(&m)),

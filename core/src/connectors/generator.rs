@@ -1,11 +1,11 @@
 use std::sync::Arc;
 
-use crate::connectors::nexmark::rng::{mix, SplitMix64};
 use crate::connectors::strided::Strided;
 use crate::data::Data;
 use crate::error::OperatorError;
 use crate::operator::OperatorContext;
 use crate::source::{Source, SourcePoll, SourceReader};
+use sluice_state::rng::{mix, SplitMix64};
 
 type GenFn<T> = Arc<dyn Fn(u64, &mut SplitMix64) -> T + Send + Sync>;
 

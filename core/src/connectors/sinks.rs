@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use crate::data::{Data, Record};
 use crate::error::OperatorError;
 use crate::sink::{Sink, SinkWriter};
+use crate::sync::LockExt;
 
 type FormatFn<T> = Arc<dyn Fn(&T) -> String + Send + Sync>;
 
@@ -117,7 +118,7 @@ impl<T: Data> CollectSink<T> {
 
     /// The records collected so far, with timestamps, in arrival order.
     pub fn records(&self) -> Vec<Record<T>> {
-        self.records.lock().expect("collect sink lock poisoned").clone()
+        self.records.locked().clone()
     }
 
     /// The values collected so far, in arrival order.
@@ -144,7 +145,7 @@ impl<T: Data> Sink for CollectSink<T> {
 impl<T: Data> SinkWriter for CollectWriter<T> {
     type In = T;
     fn write(&mut self, batch: Vec<Record<T>>) -> Result<(), OperatorError> {
-        self.records.lock().expect("collect sink lock poisoned").extend(batch);
+        self.records.locked().extend(batch);
         Ok(())
     }
     fn finish(&mut self) -> Result<(), OperatorError> {

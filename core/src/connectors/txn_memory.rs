@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Data, Record};
 use crate::error::OperatorError;
 use crate::sink::{TransactionalSink, TransactionalWriter};
+use crate::sync::LockExt;
 
 /// Names a transaction: the subtask that wrote it and the checkpoint that pre-committed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -69,7 +70,7 @@ impl<T: Data> TransactionalStore<T> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner<T>> {
-        self.inner.lock().expect("transactional store lock poisoned")
+        self.inner.locked()
     }
 
     /// Every committed record, in commit order.

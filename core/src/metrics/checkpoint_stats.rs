@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::registry::{exponential_buckets, Histogram, MetricGroup};
+use crate::sync::LockExt;
 
 /// How many checkpoints the history keeps (newest last).
 pub const HISTORY_LEN: usize = 16;
@@ -83,7 +84,7 @@ impl CheckpointStats {
                 h.observe(r.duration_ms as f64 / 1000.0);
             }
         }
-        let mut h = self.history.lock().expect("checkpoint history lock");
+        let mut h = self.history.locked();
         h.push_back(r);
         while h.len() > HISTORY_LEN {
             h.pop_front();
@@ -92,12 +93,7 @@ impl CheckpointStats {
 
     /// The recent checkpoints, oldest first.
     pub fn history(&self) -> Vec<CheckpointRecord> {
-        self.history
-            .lock()
-            .expect("checkpoint history lock")
-            .iter()
-            .cloned()
-            .collect()
+        self.history.locked().iter().cloned().collect()
     }
 
     /// Registers the job's checkpoint metrics in `group` (read from these counters).

@@ -16,6 +16,7 @@
 //! assert_eq!(sample.labels, vec![("job_name".to_string(), "clicks".to_string())]);
 //! ```
 
+use crate::sync::LockExt;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -95,7 +96,7 @@ impl Meter {
 
     fn tick(&self, now_ms: u64) {
         let count = self.count();
-        let mut s = self.0.samples.lock().expect("meter samples lock");
+        let mut s = self.0.samples.locked();
         s.push_back((now_ms, count));
         while s.len() > 2 && now_ms - s[1].0 >= METER_WINDOW.as_millis() as u64 {
             s.pop_front();
@@ -141,7 +142,7 @@ impl Histogram {
         let i = self.0.bounds.partition_point(|b| *b < v);
         self.0.buckets[i].fetch_add(1, Ordering::Relaxed);
         self.0.count.fetch_add(1, Ordering::Relaxed);
-        *self.0.sum_bits.lock().expect("histogram sum lock") += v;
+        *self.0.sum_bits.locked() += v;
     }
 
     fn value(&self) -> MetricValue {
@@ -154,7 +155,7 @@ impl Histogram {
         let count = cumulative + self.0.buckets[self.0.bounds.len()].load(Ordering::Relaxed);
         MetricValue::Histogram {
             count,
-            sum: *self.0.sum_bits.lock().expect("histogram sum lock"),
+            sum: *self.0.sum_bits.locked(),
             buckets,
         }
     }
@@ -288,7 +289,7 @@ pub struct MetricRegistry {
 
 impl std::fmt::Debug for MetricRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.inner.metrics.lock().expect("metric registry lock").len();
+        let n = self.inner.metrics.locked().len();
         write!(f, "MetricRegistry({n} metrics)")
     }
 }
@@ -329,8 +330,7 @@ impl MetricRegistry {
         let entries: Vec<(String, Labels, String, Metric)> = self
             .inner
             .metrics
-            .lock()
-            .expect("metric registry lock")
+            .locked()
             .iter()
             .filter(|(_, e)| e.exported)
             .map(|((n, l), e)| (n.clone(), l.clone(), e.help.clone(), e.metric.clone()))
@@ -365,8 +365,7 @@ impl MetricRegistry {
         let meters: Vec<Meter> = self
             .inner
             .metrics
-            .lock()
-            .expect("metric registry lock")
+            .locked()
             .values()
             .filter_map(|e| match &e.metric {
                 Metric::Meter(m) => Some(m.clone()),
@@ -400,7 +399,7 @@ impl MetricRegistry {
     fn register_entry(&self, name: &str, labels: &Labels, help: &str, owner: u64, metric: Metric, exported: bool) {
         // A later registration under the same name and labels replaces the earlier one (a
         // restarted attempt's subtask takes over its predecessor's series).
-        self.inner.metrics.lock().expect("metric registry lock").insert(
+        self.inner.metrics.locked().insert(
             (name.to_string(), labels.clone()),
             Entry {
                 help: help.to_string(),
@@ -517,8 +516,7 @@ impl MetricGroup {
         self.registry
             .inner
             .metrics
-            .lock()
-            .expect("metric registry lock")
+            .locked()
             .retain(|_, e| e.owner != self.owner);
     }
 }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use super::JobControl;
+use crate::sync::LockExt;
 
 struct Shared {
     /// The value and how often it was set.
@@ -21,7 +22,7 @@ struct Shared {
 
 impl Shared {
     fn get(&self) -> (JobControl, u64) {
-        *self.value.lock().expect("control signal lock poisoned")
+        *self.value.locked()
     }
 }
 
@@ -70,7 +71,7 @@ impl ControlSender {
     /// Sets the signal and wakes every waiter.
     pub(crate) fn send(&self, value: JobControl) {
         {
-            let mut v = self.shared.value.lock().expect("control signal lock poisoned");
+            let mut v = self.shared.value.locked();
             v.0 = value;
             v.1 += 1;
         }

@@ -25,10 +25,11 @@ use crate::checkpoint::savepoint::load_savepoint;
 use crate::checkpoint::restart::RestartTracker;
 use crate::checkpoint::{CheckpointConfig, CheckpointStorage, LoadedCheckpoint, RestartStrategy};
 use crate::clock::Clock;
-use crate::cluster::JobStatus;
 use crate::error::{CheckpointError, JobError};
 use crate::graph::{JobGraph, VertexKind};
 use crate::metrics::{CheckpointStats, MetricRegistry, VertexSnapshot};
+use crate::status::JobStatus;
+use crate::sync::LockExt;
 use attempt::Attempt;
 use progress::JobProgress;
 pub use progress::{ExceptionHistory, JobException, MAX_EXCEPTIONS};
@@ -188,11 +189,7 @@ impl JobController {
 
     /// Failures of the job's attempts, oldest first.
     pub fn exceptions(&self) -> Vec<JobException> {
-        self.progress
-            .exceptions
-            .lock()
-            .expect("exception history lock")
-            .to_vec()
+        self.progress.exceptions.locked().to_vec()
     }
 
     /// The job's vertices: name and parallelism, in graph order.

@@ -5,8 +5,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::cluster::JobStatus;
 use crate::metrics::{CheckpointStats, MetricRegistry};
+use crate::status::JobStatus;
+use crate::sync::LockExt;
 
 /// How many failures a job remembers.
 pub const MAX_EXCEPTIONS: usize = 100;
@@ -56,7 +57,7 @@ pub(crate) struct JobProgress {
 
 impl JobProgress {
     pub(crate) fn set_status(&self, s: JobStatus) {
-        let mut cur = self.status.lock().expect("job status lock");
+        let mut cur = self.status.locked();
         // An ended job stays ended.
         if !cur.is_terminal() {
             *cur = s;
@@ -64,18 +65,15 @@ impl JobProgress {
     }
 
     pub(crate) fn status(&self) -> JobStatus {
-        *self.status.lock().expect("job status lock")
+        *self.status.locked()
     }
 
     pub(crate) fn record_failure(&self, timestamp_ms: i64, reason: String) {
         let attempt = self.attempt.load(Ordering::Relaxed);
-        self.exceptions
-            .lock()
-            .expect("exception history lock")
-            .push(JobException {
-                timestamp_ms,
-                attempt,
-                reason,
-            });
+        self.exceptions.locked().push(JobException {
+            timestamp_ms,
+            attempt,
+            reason,
+        });
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use sluice_state::{KeyGroupRange, RestoredState};
 
 use crate::checkpoint::LoadedCheckpoint;
+use crate::error::InvalidSetting;
 use crate::graph::{JobGraph, VertexId};
 
 /// The checkpoint key of a vertex: its uid, or its position and name.
@@ -122,18 +123,18 @@ pub(crate) fn map_uids(
 }
 
 /// Parses `old=new[,old=new...]` (the `--uid-mapping` option).
-pub fn parse_uid_mapping(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+pub fn parse_uid_mapping(s: &str) -> Result<std::collections::BTreeMap<String, String>, InvalidSetting> {
     let mut map = std::collections::BTreeMap::new();
     for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (old, new) = pair
             .split_once('=')
-            .ok_or_else(|| format!("uid mapping '{pair}' is not OLD=NEW"))?;
+            .ok_or_else(|| InvalidSetting(format!("uid mapping '{pair}' is not OLD=NEW")))?;
         let (old, new) = (old.trim(), new.trim());
         if old.is_empty() || new.is_empty() {
-            return Err(format!("uid mapping '{pair}' is not OLD=NEW"));
+            return Err(InvalidSetting(format!("uid mapping '{pair}' is not OLD=NEW")));
         }
         if map.insert(old.to_string(), new.to_string()).is_some() {
-            return Err(format!("uid mapping names '{old}' twice"));
+            return Err(InvalidSetting(format!("uid mapping names '{old}' twice")));
         }
     }
     Ok(map)

@@ -18,6 +18,7 @@ use crate::runtime::input_gate::{GateEvent, InputGate};
 use crate::runtime::outputs::Outputs;
 use crate::runtime::JobControl;
 use crate::source::{ErasedSource, SourcePoll};
+use crate::spawned::AbortOnDrop;
 
 /// How a task ended without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,16 +76,6 @@ impl CheckpointLink {
     }
 }
 
-/// Aborts a background upload when the task that started it goes away (a failed attempt must
-/// not keep writing).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Counts the time until it is dropped as the task's idle time.
 struct IdleTimer {
     idle_ns: Meter,
@@ -117,7 +108,9 @@ pub(crate) struct Task {
     pub(crate) watermark_interval_ms: i64,
     pub(crate) log: slog::Logger,
     pub(crate) link: Option<CheckpointLink>,
-    uploads: Vec<AbortOnDrop>,
+    /// Background uploads of this task's snapshots: aborted when the task goes away (a failed
+    /// attempt must not keep writing).
+    uploads: Vec<AbortOnDrop<()>>,
     metrics: TaskMetrics,
 }
 
@@ -295,7 +288,7 @@ impl Task {
             };
             let _ = events.send(ev).await;
         });
-        self.uploads.retain(|u| !u.0.is_finished());
+        self.uploads.retain(|u| !u.is_finished());
         self.uploads.push(AbortOnDrop(upload));
         Ok(())
     }

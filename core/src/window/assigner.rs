@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::InvalidSetting;
+
 /// A window of event time `[start, end)` in ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TimeWindow {
@@ -93,15 +95,17 @@ impl WindowAssigner {
     }
 
     /// Checks the sizes; the message names the bad parameter.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         match *self {
-            WindowAssigner::Tumbling { size, .. } if size <= 0 => {
-                Err(format!("tumbling window size must be positive, got {size} ms"))
-            }
-            WindowAssigner::Sliding { size, slide, .. } if size <= 0 || slide <= 0 => Err(format!(
+            WindowAssigner::Tumbling { size, .. } if size <= 0 => Err(InvalidSetting(format!(
+                "tumbling window size must be positive, got {size} ms"
+            ))),
+            WindowAssigner::Sliding { size, slide, .. } if size <= 0 || slide <= 0 => Err(InvalidSetting(format!(
                 "sliding window size and slide must be positive, got size {size} ms, slide {slide} ms"
-            )),
-            WindowAssigner::Session { gap } if gap <= 0 => Err(format!("session gap must be positive, got {gap} ms")),
+            ))),
+            WindowAssigner::Session { gap } if gap <= 0 => {
+                Err(InvalidSetting(format!("session gap must be positive, got {gap} ms")))
+            }
             _ => Ok(()),
         }
     }
@@ -166,10 +170,12 @@ mod tests {
         assert!(WindowAssigner::tumbling(Duration::ZERO)
             .validate()
             .unwrap_err()
+            .0
             .contains("tumbling"));
         assert!(WindowAssigner::session(Duration::ZERO)
             .validate()
             .unwrap_err()
+            .0
             .contains("gap"));
     }
 }

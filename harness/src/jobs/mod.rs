@@ -10,8 +10,8 @@ use sluice_core::connectors::nexmark::NexmarkConfig;
 use sluice_core::connectors::{DiscardSink, FileSink, PrintSink};
 use sluice_core::{Data, DataStream, StreamEnv};
 
-use crate::error::HarnessError;
 use checksum::ChecksumSink;
+use sluice_core::error::{InvalidSetting, JobBuildError};
 
 mod checksum;
 
@@ -104,12 +104,16 @@ pub struct JobOptions {
     pub checksum: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
-fn known_names() -> String {
-    JOBS.iter().map(|j| j.name).collect::<Vec<_>>().join(", ")
+fn known_names() -> Vec<String> {
+    JOBS.iter().map(|j| j.name.to_string()).collect()
 }
 
-fn unused(job: &str, option: &str) -> HarnessError {
-    HarnessError::BadOption(format!("option {option} is not used by job '{job}'"))
+fn bad(message: impl Into<String>) -> JobBuildError {
+    JobBuildError::BadOption(InvalidSetting(message.into()))
+}
+
+fn unused(job: &str, option: &str) -> JobBuildError {
+    bad(format!("option {option} is not used by job '{job}'"))
 }
 
 fn attach_sink<T: Data>(stream: DataStream<T>, opts: &JobOptions, format: fn(&T) -> String) {
@@ -135,15 +139,15 @@ fn attach_sink<T: Data>(stream: DataStream<T>, opts: &JobOptions, format: fn(&T)
 }
 
 /// Builds the job `name` with `opts` into a fresh environment.
-pub fn build(name: &str, opts: &JobOptions) -> Result<StreamEnv, HarnessError> {
+pub fn build(name: &str, opts: &JobOptions) -> Result<StreamEnv, JobBuildError> {
     if !JOBS.iter().any(|j| j.name == name) {
-        return Err(HarnessError::UnknownJob {
+        return Err(JobBuildError::UnknownJob {
             name: name.to_string(),
             known: known_names(),
         });
     }
     if opts.parallelism == 0 {
-        return Err(HarnessError::BadOption("--parallelism must be at least 1".into()));
+        return Err(bad("--parallelism must be at least 1"));
     }
     let env = StreamEnv::new(name);
     env.set_parallelism(opts.parallelism);
@@ -158,18 +162,16 @@ pub fn build(name: &str, opts: &JobOptions) -> Result<StreamEnv, HarnessError> {
             return Err(unused(name, "--events-dir"));
         }
         if opts.lines_per_second == Some(0) {
-            return Err(HarnessError::BadOption("--lines-per-second must be at least 1".into()));
+            return Err(bad("--lines-per-second must be at least 1"));
         }
         let input = opts
             .input
             .as_ref()
-            .ok_or_else(|| HarnessError::BadOption("job 'wordcount' needs --input FILE".into()))?;
+            .ok_or_else(|| bad("job 'wordcount' needs --input FILE"))?;
         if opts.output.is_none() && !opts.print {
-            return Err(HarnessError::BadOption(
-                "job 'wordcount' needs --output DIR (or --print)".into(),
-            ));
+            return Err(bad("job 'wordcount' needs --output DIR (or --print)"));
         }
-        let counts = wordcount::build(&env, input, opts.lines_per_second).map_err(HarnessError::Input)?;
+        let counts = wordcount::build(&env, input, opts.lines_per_second).map_err(JobBuildError::Input)?;
         attach_sink(counts, opts, |(w, n): &(String, u64)| format!("{w}\t{n}"));
         return Ok(env);
     }
@@ -180,7 +182,7 @@ pub fn build(name: &str, opts: &JobOptions) -> Result<StreamEnv, HarnessError> {
         return Err(unused(name, "--lines-per-second"));
     }
     if opts.events_per_second == Some(0) {
-        return Err(HarnessError::BadOption("--events-per-second must be at least 1".into()));
+        return Err(bad("--events-per-second must be at least 1"));
     }
     let config = NexmarkConfig {
         seed: opts.seed,
@@ -189,13 +191,11 @@ pub fn build(name: &str, opts: &JobOptions) -> Result<StreamEnv, HarnessError> {
     let events = match &opts.events_dir {
         Some(dir) => {
             if opts.events.is_some() || opts.events_per_second.is_some() || opts.seed != 0 {
-                return Err(HarnessError::BadOption(
-                    "--events-dir reads the events written there: --events, --events-per-second and --seed do not apply".into(),
-                ));
+                return Err(bad("--events-dir reads the events written there: --events, --events-per-second and --seed do not apply"));
             }
-            nexmark::file_source(&env, dir, nexmark::kinds_read(name)).map_err(HarnessError::Input)?
+            nexmark::file_source(&env, dir, nexmark::kinds_read(name)).map_err(JobBuildError::Input)?
         }
-        None => nexmark::source(&env, config, opts.events, opts.events_per_second).map_err(HarnessError::BadOption)?,
+        None => nexmark::source(&env, config, opts.events, opts.events_per_second).map_err(JobBuildError::BadOption)?,
     };
     match name {
         "nexmark-q0" => attach_sink(nexmark::q0(&events), opts, |v| format!("{v:?}")),

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sluice_core::connectors::nexmark::{
     Auction, Bid, Event, EventFilesSource, EventKinds, NexmarkConfig, NexmarkSource, Person,
 };
+use sluice_core::error::InvalidSetting;
 use sluice_core::state::{KeyedStateStore, ListState, ValueState};
 use sluice_core::{
     AggregateFunction, Collector, DataStream, Either, EventTime, KeyedCoProcessFunction, KeyedContext,
@@ -22,7 +23,7 @@ pub fn source(
     config: NexmarkConfig,
     events: Option<u64>,
     events_per_second: Option<u64>,
-) -> Result<DataStream<Event>, String> {
+) -> Result<DataStream<Event>, InvalidSetting> {
     let mut src = NexmarkSource::new(config, events)?;
     if let Some(r) = events_per_second {
         src = src.with_events_per_second(r);

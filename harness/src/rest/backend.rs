@@ -10,36 +10,50 @@ use sluice_core::cluster::{
     CheckpointOverview, ClusterError, Coordinator, JobException, JobInfo, JobStatus, WireOption, WorkerInfo,
 };
 use sluice_core::metrics::MetricSample;
-use sluice_core::state::blob::BlobStore;
-use sluice_core::JobController;
+use sluice_core::state::blob::{BlobError, BlobStore};
+use sluice_core::{JobController, JobError};
 
 /// A future the backend returns for a savepoint: its location and checkpoint id.
-pub type SavepointFuture = Pin<Box<dyn Future<Output = Result<(String, u64), String>> + Send>>;
+pub type SavepointFuture = Pin<Box<dyn Future<Output = Result<(String, u64), BackendError>> + Send>>;
 
-/// Why a request was refused: the HTTP status follows from the kind.
-#[derive(Debug)]
-pub enum Refusal {
-    /// No such job (404).
-    UnknownJob(String),
-    /// The job has ended (409).
-    Ended(String),
-    /// Bad request (400).
-    Bad(String),
-    /// Not possible in this mode (405).
+/// Why the backend refused or failed a request; the REST layer picks the HTTP status by
+/// variant (`rest::status_of`).
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The coordinator refused or failed the request.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The embedded run has one job, and this id is not it.
+    #[error("no job with id '{id}' (this embedded run's job is '{own}')")]
+    NotThisJob {
+        /// The id asked for.
+        id: String,
+        /// The run's job.
+        own: String,
+    },
+    /// The embedded job has ended.
+    #[error("job {id} has already ended: {status}")]
+    Ended {
+        /// The job.
+        id: String,
+        /// How it ended.
+        status: JobStatus,
+    },
+    /// Not possible in this mode (an embedded run has one job: no submissions).
+    #[error("{0}")]
     NotInThisMode(String),
-}
-
-impl From<ClusterError> for Refusal {
-    fn from(e: ClusterError) -> Self {
-        let msg = e.to_string();
-        if msg.starts_with("no job with id") {
-            Refusal::UnknownJob(msg)
-        } else if msg.contains("has already ended") {
-            Refusal::Ended(msg)
-        } else {
-            Refusal::Bad(msg)
-        }
-    }
+    /// A savepoint target directory cannot be used.
+    #[error("savepoint directory {target} is not usable: {source}")]
+    Target {
+        /// The directory.
+        target: String,
+        /// Why.
+        #[source]
+        source: BlobError,
+    },
+    /// The embedded job's savepoint failed.
+    #[error(transparent)]
+    Job(#[from] JobError),
 }
 
 /// The operations behind the REST API.
@@ -51,16 +65,16 @@ pub trait Backend: Send + Sync + 'static {
     /// Every job.
     fn jobs(&self) -> Vec<JobInfo>;
     /// Submits a job from the registry.
-    fn submit(&self, name: &str, options: &[WireOption]) -> Result<String, Refusal>;
+    fn submit(&self, name: &str, options: &[WireOption]) -> Result<String, BackendError>;
     /// Cancels a job.
-    fn cancel(&self, id: &str) -> Result<(), Refusal>;
+    fn cancel(&self, id: &str) -> Result<(), BackendError>;
     /// Checkpoint counters, history and settings of a job.
     fn checkpoints(&self, id: &str) -> Option<CheckpointOverview>;
     /// A job's failures, oldest first.
     fn exceptions(&self, id: &str) -> Option<Vec<JobException>>;
     /// Starts a savepoint into `target` (`stop`: with drain or not); checks synchronously
     /// that the job exists and runs.
-    fn savepoint(&self, id: &str, target: &str, stop: Option<bool>) -> Result<SavepointFuture, Refusal>;
+    fn savepoint(&self, id: &str, target: &str, stop: Option<bool>) -> Result<SavepointFuture, BackendError>;
     /// Every metric of the process (and, in cluster mode, of the workers).
     fn metrics(&self) -> Vec<MetricSample>;
     /// The settings, as JSON.
@@ -80,11 +94,11 @@ impl Backend for Coordinator {
         Coordinator::jobs(self)
     }
 
-    fn submit(&self, name: &str, options: &[WireOption]) -> Result<String, Refusal> {
+    fn submit(&self, name: &str, options: &[WireOption]) -> Result<String, BackendError> {
         Ok(Coordinator::submit(self, name, options)?)
     }
 
-    fn cancel(&self, id: &str) -> Result<(), Refusal> {
+    fn cancel(&self, id: &str) -> Result<(), BackendError> {
         Ok(Coordinator::cancel(self, id)?)
     }
 
@@ -96,17 +110,11 @@ impl Backend for Coordinator {
         Coordinator::exceptions(self, id)
     }
 
-    fn savepoint(&self, id: &str, target: &str, stop: Option<bool>) -> Result<SavepointFuture, Refusal> {
-        let job = self
-            .job(id)
-            .ok_or_else(|| Refusal::UnknownJob(format!("no job with id '{id}'")))?;
-        if job.status.is_terminal() {
-            return Err(Refusal::Ended(format!("job {id} has already ended: {}", job.status)));
-        }
+    fn savepoint(&self, id: &str, target: &str, stop: Option<bool>) -> Result<SavepointFuture, BackendError> {
+        // Checked now, so an unknown, ended or non-checkpointing job gets its answer at once.
+        Coordinator::check_savepoint(self, id)?;
         let (this, id, target) = (self.clone(), id.to_string(), target.to_string());
-        Ok(Box::pin(async move {
-            this.savepoint(&id, &target, stop).await.map_err(|e| e.to_string())
-        }))
+        Ok(Box::pin(async move { Ok(this.savepoint(&id, &target, stop).await?) }))
     }
 
     fn metrics(&self) -> Vec<MetricSample> {
@@ -138,18 +146,18 @@ pub struct EmbeddedJob {
     /// Settings shown by `GET /config`.
     pub config: Value,
     /// Opens a savepoint target.
-    pub open_store: fn(&str) -> Result<Arc<dyn BlobStore>, String>,
+    pub open_store: fn(&str) -> Result<Arc<dyn BlobStore>, BlobError>,
 }
 
 impl EmbeddedJob {
-    fn check(&self, id: &str) -> Result<(), Refusal> {
+    fn check(&self, id: &str) -> Result<(), BackendError> {
         if id == self.id {
             Ok(())
         } else {
-            Err(Refusal::UnknownJob(format!(
-                "no job with id '{id}' (this embedded run's job is '{}')",
-                self.id
-            )))
+            Err(BackendError::NotThisJob {
+                id: id.to_string(),
+                own: self.id.clone(),
+            })
         }
     }
 }
@@ -179,17 +187,20 @@ impl Backend for EmbeddedJob {
         }]
     }
 
-    fn submit(&self, _name: &str, _options: &[WireOption]) -> Result<String, Refusal> {
-        Err(Refusal::NotInThisMode(
+    fn submit(&self, _name: &str, _options: &[WireOption]) -> Result<String, BackendError> {
+        Err(BackendError::NotInThisMode(
             "an embedded run has one job: submit jobs to a coordinator (sluice coordinator)".into(),
         ))
     }
 
-    fn cancel(&self, id: &str) -> Result<(), Refusal> {
+    fn cancel(&self, id: &str) -> Result<(), BackendError> {
         self.check(id)?;
         let status = self.controller.status();
         if status.is_terminal() {
-            return Err(Refusal::Ended(format!("job {id} has already ended: {status}")));
+            return Err(BackendError::Ended {
+                id: id.to_string(),
+                status,
+            });
         }
         self.controller.cancel();
         Ok(())
@@ -208,21 +219,25 @@ impl Backend for EmbeddedJob {
         Some(self.controller.exceptions())
     }
 
-    fn savepoint(&self, id: &str, target: &str, stop: Option<bool>) -> Result<SavepointFuture, Refusal> {
+    fn savepoint(&self, id: &str, target: &str, stop: Option<bool>) -> Result<SavepointFuture, BackendError> {
         self.check(id)?;
         let status = self.controller.status();
         if status.is_terminal() {
-            return Err(Refusal::Ended(format!("job {id} has already ended: {status}")));
+            return Err(BackendError::Ended {
+                id: id.to_string(),
+                status,
+            });
         }
-        let store = (self.open_store)(target)
-            .map_err(|e| Refusal::Bad(format!("savepoint directory {target} is not usable: {e}")))?;
+        let store = (self.open_store)(target).map_err(|source| BackendError::Target {
+            target: target.to_string(),
+            source,
+        })?;
         let (controller, target) = (self.controller.clone(), target.trim_end_matches('/').to_string());
         Ok(Box::pin(async move {
             let info = match stop {
                 None => controller.savepoint(store).await,
                 Some(drain) => controller.stop_with_savepoint(store, drain).await,
-            }
-            .map_err(|e| e.to_string())?;
+            }?;
             Ok((format!("{target}/{}", info.name), info.checkpoint_id))
         }))
     }

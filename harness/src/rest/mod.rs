@@ -28,7 +28,7 @@
 
 mod backend;
 
-pub use backend::{Backend, EmbeddedJob, Refusal, SavepointFuture};
+pub use backend::{Backend, BackendError, EmbeddedJob, SavepointFuture};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -41,9 +41,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sluice_core::cluster::JobStatus;
+use sluice_core::cluster::{JobStatus, RefusalKind};
 use sluice_core::metrics::{prometheus, vertex_summaries, CheckpointOutcome, MetricSample, MetricValue};
-use sluice_core::state::blob::BlobStore;
+use sluice_core::sync::LockExt;
 
 /// A savepoint started through the API.
 #[derive(Debug, Clone)]
@@ -83,13 +83,26 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-fn rejected(r: Refusal) -> ApiError {
-    match r {
-        Refusal::UnknownJob(m) => ApiError(StatusCode::NOT_FOUND, m),
-        Refusal::Ended(m) => ApiError(StatusCode::CONFLICT, m),
-        Refusal::Bad(m) => ApiError(StatusCode::BAD_REQUEST, m),
-        Refusal::NotInThisMode(m) => ApiError(StatusCode::METHOD_NOT_ALLOWED, m),
+/// The HTTP status of a backend error, by variant.
+pub fn status_of(e: &BackendError) -> StatusCode {
+    match e {
+        BackendError::Cluster(c) => match c.kind() {
+            RefusalKind::NotFound => StatusCode::NOT_FOUND,
+            RefusalKind::Conflict => StatusCode::CONFLICT,
+            RefusalKind::Invalid => StatusCode::BAD_REQUEST,
+            RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            RefusalKind::Failed | RefusalKind::Unspecified => StatusCode::INTERNAL_SERVER_ERROR,
+        },
+        BackendError::NotThisJob { .. } => StatusCode::NOT_FOUND,
+        BackendError::Ended { .. } => StatusCode::CONFLICT,
+        BackendError::NotInThisMode(_) => StatusCode::METHOD_NOT_ALLOWED,
+        BackendError::Target { .. } => StatusCode::BAD_REQUEST,
+        BackendError::Job(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
+}
+
+fn rejected(e: BackendError) -> ApiError {
+    ApiError(status_of(&e), e.to_string())
 }
 
 fn unknown_job(id: &str) -> ApiError {
@@ -454,7 +467,7 @@ fn start_savepoint(
     let trigger = format!("{n:016x}");
     let key = (id.to_string(), trigger.clone());
     {
-        let mut t = api.triggers.lock().expect("trigger table lock");
+        let mut t = api.triggers.locked();
         // A bound on the table: the oldest finished requests go first (ids grow, so the
         // smallest id of a job is its oldest).
         while t.len() >= MAX_TRIGGERS {
@@ -476,9 +489,9 @@ fn start_savepoint(
     tokio::spawn(async move {
         let outcome = match work.await {
             Ok((location, checkpoint)) => Trigger::Completed { location, checkpoint },
-            Err(e) => Trigger::Failed(e),
+            Err(e) => Trigger::Failed(e.to_string()),
         };
-        api2.triggers.lock().expect("trigger table lock").insert(key, outcome);
+        api2.triggers.locked().insert(key, outcome);
     });
     Ok((StatusCode::ACCEPTED, Json(json!({ "request-id": trigger }))))
 }
@@ -488,8 +501,7 @@ fn check_target(dir: &str) -> Result<(), ApiError> {
     if dir.is_empty() {
         return Err(ApiError(StatusCode::BAD_REQUEST, "targetDirectory is empty".into()));
     }
-    let store: Result<Arc<dyn BlobStore>, String> = crate::settings::open_store(dir);
-    store.map(|_| ()).map_err(|e| {
+    crate::settings::open_store(dir).map(|_| ()).map_err(|e| {
         ApiError(
             StatusCode::BAD_REQUEST,
             format!("savepoint directory {dir} is not usable: {e}"),
@@ -523,8 +535,7 @@ async fn savepoint_status(
 ) -> Result<Json<Value>, ApiError> {
     let t = api
         .triggers
-        .lock()
-        .expect("trigger table lock")
+        .locked()
         .get(&(id.clone(), trigger.clone()))
         .cloned()
         .ok_or_else(|| {

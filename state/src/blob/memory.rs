@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{validate_path, BlobError, BlobStore, BoxFuture};
+use crate::rng::SplitMix64;
 
 /// Which faults and how much latency a [`MemoryStore`] injects.
 ///
@@ -152,7 +153,7 @@ impl MemoryStore {
         MemoryStore {
             state: Mutex::new(State {
                 objects: BTreeMap::new(),
-                rng: SplitMix64(config.seed),
+                rng: SplitMix64::new(config.seed),
                 faults: config,
                 fail_next: [0; 4],
                 injected: 0,
@@ -169,7 +170,7 @@ impl MemoryStore {
     pub fn set_faults(&self, config: FaultConfig) {
         config.check();
         let mut state = self.state();
-        state.rng = SplitMix64(config.seed);
+        state.rng = SplitMix64::new(config.seed);
         state.faults = config;
     }
 
@@ -226,7 +227,7 @@ impl MemoryStore {
             let delay_ms = if max_latency_ms == 0 {
                 0
             } else {
-                state.rng.below(max_latency_ms.saturating_add(1))
+                state.rng.next_below(max_latency_ms.saturating_add(1))
             };
             let (fail_rate, ambiguous_rate) = match op {
                 Op::Put => (state.faults.put_error_rate, state.faults.put_ambiguous_rate),
@@ -351,32 +352,6 @@ impl BlobStore for MemoryStore {
             self.state().objects.remove(path);
             Ok(())
         })
-    }
-}
-
-/// SplitMix64 (Steele, Lea and Flood, 2014): a tiny seeded generator, so a fault schedule is
-/// reproducible from its seed without a dependency.
-#[derive(Debug, Clone)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in `0..n` (the modulo bias is negligible for latencies); `n` must be positive.
-    fn below(&mut self, n: u64) -> u64 {
-        debug_assert!(n > 0);
-        self.next_u64() % n
     }
 }
 
@@ -606,8 +581,8 @@ mod tests {
             ..FaultConfig::default()
         });
         // With no fault rates, each operation makes exactly one draw: its latency.
-        let mut rng = SplitMix64(seed);
-        let expected_ms: u64 = (0..10).map(|_| rng.below(max_latency_ms + 1)).sum();
+        let mut rng = SplitMix64::new(seed);
+        let expected_ms: u64 = (0..10).map(|_| rng.next_below(max_latency_ms + 1)).sum();
         assert!(expected_ms > 0);
         rt().block_on(async {
             let start = tokio::time::Instant::now();

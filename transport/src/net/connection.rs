@@ -74,7 +74,9 @@ struct Inner {
 
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
-        self.shared.lock().expect("connection state lock poisoned")
+        // Every critical section is a single table update: a panic elsewhere leaves it whole,
+        // so poison is not fatal (as `sluice_core::sync::LockExt` argues).
+        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn close(&self, why: String) {

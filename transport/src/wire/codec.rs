@@ -567,9 +567,15 @@ fn build_body<'a>(
             let t = fb::JobCancelled::create(b, &fb::JobCancelledArgs { job_id: Some(j) });
             (fb::Body::JobCancelled, t.as_union_value())
         }
-        WireMessage::Rejected { reason } => {
+        WireMessage::Rejected { reason, kind } => {
             let r = b.create_string(reason);
-            let t = fb::Rejected::create(b, &fb::RejectedArgs { reason: Some(r) });
+            let t = fb::Rejected::create(
+                b,
+                &fb::RejectedArgs {
+                    reason: Some(r),
+                    kind: *kind,
+                },
+            );
             (fb::Body::Rejected, t.as_union_value())
         }
         WireMessage::TriggerSavepoint {
@@ -965,6 +971,7 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
             let d = frame.body_as_rejected().ok_or(missing("Rejected"))?;
             WireMessage::Rejected {
                 reason: text(d.reason(), "Rejected", "reason")?,
+                kind: d.kind(),
             }
         }
         fb::Body::TriggerSavepoint => {

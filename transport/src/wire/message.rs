@@ -271,6 +271,9 @@ pub enum WireMessage {
     Rejected {
         /// Why.
         reason: String,
+        /// What kind of refusal: 0 unspecified (an older peer), 1 not found, 2 conflict with
+        /// the job's state, 3 invalid request, 4 unavailable, 5 failed while carrying it out.
+        kind: u8,
     },
     /// A client asks for a savepoint.
     TriggerSavepoint {

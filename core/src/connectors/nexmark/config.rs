@@ -3,6 +3,8 @@
 //! Defaults are those of the reference Nexmark benchmark, so that results
 //! are comparable with published numbers.
 
+use crate::error::InvalidSetting;
+
 /// Parameters of a Nexmark event stream. Together with an event number they
 /// fully determine the event generated.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,9 +77,9 @@ impl NexmarkConfig {
     /// bids need sellers and bidders), bids without auctions (bids need an
     /// auction), and zeros in the pools, ratios and group size (they are used
     /// as bounds of uniform draws or as divisors).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.first_event_rate == 0 {
-            return Err("first_event_rate must be > 0".to_string());
+            return Err(InvalidSetting("first_event_rate must be > 0".into()));
         }
         let total = self
             .person_proportion
@@ -85,21 +87,26 @@ impl NexmarkConfig {
             .and_then(|s| s.checked_add(self.bid_proportion));
         match total {
             None => {
-                return Err("person_proportion + auction_proportion + bid_proportion overflows u64".to_string());
+                return Err(InvalidSetting(
+                    "person_proportion + auction_proportion + bid_proportion overflows u64".into(),
+                ));
             }
             Some(0) => {
-                return Err(
-                    "total proportion (person_proportion + auction_proportion + bid_proportion) must be > 0"
-                        .to_string(),
-                );
+                return Err(InvalidSetting(
+                    "total proportion (person_proportion + auction_proportion + bid_proportion) must be > 0".into(),
+                ));
             }
             Some(_) => {}
         }
         if self.person_proportion == 0 {
-            return Err("person_proportion must be > 0 (auctions and bids need persons)".to_string());
+            return Err(InvalidSetting(
+                "person_proportion must be > 0 (auctions and bids need persons)".into(),
+            ));
         }
         if self.bid_proportion > 0 && self.auction_proportion == 0 {
-            return Err("auction_proportion must be > 0 when bid_proportion > 0 (bids need auctions)".to_string());
+            return Err(InvalidSetting(
+                "auction_proportion must be > 0 when bid_proportion > 0 (bids need auctions)".into(),
+            ));
         }
         let positive = [
             ("num_active_people", self.num_active_people),
@@ -111,7 +118,7 @@ impl NexmarkConfig {
         ];
         for (name, value) in positive {
             if value == 0 {
-                return Err(format!("{name} must be > 0"));
+                return Err(InvalidSetting(format!("{name} must be > 0")));
             }
         }
         Ok(())
@@ -153,7 +160,7 @@ mod tests {
             ..Default::default()
         };
         let err = c.validate().unwrap_err();
-        assert!(err.contains("first_event_rate"), "{err}");
+        assert!(err.0.contains("first_event_rate"), "{err}");
     }
 
     #[test]
@@ -234,7 +241,7 @@ mod tests {
         ];
         for (config, field) in cases {
             let err = config.validate().unwrap_err();
-            assert!(err.contains(field), "expected {field} in {err}");
+            assert!(err.0.contains(field), "expected {field} in {err}");
         }
         // Persons-only streams are fine: nothing needs an auction.
         let persons_only = NexmarkConfig {

@@ -18,19 +18,27 @@
 
 use super::model::{Auction, Bid, Event, Person};
 
+/// A line that is not a Nexmark event (or an event that cannot be written as one): names the
+/// column or field and the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadEventLine(pub String);
+
 /// Columns per line.
 pub const COLUMNS: usize = 24;
 
-fn clean(s: &str) -> Result<&str, String> {
+fn clean(s: &str) -> Result<&str, BadEventLine> {
     if s.contains(['|', '\n', '\r']) {
-        Err(format!("field {s:?} contains the delimiter or a line break"))
+        Err(BadEventLine(format!(
+            "field {s:?} contains the delimiter or a line break"
+        )))
     } else {
         Ok(s)
     }
 }
 
 /// The line of `e` (without a line break).
-pub fn to_line(e: &Event) -> Result<String, String> {
+pub fn to_line(e: &Event) -> Result<String, BadEventLine> {
     let mut c: [String; COLUMNS] = Default::default();
     match e {
         Event::Person(p) => {
@@ -71,13 +79,13 @@ pub fn to_line(e: &Event) -> Result<String, String> {
     Ok(c.join("|"))
 }
 
-fn num<T: std::str::FromStr>(f: &[&str], i: usize) -> Result<T, String> {
+fn num<T: std::str::FromStr>(f: &[&str], i: usize) -> Result<T, BadEventLine> {
     f[i].parse()
-        .map_err(|_| format!("column {i} is not a number: {:?}", f[i]))
+        .map_err(|_| BadEventLine(format!("column {i} is not a number: {:?}", f[i])))
 }
 
 /// Parses a line written by [`to_line`].
-pub fn parse_line(line: &str) -> Result<Event, String> {
+pub fn parse_line(line: &str) -> Result<Event, BadEventLine> {
     // The columns go into an array on the stack, found in one pass over the bytes: this runs
     // once per event on the hot path (`str::split` with a char pattern cost twice as much;
     // `memchr` gains nothing on lines this short).
@@ -87,10 +95,10 @@ pub fn parse_line(line: &str) -> Result<Event, String> {
     for (i, b) in line.bytes().enumerate() {
         if b == b'|' {
             if n == COLUMNS - 1 {
-                return Err(format!(
+                return Err(BadEventLine(format!(
                     "a Nexmark event line has {COLUMNS} columns, this one {}",
                     line.split('|').count()
-                ));
+                )));
             }
             // `|` is ASCII, so both ends are character boundaries.
             f[n] = &line[start..i];
@@ -101,7 +109,9 @@ pub fn parse_line(line: &str) -> Result<Event, String> {
     f[n] = &line[start..];
     n += 1;
     if n != COLUMNS {
-        return Err(format!("a Nexmark event line has {COLUMNS} columns, this one {n}"));
+        return Err(BadEventLine(format!(
+            "a Nexmark event line has {COLUMNS} columns, this one {n}"
+        )));
     }
     let s = |i: usize| f[i].to_string();
     Ok(match f[0] {
@@ -136,7 +146,11 @@ pub fn parse_line(line: &str) -> Result<Event, String> {
             date_time: num(&f, 1)?,
             extra: s(23),
         }),
-        other => return Err(format!("unknown event type {other:?} (0 person, 1 auction, 2 bid)")),
+        other => {
+            return Err(BadEventLine(format!(
+                "unknown event type {other:?} (0 person, 1 auction, 2 bid)"
+            )))
+        }
     })
 }
 
@@ -157,12 +171,13 @@ mod tests {
 
     #[test]
     fn bad_lines_are_named() {
-        assert!(parse_line("2|1").unwrap_err().contains("24 columns"));
+        assert!(parse_line("2|1").unwrap_err().0.contains("24 columns"));
         assert!(parse_line(&format!("9{}", "|".repeat(23)))
             .unwrap_err()
+            .0
             .contains("unknown event type"));
         let mut bad = to_line(&NexmarkGenerator::new(NexmarkConfig::default()).event(5)).unwrap();
         bad = bad.replacen("|", "|x", 1);
-        assert!(parse_line(&bad).unwrap_err().contains("not a number"));
+        assert!(parse_line(&bad).unwrap_err().0.contains("not a number"));
     }
 }

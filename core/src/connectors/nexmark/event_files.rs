@@ -12,9 +12,9 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::csv::{parse_line, to_line};
+use super::csv::{parse_line, to_line, BadEventLine};
 use super::{Event, NexmarkConfig, NexmarkGenerator};
-use crate::error::OperatorError;
+use crate::error::{InvalidSetting, OperatorError};
 use crate::operator::OperatorContext;
 use crate::source::{decode_position, encode_position, Source, SourcePoll, SourceReader};
 
@@ -22,13 +22,40 @@ use crate::source::{decode_position, encode_position, Source, SourcePoll, Source
 /// with `_`, so file sources that skip hidden files, like Flink's, skip it).
 pub const COUNT_FILE: &str = "_events";
 
+/// Why an event directory could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum EventFilesError {
+    /// Reading or writing a file failed (names it).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, with the path.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file holds something else than expected (names it and what it holds).
+    #[error("{0}")]
+    Content(String),
+    /// The generator's configuration or the number of parts is not valid.
+    #[error(transparent)]
+    Config(#[from] InvalidSetting),
+    /// An event could not be written as a line.
+    #[error(transparent)]
+    Line(#[from] BadEventLine),
+}
+
+fn io(what: String) -> impl FnOnce(std::io::Error) -> EventFilesError {
+    move |source| EventFilesError::Io { what, source }
+}
+
 /// The number of events in an event directory (from [`COUNT_FILE`]).
-pub fn event_count(dir: &Path) -> Result<u64, String> {
+pub fn event_count(dir: &Path) -> Result<u64, EventFilesError> {
     let path = dir.join(COUNT_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(io(format!("reading {}", path.display())))?;
     text.trim()
         .parse()
-        .map_err(|_| format!("{} does not hold a number: {text:?}", path.display()))
+        .map_err(|_| EventFilesError::Content(format!("{} does not hold a number: {text:?}", path.display())))
 }
 
 /// Which kinds of events a reader produces. Lines of the other kinds are skipped without
@@ -77,16 +104,16 @@ pub fn part_name(i: usize) -> String {
 
 /// Writes events `0..events` of `config`'s generator into `parts` files in `dir` (created if
 /// missing); returns the bytes written.
-pub fn write_event_files(config: NexmarkConfig, events: u64, dir: &Path, parts: usize) -> Result<u64, String> {
+pub fn write_event_files(config: NexmarkConfig, events: u64, dir: &Path, parts: usize) -> Result<u64, EventFilesError> {
     if parts == 0 {
-        return Err("parts must be at least 1".into());
+        return Err(InvalidSetting("parts must be at least 1".into()).into());
     }
     let generator = NexmarkGenerator::try_new(config)?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     let mut files = Vec::with_capacity(parts);
     for i in 0..parts {
         let path = dir.join(part_name(i));
-        let f = File::create(&path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+        let f = File::create(&path).map_err(io(format!("creating {}", path.display())))?;
         files.push(BufWriter::with_capacity(1 << 20, f));
     }
     let mut bytes = 0u64;
@@ -95,13 +122,13 @@ pub fn write_event_files(config: NexmarkConfig, events: u64, dir: &Path, parts: 
         let w = &mut files[(n % parts as u64) as usize];
         w.write_all(line.as_bytes())
             .and_then(|_| w.write_all(b"\n"))
-            .map_err(|e| format!("writing events: {e}"))?;
+            .map_err(io("writing events".into()))?;
         bytes += line.len() as u64 + 1;
     }
     for w in &mut files {
-        w.flush().map_err(|e| format!("writing events: {e}"))?;
+        w.flush().map_err(io("writing events".into()))?;
     }
-    std::fs::write(dir.join(COUNT_FILE), format!("{events}\n")).map_err(|e| format!("writing {COUNT_FILE}: {e}"))?;
+    std::fs::write(dir.join(COUNT_FILE), format!("{events}\n")).map_err(io(format!("writing {COUNT_FILE}")))?;
     Ok(bytes)
 }
 

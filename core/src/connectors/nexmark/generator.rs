@@ -19,7 +19,9 @@
 
 use super::config::NexmarkConfig;
 use super::model::{Auction, Bid, Event, Person};
-use super::rng::{mix, SplitMix64};
+use sluice_state::rng::{mix, SplitMix64};
+
+use crate::error::InvalidSetting;
 
 /// Id of the first person; person ids are `FIRST_PERSON_ID + k` for the k-th person.
 pub const FIRST_PERSON_ID: u64 = 1000;
@@ -112,7 +114,7 @@ impl NexmarkGenerator {
 
     /// Creates a generator for `config`, or returns `config.validate()`'s
     /// error. For sources that take user-supplied configuration.
-    pub fn try_new(config: NexmarkConfig) -> Result<Self, String> {
+    pub fn try_new(config: NexmarkConfig) -> Result<Self, InvalidSetting> {
         config.validate()?;
         let out_of_order_multiplier = out_of_order_multiplier(config.out_of_order_group_size);
         Ok(Self {
@@ -758,7 +760,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap_err();
-        assert!(err.contains("first_event_rate"));
+        assert!(err.0.contains("first_event_rate"));
     }
 
     #[test]

@@ -5,12 +5,12 @@ pub mod csv;
 mod event_files;
 pub mod generator;
 pub mod model;
-pub mod rng;
 mod source;
 
 pub use config::NexmarkConfig;
 pub use event_files::{
-    event_count, part_name, write_event_files, EventFilesReader, EventFilesSource, EventKinds, COUNT_FILE,
+    event_count, part_name, write_event_files, EventFilesError, EventFilesReader, EventFilesSource, EventKinds,
+    COUNT_FILE,
 };
 pub use generator::NexmarkGenerator;
 pub use model::{Auction, Bid, Event, Person};

@@ -1,5 +1,5 @@
 use crate::connectors::strided::Strided;
-use crate::error::OperatorError;
+use crate::error::{InvalidSetting, OperatorError};
 use crate::operator::OperatorContext;
 use crate::source::{Source, SourcePoll, SourceReader};
 
@@ -20,7 +20,7 @@ pub struct NexmarkSource {
 
 impl NexmarkSource {
     /// A source over `config`; `num_events: None` never ends.
-    pub fn new(config: NexmarkConfig, num_events: Option<u64>) -> Result<Self, String> {
+    pub fn new(config: NexmarkConfig, num_events: Option<u64>) -> Result<Self, InvalidSetting> {
         Ok(NexmarkSource {
             generator: NexmarkGenerator::try_new(config)?,
             num_events,

@@ -4705,6 +4705,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Rejected<'a> {
 
 impl<'a> Rejected<'a> {
   pub const VT_REASON: ::flatbuffers::VOffsetT = 4;
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4717,6 +4718,7 @@ impl<'a> Rejected<'a> {
   ) -> ::flatbuffers::WIPOffset<Rejected<'bldr>> {
     let mut builder = RejectedBuilder::new(_fbb);
     if let Some(x) = args.reason { builder.add_reason(x); }
+    builder.add_kind(args.kind);
     builder.finish()
   }
 
@@ -4728,6 +4730,16 @@ impl<'a> Rejected<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Rejected::VT_REASON, None)}
   }
+  /// What kind of refusal (added after `reason`; older peers send 0, "unspecified"):
+  /// 1 not found, 2 conflict with the job's state, 3 invalid request, 4 unavailable,
+  /// 5 failed while carrying it out.
+  #[inline]
+  pub fn kind(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(Rejected::VT_KIND, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Rejected<'_> {
@@ -4737,18 +4749,21 @@ impl ::flatbuffers::Verifiable for Rejected<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("reason", Self::VT_REASON, false)?
+     .visit_field::<u8>("kind", Self::VT_KIND, false)?
      .finish();
     Ok(())
   }
 }
 pub struct RejectedArgs<'a> {
     pub reason: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub kind: u8,
 }
 impl<'a> Default for RejectedArgs<'a> {
   #[inline]
   fn default() -> Self {
     RejectedArgs {
       reason: None,
+      kind: 0,
     }
   }
 }
@@ -4761,6 +4776,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RejectedBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_reason(&mut self, reason: ::flatbuffers::WIPOffset<&'b  str>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Rejected::VT_REASON, reason);
+  }
+  #[inline]
+  pub fn add_kind(&mut self, kind: u8) {
+    self.fbb_.push_slot::<u8>(Rejected::VT_KIND, kind, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RejectedBuilder<'a, 'b, A> {
@@ -4781,6 +4800,7 @@ impl ::core::fmt::Debug for Rejected<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("Rejected");
       ds.field("reason", &self.reason());
+      ds.field("kind", &self.kind());
       ds.finish()
   }
 }

@@ -1,9 +1,10 @@
-//! Deterministic pseudo-random numbers for the Nexmark generator.
+//! Deterministic pseudo-random numbers: the one seeded generator of the workspace.
 //!
-//! The generator must produce the same events for the same seed forever, on
-//! every platform and with every Rust/crate version. External PRNG crates do
-//! not promise that (their algorithms and sampling code change between
-//! releases), so this module carries its own tiny, fully specified PRNG.
+//! Generated data (the Nexmark generator, `GeneratorSource`) must be the same for the same
+//! seed forever, on every platform and with every Rust/crate version, and a fault schedule
+//! (`MemoryStore`'s injected faults) must replay from its seed. External PRNG crates do not
+//! promise that (their algorithms and sampling code change between releases), so this module
+//! carries its own tiny, fully specified PRNG. It lives in the lowest crate that draws numbers.
 
 /// The SplitMix64 increment (2^64 / golden ratio, made odd).
 const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
