@@ -24,6 +24,10 @@ if ! command -v flatc >/dev/null || ! flatc --version | grep -q "flatc version 2
 fi
 ./transport/schema/generate.sh --check
 
+echo "== formatting: cargo fmt --check (rustfmt.toml)"
+if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
+cargo fmt --all -- --check
+
 echo "== lints: cargo clippy --workspace --all-targets -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 

@@ -146,6 +146,35 @@ pub enum JobError {
     /// A savepoint could not be taken or restored (says which and why).
     #[error("savepoint: {0}")]
     Savepoint(String),
+    /// A worker running tasks of the attempt was lost (cluster mode).
+    #[error("worker {worker} was lost: {reason}")]
+    WorkerLost {
+        /// The worker.
+        worker: String,
+        /// Why it counts as lost.
+        reason: String,
+    },
+    /// Not enough free task slots for the attempt (cluster mode).
+    #[error("not enough task slots: the job needs {needed}, {free} are free after waiting {waited_ms} ms")]
+    NotEnoughSlots {
+        /// Slots the job needs.
+        needed: u32,
+        /// Slots free when the wait ended.
+        free: u32,
+        /// How long it waited.
+        waited_ms: u64,
+    },
+    /// A task running on a worker failed; the reason as the worker reported it (cluster mode).
+    #[error("task {task} failed: {reason}")]
+    RemoteTask {
+        /// The task, as `vertex (subtask/parallelism)`.
+        task: String,
+        /// The worker's report.
+        reason: String,
+    },
+    /// A peer sent something that breaks the protocol (names it).
+    #[error("{0}")]
+    Protocol(String),
     /// A channel broke (its other end failed).
     #[error("task {task}: {source}")]
     Transport {
@@ -155,4 +184,26 @@ pub enum JobError {
         #[source]
         source: TransportError,
     },
+}
+
+impl JobError {
+    /// Whether a restart would fail the same way: the checkpoint or savepoint does not fit the
+    /// job, or the job itself is invalid. The job then fails at once instead of restarting.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            JobError::InvalidGraph(_)
+            | JobError::InvalidCheckpointConfig(_)
+            | JobError::Restore { .. }
+            | JobError::Savepoint(_) => true,
+            JobError::TaskFailed { .. }
+            | JobError::TaskPanicked { .. }
+            | JobError::CheckpointsFailing { .. }
+            | JobError::Checkpoint(_)
+            | JobError::WorkerLost { .. }
+            | JobError::NotEnoughSlots { .. }
+            | JobError::RemoteTask { .. }
+            | JobError::Protocol(_)
+            | JobError::Transport { .. } => false,
+        }
+    }
 }

@@ -63,7 +63,11 @@ fn windowed_sums(over_tcp: bool) -> Vec<(u64, i64, u64)> {
     .aggregate_with(Sum, |k: &u64, w, s: u64| (*k, w.start, s))
     .sink_to(sink.clone(), "collect");
     let config = ExecutionConfig {
-        shuffle_over_tcp: over_tcp,
+        transport: if over_tcp {
+            std::sync::Arc::new(sluice_core::cluster::LoopbackShuffle)
+        } else {
+            std::sync::Arc::new(sluice_core::runtime::transport::InProcess)
+        },
         batch_size: 100,
         ..ExecutionConfig::default()
     };
@@ -107,7 +111,7 @@ fn checkpoints_and_recovery_are_exactly_once_over_tcp() {
     .sink_to_transactional(TransactionalStoreSink::new(store.clone()), "sink")
     .uid("sink");
     let config = ExecutionConfig {
-        shuffle_over_tcp: true,
+        transport: std::sync::Arc::new(sluice_core::cluster::LoopbackShuffle),
         batch_size: 50,
         checkpointing: Some(CheckpointConfig::new(
             Duration::from_millis(20),

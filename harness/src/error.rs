@@ -41,6 +41,15 @@ pub enum HarnessError {
     /// A checkpoint or savepoint could not be read, written or deleted.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// A savepoint could not be read or deleted (names it).
+    #[error("{path}: {source}")]
+    Savepoint {
+        /// The savepoint directory.
+        path: String,
+        /// What went wrong.
+        #[source]
+        source: CheckpointError,
+    },
     /// A savepoint path names no savepoint (no such directory, or no `_metadata` in it).
     #[error("{0}")]
     NoSavepoint(String),
@@ -72,7 +81,7 @@ impl HarnessError {
             HarnessError::BadOption(_) | HarnessError::Reporter(_) => exit::USAGE,
             HarnessError::Job(e) => job_exit_code(e),
             HarnessError::Cluster(e) => cluster_exit_code(e),
-            HarnessError::Checkpoint(_) | HarnessError::Store { .. } => exit::STORAGE,
+            HarnessError::Checkpoint(_) | HarnessError::Savepoint { .. } | HarnessError::Store { .. } => exit::STORAGE,
             HarnessError::NoSavepoint(_) => exit::NOT_FOUND,
         }
     }
@@ -94,6 +103,10 @@ fn job_exit_code(e: &JobError) -> u8 {
         JobError::TaskFailed { .. }
         | JobError::TaskPanicked { .. }
         | JobError::CheckpointsFailing { .. }
+        | JobError::WorkerLost { .. }
+        | JobError::NotEnoughSlots { .. }
+        | JobError::RemoteTask { .. }
+        | JobError::Protocol(_)
         | JobError::Transport { .. } => exit::FAILED,
     }
 }

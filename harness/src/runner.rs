@@ -65,14 +65,12 @@ pub async fn run_embedded(
             c.retained,
         )
     });
-    let env = jobs::build(name, opts)?;
-    let graph = env.build()?;
+    let graph = jobs::build(name, opts)?.build()?;
     slog::info!(log, "starting job"; "job" => name, "job_id" => &job_id, "parallelism" => opts.parallelism);
     slog::debug!(log, "plan"; "plan" => graph.describe());
     let handle = sluice_core::runtime::spawn(graph, config)?;
     let controller = handle.controller();
-    let ticker = registry.spawn_ticker();
-    let mut background = vec![ticker];
+    let mut background = vec![registry.spawn_ticker()];
     if let Some(bind) = &services.rest_bind {
         let backend = EmbeddedJob {
             id: job_id.clone(),
@@ -88,58 +86,14 @@ pub async fn run_embedded(
             }),
             open_store: crate::settings::open_store,
         };
-        let listener = tokio::net::TcpListener::bind(bind)
-            .await
-            .map_err(|e| HarnessError::BadOption(format!("--rest-port: binding {bind}: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| HarnessError::BadOption(format!("--rest-port: reading the bound address: {e}")))?;
-        println!("rest api listening on {addr}");
-        println!("job id {job_id}");
-        slog::info!(log, "REST API listening"; "address" => addr.to_string(), "job_id" => &job_id);
-        let app = crate::rest::router(
-            Arc::new(backend),
-            RestOptions {
-                prometheus: services.config.reporter("prometheus"),
-            },
-        );
-        let rest_log = log.clone();
-        background.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                slog::error!(rest_log, "REST API stopped"; "error" => %e);
-            }
-        }));
+        background.push(serve_rest(bind, backend, services, &log).await?);
     }
     let source_registry = registry.clone();
     let reporters =
         crate::reporters::start(&services.config, Arc::new(move || source_registry.snapshot()), &log).await?;
     background.extend(reporters);
     let _stop_background = AbortAll(background);
-    let join = handle.join();
-    tokio::pin!(join);
-    let mut savepoint = None;
-    let result = tokio::select! {
-        r = &mut join => r?,
-        _ = stop => {
-            match &settings.savepoint_dir {
-                Some(dir) => {
-                    slog::info!(log, "stop requested: stopping with a savepoint"; "dir" => dir.display().to_string(), "drain" => settings.drain);
-                    let location = dir.to_string_lossy();
-                    let target = crate::settings::open_store(&location).map_err(|source| HarnessError::Store {
-                        location: location.to_string(),
-                        source,
-                    })?;
-                    let info = controller.stop_with_savepoint(target, settings.drain).await?;
-                    savepoint = Some(format!("{}/{}", dir.display().to_string().trim_end_matches('/'), info.name));
-                }
-                None => {
-                    slog::info!(log, "stop requested: draining the job");
-                    controller.drain();
-                }
-            }
-            join.await?
-        }
-    };
+    let (result, savepoint) = run_until_stopped(handle, &controller, settings, stop, &log).await?;
     if services.rest_bind.is_some() && !services.rest_linger.is_zero() {
         slog::info!(log, "job ended; the REST API stays up a little longer"; "linger_ms" => services.rest_linger.as_millis() as u64);
         tokio::time::sleep(services.rest_linger).await;
@@ -150,6 +104,72 @@ pub async fn run_embedded(
     slog::info!(log, "job finished"; "records_in" => result.records_in, "records_out" => result.records_out,
         "restarts" => result.restarts, "checkpoints" => result.checkpoints_completed);
     Ok(EmbeddedOutcome { result, savepoint })
+}
+
+/// Serves the REST API of the embedded job on `bind`; prints its address and the job id.
+async fn serve_rest(
+    bind: &str,
+    backend: EmbeddedJob,
+    services: &Services,
+    log: &slog::Logger,
+) -> Result<tokio::task::JoinHandle<()>, HarnessError> {
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| HarnessError::BadOption(format!("--rest-port: binding {bind}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| HarnessError::BadOption(format!("--rest-port: reading the bound address: {e}")))?;
+    println!("rest api listening on {addr}");
+    println!("job id {}", backend.id);
+    slog::info!(log, "REST API listening"; "address" => addr.to_string(), "job_id" => &backend.id);
+    let app = crate::rest::router(
+        Arc::new(backend),
+        RestOptions {
+            prometheus: services.config.reporter("prometheus"),
+        },
+    );
+    let rest_log = log.clone();
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            slog::error!(rest_log, "REST API stopped"; "error" => %e);
+        }
+    }))
+}
+
+/// Waits for the job to end; if `stop` resolves first, drains it or stops it with a savepoint
+/// (`--savepoint-dir`), and returns the savepoint's path with the result.
+async fn run_until_stopped(
+    handle: sluice_core::JobHandle,
+    controller: &sluice_core::JobController,
+    settings: &RunSettings,
+    stop: impl std::future::Future<Output = ()>,
+    log: &slog::Logger,
+) -> Result<(JobResult, Option<String>), HarnessError> {
+    let join = handle.join();
+    tokio::pin!(join);
+    tokio::select! {
+        r = &mut join => Ok((r?, None)),
+        _ = stop => {
+            let savepoint = match &settings.savepoint_dir {
+                Some(dir) => {
+                    slog::info!(log, "stop requested: stopping with a savepoint"; "dir" => dir.display().to_string(), "drain" => settings.drain);
+                    let location = dir.to_string_lossy();
+                    let target = crate::settings::open_store(&location).map_err(|source| HarnessError::Store {
+                        location: location.to_string(),
+                        source,
+                    })?;
+                    let info = controller.stop_with_savepoint(target, settings.drain).await?;
+                    Some(format!("{}/{}", dir.display().to_string().trim_end_matches('/'), info.name))
+                }
+                None => {
+                    slog::info!(log, "stop requested: draining the job");
+                    controller.drain();
+                    None
+                }
+            };
+            Ok((join.await?, savepoint))
+        }
+    }
 }
 
 /// Aborts background tasks when the run ends.

@@ -34,6 +34,13 @@ pub fn format_epoch_ms(ms: i64) -> String {
     )
 }
 
+fn damaged(path: &Path, source: sluice_core::error::CheckpointError) -> HarnessError {
+    HarnessError::Savepoint {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
 fn bad(path: &Path, e: impl std::fmt::Display) -> HarnessError {
     HarnessError::BadOption(format!("{}: {e}", path.display()))
 }
@@ -78,7 +85,7 @@ pub fn describe(path: &str, m: &CheckpointMetadata) -> String {
 /// `sluice savepoint inspect PATH`.
 pub async fn inspect(path: &Path) -> Result<String, HarnessError> {
     let store = open_savepoint(path)?;
-    let sp = load_savepoint(store.as_ref()).await.map_err(|e| bad(path, e))?;
+    let sp = load_savepoint(store.as_ref()).await.map_err(|e| damaged(path, e))?;
     Ok(describe(&path.display().to_string(), &sp.metadata))
 }
 
@@ -123,7 +130,7 @@ pub async fn list(dir: &Path) -> Result<String, HarnessError> {
 /// `sluice savepoint dispose PATH`: deletes the savepoint (refusing what is not one).
 pub async fn dispose(path: &Path) -> Result<usize, HarnessError> {
     let store = open_savepoint(path)?;
-    let n = dispose_savepoint(store.as_ref()).await.map_err(|e| bad(path, e))?;
+    let n = dispose_savepoint(store.as_ref()).await.map_err(|e| damaged(path, e))?;
     if !path.to_string_lossy().starts_with("s3://") {
         // The store deletes files; the emptied directories go too.
         std::fs::remove_dir_all(path).map_err(|e| bad(path, e))?;

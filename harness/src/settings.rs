@@ -74,18 +74,45 @@ fn duration(option: &str, v: &str) -> Result<Duration, HarnessError> {
 impl RunSettings {
     /// The runtime configuration these settings ask for, on top of `base`.
     pub fn apply(&self, mut base: ExecutionConfig) -> Result<ExecutionConfig, HarnessError> {
+        base.checkpointing = self.checkpointing()?;
+        self.check_savepoint_options(base.checkpointing.is_some())?;
+        if let Some(path) = &self.from_savepoint {
+            let store = open_savepoint(path).map_err(|e| match e {
+                HarnessError::NoSavepoint(m) => HarnessError::NoSavepoint(format!("--from-savepoint {m}")),
+                other => other,
+            })?;
+            base.from_savepoint = Some(sluice_core::SavepointRestore {
+                store,
+                allow_non_restored_state: self.allow_non_restored_state,
+                uid_mapping: match &self.uid_mapping {
+                    Some(m) => sluice_core::runtime::parse_uid_mapping(m).map_err(|e| e.context("--uid-mapping"))?,
+                    None => Default::default(),
+                },
+            });
+        }
+        if let Some(s) = &self.restart_strategy {
+            base.restart = Some(RestartStrategy::parse(s).map_err(|e| e.context("--restart-strategy"))?);
+        }
+        Ok(base)
+    }
+
+    /// The checkpoint settings, if `--checkpoint-dir` and `--checkpoint-interval` turn
+    /// checkpointing on; the checkpoint options without them are refused.
+    fn checkpointing(&self) -> Result<Option<CheckpointConfig>, HarnessError> {
         let checkpoint_only = [
             ("--checkpoint-timeout", self.checkpoint_timeout.is_some()),
             ("--min-pause-between-checkpoints", self.min_pause.is_some()),
             ("--tolerable-failed-checkpoints", self.tolerable_failures.is_some()),
             ("--retained-checkpoints", self.retained.is_some()),
         ];
-        match (&self.checkpoint_dir, &self.checkpoint_interval) {
+        let (dir, interval) = match (&self.checkpoint_dir, &self.checkpoint_interval) {
+            (Some(dir), Some(interval)) => (dir, interval),
             (None, None) => {
-                if let Some((name, _)) = checkpoint_only.iter().find(|(_, given)| *given) {
-                    return Err(HarnessError::BadOption(format!(
+                return match checkpoint_only.iter().find(|(_, given)| *given) {
+                    Some((name, _)) => Err(HarnessError::BadOption(format!(
                         "{name} needs checkpointing: give --checkpoint-dir and --checkpoint-interval"
-                    )));
+                    ))),
+                    None => Ok(None),
                 }
             }
             (Some(_), None) => {
@@ -98,87 +125,76 @@ impl RunSettings {
                     "--checkpoint-interval needs --checkpoint-dir (where checkpoints are stored)".into(),
                 ))
             }
-            (Some(dir), Some(interval)) => {
-                let interval = duration("--checkpoint-interval", interval)?;
-                if interval.is_zero() {
-                    return Err(HarnessError::BadOption("--checkpoint-interval must be positive".into()));
-                }
-                let store = open_store(&dir.to_string_lossy())
-                    .map_err(|e| HarnessError::BadOption(format!("--checkpoint-dir {}: {e}", dir.display())))?;
-                let mut c = CheckpointConfig::new(interval, store);
-                if let Some(t) = &self.checkpoint_timeout {
-                    c.timeout = duration("--checkpoint-timeout", t)?;
-                    if c.timeout.is_zero() {
-                        return Err(HarnessError::BadOption("--checkpoint-timeout must be positive".into()));
-                    }
-                    if c.timeout < c.interval {
-                        return Err(HarnessError::BadOption(format!(
-                            "--checkpoint-timeout ({t}) is shorter than --checkpoint-interval ({}): checkpoints would be abandoned before the next is due",
-                            self.checkpoint_interval.as_deref().unwrap_or_default()
-                        )));
-                    }
-                }
-                if let Some(p) = &self.min_pause {
-                    c.min_pause = duration("--min-pause-between-checkpoints", p)?;
-                }
-                if let Some(n) = self.tolerable_failures {
-                    c.tolerable_failures = n;
-                }
-                if let Some(n) = self.retained {
-                    if n == 0 {
-                        return Err(HarnessError::BadOption(
-                            "--retained-checkpoints must be at least 1".into(),
-                        ));
-                    }
-                    c.retained = n;
-                }
-                c.validate()?;
-                base.checkpointing = Some(c);
+        };
+        let interval = duration("--checkpoint-interval", interval)?;
+        if interval.is_zero() {
+            return Err(HarnessError::BadOption("--checkpoint-interval must be positive".into()));
+        }
+        let store = open_store(&dir.to_string_lossy())
+            .map_err(|e| HarnessError::BadOption(format!("--checkpoint-dir {}: {e}", dir.display())))?;
+        let mut c = CheckpointConfig::new(interval, store);
+        self.tune(&mut c)?;
+        c.validate()?;
+        Ok(Some(c))
+    }
+
+    /// The optional checkpoint settings on top of the interval.
+    fn tune(&self, c: &mut CheckpointConfig) -> Result<(), HarnessError> {
+        if let Some(t) = &self.checkpoint_timeout {
+            c.timeout = duration("--checkpoint-timeout", t)?;
+            if c.timeout.is_zero() {
+                return Err(HarnessError::BadOption("--checkpoint-timeout must be positive".into()));
+            }
+            if c.timeout < c.interval {
+                return Err(HarnessError::BadOption(format!(
+                    "--checkpoint-timeout ({t}) is shorter than --checkpoint-interval ({}): checkpoints would be abandoned before the next is due",
+                    self.checkpoint_interval.as_deref().unwrap_or_default()
+                )));
             }
         }
+        if let Some(p) = &self.min_pause {
+            c.min_pause = duration("--min-pause-between-checkpoints", p)?;
+        }
+        if let Some(n) = self.tolerable_failures {
+            c.tolerable_failures = n;
+        }
+        if let Some(n) = self.retained {
+            if n == 0 {
+                return Err(HarnessError::BadOption(
+                    "--retained-checkpoints must be at least 1".into(),
+                ));
+            }
+            c.retained = n;
+        }
+        Ok(())
+    }
+
+    /// The savepoint options need their companions: a savepoint to start from, checkpointing.
+    fn check_savepoint_options(&self, checkpointing: bool) -> Result<(), HarnessError> {
+        let needs = |what: &str, companion: &str| HarnessError::BadOption(format!("{what} needs {companion}"));
         if self.uid_mapping.is_some() && self.from_savepoint.is_none() {
-            return Err(HarnessError::BadOption("--uid-mapping needs --from-savepoint".into()));
+            return Err(needs("--uid-mapping", "--from-savepoint"));
         }
         if self.allow_non_restored_state && self.from_savepoint.is_none() {
-            return Err(HarnessError::BadOption(
-                "--allow-non-restored-state needs --from-savepoint".into(),
-            ));
+            return Err(needs("--allow-non-restored-state", "--from-savepoint"));
         }
         if self.drain && self.savepoint_dir.is_none() {
-            return Err(HarnessError::BadOption(
-                "--drain needs --savepoint-dir (it drains before the savepoint on stop)".into(),
+            return Err(needs(
+                "--drain",
+                "--savepoint-dir (it drains before the savepoint on stop)",
             ));
         }
         if let Some(dir) = &self.savepoint_dir {
-            if base.checkpointing.is_none() {
-                return Err(HarnessError::BadOption(
-                    "--savepoint-dir needs checkpointing: give --checkpoint-dir and --checkpoint-interval".into(),
+            if !checkpointing {
+                return Err(needs(
+                    "--savepoint-dir",
+                    "checkpointing: give --checkpoint-dir and --checkpoint-interval",
                 ));
             }
             open_store(&dir.to_string_lossy())
                 .map_err(|e| HarnessError::BadOption(format!("--savepoint-dir {}: {e}", dir.display())))?;
         }
-        if let Some(path) = &self.from_savepoint {
-            let store = open_savepoint(path).map_err(|e| match e {
-                HarnessError::NoSavepoint(m) => HarnessError::NoSavepoint(format!("--from-savepoint {m}")),
-                other => other,
-            })?;
-            base.from_savepoint = Some(sluice_core::SavepointRestore {
-                store,
-                allow_non_restored_state: self.allow_non_restored_state,
-                uid_mapping: match &self.uid_mapping {
-                    Some(m) => sluice_core::runtime::parse_uid_mapping(m)
-                        .map_err(|e| HarnessError::BadOption(format!("--uid-mapping: {e}")))?,
-                    None => Default::default(),
-                },
-            });
-        }
-        if let Some(s) = &self.restart_strategy {
-            base.restart = Some(
-                RestartStrategy::parse(s).map_err(|e| HarnessError::BadOption(format!("--restart-strategy: {e}")))?,
-            );
-        }
-        Ok(base)
+        Ok(())
     }
 }
 

@@ -136,6 +136,49 @@ fn nexmark_q5_runs_to_its_end_and_prints_a_summary() {
 }
 
 #[test]
+fn exit_codes_tell_the_kind_of_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let damaged = dir.path().join("savepoint-damaged");
+    std::fs::create_dir(&damaged).unwrap();
+    std::fs::write(damaged.join("_metadata"), b"not a savepoint").unwrap();
+    let damaged = damaged.to_str().unwrap();
+    let nowhere = dir.path().join("nowhere");
+    let nowhere = nowhere.to_str().unwrap();
+    // (case, arguments, exit code): the README's table.
+    let cases: Vec<(&str, Vec<&str>, i32)> = vec![
+        ("unknown job", vec!["run", "no-such-job"], 3),
+        (
+            "parallelism 0",
+            vec!["run", "nexmark-q0", "--events", "10", "-p", "0"],
+            2,
+        ),
+        ("unknown flag", vec!["run", "nexmark-q0", "--bogus"], 2),
+        (
+            "bad duration",
+            vec!["run", "nexmark-q0", "--checkpoint-interval", "soon"],
+            2,
+        ),
+        ("no such savepoint", vec!["savepoint", "inspect", nowhere], 3),
+        ("damaged savepoint", vec!["savepoint", "inspect", damaged], 6),
+        (
+            "unreachable coordinator",
+            vec!["list", "--coordinator", "127.0.0.1:1"],
+            5,
+        ),
+        (
+            "cancel, unreachable",
+            vec!["cancel", "--coordinator", "127.0.0.1:1", "x"],
+            5,
+        ),
+    ];
+    for (case, args, code) in cases {
+        let out = sluice(&args);
+        assert_eq!(out.status.code(), Some(code), "{case}: stderr {}", text(&out.stderr));
+        assert!(!text(&out.stderr).contains("panicked"), "{case}");
+    }
+}
+
+#[test]
 fn bad_input_is_rejected_with_an_error_not_a_panic() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("no-such-input.txt");

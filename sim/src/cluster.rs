@@ -185,35 +185,54 @@ fn chance(p: f64) -> bool {
     (madsim::rand::random::<u32>() % 10_000) as f64 / 10_000.0 < p
 }
 
-/// Builds the cluster of `spec`, runs the keyed count on it under its fault plan, and checks
-/// the result. Must run inside a madsim runtime.
-pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
-    let handle = Handle::current();
-    let ip = |host: u8| IpAddr::V4(Ipv4Addr::new(10, spec.subnet, 0, host));
-    let coordinator_addr = format!("{}:6123", ip(1));
-    let store = Arc::new(MemoryStore::with_faults(spec.faults.store.clone()));
-    let sink = TransactionalStore::new();
-    sink.fail_next_commits(spec.faults.failing_commits);
-    let registry: Arc<dyn JobRegistry> = Arc::new(SimJobs {
-        workload: spec.workload,
-        sink: sink.clone(),
-        protocol: spec.sink,
-    });
-    let shared_store: Arc<dyn BlobStore> = store.clone();
-    let opener: StoreOpener = Arc::new(move |_: &str| Ok(shared_store.clone()));
+/// The simulated outside world a cluster runs against and the coordinator's address.
+struct World {
+    coordinator_addr: String,
+    store: Arc<MemoryStore>,
+    sink: TransactionalStore<(u64, u64)>,
+    registry: Arc<dyn JobRegistry>,
+    opener: StoreOpener,
+    /// The coordinator's latest incarnation (its node re-runs its `init` on a restart).
+    coordinator: Arc<Mutex<Option<Coordinator>>>,
+}
 
-    let coordinator_slot: Arc<Mutex<Option<Coordinator>>> = Arc::default();
-    let coordinator_node = {
+fn ip(subnet: u8, host: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, subnet, 0, host))
+}
+
+impl World {
+    fn new(spec: &ClusterSpec) -> Self {
+        let store = Arc::new(MemoryStore::with_faults(spec.faults.store.clone()));
+        let sink = TransactionalStore::new();
+        sink.fail_next_commits(spec.faults.failing_commits);
+        let registry: Arc<dyn JobRegistry> = Arc::new(SimJobs {
+            workload: spec.workload.clone(),
+            sink: sink.clone(),
+            protocol: spec.sink,
+        });
+        let shared_store: Arc<dyn BlobStore> = store.clone();
+        World {
+            coordinator_addr: format!("{}:6123", ip(spec.subnet, 1)),
+            store,
+            sink,
+            registry,
+            opener: Arc::new(move |_: &str| Ok(shared_store.clone())),
+            coordinator: Arc::default(),
+        }
+    }
+
+    /// The coordinator's node; it serves from its `init`, so a restart brings it back.
+    fn start_coordinator(&self, handle: &Handle, subnet: u8) -> NodeId {
         let (registry, opener, slot, addr) = (
-            registry.clone(),
-            opener.clone(),
-            coordinator_slot.clone(),
-            coordinator_addr.clone(),
+            self.registry.clone(),
+            self.opener.clone(),
+            self.coordinator.clone(),
+            self.coordinator_addr.clone(),
         );
         handle
             .create_node()
-            .name(format!("coordinator-{}", spec.subnet))
-            .ip(ip(1))
+            .name(format!("coordinator-{subnet}"))
+            .ip(ip(subnet, 1))
             .init(move || {
                 let (registry, opener, slot, addr) = (registry.clone(), opener.clone(), slot.clone(), addr.clone());
                 async move {
@@ -232,15 +251,21 @@ pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
             })
             .build()
             .id()
-    };
-    let mut workers: Vec<NodeId> = Vec::new();
-    for i in 0..spec.workers {
-        let (registry, opener, addr, slots) = (registry.clone(), opener.clone(), coordinator_addr.clone(), spec.slots);
-        let data = format!("{}:7000", ip(10 + i as u8));
-        let node = handle
+    }
+
+    /// Worker `i`'s node; it registers from its `init`, so a restart brings it back.
+    fn start_worker(&self, handle: &Handle, spec: &ClusterSpec, i: usize) -> NodeId {
+        let (registry, opener, addr, slots) = (
+            self.registry.clone(),
+            self.opener.clone(),
+            self.coordinator_addr.clone(),
+            spec.slots,
+        );
+        let data = format!("{}:7000", ip(spec.subnet, 10 + i as u8));
+        handle
             .create_node()
             .name(format!("worker-{}-{i}", spec.subnet))
-            .ip(ip(10 + i as u8))
+            .ip(ip(spec.subnet, 10 + i as u8))
             .init(move || {
                 let (registry, opener, addr, data) = (registry.clone(), opener.clone(), addr.clone(), data.clone());
                 async move {
@@ -265,14 +290,14 @@ pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
                     let _ = w.run().await;
                 }
             })
-            .build();
-        workers.push(node.id());
+            .build()
+            .id()
     }
-    let client = handle
-        .create_node()
-        .name(format!("client-{}", spec.subnet))
-        .ip(ip(99))
-        .build();
+}
+
+/// Submits the keyed count from the client node (retrying until the coordinator listens);
+/// returns the job id.
+async fn submit(client: &madsim::runtime::NodeHandle, addr: &str, spec: &ClusterSpec) -> String {
     let options: Vec<(String, String)> = vec![
         ("parallelism".into(), spec.parallelism.to_string()),
         (
@@ -286,28 +311,28 @@ pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
             "fixed-delay:attempts=10000,delay=50ms".into(),
         ),
     ];
-    let job = {
-        let addr = coordinator_addr.clone();
-        client
-            .spawn(async move {
-                loop {
-                    match submit_job(&addr, "keyed-count", &options).await {
-                        Ok(id) => return id,
-                        // The coordinator may not listen yet.
-                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                    }
+    let addr = addr.to_string();
+    client
+        .spawn(async move {
+            loop {
+                match submit_job(&addr, "keyed-count", &options).await {
+                    Ok(id) => return id,
+                    // The coordinator may not listen yet.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
-            })
-            .await
-            .expect("the client submits the job")
-    };
+            }
+        })
+        .await
+        .expect("the client submits the job")
+}
 
-    // Fault phase.
+/// The fault phase: `plan.ticks` ticks of worker kills, cut links and latency changes; returns
+/// once every downed node is back and every link healed.
+async fn inject_faults(plan: &FaultPlan, workers: &[NodeId], coordinator: NodeId, run: &mut ClusterRun) {
+    let handle = Handle::current();
     let net = NetSim::current();
-    let mut run = ClusterRun::default();
     let mut healing = Vec::new();
     let down: Arc<Mutex<BTreeSet<NodeId>>> = Arc::default();
-    let plan = &spec.faults;
     for _ in 0..plan.ticks {
         tokio::time::sleep(Duration::from_millis(200)).await;
         if chance(plan.kill_per_tick) {
@@ -325,8 +350,8 @@ pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
             }
         }
         if chance(plan.partition_per_tick) {
-            let mut nodes = workers.clone();
-            nodes.push(coordinator_node);
+            let mut nodes = workers.to_vec();
+            nodes.push(coordinator);
             let a = nodes[madsim::rand::random::<usize>() % nodes.len()];
             let b = nodes[madsim::rand::random::<usize>() % nodes.len()];
             if a != b {
@@ -348,43 +373,67 @@ pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
             run.latency_changes += 1;
         }
     }
-    // Liveness phase: faults stop (downed workers come back, links heal).
     for h in healing {
         h.await.expect("healing task");
     }
     net.update_config(|c| c.send_latency = Duration::from_millis(1)..Duration::from_millis(10));
-    let (status, error) = {
-        let (job, addr) = (job.clone(), coordinator_addr.clone());
-        client
-            .spawn(async move {
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-                loop {
-                    if let Ok(jobs) = list_jobs(&addr).await {
-                        if let Some(j) = jobs.iter().find(|j| j.id == job).filter(|j| j.status.is_terminal()) {
-                            return (j.status, j.error.clone());
-                        }
+}
+
+/// The liveness phase: polls the job from the client node until it ends, at most 300 s of
+/// simulated time; returns its final status and error.
+async fn await_end(client: &madsim::runtime::NodeHandle, addr: &str, job: &str) -> (JobStatus, Option<String>) {
+    let (job, addr) = (job.to_string(), addr.to_string());
+    client
+        .spawn(async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+            loop {
+                if let Ok(jobs) = list_jobs(&addr).await {
+                    if let Some(j) = jobs.iter().find(|j| j.id == job).filter(|j| j.status.is_terminal()) {
+                        return (j.status, j.error.clone());
                     }
-                    if tokio::time::Instant::now() > deadline {
-                        return (
-                            JobStatus::Running,
-                            Some("did not finish within 300 s of simulated time after faults stopped".into()),
-                        );
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-            })
-            .await
-            .expect("the client polls")
-    };
+                if tokio::time::Instant::now() > deadline {
+                    return (
+                        JobStatus::Running,
+                        Some("did not finish within 300 s of simulated time after faults stopped".into()),
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("the client polls")
+}
+
+/// Builds the cluster of `spec`, runs the keyed count on it under its fault plan, and checks
+/// the result. Must run inside a madsim runtime.
+pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
+    let handle = Handle::current();
+    let world = World::new(&spec);
+    let coordinator_node = world.start_coordinator(&handle, spec.subnet);
+    let workers: Vec<NodeId> = (0..spec.workers)
+        .map(|i| world.start_worker(&handle, &spec, i))
+        .collect();
+    let client = handle
+        .create_node()
+        .name(format!("client-{}", spec.subnet))
+        .ip(ip(spec.subnet, 99))
+        .build();
+    let job = submit(&client, &world.coordinator_addr, &spec).await;
+    let mut run = ClusterRun::default();
+    inject_faults(&spec.faults, &workers, coordinator_node, &mut run).await;
+    // Liveness: the faults have stopped (downed workers are back, links healed).
+    let (status, error) = await_end(&client, &world.coordinator_addr, &job).await;
     run.status = Some(status);
     run.error = error;
-    run.failovers = coordinator_slot
+    run.failovers = world
+        .coordinator
         .locked()
         .as_ref()
         .and_then(|c| c.job(&job))
         .map_or(0, |j| j.attempt);
-    run.store_faults = store.injected_faults();
-    run.violations = spec.workload.check(&sink.committed());
+    run.store_faults = world.store.injected_faults();
+    run.violations = spec.workload.check(&world.sink.committed());
     // This cluster is done: its nodes stop, so the next one in the same simulation runs alone.
     for w in workers {
         handle.kill(w);

@@ -44,7 +44,7 @@ async fn keyed_count_over_simulated_tcp_is_exactly_once() {
             // Lost acknowledgements (a fault point) must time out quickly.
             cfg.timeout = Duration::from_secs(1);
             let config = ExecutionConfig {
-                shuffle_over_tcp: true,
+                transport: std::sync::Arc::new(sluice_core::cluster::LoopbackShuffle),
                 batch_size: 16,
                 channel_capacity: 2,
                 checkpointing: Some(cfg),

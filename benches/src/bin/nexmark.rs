@@ -112,53 +112,59 @@ fn best(
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    // Child mode: one run, one machine-readable line.
     if let Some(job) = arg(&args, "--one") {
-        let p: u32 = arg(&args, "--parallelism").context("--parallelism")?.parse()?;
-        let input = match (arg(&args, "--events-dir"), arg(&args, "--events")) {
-            (Some(dir), _) => Input::Files(PathBuf::from(dir)),
-            (None, Some(n)) => Input::Generated(n.parse()?),
-            (None, None) => bail!("--events N or --events-dir DIR"),
-        };
-        let ckpt = arg(&args, "--one-checkpoint")
-            .map(|d| parse_duration(&d).map_err(anyhow::Error::msg))
-            .transpose()?;
-        let f = sluice_benches::run_once(&job, &input, p, ckpt, args.iter().any(|a| a == "--one-checksum"))?;
-        println!(
-            "RESULT {} {} {} {} {:.4} {:.0} {} {} {}",
-            f.job,
-            f.parallelism,
-            f.events,
-            f.results,
-            f.seconds,
-            f.events_per_second,
-            f.peak_rss_kib.unwrap_or(0),
-            f.checkpoints,
-            f.checksum.map_or("-".to_string(), |c| format!("{c:016x}"))
-        );
-        return Ok(());
+        return run_child(&args, &job);
     }
     if let Some(dir) = arg(&args, "--write-events") {
         let events: u64 = arg(&args, "--events")
             .context("--write-events needs --events N")?
             .parse()?;
         let parts: usize = arg(&args, "--parts").unwrap_or_else(|| "2".into()).parse()?;
-        let bytes = write_event_files(NexmarkConfig::default(), events, std::path::Path::new(&dir), parts)
-            .map_err(anyhow::Error::msg)?;
+        let bytes = write_event_files(NexmarkConfig::default(), events, std::path::Path::new(&dir), parts)?;
         println!("wrote {events} events ({bytes} bytes) into {parts} part files in {dir}");
         return Ok(());
     }
-    let input: Vec<String> = match arg(&args, "--events-dir") {
+    run_table(&args)
+}
+
+/// Child mode: one run, one machine-readable line.
+fn run_child(args: &[String], job: &str) -> anyhow::Result<()> {
+    let p: u32 = arg(args, "--parallelism").context("--parallelism")?.parse()?;
+    let input = match (arg(args, "--events-dir"), arg(args, "--events")) {
+        (Some(dir), _) => Input::Files(PathBuf::from(dir)),
+        (None, Some(n)) => Input::Generated(n.parse()?),
+        (None, None) => bail!("--events N or --events-dir DIR"),
+    };
+    let ckpt = arg(args, "--one-checkpoint").map(|d| parse_duration(&d)).transpose()?;
+    let f = sluice_benches::run_once(job, &input, p, ckpt, args.iter().any(|a| a == "--one-checksum"))?;
+    println!(
+        "RESULT {} {} {} {} {:.4} {:.0} {} {} {}",
+        f.job,
+        f.parallelism,
+        f.events,
+        f.results,
+        f.seconds,
+        f.events_per_second,
+        f.peak_rss_kib.unwrap_or(0),
+        f.checkpoints,
+        f.checksum.map_or("-".to_string(), |c| format!("{c:016x}"))
+    );
+    Ok(())
+}
+
+/// The table: every query at every parallelism, with checkpoints too if asked.
+fn run_table(args: &[String]) -> anyhow::Result<()> {
+    let input: Vec<String> = match arg(args, "--events-dir") {
         Some(dir) => vec!["--events-dir".into(), dir],
         None => vec![
             "--events".into(),
-            arg(&args, "--events").unwrap_or_else(|| "2000000".into()),
+            arg(args, "--events").unwrap_or_else(|| "2000000".into()),
         ],
     };
-    let queries = arg(&args, "--queries").unwrap_or_else(|| "q0,q1,q2,q3,q4,q5,q7,q8".into());
-    let pars = arg(&args, "--parallelism").unwrap_or_else(|| "1,2".into());
-    let ckpt = arg(&args, "--checkpoint-interval");
-    let repeat: u32 = arg(&args, "--repeat").map(|r| r.parse()).transpose()?.unwrap_or(1);
+    let queries = arg(args, "--queries").unwrap_or_else(|| "q0,q1,q2,q3,q4,q5,q7,q8".into());
+    let pars = arg(args, "--parallelism").unwrap_or_else(|| "1,2".into());
+    let ckpt = arg(args, "--checkpoint-interval");
+    let repeat: u32 = arg(args, "--repeat").map(|r| r.parse()).transpose()?.unwrap_or(1);
     let me = std::env::current_exe()?;
     match &ckpt {
         None => {
@@ -172,49 +178,55 @@ fn main() -> anyhow::Result<()> {
     }
     for q in queries.split(',') {
         for p in pars.split(',') {
-            // With checkpoints, the two variants alternate run by run, so a disturbance of
-            // the machine hits both alike.
-            let (base, with) = match &ckpt {
-                None => (best(&me, q, p, &input, None, repeat)?, None),
-                Some(c) => {
-                    let (mut b, mut w) = (best(&me, q, p, &input, None, 1)?, best(&me, q, p, &input, Some(c), 1)?);
-                    for _ in 1..repeat {
-                        let nb = best(&me, q, p, &input, None, 1)?;
-                        if nb.events_per_second > b.events_per_second {
-                            b = nb;
-                        }
-                        let nw = best(&me, q, p, &input, Some(c), 1)?;
-                        if nw.events_per_second > w.events_per_second {
-                            w = nw;
-                        }
-                    }
-                    (b, Some(w))
-                }
-            };
             match &ckpt {
-                None => println!(
-                    "| {q} | {p} | {} | {} | {} | {} | {:.0} | {:.0} |",
-                    base.events, base.results, base.checksum, base.seconds, base.events_per_second, base.rss_mib
-                ),
-                Some(_) => {
-                    let with = with.expect("measured with checkpoints above");
+                None => {
+                    let base = best(&me, q, p, &input, None, repeat)?;
                     println!(
-                        "| {q} | {p} | {} | {:.0} | {:.0} | {} | {:.3} | {} | {:.0} |",
-                        base.events,
-                        base.events_per_second,
-                        with.events_per_second,
-                        with.checkpoints,
-                        with.events_per_second / base.events_per_second,
-                        if with.checksum == base.checksum && with.results == base.results {
-                            "yes"
-                        } else {
-                            "NO"
-                        },
-                        with.rss_mib
+                        "| {q} | {p} | {} | {} | {} | {} | {:.0} | {:.0} |",
+                        base.events, base.results, base.checksum, base.seconds, base.events_per_second, base.rss_mib
                     );
                 }
+                Some(c) => row_with_checkpoints(&me, q, p, &input, c, repeat)?,
             }
         }
     }
+    Ok(())
+}
+
+/// One row of the table with checkpoints: the two variants alternate run by run, so a
+/// disturbance of the machine hits both alike.
+fn row_with_checkpoints(
+    me: &std::path::Path,
+    q: &str,
+    p: &str,
+    input: &[String],
+    c: &str,
+    repeat: u32,
+) -> anyhow::Result<()> {
+    let (mut base, mut with) = (best(me, q, p, input, None, 1)?, best(me, q, p, input, Some(c), 1)?);
+    for _ in 1..repeat {
+        let nb = best(me, q, p, input, None, 1)?;
+        if nb.events_per_second > base.events_per_second {
+            base = nb;
+        }
+        let nw = best(me, q, p, input, Some(c), 1)?;
+        if nw.events_per_second > with.events_per_second {
+            with = nw;
+        }
+    }
+    println!(
+        "| {q} | {p} | {} | {:.0} | {:.0} | {} | {:.3} | {} | {:.0} |",
+        base.events,
+        base.events_per_second,
+        with.events_per_second,
+        with.checkpoints,
+        with.events_per_second / base.events_per_second,
+        if with.checksum == base.checksum && with.results == base.results {
+            "yes"
+        } else {
+            "NO"
+        },
+        with.rss_mib
+    );
     Ok(())
 }

@@ -124,7 +124,11 @@ fn run(records: u64, over_tcp: bool) -> anyhow::Result<Duration> {
         .enable_all()
         .build()?;
     let config = ExecutionConfig {
-        shuffle_over_tcp: over_tcp,
+        transport: if over_tcp {
+            std::sync::Arc::new(sluice_core::cluster::LoopbackShuffle)
+        } else {
+            std::sync::Arc::new(sluice_core::runtime::transport::InProcess)
+        },
         ..ExecutionConfig::default()
     };
     let r = rt.block_on(env.execute(config))?;

@@ -15,7 +15,9 @@ use crate::checkpoint::savepoint::{savepoint_name, write_savepoint};
 use crate::checkpoint::{CheckpointConfig, CheckpointStorage};
 use crate::clock::Clock;
 use crate::error::JobError;
+use crate::graph::JobGraph;
 use crate::metrics::{CheckpointOutcome, CheckpointRecord, CheckpointStats};
+use crate::runtime::restore;
 
 /// An operator as the coordinator lists it in metadata.
 #[derive(Debug, Clone)]
@@ -78,137 +80,264 @@ struct Pending {
     alignment_ms: u64,
 }
 
-pub(crate) struct Coordinator {
+/// What the checkpoint coordinators of a job's attempts share: its settings and store, the
+/// checkpoint id counter (ids keep increasing across attempts), its statistics, its savepoint
+/// requests and how to end it after a stop-with-savepoint.
+#[derive(Clone)]
+pub(crate) struct JobCheckpointing {
     pub(crate) config: CheckpointConfig,
     pub(crate) storage: CheckpointStorage,
     pub(crate) clock: Clock,
-    pub(crate) log: slog::Logger,
-    pub(crate) job_name: String,
-    pub(crate) max_parallelism: u32,
-    pub(crate) operators: Vec<OperatorInfo>,
-    pub(crate) tasks: Vec<TaskRef>,
-    pub(crate) events: mpsc::Receiver<TaskEvent>,
-    /// Shared across attempts so ids keep increasing after a restart.
     pub(crate) next_id: Arc<AtomicU64>,
-    /// Completed checkpoints still retained, oldest first.
-    pub(crate) retained: VecDeque<u64>,
     pub(crate) stats: Arc<CheckpointStats>,
-    /// Savepoint requests of the job, if it takes any.
     pub(crate) savepoints: Option<SavepointRequests>,
-    /// Ends the job after a stop-with-savepoint.
     pub(crate) stop: StopHook,
 }
 
+/// The checkpoint coordinator of one execution attempt.
+pub(crate) struct Coordinator {
+    config: CheckpointConfig,
+    storage: CheckpointStorage,
+    clock: Clock,
+    log: slog::Logger,
+    job_name: String,
+    max_parallelism: u32,
+    operators: Vec<OperatorInfo>,
+    tasks: Vec<TaskRef>,
+    events: mpsc::Receiver<TaskEvent>,
+    next_id: Arc<AtomicU64>,
+    /// Completed checkpoints still retained, oldest first.
+    retained: VecDeque<u64>,
+    stats: Arc<CheckpointStats>,
+    savepoints: Option<SavepointRequests>,
+    stop: StopHook,
+}
+
+/// Where one run of the coordinator stands.
+struct Progress {
+    /// Source tasks, and how many of them read all of their input.
+    sources: usize,
+    sources_finished: usize,
+    /// The final checkpoint (after every source finished) is complete.
+    final_done: bool,
+    pending: Option<Pending>,
+    /// Consecutive failed checkpoints.
+    failures: u32,
+    next_trigger: Instant,
+    /// A savepoint asked for and not triggered yet.
+    waiting: Option<SavepointRequest>,
+    /// A stop-with-savepoint that drains first: it is taken at the final checkpoint.
+    at_final: Option<SavepointRequest>,
+    /// A stop-with-savepoint completed: no checkpoint may follow it.
+    stopped: bool,
+}
+
+impl Progress {
+    fn all_input_done(&self) -> bool {
+        self.sources_finished == self.sources
+    }
+
+    /// Whether the interval timer may trigger a checkpoint now.
+    fn can_trigger(&self) -> bool {
+        self.pending.is_none() && !self.all_input_done() && !self.stopped
+    }
+}
+
 impl Coordinator {
+    /// The coordinator of an attempt of `graph` whose tasks are `tasks` (numbered as the
+    /// attempt numbers them) and send their events on `events`; it retains `retained`.
+    pub(crate) fn new(
+        graph: &JobGraph,
+        job: &JobCheckpointing,
+        retained: VecDeque<u64>,
+        tasks: Vec<TaskRef>,
+        events: mpsc::Receiver<TaskEvent>,
+        log: slog::Logger,
+    ) -> Self {
+        Coordinator {
+            config: job.config.clone(),
+            storage: job.storage.clone(),
+            clock: job.clock,
+            log,
+            job_name: graph.name.clone(),
+            max_parallelism: graph.max_parallelism,
+            operators: (0..graph.vertices.len())
+                .map(|v| OperatorInfo {
+                    key: restore::operator_key(graph, v),
+                    name: graph.vertices[v].name.clone(),
+                    parallelism: graph.vertices[v].parallelism,
+                })
+                .collect(),
+            tasks,
+            events,
+            next_id: job.next_id.clone(),
+            retained,
+            stats: job.stats.clone(),
+            savepoints: job.savepoints.clone(),
+            stop: job.stop.clone(),
+        }
+    }
+
     /// Runs until the tasks are gone; fails if checkpoints fail more often than tolerated.
     pub(crate) async fn run(&mut self) -> Result<(), JobError> {
-        let sources = self.tasks.iter().filter(|t| t.is_source).count();
-        let mut sources_finished = 0usize;
-        let mut final_done = false;
-        let mut pending: Option<Pending> = None;
-        let mut failures = 0u32;
-        let mut next_trigger = Instant::now() + self.config.interval;
+        let mut s = Progress {
+            sources: self.tasks.iter().filter(|t| t.is_source).count(),
+            sources_finished: 0,
+            final_done: false,
+            pending: None,
+            failures: 0,
+            next_trigger: Instant::now() + self.config.interval,
+            waiting: None,
+            at_final: None,
+            stopped: false,
+        };
         let requests = self.savepoints.clone();
         let mut requests = match &requests {
             Some(r) => Some(r.clone().lock_owned().await),
             None => None,
         };
-        // A savepoint asked for and not triggered yet; one whose job drains first (it is
-        // taken at the final checkpoint); whether a stop-with-savepoint has completed (no
-        // checkpoint may follow it).
-        let mut waiting: Option<SavepointRequest> = None;
-        let mut at_final: Option<SavepointRequest> = None;
-        let mut stopped = false;
         loop {
-            let all_input_done = sources_finished == sources;
-            if pending.is_none() && all_input_done && !final_done && !stopped {
-                // Every source read all its input: the final checkpoint commits the rest.
-                let mut p = self.trigger(true).await;
-                p.savepoint = at_final.take().or_else(|| waiting.take());
-                pending = Some(p);
+            if self.trigger_due(&mut s).await {
                 continue;
             }
-            if pending.is_none() && !all_input_done && !stopped && waiting.is_some() {
-                let mut p = self.trigger(false).await;
-                p.savepoint = waiting.take();
-                pending = Some(p);
-                continue;
-            }
-            let can_trigger = pending.is_none() && !all_input_done && !stopped;
-            let deadline = pending.as_ref().map(|p| p.deadline);
-            let can_request = requests.is_some() && waiting.is_none() && at_final.is_none() && !stopped && !final_done;
+            let deadline = s.pending.as_ref().map(|p| p.deadline);
+            let can_request =
+                requests.is_some() && s.waiting.is_none() && s.at_final.is_none() && !s.stopped && !s.final_done;
             tokio::select! {
                 // Fixed polling order: tokio's random branch order is not seeded by the simulator.
                 biased;
-                _ = tokio::time::sleep_until(next_trigger), if can_trigger => {
-                    pending = Some(self.trigger(false).await);
+                _ = tokio::time::sleep_until(s.next_trigger), if s.can_trigger() => {
+                    s.pending = Some(self.trigger(false).await);
                 }
-                _ = tokio::time::sleep_until(deadline.unwrap_or(next_trigger)), if deadline.is_some() => {
-                    let p = pending.take().expect("deadline implies a pending checkpoint");
-                    let missing: Vec<String> = (0..self.tasks.len()).filter(|t| !p.acks.contains_key(t)).map(|t| t.to_string()).collect();
-                    let reason = format!(
-                        "timed out with {} of {} tasks acknowledged (waiting for tasks {})",
-                        p.acks.len(),
-                        self.tasks.len(),
-                        missing.join(", ")
-                    );
-                    self.fail(p, reason, &mut failures).await?;
-                    next_trigger = Instant::now() + self.config.min_pause;
+                _ = tokio::time::sleep_until(deadline.unwrap_or(s.next_trigger)), if deadline.is_some() => {
+                    self.time_out(&mut s).await?;
                 }
                 req = async { requests.as_mut().expect("guarded by can_request").recv().await }, if can_request => {
                     match req {
                         None => requests = None,
-                        Some(req) if req.stop == Some(true) => {
-                            slog::info!(self.log, "stop with savepoint: draining the job first");
-                            at_final = Some(req);
-                            (self.stop)(StopAction::Drain);
-                        }
-                        Some(req) => waiting = Some(req),
+                        Some(req) => self.on_request(&mut s, req),
                     }
                 }
-                ev = self.events.recv() => {
-                    let Some(ev) = ev else { return Ok(()) };
-                    match ev {
-                        TaskEvent::InputFinished { task } => {
-                            slog::debug!(self.log, "source input finished"; "task" => task);
-                            sources_finished += 1;
-                        }
-                        TaskEvent::Declined { task, checkpoint_id, reason } => {
-                            if pending.as_ref().is_some_and(|p| p.id == checkpoint_id) {
-                                let p = pending.take().expect("checked");
-                                self.fail(p, format!("task {task} declined: {reason}"), &mut failures).await?;
-                                next_trigger = Instant::now() + self.config.min_pause;
-                            }
-                        }
-                        TaskEvent::Acked { task, checkpoint_id, files, alignment_ms } => {
-                            let Some(p) = pending.as_mut().filter(|p| p.id == checkpoint_id) else { continue };
-                            p.alignment_ms = p.alignment_ms.max(alignment_ms);
-                            let dup = p.acks.insert(task, files);
-                            debug_assert!(dup.is_none(), "task {task} acknowledged checkpoint {checkpoint_id} twice");
-                            if p.acks.len() == self.tasks.len() {
-                                let mut p = pending.take().expect("checked");
-                                let started = p.started;
-                                let savepoint = p.savepoint.take();
-                                match self.complete(p, savepoint.is_some()).await {
-                                    Ok(meta) => {
-                                        failures = 0;
-                                        final_done |= meta.1;
-                                        if let Some(req) = savepoint {
-                                            stopped |= self.finish_savepoint(req, &meta.0).await;
-                                        }
-                                    }
-                                    Err((mut p, reason)) => {
-                                        p.savepoint = savepoint;
-                                        self.fail(p, reason, &mut failures).await?;
-                                    }
-                                }
-                                next_trigger = (started + self.config.interval).max(Instant::now() + self.config.min_pause);
-                            }
-                        }
-                    }
+                ev = self.events.recv() => match ev {
+                    None => return Ok(()),
+                    Some(ev) => self.on_event(&mut s, ev).await?,
+                },
+            }
+        }
+    }
+
+    /// Triggers what is due regardless of the interval: the final checkpoint once every
+    /// source finished, or a savepoint that was asked for. Returns whether it triggered.
+    async fn trigger_due(&mut self, s: &mut Progress) -> bool {
+        if s.pending.is_some() || s.stopped {
+            return false;
+        }
+        if s.all_input_done() && !s.final_done {
+            // Every source read all its input: the final checkpoint commits the rest.
+            let mut p = self.trigger(true).await;
+            p.savepoint = s.at_final.take().or_else(|| s.waiting.take());
+            s.pending = Some(p);
+            return true;
+        }
+        if !s.all_input_done() && s.waiting.is_some() {
+            let mut p = self.trigger(false).await;
+            p.savepoint = s.waiting.take();
+            s.pending = Some(p);
+            return true;
+        }
+        false
+    }
+
+    async fn time_out(&mut self, s: &mut Progress) -> Result<(), JobError> {
+        let p = s.pending.take().expect("a deadline implies a pending checkpoint");
+        let missing: Vec<String> = (0..self.tasks.len())
+            .filter(|t| !p.acks.contains_key(t))
+            .map(|t| t.to_string())
+            .collect();
+        let reason = format!(
+            "timed out with {} of {} tasks acknowledged (waiting for tasks {})",
+            p.acks.len(),
+            self.tasks.len(),
+            missing.join(", ")
+        );
+        self.fail(p, reason, &mut s.failures).await?;
+        s.next_trigger = Instant::now() + self.config.min_pause;
+        Ok(())
+    }
+
+    fn on_request(&mut self, s: &mut Progress, req: SavepointRequest) {
+        if req.stop == Some(true) {
+            slog::info!(self.log, "stop with savepoint: draining the job first");
+            s.at_final = Some(req);
+            (self.stop)(StopAction::Drain);
+        } else {
+            s.waiting = Some(req);
+        }
+    }
+
+    async fn on_event(&mut self, s: &mut Progress, ev: TaskEvent) -> Result<(), JobError> {
+        match ev {
+            TaskEvent::InputFinished { task } => {
+                slog::debug!(self.log, "source input finished"; "task" => task);
+                debug_assert!(self.tasks[task].is_source, "task {task} is not a source");
+                s.sources_finished += 1;
+                debug_assert!(s.sources_finished <= s.sources, "a source reported its end twice");
+            }
+            TaskEvent::Declined {
+                task,
+                checkpoint_id,
+                reason,
+            } => {
+                if s.pending.as_ref().is_some_and(|p| p.id == checkpoint_id) {
+                    let p = s.pending.take().expect("checked");
+                    self.fail(p, format!("task {task} declined: {reason}"), &mut s.failures)
+                        .await?;
+                    s.next_trigger = Instant::now() + self.config.min_pause;
+                }
+            }
+            TaskEvent::Acked {
+                task,
+                checkpoint_id,
+                files,
+                alignment_ms,
+            } => {
+                let Some(p) = s.pending.as_mut().filter(|p| p.id == checkpoint_id) else {
+                    return Ok(());
+                };
+                p.alignment_ms = p.alignment_ms.max(alignment_ms);
+                let dup = p.acks.insert(task, files);
+                debug_assert!(
+                    dup.is_none(),
+                    "task {task} acknowledged checkpoint {checkpoint_id} twice"
+                );
+                if p.acks.len() == self.tasks.len() {
+                    self.all_acknowledged(s).await?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Every task acknowledged the pending checkpoint: complete it (and its savepoint).
+    async fn all_acknowledged(&mut self, s: &mut Progress) -> Result<(), JobError> {
+        let mut p = s.pending.take().expect("the caller checked");
+        let started = p.started;
+        let savepoint = p.savepoint.take();
+        match self.complete(p, savepoint.is_some()).await {
+            Ok((meta, is_final)) => {
+                s.failures = 0;
+                s.final_done |= is_final;
+                if let Some(req) = savepoint {
+                    s.stopped |= self.finish_savepoint(req, &meta).await;
+                }
+            }
+            Err((mut p, reason)) => {
+                p.savepoint = savepoint;
+                self.fail(p, reason, &mut s.failures).await?;
+            }
+        }
+        s.next_trigger = (started + self.config.interval).max(Instant::now() + self.config.min_pause);
+        Ok(())
     }
 
     /// Copies the completed checkpoint into the savepoint's target and answers the request;
@@ -263,20 +392,19 @@ impl Coordinator {
         }
     }
 
-    /// Writes the metadata and notifies the tasks; returns the metadata and whether it was the
-    /// final checkpoint.
-    async fn complete(&mut self, p: Pending, savepoint: bool) -> Result<(CheckpointMetadata, bool), (Pending, String)> {
-        let mut by_op: BTreeMap<String, Vec<StateFileMeta>> = BTreeMap::new();
+    /// The metadata of checkpoint `p` from its acknowledgements.
+    fn metadata(&self, p: &Pending) -> CheckpointMetadata {
+        let mut by_op: BTreeMap<&str, Vec<StateFileMeta>> = BTreeMap::new();
         for files in p.acks.values() {
             for (key, f) in files {
-                by_op.entry(key.clone()).or_default().push(f.clone());
+                by_op.entry(key.as_str()).or_default().push(f.clone());
             }
         }
         let operators = self
             .operators
             .iter()
             .filter_map(|o| {
-                let mut files = by_op.remove(&o.key)?;
+                let mut files = by_op.remove(o.key.as_str())?;
                 files.sort_by_key(|f| f.subtask);
                 Some(OperatorStateMeta {
                     key: o.key.clone(),
@@ -291,14 +419,20 @@ impl Coordinator {
             "state acknowledged for unknown operators: {:?}",
             by_op.keys()
         );
-        let meta = CheckpointMetadata {
+        CheckpointMetadata {
             job_name: self.job_name.clone(),
             checkpoint_id: p.id,
             triggered_at_ms: p.triggered_ms,
             completed_at_ms: self.clock.now_ms(),
             max_parallelism: self.max_parallelism,
             operators,
-        };
+        }
+    }
+
+    /// Writes the metadata and notifies the tasks; returns the metadata and whether it was the
+    /// final checkpoint.
+    async fn complete(&mut self, p: Pending, savepoint: bool) -> Result<(CheckpointMetadata, bool), (Pending, String)> {
+        let meta = self.metadata(&p);
         crate::buggify::maybe_delay("metadata write").await;
         if let Err(e) = self.storage.commit(&meta).await {
             return Err((p, format!("writing its metadata failed: {e}")));
@@ -325,14 +459,25 @@ impl Coordinator {
                 let _ = t.commands.send(TaskCommand::Finish).await;
             }
         }
-        self.retained.push_back(p.id);
+        self.retain(p.id).await;
+        Ok((meta, p.is_final))
+    }
+
+    /// Keeps completed checkpoint `id` and deletes the ones it subsumes beyond the retained
+    /// count.
+    async fn retain(&mut self, id: u64) {
+        debug_assert!(
+            self.retained.back().is_none_or(|&last| last < id),
+            "completed checkpoint ids must increase: {id} after {:?}",
+            self.retained.back()
+        );
+        self.retained.push_back(id);
         while self.retained.len() > self.config.retained as usize {
             let old = self.retained.pop_front().expect("longer than retained >= 1");
             if let Err(e) = self.storage.discard(old).await {
                 slog::warn!(self.log, "could not delete subsumed checkpoint"; "checkpoint" => old, "error" => %e);
             }
         }
-        Ok((meta, p.is_final))
     }
 
     async fn fail(&mut self, mut p: Pending, reason: String, failures: &mut u32) -> Result<(), JobError> {
@@ -365,5 +510,317 @@ impl Coordinator {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The coordinator against fake tasks: the tests hold the tasks' command receivers and
+    //! send their events, on tokio's paused clock (time moves only when everything waits).
+    use std::time::Duration;
+
+    use sluice_state::blob::{BlobStore, MemoryStore};
+
+    use super::*;
+    use crate::api::StreamEnv;
+    use crate::checkpoint::savepoint::list_savepoints;
+    use crate::connectors::{DiscardSink, VecSource};
+    use crate::WatermarkStrategy;
+
+    const SOURCE: usize = 0;
+    const SINK: usize = 1;
+
+    /// A source task and a sink task of a two-vertex job, and the coordinator of their attempt.
+    struct Harness {
+        commands: Vec<mpsc::Receiver<TaskCommand>>,
+        events: mpsc::Sender<TaskEvent>,
+        store: Arc<MemoryStore>,
+        stats: Arc<CheckpointStats>,
+        requests: mpsc::Sender<SavepointRequest>,
+        stops: Arc<std::sync::Mutex<Vec<StopAction>>>,
+        run: tokio::task::JoinHandle<Result<(), JobError>>,
+    }
+
+    fn graph() -> JobGraph {
+        let env = StreamEnv::new("unit");
+        env.from_source(
+            VecSource::new(vec![1u64]),
+            WatermarkStrategy::for_monotonous_timestamps(),
+            "src",
+        )
+        .uid("src")
+        .sink_to(DiscardSink::default(), "sink")
+        .uid("sink");
+        let mut g = env.build().expect("a valid graph");
+        g.finalize().expect("a valid graph");
+        g
+    }
+
+    fn start(config: impl FnOnce(&mut CheckpointConfig)) -> Harness {
+        let store = Arc::new(MemoryStore::new());
+        let mut cfg = CheckpointConfig::new(Duration::from_millis(100), store.clone());
+        cfg.timeout = Duration::from_secs(1);
+        config(&mut cfg);
+        let (requests, rx) = mpsc::channel(4);
+        let stops = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = stops.clone();
+        let stats = Arc::new(CheckpointStats::default());
+        let job = JobCheckpointing {
+            storage: CheckpointStorage::new(store.clone(), "unit"),
+            config: cfg,
+            clock: Clock::system(),
+            next_id: Arc::new(AtomicU64::new(1)),
+            stats: stats.clone(),
+            savepoints: Some(Arc::new(tokio::sync::Mutex::new(rx))),
+            stop: Arc::new(move |a| s.lock().unwrap().push(a)),
+        };
+        let (mut commands, mut tasks) = (Vec::new(), Vec::new());
+        for is_source in [true, false] {
+            let (tx, rx) = mpsc::channel(64);
+            tasks.push(TaskRef {
+                commands: tx,
+                is_source,
+            });
+            commands.push(rx);
+        }
+        let (events, events_rx) = mpsc::channel(64);
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let mut c = Coordinator::new(&graph(), &job, VecDeque::new(), tasks, events_rx, log);
+        let run = tokio::spawn(async move { c.run().await });
+        Harness {
+            commands,
+            events,
+            store,
+            stats,
+            requests,
+            stops,
+            run,
+        }
+    }
+
+    impl Harness {
+        async fn next_command(&mut self, task: usize) -> TaskCommand {
+            self.commands[task].recv().await.expect("the coordinator is running")
+        }
+
+        /// The next barrier at the source, and the (paused) time it came at.
+        async fn triggered(&mut self) -> (u64, Instant) {
+            match self.next_command(SOURCE).await {
+                TaskCommand::Trigger(b) => (b.checkpoint_id, Instant::now()),
+                other => panic!("expected a trigger, got {other:?}"),
+            }
+        }
+
+        async fn ack(&self, task: usize, checkpoint_id: u64) {
+            let ev = TaskEvent::Acked {
+                task,
+                checkpoint_id,
+                files: Vec::new(),
+                alignment_ms: 0,
+            };
+            self.events.send(ev).await.unwrap();
+        }
+
+        async fn ack_all(&mut self, id: u64) {
+            self.ack(SOURCE, id).await;
+            self.ack(SINK, id).await;
+            for task in [SOURCE, SINK] {
+                assert!(matches!(self.next_command(task).await, TaskCommand::Complete(c) if c == id));
+            }
+        }
+
+        async fn completed(&self) -> Vec<u64> {
+            CheckpointStorage::new(self.store.clone(), "unit")
+                .completed_ids()
+                .await
+                .unwrap()
+        }
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn triggers_at_the_interval_and_completes_when_every_task_acknowledged() {
+        let mut h = start(|_| {});
+        let t0 = Instant::now();
+        let (id, at) = h.triggered().await;
+        assert_eq!((id, at - t0), (1, Duration::from_millis(100)));
+        h.ack(SOURCE, 1).await;
+        tokio::task::yield_now().await;
+        assert!(h.completed().await.is_empty(), "complete before the sink acknowledged");
+        h.ack(SINK, 1).await;
+        for task in [SOURCE, SINK] {
+            assert!(matches!(h.next_command(task).await, TaskCommand::Complete(1)));
+        }
+        assert_eq!(h.completed().await, [1]);
+        assert_eq!(h.stats.completed.load(Ordering::Relaxed), 1);
+        let (id, at2) = h.triggered().await;
+        assert_eq!(
+            (id, at2 - at),
+            (2, Duration::from_millis(100)),
+            "the next one an interval after the start of the last"
+        );
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn acknowledgements_of_another_checkpoint_are_ignored() {
+        let mut h = start(|_| {});
+        let (id, _) = h.triggered().await;
+        h.ack(SOURCE, id + 7).await;
+        h.ack(SINK, id + 7).await;
+        h.ack(SOURCE, id).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(h.completed().await.is_empty());
+        h.ack(SINK, id).await;
+        assert!(matches!(h.next_command(SOURCE).await, TaskCommand::Complete(c) if c == id));
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn a_timed_out_checkpoint_fails_the_job_beyond_the_tolerated_failures() {
+        let mut h = start(|c| c.tolerable_failures = 1);
+        let (first, t1) = h.triggered().await;
+        h.ack(SOURCE, first).await;
+        // The sink never acknowledges: timed out after 1 s, then another try after min pause 0.
+        let (second, t2) = h.triggered().await;
+        assert_eq!((second, t2 - t1), (first + 1, Duration::from_secs(1)));
+        assert_eq!(h.stats.failed.load(Ordering::Relaxed), 1);
+        let err = h.run.await.unwrap().unwrap_err();
+        assert!(
+            matches!(&err, JobError::CheckpointsFailing { failures: 2, tolerated: 1, last } if last.contains("timed out") && last.contains("waiting for tasks 0, 1")),
+            "{err}"
+        );
+        assert!(h.store.paths().is_empty(), "failed checkpoints leave nothing behind");
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn a_decline_fails_the_checkpoint_and_the_next_waits_the_min_pause() {
+        let mut h = start(|c| {
+            c.tolerable_failures = 5;
+            c.min_pause = Duration::from_millis(500);
+        });
+        let (id, _) = h.triggered().await;
+        let declined_at = Instant::now();
+        let decline = TaskEvent::Declined {
+            task: SINK,
+            checkpoint_id: id,
+            reason: "disk full".into(),
+        };
+        h.events.send(decline).await.unwrap();
+        let (next, at) = h.triggered().await;
+        assert_eq!(next, id + 1);
+        assert!(at - declined_at >= Duration::from_millis(500), "{:?}", at - declined_at);
+        let history = h.stats.history();
+        assert!(history
+            .iter()
+            .any(|r| matches!(&r.outcome, CheckpointOutcome::Failed(m) if m.contains("disk full"))));
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn min_pause_spaces_checkpoints_longer_than_the_interval() {
+        let mut h = start(|c| c.min_pause = Duration::from_millis(300));
+        let (id, _) = h.triggered().await;
+        h.ack_all(id).await;
+        let completed_at = Instant::now();
+        let (_, at) = h.triggered().await;
+        assert_eq!(at - completed_at, Duration::from_millis(300));
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn retains_the_configured_number_and_deletes_the_subsumed() {
+        let mut h = start(|c| c.retained = 2);
+        for _ in 0..4 {
+            let (id, _) = h.triggered().await;
+            h.ack_all(id).await;
+        }
+        assert_eq!(h.completed().await, [3, 4]);
+        assert!(!h
+            .store
+            .paths()
+            .iter()
+            .any(|p| p.contains("chk-0000000001") || p.contains("chk-0000000002")));
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn the_final_checkpoint_follows_the_end_of_input_at_once_and_ends_the_sources() {
+        let mut h = start(|c| c.interval = Duration::from_secs(3600));
+        let t0 = Instant::now();
+        h.events.send(TaskEvent::InputFinished { task: SOURCE }).await.unwrap();
+        let (id, at) = h.triggered().await;
+        assert_eq!(at, t0, "the final checkpoint does not wait for the interval");
+        h.ack_all(id).await;
+        assert!(matches!(h.next_command(SOURCE).await, TaskCommand::Finish));
+        drop(h.events);
+        assert!(
+            h.run.await.unwrap().is_ok(),
+            "the coordinator ends when the tasks are gone"
+        );
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn stop_with_savepoint_writes_it_then_stops_and_triggers_nothing_more() {
+        let mut h = start(|c| c.interval = Duration::from_secs(3600));
+        let target = Arc::new(MemoryStore::new());
+        let (reply, answer) = oneshot::channel();
+        let req = SavepointRequest {
+            target: target.clone(),
+            stop: Some(false),
+            reply,
+        };
+        h.requests.send(req).await.unwrap();
+        let (id, _) = h.triggered().await;
+        h.ack_all(id).await;
+        let info = answer.await.unwrap().unwrap();
+        assert_eq!(info.checkpoint_id, id);
+        assert_eq!(list_savepoints(target.as_ref()).await.unwrap(), vec![info.name]);
+        assert_eq!(*h.stops.lock().unwrap(), [StopAction::Cancel]);
+        tokio::time::sleep(Duration::from_secs(7200)).await;
+        assert!(
+            h.commands[SOURCE].try_recv().is_err(),
+            "no checkpoint after a stop-with-savepoint"
+        );
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn stop_with_drain_drains_first_and_takes_the_savepoint_at_the_final_checkpoint() {
+        let mut h = start(|c| c.interval = Duration::from_secs(3600));
+        let target: Arc<dyn BlobStore> = Arc::new(MemoryStore::new());
+        let (reply, answer) = oneshot::channel();
+        let req = SavepointRequest {
+            target,
+            stop: Some(true),
+            reply,
+        };
+        h.requests.send(req).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(*h.stops.lock().unwrap(), [StopAction::Drain]);
+        h.events.send(TaskEvent::InputFinished { task: SOURCE }).await.unwrap();
+        let (id, _) = h.triggered().await;
+        h.ack_all(id).await;
+        assert_eq!(answer.await.unwrap().unwrap().checkpoint_id, id);
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn a_failed_savepoint_checkpoint_answers_the_request_with_the_reason() {
+        let mut h = start(|c| {
+            c.interval = Duration::from_secs(3600);
+            c.tolerable_failures = 3;
+        });
+        let (reply, answer) = oneshot::channel();
+        let req = SavepointRequest {
+            target: Arc::new(MemoryStore::new()),
+            stop: None,
+            reply,
+        };
+        h.requests.send(req).await.unwrap();
+        let (id, _) = h.triggered().await;
+        let decline = TaskEvent::Declined {
+            task: SOURCE,
+            checkpoint_id: id,
+            reason: "no".into(),
+        };
+        h.events.send(decline).await.unwrap();
+        let err = answer.await.unwrap().unwrap_err();
+        assert!(
+            err.contains(&format!("checkpoint {id} failed")) && err.contains("declined: no"),
+            "{err}"
+        );
     }
 }

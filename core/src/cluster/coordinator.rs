@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::framed::{framed, FrameSender};
-use super::job_master::{JobMaster, MasterEvent};
+use super::job_master::{JobMaster, MasterEvent, MasterParts};
 use super::metrics_report::from_wire;
 use super::{options, ClusterError, JobRegistry, JobStatus, StoreOpener};
 use crate::checkpoint::coordinator::SavepointRequest;
@@ -381,42 +381,13 @@ impl Coordinator {
             );
             return;
         }
-        let (session, replaced) = {
-            let mut st = sh.lock();
-            st.next_session += 1;
-            let session = st.next_session;
-            let old = st.workers.insert(
-                worker_id.clone(),
-                WorkerEntry {
-                    session,
-                    data_address: data_address.clone(),
-                    slots,
-                    used: 0,
-                    tx: tx.clone(),
-                },
-            );
-            (session, old.is_some())
-        };
         let log = log.new(slog::o!("worker" => worker_id.clone()));
-        slog::info!(log, "worker registered"; "slots" => slots, "data_address" => &data_address, "replaces_earlier" => replaced);
-        if replaced {
-            // The worker restarted before its old registration was found dead: whatever ran
-            // there is gone.
-            sh.broadcast(|| MasterEvent::WorkerLost {
-                worker: worker_id.clone(),
-                reason: "the worker registered again (it restarted)".into(),
-            });
-        }
-        tx.send(WireMessage::RegisterAck {
-            worker_id: worker_id.clone(),
-            heartbeat_interval_ms: sh.config.heartbeat_interval.as_millis() as u32,
-            heartbeat_timeout_ms: sh.config.heartbeat_timeout.as_millis() as u32,
-        });
+        let session = self.register_worker(&worker_id, &data_address, slots, &tx, &log);
         // Heartbeats to the worker too: a worker that stops hearing from the coordinator stops
         // its tasks (they would be zombies once the coordinator redeploys them elsewhere).
         let beat = {
             let (tx, id, every) = (tx.clone(), worker_id.clone(), sh.config.heartbeat_interval);
-            tokio::spawn(async move {
+            AbortOnDrop(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 loop {
                     tick.tick().await;
@@ -424,38 +395,11 @@ impl Coordinator {
                         return;
                     }
                 }
-            })
+            }))
         };
         sh.broadcast(|| MasterEvent::SlotsChanged);
-        let timeout = sh.config.heartbeat_timeout;
-        let reason = loop {
-            match tokio::time::timeout(timeout, read_frame(&mut rx)).await {
-                Err(_) => break format!("no heartbeat for {} ms", timeout.as_millis()),
-                Ok(Ok(None)) => break "connection closed".to_string(),
-                Ok(Err(e)) => break format!("bad frame: {e}"),
-                Ok(Ok(Some(WireMessage::Heartbeat { .. }))) => {}
-                Ok(Ok(Some(WireMessage::MetricsReport { points, .. }))) => {
-                    let samples = from_wire(points, ("worker", &worker_id));
-                    let mut st = sh.lock();
-                    if st.workers.get(&worker_id).is_some_and(|w| w.session == session) {
-                        st.worker_metrics.insert(worker_id.clone(), samples);
-                    }
-                }
-                Ok(Ok(Some(msg))) => match job_of(&msg) {
-                    Some(job) => {
-                        let events = sh.lock().jobs.get(job).map(|j| j.events.clone());
-                        match events {
-                            Some(ev) => {
-                                let _ = ev.send(MasterEvent::Frame(msg));
-                            }
-                            None => slog::debug!(log, "frame for an unknown job dropped"; "job" => job),
-                        }
-                    }
-                    None => break format!("unexpected frame {} from a worker", frame_kind(&msg)),
-                },
-            }
-        };
-        beat.abort();
+        let reason = self.read_worker_frames(&worker_id, session, &mut rx, &log).await;
+        drop(beat);
         let removed = {
             let mut st = sh.lock();
             if st.workers.get(&worker_id).is_some_and(|w| w.session == session) {
@@ -472,6 +416,93 @@ impl Coordinator {
                 worker: worker_id.clone(),
                 reason: reason.clone(),
             });
+        }
+    }
+
+    /// Enters a worker in the registry (replacing an earlier registration of the same id) and
+    /// acknowledges it; returns the new registration's session number.
+    fn register_worker(
+        &self,
+        worker_id: &str,
+        data_address: &str,
+        slots: u32,
+        tx: &FrameSender,
+        log: &slog::Logger,
+    ) -> u64 {
+        let sh = &self.shared;
+        let (session, replaced) = {
+            let mut st = sh.lock();
+            st.next_session += 1;
+            let session = st.next_session;
+            let old = st.workers.insert(
+                worker_id.to_string(),
+                WorkerEntry {
+                    session,
+                    data_address: data_address.to_string(),
+                    slots,
+                    used: 0,
+                    tx: tx.clone(),
+                },
+            );
+            (session, old.is_some())
+        };
+        slog::info!(log, "worker registered"; "slots" => slots, "data_address" => data_address, "replaces_earlier" => replaced);
+        if replaced {
+            // The worker restarted before its old registration was found dead: whatever ran
+            // there is gone.
+            sh.broadcast(|| MasterEvent::WorkerLost {
+                worker: worker_id.to_string(),
+                reason: "the worker registered again (it restarted)".into(),
+            });
+        }
+        tx.send(WireMessage::RegisterAck {
+            worker_id: worker_id.to_string(),
+            heartbeat_interval_ms: sh.config.heartbeat_interval.as_millis() as u32,
+            heartbeat_timeout_ms: sh.config.heartbeat_timeout.as_millis() as u32,
+        });
+        session
+    }
+
+    /// Reads a registered worker's frames until it goes silent, closes or misbehaves; returns
+    /// why the session ended.
+    async fn read_worker_frames<R: AsyncRead>(
+        &self,
+        worker_id: &str,
+        session: u64,
+        rx: &mut ReadHalf<R>,
+        log: &slog::Logger,
+    ) -> String {
+        let sh = &self.shared;
+        let timeout = sh.config.heartbeat_timeout;
+        loop {
+            let msg = match tokio::time::timeout(timeout, read_frame(rx)).await {
+                Err(_) => return format!("no heartbeat for {} ms", timeout.as_millis()),
+                Ok(Ok(None)) => return "connection closed".to_string(),
+                Ok(Err(e)) => return format!("bad frame: {e}"),
+                Ok(Ok(Some(msg))) => msg,
+            };
+            match msg {
+                WireMessage::Heartbeat { .. } => {}
+                WireMessage::MetricsReport { points, .. } => {
+                    let samples = from_wire(points, ("worker", worker_id));
+                    let mut st = sh.lock();
+                    if st.workers.get(worker_id).is_some_and(|w| w.session == session) {
+                        st.worker_metrics.insert(worker_id.to_string(), samples);
+                    }
+                }
+                msg => match job_of(&msg) {
+                    Some(job) => {
+                        let events = sh.lock().jobs.get(job).map(|j| j.events.clone());
+                        match events {
+                            Some(ev) => {
+                                let _ = ev.send(MasterEvent::Frame(msg));
+                            }
+                            None => slog::debug!(log, "frame for an unknown job dropped"; "job" => job),
+                        }
+                    }
+                    None => return format!("unexpected frame {} from a worker", frame_kind(&msg)),
+                },
+            }
         }
     }
 
@@ -526,17 +557,17 @@ impl Coordinator {
         };
         super::coordinator_metrics::register_job_metrics(sh, &id, name, &stats);
         slog::info!(sh.config.log, "job submitted"; "job" => &id, "name" => name);
-        let master = JobMaster::new(
-            id.clone(),
-            name.to_string(),
+        let master = JobMaster::new(MasterParts {
+            id: id.clone(),
+            name: name.to_string(),
             graph,
-            parsed,
-            sh.clone(),
-            rx,
+            options: parsed,
+            shared: sh.clone(),
+            events: rx,
             own_events,
-            requests,
+            savepoints: requests,
             stats,
-        );
+        });
         tokio::spawn(master.run());
         Ok(id)
     }
@@ -689,4 +720,41 @@ fn job_of(msg: &WireMessage) -> Option<&str> {
 pub(crate) fn frame_kind(msg: &WireMessage) -> String {
     let dbg = format!("{msg:?}");
     dbg.split([' ', '{', '(']).next().unwrap_or_default().to_string()
+}
+
+#[cfg(test)]
+impl Coordinator {
+    /// Registers a worker played by a test: the frames the coordinator sends it arrive on the
+    /// returned receiver.
+    pub(crate) fn add_test_worker(&self, id: &str, slots: u32) -> mpsc::UnboundedReceiver<WireMessage> {
+        let (tx, rx) = FrameSender::channel();
+        let log = self.shared.config.log.clone();
+        self.register_worker(id, &format!("{id}:0"), slots, &tx, &log);
+        // The acknowledgement is for a real worker; the test does not need it.
+        let mut rx = rx;
+        let _ = rx.try_recv();
+        self.shared.broadcast(|| MasterEvent::SlotsChanged);
+        rx
+    }
+
+    /// A frame from a test's worker, routed as a worker connection routes it.
+    pub(crate) fn deliver_test_frame(&self, msg: WireMessage) {
+        let job = job_of(&msg).expect("a frame about a job").to_string();
+        let events = self.shared.lock().jobs.get(&job).map(|j| j.events.clone());
+        let _ = events.expect("a known job").send(MasterEvent::Frame(msg));
+    }
+
+    /// A test's worker is gone, as if its connection dropped.
+    pub(crate) fn lose_test_worker(&self, id: &str) {
+        self.shared.lock().workers.remove(id);
+        self.shared.broadcast(|| MasterEvent::WorkerLost {
+            worker: id.to_string(),
+            reason: "the test took it away".into(),
+        });
+    }
+
+    /// Slots in use on worker `id`.
+    pub(crate) fn used_slots(&self, id: &str) -> u32 {
+        self.shared.lock().workers.get(id).map_or(0, |w| w.used)
+    }
 }

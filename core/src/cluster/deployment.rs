@@ -10,14 +10,15 @@ use tokio::sync::mpsc;
 use super::exchange::{ClusterTransport, ExchangeSetup};
 use super::framed::FrameSender;
 use super::worker::WorkerShared;
-use crate::checkpoint::protocol::{TaskCommand, TaskEvent};
-use crate::checkpoint::CheckpointStorage;
-use crate::error::JobError;
+use crate::checkpoint::savepoint::load_savepoint;
+use crate::checkpoint::{CheckpointStorage, LoadedCheckpoint};
+use crate::graph::JobGraph;
 use crate::metrics::VertexMetrics;
-use crate::runtime::attempt::{build_task, task_specs, TaskEnv};
-use crate::runtime::control::{self, ControlReceiver, ControlSender};
-use crate::runtime::task::{CheckpointLink, TaskExit};
-use crate::runtime::JobControl;
+use crate::runtime::engine::{
+    build_task, control_channel, task_specs, CheckpointLink, ControlReceiver, ControlSender, JobControl, Task,
+    TaskCommand, TaskEnv, TaskEvent, TaskExit, TaskSet, TaskSpec,
+};
+use crate::runtime::restore::map_uids;
 
 /// A `DeployTask` frame's contents.
 pub(crate) struct DeployRequest {
@@ -41,16 +42,14 @@ pub(crate) struct DeploymentHandle {
     pub(crate) commands: BTreeMap<usize, mpsc::Sender<TaskCommand>>,
 }
 
-/// Creates the handle of a deployment and what its runner consumes.
-pub(crate) fn prepare(
-    req: &DeployRequest,
-    me: &str,
-) -> (
-    DeploymentHandle,
-    ControlReceiver,
-    BTreeMap<usize, mpsc::Receiver<TaskCommand>>,
-) {
-    let (control, control_rx) = control::channel(JobControl::Run);
+/// The command receivers of a deployment's local tasks, by task number.
+pub(crate) type CommandReceivers = BTreeMap<usize, mpsc::Receiver<TaskCommand>>;
+
+/// Creates the handle of a deployment and what its runner consumes. The command channels
+/// exist from the start, so a checkpoint trigger that arrives while the data plane is still
+/// being connected waits in its channel.
+pub(crate) fn prepare(req: &DeployRequest, me: &str) -> (DeploymentHandle, ControlReceiver, CommandReceivers) {
+    let (control, control_rx) = control_channel(JobControl::Run);
     let mut commands = BTreeMap::new();
     let mut receivers = BTreeMap::new();
     if !req.checkpoint_store.is_empty() {
@@ -65,30 +64,74 @@ pub(crate) fn prepare(
     (DeploymentHandle { control, commands }, control_rx, receivers)
 }
 
-/// Reports a task that panicked: its own report never comes.
-struct PanicReport {
-    tx: mpsc::UnboundedSender<(usize, Result<TaskExit, JobError>)>,
-    task: usize,
-    name: String,
-    armed: bool,
-}
-
-impl Drop for PanicReport {
-    fn drop(&mut self) {
-        if self.armed && std::thread::panicking() {
-            let _ = self.tx.send((
-                self.task,
-                Err(JobError::TaskPanicked {
-                    task: self.name.clone(),
-                    message: "panicked".into(),
-                }),
-            ));
-        }
-    }
-}
-
 async fn cancelled(mut rx: ControlReceiver) {
     let _ = rx.wait_for(|c| *c == JobControl::Cancel).await;
+}
+
+/// What a deployment reports to the coordinator, tagged with its job and attempt.
+struct Reporter<'a> {
+    to_coordinator: &'a FrameSender,
+    job_id: &'a str,
+    attempt: u32,
+    log: &'a slog::Logger,
+}
+
+impl Reporter<'_> {
+    fn fail(&self, task: usize, reason: String) {
+        slog::warn!(self.log, "task failed"; "task" => task, "reason" => &reason);
+        self.to_coordinator.send(WireMessage::TaskFailed {
+            job_id: self.job_id.to_string(),
+            attempt: self.attempt,
+            task: task as u32,
+            reason,
+        });
+    }
+
+    fn event(&self, ev: TaskEvent) {
+        let (job_id, attempt) = (self.job_id.to_string(), self.attempt);
+        self.to_coordinator.send(match ev {
+            TaskEvent::Acked {
+                task,
+                checkpoint_id,
+                files,
+                alignment_ms,
+            } => WireMessage::AckCheckpoint {
+                job_id,
+                attempt,
+                checkpoint_id,
+                task: task as u32,
+                state: bincode::serialize(&files)
+                    .expect("state file metadata is plain data and always encodes")
+                    .into(),
+                alignment_ms,
+            },
+            TaskEvent::Declined {
+                task,
+                checkpoint_id,
+                reason,
+            } => WireMessage::DeclineCheckpoint {
+                job_id,
+                attempt,
+                checkpoint_id,
+                task: task as u32,
+                reason,
+            },
+            TaskEvent::InputFinished { task } => WireMessage::InputFinished {
+                job_id,
+                attempt,
+                task: task as u32,
+            },
+        });
+    }
+
+    fn finished(&self, task: usize, exit: TaskExit) {
+        self.to_coordinator.send(WireMessage::TaskFinished {
+            job_id: self.job_id.to_string(),
+            attempt: self.attempt,
+            task: task as u32,
+            cancelled: exit == TaskExit::Cancelled,
+        });
+    }
 }
 
 /// Runs the deployment until its tasks end or it is cancelled.
@@ -97,107 +140,36 @@ pub(crate) async fn run(
     to_coordinator: FrameSender,
     req: DeployRequest,
     control_rx: ControlReceiver,
-    mut command_rxs: BTreeMap<usize, mpsc::Receiver<TaskCommand>>,
+    command_rxs: CommandReceivers,
 ) {
     let me = worker.id.clone();
     let log = worker
         .log
         .new(slog::o!("job" => req.job_id.clone(), "name" => req.job_name.clone(), "attempt" => req.attempt));
-    let local: Vec<usize> = (0..req.placement.len()).filter(|&t| req.placement[t] == me).collect();
-    let fail = |task: usize, reason: String| {
-        slog::warn!(log, "task failed"; "task" => task, "reason" => &reason);
-        to_coordinator.send(WireMessage::TaskFailed {
-            job_id: req.job_id.clone(),
-            attempt: req.attempt,
-            task: task as u32,
-            reason,
-        });
+    let report = Reporter {
+        to_coordinator: &to_coordinator,
+        job_id: &req.job_id,
+        attempt: req.attempt,
+        log: &log,
     };
+    let local: Vec<usize> = (0..req.placement.len()).filter(|&t| req.placement[t] == me).collect();
     let Some(&first) = local.first() else {
         slog::warn!(log, "deployment places no task on this worker");
         return;
     };
-    let options = req.options.iter().map(|o| (o.key.clone(), o.value.clone())).collect();
-    let mut graph = match worker.registry.build(&req.job_name, &options) {
+    let (graph, specs) = match build_graph(&worker, &req) {
         Ok(g) => g,
-        Err(e) => return fail(first, format!("building job '{}' on worker {me}: {e}", req.job_name)),
-    };
-    if let Err(e) = graph.finalize() {
-        return fail(first, e.to_string());
-    }
-    let specs = task_specs(&graph);
-    if specs.len() != req.placement.len() {
-        return fail(
-            first,
-            format!(
-                "the coordinator placed {} tasks but job '{}' has {} here: do the coordinator and worker run the same build?",
-                req.placement.len(),
-                req.job_name,
-                specs.len()
-            ),
-        );
-    }
-    let setup = async {
-        let storage = if req.checkpoint_store.is_empty() {
-            None
-        } else {
-            let store = (worker.opener)(&req.checkpoint_store)
-                .map_err(|e| format!("opening checkpoint store {}: {e}", req.checkpoint_store))?;
-            Some(CheckpointStorage::new(store, &req.job_id))
-        };
-        let restored = if !req.restore_savepoint.is_empty() {
-            let store = (worker.opener)(&req.restore_savepoint)
-                .map_err(|e| format!("opening savepoint {}: {e}", req.restore_savepoint))?;
-            let mut sp = crate::checkpoint::savepoint::load_savepoint(store.as_ref())
-                .await
-                .map_err(|e| format!("loading savepoint {}: {e}", req.restore_savepoint))?;
-            let mapping = req
-                .uid_mapping
-                .iter()
-                .map(|o| (o.key.clone(), o.value.clone()))
-                .collect();
-            crate::runtime::restore::map_uids(&mut sp, &mapping)
-                .map_err(|e| format!("savepoint {}: {e}", req.restore_savepoint))?;
-            Some(sp)
-        } else {
-            match (&storage, req.restore_checkpoint) {
-                (Some(st), id) if id > 0 => {
-                    Some(st.load(id).await.map_err(|e| format!("loading checkpoint {id}: {e}"))?)
-                }
-                _ => None,
-            }
-        };
-        let addresses: BTreeMap<String, String> = req
-            .peers
-            .iter()
-            .map(|p| (p.worker_id.clone(), p.data_address.clone()))
-            .collect();
-        let transport = ClusterTransport::connect(ExchangeSetup {
-            me: &me,
-            job_id: &req.job_id,
-            attempt: req.attempt,
-            graph: &graph,
-            specs: &specs,
-            placement: req.placement.clone(),
-            addresses: &addresses,
-            channel_capacity: worker.config.execution.channel_capacity,
-            inbound: &worker.inbound,
-            connect_timeout: worker.config.connect_timeout,
-            log: &log,
-        })
-        .await?;
-        Ok::<_, String>((storage, restored, transport))
+        Err(e) => return report.fail(first, e),
     };
     let (storage, restored, transport) = tokio::select! {
         biased;
         _ = cancelled(control_rx.clone()) => return,
-        r = setup => match r {
+        r = setup(&worker, &req, &graph, &specs, &log) => match r {
             Ok(v) => v,
-            Err(e) => return fail(first, e),
+            Err(e) => return report.fail(first, e),
         },
     };
-    let (events_tx, mut events_rx) = mpsc::channel::<TaskEvent>(256);
-    let metrics: Vec<Arc<VertexMetrics>> = graph.vertices.iter().map(|_| VertexMetrics::new_shared()).collect();
+    let (events_tx, events_rx) = mpsc::channel::<TaskEvent>(256);
     // The deployment's task metrics leave the worker's registry when it ends.
     let scope = worker
         .metrics
@@ -213,124 +185,183 @@ pub(crate) async fn run(
         control_rx: &control_rx,
         checkpointing: storage.is_some(),
     };
-    let mut tasks = Vec::new();
-    for &t in &local {
-        let link = match &storage {
-            Some(st) => {
-                let rx = command_rxs
-                    .remove(&t)
-                    .expect("a command channel was made for every local task");
-                Some(CheckpointLink::new(
-                    t,
-                    rx,
-                    events_tx.clone(),
-                    st.clone(),
-                    graph.max_parallelism,
-                    restored.as_ref(),
-                ))
-            }
-            None => None,
-        };
-        match build_task(&env, &specs[t], &transport, &metrics, link, restored.as_ref()) {
-            Ok(task) => tasks.push((t, task)),
-            Err(e) => {
-                transport.close_all();
-                return fail(t, e.to_string());
-            }
-        }
-    }
-    drop(events_tx);
-    slog::info!(log, "deployment running"; "tasks" => tasks.len());
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-    let mut handles = Vec::new();
-    for (t, task) in tasks {
-        let tx = done_tx.clone();
-        handles.push(tokio::spawn(async move {
-            let mut guard = PanicReport {
-                tx: tx.clone(),
-                task: t,
-                name: task.name.clone(),
-                armed: true,
-            };
-            let r = task.run().await;
-            guard.armed = false;
-            let _ = tx.send((t, r));
-        }));
-    }
-    drop(done_tx);
-    let (job_id, attempt) = (req.job_id.clone(), req.attempt);
-    let event_frame = |ev: TaskEvent| match ev {
-        TaskEvent::Acked {
-            task,
-            checkpoint_id,
-            files,
-            alignment_ms,
-        } => WireMessage::AckCheckpoint {
-            job_id: job_id.clone(),
-            attempt,
-            checkpoint_id,
-            task: task as u32,
-            state: bincode::serialize(&files)
-                .expect("state file metadata is plain data and always encodes")
-                .into(),
-            alignment_ms,
-        },
-        TaskEvent::Declined {
-            task,
-            checkpoint_id,
-            reason,
-        } => WireMessage::DeclineCheckpoint {
-            job_id: job_id.clone(),
-            attempt,
-            checkpoint_id,
-            task: task as u32,
-            reason,
-        },
-        TaskEvent::InputFinished { task } => WireMessage::InputFinished {
-            job_id: job_id.clone(),
-            attempt,
-            task: task as u32,
-        },
+    let links = Links {
+        commands: command_rxs,
+        events: events_tx,
+        storage: storage.as_ref(),
     };
+    let tasks = match build_local_tasks(&env, &specs, &transport, &local, links, restored.as_ref()) {
+        Ok(tasks) => tasks,
+        Err((t, e)) => {
+            transport.close_all();
+            return report.fail(t, e);
+        }
+    };
+    slog::info!(log, "deployment running"; "tasks" => tasks.len());
+    if follow(TaskSet::spawn(tasks), events_rx, &report, control_rx).await {
+        transport.close_all();
+        return;
+    }
+    transport.close_inbound();
+    worker.finished(&req.job_id, req.attempt);
+}
+
+/// What the local tasks' checkpoint links are made of (with checkpointing).
+struct Links<'a> {
+    commands: CommandReceivers,
+    events: mpsc::Sender<TaskEvent>,
+    storage: Option<&'a CheckpointStorage>,
+}
+
+/// Builds the tasks placed here (`local`); on an error, the task it was building and why.
+fn build_local_tasks(
+    env: &TaskEnv<'_>,
+    specs: &[TaskSpec],
+    transport: &ClusterTransport,
+    local: &[usize],
+    mut links: Links<'_>,
+    restored: Option<&LoadedCheckpoint>,
+) -> Result<Vec<(usize, Task)>, (usize, String)> {
+    let vertex_metrics: Vec<Arc<VertexMetrics>> =
+        env.graph.vertices.iter().map(|_| VertexMetrics::new_shared()).collect();
+    let mut tasks = Vec::with_capacity(local.len());
+    for &t in local {
+        let link = links.storage.map(|st| {
+            let rx = links
+                .commands
+                .remove(&t)
+                .expect("a command channel was made for every local task");
+            CheckpointLink::new(
+                t,
+                rx,
+                links.events.clone(),
+                st.clone(),
+                env.graph.max_parallelism,
+                restored,
+            )
+        });
+        let task =
+            build_task(env, &specs[t], transport, &vertex_metrics, link, restored).map_err(|e| (t, e.to_string()))?;
+        tasks.push((t, task));
+    }
+    Ok(tasks)
+}
+
+/// Builds the job's graph from its name and options, as the coordinator did.
+fn build_graph(worker: &WorkerShared, req: &DeployRequest) -> Result<(JobGraph, Vec<TaskSpec>), String> {
+    let options = req.options.iter().map(|o| (o.key.clone(), o.value.clone())).collect();
+    let mut graph = worker
+        .registry
+        .build(&req.job_name, &options)
+        .map_err(|e| format!("building job '{}' on worker {}: {e}", req.job_name, worker.id))?;
+    graph.finalize().map_err(|e| e.to_string())?;
+    let specs = task_specs(&graph);
+    if specs.len() != req.placement.len() {
+        return Err(format!(
+            "the coordinator placed {} tasks but job '{}' has {} here: do the coordinator and worker run the same build?",
+            req.placement.len(),
+            req.job_name,
+            specs.len()
+        ));
+    }
+    Ok((graph, specs))
+}
+
+/// Opens the checkpoint store, loads what the attempt restores, and connects the data plane.
+async fn setup(
+    worker: &WorkerShared,
+    req: &DeployRequest,
+    graph: &JobGraph,
+    specs: &[TaskSpec],
+    log: &slog::Logger,
+) -> Result<(Option<CheckpointStorage>, Option<LoadedCheckpoint>, ClusterTransport), String> {
+    let storage = if req.checkpoint_store.is_empty() {
+        None
+    } else {
+        let store = (worker.opener)(&req.checkpoint_store)
+            .map_err(|e| format!("opening checkpoint store {}: {e}", req.checkpoint_store))?;
+        Some(CheckpointStorage::new(store, &req.job_id))
+    };
+    let restored = restore_point(worker, req, storage.as_ref()).await?;
+    let addresses: BTreeMap<String, String> = req
+        .peers
+        .iter()
+        .map(|p| (p.worker_id.clone(), p.data_address.clone()))
+        .collect();
+    let transport = ClusterTransport::connect(ExchangeSetup {
+        me: &worker.id,
+        job_id: &req.job_id,
+        attempt: req.attempt,
+        graph,
+        specs,
+        placement: req.placement.clone(),
+        addresses: &addresses,
+        channel_capacity: worker.config.execution.channel_capacity,
+        inbound: &worker.inbound,
+        connect_timeout: worker.config.connect_timeout,
+        log,
+    })
+    .await?;
+    Ok((storage, restored, transport))
+}
+
+/// The savepoint or checkpoint the coordinator told the attempt to restore.
+async fn restore_point(
+    worker: &WorkerShared,
+    req: &DeployRequest,
+    storage: Option<&CheckpointStorage>,
+) -> Result<Option<LoadedCheckpoint>, String> {
+    if !req.restore_savepoint.is_empty() {
+        let path = &req.restore_savepoint;
+        let store = (worker.opener)(path).map_err(|e| format!("opening savepoint {path}: {e}"))?;
+        let mut sp = load_savepoint(store.as_ref())
+            .await
+            .map_err(|e| format!("loading savepoint {path}: {e}"))?;
+        let mapping = req
+            .uid_mapping
+            .iter()
+            .map(|o| (o.key.clone(), o.value.clone()))
+            .collect();
+        map_uids(&mut sp, &mapping).map_err(|e| format!("savepoint {path}: {e}"))?;
+        return Ok(Some(sp));
+    }
+    match (storage, req.restore_checkpoint) {
+        (Some(st), id) if id > 0 => Ok(Some(
+            st.load(id).await.map_err(|e| format!("loading checkpoint {id}: {e}"))?,
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// Reports the tasks' checkpoint events and ends until every task ended; returns `true` if
+/// the deployment was cancelled first (its tasks are stopped then).
+async fn follow(
+    mut tasks: TaskSet,
+    mut events: mpsc::Receiver<TaskEvent>,
+    report: &Reporter<'_>,
+    control_rx: ControlReceiver,
+) -> bool {
     let mut events_open = true;
-    let mut left = local.len();
-    let mut cancel = std::pin::pin!(cancelled(control_rx.clone()));
-    while left > 0 {
+    let mut cancel = std::pin::pin!(cancelled(control_rx));
+    loop {
         tokio::select! {
             biased;
             _ = &mut cancel => {
-                slog::info!(log, "deployment cancelled");
-                for h in &handles {
-                    h.abort();
-                }
-                transport.close_all();
-                return;
+                slog::info!(report.log, "deployment cancelled");
+                tasks.stop().await;
+                return true;
             }
             // Polled before task ends: a task's checkpoint events reach the coordinator
             // before its end does.
-            ev = events_rx.recv(), if events_open => match ev {
-                Some(ev) => {
-                    to_coordinator.send(event_frame(ev));
-                }
+            ev = events.recv(), if events_open => match ev {
+                Some(ev) => report.event(ev),
                 None => events_open = false,
             },
-            done = done_rx.recv() => {
-                let Some((t, r)) = done else { break };
-                left -= 1;
-                match r {
-                    Ok(exit) => {
-                        to_coordinator.send(WireMessage::TaskFinished {
-                            job_id: job_id.clone(),
-                            attempt,
-                            task: t as u32,
-                            cancelled: exit == TaskExit::Cancelled,
-                        });
-                    }
-                    Err(e) => fail(t, e.to_string()),
-                }
-            }
+            done = tasks.next() => match done {
+                None => return false,
+                Some((t, Ok(exit))) => report.finished(t, exit),
+                Some((t, Err(e))) => report.fail(t, e.to_string()),
+            },
         }
     }
-    transport.close_inbound();
-    worker.finished(&job_id, attempt);
 }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::graph::JobGraph;
 use crate::partition::PartitionKind;
-use crate::runtime::attempt::TaskSpec;
+use crate::runtime::engine::TaskSpec;
 use crate::sync::LockExt;
 
 /// Identifies an inbound data connection: job, attempt, and the worker that dialed.

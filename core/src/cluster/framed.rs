@@ -13,6 +13,14 @@ pub(crate) struct FrameSender {
 }
 
 impl FrameSender {
+    /// A sender whose frames go to the returned receiver instead of a socket (unit tests of
+    /// the coordinator's job masters play the workers with it).
+    #[cfg(test)]
+    pub(crate) fn channel() -> (Self, mpsc::UnboundedReceiver<WireMessage>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (FrameSender { tx }, rx)
+    }
+
     /// Queues `msg`; false if the connection's writer is gone.
     pub(crate) fn send(&self, msg: WireMessage) -> bool {
         self.tx.send(msg).is_ok()

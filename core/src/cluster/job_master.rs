@@ -1,10 +1,12 @@
-//! The job master: runs one job's attempts on the cluster, from slot reservation to failover.
+//! The job master: runs one job's attempts on the cluster, from slot reservation to failover,
+//! through the runtime's attempt/restart loop (the same one the embedded runtime uses).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use sluice_transport::wire::{WireMessage, WirePeer};
+use sluice_transport::wire::{WireMessage, WireOption, WirePeer};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -12,18 +14,17 @@ use super::coordinator::Shared;
 use super::options::SubmitOptions;
 use super::placement::{pick_slots, place_tasks, slots_needed};
 use super::JobStatus;
-use crate::checkpoint::coordinator::{
-    Coordinator as CheckpointCoordinator, OperatorInfo, SavepointRequests, StopAction, TaskRef,
-};
 use crate::checkpoint::metadata::StateFileMeta;
-use crate::checkpoint::protocol::{TaskCommand, TaskEvent};
 use crate::checkpoint::restart::RestartTracker;
 use crate::checkpoint::{CheckpointStorage, RestartStrategy};
 use crate::error::JobError;
 use crate::graph::JobGraph;
 use crate::metrics::CheckpointStats;
-use crate::runtime::attempt::{task_specs, TaskSpec};
-use crate::runtime::restore;
+use crate::runtime::engine::{
+    first_checkpoint_id, run_attempts, task_name, task_specs, AttemptEnd, AttemptRunner, AttemptStart,
+    CheckpointCoordinator, JobAttempts, JobCheckpointing, LoopEnd, StopAction, StopHook, TaskCommand, TaskEvent,
+    TaskRef, TaskSpec,
+};
 use crate::runtime::SavepointRestore;
 use crate::spawned::AbortOnDrop;
 
@@ -42,18 +43,28 @@ pub(crate) enum MasterEvent {
     Stop(StopAction),
 }
 
-/// How an attempt ended.
+/// How an attempt on the cluster ended.
 enum Outcome {
     Finished,
     Cancelled,
     /// Stopped after a stop-with-savepoint.
     Stopped,
-    Failed(String),
+    Failed(JobError),
 }
 
 /// Slots held by a running attempt: `(worker, session, count)`.
 type Reservation = Vec<(String, u64, u32)>;
 
+/// The checkpoint coordinator of a deployed attempt and the forwarders of its commands.
+struct AttemptCheckpoints {
+    /// Acknowledgements and declines from the workers go in here; dropped when every task
+    /// finished, which ends the coordinator.
+    events: Option<mpsc::Sender<TaskEvent>>,
+    coordinator: AbortOnDrop<(Result<(), JobError>, CheckpointCoordinator)>,
+    _forwarders: Vec<AbortOnDrop<()>>,
+}
+
+/// Everything the job master needs to run the job; see the module documentation.
 pub(crate) struct JobMaster {
     id: String,
     name: String,
@@ -66,46 +77,53 @@ pub(crate) struct JobMaster {
     stats: Arc<CheckpointStats>,
     /// This master's own event queue (the stop-with-savepoint hook sends to it).
     own_events: mpsc::UnboundedSender<MasterEvent>,
-    savepoints: Option<SavepointRequests>,
+    savepoints: Option<crate::checkpoint::coordinator::SavepointRequests>,
+    /// The job's checkpointing, once `run` has found the first checkpoint id.
+    checkpointing: Option<JobCheckpointing>,
     /// A stop-with-savepoint completed: the job ends, whatever else happens meanwhile (a
     /// failure queued before the stop must not restart it).
-    stopped: Arc<std::sync::atomic::AtomicBool>,
+    stopped: Arc<AtomicBool>,
+}
+
+/// What [`JobMaster::new`] is given.
+pub(crate) struct MasterParts {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) graph: JobGraph,
+    pub(crate) options: SubmitOptions,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) events: mpsc::UnboundedReceiver<MasterEvent>,
+    pub(crate) own_events: mpsc::UnboundedSender<MasterEvent>,
+    pub(crate) savepoints: Option<crate::checkpoint::coordinator::SavepointRequests>,
+    pub(crate) stats: Arc<CheckpointStats>,
 }
 
 impl JobMaster {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        id: String,
-        name: String,
-        graph: JobGraph,
-        options: SubmitOptions,
-        shared: Arc<Shared>,
-        events: mpsc::UnboundedReceiver<MasterEvent>,
-        own_events: mpsc::UnboundedSender<MasterEvent>,
-        savepoints: Option<SavepointRequests>,
-        stats: Arc<CheckpointStats>,
-    ) -> Self {
-        let log = shared
+    pub(crate) fn new(p: MasterParts) -> Self {
+        let log = p
+            .shared
             .config
             .log
-            .new(slog::o!("job" => id.clone(), "name" => name.clone()));
-        let specs = task_specs(&graph);
+            .new(slog::o!("job" => p.id.clone(), "name" => p.name.clone()));
+        let specs = task_specs(&p.graph);
         JobMaster {
-            id,
-            name,
-            graph: Arc::new(graph),
-            options,
-            shared,
-            events,
+            id: p.id,
+            name: p.name,
+            graph: Arc::new(p.graph),
+            options: p.options,
+            shared: p.shared,
+            events: p.events,
             log,
             specs,
-            stats,
-            own_events,
-            savepoints,
+            stats: p.stats,
+            own_events: p.own_events,
+            savepoints: p.savepoints,
+            checkpointing: None,
             stopped: Arc::default(),
         }
     }
 
+    /// Runs the job to its end and records how it ended.
     pub(crate) async fn run(mut self) {
         let (status, error) = self.run_attempts().await;
         if let Some(e) = &error {
@@ -120,121 +138,67 @@ impl JobMaster {
             .checkpointing
             .as_ref()
             .map(|c| CheckpointStorage::new(c.store.clone(), &self.id));
-        let strategy = self.options.restart.clone().unwrap_or(if storage.is_some() {
-            RestartStrategy::default_exponential()
-        } else {
-            RestartStrategy::None
-        });
-        let mut tracker = RestartTracker::new(strategy);
-        let next_id = Arc::new(AtomicU64::new(1));
-        if let Some(st) = &storage {
-            match st.highest_id().await {
-                Ok(h) => next_id.store(h + 1, Ordering::SeqCst),
-                Err(e) => return (JobStatus::Failed, Some(format!("reading the checkpoint store: {e}"))),
-            }
-        }
-        let savepoint = match &self.options.from_savepoint {
-            None => None,
-            Some((path, allow, mapping)) => {
-                let store = match (self.shared.opener)(path) {
-                    Ok(s) => s,
-                    Err(e) => return (JobStatus::Failed, Some(format!("savepoint {path}: {e}"))),
-                };
-                match crate::checkpoint::savepoint::load_savepoint(store.as_ref()).await {
-                    // Checkpoint ids go on after the savepoint's: its sink transactions are named by them.
-                    Ok(sp) => next_id.fetch_max(sp.metadata.checkpoint_id + 1, Ordering::SeqCst),
-                    Err(e) => return (JobStatus::Failed, Some(format!("savepoint {path}: {e}"))),
-                };
-                Some((
-                    path.clone(),
-                    SavepointRestore {
-                        store,
-                        allow_non_restored_state: *allow,
-                        uid_mapping: mapping.clone(),
-                    },
-                ))
-            }
+        let savepoint = match self.savepoint_restore() {
+            Ok(s) => s,
+            Err(e) => return (JobStatus::Failed, Some(e.to_string())),
         };
-        let needed = slots_needed(&self.specs);
-        let mut attempt = 0u32;
-        loop {
-            self.shared.set_attempt(&self.id, attempt);
-            let outcome = match self.reserve_slots(needed).await {
-                Err(outcome) => outcome,
-                Ok((slots, reservation)) => {
-                    let outcome = match crate::runtime::prepare_attempt(
-                        &self.graph,
-                        storage.as_ref(),
-                        savepoint.as_ref().map(|s| &s.1),
-                        &self.log,
-                    )
-                    .await
-                    {
-                        Err(e @ (JobError::Restore { .. } | JobError::Savepoint(_))) => {
-                            self.release(&reservation);
-                            return (JobStatus::Failed, Some(e.to_string()));
-                        }
-                        Err(e) => Outcome::Failed(e.to_string()),
-                        Ok((restored, retained, from_savepoint)) => {
-                            let restore_id = restored.as_ref().map_or(0, |c| c.metadata.checkpoint_id);
-                            let restore_savepoint = match (&savepoint, from_savepoint) {
-                                (Some((path, _)), true) => path.clone(),
-                                _ => String::new(),
-                            };
-                            if restore_id > 0 {
-                                slog::info!(self.log, "restoring from checkpoint"; "checkpoint" => restore_id, "attempt" => attempt,
-                                    "savepoint" => &restore_savepoint);
-                            }
-                            let placement = place_tasks(&self.specs, &slots);
-                            self.run_attempt(
-                                attempt,
-                                &placement,
-                                storage.as_ref(),
-                                (restore_id, restore_savepoint),
-                                retained,
-                                &next_id,
-                            )
-                            .await
-                        }
-                    };
-                    self.release(&reservation);
-                    outcome
-                }
-            };
-            if self.stopped.load(Ordering::SeqCst) {
-                // The savepoint is taken and the client told the job stopped.
-                return (JobStatus::Finished, None);
-            }
-            match outcome {
-                Outcome::Finished | Outcome::Stopped => return (JobStatus::Finished, None),
-                Outcome::Cancelled => return (JobStatus::Canceled, None),
-                Outcome::Failed(reason) => {
-                    self.shared.record_exception(&self.id, &reason);
-                    self.shared
-                        .set_status(&self.id, JobStatus::Failing, Some(reason.clone()));
-                    let Some(delay) = tracker.on_failure(self.shared.config.clock.now_ms()) else {
-                        return (JobStatus::Failed, Some(reason));
-                    };
-                    slog::warn!(self.log, "attempt failed; restarting"; "attempt" => attempt, "reason" => &reason,
-                        "delay_ms" => delay.as_millis() as u64);
-                    self.stats.restarts.fetch_add(1, Ordering::Relaxed);
-                    self.shared.set_status(&self.id, JobStatus::Restarting, None);
-                    let until = Instant::now() + delay;
-                    loop {
-                        tokio::select! {
-                            biased;
-                            ev = self.events.recv() => {
-                                if matches!(ev, None | Some(MasterEvent::Cancel)) {
-                                    return (JobStatus::Canceled, None);
-                                }
-                            }
-                            _ = tokio::time::sleep_until(until) => break,
-                        }
-                    }
-                    attempt += 1;
-                }
-            }
+        let first_id = match first_checkpoint_id(storage.as_ref(), savepoint.as_ref()).await {
+            Ok(id) => id,
+            Err(e) => return (JobStatus::Failed, Some(e.to_string())),
+        };
+        self.checkpointing = self.job_checkpointing(storage.as_ref(), first_id);
+        let graph = self.graph.clone();
+        let log = self.log.clone();
+        let mut job = JobAttempts {
+            graph: &graph,
+            storage: storage.as_ref(),
+            savepoint: savepoint.as_ref(),
+            tracker: RestartTracker::new(self.options.restart.clone().unwrap_or(if storage.is_some() {
+                RestartStrategy::default_exponential()
+            } else {
+                RestartStrategy::None
+            })),
+            clock: self.shared.config.clock,
+            log: &log,
+        };
+        match run_attempts(&mut job, self).await {
+            LoopEnd::Ended { cancelled: false, .. } => (JobStatus::Finished, None),
+            LoopEnd::Ended { cancelled: true, .. } | LoopEnd::CancelledBetweenAttempts => (JobStatus::Canceled, None),
+            LoopEnd::Failed(e) => (JobStatus::Failed, Some(e.to_string())),
         }
+    }
+
+    /// The savepoint the job starts from, opened.
+    fn savepoint_restore(&self) -> Result<Option<SavepointRestore>, JobError> {
+        let Some((path, allow, mapping)) = &self.options.from_savepoint else {
+            return Ok(None);
+        };
+        let store = (self.shared.opener)(path).map_err(|e| JobError::Savepoint(format!("savepoint {path}: {e}")))?;
+        Ok(Some(SavepointRestore {
+            store,
+            allow_non_restored_state: *allow,
+            uid_mapping: mapping.clone(),
+        }))
+    }
+
+    fn job_checkpointing(&self, storage: Option<&CheckpointStorage>, first_id: u64) -> Option<JobCheckpointing> {
+        let (config, storage) = (self.options.checkpointing.as_ref()?, storage?);
+        let (tx, stopped) = (self.own_events.clone(), self.stopped.clone());
+        let stop: StopHook = Arc::new(move |a| {
+            if a == StopAction::Cancel {
+                stopped.store(true, Ordering::SeqCst);
+            }
+            let _ = tx.send(MasterEvent::Stop(a));
+        });
+        Some(JobCheckpointing {
+            config: config.clone(),
+            storage: storage.clone(),
+            clock: self.shared.config.clock,
+            next_id: Arc::new(AtomicU64::new(first_id)),
+            stats: self.stats.clone(),
+            savepoints: self.savepoints.clone(),
+            stop,
+        })
     }
 
     /// Waits (at most the configured slot wait) until `needed` slots are free, and takes them.
@@ -242,30 +206,9 @@ impl JobMaster {
         let deadline = Instant::now() + self.shared.config.slot_wait;
         let mut logged = false;
         loop {
-            let free_total = {
-                let mut st = self.shared.lock();
-                let free: Vec<(String, u32)> = st
-                    .workers
-                    .iter()
-                    .map(|(id, w)| (id.clone(), w.slots - w.used))
-                    .collect();
-                if let Some(slots) = pick_slots(&free, needed) {
-                    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
-                    for w in &slots {
-                        *counts.entry(w.clone()).or_default() += 1;
-                    }
-                    let mut reservation = Vec::new();
-                    for (w, n) in counts {
-                        let entry = st
-                            .workers
-                            .get_mut(&w)
-                            .expect("picked from the registry under the same lock");
-                        entry.used += n;
-                        reservation.push((w, entry.session, n));
-                    }
-                    return Ok((slots, reservation));
-                }
-                free.iter().map(|(_, n)| *n).sum::<u32>()
+            let free_total = match self.try_reserve(needed) {
+                Ok(reserved) => return Ok(reserved),
+                Err(free) => free,
             };
             if !logged {
                 slog::info!(self.log, "waiting for slots"; "needed" => needed, "free" => free_total);
@@ -278,13 +221,45 @@ impl JobMaster {
                     Some(_) => {}
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    return Err(Outcome::Failed(format!(
-                        "not enough task slots: the job needs {needed}, {free_total} are free after waiting {} ms",
-                        self.shared.config.slot_wait.as_millis()
-                    )));
+                    return Err(Outcome::Failed(JobError::NotEnoughSlots {
+                        needed,
+                        free: free_total,
+                        waited_ms: self.shared.config.slot_wait.as_millis() as u64,
+                    }));
                 }
             }
         }
+    }
+
+    /// Takes `needed` free slots if there are so many; else the number free.
+    fn try_reserve(&self, needed: u32) -> Result<(Vec<String>, Reservation), u32> {
+        let mut st = self.shared.lock();
+        let free: Vec<(String, u32)> = st
+            .workers
+            .iter()
+            .map(|(id, w)| (id.clone(), w.slots.saturating_sub(w.used)))
+            .collect();
+        let Some(slots) = pick_slots(&free, needed) else {
+            return Err(free.iter().map(|(_, n)| *n).fold(0, u32::saturating_add));
+        };
+        let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+        for w in &slots {
+            *counts.entry(w.clone()).or_default() += 1;
+        }
+        let mut reservation = Vec::new();
+        for (w, n) in counts {
+            let entry = st
+                .workers
+                .get_mut(&w)
+                .expect("picked from the registry under the same lock");
+            entry.used += n;
+            debug_assert!(
+                entry.used <= entry.slots,
+                "worker {w} has more slots in use than it offers"
+            );
+            reservation.push((w, entry.session, n));
+        }
+        Ok((slots, reservation))
     }
 
     fn release(&self, reservation: &Reservation) {
@@ -315,246 +290,148 @@ impl JobMaster {
         }
     }
 
-    async fn run_attempt(
-        &mut self,
-        attempt: u32,
-        placement: &[String],
-        storage: Option<&CheckpointStorage>,
-        (restore_id, restore_savepoint): (u64, String),
-        retained: VecDeque<u64>,
-        next_id: &Arc<AtomicU64>,
-    ) -> Outcome {
+    /// Deploys attempt `attempt` on the workers of `placement` and follows it to its end.
+    async fn run_attempt(&mut self, attempt: u32, placement: &[String], start: &AttemptStart) -> Outcome {
         let workers: BTreeSet<String> = placement.iter().cloned().collect();
-        let peers: Vec<WirePeer> = {
+        let peers: Result<Vec<WirePeer>, String> = {
             let st = self.shared.lock();
             workers
                 .iter()
-                .filter_map(|w| {
-                    st.workers.get(w).map(|e| WirePeer {
+                .map(|w| match st.workers.get(w) {
+                    Some(e) => Ok(WirePeer {
                         worker_id: w.clone(),
                         data_address: e.data_address.clone(),
-                    })
+                    }),
+                    None => Err(w.clone()),
                 })
                 .collect()
         };
-        if peers.len() != workers.len() {
-            return Outcome::Failed("a worker was lost while the attempt was being placed".into());
-        }
-        let checkpoint_store = match (storage, &self.shared.config.checkpoint_dir) {
-            (Some(_), Some(dir)) => dir.clone(),
-            _ => String::new(),
+        let peers = match peers {
+            Ok(p) => p,
+            Err(worker) => {
+                return Outcome::Failed(JobError::WorkerLost {
+                    worker,
+                    reason: "it went away while the attempt was being placed".into(),
+                })
+            }
         };
         for w in &workers {
-            let deployed = self.send_to(
-                w,
-                WireMessage::DeployTask {
-                    job_id: self.id.clone(),
-                    attempt,
-                    job_name: self.name.clone(),
-                    options: self.options.job_wire(),
-                    placement: placement.to_vec(),
-                    peers: peers.clone(),
-                    checkpoint_store: checkpoint_store.clone(),
-                    restore_checkpoint: restore_id,
-                    restore_savepoint: restore_savepoint.clone(),
-                    uid_mapping: self
-                        .options
-                        .from_savepoint
-                        .iter()
-                        .flat_map(|(_, _, m)| m.iter())
-                        .map(|(k, v)| sluice_transport::wire::WireOption {
-                            key: k.clone(),
-                            value: v.clone(),
-                        })
-                        .collect(),
-                },
-            );
-            if !deployed {
+            if !self.send_to(w, self.deploy_frame(attempt, placement, &peers, start)) {
                 self.cancel_everywhere(attempt, &workers, false);
-                return Outcome::Failed(format!("worker {w} was lost while the attempt was being deployed"));
+                return Outcome::Failed(JobError::WorkerLost {
+                    worker: w.clone(),
+                    reason: "it went away while the attempt was being deployed".into(),
+                });
             }
         }
         slog::info!(self.log, "attempt deployed"; "attempt" => attempt, "tasks" => placement.len(),
             "workers" => workers.iter().cloned().collect::<Vec<_>>().join(","));
         self.shared.set_status(&self.id, JobStatus::Running, None);
-        let outcome = self.supervise(attempt, placement, storage, retained, next_id).await;
+        let outcome = self.supervise(attempt, placement, start).await;
         if !matches!(outcome, Outcome::Finished) {
             self.cancel_everywhere(attempt, &workers, false);
         }
         outcome
     }
 
-    /// Follows a deployed attempt to its end, running its checkpoint coordinator.
-    async fn supervise(
-        &mut self,
+    fn deploy_frame(
+        &self,
         attempt: u32,
         placement: &[String],
-        storage: Option<&CheckpointStorage>,
-        retained: VecDeque<u64>,
-        next_id: &Arc<AtomicU64>,
-    ) -> Outcome {
-        let mut events_tx = None;
-        let mut checkpoints = None;
-        if let (Some(storage), Some(cfg)) = (storage, &self.options.checkpointing) {
-            let (tx, rx) = mpsc::channel::<TaskEvent>(1024);
-            events_tx = Some(tx);
-            let mut tasks = Vec::with_capacity(self.specs.len());
-            let mut forwarders = Vec::new();
-            for (task, spec) in self.specs.iter().enumerate() {
-                let (ctx, mut crx) = mpsc::channel::<TaskCommand>(64);
-                tasks.push(TaskRef {
-                    commands: ctx,
-                    is_source: spec.is_source,
-                });
-                let worker = placement[task].clone();
-                let shared = self.shared.clone();
-                let job_id = self.id.clone();
-                forwarders.push(AbortOnDrop(tokio::spawn(async move {
-                    while let Some(cmd) = crx.recv().await {
-                        let task = task as u32;
-                        let job_id = job_id.clone();
-                        let msg = match cmd {
-                            TaskCommand::Trigger(b) => WireMessage::TriggerCheckpoint {
-                                job_id,
-                                attempt,
-                                checkpoint_id: b.checkpoint_id,
-                                timestamp_ms: b.timestamp_ms,
-                                task,
-                            },
-                            TaskCommand::Complete(id) => WireMessage::NotifyCheckpointComplete {
-                                job_id,
-                                attempt,
-                                checkpoint_id: id,
-                                task,
-                            },
-                            TaskCommand::Finish => WireMessage::EndInput { job_id, attempt, task },
-                        };
-                        let tx = shared.lock().workers.get(&worker).map(|w| w.tx.clone());
-                        // A lost worker fails the attempt through its own event.
-                        if let Some(tx) = tx {
-                            tx.send(msg);
-                        }
-                    }
-                })));
-            }
-            let coordinator = CheckpointCoordinator {
-                config: cfg.clone(),
-                storage: storage.clone(),
-                clock: self.shared.config.clock,
-                log: self
-                    .log
-                    .new(slog::o!("component" => "checkpoint-coordinator", "attempt" => attempt)),
-                job_name: self.graph.name.clone(),
-                max_parallelism: self.graph.max_parallelism,
-                operators: (0..self.graph.vertices.len())
-                    .map(|v| OperatorInfo {
-                        key: restore::operator_key(&self.graph, v),
-                        name: self.graph.vertices[v].name.clone(),
-                        parallelism: self.graph.vertices[v].parallelism,
-                    })
-                    .collect(),
-                tasks,
-                events: rx,
-                next_id: next_id.clone(),
-                retained,
-                stats: self.stats.clone(),
-                savepoints: self.savepoints.clone(),
-                stop: {
-                    let (tx, stopped) = (self.own_events.clone(), self.stopped.clone());
-                    Arc::new(move |a| {
-                        if a == StopAction::Cancel {
-                            stopped.store(true, Ordering::SeqCst);
-                        }
-                        let _ = tx.send(MasterEvent::Stop(a));
-                    })
-                },
-            };
-            checkpoints = Some((
-                AbortOnDrop(tokio::spawn(async move {
-                    let mut c = coordinator;
-                    c.run().await
-                })),
-                forwarders,
-            ));
+        peers: &[WirePeer],
+        start: &AttemptStart,
+    ) -> WireMessage {
+        let checkpoint_store = match (&self.checkpointing, &self.shared.config.checkpoint_dir) {
+            (Some(_), Some(dir)) => dir.clone(),
+            _ => String::new(),
+        };
+        let restore_savepoint = match (&self.options.from_savepoint, start.from_savepoint) {
+            (Some((path, _, _)), true) => path.clone(),
+            _ => String::new(),
+        };
+        WireMessage::DeployTask {
+            job_id: self.id.clone(),
+            attempt,
+            job_name: self.name.clone(),
+            options: self.options.job_wire(),
+            placement: placement.to_vec(),
+            peers: peers.to_vec(),
+            checkpoint_store,
+            restore_checkpoint: start.restored.as_ref().map_or(0, |c| c.metadata.checkpoint_id),
+            restore_savepoint,
+            uid_mapping: self
+                .options
+                .from_savepoint
+                .iter()
+                .flat_map(|(_, _, m)| m.iter())
+                .map(|(k, v)| WireOption {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
         }
-        let total = self.specs.len();
-        let mut finished = BTreeSet::new();
-        let mut any_cancelled = false;
+    }
+
+    /// Starts the checkpoint coordinator of a deployed attempt: its commands become frames to
+    /// the worker of each task.
+    fn start_checkpoints(
+        &self,
+        attempt: u32,
+        placement: &[String],
+        start: &AttemptStart,
+    ) -> Option<AttemptCheckpoints> {
+        let job = self.checkpointing.as_ref()?;
+        let (events, rx) = mpsc::channel::<TaskEvent>(1024);
+        let mut tasks = Vec::with_capacity(self.specs.len());
+        let mut forwarders = Vec::new();
+        for (task, spec) in self.specs.iter().enumerate() {
+            let (commands, crx) = mpsc::channel::<TaskCommand>(64);
+            tasks.push(TaskRef {
+                commands,
+                is_source: spec.is_source,
+            });
+            let route = (
+                self.shared.clone(),
+                self.id.clone(),
+                placement[task].clone(),
+                attempt,
+                task as u32,
+            );
+            forwarders.push(AbortOnDrop(tokio::spawn(forward_commands(crx, route))));
+        }
+        let log = self
+            .log
+            .new(slog::o!("component" => "checkpoint-coordinator", "attempt" => attempt));
+        let mut c = CheckpointCoordinator::new(&self.graph, job, start.retained.clone(), tasks, rx, log);
+        Some(AttemptCheckpoints {
+            events: Some(events),
+            // The coordinator comes back with its result: its command channels close only
+            // once the result has been read.
+            coordinator: AbortOnDrop(tokio::spawn(async move { (c.run().await, c) })),
+            _forwarders: forwarders,
+        })
+    }
+
+    /// Follows a deployed attempt to its end, running its checkpoint coordinator.
+    async fn supervise(&mut self, attempt: u32, placement: &[String], start: &AttemptStart) -> Outcome {
+        let mut checkpoints = self.start_checkpoints(attempt, placement, start);
+        let mut finished = Finished::default();
         loop {
             tokio::select! {
                 biased;
-                ev = self.events.recv() => match ev {
-                    None | Some(MasterEvent::Cancel) => {
-                        self.shared.set_status(&self.id, JobStatus::Cancelling, None);
-                        return Outcome::Cancelled;
+                ev = self.events.recv() => {
+                    if let Some(outcome) = self.on_event(ev, attempt, placement, &mut checkpoints, &mut finished).await {
+                        return outcome;
                     }
-                    Some(MasterEvent::SlotsChanged) => {}
-                    Some(MasterEvent::Stop(StopAction::Cancel)) => return Outcome::Stopped,
-                    Some(MasterEvent::Stop(StopAction::Drain)) => {
-                        let workers: BTreeSet<String> = placement.iter().cloned().collect();
-                        self.cancel_everywhere(attempt, &workers, true);
-                    }
-                    Some(MasterEvent::WorkerLost { worker, reason }) => {
-                        if placement.contains(&worker) {
-                            return Outcome::Failed(format!("worker {worker} was lost: {reason}"));
-                        }
-                    }
-                    Some(MasterEvent::Frame(msg)) => {
-                        let Some(frame_attempt) = attempt_of(&msg) else { continue };
-                        if frame_attempt != attempt {
-                            slog::debug!(self.log, "dropped a frame of another attempt"; "frame_attempt" => frame_attempt, "attempt" => attempt);
-                            continue;
-                        }
-                        match msg {
-                            WireMessage::TaskFinished { task, cancelled, .. } => {
-                                finished.insert(task);
-                                any_cancelled |= cancelled;
-                                if finished.len() == total {
-                                    // The checkpoint coordinator ends once no task can send it
-                                    // anything more.
-                                    drop(events_tx.take());
-                                    if let Some((h, _)) = checkpoints.as_mut() {
-                                        if let Ok(Err(e)) = (&mut h.0).await {
-                                            return Outcome::Failed(e.to_string());
-                                        }
-                                    }
-                                    return if any_cancelled { Outcome::Cancelled } else { Outcome::Finished };
-                                }
-                            }
-                            WireMessage::TaskFailed { task, reason, .. } => {
-                                return Outcome::Failed(format!("task {} failed: {reason}", self.task_name(task)));
-                            }
-                            WireMessage::AckCheckpoint { checkpoint_id, task, state, alignment_ms, .. } => {
-                                let files: Vec<(String, StateFileMeta)> = match bincode::deserialize(&state) {
-                                    Ok(f) => f,
-                                    Err(e) => return Outcome::Failed(format!(
-                                        "task {} acknowledged checkpoint {checkpoint_id} with undecodable state metadata: {e}",
-                                        self.task_name(task)
-                                    )),
-                                };
-                                if let Some(tx) = &events_tx {
-                                    let _ = tx.send(TaskEvent::Acked { task: task as usize, checkpoint_id, files, alignment_ms }).await;
-                                }
-                            }
-                            WireMessage::DeclineCheckpoint { checkpoint_id, task, reason, .. } => {
-                                if let Some(tx) = &events_tx {
-                                    let _ = tx.send(TaskEvent::Declined { task: task as usize, checkpoint_id, reason }).await;
-                                }
-                            }
-                            WireMessage::InputFinished { task, .. } => {
-                                if let Some(tx) = &events_tx {
-                                    let _ = tx.send(TaskEvent::InputFinished { task: task as usize }).await;
-                                }
-                            }
-                            other => slog::warn!(self.log, "unexpected frame for a job"; "frame" => super::coordinator::frame_kind(&other)),
-                        }
-                    }
-                },
-                r = async { (&mut checkpoints.as_mut().expect("guarded by the branch condition").0 .0).await }, if checkpoints.is_some() => {
+                }
+                r = async { checkpoints.as_mut().expect("guarded").coordinator.handle().await }, if checkpoints.is_some() => {
                     match r {
-                        Ok(Err(e)) => return Outcome::Failed(e.to_string()),
-                        Ok(Ok(())) => {}
-                        Err(e) => return Outcome::Failed(format!("checkpoint coordinator stopped: {e}")),
+                        Ok((Err(e), _)) => return Outcome::Failed(e),
+                        Ok((Ok(()), _)) => {}
+                        Err(e) => return Outcome::Failed(JobError::TaskPanicked {
+                            task: "checkpoint coordinator".into(),
+                            message: e.to_string(),
+                        }),
                     }
                     // It ended without error (nothing more to coordinate): stop polling it.
                     checkpoints = None;
@@ -563,15 +440,241 @@ impl JobMaster {
         }
     }
 
+    /// Handles one event of a running attempt; `Some` when the attempt has ended.
+    async fn on_event(
+        &mut self,
+        ev: Option<MasterEvent>,
+        attempt: u32,
+        placement: &[String],
+        checkpoints: &mut Option<AttemptCheckpoints>,
+        finished: &mut Finished,
+    ) -> Option<Outcome> {
+        match ev {
+            None | Some(MasterEvent::Cancel) => {
+                self.shared.set_status(&self.id, JobStatus::Cancelling, None);
+                Some(Outcome::Cancelled)
+            }
+            Some(MasterEvent::SlotsChanged) => None,
+            Some(MasterEvent::Stop(StopAction::Cancel)) => Some(Outcome::Stopped),
+            Some(MasterEvent::Stop(StopAction::Drain)) => {
+                let workers: BTreeSet<String> = placement.iter().cloned().collect();
+                self.cancel_everywhere(attempt, &workers, true);
+                None
+            }
+            Some(MasterEvent::WorkerLost { worker, reason }) => placement
+                .contains(&worker)
+                .then_some(Outcome::Failed(JobError::WorkerLost { worker, reason })),
+            Some(MasterEvent::Frame(msg)) => {
+                let frame_attempt = attempt_of(&msg)?;
+                if frame_attempt != attempt {
+                    slog::debug!(self.log, "dropped a frame of another attempt"; "frame_attempt" => frame_attempt, "attempt" => attempt);
+                    return None;
+                }
+                self.on_frame(msg, checkpoints, finished).await
+            }
+        }
+    }
+
+    /// A frame of the running attempt from a worker; `Some` when the attempt has ended.
+    async fn on_frame(
+        &mut self,
+        msg: WireMessage,
+        checkpoints: &mut Option<AttemptCheckpoints>,
+        finished: &mut Finished,
+    ) -> Option<Outcome> {
+        let event = match msg {
+            WireMessage::TaskFinished { task, cancelled, .. } => {
+                finished.tasks.insert(task);
+                finished.any_cancelled |= cancelled;
+                if finished.tasks.len() < self.specs.len() {
+                    return None;
+                }
+                return Some(self.all_finished(checkpoints, finished.any_cancelled).await);
+            }
+            WireMessage::TaskFailed { task, reason, .. } => {
+                return Some(Outcome::Failed(JobError::RemoteTask {
+                    task: self.task_name(task),
+                    reason,
+                }));
+            }
+            WireMessage::AckCheckpoint {
+                checkpoint_id,
+                task,
+                state,
+                alignment_ms,
+                ..
+            } => {
+                let files: Vec<(String, StateFileMeta)> = match bincode::deserialize(&state) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        return Some(Outcome::Failed(JobError::Protocol(format!(
+                            "task {} acknowledged checkpoint {checkpoint_id} with undecodable state metadata: {e}",
+                            self.task_name(task)
+                        ))))
+                    }
+                };
+                TaskEvent::Acked {
+                    task: task as usize,
+                    checkpoint_id,
+                    files,
+                    alignment_ms,
+                }
+            }
+            WireMessage::DeclineCheckpoint {
+                checkpoint_id,
+                task,
+                reason,
+                ..
+            } => TaskEvent::Declined {
+                task: task as usize,
+                checkpoint_id,
+                reason,
+            },
+            WireMessage::InputFinished { task, .. } => TaskEvent::InputFinished { task: task as usize },
+            other => {
+                slog::warn!(self.log, "unexpected frame for a job"; "frame" => super::coordinator::frame_kind(&other));
+                return None;
+            }
+        };
+        // Cloned for the send only: the coordinator ends when the last sender is gone.
+        if let Some(tx) = checkpoints.as_ref().and_then(|c| c.events.clone()) {
+            let _ = tx.send(event).await;
+        }
+        None
+    }
+
+    /// Every task finished: the checkpoint coordinator ends once no task can send it anything
+    /// more, and its result decides.
+    async fn all_finished(&self, checkpoints: &mut Option<AttemptCheckpoints>, any_cancelled: bool) -> Outcome {
+        if let Some(c) = checkpoints.as_mut() {
+            drop(c.events.take());
+            if let Ok((Err(e), _)) = c.coordinator.handle().await {
+                return Outcome::Failed(e);
+            }
+        }
+        if any_cancelled {
+            Outcome::Cancelled
+        } else {
+            Outcome::Finished
+        }
+    }
+
     fn task_name(&self, task: u32) -> String {
         match self.specs.get(task as usize) {
-            Some(s) => {
-                let names: Vec<&str> = s.chain.iter().map(|&v| self.graph.vertices[v].name.as_str()).collect();
-                let p = self.graph.vertices[s.chain[0]].parallelism;
-                format!("{} ({}/{})", names.join(" -> "), s.subtask + 1, p)
-            }
+            Some(s) => task_name(&self.graph, s),
             None => format!("#{task} (not in this job)"),
         }
+    }
+}
+
+/// The tasks of the running attempt that reported their end.
+#[derive(Default)]
+struct Finished {
+    tasks: BTreeSet<u32>,
+    any_cancelled: bool,
+}
+
+/// Sends the checkpoint coordinator's commands for task `task` to the worker it runs on.
+async fn forward_commands(
+    mut commands: mpsc::Receiver<TaskCommand>,
+    (shared, job_id, worker, attempt, task): (Arc<Shared>, String, String, u32, u32),
+) {
+    while let Some(cmd) = commands.recv().await {
+        let job_id = job_id.clone();
+        let msg = match cmd {
+            TaskCommand::Trigger(b) => WireMessage::TriggerCheckpoint {
+                job_id,
+                attempt,
+                checkpoint_id: b.checkpoint_id,
+                timestamp_ms: b.timestamp_ms,
+                task,
+            },
+            TaskCommand::Complete(id) => WireMessage::NotifyCheckpointComplete {
+                job_id,
+                attempt,
+                checkpoint_id: id,
+                task,
+            },
+            TaskCommand::Finish => WireMessage::EndInput { job_id, attempt, task },
+        };
+        let tx = shared.lock().workers.get(&worker).map(|w| w.tx.clone());
+        // A lost worker fails the attempt through its own event.
+        if let Some(tx) = tx {
+            tx.send(msg);
+        }
+    }
+}
+
+impl AttemptRunner for JobMaster {
+    type Done = ();
+
+    async fn run(&mut self, start: AttemptStart) -> AttemptEnd<()> {
+        let attempt = start.attempt;
+        self.shared.set_attempt(&self.id, attempt);
+        let outcome = match self.reserve_slots(slots_needed(&self.specs)).await {
+            Err(outcome) => outcome,
+            Ok((slots, reservation)) => {
+                if let Some(ck) = start.restored.as_ref().filter(|_| !start.from_savepoint) {
+                    slog::info!(self.log, "restoring from checkpoint"; "checkpoint" => ck.metadata.checkpoint_id, "attempt" => attempt);
+                }
+                let placement = place_tasks(&self.specs, &slots);
+                let outcome = self.run_attempt(attempt, &placement, &start).await;
+                self.release(&reservation);
+                outcome
+            }
+        };
+        if self.stopped.load(Ordering::SeqCst) {
+            // The savepoint is taken and the client told the job stopped.
+            return AttemptEnd::Ended {
+                done: (),
+                cancelled: false,
+            };
+        }
+        match outcome {
+            Outcome::Finished | Outcome::Stopped => AttemptEnd::Ended {
+                done: (),
+                cancelled: false,
+            },
+            Outcome::Cancelled => AttemptEnd::Ended {
+                done: (),
+                cancelled: true,
+            },
+            Outcome::Failed(e) => AttemptEnd::Failed(e),
+        }
+    }
+
+    fn cancelling(&self) -> bool {
+        // A cancel is an event: it ends the running attempt as cancelled, or, queued behind a
+        // failure, it ends the restart wait.
+        false
+    }
+
+    async fn wait(&mut self, delay: Duration) -> bool {
+        let until = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                biased;
+                ev = self.events.recv() => {
+                    if matches!(ev, None | Some(MasterEvent::Cancel)) {
+                        return false;
+                    }
+                }
+                _ = tokio::time::sleep_until(until) => return true,
+            }
+        }
+    }
+
+    fn status(&mut self, status: JobStatus) {
+        if status == JobStatus::Restarting {
+            self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        self.shared.set_status(&self.id, status, None);
+    }
+
+    fn failed(&mut self, _attempt: u32, error: &JobError) {
+        let reason = error.to_string();
+        self.shared.record_exception(&self.id, &reason);
+        self.shared.set_status(&self.id, JobStatus::Failing, Some(reason));
     }
 }
 
@@ -583,5 +686,315 @@ fn attempt_of(msg: &WireMessage) -> Option<u32> {
         | WireMessage::TaskFinished { attempt, .. }
         | WireMessage::TaskFailed { attempt, .. } => Some(*attempt),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The job master against workers played by the test (frames in, frames out), on tokio's
+    //! paused clock: deployment, failover, restarts, slots, cancels and stops.
+    use std::collections::BTreeMap;
+
+    use sluice_state::blob::MemoryStore;
+    use sluice_transport::wire::WireOption;
+
+    use super::*;
+    use crate::api::StreamEnv;
+    use crate::cluster::{Coordinator, CoordinatorConfig, JobRegistry, StoreOpener};
+    use crate::connectors::{DiscardSink, VecSource};
+    use crate::error::JobBuildError;
+    use crate::WatermarkStrategy;
+
+    /// A source chain and a sink chain (a rebalance between them), `parallelism` each.
+    struct TwoChains;
+
+    impl JobRegistry for TwoChains {
+        fn build(&self, name: &str, options: &BTreeMap<String, String>) -> Result<JobGraph, JobBuildError> {
+            let p = options.get("parallelism").map_or(1, |p| p.parse().unwrap());
+            let env = StreamEnv::new(name);
+            env.set_parallelism(p);
+            env.from_source(
+                VecSource::new(vec![1u64]),
+                WatermarkStrategy::for_monotonous_timestamps(),
+                "src",
+            )
+            .rebalance()
+            .sink_to(DiscardSink::default(), "sink");
+            Ok(env.build()?)
+        }
+    }
+
+    fn coordinator(slot_wait: Duration) -> Coordinator {
+        let mut config = CoordinatorConfig::new(slog::Logger::root(slog::Discard, slog::o!()));
+        config.slot_wait = slot_wait;
+        config.checkpoint_dir = Some("mem".into());
+        let store: Arc<dyn sluice_state::blob::BlobStore> = Arc::new(MemoryStore::new());
+        let opener: StoreOpener = Arc::new(move |_| Ok(store.clone()));
+        Coordinator::new(config, Arc::new(TwoChains), opener).unwrap()
+    }
+
+    fn options(kv: &[(&str, &str)]) -> Vec<WireOption> {
+        kv.iter()
+            .map(|(k, v)| WireOption {
+                key: k.to_string(),
+                value: v.to_string(),
+            })
+            .collect()
+    }
+
+    /// A deployment a test worker received: job, attempt and the worker of every task.
+    #[derive(Debug)]
+    struct Deployed {
+        job: String,
+        attempt: u32,
+        placement: Vec<String>,
+    }
+
+    /// The next deployment sent to a test worker (other frames are skipped).
+    async fn deployed(rx: &mut mpsc::UnboundedReceiver<WireMessage>) -> Deployed {
+        loop {
+            match rx.recv().await.expect("the coordinator keeps the worker") {
+                WireMessage::DeployTask {
+                    job_id,
+                    attempt,
+                    placement,
+                    ..
+                } => {
+                    return Deployed {
+                        job: job_id,
+                        attempt,
+                        placement,
+                    }
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// Whether a test worker was told to cancel `attempt` (frames up to now).
+    fn cancelled(rx: &mut mpsc::UnboundedReceiver<WireMessage>, attempt: u32) -> bool {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .any(|m| matches!(m, WireMessage::CancelTask { attempt: a, drain: false, .. } if a == attempt))
+    }
+
+    /// Reports every task of `d` on `worker` finished.
+    fn finish(c: &Coordinator, d: &Deployed, worker: &str) {
+        for (task, w) in d.placement.iter().enumerate() {
+            if w == worker {
+                c.deliver_test_frame(WireMessage::TaskFinished {
+                    job_id: d.job.clone(),
+                    attempt: d.attempt,
+                    task: task as u32,
+                    cancelled: false,
+                });
+            }
+        }
+    }
+
+    fn fail(c: &Coordinator, d: &Deployed, reason: &str) {
+        c.deliver_test_frame(WireMessage::TaskFailed {
+            job_id: d.job.clone(),
+            attempt: d.attempt,
+            task: 0,
+            reason: reason.into(),
+        });
+    }
+
+    /// Waits (paused time) until job `id` has `status`.
+    async fn status_becomes(c: &Coordinator, id: &str, status: JobStatus) -> crate::cluster::JobInfo {
+        for _ in 0..10_000 {
+            let j = c.job(id).unwrap();
+            if j.status == status {
+                return j;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("job {id} never became {status}: {:?}", c.job(id));
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn finishes_when_every_task_finished_and_releases_its_slots() {
+        let c = coordinator(Duration::from_secs(5));
+        let (mut w1, mut w2) = (c.add_test_worker("w1", 1), c.add_test_worker("w2", 1));
+        let id = c.submit("two", &options(&[("parallelism", "2")])).unwrap();
+        let (d1, d2) = (deployed(&mut w1).await, deployed(&mut w2).await);
+        assert_eq!(
+            d1.placement,
+            ["w1", "w2", "w1", "w2"],
+            "slots spread evenly, subtask i in slot i"
+        );
+        assert_eq!((c.used_slots("w1"), c.used_slots("w2")), (1, 1));
+        assert_eq!(status_becomes(&c, &id, JobStatus::Running).await.attempt, 0);
+        finish(&c, &d1, "w1");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            c.job(&id).unwrap().status,
+            JobStatus::Running,
+            "w2's tasks are still running"
+        );
+        finish(&c, &d2, "w2");
+        status_becomes(&c, &id, JobStatus::Finished).await;
+        assert_eq!((c.used_slots("w1"), c.used_slots("w2")), (0, 0));
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn a_failed_task_restarts_the_job_after_the_delay_and_is_recorded() {
+        let c = coordinator(Duration::from_secs(5));
+        let mut w1 = c.add_test_worker("w1", 2);
+        let opts = options(&[
+            ("parallelism", "2"),
+            ("restart-strategy", "fixed-delay:attempts=3,delay=2s"),
+        ]);
+        let id = c.submit("two", &opts).unwrap();
+        let d0 = deployed(&mut w1).await;
+        let failed_at = tokio::time::Instant::now();
+        fail(&c, &d0, "boom");
+        let d1 = deployed(&mut w1).await;
+        assert_eq!(d1.attempt, 1);
+        assert!(
+            failed_at.elapsed() >= Duration::from_secs(2),
+            "the restart waited {:?}",
+            failed_at.elapsed()
+        );
+        assert!(cancelled(&mut w1, 0) || d1.attempt == 1, "attempt 0 was cancelled");
+        // A frame of attempt 0 arriving late does not count for attempt 1.
+        finish(&c, &d0, "w1");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(c.job(&id).unwrap().status, JobStatus::Running);
+        finish(&c, &d1, "w1");
+        status_becomes(&c, &id, JobStatus::Finished).await;
+        let exceptions = c.exceptions(&id).unwrap();
+        assert_eq!(exceptions.len(), 1);
+        assert_eq!(exceptions[0].attempt, 0);
+        assert!(
+            exceptions[0].reason.contains("task src (1/2) failed: boom"),
+            "{:?}",
+            exceptions[0]
+        );
+        assert_eq!(c.checkpoints(&id).unwrap().restarts, 1);
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn a_lost_worker_fails_the_attempt_over_to_the_slots_left() {
+        let c = coordinator(Duration::from_secs(5));
+        let (mut w1, mut w2) = (c.add_test_worker("w1", 2), c.add_test_worker("w2", 2));
+        let opts = options(&[
+            ("parallelism", "2"),
+            ("restart-strategy", "fixed-delay:attempts=1,delay=1s"),
+        ]);
+        let id = c.submit("two", &opts).unwrap();
+        let d0 = deployed(&mut w1).await;
+        assert_eq!(d0.placement, ["w1", "w2", "w1", "w2"]);
+        c.lose_test_worker("w2");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(cancelled(&mut w1, 0), "the rest of attempt 0 is cancelled at once");
+        let d1 = deployed(&mut w1).await;
+        assert_eq!((d1.attempt, d1.placement.clone()), (1, vec!["w1".to_string(); 4]));
+        assert!(w2.try_recv().is_ok(), "w2 got attempt 0 before it went");
+        finish(&c, &d1, "w1");
+        status_becomes(&c, &id, JobStatus::Finished).await;
+        assert!(c.exceptions(&id).unwrap()[0].reason.contains("worker w2 was lost"));
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn waits_for_slots_then_fails_naming_the_numbers() {
+        let c = coordinator(Duration::from_secs(3));
+        let _w1 = c.add_test_worker("w1", 1);
+        let id = c.submit("two", &options(&[("parallelism", "2")])).unwrap();
+        let j = status_becomes(&c, &id, JobStatus::Failed).await;
+        let err = j.error.unwrap();
+        assert!(
+            err.contains("the job needs 2, 1 are free after waiting 3000 ms"),
+            "{err}"
+        );
+        assert_eq!(c.used_slots("w1"), 0);
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn a_worker_registering_while_a_job_waits_gives_it_slots() {
+        let c = coordinator(Duration::from_secs(30));
+        let mut w1 = c.add_test_worker("w1", 1);
+        let id = c.submit("two", &options(&[("parallelism", "2")])).unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(c.job(&id).unwrap().status, JobStatus::Created);
+        let mut w2 = c.add_test_worker("w2", 1);
+        let (d1, d2) = (deployed(&mut w1).await, deployed(&mut w2).await);
+        finish(&c, &d1, "w1");
+        finish(&c, &d2, "w2");
+        status_becomes(&c, &id, JobStatus::Finished).await;
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn cancel_while_running_cancels_the_tasks_everywhere() {
+        let c = coordinator(Duration::from_secs(5));
+        let (mut w1, mut w2) = (c.add_test_worker("w1", 1), c.add_test_worker("w2", 1));
+        let id = c.submit("two", &options(&[("parallelism", "2")])).unwrap();
+        deployed(&mut w1).await;
+        deployed(&mut w2).await;
+        c.cancel(&id).unwrap();
+        status_becomes(&c, &id, JobStatus::Canceled).await;
+        assert!(cancelled(&mut w1, 0) && cancelled(&mut w2, 0));
+        assert!(matches!(
+            c.cancel(&id),
+            Err(crate::cluster::ClusterError::JobEnded { .. })
+        ));
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn cancel_during_the_restart_delay_ends_the_job_canceled() {
+        let c = coordinator(Duration::from_secs(5));
+        let mut w1 = c.add_test_worker("w1", 2);
+        let opts = options(&[
+            ("parallelism", "1"),
+            ("restart-strategy", "fixed-delay:attempts=3,delay=1h"),
+        ]);
+        let id = c.submit("two", &opts).unwrap();
+        let d0 = deployed(&mut w1).await;
+        fail(&c, &d0, "boom");
+        status_becomes(&c, &id, JobStatus::Restarting).await;
+        c.cancel(&id).unwrap();
+        status_becomes(&c, &id, JobStatus::Canceled).await;
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn no_restart_left_fails_the_job_with_the_last_reason() {
+        let c = coordinator(Duration::from_secs(5));
+        let mut w1 = c.add_test_worker("w1", 1);
+        let opts = options(&[("restart-strategy", "fixed-delay:attempts=1,delay=1s")]);
+        let id = c.submit("two", &opts).unwrap();
+        fail(&c, &deployed(&mut w1).await, "first");
+        fail(&c, &deployed(&mut w1).await, "second");
+        let j = status_becomes(&c, &id, JobStatus::Failed).await;
+        assert_eq!(j.attempt, 1);
+        assert!(j.error.unwrap().contains("second"));
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn a_completed_stop_with_savepoint_outweighs_a_failure_that_follows() {
+        // The stop-with-savepoint race: the savepoint completed (the hook marked the job
+        // stopped) and a failure of the same attempt reaches the master before the stop does.
+        // The job ends FINISHED; it must not restart from the savepoint's checkpoint.
+        let c = coordinator(Duration::from_millis(100));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let parts = MasterParts {
+            id: "job".into(),
+            name: "two".into(),
+            graph: TwoChains.build("two", &BTreeMap::new()).unwrap(),
+            options: super::super::options::parse(
+                &options(&[("restart-strategy", "fixed-delay:attempts=5,delay=1s")]),
+                None,
+            )
+            .unwrap(),
+            shared: c.shared().clone(),
+            events: rx,
+            own_events: tx,
+            savepoints: None,
+            stats: Arc::default(),
+        };
+        let mut master = JobMaster::new(parts);
+        master.stopped.store(true, Ordering::SeqCst);
+        // No worker: the attempt fails for want of slots, after the stop completed.
+        let (status, error) = master.run_attempts().await;
+        assert_eq!((status, error), (JobStatus::Finished, None));
     }
 }

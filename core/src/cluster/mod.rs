@@ -27,6 +27,7 @@ mod error;
 mod exchange;
 mod framed;
 mod job_master;
+mod loopback;
 mod metrics_report;
 mod options;
 mod placement;
@@ -45,6 +46,9 @@ pub use crate::status::JobStatus;
 pub use client::{cancel_job, list_jobs, submit_job, trigger_savepoint};
 pub use coordinator::{CheckpointOverview, Coordinator, CoordinatorConfig, JobException, JobInfo, WorkerInfo};
 pub use error::{ClusterError, RefusalKind};
+pub use loopback::LoopbackShuffle;
+/// Why a frame could not be decoded (the source of [`ClusterError::Frame`]).
+pub use sluice_transport::wire::FrameError;
 /// A key/value option of a submission, as [`Coordinator::submit`] takes it.
 pub use sluice_transport::wire::WireOption;
 pub use worker::{Worker, WorkerConfig};

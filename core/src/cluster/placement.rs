@@ -1,6 +1,6 @@
 //! Choosing slots for an attempt and placing its tasks in them.
 
-use crate::runtime::attempt::TaskSpec;
+use crate::runtime::engine::TaskSpec;
 
 /// Picks `needed` slots among workers' free slots, spread evenly over the workers (Flink's
 /// `cluster.evenly-spread-out-slots`): round-robin in worker order. Returns the worker of each

@@ -13,11 +13,12 @@ use super::deployment::{self, DeployRequest, DeploymentHandle};
 use super::exchange::{accept_data, InboundConnections};
 use super::framed::{framed, FrameSender};
 use super::{ClusterError, JobRegistry, StoreOpener};
-use crate::checkpoint::protocol::TaskCommand;
 use crate::clock::Clock;
 use crate::cluster::metrics_report::to_wire;
 use crate::metrics::MetricRegistry;
-use crate::runtime::{ExecutionConfig, JobControl};
+use crate::runtime::engine::{JobControl, TaskCommand};
+use crate::runtime::ExecutionConfig;
+use crate::spawned::AbortOnDrop;
 use crate::sync::LockExt;
 use sluice_transport::Barrier;
 
@@ -212,73 +213,22 @@ impl Worker {
             listener,
             data_address,
         } = self;
-        let ticker = shared.metrics.spawn_ticker();
-        let accept = {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                loop {
-                    match listener.accept().await {
-                        Ok((stream, peer)) => {
-                            let shared = shared.clone();
-                            let log = shared.log.new(slog::o!("peer" => peer.to_string()));
-                            tokio::spawn(async move {
-                                accept_data(stream, &shared.inbound, shared.config.execution.channel_capacity, log)
-                                    .await;
-                            });
-                        }
-                        Err(e) => {
-                            slog::warn!(shared.log, "accepting a data connection failed"; "error" => %e);
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                }
-            })
-        };
+        let _ticker = AbortOnDrop(shared.metrics.spawn_ticker());
+        let _accept = AbortOnDrop(tokio::spawn(accept_data_connections(shared.clone(), listener)));
         let log = shared.log.clone();
         let mut backoff = Duration::from_millis(100);
-        let result = loop {
-            let stream = match TcpStream::connect(&shared.config.coordinator).await {
-                Ok(s) => s,
-                Err(e) => {
+        loop {
+            let (tx, mut rx, interval, silence) = match register(&shared, &data_address).await {
+                Ok(registered) => registered,
+                Err(Registration::Refused(e)) => return Err(e),
+                Err(Registration::Unreachable(e)) => {
                     slog::warn!(log, "cannot reach the coordinator; retrying"; "coordinator" => &shared.config.coordinator,
                         "error" => %e, "retry_in_ms" => backoff.as_millis() as u64);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(shared.config.max_backoff);
                     continue;
                 }
-            };
-            let _ = stream.set_nodelay(true);
-            let (tx, mut rx) = framed(stream);
-            tx.send(WireMessage::Register {
-                worker_id: shared.id.clone(),
-                data_address: data_address.clone(),
-                slots: shared.config.slots,
-            });
-            let (interval, silence) = match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rx)).await {
-                Ok(Ok(Some(WireMessage::RegisterAck {
-                    heartbeat_interval_ms,
-                    heartbeat_timeout_ms,
-                    ..
-                }))) => {
-                    let interval = Duration::from_millis(u64::from(heartbeat_interval_ms.max(1)));
-                    // Half the coordinator's timeout: this worker's tasks stop before the
-                    // coordinator gives them up and deploys replacements.
-                    let silence = Duration::from_millis(u64::from(heartbeat_timeout_ms / 2)).max(interval * 3);
-                    (interval, silence)
-                }
-                Ok(Ok(Some(WireMessage::Rejected { reason, kind }))) => {
-                    break Err(ClusterError::Refused {
-                        kind: super::RefusalKind::from_wire(kind),
-                        reason,
-                    })
-                }
-                other => {
-                    let why = match other {
-                        Ok(Ok(Some(m))) => format!("unexpected answer {}", super::coordinator::frame_kind(&m)),
-                        Ok(Ok(None)) => "it closed the connection".into(),
-                        Ok(Err(e)) => e.to_string(),
-                        Err(_) => "no answer within 10 s".into(),
-                    };
+                Err(Registration::Retry(why)) => {
                     slog::warn!(log, "registration failed; retrying"; "coordinator" => &shared.config.coordinator,
                         "reason" => why, "retry_in_ms" => backoff.as_millis() as u64);
                     tokio::time::sleep(backoff).await;
@@ -292,10 +242,81 @@ impl Worker {
             let reason = session(&shared, tx, &mut rx, interval, silence).await;
             slog::warn!(log, "lost the coordinator; cancelling local tasks and registering again"; "reason" => reason);
             shared.cancel_all();
-        };
-        accept.abort();
-        ticker.abort();
-        result
+        }
+    }
+}
+
+/// Accepts data connections from peers, each greeted and handed to the deployment it is for.
+async fn accept_data_connections(shared: Arc<WorkerShared>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let shared = shared.clone();
+                let log = shared.log.new(slog::o!("peer" => peer.to_string()));
+                tokio::spawn(async move {
+                    accept_data(stream, &shared.inbound, shared.config.execution.channel_capacity, log).await;
+                });
+            }
+            Err(e) => {
+                slog::warn!(shared.log, "accepting a data connection failed"; "error" => %e);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Why a registration did not happen.
+enum Registration {
+    /// The coordinator refused this worker: retrying would not help.
+    Refused(ClusterError),
+    /// The coordinator could not be reached: retry.
+    Unreachable(std::io::Error),
+    /// The coordinator did not answer as expected: retry.
+    Retry(String),
+}
+
+/// A control connection to the coordinator: the sender and the read half.
+type Control = (FrameSender, ReadHalf<TcpStream>);
+
+/// Dials the coordinator and registers; returns the connection and the heartbeat interval
+/// and the silence after which this worker gives the coordinator up.
+async fn register(
+    shared: &WorkerShared,
+    data_address: &str,
+) -> Result<(FrameSender, ReadHalf<TcpStream>, Duration, Duration), Registration> {
+    let stream = TcpStream::connect(&shared.config.coordinator)
+        .await
+        .map_err(Registration::Unreachable)?;
+    let _ = stream.set_nodelay(true);
+    let (tx, mut rx): Control = framed(stream);
+    tx.send(WireMessage::Register {
+        worker_id: shared.id.clone(),
+        data_address: data_address.to_string(),
+        slots: shared.config.slots,
+    });
+    match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rx)).await {
+        Ok(Ok(Some(WireMessage::RegisterAck {
+            heartbeat_interval_ms,
+            heartbeat_timeout_ms,
+            ..
+        }))) => {
+            let interval = Duration::from_millis(u64::from(heartbeat_interval_ms.max(1)));
+            // Half the coordinator's timeout: this worker's tasks stop before the coordinator
+            // gives them up and deploys replacements.
+            let silence = Duration::from_millis(u64::from(heartbeat_timeout_ms / 2)).max(interval * 3);
+            Ok((tx, rx, interval, silence))
+        }
+        Ok(Ok(Some(WireMessage::Rejected { reason, kind }))) => Err(Registration::Refused(ClusterError::Refused {
+            kind: super::RefusalKind::from_wire(kind),
+            reason,
+        })),
+        Ok(Ok(Some(m))) => Err(Registration::Retry(format!(
+            "unexpected answer {}",
+            super::coordinator::frame_kind(&m)
+        ))),
+        Ok(Ok(None)) => Err(Registration::Retry("it closed the connection".into())),
+        Ok(Err(e)) => Err(Registration::Retry(e.to_string())),
+        Err(_) => Err(Registration::Retry("no answer within 10 s".into())),
     }
 }
 
@@ -307,11 +328,11 @@ async fn session<R: AsyncRead>(
     interval: Duration,
     silence: Duration,
 ) -> String {
-    let heartbeat = {
+    let _heartbeat = {
         let tx = tx.clone();
         let id = shared.id.clone();
         let metrics = shared.metrics.clone();
-        tokio::spawn(async move {
+        AbortOnDrop(tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             loop {
                 tick.tick().await;
@@ -326,18 +347,41 @@ async fn session<R: AsyncRead>(
                     return;
                 }
             }
-        })
+        }))
     };
-    let reason = loop {
+    loop {
         let msg = match tokio::time::timeout(silence, read_frame(rx)).await {
-            Err(_) => break format!("nothing from the coordinator for {} ms", silence.as_millis()),
+            Err(_) => return format!("nothing from the coordinator for {} ms", silence.as_millis()),
             Ok(Ok(Some(m))) => m,
-            Ok(Ok(None)) => break "the coordinator closed the connection".to_string(),
-            Ok(Err(e)) => break format!("bad frame from the coordinator: {e}"),
+            Ok(Ok(None)) => return "the coordinator closed the connection".to_string(),
+            Ok(Err(e)) => return format!("bad frame from the coordinator: {e}"),
         };
-        match msg {
-            WireMessage::Heartbeat { .. } => {}
-            WireMessage::DeployTask {
+        if let Err(reason) = on_command(shared, &tx, msg) {
+            return reason;
+        }
+    }
+}
+
+/// Carries out one frame of the coordinator; `Err` with the reason for a frame no coordinator
+/// sends a worker (the session ends).
+fn on_command(shared: &Arc<WorkerShared>, tx: &FrameSender, msg: WireMessage) -> Result<(), String> {
+    match msg {
+        WireMessage::Heartbeat { .. } => {}
+        WireMessage::DeployTask {
+            job_id,
+            attempt,
+            job_name,
+            options,
+            placement,
+            peers,
+            checkpoint_store,
+            restore_checkpoint,
+            restore_savepoint,
+            uid_mapping,
+        } => deploy(
+            shared,
+            tx,
+            DeployRequest {
                 job_id,
                 attempt,
                 job_name,
@@ -348,75 +392,63 @@ async fn session<R: AsyncRead>(
                 restore_checkpoint,
                 restore_savepoint,
                 uid_mapping,
-            } => {
-                let req = DeployRequest {
-                    job_id,
-                    attempt,
-                    job_name,
-                    options,
-                    placement,
-                    peers,
-                    checkpoint_store,
-                    restore_checkpoint,
-                    restore_savepoint,
-                    uid_mapping,
-                };
-                if attempt > 0 {
-                    shared.cancel(&req.job_id, attempt - 1);
-                }
-                let (handle, control_rx, command_rxs) = deployment::prepare(&req, &shared.id);
-                shared.lock().insert((req.job_id.clone(), attempt), handle);
-                slog::info!(shared.log, "deploying"; "job" => &req.job_id, "attempt" => attempt, "name" => &req.job_name);
-                tokio::spawn(deployment::run(
-                    shared.clone(),
-                    tx.clone(),
-                    req,
-                    control_rx,
-                    command_rxs,
-                ));
-            }
-            WireMessage::CancelTask {
-                job_id,
-                attempt,
-                drain: true,
-            } => shared.drain(&job_id, attempt),
-            WireMessage::CancelTask {
-                job_id,
-                attempt,
-                drain: false,
-            } => shared.cancel(&job_id, attempt),
-            WireMessage::TriggerCheckpoint {
-                job_id,
-                attempt,
+            },
+        ),
+        WireMessage::CancelTask {
+            job_id,
+            attempt,
+            drain: true,
+        } => shared.drain(&job_id, attempt),
+        WireMessage::CancelTask {
+            job_id,
+            attempt,
+            drain: false,
+        } => shared.cancel(&job_id, attempt),
+        WireMessage::TriggerCheckpoint {
+            job_id,
+            attempt,
+            checkpoint_id,
+            timestamp_ms,
+            task,
+        } => shared.command(
+            &job_id,
+            attempt,
+            task,
+            TaskCommand::Trigger(Barrier {
                 checkpoint_id,
                 timestamp_ms,
-                task,
-            } => shared.command(
-                &job_id,
-                attempt,
-                task,
-                TaskCommand::Trigger(Barrier {
-                    checkpoint_id,
-                    timestamp_ms,
-                }),
-            ),
-            WireMessage::NotifyCheckpointComplete {
-                job_id,
-                attempt,
-                checkpoint_id,
-                task,
-            } => shared.command(&job_id, attempt, task, TaskCommand::Complete(checkpoint_id)),
-            WireMessage::EndInput { job_id, attempt, task } => {
-                shared.command(&job_id, attempt, task, TaskCommand::Finish)
-            }
-            other => {
-                break format!(
-                    "unexpected frame {} from the coordinator",
-                    super::coordinator::frame_kind(&other)
-                )
-            }
+            }),
+        ),
+        WireMessage::NotifyCheckpointComplete {
+            job_id,
+            attempt,
+            checkpoint_id,
+            task,
+        } => shared.command(&job_id, attempt, task, TaskCommand::Complete(checkpoint_id)),
+        WireMessage::EndInput { job_id, attempt, task } => shared.command(&job_id, attempt, task, TaskCommand::Finish),
+        other => {
+            return Err(format!(
+                "unexpected frame {} from the coordinator",
+                super::coordinator::frame_kind(&other)
+            ))
         }
-    };
-    heartbeat.abort();
-    reason
+    }
+    Ok(())
+}
+
+/// Starts a deployment (cancelling the job's older attempts still here).
+fn deploy(shared: &Arc<WorkerShared>, tx: &FrameSender, req: DeployRequest) {
+    if req.attempt > 0 {
+        shared.cancel(&req.job_id, req.attempt - 1);
+    }
+    let (handle, control_rx, command_rxs) = deployment::prepare(&req, &shared.id);
+    shared.lock().insert((req.job_id.clone(), req.attempt), handle);
+    slog::info!(shared.log, "deploying"; "job" => &req.job_id, "attempt" => req.attempt, "name" => &req.job_name);
+    tokio::spawn(deployment::run(
+        shared.clone(),
+        tx.clone(),
+        req,
+        control_rx,
+        command_rxs,
+    ));
 }

@@ -1,40 +1,44 @@
-//! The embedded executor: runs a whole job graph as tokio tasks in one process, with channels
-//! from the in-process transport between them.
+//! The runtime: runs a job graph's tasks as tokio tasks. Embedded, a whole job runs in this
+//! process (its channels from the [`transport::TransportFactory`] of its
+//! [`ExecutionConfig`]); in cluster mode each worker runs its share of an attempt through
+//! [`engine`], the one seam between the runtime and `cluster/`.
 
-pub(crate) mod attempt;
+mod attempt;
 mod chain;
 pub(crate) mod control;
+mod embedded;
+pub(crate) mod engine;
 mod input_gate;
+pub(crate) mod job_loop;
 mod outputs;
 mod progress;
 pub(crate) mod restore;
 pub(crate) mod task;
+mod task_builder;
+mod task_set;
+pub mod transport;
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use control::{ControlReceiver, ControlSender};
+use control::ControlSender;
 use sluice_state::blob::BlobStore;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::checkpoint::coordinator::{SavepointInfo, SavepointRequest, SavepointRequests, StopAction, StopHook};
-use crate::checkpoint::savepoint::load_savepoint;
-
-use crate::checkpoint::restart::RestartTracker;
-use crate::checkpoint::{CheckpointConfig, CheckpointStorage, LoadedCheckpoint, RestartStrategy};
+use crate::checkpoint::coordinator::{SavepointInfo, SavepointRequest, StopAction, StopHook};
+use crate::checkpoint::{CheckpointConfig, RestartStrategy};
 use crate::clock::Clock;
-use crate::error::{CheckpointError, JobError};
-use crate::graph::{JobGraph, VertexKind};
+use crate::error::JobError;
+use crate::graph::JobGraph;
 use crate::metrics::{CheckpointStats, MetricRegistry, VertexSnapshot};
 use crate::status::JobStatus;
 use crate::sync::LockExt;
-use attempt::Attempt;
 use progress::JobProgress;
 pub use progress::{ExceptionHistory, JobException, MAX_EXCEPTIONS};
 pub use restore::parse_uid_mapping;
-use task::TaskExit;
+use transport::{InProcess, TransportFactory};
 
 /// What the tasks of a running job are asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,10 +71,11 @@ pub struct ExecutionConfig {
     /// What to do when a task fails; `None` picks Flink's default (exponential delay with
     /// checkpointing, no restart without).
     pub restart: Option<RestartStrategy>,
-    /// Send every non-forward channel over a real TCP connection on 127.0.0.1 (encoded,
-    /// framed and credit-controlled as between workers): to test and measure the network
-    /// shuffle in one process.
-    pub shuffle_over_tcp: bool,
+    /// Makes the transport of each attempt: in process by default;
+    /// `sluice_core::cluster::LoopbackShuffle` sends exchanges over a real TCP connection
+    /// (encoded, framed and credit-controlled as between workers), to test and measure the
+    /// network shuffle in one process.
+    pub transport: Arc<dyn TransportFactory>,
     /// Start from this savepoint (unless the checkpoint store already holds a checkpoint of
     /// this run, which is newer).
     pub from_savepoint: Option<SavepointRestore>,
@@ -111,7 +116,7 @@ impl Default for ExecutionConfig {
             log: slog::Logger::root(slog::Discard, slog::o!()),
             checkpointing: None,
             restart: None,
-            shuffle_over_tcp: false,
+            transport: Arc::new(InProcess),
             from_savepoint: None,
             metrics: None,
             job_id: None,
@@ -336,7 +341,7 @@ pub fn spawn(mut graph: JobGraph, mut config: ExecutionConfig) -> Result<JobHand
         })
     };
     let done = tokio::spawn(async move {
-        let r = run_job(graph, config, control_rx, progress.clone(), requests, stop).await;
+        let r = embedded::run_job(graph, config, control_rx, progress.clone(), requests, stop).await;
         progress.set_status(match &r {
             Ok(res) if res.cancelled && !progress.stopped_with_savepoint.load(Ordering::SeqCst) => JobStatus::Canceled,
             Ok(_) => JobStatus::Finished,
@@ -345,204 +350,4 @@ pub fn spawn(mut graph: JobGraph, mut config: ExecutionConfig) -> Result<JobHand
         r
     });
     Ok(JobHandle { control, done, stats })
-}
-
-/// Runs attempts until one ends the job: it finishes, is cancelled, or fails with no restart
-/// left.
-async fn run_job(
-    graph: JobGraph,
-    config: ExecutionConfig,
-    control_rx: ControlReceiver,
-    progress: Arc<JobProgress>,
-    savepoints: Option<SavepointRequests>,
-    stop: StopHook,
-) -> Result<JobResult, JobError> {
-    let stats = progress.stats.clone();
-    let graph = Arc::new(graph);
-    let clock = config.clock.unwrap_or_else(Clock::system);
-    let log = config.log.new(slog::o!("job" => graph.name.clone()));
-    let storage = config
-        .checkpointing
-        .as_ref()
-        .map(|c| CheckpointStorage::new(c.store.clone(), &graph.name));
-    let restart = config.restart.clone().unwrap_or(if config.checkpointing.is_some() {
-        RestartStrategy::default_exponential()
-    } else {
-        RestartStrategy::None
-    });
-    let mut tracker = RestartTracker::new(restart);
-    let next_id = Arc::new(AtomicU64::new(1));
-    if let Some(st) = &storage {
-        next_id.store(
-            st.highest_id().await.map_err(CheckpointError::from)? + 1,
-            Ordering::SeqCst,
-        );
-    }
-    if let Some(sp) = &config.from_savepoint {
-        // Checkpoint ids go on after the savepoint's: its sink transactions are named by them.
-        let meta = load_savepoint(sp.store.as_ref()).await?.metadata;
-        next_id.fetch_max(meta.checkpoint_id + 1, Ordering::SeqCst);
-    }
-    let started = clock.elapsed();
-    let registry = config.metrics.clone().unwrap_or_default();
-    let job_metrics = match &config.job_id {
-        Some(id) => registry.scope(&[("job_id", id.as_str()), ("job_name", graph.name.as_str())]),
-        None => registry.scope(&[("job_name", graph.name.as_str())]),
-    };
-    let _unregister = job_metrics.guard();
-    stats.register(&job_metrics);
-    job_metrics.gauge_fn("job_uptime_seconds", "time since the job started", move || {
-        Some((clock.elapsed() - started).as_secs_f64())
-    });
-    let mut resumed_from = None;
-    let mut attempt = 0u32;
-    loop {
-        let outcome = match prepare_attempt(&graph, storage.as_ref(), config.from_savepoint.as_ref(), &log).await {
-            // A checkpoint that does not fit the job will not fit it after a restart either.
-            Err(e @ JobError::Restore { .. }) => return Err(e),
-            // Reading the store failed: a failure like any other, for the restart strategy.
-            Err(e) => Err(e),
-            Ok((restored, retained, _)) => {
-                if let Some(ck) = &restored {
-                    let id = ck.metadata.checkpoint_id;
-                    slog::info!(log, "restoring from checkpoint"; "checkpoint" => id, "attempt" => attempt);
-                    if attempt == 0 {
-                        resumed_from = Some(id);
-                    }
-                }
-                progress.attempt.store(attempt, Ordering::Relaxed);
-                progress.set_status(JobStatus::Running);
-                let run = Attempt {
-                    graph: graph.clone(),
-                    config: &config,
-                    attempt,
-                    clock,
-                    log: log.new(slog::o!("attempt" => attempt)),
-                    control_rx: control_rx.clone(),
-                    storage: storage.clone(),
-                    next_id: next_id.clone(),
-                    retained,
-                    stats: stats.clone(),
-                    savepoints: savepoints.clone(),
-                    stop: stop.clone(),
-                    metrics: job_metrics.clone(),
-                };
-                run.run(restored.as_ref()).await
-            }
-        };
-        match outcome {
-            Ok((exit, metrics)) => {
-                let vertices: Vec<VertexSnapshot> = graph
-                    .vertices
-                    .iter()
-                    .zip(&metrics)
-                    .map(|(v, m)| m.snapshot(&v.name, v.parallelism))
-                    .collect();
-                let records_in = graph
-                    .vertices
-                    .iter()
-                    .zip(&vertices)
-                    .filter(|(v, _)| matches!(v.kind, VertexKind::Source(_)))
-                    .map(|(_, s)| s.records_out)
-                    .sum();
-                let records_out = (0..graph.vertices.len())
-                    .filter(|&v| graph.out_edges(v).is_empty())
-                    .map(|v| vertices[v].records_out)
-                    .sum();
-                return Ok(JobResult {
-                    name: graph.name.clone(),
-                    cancelled: exit == TaskExit::Cancelled,
-                    duration: clock.elapsed() - started,
-                    vertices,
-                    records_in,
-                    records_out,
-                    restarts: tracker.restarts(),
-                    checkpoints_completed: stats.completed.load(Ordering::Relaxed),
-                    resumed_from,
-                });
-            }
-            Err(e) => {
-                if *control_rx.borrow() == JobControl::Cancel {
-                    return Err(e);
-                }
-                progress.record_failure(clock.now_ms(), e.to_string());
-                let Some(delay) = tracker.on_failure(clock.now_ms()) else {
-                    slog::error!(log, "job failed; no restart left"; "error" => %e);
-                    return Err(e);
-                };
-                slog::warn!(log, "job failed; restarting"; "error" => %e, "delay_ms" => delay.as_millis() as u64,
-                    "restart" => tracker.restarts());
-                stats.restarts.fetch_add(1, Ordering::Relaxed);
-                progress.set_status(JobStatus::Restarting);
-                let mut ctl = control_rx.clone();
-                tokio::select! {
-                    // Fixed polling order: tokio's random branch order is not seeded by the simulator.
-                    biased;
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = ctl.wait_for(|c| *c == JobControl::Cancel) => return Err(e),
-                }
-                attempt += 1;
-            }
-        }
-    }
-}
-
-/// Finds what an attempt restores: the latest usable checkpoint (else the savepoint, if the
-/// job starts from one; the `bool` says so), and the complete checkpoints the coordinator will
-/// retain. Complete checkpoints newer than the one restored are unusable
-/// (damaged): they are deleted so they don't linger or count as retained.
-pub(crate) async fn prepare_attempt(
-    graph: &JobGraph,
-    storage: Option<&CheckpointStorage>,
-    savepoint: Option<&SavepointRestore>,
-    log: &slog::Logger,
-) -> Result<(Option<LoadedCheckpoint>, VecDeque<u64>, bool), JobError> {
-    let (restored, retained) = match storage {
-        None => (None, VecDeque::new()),
-        Some(st) => {
-            let restored = st.load_latest(log).await?;
-            let restored_id = restored.as_ref().map_or(0, |c| c.metadata.checkpoint_id);
-            let mut retained = VecDeque::new();
-            for id in st.completed_ids().await.map_err(CheckpointError::from)? {
-                if id <= restored_id {
-                    retained.push_back(id);
-                } else if let Err(e) = st.discard(id).await {
-                    slog::warn!(log, "could not delete unusable checkpoint"; "checkpoint" => id, "error" => %e);
-                } else {
-                    slog::info!(log, "deleted unusable checkpoint"; "checkpoint" => id);
-                }
-            }
-            (restored, retained)
-        }
-    };
-    if let Some(ck) = &restored {
-        restore::check_compatible(graph, ck, false).map_err(|reason| JobError::Restore {
-            checkpoint: ck.metadata.checkpoint_id,
-            reason,
-        })?;
-        if savepoint.is_some() {
-            slog::info!(log, "the checkpoint store holds a checkpoint of this run, newer than the savepoint: restoring it instead";
-                "checkpoint" => ck.metadata.checkpoint_id);
-        }
-        return Ok((restored, retained, false));
-    }
-    let Some(sp) = savepoint else {
-        return Ok((None, retained, false));
-    };
-    let mut ck = load_savepoint(sp.store.as_ref())
-        .await
-        .map_err(|e| JobError::Savepoint(format!("savepoint {:?}: {e}", sp.store)))?;
-    restore::map_uids(&mut ck, &sp.uid_mapping)
-        .map_err(|e| JobError::Savepoint(format!("savepoint {:?}: {e}", sp.store)))?;
-    restore::check_compatible(graph, &ck, sp.allow_non_restored_state).map_err(|reason| {
-        JobError::Savepoint(format!(
-            "cannot restore savepoint {:?} (checkpoint {}): {reason}",
-            sp.store, ck.metadata.checkpoint_id
-        ))
-    })?;
-    for op in restore::unmatched_operators(graph, &ck) {
-        slog::warn!(log, "dropping state of an operator the job no longer has (--allow-non-restored-state)"; "operator" => op);
-    }
-    slog::info!(log, "restoring from savepoint"; "savepoint" => format!("{:?}", sp.store), "checkpoint" => ck.metadata.checkpoint_id);
-    Ok((Some(ck), retained, true))
 }

@@ -5,8 +5,10 @@ use sluice_state::StateWriter;
 use sluice_transport::{Barrier, ChannelStatus, Payload, StreamMessage};
 use tokio::sync::mpsc;
 
+use crate::checkpoint::metadata::StateFileMeta;
 use crate::checkpoint::protocol::{TaskCommand, TaskEvent};
 use crate::checkpoint::CheckpointStorage;
+use crate::clock::Clock;
 use crate::data::EventTime;
 use crate::error::{JobError, OperatorError};
 use crate::metrics::task::TaskMetrics;
@@ -76,6 +78,26 @@ impl CheckpointLink {
     }
 }
 
+/// Where a source task stands between polls.
+struct SourcePace {
+    /// The last watermark sent, and when.
+    last_wm: EventTime,
+    last_wm_at: i64,
+    /// When the source last produced records.
+    last_data_at: i64,
+    /// Whether the source told its consumers it is idle.
+    idle: bool,
+    polls: u32,
+}
+
+/// What waiting on the inputs came to.
+enum InputWait {
+    Event(GateEvent),
+    /// Look again (a timer is due, the control changed, a command was handled).
+    Again,
+    Exit(TaskExit),
+}
+
 /// Counts the time until it is dropped as the task's idle time.
 struct IdleTimer {
     idle_ns: Meter,
@@ -117,6 +139,59 @@ pub(crate) struct Task {
 enum Part {
     Source(Vec<u8>),
     Operator(AsyncSnapshot),
+}
+
+/// The background half of a task's checkpoint: serialize the frozen state and store it.
+struct Upload {
+    id: u64,
+    task: usize,
+    subtask: u32,
+    max_parallelism: u32,
+    storage: CheckpointStorage,
+    alignment_ms: u64,
+    state_size: crate::metrics::Gauge,
+}
+
+impl Upload {
+    /// Writes one state file per part; the acknowledgement, or the decline saying why not.
+    async fn run(self, parts: Vec<(String, Part)>) -> TaskEvent {
+        match self.write(parts).await {
+            Ok(files) => TaskEvent::Acked {
+                task: self.task,
+                checkpoint_id: self.id,
+                files,
+                alignment_ms: self.alignment_ms,
+            },
+            Err(reason) => TaskEvent::Declined {
+                task: self.task,
+                checkpoint_id: self.id,
+                reason,
+            },
+        }
+    }
+
+    async fn write(&self, parts: Vec<(String, Part)>) -> Result<Vec<(String, StateFileMeta)>, String> {
+        let mut files = Vec::with_capacity(parts.len());
+        let mut written = 0u64;
+        for (key, part) in parts {
+            let mut w = StateWriter::new(self.max_parallelism);
+            match part {
+                Part::Source(pos) => w.add_operator_state_raw(pos),
+                Part::Operator(f) => f(&mut w).map_err(|e| e.to_string())?,
+            }
+            let bytes = w.finish().map_err(|e| e.to_string())?;
+            written += bytes.len() as u64;
+            crate::buggify::maybe_delay("state upload").await;
+            let meta = self
+                .storage
+                .write_state(self.id, &key, self.subtask, bytes)
+                .await
+                .map_err(|e| format!("storing state of '{key}': {e}"))?;
+            files.push((key, meta));
+        }
+        self.state_size.set(written as f64);
+        Ok(files)
+    }
 }
 
 impl Task {
@@ -241,51 +316,22 @@ impl Task {
             .map_err(|e| self.net_err(e))?;
         let link = self.link.as_mut().expect("checked above");
         link.last_snapshot = id;
-        let storage = link.storage.clone();
+        let upload = Upload {
+            id,
+            task: link.task,
+            subtask: self.subtask,
+            max_parallelism: link.max_parallelism,
+            storage: link.storage.clone(),
+            alignment_ms: alignment.as_millis() as u64,
+            state_size: self.metrics.state_size.clone(),
+        };
         let events = link.events.clone();
-        let (task, max_p, subtask) = (link.task, link.max_parallelism, self.subtask);
-        let state_size = self.metrics.state_size.clone();
-        let alignment_ms = alignment.as_millis() as u64;
         let upload = tokio::spawn(async move {
-            let result = async {
-                let mut files = Vec::with_capacity(parts.len());
-                let mut written = 0u64;
-                for (key, part) in parts {
-                    let mut w = StateWriter::new(max_p);
-                    match part {
-                        Part::Source(pos) => w.add_operator_state_raw(pos),
-                        Part::Operator(f) => f(&mut w).map_err(|e| e.to_string())?,
-                    }
-                    let bytes = w.finish().map_err(|e| e.to_string())?;
-                    written += bytes.len() as u64;
-                    crate::buggify::maybe_delay("state upload").await;
-                    let meta = storage
-                        .write_state(id, &key, subtask, bytes)
-                        .await
-                        .map_err(|e| format!("storing state of '{key}': {e}"))?;
-                    files.push((key, meta));
-                }
-                state_size.set(written as f64);
-                Ok::<_, String>(files)
-            }
-            .await;
+            let ev = upload.run(parts).await;
             if crate::buggify::fire("lost ack", 20) {
                 // The acknowledgement is lost: the coordinator must time the checkpoint out.
                 return;
             }
-            let ev = match result {
-                Ok(files) => TaskEvent::Acked {
-                    task,
-                    checkpoint_id: id,
-                    files,
-                    alignment_ms,
-                },
-                Err(reason) => TaskEvent::Declined {
-                    task,
-                    checkpoint_id: id,
-                    reason,
-                },
-            };
             let _ = events.send(ev).await;
         });
         self.uploads.retain(|u| !u.is_finished());
@@ -402,15 +448,17 @@ impl Task {
 
     async fn run_source(&mut self, mut src: SourceHead) -> Result<TaskExit, JobError> {
         let clock = src.ctx.clock;
-        let mut last_wm = EventTime::MIN;
-        let mut last_wm_at = clock.now_ms();
-        let mut last_data_at = clock.now_ms();
-        let mut idle = false;
-        let mut polls: u32 = 0;
+        let mut pace = SourcePace {
+            last_wm: EventTime::MIN,
+            last_wm_at: clock.now_ms(),
+            last_data_at: clock.now_ms(),
+            idle: false,
+            polls: 0,
+        };
         loop {
             match self.control() {
                 JobControl::Cancel => return Ok(TaskExit::Cancelled),
-                JobControl::Drain => return self.finish_source(src, last_wm).await,
+                JobControl::Drain => return self.finish_source(src, pace.last_wm).await,
                 JobControl::Run => {}
             }
             while let Some(cmd) = self.try_command() {
@@ -422,91 +470,122 @@ impl Task {
             if self.chain.next_processing_timer().is_some_and(|t| t <= now) {
                 self.fire_processing_timers(now).await?;
             }
-            let (batch, state) = src.source.poll(self.batch_size, &src.ctx).map_err(|e| self.op_err(e))?;
-            if let Some(b) = batch {
-                if idle {
-                    idle = false;
-                    self.outputs
-                        .broadcast(|| StreamMessage::Status(ChannelStatus::Active))
-                        .await
-                        .map_err(|e| self.net_err(e))?;
-                }
-                last_data_at = now;
-                let out = self.chain.push_from(0, b).map_err(|e| self.op_err(e))?;
-                if let Some(out) = out {
-                    self.outputs.emit(out).await.map_err(|e| self.net_err(e))?;
-                }
-            }
-            let wm = src.source.watermark();
-            let waiting = !matches!(state, SourcePoll::Ready);
-            if wm > last_wm && (waiting || now - last_wm_at >= self.watermark_interval_ms) {
-                self.advance_watermark(wm).await?;
-                last_wm = wm;
-                last_wm_at = now;
-            }
+            let state = self.poll_source(&mut src, &mut pace, now).await?;
             match state {
                 SourcePoll::Ready => {
-                    polls = polls.wrapping_add(1);
+                    pace.polls = pace.polls.wrapping_add(1);
                     // A chained source never awaits a full channel, so give other tasks on
                     // this worker thread a turn now and then.
-                    if polls.is_multiple_of(8) {
+                    if pace.polls.is_multiple_of(8) {
                         tokio::task::yield_now().await;
                     }
                 }
                 SourcePoll::Finished => {
                     return if self.link.is_some() {
-                        self.finish_source(src, last_wm).await
+                        self.finish_source(src, pace.last_wm).await
                     } else {
-                        self.finish(last_wm).await
+                        self.finish(pace.last_wm).await
                     };
                 }
                 SourcePoll::WaitUntil(t) => {
-                    self.outputs.flush().await.map_err(|e| self.net_err(e))?;
-                    let mut wake = t;
-                    if let Some(timeout) = src.source.idle_timeout_ms() {
-                        if !idle && now - last_data_at >= timeout {
-                            idle = true;
-                            slog::debug!(self.log, "source idle");
-                            self.outputs
-                                .broadcast(|| StreamMessage::Status(ChannelStatus::Idle))
-                                .await
-                                .map_err(|e| self.net_err(e))?;
-                        } else if !idle {
-                            wake = wake.min(last_data_at + timeout);
-                        }
-                    }
-                    if let Some(timer) = self.chain.next_processing_timer() {
-                        wake = wake.min(timer);
-                    }
-                    if wake > now {
-                        let _idle = IdleTimer::start(&self.metrics);
-                        let mut control = self.control.clone();
-                        let sleep = tokio::time::sleep_until(clock.instant_at(wake));
-                        match self.link.as_mut() {
-                            Some(link) => tokio::select! {
-                                // Fixed polling order: tokio's random branch order is not seeded by the simulator.
-                                biased;
-                                _ = sleep => {}
-                                _ = control.changed() => {}
-                                cmd = link.commands.recv() => match cmd {
-                                    Some(cmd) => {
-                                        self.on_command(cmd, Some(&src)).await?;
-                                    }
-                                    // The coordinator is gone: this attempt is being torn down.
-                                    None => return Ok(TaskExit::Cancelled),
-                                }
-                            },
-                            None => tokio::select! {
-                                // Fixed polling order: tokio's random branch order is not seeded by the simulator.
-                                biased;
-                                _ = sleep => {}
-                                _ = control.changed() => {}
-                            },
-                        }
+                    if let Some(exit) = self.source_wait(&src, &mut pace, now, t).await? {
+                        return Ok(exit);
                     }
                 }
             }
         }
+    }
+
+    /// Polls the source once: pushes its batch through the chain and advances the watermark
+    /// when it is due.
+    async fn poll_source(
+        &mut self,
+        src: &mut SourceHead,
+        pace: &mut SourcePace,
+        now: i64,
+    ) -> Result<SourcePoll, JobError> {
+        let (batch, state) = src.source.poll(self.batch_size, &src.ctx).map_err(|e| self.op_err(e))?;
+        if let Some(b) = batch {
+            if pace.idle {
+                pace.idle = false;
+                self.broadcast_status(ChannelStatus::Active).await?;
+            }
+            pace.last_data_at = now;
+            let out = self.chain.push_from(0, b).map_err(|e| self.op_err(e))?;
+            if let Some(out) = out {
+                self.outputs.emit(out).await.map_err(|e| self.net_err(e))?;
+            }
+        }
+        let wm = src.source.watermark();
+        let waiting = !matches!(state, SourcePoll::Ready);
+        if wm > pace.last_wm && (waiting || now - pace.last_wm_at >= self.watermark_interval_ms) {
+            self.advance_watermark(wm).await?;
+            pace.last_wm = wm;
+            pace.last_wm_at = now;
+        }
+        Ok(state)
+    }
+
+    /// The source has nothing until `until`: flush, mark the source idle if it has been quiet
+    /// for its idle timeout, and sleep until then, a processing-time timer, a control change
+    /// or a checkpoint command. `Some` if the attempt is being torn down.
+    async fn source_wait(
+        &mut self,
+        src: &SourceHead,
+        pace: &mut SourcePace,
+        now: i64,
+        until: i64,
+    ) -> Result<Option<TaskExit>, JobError> {
+        self.outputs.flush().await.map_err(|e| self.net_err(e))?;
+        let mut wake = until;
+        if let Some(timeout) = src.source.idle_timeout_ms() {
+            if !pace.idle && now - pace.last_data_at >= timeout {
+                pace.idle = true;
+                slog::debug!(self.log, "source idle");
+                self.broadcast_status(ChannelStatus::Idle).await?;
+            } else if !pace.idle {
+                wake = wake.min(pace.last_data_at + timeout);
+            }
+        }
+        if let Some(timer) = self.chain.next_processing_timer() {
+            wake = wake.min(timer);
+        }
+        if wake <= now {
+            return Ok(None);
+        }
+        let _idle = IdleTimer::start(&self.metrics);
+        let mut control = self.control.clone();
+        let sleep = tokio::time::sleep_until(src.ctx.clock.instant_at(wake));
+        let Some(link) = self.link.as_mut() else {
+            tokio::select! {
+                // Fixed polling order: tokio's random branch order is not seeded by the simulator.
+                biased;
+                _ = sleep => {}
+                _ = control.changed() => {}
+            }
+            return Ok(None);
+        };
+        tokio::select! {
+            // Fixed polling order: tokio's random branch order is not seeded by the simulator.
+            biased;
+            _ = sleep => {}
+            _ = control.changed() => {}
+            cmd = link.commands.recv() => match cmd {
+                Some(cmd) => {
+                    self.on_command(cmd, Some(src)).await?;
+                }
+                // The coordinator is gone: this attempt is being torn down.
+                None => return Ok(Some(TaskExit::Cancelled)),
+            }
+        }
+        Ok(None)
+    }
+
+    async fn broadcast_status(&mut self, status: ChannelStatus) -> Result<(), JobError> {
+        self.outputs
+            .broadcast(|| StreamMessage::Status(status))
+            .await
+            .map_err(|e| self.net_err(e))
     }
 
     async fn run_inputs(&mut self, mut gate: InputGate) -> Result<TaskExit, JobError> {
@@ -514,7 +593,6 @@ impl Task {
             Some((_, ctx)) => ctx.clock,
             None => unreachable!("a task without a source has at least one operator"),
         };
-        let mut control = self.control.clone();
         loop {
             if self.control() == JobControl::Cancel {
                 return Ok(TaskExit::Cancelled);
@@ -532,58 +610,72 @@ impl Task {
             }
             let event = match gate.try_next().map_err(|e| self.net_err(e))? {
                 Some(ev) => ev,
-                None => {
-                    // Nothing queued: send what is buffered so records don't wait for a full
-                    // batch while the input is quiet.
-                    self.outputs.flush().await.map_err(|e| self.net_err(e))?;
-                    let far = clock.instant_at(timer.unwrap_or(i64::MAX / 4));
-                    let _idle = IdleTimer::start(&self.metrics);
-                    let command = async {
-                        match self.link.as_mut() {
-                            Some(link) => link.commands.recv().await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        // Fixed polling order: tokio's random branch order is not seeded by the simulator.
-                        biased;
-                        ev = gate.next() => ev.map_err(|e| self.net_err(e))?,
-                        _ = tokio::time::sleep_until(far), if timer.is_some() => continue,
-                        _ = control.changed() => continue,
-                        cmd = command => match cmd {
-                            Some(cmd) => {
-                                self.on_command(cmd, None).await?;
-                                continue;
-                            }
-                            // The coordinator is gone: this attempt is being torn down.
-                            None => return Ok(TaskExit::Cancelled),
-                        }
-                    }
-                }
+                None => match self.input_wait(&mut gate, clock, timer).await? {
+                    InputWait::Event(ev) => ev,
+                    InputWait::Again => continue,
+                    InputWait::Exit(exit) => return Ok(exit),
+                },
             };
-            match event {
-                GateEvent::Data(Payload::Local(b)) => {
-                    if let Some(out) = self.chain.push_from(0, b).map_err(|e| self.op_err(e))? {
-                        self.outputs.emit(out).await.map_err(|e| self.net_err(e))?;
-                    }
-                }
-                GateEvent::Data(Payload::Encoded(_)) => {
-                    unreachable!("the in-process runtime only wires local channels")
-                }
-                GateEvent::Watermark(wm) => self.advance_watermark(wm).await?,
-                GateEvent::Idle => self
-                    .outputs
-                    .broadcast(|| StreamMessage::Status(ChannelStatus::Idle))
-                    .await
-                    .map_err(|e| self.net_err(e))?,
-                GateEvent::Active => self
-                    .outputs
-                    .broadcast(|| StreamMessage::Status(ChannelStatus::Active))
-                    .await
-                    .map_err(|e| self.net_err(e))?,
-                GateEvent::Barrier(b) => self.checkpoint(b, None, gate.last_alignment()).await?,
-                GateEvent::End => return self.finish(gate.watermark()).await,
+            if let Some(exit) = self.on_gate_event(event, &gate).await? {
+                return Ok(exit);
             }
         }
+    }
+
+    /// Nothing is queued on the inputs: send what is buffered (so records don't wait for a
+    /// full batch while the input is quiet), then wait for input, a timer, a control change
+    /// or a checkpoint command.
+    async fn input_wait(
+        &mut self,
+        gate: &mut InputGate,
+        clock: Clock,
+        timer: Option<i64>,
+    ) -> Result<InputWait, JobError> {
+        self.outputs.flush().await.map_err(|e| self.net_err(e))?;
+        let far = clock.instant_at(timer.unwrap_or(i64::MAX / 4));
+        let _idle = IdleTimer::start(&self.metrics);
+        let mut control = self.control.clone();
+        let command = async {
+            match self.link.as_mut() {
+                Some(link) => link.commands.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let cmd = tokio::select! {
+            // Fixed polling order: tokio's random branch order is not seeded by the simulator.
+            biased;
+            ev = gate.next() => return Ok(InputWait::Event(ev.map_err(|e| self.net_err(e))?)),
+            _ = tokio::time::sleep_until(far), if timer.is_some() => return Ok(InputWait::Again),
+            _ = control.changed() => return Ok(InputWait::Again),
+            cmd = command => cmd,
+        };
+        match cmd {
+            Some(cmd) => {
+                self.on_command(cmd, None).await?;
+                Ok(InputWait::Again)
+            }
+            // The coordinator is gone: this attempt is being torn down.
+            None => Ok(InputWait::Exit(TaskExit::Cancelled)),
+        }
+    }
+
+    /// Handles what came from the inputs; `Some` when the task ends.
+    async fn on_gate_event(&mut self, event: GateEvent, gate: &InputGate) -> Result<Option<TaskExit>, JobError> {
+        match event {
+            GateEvent::Data(Payload::Local(b)) => {
+                if let Some(out) = self.chain.push_from(0, b).map_err(|e| self.op_err(e))? {
+                    self.outputs.emit(out).await.map_err(|e| self.net_err(e))?;
+                }
+            }
+            GateEvent::Data(Payload::Encoded(_)) => {
+                unreachable!("the input gate decodes network batches before handing them out")
+            }
+            GateEvent::Watermark(wm) => self.advance_watermark(wm).await?,
+            GateEvent::Idle => self.broadcast_status(ChannelStatus::Idle).await?,
+            GateEvent::Active => self.broadcast_status(ChannelStatus::Active).await?,
+            GateEvent::Barrier(b) => self.checkpoint(b, None, gate.last_alignment()).await?,
+            GateEvent::End => return self.finish(gate.watermark()).await.map(Some),
+        }
+        Ok(None)
     }
 }

@@ -552,3 +552,150 @@ async fn savepoint_status(
         Trigger::Failed(cause) => json!({ "status": { "id": "COMPLETED" }, "operation": { "failure-cause": cause } }),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The HTTP status of every error variant the backends return.
+    use sluice_core::cluster::{ClusterError, JobStatus, RefusalKind};
+    use sluice_core::error::{InvalidSetting, JobBuildError};
+    use sluice_core::state::BlobError;
+    use sluice_core::JobError;
+
+    use super::*;
+
+    fn io() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused")
+    }
+
+    fn frame_error() -> ClusterError {
+        ClusterError::Frame {
+            what: "reading".into(),
+            source: sluice_core::cluster::FrameError::UnknownType(99),
+        }
+    }
+
+    #[test]
+    fn every_cluster_error_variant_has_its_status() {
+        let blob = || BlobError::NotFound("x".into());
+        let cases: Vec<(ClusterError, StatusCode)> = vec![
+            (
+                ClusterError::Io {
+                    what: "dial".into(),
+                    source: io(),
+                },
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (frame_error(), StatusCode::INTERNAL_SERVER_ERROR),
+            (
+                ClusterError::UnknownJob {
+                    id: "j".into(),
+                    known: vec![],
+                },
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                ClusterError::JobEnded {
+                    id: "j".into(),
+                    status: JobStatus::Finished,
+                },
+                StatusCode::CONFLICT,
+            ),
+            (ClusterError::NotCheckpointing { id: "j".into() }, StatusCode::CONFLICT),
+            (
+                ClusterError::BadOption(InvalidSetting("--x: bad".into())),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                ClusterError::Build(JobBuildError::UnknownJob {
+                    name: "n".into(),
+                    known: vec![],
+                }),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                ClusterError::SavepointTarget {
+                    target: "/t".into(),
+                    source: blob(),
+                },
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                ClusterError::SavepointFailed {
+                    id: "j".into(),
+                    reason: "r".into(),
+                },
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (
+                ClusterError::SavepointInterrupted { id: "j".into() },
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (
+                ClusterError::Protocol {
+                    peer: "p".into(),
+                    what: "w".into(),
+                },
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (ClusterError::Config("c".into()), StatusCode::BAD_REQUEST),
+            (ClusterError::Timeout("t".into()), StatusCode::SERVICE_UNAVAILABLE),
+        ];
+        for (e, status) in cases {
+            let text = e.to_string();
+            assert_eq!(status_of(&BackendError::Cluster(e)), status, "{text}");
+        }
+        // A refusal that came over the wire keeps the kind the coordinator gave it.
+        for (kind, status) in [
+            (RefusalKind::NotFound, StatusCode::NOT_FOUND),
+            (RefusalKind::Conflict, StatusCode::CONFLICT),
+            (RefusalKind::Invalid, StatusCode::BAD_REQUEST),
+            (RefusalKind::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
+            (RefusalKind::Failed, StatusCode::INTERNAL_SERVER_ERROR),
+            (RefusalKind::Unspecified, StatusCode::INTERNAL_SERVER_ERROR),
+        ] {
+            let e = ClusterError::Refused {
+                kind,
+                reason: "r".into(),
+            };
+            assert_eq!(status_of(&BackendError::Cluster(e)), status, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn every_backend_error_variant_has_its_status() {
+        let cases: Vec<(BackendError, StatusCode)> = vec![
+            (
+                BackendError::NotThisJob {
+                    id: "a".into(),
+                    own: "b".into(),
+                },
+                StatusCode::NOT_FOUND,
+            ),
+            (
+                BackendError::Ended {
+                    id: "a".into(),
+                    status: JobStatus::Canceled,
+                },
+                StatusCode::CONFLICT,
+            ),
+            (
+                BackendError::NotInThisMode("embedded".into()),
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            (
+                BackendError::Target {
+                    target: "/t".into(),
+                    source: BlobError::NotFound("t".into()),
+                },
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                BackendError::Job(JobError::Savepoint("failed".into())),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        ];
+        for (e, status) in cases {
+            assert_eq!(status_of(&e), status, "{e}");
+        }
+    }
+}
