@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use sluice_core::metrics::MetricRegistry;
+use sluice_core::spawned::AbortOnDrop;
 use sluice_core::{ExecutionConfig, JobResult};
 
 use crate::config::Config;
@@ -70,7 +71,8 @@ pub async fn run_embedded(
     slog::debug!(log, "plan"; "plan" => graph.describe());
     let handle = sluice_core::runtime::spawn(graph, config)?;
     let controller = handle.controller();
-    let mut background = vec![registry.spawn_ticker()];
+    // Background tasks of the run: aborted when it ends.
+    let mut background = vec![AbortOnDrop(registry.spawn_ticker())];
     if let Some(bind) = &services.rest_bind {
         let backend = EmbeddedJob {
             id: job_id.clone(),
@@ -86,13 +88,12 @@ pub async fn run_embedded(
             }),
             open_store: crate::settings::open_store,
         };
-        background.push(serve_rest(bind, backend, services, &log).await?);
+        background.push(AbortOnDrop(serve_rest(bind, backend, services, &log).await?));
     }
     let source_registry = registry.clone();
     let reporters =
         crate::reporters::start(&services.config, Arc::new(move || source_registry.snapshot()), &log).await?;
-    background.extend(reporters);
-    let _stop_background = AbortAll(background);
+    background.extend(reporters.into_iter().map(AbortOnDrop));
     let (result, savepoint) = run_until_stopped(handle, &controller, settings, stop, &log).await?;
     if services.rest_bind.is_some() && !services.rest_linger.is_zero() {
         slog::info!(log, "job ended; the REST API stays up a little longer"; "linger_ms" => services.rest_linger.as_millis() as u64);
@@ -168,17 +169,6 @@ async fn run_until_stopped(
                 }
             };
             Ok((join.await?, savepoint))
-        }
-    }
-}
-
-/// Aborts background tasks when the run ends.
-struct AbortAll(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortAll {
-    fn drop(&mut self) {
-        for h in &self.0 {
-            h.abort();
         }
     }
 }
