@@ -171,6 +171,8 @@ pub enum JobError {
         task: String,
         /// The worker's report.
         reason: String,
+        /// The worker found that a restart would fail the same way.
+        permanent: bool,
     },
     /// A peer sent something that breaks the protocol (names it).
     #[error("{0}")]
@@ -195,13 +197,13 @@ impl JobError {
             | JobError::InvalidCheckpointConfig(_)
             | JobError::Restore { .. }
             | JobError::Savepoint(_) => true,
+            JobError::RemoteTask { permanent, .. } => *permanent,
             JobError::TaskFailed { .. }
             | JobError::TaskPanicked { .. }
             | JobError::CheckpointsFailing { .. }
             | JobError::Checkpoint(_)
             | JobError::WorkerLost { .. }
             | JobError::NotEnoughSlots { .. }
-            | JobError::RemoteTask { .. }
             | JobError::Protocol(_)
             | JobError::Transport { .. } => false,
         }

@@ -172,11 +172,14 @@ fn control_plane() -> impl Strategy<Value = WireMessage> {
                 task,
             }
         }),
-        (s(), any::<u32>(), any::<u32>(), s()).prop_map(|(job_id, attempt, task, reason)| WireMessage::TaskFailed {
-            job_id,
-            attempt,
-            task,
-            reason
+        (s(), any::<u32>(), any::<u32>(), s(), any::<bool>()).prop_map(|(job_id, attempt, task, reason, permanent)| {
+            WireMessage::TaskFailed {
+                job_id,
+                attempt,
+                task,
+                reason,
+                permanent,
+            }
         }),
         (s(), any::<u32>(), any::<u64>(), any::<u32>(), s()).prop_map(
             |(job_id, attempt, checkpoint_id, task, reason)| {

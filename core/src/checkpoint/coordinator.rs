@@ -276,6 +276,16 @@ impl Coordinator {
     }
 
     async fn on_event(&mut self, s: &mut Progress, ev: TaskEvent) -> Result<(), JobError> {
+        let task = match &ev {
+            TaskEvent::InputFinished { task } | TaskEvent::Declined { task, .. } | TaskEvent::Acked { task, .. } => {
+                *task
+            }
+        };
+        if task >= self.tasks.len() {
+            // Events come from workers: a task number out of range is a peer's bug, not ours.
+            slog::warn!(self.log, "dropped an event of a task the attempt does not have"; "task" => task);
+            return Ok(());
+        }
         match ev {
             TaskEvent::InputFinished { task } => {
                 slog::debug!(self.log, "source input finished"; "task" => task);

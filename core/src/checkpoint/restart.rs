@@ -54,6 +54,16 @@ impl RestartStrategy {
         }
     }
 
+    /// Flink's default: exponential delay for a job that checkpoints (it can resume), none
+    /// for one that does not (a restart would start over).
+    pub fn default_for(checkpointing: bool) -> Self {
+        if checkpointing {
+            RestartStrategy::default_exponential()
+        } else {
+            RestartStrategy::None
+        }
+    }
+
     /// Parses `none`, `fixed-delay:attempts=3,delay=1s`,
     /// `exponential-delay:initial=1s,max=1m,multiplier=1.5,reset=1h` or
     /// `failure-rate:max-failures=3,interval=5m,delay=1s` (omitted keys take the defaults).

@@ -15,10 +15,10 @@ use super::framed::{framed, FrameSender};
 use super::job_master::{JobMaster, MasterEvent, MasterParts};
 use super::metrics_report::from_wire;
 use super::{options, ClusterError, JobRegistry, JobStatus, StoreOpener};
-use crate::checkpoint::coordinator::SavepointRequest;
 use crate::clock::Clock;
 use crate::error::JobBuildError;
 use crate::metrics::{CheckpointRecord, CheckpointStats, MetricRegistry, MetricSample};
+use crate::runtime::engine::SavepointRequest;
 use crate::spawned::AbortOnDrop;
 
 /// Settings of a coordinator.

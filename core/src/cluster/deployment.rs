@@ -10,15 +10,14 @@ use tokio::sync::mpsc;
 use super::exchange::{ClusterTransport, ExchangeSetup};
 use super::framed::FrameSender;
 use super::worker::WorkerShared;
-use crate::checkpoint::savepoint::load_savepoint;
 use crate::checkpoint::{CheckpointStorage, LoadedCheckpoint};
+use crate::error::JobError;
 use crate::graph::JobGraph;
 use crate::metrics::VertexMetrics;
 use crate::runtime::engine::{
-    build_task, control_channel, task_specs, CheckpointLink, ControlReceiver, ControlSender, JobControl, Task,
-    TaskCommand, TaskEnv, TaskEvent, TaskExit, TaskSet, TaskSpec,
+    build_task, control_channel, load_mapped_savepoint, task_specs, CheckpointLink, ControlReceiver, ControlSender,
+    JobControl, Task, TaskCommand, TaskEnv, TaskEvent, TaskExit, TaskSet, TaskSpec,
 };
-use crate::runtime::restore::map_uids;
 
 /// A `DeployTask` frame's contents.
 pub(crate) struct DeployRequest {
@@ -77,13 +76,16 @@ struct Reporter<'a> {
 }
 
 impl Reporter<'_> {
-    fn fail(&self, task: usize, reason: String) {
-        slog::warn!(self.log, "task failed"; "task" => task, "reason" => &reason);
+    /// Task `task` failed (or could not be set up); `permanent` if a restart would fail the
+    /// same way (the restored state does not fit the job).
+    fn fail(&self, task: usize, reason: String, permanent: bool) {
+        slog::warn!(self.log, "task failed"; "task" => task, "reason" => &reason, "permanent" => permanent);
         self.to_coordinator.send(WireMessage::TaskFailed {
             job_id: self.job_id.to_string(),
             attempt: self.attempt,
             task: task as u32,
             reason,
+            permanent,
         });
     }
 
@@ -159,14 +161,14 @@ pub(crate) async fn run(
     };
     let (graph, specs) = match build_graph(&worker, &req) {
         Ok(g) => g,
-        Err(e) => return report.fail(first, e),
+        Err(e) => return report.fail(first, e, false),
     };
     let (storage, restored, transport) = tokio::select! {
         biased;
         _ = cancelled(control_rx.clone()) => return,
         r = setup(&worker, &req, &graph, &specs, &log) => match r {
             Ok(v) => v,
-            Err(e) => return report.fail(first, e),
+            Err(e) => return report.fail(first, e, false),
         },
     };
     let (events_tx, events_rx) = mpsc::channel::<TaskEvent>(256);
@@ -194,7 +196,7 @@ pub(crate) async fn run(
         Ok(tasks) => tasks,
         Err((t, e)) => {
             transport.close_all();
-            return report.fail(t, e);
+            return report.fail(t, e.to_string(), e.is_permanent());
         }
     };
     slog::info!(log, "deployment running"; "tasks" => tasks.len());
@@ -221,7 +223,7 @@ fn build_local_tasks(
     local: &[usize],
     mut links: Links<'_>,
     restored: Option<&LoadedCheckpoint>,
-) -> Result<Vec<(usize, Task)>, (usize, String)> {
+) -> Result<Vec<(usize, Task)>, (usize, JobError)> {
     let vertex_metrics: Vec<Arc<VertexMetrics>> =
         env.graph.vertices.iter().map(|_| VertexMetrics::new_shared()).collect();
     let mut tasks = Vec::with_capacity(local.len());
@@ -240,8 +242,7 @@ fn build_local_tasks(
                 restored,
             )
         });
-        let task =
-            build_task(env, &specs[t], transport, &vertex_metrics, link, restored).map_err(|e| (t, e.to_string()))?;
+        let task = build_task(env, &specs[t], transport, &vertex_metrics, link, restored).map_err(|e| (t, e))?;
         tasks.push((t, task));
     }
     Ok(tasks)
@@ -314,16 +315,12 @@ async fn restore_point(
     if !req.restore_savepoint.is_empty() {
         let path = &req.restore_savepoint;
         let store = (worker.opener)(path).map_err(|e| format!("opening savepoint {path}: {e}"))?;
-        let mut sp = load_savepoint(store.as_ref())
-            .await
-            .map_err(|e| format!("loading savepoint {path}: {e}"))?;
         let mapping = req
             .uid_mapping
             .iter()
             .map(|o| (o.key.clone(), o.value.clone()))
             .collect();
-        map_uids(&mut sp, &mapping).map_err(|e| format!("savepoint {path}: {e}"))?;
-        return Ok(Some(sp));
+        return Ok(Some(load_mapped_savepoint(store.as_ref(), &mapping).await?));
     }
     match (storage, req.restore_checkpoint) {
         (Some(st), id) if id > 0 => Ok(Some(
@@ -360,7 +357,7 @@ async fn follow(
             done = tasks.next() => match done {
                 None => return false,
                 Some((t, Ok(exit))) => report.finished(t, exit),
-                Some((t, Err(e))) => report.fail(t, e.to_string()),
+                Some((t, Err(e))) => report.fail(t, e.to_string(), e.is_permanent()),
             },
         }
     }

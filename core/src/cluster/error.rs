@@ -154,7 +154,9 @@ impl ClusterError {
     /// What kind of refusal this is (what a client's exit code and HTTP status follow).
     pub fn kind(&self) -> RefusalKind {
         match self {
-            ClusterError::UnknownJob { .. } => RefusalKind::NotFound,
+            ClusterError::UnknownJob { .. } | ClusterError::Build(JobBuildError::UnknownJob { .. }) => {
+                RefusalKind::NotFound
+            }
             ClusterError::JobEnded { .. } | ClusterError::NotCheckpointing { .. } => RefusalKind::Conflict,
             ClusterError::BadOption(_)
             | ClusterError::Build(_)

@@ -21,7 +21,7 @@ use crate::error::JobError;
 use crate::graph::JobGraph;
 use crate::metrics::CheckpointStats;
 use crate::runtime::engine::{
-    first_checkpoint_id, run_attempts, task_name, task_specs, AttemptEnd, AttemptRunner, AttemptStart,
+    first_checkpoint_id, panic_message, run_attempts, task_name, task_specs, AttemptEnd, AttemptRunner, AttemptStart,
     CheckpointCoordinator, JobAttempts, JobCheckpointing, LoopEnd, StopAction, StopHook, TaskCommand, TaskEvent,
     TaskRef, TaskSpec,
 };
@@ -77,7 +77,7 @@ pub(crate) struct JobMaster {
     stats: Arc<CheckpointStats>,
     /// This master's own event queue (the stop-with-savepoint hook sends to it).
     own_events: mpsc::UnboundedSender<MasterEvent>,
-    savepoints: Option<crate::checkpoint::coordinator::SavepointRequests>,
+    savepoints: Option<crate::runtime::engine::SavepointRequests>,
     /// The job's checkpointing, once `run` has found the first checkpoint id.
     checkpointing: Option<JobCheckpointing>,
     /// A stop-with-savepoint completed: the job ends, whatever else happens meanwhile (a
@@ -94,7 +94,7 @@ pub(crate) struct MasterParts {
     pub(crate) shared: Arc<Shared>,
     pub(crate) events: mpsc::UnboundedReceiver<MasterEvent>,
     pub(crate) own_events: mpsc::UnboundedSender<MasterEvent>,
-    pub(crate) savepoints: Option<crate::checkpoint::coordinator::SavepointRequests>,
+    pub(crate) savepoints: Option<crate::runtime::engine::SavepointRequests>,
     pub(crate) stats: Arc<CheckpointStats>,
 }
 
@@ -144,7 +144,7 @@ impl JobMaster {
         };
         let first_id = match first_checkpoint_id(storage.as_ref(), savepoint.as_ref()).await {
             Ok(id) => id,
-            Err(e) => return (JobStatus::Failed, Some(e.to_string())),
+            Err(e) => return (JobStatus::Failed, Some(format!("reading the checkpoint store: {e}"))),
         };
         self.checkpointing = self.job_checkpointing(storage.as_ref(), first_id);
         let graph = self.graph.clone();
@@ -153,11 +153,9 @@ impl JobMaster {
             graph: &graph,
             storage: storage.as_ref(),
             savepoint: savepoint.as_ref(),
-            tracker: RestartTracker::new(self.options.restart.clone().unwrap_or(if storage.is_some() {
-                RestartStrategy::default_exponential()
-            } else {
-                RestartStrategy::None
-            })),
+            tracker: RestartTracker::new(
+                (self.options.restart.clone()).unwrap_or_else(|| RestartStrategy::default_for(storage.is_some())),
+            ),
             clock: self.shared.config.clock,
             log: &log,
         };
@@ -430,7 +428,7 @@ impl JobMaster {
                         Ok((Ok(()), _)) => {}
                         Err(e) => return Outcome::Failed(JobError::TaskPanicked {
                             task: "checkpoint coordinator".into(),
-                            message: e.to_string(),
+                            message: panic_message(e),
                         }),
                     }
                     // It ended without error (nothing more to coordinate): stop polling it.
@@ -470,6 +468,10 @@ impl JobMaster {
                     slog::debug!(self.log, "dropped a frame of another attempt"; "frame_attempt" => frame_attempt, "attempt" => attempt);
                     return None;
                 }
+                if task_of(&msg).is_none_or(|t| t as usize >= self.specs.len()) {
+                    slog::warn!(self.log, "dropped a frame about a task the job does not have"; "frame" => super::coordinator::frame_kind(&msg));
+                    return None;
+                }
                 self.on_frame(msg, checkpoints, finished).await
             }
         }
@@ -491,10 +493,16 @@ impl JobMaster {
                 }
                 return Some(self.all_finished(checkpoints, finished.any_cancelled).await);
             }
-            WireMessage::TaskFailed { task, reason, .. } => {
+            WireMessage::TaskFailed {
+                task,
+                reason,
+                permanent,
+                ..
+            } => {
                 return Some(Outcome::Failed(JobError::RemoteTask {
                     task: self.task_name(task),
                     reason,
+                    permanent,
                 }));
             }
             WireMessage::AckCheckpoint {
@@ -608,9 +616,12 @@ async fn forward_commands(
 impl AttemptRunner for JobMaster {
     type Done = ();
 
+    fn starting(&mut self, attempt: u32) {
+        self.shared.set_attempt(&self.id, attempt);
+    }
+
     async fn run(&mut self, start: AttemptStart) -> AttemptEnd<()> {
         let attempt = start.attempt;
-        self.shared.set_attempt(&self.id, attempt);
         let outcome = match self.reserve_slots(slots_needed(&self.specs)).await {
             Err(outcome) => outcome,
             Ok((slots, reservation)) => {
@@ -671,10 +682,27 @@ impl AttemptRunner for JobMaster {
         self.shared.set_status(&self.id, status, None);
     }
 
-    fn failed(&mut self, _attempt: u32, error: &JobError) {
+    fn failed(&mut self, attempt: u32, error: &JobError) {
+        debug_assert!(self
+            .shared
+            .lock()
+            .jobs
+            .get(&self.id)
+            .is_none_or(|j| j.attempt == attempt));
         let reason = error.to_string();
         self.shared.record_exception(&self.id, &reason);
         self.shared.set_status(&self.id, JobStatus::Failing, Some(reason));
+    }
+}
+
+fn task_of(msg: &WireMessage) -> Option<u32> {
+    match msg {
+        WireMessage::AckCheckpoint { task, .. }
+        | WireMessage::DeclineCheckpoint { task, .. }
+        | WireMessage::InputFinished { task, .. }
+        | WireMessage::TaskFinished { task, .. }
+        | WireMessage::TaskFailed { task, .. } => Some(*task),
+        _ => None,
     }
 }
 
@@ -797,6 +825,7 @@ mod tests {
             attempt: d.attempt,
             task: 0,
             reason: reason.into(),
+            permanent: false,
         });
     }
 
@@ -849,6 +878,8 @@ mod tests {
         let d0 = deployed(&mut w1).await;
         let failed_at = tokio::time::Instant::now();
         fail(&c, &d0, "boom");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(cancelled(&mut w1, 0), "attempt 0 is cancelled at once");
         let d1 = deployed(&mut w1).await;
         assert_eq!(d1.attempt, 1);
         assert!(
@@ -856,7 +887,6 @@ mod tests {
             "the restart waited {:?}",
             failed_at.elapsed()
         );
-        assert!(cancelled(&mut w1, 0) || d1.attempt == 1, "attempt 0 was cancelled");
         // A frame of attempt 0 arriving late does not count for attempt 1.
         finish(&c, &d0, "w1");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -954,6 +984,55 @@ mod tests {
         status_becomes(&c, &id, JobStatus::Restarting).await;
         c.cancel(&id).unwrap();
         status_becomes(&c, &id, JobStatus::Canceled).await;
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn a_failure_a_restart_cannot_mend_fails_the_job_at_once() {
+        let c = coordinator(Duration::from_secs(5));
+        let mut w1 = c.add_test_worker("w1", 1);
+        let opts = options(&[("restart-strategy", "fixed-delay:attempts=5,delay=1s")]);
+        let id = c.submit("two", &opts).unwrap();
+        let d = deployed(&mut w1).await;
+        c.deliver_test_frame(WireMessage::TaskFailed {
+            job_id: d.job.clone(),
+            attempt: d.attempt,
+            task: 1,
+            reason: "the savepoint's state does not fit".into(),
+            permanent: true,
+        });
+        let j = status_becomes(&c, &id, JobStatus::Failed).await;
+        assert_eq!(j.attempt, 0, "no restart");
+        assert!(j.error.unwrap().contains("does not fit"));
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn frames_about_tasks_the_job_does_not_have_are_dropped() {
+        let c = coordinator(Duration::from_secs(5));
+        let mut w1 = c.add_test_worker("w1", 1);
+        let id = c.submit("two", &options(&[])).unwrap();
+        let d = deployed(&mut w1).await;
+        for task in [2, 7, u32::MAX] {
+            c.deliver_test_frame(WireMessage::TaskFinished {
+                job_id: d.job.clone(),
+                attempt: 0,
+                task,
+                cancelled: false,
+            });
+        }
+        finish(
+            &c,
+            &Deployed {
+                placement: vec!["w1".into()],
+                ..d
+            },
+            "w1",
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            c.job(&id).unwrap().status,
+            JobStatus::Running,
+            "only task 0 of 2 really finished"
+        );
     }
 
     #[real_tokio::test(start_paused = true)]

@@ -59,7 +59,10 @@ impl Attempt<'_> {
                 log: &self.log,
             })
             .await
-            .map_err(|e| JobError::InvalidGraph(e.to_string()))?;
+            .map_err(|source| JobError::Transport {
+                task: "the attempt's transport".into(),
+                source,
+            })?;
         // The attempt's task metrics leave the registry with it.
         let scope = self.metrics.child_scope();
         let _unregister = scope.guard();

@@ -38,6 +38,10 @@ struct Embedded {
 impl AttemptRunner for Embedded {
     type Done = Vec<Arc<VertexMetrics>>;
 
+    fn starting(&mut self, attempt: u32) {
+        self.progress.attempt.store(attempt, Ordering::Relaxed);
+    }
+
     async fn run(&mut self, start: AttemptStart) -> AttemptEnd<Self::Done> {
         if let Some(ck) = &start.restored {
             let id = ck.metadata.checkpoint_id;
@@ -46,7 +50,6 @@ impl AttemptRunner for Embedded {
                 self.resumed_from = Some(id);
             }
         }
-        self.progress.attempt.store(start.attempt, Ordering::Relaxed);
         self.progress.set_status(JobStatus::Running);
         let attempt = Attempt {
             graph: self.graph.clone(),
@@ -89,7 +92,8 @@ impl AttemptRunner for Embedded {
         self.progress.set_status(status);
     }
 
-    fn failed(&mut self, _attempt: u32, error: &JobError) {
+    fn failed(&mut self, attempt: u32, error: &JobError) {
+        debug_assert_eq!(attempt, self.progress.attempt.load(Ordering::Relaxed));
         self.progress.record_failure(self.clock.now_ms(), error.to_string());
     }
 }
@@ -161,14 +165,9 @@ pub(super) async fn run_job(
     ))
 }
 
-/// The restart strategy of the job: the configured one, else Flink's default (exponential
-/// delay with checkpointing, none without).
+/// The restart strategy of the job: the configured one, else the default.
 fn restart_strategy(config: &ExecutionConfig) -> RestartStrategy {
-    config.restart.clone().unwrap_or(if config.checkpointing.is_some() {
-        RestartStrategy::default_exponential()
-    } else {
-        RestartStrategy::None
-    })
+    (config.restart.clone()).unwrap_or_else(|| RestartStrategy::default_for(config.checkpointing.is_some()))
 }
 
 /// The job's metric scope, with its checkpoint statistics and uptime registered.

@@ -17,13 +17,15 @@
 
 pub(crate) use super::control::{channel as control_channel, ControlReceiver, ControlSender};
 pub(crate) use super::job_loop::{
-    first_checkpoint_id, run_attempts, AttemptEnd, AttemptRunner, AttemptStart, JobAttempts, LoopEnd,
+    first_checkpoint_id, load_mapped_savepoint, run_attempts, AttemptEnd, AttemptRunner, AttemptStart, JobAttempts,
+    LoopEnd,
 };
 pub(crate) use super::task::{CheckpointLink, Task, TaskExit};
 pub(crate) use super::task_builder::{build_task, task_name, task_specs, TaskEnv, TaskSpec};
-pub(crate) use super::task_set::TaskSet;
+pub(crate) use super::task_set::{panic_message, TaskSet};
 pub(crate) use super::JobControl;
 pub(crate) use crate::checkpoint::coordinator::{
-    Coordinator as CheckpointCoordinator, JobCheckpointing, StopAction, StopHook, TaskRef,
+    Coordinator as CheckpointCoordinator, JobCheckpointing, SavepointRequest, SavepointRequests, StopAction, StopHook,
+    TaskRef,
 };
 pub(crate) use crate::checkpoint::protocol::{TaskCommand, TaskEvent};

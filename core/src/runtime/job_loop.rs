@@ -65,6 +65,9 @@ pub(crate) trait AttemptRunner {
     /// What the mode keeps of a finished attempt.
     type Done;
 
+    /// Attempt `attempt` is about to be prepared (its failures are filed under it).
+    fn starting(&mut self, attempt: u32);
+
     /// Runs one attempt from `start` to its end.
     async fn run(&mut self, start: AttemptStart) -> AttemptEnd<Self::Done>;
 
@@ -95,6 +98,7 @@ pub(crate) struct JobAttempts<'a> {
 pub(crate) async fn run_attempts<R: AttemptRunner>(job: &mut JobAttempts<'_>, runner: &mut R) -> LoopEnd<R::Done> {
     let mut attempt = 0u32;
     loop {
+        runner.starting(attempt);
         let error = match prepare_attempt(job.graph, job.storage, job.savepoint, job.log).await {
             Err(e) if e.is_permanent() => return LoopEnd::Failed(e),
             Err(e) => e,
@@ -112,10 +116,11 @@ pub(crate) async fn run_attempts<R: AttemptRunner>(job: &mut JobAttempts<'_>, ru
                 }
             }
         };
-        runner.failed(attempt, &error);
         if runner.cancelling() {
+            // The failure is the cancel's doing (tasks find their peers gone): not recorded.
             return LoopEnd::Failed(error);
         }
+        runner.failed(attempt, &error);
         runner.status(JobStatus::Failing);
         let Some(delay) = job.tracker.on_failure(job.clock.now_ms()) else {
             slog::error!(job.log, "job failed; no restart left"; "error" => %error, "attempt" => attempt);
@@ -210,6 +215,20 @@ async fn latest_checkpoint(
         }
     }
     Ok((restored, retained))
+}
+
+/// Loads the savepoint at the root of `store` and renames its operators by `mapping` (old
+/// uid → new uid); the error says which went wrong. (A worker restores the savepoint the
+/// coordinator already checked against the job with this.)
+pub(crate) async fn load_mapped_savepoint(
+    store: &dyn crate::state::blob::BlobStore,
+    mapping: &std::collections::BTreeMap<String, String>,
+) -> Result<LoadedCheckpoint, String> {
+    let mut ck = load_savepoint(store)
+        .await
+        .map_err(|e| format!("loading savepoint {store:?}: {e}"))?;
+    restore::map_uids(&mut ck, mapping).map_err(|e| format!("savepoint {store:?}: {e}"))?;
+    Ok(ck)
 }
 
 /// The job's savepoint, renamed by its uid mapping and checked against the graph.

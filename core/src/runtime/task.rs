@@ -455,6 +455,8 @@ impl Task {
             idle: false,
             polls: 0,
         };
+        // One receiver for the whole loop: it remembers which changes it has seen.
+        let mut control = self.control.clone();
         loop {
             match self.control() {
                 JobControl::Cancel => return Ok(TaskExit::Cancelled),
@@ -488,7 +490,7 @@ impl Task {
                     };
                 }
                 SourcePoll::WaitUntil(t) => {
-                    if let Some(exit) = self.source_wait(&src, &mut pace, now, t).await? {
+                    if let Some(exit) = self.source_wait(&src, &mut pace, &mut control, now, t).await? {
                         return Ok(exit);
                     }
                 }
@@ -533,6 +535,7 @@ impl Task {
         &mut self,
         src: &SourceHead,
         pace: &mut SourcePace,
+        control: &mut ControlReceiver,
         now: i64,
         until: i64,
     ) -> Result<Option<TaskExit>, JobError> {
@@ -554,7 +557,6 @@ impl Task {
             return Ok(None);
         }
         let _idle = IdleTimer::start(&self.metrics);
-        let mut control = self.control.clone();
         let sleep = tokio::time::sleep_until(src.ctx.clock.instant_at(wake));
         let Some(link) = self.link.as_mut() else {
             tokio::select! {
@@ -593,6 +595,9 @@ impl Task {
             Some((_, ctx)) => ctx.clock,
             None => unreachable!("a task without a source has at least one operator"),
         };
+        // One receiver for the whole loop: it remembers which changes it has seen. (A fresh
+        // clone per wait would see every earlier change as new, and a drained task would spin.)
+        let mut control = self.control.clone();
         loop {
             if self.control() == JobControl::Cancel {
                 return Ok(TaskExit::Cancelled);
@@ -610,7 +615,7 @@ impl Task {
             }
             let event = match gate.try_next().map_err(|e| self.net_err(e))? {
                 Some(ev) => ev,
-                None => match self.input_wait(&mut gate, clock, timer).await? {
+                None => match self.input_wait(&mut gate, &mut control, clock, timer).await? {
                     InputWait::Event(ev) => ev,
                     InputWait::Again => continue,
                     InputWait::Exit(exit) => return Ok(exit),
@@ -628,13 +633,13 @@ impl Task {
     async fn input_wait(
         &mut self,
         gate: &mut InputGate,
+        control: &mut ControlReceiver,
         clock: Clock,
         timer: Option<i64>,
     ) -> Result<InputWait, JobError> {
         self.outputs.flush().await.map_err(|e| self.net_err(e))?;
         let far = clock.instant_at(timer.unwrap_or(i64::MAX / 4));
         let _idle = IdleTimer::start(&self.metrics);
-        let mut control = self.control.clone();
         let command = async {
             match self.link.as_mut() {
                 Some(link) => link.commands.recv().await,

@@ -41,7 +41,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sluice_core::cluster::{JobStatus, RefusalKind};
+use sluice_core::cluster::{ClusterError, JobStatus, RefusalKind};
 use sluice_core::metrics::{prometheus, vertex_summaries, CheckpointOutcome, MetricSample, MetricValue};
 use sluice_core::sync::LockExt;
 
@@ -86,6 +86,9 @@ impl From<JsonRejection> for ApiError {
 /// The HTTP status of a backend error, by variant.
 pub fn status_of(e: &BackendError) -> StatusCode {
     match e {
+        // The job name is in the request's body, not its path: an unknown one is a bad
+        // request, not a missing resource (the CLI, which has no paths, says "not found").
+        BackendError::Cluster(ClusterError::Build(_)) => StatusCode::BAD_REQUEST,
         BackendError::Cluster(c) => match c.kind() {
             RefusalKind::NotFound => StatusCode::NOT_FOUND,
             RefusalKind::Conflict => StatusCode::CONFLICT,

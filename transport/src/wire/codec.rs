@@ -367,6 +367,7 @@ fn build_body<'a>(
             attempt,
             task,
             reason,
+            permanent,
         } => {
             let j = b.create_string(job_id);
             let r = b.create_string(reason);
@@ -377,6 +378,7 @@ fn build_body<'a>(
                     attempt: *attempt,
                     task: *task,
                     reason: Some(r),
+                    permanent: *permanent,
                 },
             );
             (fb::Body::TaskFailed, t.as_union_value())
@@ -838,6 +840,7 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
                 attempt: d.attempt(),
                 task: d.task(),
                 reason: text(d.reason(), "TaskFailed", "reason")?,
+                permanent: d.permanent(),
             }
         }
         fb::Body::DeclineCheckpoint => {

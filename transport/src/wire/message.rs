@@ -179,6 +179,8 @@ pub enum WireMessage {
         task: u32,
         /// Why.
         reason: String,
+        /// A restart would fail the same way: the job fails at once.
+        permanent: bool,
     },
     /// A task could not take its part of a checkpoint.
     DeclineCheckpoint {

@@ -2680,6 +2680,7 @@ impl<'a> TaskFailed<'a> {
   pub const VT_ATTEMPT: ::flatbuffers::VOffsetT = 6;
   pub const VT_TASK: ::flatbuffers::VOffsetT = 8;
   pub const VT_REASON: ::flatbuffers::VOffsetT = 10;
+  pub const VT_PERMANENT: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2695,6 +2696,7 @@ impl<'a> TaskFailed<'a> {
     builder.add_task(args.task);
     builder.add_attempt(args.attempt);
     if let Some(x) = args.job_id { builder.add_job_id(x); }
+    builder.add_permanent(args.permanent);
     builder.finish()
   }
 
@@ -2727,6 +2729,15 @@ impl<'a> TaskFailed<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(TaskFailed::VT_REASON, None)}
   }
+  /// A restart would fail the same way (the restored state does not fit the job): the job
+  /// fails at once. Added after `reason`; older peers send false.
+  #[inline]
+  pub fn permanent(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(TaskFailed::VT_PERMANENT, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for TaskFailed<'_> {
@@ -2739,6 +2750,7 @@ impl ::flatbuffers::Verifiable for TaskFailed<'_> {
      .visit_field::<u32>("attempt", Self::VT_ATTEMPT, false)?
      .visit_field::<u32>("task", Self::VT_TASK, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("reason", Self::VT_REASON, false)?
+     .visit_field::<bool>("permanent", Self::VT_PERMANENT, false)?
      .finish();
     Ok(())
   }
@@ -2748,6 +2760,7 @@ pub struct TaskFailedArgs<'a> {
     pub attempt: u32,
     pub task: u32,
     pub reason: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub permanent: bool,
 }
 impl<'a> Default for TaskFailedArgs<'a> {
   #[inline]
@@ -2757,6 +2770,7 @@ impl<'a> Default for TaskFailedArgs<'a> {
       attempt: 0,
       task: 0,
       reason: None,
+      permanent: false,
     }
   }
 }
@@ -2783,6 +2797,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TaskFailedBuilder<'a, 'b, A> 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TaskFailed::VT_REASON, reason);
   }
   #[inline]
+  pub fn add_permanent(&mut self, permanent: bool) {
+    self.fbb_.push_slot::<bool>(TaskFailed::VT_PERMANENT, permanent, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TaskFailedBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     TaskFailedBuilder {
@@ -2804,6 +2822,7 @@ impl ::core::fmt::Debug for TaskFailed<'_> {
       ds.field("attempt", &self.attempt());
       ds.field("task", &self.task());
       ds.field("reason", &self.reason());
+      ds.field("permanent", &self.permanent());
       ds.finish()
   }
 }
