@@ -65,6 +65,11 @@ pub enum OperatorError {
     /// Keyed state was misused.
     #[error(transparent)]
     State(#[from] StateError),
+    /// A failure a restart cannot mend: the restored state does not fit the operator (it
+    /// belongs to another output, say), or data it needs is gone. The job fails at once
+    /// instead of restarting forever; the message says what to do.
+    #[error("{0}")]
+    Unrecoverable(String),
     /// A window or timer operator got a record without an event timestamp.
     #[error("operator '{0}' needs event timestamps: give the source a WatermarkStrategy with a timestamp assigner")]
     MissingTimestamp(String),
@@ -140,6 +145,19 @@ pub enum JobError {
         /// Why.
         reason: String,
     },
+    /// The latest completed checkpoint cannot be restored, and the job may not write its
+    /// committed output again (see `UnusableCheckpoint`).
+    #[error(
+        "checkpoint {checkpoint} cannot be restored: {problem}. Its output was committed when it completed, so restoring an older one ({older} in the store) or starting over would write output again: repair the store, or accept that with --on-unusable-checkpoint fall-back or start-fresh"
+    )]
+    UnusableCheckpoint {
+        /// The latest completed checkpoint.
+        checkpoint: u64,
+        /// What is wrong with it (names the file).
+        problem: String,
+        /// How many older completed checkpoints there are (those usable or not).
+        older: usize,
+    },
     /// Reading checkpoints failed.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
@@ -196,8 +214,13 @@ impl JobError {
             JobError::InvalidGraph(_)
             | JobError::InvalidCheckpointConfig(_)
             | JobError::Restore { .. }
+            | JobError::UnusableCheckpoint { .. }
             | JobError::Savepoint(_) => true,
             JobError::RemoteTask { permanent, .. } => *permanent,
+            JobError::TaskFailed {
+                source: OperatorError::Unrecoverable(_),
+                ..
+            } => true,
             JobError::TaskFailed { .. }
             | JobError::TaskPanicked { .. }
             | JobError::CheckpointsFailing { .. }

@@ -105,6 +105,24 @@ pub trait TransactionalSink: Send + Sync + 'static {
 
     /// The writer for subtask `subtask` of `parallelism` in execution attempt `attempt`.
     fn writer(&self, subtask: u32, parallelism: u32, attempt: u32) -> Result<Self::Writer, OperatorError>;
+
+    /// Where the transactions go (a directory, a table, a topic), if the sink can say. It is
+    /// stored with the pre-committed transactions, and a restore whose transactions were
+    /// pre-committed into another target is refused at once: committing them here would find
+    /// nothing (and restart forever) or publish another job's output.
+    fn target(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Marks the operator-state entry that names a sink's target (the other entries are its
+/// pending transactions, which start with their checkpoint id).
+const TARGET_MARKER: &[u8; 8] = b"SLKTGT1\0";
+
+/// The target an entry of a sink's operator state names, if it is the target marker.
+fn target_of(entry: &[u8]) -> Option<String> {
+    let rest = entry.strip_prefix(TARGET_MARKER.as_slice())?;
+    String::from_utf8(rest.to_vec()).ok()
 }
 
 /// Writes one subtask's transactions.
@@ -179,12 +197,28 @@ impl<S: TransactionalSink> Operator for TwoPhaseCommitOperator<S> {
         Ok(())
     }
 
-    fn restore_state(&mut self, state: &RestoredState, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+    fn restore_state(&mut self, state: &RestoredState, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
         let mut txns = Vec::new();
+        let mut targets = std::collections::BTreeSet::new();
         for bytes in state.operator_state() {
+            if let Some(t) = target_of(bytes) {
+                targets.insert(t);
+                continue;
+            }
             let (_, txn): (u64, S::Txn) = bincode::deserialize(bytes)
                 .map_err(|e| OperatorError::user(format!("cannot decode a pending sink transaction: {e}")))?;
             txns.push(txn);
+        }
+        if let Some(mine) = self.sink.target() {
+            if let Some(other) = targets.iter().find(|t| **t != mine).filter(|_| !txns.is_empty()) {
+                return Err(OperatorError::Unrecoverable(format!(
+                    "sink '{}' restores {} transaction(s) pre-committed into {other}, but it writes to {mine}: \
+                     the checkpoint or savepoint belongs to that output. Restore it with the same output, or give the \
+                     sink a new uid and start with --allow-non-restored-state (as for an A/B test)",
+                    ctx.vertex_name,
+                    txns.len()
+                )));
+            }
         }
         self.recovered = true;
         self.writer().recover(txns)
@@ -212,7 +246,10 @@ impl<S: TransactionalSink> Operator for TwoPhaseCommitOperator<S> {
         if let Some(txn) = self.writer().pre_commit(checkpoint_id)? {
             self.pending.push((checkpoint_id, txn));
         }
-        let mut encoded = Vec::with_capacity(self.pending.len());
+        let mut encoded = Vec::with_capacity(self.pending.len() + 1);
+        if let Some(t) = self.sink.target() {
+            encoded.push([TARGET_MARKER.as_slice(), t.as_bytes()].concat());
+        }
         for p in &self.pending {
             encoded.push(
                 bincode::serialize(p)

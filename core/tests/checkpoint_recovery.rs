@@ -2,11 +2,12 @@
 //!
 //! * A damaged latest checkpoint (a state file with a flipped byte, a truncated state file, a
 //!   truncated `_metadata`) is detected by `CheckpointStorage::load` (the error names the file
-//!   and the problem), and `load_latest` falls back to the previous complete checkpoint with a
-//!   warning in the log. A job started again on the same store resumes from that fallback and
-//!   commits every expected record. (Exactly-once cannot hold when the skipped checkpoint's
-//!   transactions were already committed: its records are produced again. What is asserted
-//!   then is at-least-once, with the duplicates confined to one replayed stretch per key.)
+//!   and the problem). Its transactions were committed when it completed, so by default a job
+//!   started again on the same store stops with `JobError::UnusableCheckpoint` (nothing
+//!   written twice, the checkpoint kept). With `fall-back` it restores the previous checkpoint
+//!   and commits every expected record (at-least-once: the damaged checkpoint's records are
+//!   produced again, confined to one replayed stretch per key); with `start-fresh` it starts
+//!   over.
 //! * Checkpoint storage failures: with 20% of puts failing and failures tolerated, the job
 //!   still finishes with exactly-once output; with every put failing and none (or two)
 //!   tolerated, it fails with `JobError::CheckpointsFailing` saying how many failed.
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use sluice_core::checkpoint::{CheckpointConfig, CheckpointStorage, RestartStrategy};
+use sluice_core::checkpoint::{CheckpointConfig, CheckpointStorage, Latest, RestartStrategy, UnusableCheckpoint};
 use sluice_core::connectors::{GeneratorSource, TransactionalStore, TransactionalStoreSink};
 use sluice_core::state::blob::{FaultConfig, MemoryStore};
 use sluice_core::{ExecutionConfig, JobError, JobResult, StreamEnv, WatermarkStrategy};
@@ -169,16 +170,13 @@ impl Damage {
     }
 }
 
-/// Runs the job until at least 3 checkpoints completed, cancels it, damages the latest
-/// checkpoint, checks detection and fallback, then runs the job again on the same stores to
-/// its end and checks the committed output.
-/// Returns the damaged checkpoint's id and the completed checkpoints left after the second run.
-fn damaged_latest_checkpoint_falls_back(damage: Damage) -> (u64, Vec<u64>) {
+/// The first run: cancelled after at least 3 checkpoints completed; then the latest is
+/// damaged. Returns the store and sink as left, the previous and latest checkpoint ids and the
+/// damaged file's path.
+fn run_then_damage(damage: Damage) -> (Arc<MemoryStore>, TransactionalStore<Out>, u64, u64, String) {
     let rt = rt();
     let store = Arc::new(MemoryStore::new());
     let sink = TransactionalStore::<Out>::new();
-
-    // 1. Run with several checkpoints, then cancel mid-way.
     let first: JobResult = rt.block_on(async {
         let env = job(&sink, 3_000, 2);
         let handle = env
@@ -194,15 +192,9 @@ fn damaged_latest_checkpoint_falls_back(damage: Damage) -> (u64, Vec<u64>) {
         handle.join().await.expect("a cancelled job ends without error")
     });
     assert!(
-        first.cancelled,
-        "the first run was cancelled mid-way, it must not have finished"
+        first.cancelled && first.records_in < RECORDS,
+        "the first run must be cancelled mid-way"
     );
-    assert!(
-        first.records_in < RECORDS,
-        "the first run read all its input: {}",
-        first.records_in
-    );
-
     let storage = CheckpointStorage::new(store.clone(), JOB);
     let ids = rt.block_on(storage.completed_ids()).unwrap();
     assert!(
@@ -210,8 +202,6 @@ fn damaged_latest_checkpoint_falls_back(damage: Damage) -> (u64, Vec<u64>) {
         "retained 3 checkpoints (one more if cancelled while subsuming): {ids:?}"
     );
     let (previous, latest) = (ids[ids.len() - 2], ids[ids.len() - 1]);
-
-    // 2. Damage the latest.
     let dir = storage.dir(latest);
     let damaged_path = match damage {
         Damage::FlipStateByte | Damage::TruncateState => {
@@ -237,12 +227,11 @@ fn damaged_latest_checkpoint_falls_back(damage: Damage) -> (u64, Vec<u64>) {
             path
         }
     };
-
-    // 3. Loading it says what is wrong and where.
-    let err = rt
+    // Loading it says what is wrong and where; the previous one is intact.
+    let msg = rt
         .block_on(storage.load(latest))
-        .expect_err("a damaged checkpoint must not load");
-    let msg = err.to_string();
+        .expect_err("a damaged checkpoint must not load")
+        .to_string();
     assert!(
         msg.contains(&damaged_path),
         "{damage:?}: the error does not name '{damaged_path}': {msg}"
@@ -252,62 +241,128 @@ fn damaged_latest_checkpoint_falls_back(damage: Damage) -> (u64, Vec<u64>) {
     }
     rt.block_on(storage.load(previous))
         .expect("the previous checkpoint is intact");
-
-    // 4. load_latest falls back to the previous one and warns.
-    let log = Captured::default();
-    let loaded = rt
-        .block_on(storage.load_latest(&log.logger()))
-        .expect("load_latest")
-        .expect("a usable checkpoint exists");
-    assert_eq!(
-        loaded.metadata.checkpoint_id, previous,
-        "{damage:?}: fell back to the wrong checkpoint"
-    );
-    let lines = log.lines();
-    let warning = lines
-        .iter()
-        .find(|l| l.contains("checkpoint is unusable; falling back to the previous one"))
-        .unwrap_or_else(|| panic!("{damage:?}: no fallback warning in the log: {lines:?}"));
-    assert!(warning.starts_with("WARN"), "{warning}");
-    assert!(warning.contains(&format!("checkpoint={latest}")), "{warning}");
-    assert!(
-        warning.contains(&damaged_path),
-        "the warning does not name the file: {warning}"
-    );
-    for w in damage.problem_words() {
-        assert!(warning.contains(w), "the warning does not say '{w}': {warning}");
+    match rt.block_on(storage.latest()).unwrap() {
+        Latest::Unusable { id, problem, older } => {
+            assert_eq!(id, latest);
+            assert!(problem.to_string().contains(&damaged_path));
+            assert_eq!(older.first(), Some(&previous), "older ones, newest first: {older:?}");
+        }
+        other => panic!("{damage:?}: the latest is not reported unusable: {other:?}"),
     }
+    (store, sink, previous, latest, damaged_path)
+}
 
-    // 5. Run again on the same stores: it resumes from the fallback and finishes.
-    let log2 = Captured::default();
-    let second = rt
-        .block_on(async {
-            let env = job(&sink, 20_000, 2);
-            let mut cfg = config(store.clone(), 20, |c| c.retained = 3);
-            cfg.log = log2.logger();
-            env.execute(cfg).await
-        })
-        .expect("the second run finishes");
+/// Runs the job again on `store` (to its end) with `policy` for an unusable checkpoint.
+fn run_again(
+    store: &Arc<MemoryStore>,
+    sink: &TransactionalStore<Out>,
+    policy: UnusableCheckpoint,
+    log: &Captured,
+) -> Result<JobResult, JobError> {
+    rt().block_on(async {
+        let env = job(sink, 20_000, 2);
+        let mut cfg = config(store.clone(), 20, |c| {
+            c.retained = 3;
+            c.on_unusable = policy;
+        });
+        cfg.log = log.logger();
+        env.execute(cfg).await
+    })
+}
+
+/// Every committed record is expected, and none is committed twice.
+fn assert_no_duplicates(got: &[Out], what: &str) {
+    let want: std::collections::BTreeSet<Out> = expected().into_iter().collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for g in got {
+        assert!(want.contains(g), "{what}: spurious record {g:?}");
+        assert!(seen.insert(*g), "{what}: record {g:?} committed twice");
+    }
+}
+
+/// By default a job whose latest checkpoint is damaged stops with an error naming it, the file
+/// and the problem, keeps the checkpoint, and writes nothing twice.
+fn damaged_latest_checkpoint_stops_the_job(damage: Damage) {
+    let (store, sink, _, latest, damaged_path) = run_then_damage(damage);
+    let before = committed(&sink);
+    let paths_before = store.paths();
+    let log = Captured::default();
+    let err = run_again(&store, &sink, UnusableCheckpoint::Fail, &log).expect_err("the job must not start");
+    let JobError::UnusableCheckpoint {
+        checkpoint,
+        problem,
+        older,
+    } = &err
+    else {
+        panic!("{damage:?}: expected UnusableCheckpoint, got {err}")
+    };
+    assert_eq!(*checkpoint, latest);
+    assert!(problem.contains(&damaged_path), "{err}");
+    assert!(*older >= 1);
+    let text = err.to_string();
+    assert!(
+        text.contains("--on-unusable-checkpoint fall-back or start-fresh"),
+        "{text}"
+    );
+    assert_eq!(store.paths(), paths_before, "{damage:?}: the store was changed");
+    let after = committed(&sink);
+    assert_eq!(after, before, "{damage:?}: output was committed");
+    assert_no_duplicates(&after, &format!("{damage:?}"));
+    assert!(log
+        .lines()
+        .iter()
+        .any(|l| l.contains("cannot be restored") && l.contains(&damaged_path)));
+}
+
+#[test]
+fn corrupt_state_file_of_the_latest_checkpoint_stops_the_job() {
+    damaged_latest_checkpoint_stops_the_job(Damage::FlipStateByte);
+}
+
+#[test]
+fn truncated_state_file_of_the_latest_checkpoint_stops_the_job() {
+    damaged_latest_checkpoint_stops_the_job(Damage::TruncateState);
+}
+
+#[test]
+fn truncated_metadata_of_the_latest_checkpoint_stops_the_job() {
+    damaged_latest_checkpoint_stops_the_job(Damage::TruncateMetadata);
+}
+
+/// With `fall-back`, the job restores the previous checkpoint, deletes the damaged one, and
+/// commits every expected record; what it commits twice can only be the damaged checkpoint's
+/// records, produced again: each at most twice, one contiguous run of counts per key.
+#[test]
+fn with_fall_back_the_previous_checkpoint_is_restored_at_least_once() {
+    let damage = Damage::FlipStateByte;
+    let (store, sink, previous, latest, damaged_path) = run_then_damage(damage);
+    let log = Captured::default();
+    let second = run_again(&store, &sink, UnusableCheckpoint::FallBack, &log).expect("the second run finishes");
     assert!(!second.cancelled);
     assert_eq!(
         second.resumed_from,
         Some(previous),
         "the second run must resume from the fallback"
     );
-    let lines2 = log2.lines();
+    let lines = log.lines();
     assert!(
-        lines2
+        lines
             .iter()
-            .any(|l| l.contains("falling back") && l.contains(&damaged_path)),
-        "the second run's log does not warn about the damaged checkpoint: {lines2:?}"
+            .any(|l| l.contains("cannot be restored") && l.contains(&damaged_path)),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("falling back to an older checkpoint")),
+        "{lines:?}"
     );
     assert_eq!(sink.open_transactions(), 0, "transactions left prepared");
-    let left = rt.block_on(storage.completed_ids()).unwrap();
-
-    // 6. At least once: every expected record is committed. Anything more can only be the
-    //    records of the damaged checkpoint's transactions, committed by the first run and
-    //    produced again after the fallback: each at most twice, and for each key one
-    //    contiguous run of counts.
+    let left = rt()
+        .block_on(CheckpointStorage::new(store.clone(), JOB).completed_ids())
+        .unwrap();
+    assert!(
+        !left.contains(&latest) && left.len() <= 3,
+        "completed checkpoints {left:?} (retained = 3) still include the damaged {latest}"
+    );
     let got = committed(&sink);
     let want = expected();
     let mut extra: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
@@ -317,63 +372,37 @@ fn damaged_latest_checkpoint_falls_back(damage: Damage) -> (u64, Vec<u64>) {
             match gi.next() {
                 Some(g) if g == w => break,
                 Some(g) if g < w => extra.entry(g.0).or_default().push(g.1),
-                Some(g) => panic!("{damage:?}: expected record {w:?} was never committed (next committed: {g:?})"),
-                None => panic!("{damage:?}: expected record {w:?} was never committed"),
+                Some(g) => panic!("expected record {w:?} was never committed (next committed: {g:?})"),
+                None => panic!("expected record {w:?} was never committed"),
             }
         }
     }
     for g in gi {
         extra.entry(g.0).or_default().push(g.1);
     }
-    let duplicates: usize = extra.values().map(Vec::len).sum();
     for (k, counts) in &extra {
         assert!(
             counts.windows(2).all(|w| w[1] == w[0] + 1),
-            "{damage:?}: key {k}: duplicated counts {counts:?} are not one replayed stretch"
+            "key {k}: duplicated counts {counts:?} are not one replayed stretch"
         );
     }
-    eprintln!(
-        "{damage:?}: fell back from checkpoint {latest} to {previous}; {} records committed, {} expected, {duplicates} duplicates",
-        got.len(),
-        want.len()
-    );
-    (latest, left)
 }
 
-/// A flipped byte in a state file of the latest checkpoint: checksum mismatch, fallback.
+/// With `start-fresh`, the damaged checkpoints are deleted and the job starts over.
 #[test]
-fn corrupt_state_file_of_latest_checkpoint_falls_back_to_previous() {
-    damaged_latest_checkpoint_falls_back(Damage::FlipStateByte);
+fn with_start_fresh_the_job_starts_over() {
+    let (store, sink, _, _, _) = run_then_damage(Damage::TruncateMetadata);
+    let log = Captured::default();
+    let second = run_again(&store, &sink, UnusableCheckpoint::StartFresh, &log).expect("the second run finishes");
+    assert_eq!(second.resumed_from, None);
+    assert_eq!(second.records_in, RECORDS, "it read all input again");
+    assert!(log.lines().iter().any(|l| l.contains("deleted unusable checkpoint")));
 }
 
-/// A state file of the latest checkpoint cut in half: size mismatch, fallback.
+/// Every checkpoint damaged: with `fall-back` there is nothing to fall back to, and the job
+/// stops with the error about the latest.
 #[test]
-fn truncated_state_file_of_latest_checkpoint_falls_back_to_previous() {
-    damaged_latest_checkpoint_falls_back(Damage::TruncateState);
-}
-
-/// A truncated `_metadata` of the latest checkpoint: fallback.
-#[test]
-fn truncated_metadata_of_latest_checkpoint_falls_back_to_previous() {
-    damaged_latest_checkpoint_falls_back(Damage::TruncateMetadata);
-}
-
-/// Once newer checkpoints complete, the damaged one is subsumed like any other: with
-/// `retained = 3`, at most 3 completed checkpoints are left, and the damaged one is not among
-/// them.
-#[test]
-fn damaged_checkpoint_is_subsumed_after_the_fallback() {
-    let (damaged, left) = damaged_latest_checkpoint_falls_back(Damage::FlipStateByte);
-    assert!(
-        !left.contains(&damaged) && left.len() <= 3,
-        "after the second run, completed checkpoints {left:?} (retained = 3) still include the damaged {damaged}"
-    );
-}
-
-/// Every checkpoint damaged: `load_latest` finds none (and warns about each); the job then
-/// starts from scratch.
-#[test]
-fn all_checkpoints_damaged_means_no_checkpoint() {
+fn with_every_checkpoint_damaged_fall_back_stops_too() {
     let rt = rt();
     let store = Arc::new(MemoryStore::new());
     let sink = TransactionalStore::<Out>::new();
@@ -399,18 +428,18 @@ fn all_checkpoints_damaged_means_no_checkpoint() {
             .unwrap();
     }
     let log = Captured::default();
-    let loaded = rt.block_on(storage.load_latest(&log.logger())).expect("load_latest");
+    let err = run_again(&store, &sink, UnusableCheckpoint::FallBack, &log).expect_err("nothing to fall back to");
     assert!(
-        loaded.is_none(),
-        "a damaged checkpoint was loaded: {:?}",
-        loaded.map(|c| c.metadata.checkpoint_id)
+        matches!(err, JobError::UnusableCheckpoint { checkpoint, .. } if checkpoint == *ids.last().unwrap()),
+        "{err}"
     );
-    let warnings = log
-        .lines()
-        .iter()
-        .filter(|l| l.contains("falling back") && l.contains("checksum"))
-        .count();
-    assert_eq!(warnings, ids.len(), "{:?}", log.lines());
+    let warnings = log.lines().iter().filter(|l| l.contains("checksum")).count();
+    assert_eq!(
+        warnings,
+        ids.len(),
+        "each damaged checkpoint is named: {:?}",
+        log.lines()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -65,6 +65,30 @@ pub struct Config {
     pub logging: LoggingSection,
     /// `[metrics]`: reporters.
     pub metrics: MetricsSection,
+    /// `[rest]`: limits of the REST API's port (both modes).
+    pub rest: RestSection,
+}
+
+/// `[rest]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct RestSection {
+    /// Connections at once; more are closed at once.
+    pub max_connections: usize,
+    /// How long a request's header may take to arrive.
+    pub header_timeout: String,
+    /// How long a connection may stay silent before it is closed.
+    pub idle_timeout: String,
+}
+
+impl Default for RestSection {
+    fn default() -> Self {
+        RestSection {
+            max_connections: 256,
+            header_timeout: "10s".into(),
+            idle_timeout: "60s".into(),
+        }
+    }
 }
 
 /// `[coordinator]`.
@@ -83,6 +107,10 @@ pub struct CoordinatorSection {
     pub heartbeat_timeout: String,
     /// How long a job waits for slots.
     pub slot_wait: String,
+    /// Connections the control port serves at once; more are closed at once.
+    pub max_connections: usize,
+    /// Ended jobs kept in the job table; the oldest are forgotten beyond it.
+    pub max_retained_jobs: usize,
 }
 
 impl Default for CoordinatorSection {
@@ -94,6 +122,8 @@ impl Default for CoordinatorSection {
             heartbeat_interval: "500ms".into(),
             heartbeat_timeout: "10s".into(),
             slot_wait: "60s".into(),
+            max_connections: 1024,
+            max_retained_jobs: 1000,
         }
     }
 }
@@ -110,6 +140,8 @@ pub struct WorkerSection {
     pub slots: u32,
     /// The worker's id.
     pub id: Option<String>,
+    /// Data connections greeting, or waiting for their deployment, at once.
+    pub max_data_connections: usize,
 }
 
 impl Default for WorkerSection {
@@ -119,6 +151,7 @@ impl Default for WorkerSection {
             bind: "127.0.0.1:0".into(),
             slots: 1,
             id: None,
+            max_data_connections: 1024,
         }
     }
 }
@@ -193,8 +226,9 @@ impl Default for StatsdSection {
 const NOT_OPTIONS: [&str; 3] = ["SLUICE_LOG", "SLUICE_CONFIG", "SLUICE_LOG_FORMAT"];
 
 /// Sections, longest first so `metrics_statsd` wins over `metrics`.
-const SECTIONS: [(&str, &[&str]); 5] = [
+const SECTIONS: [(&str, &[&str]); 6] = [
     ("metrics_statsd", &["metrics", "statsd"]),
+    ("rest", &["rest"]),
     ("coordinator", &["coordinator"]),
     ("worker", &["worker"]),
     ("logging", &["logging"]),
@@ -265,7 +299,7 @@ impl Config {
             let Some((prefix, path)) = SECTIONS.iter().find(|(s, _)| rest.starts_with(&format!("{s}_"))) else {
                 return Err(ConfigError::Env {
                     var,
-                    message: "not a configuration option: use SLUICE_<SECTION>_<KEY> with a section of coordinator, worker, logging, metrics, metrics_statsd".into(),
+                    message: "not a configuration option: use SLUICE_<SECTION>_<KEY> with a section of coordinator, worker, logging, metrics, metrics_statsd, rest".into(),
                 });
             };
             let key = rest[prefix.len() + 1..].replace('_', "-");
@@ -296,14 +330,29 @@ impl Config {
             ("coordinator.heartbeat-timeout", &self.coordinator.heartbeat_timeout),
             ("coordinator.slot-wait", &self.coordinator.slot_wait),
             ("metrics.interval", &self.metrics.interval),
+            ("rest.header-timeout", &self.rest.header_timeout),
+            ("rest.idle-timeout", &self.rest.idle_timeout),
         ] {
             sluice_core::duration::parse_duration(v).map_err(|e| bad(key, e.to_string()))?;
         }
         if self.metrics_interval().is_zero() {
             return Err(bad("metrics.interval", "must be more than zero".into()));
         }
-        if self.worker.slots == 0 {
-            return Err(bad("worker.slots", "must be at least 1".into()));
+        if self.worker.slots == 0 || self.worker.slots > sluice_core::cluster::MAX_SLOTS_PER_WORKER {
+            return Err(bad(
+                "worker.slots",
+                format!("must be between 1 and {}", sluice_core::cluster::MAX_SLOTS_PER_WORKER),
+            ));
+        }
+        for (key, n) in [
+            ("coordinator.max-connections", self.coordinator.max_connections),
+            ("coordinator.max-retained-jobs", self.coordinator.max_retained_jobs),
+            ("worker.max-data-connections", self.worker.max_data_connections),
+            ("rest.max-connections", self.rest.max_connections),
+        ] {
+            if n == 0 {
+                return Err(bad(key, "must be at least 1".into()));
+            }
         }
         for r in &self.metrics.reporters {
             if !["prometheus", "statsd", "log"].contains(&r.as_str()) {
@@ -316,6 +365,17 @@ impl Config {
         self.log_format().map_err(|e| bad("logging.format", e.0))?;
         self.log_filter().map_err(|e| bad("logging", e.0))?;
         Ok(())
+    }
+
+    /// The REST port's limits (validated on load).
+    pub fn rest_limits(&self) -> crate::rest::ServeLimits {
+        let d =
+            |v: &str, default: u64| sluice_core::duration::parse_duration(v).unwrap_or(Duration::from_secs(default));
+        crate::rest::ServeLimits {
+            max_connections: self.rest.max_connections,
+            header_timeout: d(&self.rest.header_timeout, 10),
+            idle_timeout: d(&self.rest.idle_timeout, 60),
+        }
     }
 
     /// Whether reporter `name` is on.

@@ -99,7 +99,7 @@ fn job_exit_code(e: &JobError) -> u8 {
     match e {
         JobError::InvalidGraph(_) | JobError::InvalidCheckpointConfig(_) => exit::USAGE,
         JobError::Restore { .. } | JobError::Savepoint(_) => exit::CONFLICT,
-        JobError::Checkpoint(_) => exit::STORAGE,
+        JobError::Checkpoint(_) | JobError::UnusableCheckpoint { .. } => exit::STORAGE,
         JobError::TaskFailed { .. }
         | JobError::TaskPanicked { .. }
         | JobError::CheckpointsFailing { .. }

@@ -180,6 +180,26 @@ struct CheckpointArgs {
     /// | failure-rate:max-failures=N,interval=D,delay=D
     #[arg(long)]
     restart_strategy: Option<String>,
+    /// When the latest checkpoint cannot be restored (a damaged or missing file): `fail` (the
+    /// default: nothing is written twice), `fall-back` (restore an older one; the output
+    /// committed since is written again) or `start-fresh` (start over; all committed output is
+    /// written again).
+    #[arg(long, value_parser = ["fail", "fall-back", "start-fresh"])]
+    on_unusable_checkpoint: Option<String>,
+    /// Same as --on-unusable-checkpoint start-fresh.
+    #[arg(long, conflicts_with = "on_unusable_checkpoint")]
+    start_fresh: bool,
+}
+
+impl CheckpointArgs {
+    /// What --on-unusable-checkpoint / --start-fresh ask for, if anything.
+    fn on_unusable(&self) -> Option<String> {
+        if self.start_fresh {
+            Some("start-fresh".into())
+        } else {
+            self.on_unusable_checkpoint.clone()
+        }
+    }
 }
 
 #[derive(Parser, Debug)]
@@ -277,6 +297,10 @@ struct SubmitArgs {
     /// With --from-savepoint: operators renamed since, as OLD_UID=NEW_UID[,...].
     #[arg(long)]
     uid_mapping: Option<String>,
+    /// Keep the job's checkpoints if it is cancelled (by default they are deleted when it
+    /// ends FINISHED or CANCELED, and kept when it FAILED).
+    #[arg(long)]
+    retain_checkpoints_on_cancel: bool,
 }
 
 #[derive(Parser, Debug)]
@@ -381,6 +405,7 @@ fn run(args: RunArgs, config: Config, log: slog::Logger) -> anyhow::Result<()> {
         tolerable_failures: c.tolerable_failed_checkpoints,
         retained: c.retained_checkpoints,
         restart_strategy: c.restart_strategy.clone(),
+        on_unusable_checkpoint: c.on_unusable(),
         from_savepoint: args.from_savepoint.clone(),
         allow_non_restored_state: args.allow_non_restored_state,
         uid_mapping: args.uid_mapping.clone(),
@@ -404,7 +429,7 @@ fn run(args: RunArgs, config: Config, log: slog::Logger) -> anyhow::Result<()> {
         &settings,
         &services,
         log,
-        stop_requested(),
+        stop_requested,
     ))?;
     // The summary goes to stderr when results are printed, so stdout holds only results.
     let summary = sluice::runner::summary(&outcome.result);
@@ -431,6 +456,8 @@ fn duration_arg(name: &str, v: &str) -> anyhow::Result<std::time::Duration> {
 fn coordinator(args: CoordinatorArgs, file: Config, log: slog::Logger) -> anyhow::Result<()> {
     let c = &file.coordinator;
     let mut config = CoordinatorConfig::new(log.clone());
+    config.max_connections = c.max_connections;
+    config.max_retained_jobs = c.max_retained_jobs;
     config.heartbeat_interval = duration_arg(
         "heartbeat-interval",
         args.heartbeat_interval.as_deref().unwrap_or(&c.heartbeat_interval),
@@ -466,12 +493,7 @@ fn coordinator(args: CoordinatorArgs, file: Config, log: slog::Logger) -> anyhow
                     prometheus: file.reporter("prometheus"),
                 },
             );
-            let rest_log = log.clone();
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(rest_listener, app).await {
-                    slog::error!(rest_log, "REST API stopped"; "error" => %e);
-                }
-            });
+            tokio::spawn(sluice::rest::serve(rest_listener, app, file.rest_limits(), log.clone()));
         }
         tokio::select! {
             r = coordinator.serve(listener) => r?,
@@ -497,6 +519,7 @@ fn worker(args: WorkerArgs, file: Config, log: slog::Logger) -> anyhow::Result<(
     };
     let mut config = WorkerConfig::new(coordinator, args.slots.unwrap_or(w.slots), execution);
     config.id = args.id.clone().or_else(|| w.id.clone());
+    config.max_data_connections = w.max_data_connections;
     let bind = args.bind.clone().unwrap_or_else(|| w.bind.clone());
     runtime()?.block_on(async move {
         let worker = Worker::bind(config, &bind, Arc::new(BuiltinJobs), store_opener()).await?;
@@ -528,12 +551,17 @@ fn submit(args: SubmitArgs) -> anyhow::Result<()> {
     );
     put("retained-checkpoints", c.retained_checkpoints.map(|n| n.to_string()));
     put("restart-strategy", c.restart_strategy.clone());
+    put("on-unusable-checkpoint", c.on_unusable());
     put("from-savepoint", args.from_savepoint.clone());
     put(
         "allow-non-restored-state",
         args.allow_non_restored_state.then(|| "true".to_string()),
     );
     put("uid-mapping", args.uid_mapping.clone());
+    put(
+        "retain-checkpoints-on-cancel",
+        args.retain_checkpoints_on_cancel.then(|| "true".to_string()),
+    );
     let id = runtime()?.block_on(submit_job(&args.coordinator, &args.job.job, &options))?;
     println!("submitted job {} as", args.job.job);
     println!("{id}");
@@ -576,8 +604,15 @@ fn savepoint(args: SavepointArgs) -> anyhow::Result<()> {
         SavepointCommand::List { dir } => print!("{}", rt.block_on(sluice::savepoints::list(&dir))?),
         SavepointCommand::Inspect { path } => print!("{}", rt.block_on(sluice::savepoints::inspect(&path))?),
         SavepointCommand::Dispose { path } => {
-            let n = rt.block_on(sluice::savepoints::dispose(&path))?;
-            println!("disposed {} ({n} files)", path.display());
+            let d = rt.block_on(sluice::savepoints::dispose(&path))?;
+            println!("disposed {} ({} files)", path.display(), d.files);
+            if !d.left.is_empty() {
+                println!(
+                    "kept the directory: {} entries in it are not part of the savepoint: {}",
+                    d.left.len(),
+                    d.left.join(", ")
+                );
+            }
         }
     }
     Ok(())

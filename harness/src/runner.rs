@@ -37,15 +37,16 @@ pub struct EmbeddedOutcome {
     pub savepoint: Option<String>,
 }
 
-/// Builds and runs job `name` to its end, or until `stop` resolves: then it drains, or with
-/// `--savepoint-dir` stops with a savepoint.
-pub async fn run_embedded(
+/// Builds and runs job `name` to its end, or until a `stop()` future resolves (Ctrl-C,
+/// SIGTERM): then it drains, or with `--savepoint-dir` stops with a savepoint; a second stop
+/// while that goes on cancels the job.
+pub async fn run_embedded<F: std::future::Future<Output = ()>>(
     name: &str,
     opts: &JobOptions,
     settings: &RunSettings,
     services: &Services,
     log: slog::Logger,
-    stop: impl std::future::Future<Output = ()>,
+    stop: impl Fn() -> F,
 ) -> Result<EmbeddedOutcome, HarnessError> {
     let registry = MetricRegistry::new();
     // An id in the coordinator's format, so tools treat both modes alike.
@@ -129,48 +130,67 @@ async fn serve_rest(
             prometheus: services.config.reporter("prometheus"),
         },
     );
-    let rest_log = log.clone();
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            slog::error!(rest_log, "REST API stopped"; "error" => %e);
-        }
-    }))
+    Ok(tokio::spawn(crate::rest::serve(
+        listener,
+        app,
+        services.config.rest_limits(),
+        log.clone(),
+    )))
 }
 
-/// Waits for the job to end; if `stop` resolves first, drains it or stops it with a savepoint
-/// (`--savepoint-dir`), and returns the savepoint's path with the result.
-async fn run_until_stopped(
+/// Waits for the job to end; if a stop comes first, drains it or stops it with a savepoint
+/// (`--savepoint-dir`), and returns the savepoint's path with the result. A second stop
+/// cancels the job (a drain or a savepoint that does not end is not waited for forever).
+async fn run_until_stopped<F: std::future::Future<Output = ()>>(
     handle: sluice_core::JobHandle,
     controller: &sluice_core::JobController,
     settings: &RunSettings,
-    stop: impl std::future::Future<Output = ()>,
+    stop: impl Fn() -> F,
     log: &slog::Logger,
 ) -> Result<(JobResult, Option<String>), HarnessError> {
     let join = handle.join();
     tokio::pin!(join);
     tokio::select! {
         r = &mut join => Ok((r?, None)),
-        _ = stop => {
-            let savepoint = match &settings.savepoint_dir {
-                Some(dir) => {
-                    slog::info!(log, "stop requested: stopping with a savepoint"; "dir" => dir.display().to_string(), "drain" => settings.drain);
-                    let location = dir.to_string_lossy();
-                    let target = crate::settings::open_store(&location).map_err(|source| HarnessError::Store {
-                        location: location.to_string(),
-                        source,
-                    })?;
-                    let info = controller.stop_with_savepoint(target, settings.drain).await?;
-                    Some(format!("{}/{}", dir.display().to_string().trim_end_matches('/'), info.name))
-                }
-                None => {
-                    slog::info!(log, "stop requested: draining the job");
-                    controller.drain();
+        _ = stop() => {
+            let stopping = stop_gracefully(controller, settings, log);
+            tokio::pin!(stopping);
+            let savepoint = tokio::select! {
+                s = &mut stopping => s?,
+                _ = stop() => {
+                    slog::warn!(log, "second stop requested: cancelling the job");
+                    controller.cancel();
                     None
                 }
             };
             Ok((join.await?, savepoint))
         }
     }
+}
+
+/// The first stop: a savepoint and stop (`--savepoint-dir`), or a drain.
+async fn stop_gracefully(
+    controller: &sluice_core::JobController,
+    settings: &RunSettings,
+    log: &slog::Logger,
+) -> Result<Option<String>, HarnessError> {
+    let Some(dir) = &settings.savepoint_dir else {
+        slog::info!(log, "stop requested: draining the job");
+        controller.drain();
+        return Ok(None);
+    };
+    slog::info!(log, "stop requested: stopping with a savepoint"; "dir" => dir.display().to_string(), "drain" => settings.drain);
+    let location = dir.to_string_lossy();
+    let target = crate::settings::open_store(&location).map_err(|source| HarnessError::Store {
+        location: location.to_string(),
+        source,
+    })?;
+    let info = controller.stop_with_savepoint(target, settings.drain).await?;
+    Ok(Some(format!(
+        "{}/{}",
+        dir.display().to_string().trim_end_matches('/'),
+        info.name
+    )))
 }
 
 /// A short human-readable summary of a finished job.

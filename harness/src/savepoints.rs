@@ -127,15 +127,38 @@ pub async fn list(dir: &Path) -> Result<String, HarnessError> {
     Ok(s)
 }
 
-/// `sluice savepoint dispose PATH`: deletes the savepoint (refusing what is not one).
-pub async fn dispose(path: &Path) -> Result<usize, HarnessError> {
+/// What `sluice savepoint dispose` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disposed {
+    /// Files of the savepoint deleted (its state files and `_metadata`).
+    pub files: usize,
+    /// Entries left in the directory that were not part of the savepoint (they are kept, and
+    /// so is the directory).
+    pub left: Vec<String>,
+}
+
+/// `sluice savepoint dispose PATH`: deletes the files the savepoint's `_metadata` names and
+/// the `_metadata` (refusing what is not a savepoint), then the directory if nothing else is
+/// in it. Files that are not part of the savepoint are left, and named.
+pub async fn dispose(path: &Path) -> Result<Disposed, HarnessError> {
     let store = open_savepoint(path)?;
-    let n = dispose_savepoint(store.as_ref()).await.map_err(|e| damaged(path, e))?;
-    if !path.to_string_lossy().starts_with("s3://") {
-        // The store deletes files; the emptied directories go too.
-        std::fs::remove_dir_all(path).map_err(|e| bad(path, e))?;
+    let files = dispose_savepoint(store.as_ref()).await.map_err(|e| damaged(path, e))?;
+    if path.to_string_lossy().starts_with("s3://") {
+        return Ok(Disposed {
+            files,
+            left: Vec::new(),
+        });
     }
-    Ok(n)
+    let mut left: Vec<String> = std::fs::read_dir(path)
+        .map_err(|e| bad(path, e))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    if left.is_empty() {
+        std::fs::remove_dir(path).map_err(|e| bad(path, e))?;
+    }
+    Ok(Disposed { files, left })
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_core::checkpoint::{CheckpointConfig, RestartStrategy};
+use sluice_core::checkpoint::{CheckpointConfig, RestartStrategy, UnusableCheckpoint};
 use sluice_core::duration::parse_duration;
 use sluice_core::ExecutionConfig;
 use sluice_state::blob::{BlobError, BlobStore, LocalFsStore, ObjectStoreBlob};
@@ -29,6 +29,8 @@ pub struct RunSettings {
     pub retained: Option<u32>,
     /// `--restart-strategy`.
     pub restart_strategy: Option<String>,
+    /// `--on-unusable-checkpoint` (or `--start-fresh`): `fail`, `fall-back` or `start-fresh`.
+    pub on_unusable_checkpoint: Option<String>,
     /// `--from-savepoint`: the savepoint directory to start from.
     pub from_savepoint: Option<PathBuf>,
     /// `--allow-non-restored-state`.
@@ -104,6 +106,7 @@ impl RunSettings {
             ("--min-pause-between-checkpoints", self.min_pause.is_some()),
             ("--tolerable-failed-checkpoints", self.tolerable_failures.is_some()),
             ("--retained-checkpoints", self.retained.is_some()),
+            ("--on-unusable-checkpoint", self.on_unusable_checkpoint.is_some()),
         ];
         let (dir, interval) = match (&self.checkpoint_dir, &self.checkpoint_interval) {
             (Some(dir), Some(interval)) => (dir, interval),
@@ -165,6 +168,9 @@ impl RunSettings {
                 ));
             }
             c.retained = n;
+        }
+        if let Some(p) = &self.on_unusable_checkpoint {
+            c.on_unusable = UnusableCheckpoint::parse(p).map_err(|e| e.context("--on-unusable-checkpoint"))?;
         }
         Ok(())
     }

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_transport::net::{Connection, ConnectionConfig};
+use std::sync::Arc;
+
+use sluice_transport::net::{Connection, ConnectionConfig, Role};
 use sluice_transport::wire::{encode_frame, WireMessage};
 use sluice_transport::{ChannelId, Payload, StreamMessage};
 use tokio::io::AsyncWriteExt;
@@ -29,8 +31,8 @@ async fn pair(config: ConnectionConfig) -> (Connection, Connection) {
     let addr = listener.local_addr().unwrap();
     let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
     (
-        Connection::start(client.unwrap(), config, log()),
-        Connection::start(server.unwrap().0, config, log()),
+        Connection::start(client.unwrap(), config, Role::Sender(Arc::new(|_| true)), log()),
+        Connection::start(server.unwrap().0, config, Role::Receiver, log()),
     )
 }
 
@@ -63,6 +65,7 @@ fn slow_consumer_blocks_only_its_channel_with_bounded_memory() {
             credits_per_channel: 4,
             queue_per_channel: 3,
             frames_per_pass: 16,
+            ..ConnectionConfig::default()
         };
         let (sender, receiver) = pair(config).await;
         let mut in_a = receiver.open_input(A, 1);
@@ -137,7 +140,7 @@ fn frames_of_a_stale_attempt_are_dropped() {
         let addr = listener.local_addr().unwrap();
         let (raw, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
         let mut raw = raw.unwrap();
-        let receiver = Connection::start(server.unwrap().0, ConnectionConfig::default(), log());
+        let receiver = Connection::start(server.unwrap().0, ConnectionConfig::default(), Role::Receiver, log());
         let mut input = receiver.open_input(A, 2);
         let frame = |attempt: u32, v: u32| {
             encode_frame(&WireMessage::Data {
@@ -147,6 +150,7 @@ fn frames_of_a_stale_attempt_are_dropped() {
                 records: 1,
                 payload: Bytes::from(v.to_le_bytes().to_vec()),
             })
+            .unwrap()
         };
         raw.write_all(&frame(1, 111)).await.unwrap();
         raw.write_all(&frame(2, 222)).await.unwrap();
@@ -167,7 +171,7 @@ fn malformed_frame_closes_the_connection_with_a_reason() {
         let addr = listener.local_addr().unwrap();
         let (raw, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
         let mut raw = raw.unwrap();
-        let receiver = Connection::start(server.unwrap().0, ConnectionConfig::default(), log());
+        let receiver = Connection::start(server.unwrap().0, ConnectionConfig::default(), Role::Receiver, log());
         let mut input = receiver.open_input(A, 1);
         raw.write_all(&[8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
             .await
@@ -182,7 +186,7 @@ fn malformed_frame_closes_the_connection_with_a_reason() {
         // An oversized length prefix too.
         let (raw2, server2) = tokio::join!(TcpStream::connect(addr), listener.accept());
         let mut raw2 = raw2.unwrap();
-        let receiver2 = Connection::start(server2.unwrap().0, ConnectionConfig::default(), log());
+        let receiver2 = Connection::start(server2.unwrap().0, ConnectionConfig::default(), Role::Receiver, log());
         raw2.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
         raw2.flush().await.unwrap();
         for _ in 0..100 {
@@ -222,6 +226,7 @@ fn a_credit_that_arrives_before_the_sender_opens_the_channel_is_kept() {
             credits_per_channel: 2,
             queue_per_channel: 2,
             frames_per_pass: 16,
+            ..ConnectionConfig::default()
         };
         let (sender, receiver) = pair(config).await;
         let mut input = receiver.open_input(A, 3);

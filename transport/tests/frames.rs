@@ -279,7 +279,7 @@ proptest! {
 
     #[test]
     fn every_message_round_trips(msg in message()) {
-        let bytes = encode_frame(&msg);
+        let bytes = encode_frame(&msg).unwrap();
         let (decoded, used) = decode_frame(&bytes).unwrap().expect("a whole frame");
         prop_assert_eq!(used, bytes.len());
         prop_assert_eq!(decoded, msg);
@@ -287,7 +287,7 @@ proptest! {
 
     #[test]
     fn every_prefix_of_a_frame_asks_for_more_bytes(msg in message(), cut in any::<prop::sample::Index>()) {
-        let bytes = encode_frame(&msg);
+        let bytes = encode_frame(&msg).unwrap();
         let n = cut.index(bytes.len());
         prop_assert_eq!(decode_frame(&bytes[..n]), Ok(None));
     }
@@ -303,7 +303,7 @@ proptest! {
 
     #[test]
     fn flipped_bytes_in_a_valid_frame_never_panic(msg in message(), at in any::<prop::sample::Index>(), bit in 0u8..8) {
-        let mut bytes = encode_frame(&msg).to_vec();
+        let mut bytes = encode_frame(&msg).unwrap().to_vec();
         let i = 4 + at.index(bytes.len() - 4);
         bytes[i] ^= 1 << bit;
         let _ = decode_frame(&bytes);
@@ -328,7 +328,9 @@ fn oversized_length_is_refused_before_reading_the_body() {
 
 #[test]
 fn wrong_version_is_refused_by_name() {
-    let mut bytes = encode_frame(&WireMessage::Heartbeat { worker_id: "w".into() }).to_vec();
+    let mut bytes = encode_frame(&WireMessage::Heartbeat { worker_id: "w".into() })
+        .unwrap()
+        .to_vec();
     // Flip each little-endian 1 in turn until decoding reports version 9: one of them is the
     // version field of the root table.
     let mut found = false;
@@ -363,7 +365,7 @@ fn stream_reader_reports_truncation_and_clean_close() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let frame = encode_frame(&WireMessage::Heartbeat { worker_id: "w1".into() });
+        let frame = encode_frame(&WireMessage::Heartbeat { worker_id: "w1".into() }).unwrap();
         let mut whole: &[u8] = &frame;
         assert_eq!(
             read_frame(&mut whole).await.unwrap(),

@@ -9,6 +9,37 @@ use sluice_state::blob::BlobStore;
 use crate::duration::format_duration;
 use crate::error::InvalidSetting;
 
+/// What a job does when the latest completed checkpoint in its store cannot be restored (a
+/// damaged or missing file). Its two-phase-commit sinks committed its output when it
+/// completed, so anything but stopping writes output again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnusableCheckpoint {
+    /// Stop with an error naming the checkpoint, the file and the problem (the default:
+    /// nothing is written twice; repair the store, or choose one of the others).
+    #[default]
+    Fail,
+    /// Restore the newest older checkpoint that loads, deleting the unusable newer ones;
+    /// the output committed since that older checkpoint is written again.
+    FallBack,
+    /// Delete the unusable checkpoints and start from scratch (or from the savepoint the job
+    /// starts from); all output committed so far is written again.
+    StartFresh,
+}
+
+impl UnusableCheckpoint {
+    /// Parses `fail`, `fall-back` or `start-fresh`.
+    pub fn parse(s: &str) -> Result<Self, InvalidSetting> {
+        match s {
+            "fail" => Ok(UnusableCheckpoint::Fail),
+            "fall-back" => Ok(UnusableCheckpoint::FallBack),
+            "start-fresh" => Ok(UnusableCheckpoint::StartFresh),
+            other => Err(InvalidSetting(format!(
+                "'{other}' is not fail, fall-back or start-fresh"
+            ))),
+        }
+    }
+}
+
 /// How a job takes checkpoints (Flink's `execution.checkpointing.*` options).
 #[derive(Clone)]
 pub struct CheckpointConfig {
@@ -26,6 +57,8 @@ pub struct CheckpointConfig {
     pub retained: u32,
     /// Where checkpoints are stored.
     pub store: Arc<dyn BlobStore>,
+    /// What to do when the latest completed checkpoint cannot be restored.
+    pub on_unusable: UnusableCheckpoint,
 }
 
 impl fmt::Debug for CheckpointConfig {
@@ -38,6 +71,7 @@ impl fmt::Debug for CheckpointConfig {
             .field("tolerable_failures", &self.tolerable_failures)
             .field("retained", &self.retained)
             .field("store", &self.store)
+            .field("on_unusable", &self.on_unusable)
             .finish()
     }
 }
@@ -54,6 +88,7 @@ impl CheckpointConfig {
             tolerable_failures: 0,
             retained: 1,
             store,
+            on_unusable: UnusableCheckpoint::Fail,
         }
     }
 

@@ -16,8 +16,8 @@ pub mod restart;
 pub mod savepoint;
 pub mod storage;
 
-pub use config::CheckpointConfig;
+pub use config::{CheckpointConfig, UnusableCheckpoint};
 pub use coordinator::SavepointInfo;
 pub use metadata::{CheckpointMetadata, OperatorStateMeta, StateFileMeta};
 pub use restart::RestartStrategy;
-pub use storage::{CheckpointStorage, LoadedCheckpoint};
+pub use storage::{CheckpointStorage, Latest, LoadedCheckpoint};

@@ -9,7 +9,7 @@
 //! Format: `docs/savepoint-format.md`.
 
 use bytes::Bytes;
-use sluice_state::blob::{delete_prefix, BlobError, BlobStore};
+use sluice_state::blob::{BlobError, BlobStore};
 
 use crate::checkpoint::storage::{load_dir, path_segment};
 use crate::checkpoint::{CheckpointMetadata, CheckpointStorage, LoadedCheckpoint};
@@ -98,12 +98,33 @@ pub async fn list_savepoints(store: &dyn BlobStore) -> Result<Vec<String>, Check
     Ok(names)
 }
 
-/// Deletes the savepoint at the root of `store`: `_metadata` first, so a half-deleted
-/// savepoint is never mistaken for a whole one; returns the files deleted.
+/// Deletes the savepoint at the root of `store`: exactly the files its `_metadata` names, then
+/// `_metadata` itself (last, so a savepoint whose files are half deleted still says what it
+/// was; its state files are checked before anything is deleted). Refuses what is not a
+/// savepoint (no `_metadata`, or one that does not decode) and deletes nothing then; files
+/// the metadata does not name are left alone. Returns the files deleted.
 pub async fn dispose_savepoint(store: &dyn BlobStore) -> Result<usize, CheckpointError> {
-    // Refuse to delete what is not a savepoint.
-    let meta = store.get("_metadata").await?;
-    CheckpointMetadata::decode("_metadata", &meta)?;
+    let bytes = store.get("_metadata").await?;
+    let meta = CheckpointMetadata::decode("_metadata", &bytes)?;
+    let mut files = Vec::new();
+    for f in meta.operators.iter().flat_map(|o| &o.files) {
+        if f.path.starts_with('/') || f.path.split('/').any(|seg| seg == ".." || seg.is_empty()) {
+            return Err(CheckpointError::Corrupt(format!(
+                "'_metadata' names state file '{}', which is not a plain relative path: nothing was deleted",
+                f.path
+            )));
+        }
+        files.push(f.path.clone());
+    }
+    let mut deleted = 0;
+    for path in &files {
+        match store.delete(path).await {
+            Ok(()) => deleted += 1,
+            // Already gone (an earlier dispose was interrupted): nothing to do.
+            Err(BlobError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     store.delete("_metadata").await?;
-    Ok(1 + delete_prefix(store, "").await?)
+    Ok(deleted + 1)
 }

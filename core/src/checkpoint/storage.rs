@@ -30,6 +30,24 @@ pub struct LoadedCheckpoint {
     pub files: BTreeMap<String, Arc<StateFile>>,
 }
 
+/// How a job's latest completed checkpoint stands ([`CheckpointStorage::latest`]).
+#[derive(Debug)]
+pub enum Latest {
+    /// The job has no completed checkpoint.
+    None,
+    /// The latest loads and checks out.
+    Usable(LoadedCheckpoint),
+    /// The latest cannot be restored.
+    Unusable {
+        /// Its id.
+        id: u64,
+        /// What is wrong with it (names the file and the problem).
+        problem: CheckpointError,
+        /// The other completed checkpoints, newest first.
+        older: Vec<u64>,
+    },
+}
+
 /// The checkpoints of one job in a store.
 #[derive(Debug, Clone)]
 pub struct CheckpointStorage {
@@ -162,22 +180,40 @@ impl CheckpointStorage {
         load_dir(self.store.as_ref(), &self.dir(id)).await
     }
 
-    /// The latest checkpoint that loads cleanly. Damaged ones are skipped with a warning in
-    /// the log naming the problem, falling back to the one before.
-    pub async fn load_latest(&self, log: &slog::Logger) -> Result<Option<LoadedCheckpoint>, CheckpointError> {
-        for id in self.completed_ids().await?.into_iter().rev() {
-            match self.load(id).await {
-                Ok(c) => return Ok(Some(c)),
-                Err(CheckpointError::Storage(e)) if !matches!(e, BlobError::NotFound(_)) => {
-                    return Err(CheckpointError::Storage(e))
-                }
-                Err(e) => {
-                    slog::warn!(log, "checkpoint is unusable; falling back to the previous one";
-                        "checkpoint" => id, "problem" => %e);
-                }
+    /// How the latest completed checkpoint stands: none, usable (loaded and checked), or
+    /// unusable with the problem. Only a failing store is an error: a damaged or vanished
+    /// checkpoint is an answer, for the caller's recovery policy to decide on.
+    pub async fn latest(&self) -> Result<Latest, CheckpointError> {
+        let mut ids = self.completed_ids().await?;
+        let Some(id) = ids.pop() else {
+            return Ok(Latest::None);
+        };
+        match self.load(id).await {
+            Ok(c) => Ok(Latest::Usable(c)),
+            Err(CheckpointError::Storage(e)) if !matches!(e, BlobError::NotFound(_)) => {
+                Err(CheckpointError::Storage(e))
+            }
+            Err(problem) => {
+                ids.reverse();
+                Ok(Latest::Unusable {
+                    id,
+                    problem,
+                    older: ids,
+                })
             }
         }
-        Ok(None)
+    }
+
+    /// Deletes every checkpoint of the job (complete or not): the job has ended and will not
+    /// restore any. Metadata first, so a half-deleted checkpoint never counts as complete.
+    /// Returns the files deleted.
+    pub async fn discard_job(&self) -> Result<usize, BlobError> {
+        let mut n = 0;
+        for id in self.completed_ids().await? {
+            self.store.delete(&format!("{}_metadata", self.dir(id))).await?;
+            n += 1;
+        }
+        Ok(n + delete_prefix(self.store.as_ref(), &format!("{}/", self.job)).await?)
     }
 
     /// Deletes checkpoint `id` (its metadata first, so it stops counting as complete).

@@ -17,7 +17,11 @@ async fn request_within(addr: &str, msg: WireMessage, timeout: Duration) -> Resu
         what: format!("cannot reach the coordinator at {addr}"),
         source: e,
     })?;
-    write_frame(&mut stream, &encode_frame(&msg))
+    let frame = encode_frame(&msg).map_err(|e| ClusterError::Frame {
+        what: "encoding the request".into(),
+        source: e,
+    })?;
+    write_frame(&mut stream, &frame)
         .await
         .map_err(|e| ClusterError::Frame {
             what: format!("sending to the coordinator at {addr}"),

@@ -6,18 +6,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_state::blob::BlobStore;
-use sluice_transport::wire::{read_frame, WireJobEntry, WireMessage, WireOption};
+use sluice_transport::wire::{read_frame_limited, WireJobEntry, WireMessage, WireOption};
 use tokio::io::{AsyncRead, ReadHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use super::acceptor::Acceptor;
 use super::framed::{framed, FrameSender};
 use super::job_master::{JobMaster, MasterEvent, MasterParts};
 use super::metrics_report::from_wire;
 use super::{options, ClusterError, JobRegistry, JobStatus, StoreOpener};
 use crate::clock::Clock;
 use crate::error::JobBuildError;
-use crate::metrics::{CheckpointRecord, CheckpointStats, MetricRegistry, MetricSample};
+use crate::metrics::{CheckpointRecord, CheckpointStats, MetricRegistry, MetricSample, ScopeGuard};
 use crate::runtime::engine::SavepointRequest;
 use crate::spawned::AbortOnDrop;
 
@@ -35,6 +36,12 @@ pub struct CoordinatorConfig {
     pub checkpoint_dir: Option<String>,
     /// Processing-time clock (job ids, checkpoint timestamps).
     pub clock: Clock,
+    /// Connections the control port serves at once (workers and clients); more are closed
+    /// at once.
+    pub max_connections: usize,
+    /// Ended jobs kept in the job table (their status, error and final figures); the oldest
+    /// are forgotten beyond it.
+    pub max_retained_jobs: usize,
     /// Where the coordinator logs.
     pub log: slog::Logger,
 }
@@ -48,6 +55,8 @@ impl CoordinatorConfig {
             slot_wait: Duration::from_secs(60),
             checkpoint_dir: None,
             clock: Clock::system(),
+            max_connections: 1024,
+            max_retained_jobs: 1000,
             log,
         }
     }
@@ -154,6 +163,14 @@ pub(crate) struct JobEntry {
     pub(crate) exceptions: std::collections::VecDeque<JobException>,
     /// Vertex names and parallelism, in graph order.
     pub(crate) vertices: Vec<(String, u32)>,
+    /// Submission order (FIFO for slots).
+    pub(crate) seq: u64,
+    /// The job's own metrics on the coordinator (checkpoints, restarts, uptime): unregistered
+    /// when it ends.
+    pub(crate) metric_scope: Option<ScopeGuard>,
+    /// Once ended: when, and its metrics as they were at the end (what `GET /jobs/{id}` shows
+    /// after its series left `/metrics`).
+    pub(crate) ended: Option<(i64, Vec<MetricSample>)>,
 }
 
 pub use crate::runtime::JobException;
@@ -166,6 +183,8 @@ pub(crate) struct State {
     pub(crate) jobs: BTreeMap<String, JobEntry>,
     /// The latest metrics each worker reported, with its `worker` label.
     pub(crate) worker_metrics: BTreeMap<String, Vec<MetricSample>>,
+    /// Jobs waiting for slots, by submission number: the first gets slots first.
+    pub(crate) slot_queue: std::collections::BTreeSet<u64>,
     next_session: u64,
     next_job: u64,
 }
@@ -223,8 +242,49 @@ impl Shared {
         }
     }
 
+    /// The metrics of job `id` now: the coordinator's own and the workers' latest reports.
+    pub(crate) fn live_job_samples(&self, id: &str) -> Vec<MetricSample> {
+        let mut all: Vec<MetricSample> = self
+            .metrics
+            .snapshot()
+            .into_iter()
+            .filter(|s| s.label("job_id") == Some(id))
+            .collect();
+        all.extend(
+            self.lock()
+                .worker_metrics
+                .values()
+                .flatten()
+                .filter(|s| s.label("job_id") == Some(id))
+                .cloned(),
+        );
+        all.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
+        all
+    }
+
+    /// Job `id` has ended: keeps its final figures, takes its series out of the metrics, and
+    /// forgets the oldest ended jobs beyond the retention limit.
+    pub(crate) fn job_ended(&self, id: &str) {
+        // Taken without the state lock: reading the coordinator's gauges takes it.
+        let figures = self.live_job_samples(id);
+        let now = self.config.clock.now_ms();
+        let (scope, evicted) = {
+            let mut st = self.lock();
+            let Some(j) = st.jobs.get_mut(id) else { return };
+            debug_assert!(j.status.is_terminal(), "job {id} ended while {}", j.status);
+            j.ended = Some((now, figures));
+            let scope = j.metric_scope.take();
+            (scope, evict_ended(&mut st, self.config.max_retained_jobs))
+        };
+        drop(scope);
+        for (old, guard) in evicted {
+            drop(guard);
+            slog::debug!(self.config.log, "forgot an ended job (retention)"; "job" => old);
+        }
+    }
+
     /// Tells every job master (they ignore what is not theirs).
-    fn broadcast(&self, ev: impl Fn() -> MasterEvent) {
+    pub(crate) fn broadcast(&self, ev: impl Fn() -> MasterEvent) {
         for j in self.lock().jobs.values() {
             let _ = j.events.send(ev());
         }
@@ -286,25 +346,29 @@ impl Coordinator {
     }
 
     /// Accepts workers and clients on `listener` until the process ends.
+    /// Serves until the process ends (accept errors are logged and retried, never fatal).
     pub async fn serve(&self, listener: TcpListener) -> Result<(), ClusterError> {
         let log = &self.shared.config.log;
         let ticker = self.shared.metrics.spawn_ticker();
         let _stop_ticker = AbortOnDrop(ticker);
+        let mut acceptor = Acceptor::new(listener, self.shared.config.max_connections, "control", log.clone());
         loop {
-            let (stream, peer) = listener.accept().await.map_err(|e| ClusterError::Io {
-                what: "accepting a connection".into(),
-                source: e,
-            })?;
+            let (stream, peer, permit) = acceptor.accept().await;
             let _ = stream.set_nodelay(true);
             let this = self.clone();
             let log = log.new(slog::o!("peer" => peer.to_string()));
-            tokio::spawn(async move { this.handle_connection(stream, log).await });
+            tokio::spawn(async move {
+                this.handle_connection(stream, log).await;
+                drop(permit);
+            });
         }
     }
 
     async fn handle_connection(&self, stream: TcpStream, log: slog::Logger) {
-        let (tx, mut rx) = framed(stream);
-        let first = match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rx)).await {
+        let (tx, mut rx) = framed(stream, log.clone());
+        // Anyone can connect: the first frame is small and must come soon.
+        let first = read_frame_limited(&mut rx, MAX_FIRST_FRAME, Some(FIRST_FRAME_WAIT));
+        let first = match tokio::time::timeout(FIRST_FRAME_WAIT, first).await {
             Err(_) => {
                 slog::info!(log, "closing connection: no frame within 10 s");
                 return;
@@ -329,18 +393,7 @@ impl Coordinator {
                 Ok(job_id) => WireMessage::JobSubmitted { job_id },
                 Err(e) => e.to_wire(),
             },
-            WireMessage::ListJobs => WireMessage::JobList {
-                jobs: self
-                    .jobs()
-                    .into_iter()
-                    .map(|j| WireJobEntry {
-                        job_id: j.id,
-                        job_name: j.name,
-                        status: j.status.as_str().into(),
-                        error: j.error.unwrap_or_default(),
-                    })
-                    .collect(),
-            },
+            WireMessage::ListJobs => self.job_list(),
             WireMessage::CancelJob { job_id } => match self.cancel(&job_id) {
                 Ok(()) => WireMessage::JobCancelled { job_id },
                 Err(e) => e.to_wire(),
@@ -372,13 +425,9 @@ impl Coordinator {
         log: slog::Logger,
     ) {
         let sh = &self.shared;
-        if slots == 0 || worker_id.is_empty() {
-            tx.send(
-                ClusterError::Config(format!(
-                    "worker '{worker_id}' offers {slots} slots: a worker needs an id and at least one slot"
-                ))
-                .to_wire(),
-            );
+        if let Err(e) = check_registration(&worker_id, &data_address, slots) {
+            slog::warn!(log, "refused a worker registration"; "reason" => %e);
+            tx.send(e.to_wire());
             return;
         }
         let log = log.new(slog::o!("worker" => worker_id.clone()));
@@ -475,7 +524,8 @@ impl Coordinator {
         let sh = &self.shared;
         let timeout = sh.config.heartbeat_timeout;
         loop {
-            let msg = match tokio::time::timeout(timeout, read_frame(rx)).await {
+            let frame = read_frame_limited(rx, MAX_WORKER_FRAME, Some(timeout));
+            let msg = match tokio::time::timeout(timeout, frame).await {
                 Err(_) => return format!("no heartbeat for {} ms", timeout.as_millis()),
                 Ok(Ok(None)) => return "connection closed".to_string(),
                 Ok(Err(e)) => return format!("bad frame: {e}"),
@@ -532,12 +582,13 @@ impl Coordinator {
                 c.retained,
             )
         });
-        let id = {
+        let (id, seq) = {
             let mut st = sh.lock();
             st.next_job += 1;
             // Start time and a counter: unique across restarts of the coordinator (a new id
             // never finds an older job's checkpoints).
             let id = format!("{:012x}{:04x}", sh.started_ms as u64 & 0xffff_ffff_ffff, st.next_job);
+            let seq = st.next_job;
             st.jobs.insert(
                 id.clone(),
                 JobEntry {
@@ -551,11 +602,17 @@ impl Coordinator {
                     checkpoint_config,
                     exceptions: Default::default(),
                     vertices: graph.vertices.iter().map(|v| (v.name.clone(), v.parallelism)).collect(),
+                    seq,
+                    metric_scope: None,
+                    ended: None,
                 },
             );
-            id
+            (id, seq)
         };
-        super::coordinator_metrics::register_job_metrics(sh, &id, name, &stats);
+        let scope = super::coordinator_metrics::register_job_metrics(sh, &id, name, &stats);
+        if let Some(j) = sh.lock().jobs.get_mut(&id) {
+            j.metric_scope = Some(scope);
+        }
         slog::info!(sh.config.log, "job submitted"; "job" => &id, "name" => name);
         let master = JobMaster::new(MasterParts {
             id: id.clone(),
@@ -567,6 +624,7 @@ impl Coordinator {
             own_events,
             savepoints: requests,
             stats,
+            seq,
         });
         tokio::spawn(master.run());
         Ok(id)
@@ -628,6 +686,23 @@ impl Coordinator {
                 used: w.used,
             })
             .collect()
+    }
+
+    /// The `JobList` answer: every job in the table (bounded by the retention of ended jobs),
+    /// each error text cut short, so the frame stays well under the limit.
+    fn job_list(&self) -> WireMessage {
+        WireMessage::JobList {
+            jobs: self
+                .jobs()
+                .into_iter()
+                .map(|j| WireJobEntry {
+                    job_id: j.id,
+                    job_name: j.name,
+                    status: j.status.as_str().into(),
+                    error: cut(j.error.unwrap_or_default(), MAX_LISTED_ERROR),
+                })
+                .collect(),
+        }
     }
 
     /// Job `id`'s entry, or the error naming the known ids.
@@ -702,6 +777,74 @@ impl Coordinator {
         let _ = j.events.send(MasterEvent::Cancel);
         Ok(())
     }
+}
+
+/// The most a first frame may hold: a registration or a client request, small by nature.
+/// (A submission's options fit easily; anything larger is refused before it is read.)
+const MAX_FIRST_FRAME: usize = 64 << 10;
+
+/// How long a new connection has to send its first frame.
+const FIRST_FRAME_WAIT: Duration = Duration::from_secs(10);
+
+/// The most a registered worker's frame may hold (metric reports are the largest).
+pub(crate) const MAX_WORKER_FRAME: usize = 4 << 20;
+
+/// The most of a job's error text a `JobList` answer carries.
+const MAX_LISTED_ERROR: usize = 1024;
+
+/// `text` cut to at most `max` bytes (at a character boundary), marked as cut.
+pub(crate) fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(" [...]");
+    }
+    text
+}
+
+/// Removes the oldest ended jobs beyond `keep` ended ones (Flink's job store capacity);
+/// returns their ids and metric scopes (dropped by the caller, outside the lock).
+fn evict_ended(st: &mut State, keep: usize) -> Vec<(String, Option<ScopeGuard>)> {
+    let mut ended: Vec<(i64, u64, String)> = st
+        .jobs
+        .iter()
+        .filter_map(|(id, j)| j.ended.as_ref().map(|(at, _)| (*at, j.seq, id.clone())))
+        .collect();
+    if ended.len() <= keep {
+        return Vec::new();
+    }
+    ended.sort();
+    let excess = ended.len() - keep;
+    ended
+        .into_iter()
+        .take(excess)
+        .filter_map(|(_, _, id)| st.jobs.remove(&id).map(|mut j| (id, j.metric_scope.take())))
+        .collect()
+}
+
+/// The most slots one worker may offer: more is a mistake (or a lie), and slot sums must not
+/// overflow.
+pub const MAX_SLOTS_PER_WORKER: u32 = 1024;
+
+/// Refuses a registration that cannot be right: no id, no slots or too many, an id or
+/// address too long to be one.
+fn check_registration(worker_id: &str, data_address: &str, slots: u32) -> Result<(), ClusterError> {
+    if worker_id.is_empty() || worker_id.len() > 256 || data_address.len() > 256 {
+        return Err(ClusterError::Config(format!(
+            "a worker needs an id and a data address of at most 256 bytes (got an id of {} and an address of {} bytes)",
+            worker_id.len(),
+            data_address.len()
+        )));
+    }
+    if slots == 0 || slots > MAX_SLOTS_PER_WORKER {
+        return Err(ClusterError::Config(format!(
+            "worker '{worker_id}' offers {slots} slots: a worker offers between 1 and {MAX_SLOTS_PER_WORKER}"
+        )));
+    }
+    Ok(())
 }
 
 /// The job a worker's frame is about.

@@ -5,7 +5,7 @@ use std::sync::{Arc, Weak};
 
 use super::coordinator::{Coordinator, Shared};
 use super::JobStatus;
-use crate::metrics::{CheckpointStats, MetricSample};
+use crate::metrics::{CheckpointStats, MetricSample, ScopeGuard};
 
 /// Registers the process-scope metrics; they read the coordinator's state when read.
 pub(crate) fn register_process_metrics(shared: &Arc<Shared>) {
@@ -34,7 +34,7 @@ pub(crate) fn register_process_metrics(shared: &Arc<Shared>) {
                 .lock()
                 .workers
                 .values()
-                .map(|x| (x.slots - x.used) as f64)
+                .map(|x| x.slots.saturating_sub(x.used) as f64)
                 .sum(),
         )
     });
@@ -47,9 +47,15 @@ pub(crate) fn register_process_metrics(shared: &Arc<Shared>) {
     }
 }
 
-/// Registers job `id`'s metrics: checkpoints, restarts, status and uptime.
-pub(crate) fn register_job_metrics(shared: &Arc<Shared>, id: &str, name: &str, stats: &Arc<CheckpointStats>) {
-    let group = shared.metrics.root().group("job_id", id).group("job_name", name);
+/// Registers job `id`'s metrics: checkpoints, restarts, status and uptime; they leave the
+/// registry when the returned guard is dropped (when the job ends).
+pub(crate) fn register_job_metrics(
+    shared: &Arc<Shared>,
+    id: &str,
+    name: &str,
+    stats: &Arc<CheckpointStats>,
+) -> ScopeGuard {
+    let group = shared.metrics.scope(&[("job_id", id), ("job_name", name)]);
     stats.register(&group);
     let started = tokio::time::Instant::now();
     let weak: Weak<Shared> = Arc::downgrade(shared);
@@ -64,27 +70,35 @@ pub(crate) fn register_job_metrics(shared: &Arc<Shared>, id: &str, name: &str, s
             (!j.status.is_terminal()).then(|| started.elapsed().as_secs_f64())
         },
     );
+    group.guard()
 }
 
 impl Coordinator {
     /// Every metric of the cluster: the coordinator's and the latest report of each worker
-    /// (with a `worker` label), ordered by name then labels.
+    /// (with a `worker` label), ordered by name then labels. Series of ended jobs are left
+    /// out (a worker's last report may still carry them).
     pub fn metrics(&self) -> Vec<MetricSample> {
         let sh = self.shared();
         let mut all = sh.metrics.snapshot();
-        all.extend(sh.lock().worker_metrics.values().flatten().cloned());
+        {
+            let st = sh.lock();
+            let live = |s: &MetricSample| {
+                s.label("job_id")
+                    .is_none_or(|id| st.jobs.get(id).is_some_and(|j| j.ended.is_none()))
+            };
+            all.extend(st.worker_metrics.values().flatten().filter(|s| live(s)).cloned());
+        }
         all.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
         all
     }
 
-    /// The metrics of job `id` (those with its `job_id` label); `None` for an unknown job.
+    /// The metrics of job `id` (those with its `job_id` label): live while it runs, its
+    /// final figures once it ended; `None` for an unknown job.
     pub fn job_metrics(&self, id: &str) -> Option<Vec<MetricSample>> {
-        self.job(id)?;
-        Some(
-            self.metrics()
-                .into_iter()
-                .filter(|s| s.label("job_id") == Some(id))
-                .collect(),
-        )
+        let ended = {
+            let st = self.shared().lock();
+            st.jobs.get(id)?.ended.as_ref().map(|(_, figures)| figures.clone())
+        };
+        Some(ended.unwrap_or_else(|| self.shared().live_job_samples(id)))
     }
 }

@@ -204,7 +204,7 @@ pub(crate) async fn run(
         transport.close_all();
         return;
     }
-    transport.close_inbound();
+    transport.close_finished();
     worker.finished(&req.job_id, req.attempt);
 }
 

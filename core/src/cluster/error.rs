@@ -171,10 +171,11 @@ impl ClusterError {
         }
     }
 
-    /// The `Rejected` frame that tells a client about this error.
+    /// The `Rejected` frame that tells a client about this error (the reason cut short if
+    /// it is long: it can quote what the client sent).
     pub fn to_wire(&self) -> sluice_transport::wire::WireMessage {
         sluice_transport::wire::WireMessage::Rejected {
-            reason: self.to_string(),
+            reason: super::coordinator::cut(self.to_string(), 16 << 10),
             kind: self.kind().to_wire(),
         }
     }

@@ -3,11 +3,11 @@
 //! direction (the sender dials), multiplexed and credit-controlled.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_transport::net::{Connection, ConnectionConfig};
-use sluice_transport::wire::{encode_frame, read_frame, write_frame, WireMessage};
+use sluice_transport::net::{Connection, ConnectionConfig, Role};
+use sluice_transport::wire::{encode_frame, read_frame_limited, write_frame, WireMessage};
 use sluice_transport::{ChannelId, InputChannel, LocalTransport, OutputChannel, Transport, TransportError};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -21,32 +21,72 @@ use crate::sync::LockExt;
 /// Identifies an inbound data connection: job, attempt, and the worker that dialed.
 pub(crate) type InboundKey = (String, u32, String);
 
-/// Data connections accepted by a worker, waiting for the deployment that reads them.
-#[derive(Default)]
+/// How many jobs' discarded attempts a worker remembers (to close late connections for
+/// them); the oldest are forgotten beyond it.
+const REMEMBERED_JOBS: usize = 4096;
+
+/// Data connections accepted by a worker, waiting for the deployment that reads them. One
+/// that no deployment takes within the claim timeout is closed: a peer (or anyone) greeting
+/// for an attempt that never runs here must not hold a descriptor forever.
 pub(crate) struct InboundConnections {
-    waiting: Mutex<BTreeMap<InboundKey, Connection>>,
+    waiting: Mutex<BTreeMap<InboundKey, (u64, Connection)>>,
+    /// The most connections waiting at once; more are closed on arrival.
+    limit: usize,
     arrived: Notify,
+    /// Numbers the arrivals, so a claim timeout removes only the connection it was set for.
+    next: std::sync::atomic::AtomicU64,
     /// Per job, the highest attempt discarded here: a connection for it that arrives later
-    /// (a peer dialing late) is closed at once instead of waiting forever.
-    discarded: Mutex<BTreeMap<String, u32>>,
+    /// (a peer dialing late) is closed at once instead of waiting. Bounded: the jobs in
+    /// insertion order, the oldest forgotten first.
+    discarded: Mutex<(BTreeMap<String, u32>, std::collections::VecDeque<String>)>,
 }
 
 impl InboundConnections {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<InboundKey, Connection>> {
-        self.waiting.locked()
+    /// Waiting room for at most `limit` connections.
+    pub(crate) fn with_limit(limit: usize) -> Self {
+        InboundConnections {
+            waiting: Mutex::default(),
+            limit,
+            arrived: Notify::new(),
+            next: Default::default(),
+            discarded: Mutex::default(),
+        }
     }
 
-    /// A peer connected for `key`.
-    pub(crate) fn arrive(&self, key: InboundKey, conn: Connection) {
-        let stale = self.discarded.locked().get(&key.0).is_some_and(|&a| key.1 <= a);
+    /// A peer connected for `key`; it waits for its deployment at most `claim_timeout`.
+    /// Returns false (and closes it) if it is for an attempt discarded here, or the waiting
+    /// room is full.
+    pub(crate) fn arrive(self: &Arc<Self>, key: InboundKey, conn: Connection, claim_timeout: Duration) -> bool {
+        let stale = self.discarded.locked().0.get(&key.0).is_some_and(|&a| key.1 <= a);
         if stale {
             conn.close();
-            return;
+            return false;
         }
-        if let Some(old) = self.lock().insert(key, conn) {
-            old.close();
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut waiting = self.waiting.locked();
+            if waiting.len() >= self.limit && !waiting.contains_key(&key) {
+                drop(waiting);
+                conn.close();
+                return false;
+            }
+            if let Some((_, old)) = waiting.insert(key.clone(), (n, conn)) {
+                old.close();
+            }
         }
         self.arrived.notify_waiters();
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(claim_timeout).await;
+            let Some(this) = this.upgrade() else { return };
+            let mut waiting = this.waiting.locked();
+            if waiting.get(&key).is_some_and(|(m, _)| *m == n) {
+                if let Some((_, c)) = waiting.remove(&key) {
+                    c.close();
+                }
+            }
+        });
+        true
     }
 
     /// Waits until the connection for `key` arrives, at most `timeout`.
@@ -56,7 +96,7 @@ impl InboundConnections {
             let arrived = self.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();
-            if let Some(c) = self.lock().remove(key) {
+            if let Some((_, c)) = self.waiting.locked().remove(key) {
                 return Some(c);
             }
             tokio::select! {
@@ -72,16 +112,32 @@ impl InboundConnections {
     pub(crate) fn discard(&self, job: &str, attempt: u32) {
         {
             let mut d = self.discarded.locked();
-            let a = d.entry(job.to_string()).or_insert(attempt);
-            *a = (*a).max(attempt);
+            let (highest, order) = &mut *d;
+            match highest.get_mut(job) {
+                Some(a) => *a = (*a).max(attempt),
+                None => {
+                    highest.insert(job.to_string(), attempt);
+                    order.push_back(job.to_string());
+                    if order.len() > REMEMBERED_JOBS {
+                        if let Some(oldest) = order.pop_front() {
+                            highest.remove(&oldest);
+                        }
+                    }
+                }
+            }
         }
-        self.lock().retain(|(j, a, _), c| {
+        self.waiting.locked().retain(|(j, a, _), (_, c)| {
             let stale = j == job && *a <= attempt;
             if stale {
                 c.close();
             }
             !stale
         });
+    }
+
+    /// Connections waiting to be taken (for tests and metrics).
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.locked().len()
     }
 }
 
@@ -159,7 +215,7 @@ impl ChannelMap {
 pub(crate) struct ClusterTransport {
     me: String,
     attempt: u32,
-    map: ChannelMap,
+    map: Arc<ChannelMap>,
     local: LocalTransport,
     outbound: BTreeMap<String, Connection>,
     inbound: BTreeMap<String, Connection>,
@@ -175,7 +231,7 @@ pub(crate) struct ExchangeSetup<'a> {
     pub(crate) placement: Vec<String>,
     pub(crate) addresses: &'a BTreeMap<String, String>,
     pub(crate) channel_capacity: usize,
-    pub(crate) inbound: &'a InboundConnections,
+    pub(crate) inbound: &'a Arc<InboundConnections>,
     /// How long to keep trying to reach a peer, and to wait for peers to reach us.
     pub(crate) connect_timeout: Duration,
     pub(crate) log: &'a slog::Logger,
@@ -184,33 +240,22 @@ pub(crate) struct ExchangeSetup<'a> {
 impl ClusterTransport {
     /// Dials every peer this worker sends to and waits for every peer it receives from.
     pub(crate) async fn connect(s: ExchangeSetup<'_>) -> Result<Self, String> {
-        let map = ChannelMap::new(s.graph, s.specs, s.placement);
+        let map = Arc::new(ChannelMap::new(s.graph, s.specs, s.placement.clone()));
         let (out_peers, in_peers) = map.peers(s.graph, s.me);
-        let net = ConnectionConfig {
-            credits_per_channel: s.channel_capacity as u32,
-            queue_per_channel: s.channel_capacity,
-            frames_per_pass: 64,
+        // Built first and filled as connections open: if a later one fails, dropping it
+        // closes the ones already open.
+        let mut t = ClusterTransport {
+            me: s.me.to_string(),
+            attempt: s.attempt,
+            map: map.clone(),
+            local: LocalTransport::try_new(s.channel_capacity).map_err(|e| e.to_string())?,
+            outbound: BTreeMap::new(),
+            inbound: BTreeMap::new(),
         };
-        let mut outbound = BTreeMap::new();
         for peer in &out_peers {
-            let addr = s
-                .addresses
-                .get(peer)
-                .ok_or_else(|| format!("no data address for worker {peer} in the deployment"))?;
-            let stream = dial(addr, s.connect_timeout).await?;
-            let mut stream = stream;
-            let hello = WireMessage::DataHello {
-                job_id: s.job_id.to_string(),
-                attempt: s.attempt,
-                worker_id: s.me.to_string(),
-            };
-            write_frame(&mut stream, &encode_frame(&hello))
-                .await
-                .map_err(|e| format!("greeting worker {peer} at {addr}: {e}"))?;
-            let log = s.log.new(slog::o!("peer" => peer.clone(), "direction" => "out"));
-            outbound.insert(peer.clone(), Connection::start(stream, net, log));
+            let conn = dial_peer(&s, &map, peer).await?;
+            t.outbound.insert(peer.clone(), conn);
         }
-        let mut inbound = BTreeMap::new();
         for peer in &in_peers {
             let key = (s.job_id.to_string(), s.attempt, peer.clone());
             let conn = s.inbound.take(&key, s.connect_timeout).await.ok_or_else(|| {
@@ -219,16 +264,9 @@ impl ClusterTransport {
                     s.connect_timeout.as_millis()
                 )
             })?;
-            inbound.insert(peer.clone(), conn);
+            t.inbound.insert(peer.clone(), conn);
         }
-        Ok(ClusterTransport {
-            me: s.me.to_string(),
-            attempt: s.attempt,
-            map,
-            local: LocalTransport::try_new(s.channel_capacity).map_err(|e| e.to_string())?,
-            outbound,
-            inbound,
-        })
+        Ok(t)
     }
 
     /// Closes every connection (a cancelled or failed attempt).
@@ -238,13 +276,47 @@ impl ClusterTransport {
         }
     }
 
-    /// Closes the connections this worker receives on (every local task has finished, so
-    /// nothing more will come); the peers close theirs in turn.
-    pub(crate) fn close_inbound(&self) {
+    /// Every local task has finished: closes the connections this worker receives on (nothing
+    /// more will come), and the ones it sends on once everything queued on them is written
+    /// (the peer's tasks still need it).
+    pub(crate) fn close_finished(&self) {
         for c in self.inbound.values() {
             c.close();
         }
+        for c in self.outbound.values() {
+            c.close_when_sent();
+        }
     }
+}
+
+/// Dials `peer`, greets it, and starts the connection that sends it this worker's channels.
+async fn dial_peer(s: &ExchangeSetup<'_>, map: &Arc<ChannelMap>, peer: &str) -> Result<Connection, String> {
+    let addr = s
+        .addresses
+        .get(peer)
+        .ok_or_else(|| format!("no data address for worker {peer} in the deployment"))?;
+    let mut stream = dial(addr, s.connect_timeout).await?;
+    let hello = WireMessage::DataHello {
+        job_id: s.job_id.to_string(),
+        attempt: s.attempt,
+        worker_id: s.me.to_string(),
+    };
+    let hello = encode_frame(&hello).map_err(|e| format!("greeting worker {peer}: {e}"))?;
+    write_frame(&mut stream, &hello)
+        .await
+        .map_err(|e| format!("greeting worker {peer} at {addr}: {e}"))?;
+    let log = s.log.new(slog::o!("peer" => peer.to_string(), "direction" => "out"));
+    // This connection carries exactly the channels from here to that peer.
+    let (carried, me, to) = (map.clone(), s.me.to_string(), peer.to_string());
+    let role = Role::Sender(Arc::new(move |id| {
+        carried.producer(id) == me && carried.consumer(id) == to
+    }));
+    Ok(Connection::start(
+        stream,
+        connection_config(s.channel_capacity),
+        role,
+        log,
+    ))
 }
 
 async fn dial(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
@@ -267,16 +339,34 @@ async fn dial(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
     }
 }
 
+/// The most a data connection's greeting may hold (a job id, an attempt and a worker id).
+const MAX_GREETING: usize = 4 << 10;
+
+/// How long a new data connection has to greet.
+const GREETING_WAIT: Duration = Duration::from_secs(10);
+
+/// The limits of a data connection whose channels hold `capacity` batches.
+fn connection_config(capacity: usize) -> ConnectionConfig {
+    ConnectionConfig {
+        credits_per_channel: capacity as u32,
+        queue_per_channel: capacity,
+        frames_per_pass: 64,
+        ..ConnectionConfig::default()
+    }
+}
+
 /// Accepts data connections: each starts with a `DataHello` naming its job, attempt and
 /// sender; the connection then waits in `inbound` for its deployment.
 pub(crate) async fn accept_data(
     mut stream: TcpStream,
-    inbound: &InboundConnections,
+    inbound: &Arc<InboundConnections>,
     channel_capacity: usize,
+    claim_timeout: Duration,
     log: slog::Logger,
 ) {
     let _ = stream.set_nodelay(true);
-    let hello = match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut stream)).await {
+    let greeting = read_frame_limited(&mut stream, MAX_GREETING, Some(GREETING_WAIT));
+    let hello = match tokio::time::timeout(GREETING_WAIT, greeting).await {
         Ok(Ok(Some(WireMessage::DataHello {
             job_id,
             attempt,
@@ -296,14 +386,27 @@ pub(crate) async fn accept_data(
             return;
         }
     };
-    let net = ConnectionConfig {
-        credits_per_channel: channel_capacity as u32,
-        queue_per_channel: channel_capacity,
-        frames_per_pass: 64,
-    };
+    let net = connection_config(channel_capacity);
     let conn_log = log
         .new(slog::o!("peer" => hello.2.clone(), "direction" => "in", "job" => hello.0.clone(), "attempt" => hello.1));
-    inbound.arrive(hello, Connection::start(stream, net, conn_log));
+    let conn = Connection::start(stream, net, Role::Receiver, conn_log);
+    if !inbound.arrive(hello.clone(), conn, claim_timeout) {
+        slog::info!(log, "closed a data connection: its attempt was discarded here, or too many wait";
+            "job" => &hello.0, "attempt" => hello.1, "worker" => &hello.2);
+    }
+}
+
+impl Drop for ClusterTransport {
+    /// Nothing of an ended attempt stays open: received connections close now, sent ones
+    /// once their queues are written (a no-op for connections already closed).
+    fn drop(&mut self) {
+        for c in self.inbound.values() {
+            c.close();
+        }
+        for c in self.outbound.values() {
+            c.close_when_sent();
+        }
+    }
 }
 
 impl Transport for ClusterTransport {

@@ -10,7 +10,7 @@ use sluice_transport::wire::{WireMessage, WireOption, WirePeer};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::coordinator::Shared;
+use super::coordinator::{cut, Shared};
 use super::options::SubmitOptions;
 use super::placement::{pick_slots, place_tasks, slots_needed};
 use super::JobStatus;
@@ -21,9 +21,9 @@ use crate::error::JobError;
 use crate::graph::JobGraph;
 use crate::metrics::CheckpointStats;
 use crate::runtime::engine::{
-    first_checkpoint_id, panic_message, run_attempts, task_name, task_specs, AttemptEnd, AttemptRunner, AttemptStart,
-    CheckpointCoordinator, JobAttempts, JobCheckpointing, LoopEnd, StopAction, StopHook, TaskCommand, TaskEvent,
-    TaskRef, TaskSpec,
+    first_checkpoint_id, next_savepoint_request, panic_message, run_attempts, savepoint_between_attempts, task_name,
+    task_specs, AttemptEnd, AttemptRunner, AttemptStart, CheckpointCoordinator, JobAttempts, JobCheckpointing, LoopEnd,
+    StopAction, StopHook, TaskCommand, TaskEvent, TaskRef, TaskSpec,
 };
 use crate::runtime::SavepointRestore;
 use crate::spawned::AbortOnDrop;
@@ -51,6 +51,9 @@ enum Outcome {
     Stopped,
     Failed(JobError),
 }
+
+/// The most of a job's error text kept in the job table (an error can quote user input).
+const MAX_ERROR: usize = 4096;
 
 /// Slots held by a running attempt: `(worker, session, count)`.
 type Reservation = Vec<(String, u64, u32)>;
@@ -83,6 +86,8 @@ pub(crate) struct JobMaster {
     /// A stop-with-savepoint completed: the job ends, whatever else happens meanwhile (a
     /// failure queued before the stop must not restart it).
     stopped: Arc<AtomicBool>,
+    /// Submission order: jobs waiting for slots get them in this order.
+    seq: u64,
 }
 
 /// What [`JobMaster::new`] is given.
@@ -96,6 +101,7 @@ pub(crate) struct MasterParts {
     pub(crate) own_events: mpsc::UnboundedSender<MasterEvent>,
     pub(crate) savepoints: Option<crate::runtime::engine::SavepointRequests>,
     pub(crate) stats: Arc<CheckpointStats>,
+    pub(crate) seq: u64,
 }
 
 impl JobMaster {
@@ -120,6 +126,7 @@ impl JobMaster {
             savepoints: p.savepoints,
             checkpointing: None,
             stopped: Arc::default(),
+            seq: p.seq,
         }
     }
 
@@ -129,7 +136,30 @@ impl JobMaster {
         if let Some(e) = &error {
             slog::error!(self.log, "job failed"; "error" => e);
         }
-        self.shared.set_status(&self.id, status, error);
+        self.shared
+            .set_status(&self.id, status, error.map(|e| cut(e, MAX_ERROR)));
+        self.shared.job_ended(&self.id);
+        self.clean_up_checkpoints(status).await;
+    }
+
+    /// Deletes the job's checkpoints once it ended FINISHED (its output is committed and it
+    /// will not run again) or CANCELED (unless it was submitted with
+    /// `retain-checkpoints-on-cancel`, Flink's RETAIN_ON_CANCELLATION). A FAILED job keeps
+    /// them, to be resumed from. Savepoints are never deleted.
+    async fn clean_up_checkpoints(&self, status: JobStatus) {
+        let Some(c) = &self.options.checkpointing else { return };
+        let delete = match status {
+            JobStatus::Finished => true,
+            JobStatus::Canceled => !self.options.retain_on_cancel,
+            _ => false,
+        };
+        if !delete {
+            return;
+        }
+        match CheckpointStorage::new(c.store.clone(), &self.id).discard_job().await {
+            Ok(n) => slog::info!(self.log, "deleted the job's checkpoints"; "files" => n, "status" => status.as_str()),
+            Err(e) => slog::warn!(self.log, "could not delete the job's checkpoints"; "error" => %e),
+        }
     }
 
     async fn run_attempts(&mut self) -> (JobStatus, Option<String>) {
@@ -152,6 +182,12 @@ impl JobMaster {
         let mut job = JobAttempts {
             graph: &graph,
             storage: storage.as_ref(),
+            on_unusable: self
+                .options
+                .checkpointing
+                .as_ref()
+                .map(|c| c.on_unusable)
+                .unwrap_or_default(),
             savepoint: savepoint.as_ref(),
             tracker: RestartTracker::new(
                 (self.options.restart.clone()).unwrap_or_else(|| RestartStrategy::default_for(storage.is_some())),
@@ -159,7 +195,12 @@ impl JobMaster {
             clock: self.shared.config.clock,
             log: &log,
         };
-        match run_attempts(&mut job, self).await {
+        let end = run_attempts(&mut job, self).await;
+        if self.stopped.load(Ordering::SeqCst) {
+            // A stop-with-savepoint completed: the job finished, whatever came after.
+            return (JobStatus::Finished, None);
+        }
+        match end {
             LoopEnd::Ended { cancelled: false, .. } => (JobStatus::Finished, None),
             LoopEnd::Ended { cancelled: true, .. } | LoopEnd::CancelledBetweenAttempts => (JobStatus::Canceled, None),
             LoopEnd::Failed(e) => (JobStatus::Failed, Some(e.to_string())),
@@ -200,7 +241,18 @@ impl JobMaster {
     }
 
     /// Waits (at most the configured slot wait) until `needed` slots are free, and takes them.
+    /// Waiting jobs get slots in submission order; a worker registering or a job releasing its
+    /// slots wakes them.
     async fn reserve_slots(&mut self, needed: u32) -> Result<(Vec<String>, Reservation), Outcome> {
+        self.shared.lock().slot_queue.insert(self.seq);
+        let r = self.wait_for_slots(needed).await;
+        // Out of the queue, whatever happened: the next in line may go now.
+        self.shared.lock().slot_queue.remove(&self.seq);
+        self.shared.broadcast(|| MasterEvent::SlotsChanged);
+        r
+    }
+
+    async fn wait_for_slots(&mut self, needed: u32) -> Result<(Vec<String>, Reservation), Outcome> {
         let deadline = Instant::now() + self.shared.config.slot_wait;
         let mut logged = false;
         loop {
@@ -229,15 +281,18 @@ impl JobMaster {
         }
     }
 
-    /// Takes `needed` free slots if there are so many; else the number free.
+    /// Takes `needed` free slots if there are so many and this job is first in line; else the
+    /// number free.
     fn try_reserve(&self, needed: u32) -> Result<(Vec<String>, Reservation), u32> {
         let mut st = self.shared.lock();
+        let first_in_line = st.slot_queue.first().is_none_or(|&first| first == self.seq);
         let free: Vec<(String, u32)> = st
             .workers
             .iter()
             .map(|(id, w)| (id.clone(), w.slots.saturating_sub(w.used)))
             .collect();
-        let Some(slots) = pick_slots(&free, needed) else {
+        let picked = pick_slots(&free, needed).filter(|_| first_in_line);
+        let Some(slots) = picked else {
             return Err(free.iter().map(|(_, n)| *n).fold(0, u32::saturating_add));
         };
         let mut counts: BTreeMap<String, u32> = BTreeMap::new();
@@ -260,14 +315,18 @@ impl JobMaster {
         Ok((slots, reservation))
     }
 
+    /// Gives the attempt's slots back, and wakes the jobs waiting for slots.
     fn release(&self, reservation: &Reservation) {
-        let mut st = self.shared.lock();
-        for (w, session, n) in reservation {
-            // A worker that registered again since holds none of these slots.
-            if let Some(entry) = st.workers.get_mut(w).filter(|e| e.session == *session) {
-                entry.used = entry.used.saturating_sub(*n);
+        {
+            let mut st = self.shared.lock();
+            for (w, session, n) in reservation {
+                // A worker that registered again since holds none of these slots.
+                if let Some(entry) = st.workers.get_mut(w).filter(|e| e.session == *session) {
+                    entry.used = entry.used.saturating_sub(*n);
+                }
             }
         }
+        self.shared.broadcast(|| MasterEvent::SlotsChanged);
     }
 
     fn send_to(&self, worker: &str, msg: WireMessage) -> bool {
@@ -660,13 +719,22 @@ impl AttemptRunner for JobMaster {
         false
     }
 
+    /// Waits out the restart delay, unless the job is cancelled meanwhile; a savepoint asked
+    /// for meanwhile is taken from the latest checkpoint (and a stop ends the wait).
     async fn wait(&mut self, delay: Duration) -> bool {
         let until = Instant::now() + delay;
+        let requests = self.savepoints.clone();
         loop {
             tokio::select! {
                 biased;
                 ev = self.events.recv() => {
-                    if matches!(ev, None | Some(MasterEvent::Cancel)) {
+                    if matches!(ev, None | Some(MasterEvent::Cancel) | Some(MasterEvent::Stop(StopAction::Cancel))) {
+                        return false;
+                    }
+                }
+                req = next_savepoint_request(requests.as_ref()) => {
+                    let job = self.checkpointing.as_ref().expect("requests come with checkpointing");
+                    if savepoint_between_attempts(job, req, &self.log).await {
                         return false;
                     }
                 }
@@ -1069,6 +1137,7 @@ mod tests {
             own_events: tx,
             savepoints: None,
             stats: Arc::default(),
+            seq: 1,
         };
         let mut master = JobMaster::new(parts);
         master.stopped.store(true, Ordering::SeqCst);

@@ -27,6 +27,7 @@ impl TransportFactory for LoopbackShuffle {
                 credits_per_channel: w.channel_capacity as u32,
                 queue_per_channel: w.channel_capacity,
                 frames_per_pass: 64,
+                ..ConnectionConfig::default()
             };
             let t = TcpLoopbackTransport::connect(
                 w.channel_capacity,

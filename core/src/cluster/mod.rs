@@ -19,6 +19,7 @@
 //!   enough slots, and deploys attempt + 1 restored from the latest completed checkpoint.
 //!   Every frame names its attempt; frames of an older attempt are dropped.
 
+mod acceptor;
 mod client;
 mod coordinator;
 mod coordinator_metrics;
@@ -44,7 +45,9 @@ use crate::graph::JobGraph;
 /// A job's status (defined with the runtime, which reports it in both modes).
 pub use crate::status::JobStatus;
 pub use client::{cancel_job, list_jobs, submit_job, trigger_savepoint};
-pub use coordinator::{CheckpointOverview, Coordinator, CoordinatorConfig, JobException, JobInfo, WorkerInfo};
+pub use coordinator::{
+    CheckpointOverview, Coordinator, CoordinatorConfig, JobException, JobInfo, WorkerInfo, MAX_SLOTS_PER_WORKER,
+};
 pub use error::{ClusterError, RefusalKind};
 pub use loopback::LoopbackShuffle;
 /// Why a frame could not be decoded (the source of [`ClusterError::Frame`]).

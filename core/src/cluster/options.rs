@@ -7,7 +7,7 @@ use std::time::Duration;
 use sluice_state::blob::BlobStore;
 use sluice_transport::wire::WireOption;
 
-use crate::checkpoint::{CheckpointConfig, RestartStrategy};
+use crate::checkpoint::{CheckpointConfig, RestartStrategy, UnusableCheckpoint};
 use crate::duration::parse_duration;
 use crate::error::InvalidSetting;
 
@@ -22,6 +22,8 @@ pub(crate) const CLUSTER_OPTIONS: &[&str] = &[
     "from-savepoint",
     "allow-non-restored-state",
     "uid-mapping",
+    "on-unusable-checkpoint",
+    "retain-checkpoints-on-cancel",
 ];
 
 /// A submission's options, checked.
@@ -34,6 +36,9 @@ pub(crate) struct SubmitOptions {
     /// The savepoint to start from, whether state of operators the job no longer has may be
     /// dropped, and operators renamed since (old uid → new uid).
     pub(crate) from_savepoint: Option<(String, bool, BTreeMap<String, String>)>,
+    /// Keep the job's checkpoints when it is cancelled (they are deleted by default, and
+    /// always when it finishes).
+    pub(crate) retain_on_cancel: bool,
 }
 
 impl SubmitOptions {
@@ -136,6 +141,9 @@ fn checkpoint_options(
     if let Some(v) = cluster.remove("retained-checkpoints") {
         c.retained = count("retained-checkpoints", &v)?;
     }
+    if let Some(v) = cluster.remove("on-unusable-checkpoint") {
+        c.on_unusable = UnusableCheckpoint::parse(&v).map_err(|e| e.context("--on-unusable-checkpoint"))?;
+    }
     c.validate()?;
     Ok(Some(c))
 }
@@ -152,6 +160,15 @@ pub(crate) fn parse(
         Some(s) => Some(RestartStrategy::parse(&s).map_err(|e| e.context("--restart-strategy"))?),
         None => None,
     };
+    let retain_on_cancel = match cluster.remove("retain-checkpoints-on-cancel").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(InvalidSetting(format!(
+                "--retain-checkpoints-on-cancel: '{other}' is not true or false"
+            )))
+        }
+    };
     let checkpointing = checkpoint_options(&mut cluster, store)?;
     debug_assert!(cluster.is_empty(), "every cluster option is handled: {cluster:?}");
     Ok(SubmitOptions {
@@ -159,6 +176,7 @@ pub(crate) fn parse(
         checkpointing,
         restart,
         from_savepoint,
+        retain_on_cancel,
     })
 }
 

@@ -9,6 +9,7 @@ use sluice_transport::wire::{read_frame, WireMessage};
 use tokio::io::{AsyncRead, ReadHalf};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::acceptor::Acceptor;
 use super::deployment::{self, DeployRequest, DeploymentHandle};
 use super::exchange::{accept_data, InboundConnections};
 use super::framed::{framed, FrameSender};
@@ -38,8 +39,11 @@ pub struct WorkerConfig {
     /// Longest pause between attempts to reach the coordinator.
     pub max_backoff: Duration,
     /// How long to keep dialing a peer, or waiting for a peer to dial us, when an attempt
-    /// starts.
+    /// starts (and how long a greeted data connection waits for its deployment).
     pub connect_timeout: Duration,
+    /// Data connections greeting at once, and greeted ones waiting for their deployment at
+    /// once; more are closed at once.
+    pub max_data_connections: usize,
 }
 
 impl WorkerConfig {
@@ -53,6 +57,7 @@ impl WorkerConfig {
             clock: Clock::system(),
             max_backoff: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(20),
+            max_data_connections: 1024,
         }
     }
 }
@@ -62,7 +67,7 @@ pub(crate) struct WorkerShared {
     pub(crate) config: WorkerConfig,
     pub(crate) registry: Arc<dyn JobRegistry>,
     pub(crate) opener: StoreOpener,
-    pub(crate) inbound: InboundConnections,
+    pub(crate) inbound: Arc<InboundConnections>,
     pub(crate) log: slog::Logger,
     /// The worker's metrics; sent to the coordinator after each heartbeat.
     pub(crate) metrics: MetricRegistry,
@@ -174,18 +179,25 @@ impl Worker {
             .to_string();
         let id = config.id.clone().unwrap_or_else(|| format!("worker-{data_address}"));
         let log = config.execution.log.new(slog::o!("worker" => id.clone()));
+        let inbound = Arc::new(InboundConnections::with_limit(config.max_data_connections));
         let metrics = config.execution.metrics.clone().unwrap_or_default();
         metrics
             .root()
             .gauge("worker_slots", "task slots the worker offers")
             .set(config.slots as f64);
+        let waiting = Arc::downgrade(&inbound);
+        metrics.root().gauge_fn(
+            "worker_data_connections_waiting",
+            "greeted data connections waiting for their deployment",
+            move || Some(waiting.upgrade()?.waiting() as f64),
+        );
         Ok(Worker {
             shared: Arc::new(WorkerShared {
                 id,
                 config,
                 registry,
                 opener,
-                inbound: InboundConnections::default(),
+                inbound,
                 log,
                 metrics,
                 deployments: Mutex::new(BTreeMap::new()),
@@ -248,20 +260,19 @@ impl Worker {
 
 /// Accepts data connections from peers, each greeted and handed to the deployment it is for.
 async fn accept_data_connections(shared: Arc<WorkerShared>, listener: TcpListener) {
+    let limit = shared.config.max_data_connections;
+    let mut acceptor = Acceptor::new(listener, limit, "data", shared.log.clone());
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let shared = shared.clone();
-                let log = shared.log.new(slog::o!("peer" => peer.to_string()));
-                tokio::spawn(async move {
-                    accept_data(stream, &shared.inbound, shared.config.execution.channel_capacity, log).await;
-                });
-            }
-            Err(e) => {
-                slog::warn!(shared.log, "accepting a data connection failed"; "error" => %e);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        // The permit covers the greeting; greeted connections are bounded where they wait.
+        let (stream, peer, permit) = acceptor.accept().await;
+        let shared = shared.clone();
+        let log = shared.log.new(slog::o!("peer" => peer.to_string()));
+        tokio::spawn(async move {
+            let claim = shared.config.connect_timeout;
+            let capacity = shared.config.execution.channel_capacity;
+            accept_data(stream, &shared.inbound, capacity, claim, log).await;
+            drop(permit);
+        });
     }
 }
 
@@ -288,7 +299,7 @@ async fn register(
         .await
         .map_err(Registration::Unreachable)?;
     let _ = stream.set_nodelay(true);
-    let (tx, mut rx): Control = framed(stream);
+    let (tx, mut rx): Control = framed(stream, shared.log.clone());
     tx.send(WireMessage::Register {
         worker_id: shared.id.clone(),
         data_address: data_address.to_string(),
@@ -339,11 +350,7 @@ async fn session<R: AsyncRead>(
                 if !tx.send(WireMessage::Heartbeat { worker_id: id.clone() }) {
                     return;
                 }
-                let points = to_wire(&metrics.snapshot());
-                if !tx.send(WireMessage::MetricsReport {
-                    worker_id: id.clone(),
-                    points,
-                }) {
+                if !tx.send(metrics_report(&id, &metrics)) {
                     return;
                 }
             }
@@ -360,6 +367,25 @@ async fn session<R: AsyncRead>(
             return reason;
         }
     }
+}
+
+/// This worker's metrics as a report the coordinator accepts: at most
+/// `MAX_WORKER_FRAME` bytes, dropping the last points (in name order) if there are too many.
+fn metrics_report(id: &str, metrics: &crate::metrics::MetricRegistry) -> WireMessage {
+    let mut msg = WireMessage::MetricsReport {
+        worker_id: id.to_string(),
+        points: to_wire(&metrics.snapshot()),
+    };
+    while sluice_transport::wire::encode_frame(&msg).map_or(true, |b| b.len() > super::coordinator::MAX_WORKER_FRAME) {
+        let WireMessage::MetricsReport { points, .. } = &mut msg else {
+            break;
+        };
+        if points.is_empty() {
+            break;
+        }
+        points.truncate(points.len() / 2);
+    }
+    msg
 }
 
 /// Carries out one frame of the coordinator; `Err` with the reason for a frame no coordinator

@@ -80,6 +80,13 @@ impl<T: Data> TransactionalSink for FileSink<T> {
     type Txn = PartFile;
     type Writer = FileSinkWriter<T>;
 
+    /// The output directory, absolute (as the current directory makes it), so a restore into
+    /// another directory is told apart from one into the same directory named differently.
+    fn target(&self) -> Option<String> {
+        let dir = std::path::absolute(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        Some(format!("file:{}", dir.display()))
+    }
+
     fn writer(&self, subtask: u32, parallelism: u32, attempt: u32) -> Result<FileSinkWriter<T>, OperatorError> {
         let pending_dir = self.dir.join(PENDING_DIR);
         fs::create_dir_all(&pending_dir)
@@ -179,6 +186,15 @@ impl<T: Data> TransactionalWriter for FileSinkWriter<T> {
             Ok(()) => fsync_dir(&self.dir),
             // Committed before (a restart repeats commits): nothing to do.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => Ok(()),
+            // Neither pre-committed nor committed: the data is gone, and no restart brings it
+            // back.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(OperatorError::Unrecoverable(format!(
+                "cannot commit {}: the pre-committed part file is missing and {} does not exist either; \
+                 its output is lost (was {} cleaned, or the checkpoint restored with another output directory?)",
+                from.display(),
+                to.display(),
+                self.pending_dir.display()
+            ))),
             Err(e) => Err(OperatorError::io(
                 format!("cannot commit {} (pre-committed data is missing)", from.display()),
                 e,

@@ -12,7 +12,7 @@ use crate::checkpoint::LoadedCheckpoint;
 use crate::clock::Clock;
 use crate::error::JobError;
 use crate::graph::JobGraph;
-use crate::metrics::{MetricGroup, VertexMetrics};
+use crate::metrics::{MetricGroup, MetricRegistry, MetricSample, VertexMetrics};
 use crate::runtime::control::ControlReceiver;
 use crate::runtime::task::{CheckpointLink, Task, TaskExit};
 use crate::runtime::task_builder::{build_task, task_specs, TaskEnv};
@@ -20,6 +20,7 @@ use crate::runtime::task_set::{panic_message, TaskSet};
 use crate::runtime::transport::AttemptWiring;
 use crate::runtime::{ExecutionConfig, JobControl};
 use crate::spawned::AbortOnDrop;
+use crate::sync::LockExt;
 
 /// One execution attempt: all tasks of the job, and the checkpoint coordinator.
 pub(crate) struct Attempt<'a> {
@@ -33,6 +34,8 @@ pub(crate) struct Attempt<'a> {
     pub(crate) retained: VecDeque<u64>,
     /// The job's metric scope (job id and name).
     pub(crate) metrics: MetricGroup,
+    /// Where the attempt leaves every metric as it ends (before its task metrics go).
+    pub(crate) figures: (MetricRegistry, Arc<std::sync::Mutex<Option<Vec<MetricSample>>>>),
 }
 
 /// The tasks of an attempt before they run, and the coordinator's ends of their checkpoint
@@ -79,8 +82,10 @@ impl Attempt<'_> {
             _ => None,
         };
         let tasks = TaskSet::spawn(built.tasks);
-        let exit = self.follow(tasks, coordinator).await?;
-        Ok((exit, built.vertex_metrics))
+        let exit = self.follow(tasks, coordinator).await;
+        let (registry, figures) = &self.figures;
+        *figures.locked() = Some(registry.snapshot());
+        Ok((exit?, built.vertex_metrics))
     }
 
     /// Builds every task of the job; with checkpointing, each gets its checkpoint link.

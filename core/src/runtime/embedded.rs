@@ -33,6 +33,9 @@ struct Embedded {
     metrics: MetricGroup,
     /// The checkpoint the first attempt resumed from.
     resumed_from: Option<u64>,
+    /// The running (or last) attempt started with the job already draining: a failure of it
+    /// ends the job instead of restarting it again.
+    drained_attempt: bool,
 }
 
 impl AttemptRunner for Embedded {
@@ -51,6 +54,7 @@ impl AttemptRunner for Embedded {
             }
         }
         self.progress.set_status(JobStatus::Running);
+        self.drained_attempt = *self.control_rx.borrow() == JobControl::Drain;
         let attempt = Attempt {
             graph: self.graph.clone(),
             config: &self.config,
@@ -61,6 +65,10 @@ impl AttemptRunner for Embedded {
             checkpointing: self.checkpointing.clone(),
             retained: start.retained,
             metrics: self.metrics.clone(),
+            figures: (
+                self.progress.metrics.clone(),
+                self.progress.last_attempt_figures.clone(),
+            ),
         };
         match attempt.run(start.restored.as_ref()).await {
             Ok((exit, metrics)) => AttemptEnd::Ended {
@@ -72,16 +80,35 @@ impl AttemptRunner for Embedded {
     }
 
     fn cancelling(&self) -> bool {
-        *self.control_rx.borrow() == JobControl::Cancel
+        match *self.control_rx.borrow() {
+            JobControl::Cancel => true,
+            // Asked to stop, and the attempt started to drain failed: stop here.
+            JobControl::Drain => self.drained_attempt,
+            JobControl::Run => false,
+        }
     }
 
+    /// Waits out the restart delay, unless the job is stopped meanwhile: a cancel ends it, a
+    /// drain (Ctrl-C, SIGTERM) starts the next attempt at once (it drains from its start), and
+    /// a savepoint asked for meanwhile is taken from the latest checkpoint.
     async fn wait(&mut self, delay: Duration) -> bool {
         let mut ctl = self.control_rx.clone();
-        tokio::select! {
-            // Fixed polling order: tokio's random branch order is not seeded by the simulator.
-            biased;
-            _ = tokio::time::sleep(delay) => true,
-            _ = ctl.wait_for(|c| *c == JobControl::Cancel) => false,
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        let requests = self.checkpointing.as_ref().and_then(|c| c.savepoints.clone());
+        loop {
+            tokio::select! {
+                // Fixed polling order: tokio's random branch order is not seeded by the simulator.
+                biased;
+                c = ctl.wait_for(|c| *c != JobControl::Run) => return c == Ok(JobControl::Drain),
+                req = job_loop::next_savepoint_request(requests.as_ref()) => {
+                    let job = self.checkpointing.as_ref().expect("requests come with checkpointing");
+                    if job_loop::savepoint_between_attempts(job, req, &self.log).await {
+                        return false;
+                    }
+                }
+                _ = &mut sleep => return true,
+            }
         }
     }
 
@@ -134,6 +161,7 @@ pub(super) async fn run_job(
     let mut job = JobAttempts {
         graph: &graph,
         storage: storage.as_ref(),
+        on_unusable: config.checkpointing.as_ref().map(|c| c.on_unusable).unwrap_or_default(),
         savepoint: config.from_savepoint.as_ref(),
         tracker: RestartTracker::new(restart_strategy(&config)),
         clock,
@@ -149,6 +177,7 @@ pub(super) async fn run_job(
         progress: progress.clone(),
         metrics: metrics.clone(),
         resumed_from: None,
+        drained_attempt: false,
     };
     let (metrics, cancelled) = match job_loop::run_attempts(&mut job, &mut runner).await {
         LoopEnd::Ended { done, cancelled } => (done, cancelled),

@@ -17,8 +17,8 @@
 
 pub(crate) use super::control::{channel as control_channel, ControlReceiver, ControlSender};
 pub(crate) use super::job_loop::{
-    first_checkpoint_id, load_mapped_savepoint, run_attempts, AttemptEnd, AttemptRunner, AttemptStart, JobAttempts,
-    LoopEnd,
+    first_checkpoint_id, load_mapped_savepoint, next_savepoint_request, run_attempts, savepoint_between_attempts,
+    AttemptEnd, AttemptRunner, AttemptStart, JobAttempts, LoopEnd,
 };
 pub(crate) use super::task::{CheckpointLink, Task, TaskExit};
 pub(crate) use super::task_builder::{build_task, task_name, task_specs, TaskEnv, TaskSpec};

@@ -10,9 +10,12 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use crate::checkpoint::coordinator::{
+    JobCheckpointing, SavepointInfo, SavepointRequest, SavepointRequests, StopAction,
+};
 use crate::checkpoint::restart::RestartTracker;
-use crate::checkpoint::savepoint::load_savepoint;
-use crate::checkpoint::{CheckpointStorage, LoadedCheckpoint};
+use crate::checkpoint::savepoint::{load_savepoint, savepoint_name, write_savepoint};
+use crate::checkpoint::{CheckpointStorage, Latest, LoadedCheckpoint, UnusableCheckpoint};
 use crate::clock::Clock;
 use crate::error::{CheckpointError, JobError};
 use crate::graph::JobGraph;
@@ -88,6 +91,8 @@ pub(crate) trait AttemptRunner {
 pub(crate) struct JobAttempts<'a> {
     pub(crate) graph: &'a JobGraph,
     pub(crate) storage: Option<&'a CheckpointStorage>,
+    /// What to do when the latest completed checkpoint cannot be restored.
+    pub(crate) on_unusable: UnusableCheckpoint,
     pub(crate) savepoint: Option<&'a SavepointRestore>,
     pub(crate) tracker: RestartTracker,
     pub(crate) clock: Clock,
@@ -99,7 +104,7 @@ pub(crate) async fn run_attempts<R: AttemptRunner>(job: &mut JobAttempts<'_>, ru
     let mut attempt = 0u32;
     loop {
         runner.starting(attempt);
-        let error = match prepare_attempt(job.graph, job.storage, job.savepoint, job.log).await {
+        let error = match prepare_attempt(job.graph, job.storage, job.on_unusable, job.savepoint, job.log).await {
             Err(e) if e.is_permanent() => return LoopEnd::Failed(e),
             Err(e) => e,
             Ok((restored, retained, from_savepoint)) => {
@@ -172,12 +177,13 @@ fn savepoint_error(sp: &SavepointRestore, e: CheckpointError) -> JobError {
 pub(crate) async fn prepare_attempt(
     graph: &JobGraph,
     storage: Option<&CheckpointStorage>,
+    on_unusable: UnusableCheckpoint,
     savepoint: Option<&SavepointRestore>,
     log: &slog::Logger,
 ) -> Result<(Option<LoadedCheckpoint>, VecDeque<u64>, bool), JobError> {
     let (restored, retained) = match storage {
         None => (None, VecDeque::new()),
-        Some(st) => latest_checkpoint(st, log).await?,
+        Some(st) => latest_checkpoint(st, on_unusable, log).await?,
     };
     if let Some(ck) = &restored {
         restore::check_compatible(graph, ck, false).map_err(|reason| JobError::Restore {
@@ -196,25 +202,72 @@ pub(crate) async fn prepare_attempt(
     }
 }
 
-/// The latest usable checkpoint in `st`, and the completed ones up to it (deleting the
-/// unusable ones after it).
+/// What an attempt restores from the job's own checkpoints, by the recovery policy: the
+/// latest completed checkpoint, and the completed ones up to it (the coordinator retains
+/// them). If the latest cannot be restored, `Fail` stops the job; `FallBack` restores the
+/// newest older one that loads and deletes the unusable newer ones; `StartFresh` deletes them
+/// all and restores nothing.
 async fn latest_checkpoint(
     st: &CheckpointStorage,
+    on_unusable: UnusableCheckpoint,
     log: &slog::Logger,
 ) -> Result<(Option<LoadedCheckpoint>, VecDeque<u64>), JobError> {
-    let restored = st.load_latest(log).await?;
-    let restored_id = restored.as_ref().map_or(0, |c| c.metadata.checkpoint_id);
-    let mut retained = VecDeque::new();
-    for id in st.completed_ids().await.map_err(CheckpointError::from)? {
-        if id <= restored_id {
-            retained.push_back(id);
-        } else if let Err(e) = st.discard(id).await {
-            slog::warn!(log, "could not delete unusable checkpoint"; "checkpoint" => id, "error" => %e);
-        } else {
-            slog::info!(log, "deleted unusable checkpoint"; "checkpoint" => id);
+    let (latest, problem, older) = match st.latest().await? {
+        Latest::None => return Ok((None, VecDeque::new())),
+        Latest::Usable(ck) => {
+            let id = ck.metadata.checkpoint_id;
+            let retained = st.completed_ids().await.map_err(CheckpointError::from)?;
+            debug_assert_eq!(retained.last(), Some(&id), "the latest is the newest completed one");
+            return Ok((Some(ck), retained.into_iter().collect()));
+        }
+        Latest::Unusable { id, problem, older } => (id, problem, older),
+    };
+    slog::warn!(log, "the latest completed checkpoint cannot be restored"; "checkpoint" => latest,
+        "problem" => %problem, "older" => older.len(), "policy" => ?on_unusable);
+    let unusable = || JobError::UnusableCheckpoint {
+        checkpoint: latest,
+        problem: problem.to_string(),
+        older: older.len(),
+    };
+    match on_unusable {
+        UnusableCheckpoint::Fail => Err(unusable()),
+        UnusableCheckpoint::StartFresh => {
+            discard_all(st, std::iter::once(latest).chain(older.iter().copied()), log).await;
+            Ok((None, VecDeque::new()))
+        }
+        UnusableCheckpoint::FallBack => {
+            let mut damaged = vec![latest];
+            for (i, &id) in older.iter().enumerate() {
+                match st.load(id).await {
+                    Ok(ck) => {
+                        discard_all(st, damaged.into_iter(), log).await;
+                        let retained = older[i..].iter().rev().copied().collect();
+                        slog::warn!(log, "falling back to an older checkpoint: the output committed since is written again";
+                            "checkpoint" => id);
+                        return Ok((Some(ck), retained));
+                    }
+                    Err(CheckpointError::Storage(e)) if !matches!(e, BlobError::NotFound(_)) => {
+                        return Err(CheckpointError::Storage(e).into())
+                    }
+                    Err(e) => {
+                        slog::warn!(log, "an older checkpoint cannot be restored either"; "checkpoint" => id, "problem" => %e);
+                        damaged.push(id);
+                    }
+                }
+            }
+            Err(unusable())
         }
     }
-    Ok((restored, retained))
+}
+
+/// Deletes the unusable checkpoints `ids` (logging each).
+async fn discard_all(st: &CheckpointStorage, ids: impl Iterator<Item = u64>, log: &slog::Logger) {
+    for id in ids {
+        match st.discard(id).await {
+            Ok(()) => slog::info!(log, "deleted unusable checkpoint"; "checkpoint" => id),
+            Err(e) => slog::warn!(log, "could not delete unusable checkpoint"; "checkpoint" => id, "error" => %e),
+        }
+    }
 }
 
 /// Loads the savepoint at the root of `store` and renames its operators by `mapping` (old
@@ -253,4 +306,68 @@ async fn savepoint_for(
     }
     slog::info!(log, "restoring from savepoint"; "savepoint" => format!("{:?}", sp.store), "checkpoint" => ck.metadata.checkpoint_id);
     Ok(ck)
+}
+
+/// The next savepoint request of the job, for a runner waiting to restart (pending forever
+/// if the job takes none, or while a checkpoint coordinator holds the requests).
+pub(crate) async fn next_savepoint_request(requests: Option<&SavepointRequests>) -> SavepointRequest {
+    let Some(requests) = requests else {
+        return std::future::pending().await;
+    };
+    let mut rx = requests.lock().await;
+    match rx.recv().await {
+        Some(req) => req,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves a savepoint asked for while the job waits to restart. No attempt runs to take a
+/// checkpoint (or to drain), but the latest completed checkpoint is exactly the state the
+/// next attempt would restore, and nothing was committed after it: the savepoint is a copy
+/// of it. A stop-with-savepoint then ends the job through its stop hook (with or without
+/// `drain`: there is nothing running to drain). Returns whether the job stops.
+pub(crate) async fn savepoint_between_attempts(
+    job: &JobCheckpointing,
+    req: SavepointRequest,
+    log: &slog::Logger,
+) -> bool {
+    let meta = match job.storage.latest().await {
+        Ok(Latest::Usable(ck)) => ck.metadata,
+        Ok(Latest::None) => {
+            let _ = req.reply.send(Err(
+                "the job is waiting to restart and has no completed checkpoint to take the savepoint from".into(),
+            ));
+            return false;
+        }
+        Ok(Latest::Unusable { id, problem, .. }) => {
+            let _ = req.reply.send(Err(format!(
+                "the job is waiting to restart and its latest checkpoint {id} cannot be restored: {problem}"
+            )));
+            return false;
+        }
+        Err(e) => {
+            let _ = req.reply.send(Err(format!("reading the checkpoint store: {e}")));
+            return false;
+        }
+    };
+    let name = savepoint_name(&meta.job_name, meta.checkpoint_id);
+    match write_savepoint(&job.storage, &meta, req.target.as_ref(), &name).await {
+        Ok(name) => {
+            slog::info!(log, "savepoint taken while the job waits to restart: a copy of its latest checkpoint";
+                "checkpoint" => meta.checkpoint_id, "savepoint" => &name, "stop" => req.stop.is_some());
+            let _ = req.reply.send(Ok(SavepointInfo {
+                name,
+                checkpoint_id: meta.checkpoint_id,
+            }));
+            if req.stop.is_some() {
+                (job.stop)(StopAction::Cancel);
+                return true;
+            }
+            false
+        }
+        Err(e) => {
+            let _ = req.reply.send(Err(format!("writing savepoint {name}: {e}")));
+            false
+        }
+    }
 }

@@ -32,7 +32,7 @@ use crate::checkpoint::{CheckpointConfig, RestartStrategy};
 use crate::clock::Clock;
 use crate::error::JobError;
 use crate::graph::JobGraph;
-use crate::metrics::{CheckpointStats, MetricRegistry, VertexSnapshot};
+use crate::metrics::{CheckpointStats, MetricRegistry, MetricSample, VertexSnapshot};
 use crate::status::JobStatus;
 use crate::sync::LockExt;
 use progress::JobProgress;
@@ -212,6 +212,17 @@ impl JobController {
         &self.progress.metrics
     }
 
+    /// The job's metrics: live while it runs; once it ended, as its last attempt left them
+    /// (its task metrics leave the registry with the attempt).
+    pub fn final_or_live_metrics(&self) -> Vec<MetricSample> {
+        if self.status().is_terminal() {
+            if let Some(figures) = self.progress.last_attempt_figures.locked().clone() {
+                return figures;
+            }
+        }
+        self.progress.metrics.snapshot()
+    }
+
     /// Asks the sources to stop, letting everything in flight finish (like end of input).
     pub fn drain(&self) {
         self.tx.send(JobControl::Drain);
@@ -323,6 +334,7 @@ pub fn spawn(mut graph: JobGraph, mut config: ExecutionConfig) -> Result<JobHand
         stopped_with_savepoint: Default::default(),
         stats: stats.clone(),
         metrics: registry,
+        last_attempt_figures: Arc::default(),
     });
     let control = JobController {
         tx: control_tx.clone(),

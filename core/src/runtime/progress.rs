@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::metrics::{CheckpointStats, MetricRegistry};
+use crate::metrics::{CheckpointStats, MetricRegistry, MetricSample};
 use crate::status::JobStatus;
 use crate::sync::LockExt;
 
@@ -53,6 +53,9 @@ pub(crate) struct JobProgress {
     pub(crate) stopped_with_savepoint: std::sync::atomic::AtomicBool,
     pub(crate) stats: Arc<CheckpointStats>,
     pub(crate) metrics: MetricRegistry,
+    /// Every metric as the last attempt left it (its task metrics leave the registry with
+    /// it): what the job's figures are once it ended.
+    pub(crate) last_attempt_figures: Arc<Mutex<Option<Vec<MetricSample>>>>,
 }
 
 impl JobProgress {

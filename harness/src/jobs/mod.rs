@@ -193,7 +193,7 @@ pub fn build(name: &str, opts: &JobOptions) -> Result<StreamEnv, JobBuildError> 
             if opts.events.is_some() || opts.events_per_second.is_some() || opts.seed != 0 {
                 return Err(bad("--events-dir reads the events written there: --events, --events-per-second and --seed do not apply"));
             }
-            nexmark::file_source(&env, dir, nexmark::kinds_read(name)).map_err(JobBuildError::Input)?
+            nexmark::file_source(&env, dir, nexmark::kinds_read(name))?
         }
         None => nexmark::source(&env, config, opts.events, opts.events_per_second).map_err(JobBuildError::BadOption)?,
     };

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sluice_core::connectors::nexmark::{
-    Auction, Bid, Event, EventFilesSource, EventKinds, NexmarkConfig, NexmarkSource, Person,
+    parts_mismatch, Auction, Bid, Event, EventFilesSource, EventKinds, NexmarkConfig, NexmarkSource, Person,
 };
-use sluice_core::error::InvalidSetting;
+use sluice_core::error::{InvalidSetting, JobBuildError};
 use sluice_core::state::{KeyedStateStore, ListState, ValueState};
 use sluice_core::{
     AggregateFunction, Collector, DataStream, Either, EventTime, KeyedCoProcessFunction, KeyedContext,
@@ -46,12 +46,23 @@ fn event_stream<S: sluice_core::Source<Out = Event>>(env: &StreamEnv, src: S) ->
 /// The Nexmark events written in `dir` by `nexmark --write-events` (see
 /// [`EventFilesSource`]), with the same watermarks as the generated source; only the `kinds`
 /// the query reads are parsed.
+/// The directory must hold as many part files as the source runs subtasks (see
+/// [`EventFilesSource`]): another count is refused here, before anything runs.
 pub fn file_source(
     env: &StreamEnv,
     dir: &std::path::Path,
     kinds: EventKinds,
-) -> Result<DataStream<Event>, OperatorError> {
-    let src = EventFilesSource::new(dir)?.with_kinds(kinds);
+) -> Result<DataStream<Event>, JobBuildError> {
+    let src = EventFilesSource::new(dir)
+        .map_err(JobBuildError::Input)?
+        .with_kinds(kinds);
+    if src.parts() != env.parallelism() as usize {
+        return Err(JobBuildError::BadOption(InvalidSetting(format!(
+            "--events-dir {}: {}",
+            dir.display(),
+            parts_mismatch(src.parts(), env.parallelism())
+        ))));
+    }
     Ok(event_stream(env, src))
 }
 

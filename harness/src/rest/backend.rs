@@ -75,8 +75,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Starts a savepoint into `target` (`stop`: with drain or not); checks synchronously
     /// that the job exists and runs.
     fn savepoint(&self, id: &str, target: &str, stop: Option<bool>) -> Result<SavepointFuture, BackendError>;
-    /// Every metric of the process (and, in cluster mode, of the workers).
+    /// Every metric of the process (and, in cluster mode, of the workers), without the
+    /// series of ended jobs.
     fn metrics(&self) -> Vec<MetricSample>;
+    /// The metrics of one job: live while it runs, its final figures once it ended; `None`
+    /// for an unknown job.
+    fn job_metrics(&self, id: &str) -> Option<Vec<MetricSample>>;
     /// The settings, as JSON.
     fn config(&self) -> Value;
 }
@@ -119,6 +123,10 @@ impl Backend for Coordinator {
 
     fn metrics(&self) -> Vec<MetricSample> {
         Coordinator::metrics(self)
+    }
+
+    fn job_metrics(&self, id: &str) -> Option<Vec<MetricSample>> {
+        Coordinator::job_metrics(self, id)
     }
 
     fn config(&self) -> Value {
@@ -245,6 +253,11 @@ impl Backend for EmbeddedJob {
     fn metrics(&self) -> Vec<MetricSample> {
         // The runner registers the job's metrics with its id, so they carry `job_id`.
         self.controller.metrics().snapshot()
+    }
+
+    fn job_metrics(&self, id: &str) -> Option<Vec<MetricSample>> {
+        self.check(id).ok()?;
+        Some(self.controller.final_or_live_metrics())
     }
 
     fn config(&self) -> Value {

@@ -27,8 +27,10 @@
 //! that has ended (409).
 
 mod backend;
+mod server;
 
 pub use backend::{Backend, BackendError, EmbeddedJob, SavepointFuture};
+pub use server::{serve, ServeLimits};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -200,8 +202,11 @@ async fn overview(State(api): State<Api>) -> Json<Value> {
     Json(json!({
         "workers": workers.len(),
         "slots-total": workers.iter().map(|w| w.slots).sum::<u32>(),
-        "slots-available": workers.iter().map(|w| w.slots - w.used).sum::<u32>(),
-        "jobs-running": count(&[JobStatus::Created, JobStatus::Running, JobStatus::Failing, JobStatus::Restarting, JobStatus::Cancelling]),
+        "slots-available": workers.iter().map(|w| w.slots.saturating_sub(w.used)).sum::<u32>(),
+        "jobs-created": count(&[JobStatus::Created]),
+        "jobs-running": count(&[JobStatus::Running]),
+        "jobs-restarting": count(&[JobStatus::Failing, JobStatus::Restarting]),
+        "jobs-cancelling": count(&[JobStatus::Cancelling]),
         "jobs-finished": count(&[JobStatus::Finished]),
         "jobs-cancelled": count(&[JobStatus::Canceled]),
         "jobs-failed": count(&[JobStatus::Failed]),
@@ -230,11 +235,7 @@ async fn jobs(State(api): State<Api>) -> Json<Value> {
 }
 
 fn job_samples(api: &Api, id: &str) -> Vec<MetricSample> {
-    api.backend
-        .metrics()
-        .into_iter()
-        .filter(|s| s.label("job_id") == Some(id))
-        .collect()
+    api.backend.job_metrics(id).unwrap_or_default()
 }
 
 async fn job(State(api): State<Api>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {

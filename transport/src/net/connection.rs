@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Notify};
 
-use crate::wire::{encode_frame, read_frame, write_frame, FrameError, WireMessage};
+use crate::wire::{encode_frame, read_frame_limited, write_frame, FrameError, WireMessage, MAX_FRAME_BYTES};
 use crate::{Barrier, ChannelId, ChannelStatus, Payload, StreamMessage, TransportError};
 
 /// Limits of a connection.
@@ -20,6 +20,9 @@ pub struct ConnectionConfig {
     pub queue_per_channel: usize,
     /// Frames written per pass before the writer flushes and looks again (fairness).
     pub frames_per_pass: usize,
+    /// A frame that has begun must be complete within this (a peer that sends half a frame
+    /// and stops is cut off instead of holding its buffer).
+    pub frame_timeout: std::time::Duration,
 }
 
 impl Default for ConnectionConfig {
@@ -28,7 +31,29 @@ impl Default for ConnectionConfig {
             credits_per_channel: 8,
             queue_per_channel: 8,
             frames_per_pass: 64,
+            frame_timeout: std::time::Duration::from_secs(60),
         }
+    }
+}
+
+/// Which way data flows on a connection: one connection per pair of peers and direction.
+/// The peer of a sender sends only credits, and only for the channels the sender carries;
+/// the peer of a receiver sends only data. Anything else closes the connection (a credit for
+/// a channel nobody carries would otherwise make an entry that is never removed).
+#[derive(Clone)]
+pub enum Role {
+    /// This side sends data on the channels for which the function is true.
+    Sender(Arc<dyn Fn(ChannelId) -> bool + Send + Sync>),
+    /// This side receives data (and grants credits).
+    Receiver,
+}
+
+impl std::fmt::Debug for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Sender(_) => "Sender",
+            Role::Receiver => "Receiver",
+        })
     }
 }
 
@@ -63,12 +88,18 @@ struct Shared {
     closed: Option<String>,
     /// Where the writer resumes its round-robin over channels.
     cursor: Option<ChannelId>,
+    /// Close once everything queued is written ([`Connection::close_when_sent`]).
+    closing: bool,
 }
 
 struct Inner {
     config: ConnectionConfig,
+    role: Role,
     shared: Mutex<Shared>,
     writer_wake: Notify,
+    /// Wakes the reader when the connection closes locally (a stored permit if the reader is
+    /// not waiting at that moment).
+    reader_stop: Notify,
     log: slog::Logger,
 }
 
@@ -92,6 +123,8 @@ impl Inner {
         }
         drop(s);
         self.writer_wake.notify_one();
+        // The reader stops too: its half of the socket must go for the socket to close.
+        self.reader_stop.notify_one();
     }
 }
 
@@ -109,7 +142,7 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     /// Runs the connection over `stream` (reader and writer tasks on the current runtime).
-    pub fn start<S>(stream: S, config: ConnectionConfig, log: slog::Logger) -> Self
+    pub fn start<S>(stream: S, config: ConnectionConfig, role: Role, log: slog::Logger) -> Self
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -119,8 +152,10 @@ impl Connection {
         );
         let inner = Arc::new(Inner {
             config,
+            role,
             shared: Mutex::new(Shared::default()),
             writer_wake: Notify::new(),
+            reader_stop: Notify::new(),
             log,
         });
         let (r, w) = tokio::io::split(stream);
@@ -137,6 +172,13 @@ impl Connection {
     /// Closes the connection; its channels end.
     pub fn close(&self) {
         self.inner.close("closed locally".into());
+    }
+
+    /// Closes the connection once everything queued on it is written (the sender's tasks
+    /// have ended, and the peer still needs their last frames); at once if nothing is queued.
+    pub fn close_when_sent(&self) {
+        self.inner.lock().closing = true;
+        self.inner.writer_wake.notify_one();
     }
 
     /// The sending half of `channel` for execution attempt `attempt`.
@@ -276,6 +318,16 @@ impl RemoteOutput {
 
     /// Queues one message, waiting while the channel's queue is full (backpressure).
     pub async fn send(&mut self, msg: StreamMessage) -> Result<(), TransportError> {
+        if let StreamMessage::Data(Payload::Encoded(p)) = &msg {
+            // The frame adds little to its payload; one this large could not be sent.
+            if p.len() > MAX_FRAME_BYTES - 1024 {
+                return Err(TransportError::Frame(format!(
+                    "a batch of {} bytes on channel {} exceeds the frame limit of {MAX_FRAME_BYTES} bytes: lower the batch size",
+                    p.len(),
+                    self.channel
+                )));
+            }
+        }
         let wire = self.wire_message(msg)?;
         let cap = self.inner.config.queue_per_channel;
         loop {
@@ -378,59 +430,98 @@ fn from_wire(m: WireMessage) -> Option<(ChannelId, u32, StreamMessage)> {
 
 async fn read_loop<R: AsyncRead + Unpin>(inner: Arc<Inner>, mut r: R) {
     let why = loop {
-        let frame = match read_frame(&mut r).await {
+        let read = read_frame_limited(&mut r, MAX_FRAME_BYTES, Some(inner.config.frame_timeout));
+        let frame = tokio::select! {
+            // Fixed polling order: tokio's random branch order is not seeded by the simulator.
+            biased;
+            // Closed here: stop reading, so the socket (both halves) goes.
+            _ = inner.reader_stop.notified() => return,
+            f = read => f,
+        };
+        let frame = match frame {
             Ok(Some(f)) => f,
             Ok(None) => break "peer closed the connection".to_string(),
             Err(e) => break format!("bad frame from peer: {e}"),
         };
-        if let WireMessage::Credit {
-            channel,
-            attempt,
-            credits,
-        } = frame
-        {
-            let mut s = inner.lock();
-            let c = s.out.entry(channel).or_default();
-            if !c.bound && c.attempt != attempt {
-                // The receiver opened the channel before this side did: keep the credit for
-                // the attempt it names, `open_output` checks it.
-                c.attempt = attempt;
-                c.credits = 0;
-            }
-            if c.attempt == attempt {
-                c.credits = c.credits.saturating_add(credits);
-                c.opened = true;
-            }
-            drop(s);
-            inner.writer_wake.notify_one();
-            continue;
+        let outcome = match frame {
+            WireMessage::Credit {
+                channel,
+                attempt,
+                credits,
+            } => on_credit(&inner, channel, attempt, credits),
+            other => on_data(&inner, other),
+        };
+        if let Err(why) = outcome {
+            break why;
         }
-        let Some((channel, attempt, msg)) = from_wire(frame) else {
-            break "a control-plane frame arrived on a data connection".to_string();
-        };
-        let target = {
-            let s = inner.lock();
-            match s.inbound.get(&channel) {
-                Some(c) if c.attempt == attempt => Some((c.tx.clone(), c.in_flight.clone())),
-                // A frame of an earlier (or unknown) attempt: stale, dropped.
-                _ => None,
-            }
-        };
-        let Some((tx, in_flight)) = target else {
-            slog::debug!(inner.log, "dropped a frame of a stale attempt"; "channel" => %channel, "attempt" => attempt);
-            continue;
-        };
-        if matches!(msg, StreamMessage::Data(_)) {
-            // Data arrives only against credit; more in flight than granted means the peer
-            // ignored its credit.
-            if in_flight.fetch_add(1, Ordering::SeqCst) >= inner.config.credits_per_channel {
-                break format!("peer sent more than its credit on channel {channel}");
-            }
-        }
-        // The consumer may be gone (its task ended): the frame has nowhere to go.
-        let _ = tx.send(msg);
     };
     inner.close(why);
+}
+
+/// A credit from the receiving peer; `Err` (closing the connection) if this side does not
+/// send on that channel.
+fn on_credit(inner: &Inner, channel: ChannelId, attempt: u32, credits: u32) -> Result<(), String> {
+    match &inner.role {
+        Role::Receiver => {
+            return Err(format!(
+                "a credit for channel {channel} arrived on a receiving connection"
+            ))
+        }
+        Role::Sender(carries) if !carries(channel) => {
+            return Err(format!(
+                "a credit for channel {channel}, which this connection does not carry"
+            ))
+        }
+        Role::Sender(_) => {}
+    }
+    let mut s = inner.lock();
+    let c = s.out.entry(channel).or_default();
+    if !c.bound && c.attempt != attempt {
+        // The receiver opened the channel before this side did: keep the credit for the
+        // attempt it names, `open_output` checks it.
+        c.attempt = attempt;
+        c.credits = 0;
+    }
+    if c.attempt == attempt {
+        c.credits = c.credits.saturating_add(credits);
+        c.opened = true;
+    }
+    drop(s);
+    inner.writer_wake.notify_one();
+    Ok(())
+}
+
+/// A data-plane frame from the sending peer, for the channel it names; frames of another
+/// attempt, or for a channel not open here, are dropped.
+fn on_data(inner: &Inner, frame: WireMessage) -> Result<(), String> {
+    if matches!(inner.role, Role::Sender(_)) {
+        return Err("a data frame arrived on a sending connection".to_string());
+    }
+    let Some((channel, attempt, msg)) = from_wire(frame) else {
+        return Err("a control-plane frame arrived on a data connection".to_string());
+    };
+    let target = {
+        let s = inner.lock();
+        match s.inbound.get(&channel) {
+            Some(c) if c.attempt == attempt => Some((c.tx.clone(), c.in_flight.clone())),
+            // A frame of an earlier (or unknown) attempt: stale, dropped.
+            _ => None,
+        }
+    };
+    let Some((tx, in_flight)) = target else {
+        slog::debug!(inner.log, "dropped a frame of a stale attempt"; "channel" => %channel, "attempt" => attempt);
+        return Ok(());
+    };
+    if matches!(msg, StreamMessage::Data(_)) {
+        // Data arrives only against credit; more in flight than granted means the peer
+        // ignored its credit.
+        if in_flight.fetch_add(1, Ordering::SeqCst) >= inner.config.credits_per_channel {
+            return Err(format!("peer sent more than its credit on channel {channel}"));
+        }
+    }
+    // The consumer may be gone (its task ended): the frame has nowhere to go.
+    let _ = tx.send(msg);
+    Ok(())
 }
 
 /// Takes what may be sent now, round-robin over channels from the cursor.
@@ -480,22 +571,44 @@ fn take_sendable(inner: &Inner) -> Option<Vec<WireMessage>> {
     Some(out)
 }
 
+/// Whether a connection asked to close once sent has nothing left to send.
+fn drained_and_closing(inner: &Inner) -> bool {
+    let s = inner.lock();
+    s.closing && s.control.is_empty() && s.out.values().all(|c| c.queue.is_empty())
+}
+
 async fn write_loop<W: AsyncWrite + Unpin>(inner: Arc<Inner>, mut w: W) {
     loop {
         let wake = inner.writer_wake.notified();
         let Some(batch) = take_sendable(&inner) else {
+            // Closed: say so to the peer (it sees the end of the stream and closes its side).
+            let _ = w.shutdown().await;
             return;
         };
         if batch.is_empty() {
+            if drained_and_closing(&inner) {
+                inner.close("closed locally after sending everything queued".into());
+                let _ = w.shutdown().await;
+                return;
+            }
             wake.await;
             continue;
         }
         let mut bytes = Vec::new();
         for m in &batch {
-            bytes.extend_from_slice(&encode_frame(m));
+            match encode_frame(m) {
+                Ok(f) => bytes.extend_from_slice(&f),
+                // `send` refuses batches this large, so this is a bug; close rather than send
+                // something the peer would refuse.
+                Err(e) => {
+                    inner.close(format!("cannot encode a frame: {e}"));
+                    return;
+                }
+            }
         }
         if let Err(e) = write_frame(&mut w, &Bytes::from(bytes)).await {
             inner.close(format!("cannot write to peer: {e}"));
+            let _ = w.shutdown().await;
             return;
         }
     }

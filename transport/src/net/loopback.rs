@@ -4,10 +4,10 @@
 
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::net::{Connection, ConnectionConfig};
+use crate::net::{Connection, ConnectionConfig, Role};
 use crate::{ChannelId, InputChannel, LocalTransport, OutputChannel, Transport, TransportError};
 
-type RemoteFn = Box<dyn Fn(ChannelId) -> bool + Send + Sync>;
+type RemoteFn = std::sync::Arc<dyn Fn(ChannelId) -> bool + Send + Sync>;
 
 /// See the module docs.
 pub struct TcpLoopbackTransport {
@@ -45,11 +45,17 @@ impl TcpLoopbackTransport {
         // Small batches follow each other closely: don't let Nagle hold them back.
         let _ = client.set_nodelay(true);
         let _ = server.set_nodelay(true);
+        let remote: RemoteFn = std::sync::Arc::new(remote);
         Ok(TcpLoopbackTransport {
             local: LocalTransport::try_new(local_capacity)?,
-            sender: Connection::start(client, config, log.new(slog::o!("side" => "sender"))),
-            receiver: Connection::start(server, config, log.new(slog::o!("side" => "receiver"))),
-            remote: Box::new(remote),
+            sender: Connection::start(
+                client,
+                config,
+                Role::Sender(remote.clone()),
+                log.new(slog::o!("side" => "sender")),
+            ),
+            receiver: Connection::start(server, config, Role::Receiver, log.new(slog::o!("side" => "receiver"))),
+            remote,
             attempt,
         })
     }

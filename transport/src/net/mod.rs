@@ -14,5 +14,5 @@
 mod connection;
 mod loopback;
 
-pub use connection::{Connection, ConnectionConfig, RemoteInput, RemoteOutput};
+pub use connection::{Connection, ConnectionConfig, RemoteInput, RemoteOutput, Role};
 pub use loopback::TcpLoopbackTransport;

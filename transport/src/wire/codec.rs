@@ -71,12 +71,10 @@ fn text(s: Option<&str>, kind: &'static str, field: &'static str) -> Result<Stri
     s.map(str::to_string).ok_or(FrameError::MissingField { kind, field })
 }
 
-/// Encodes `msg` as one frame: length prefix and FlatBuffer.
-///
-/// # Panics
-/// If the frame would exceed [`MAX_FRAME_BYTES`]: senders split batches well below it, so
-/// this is a bug in the caller.
-pub fn encode_frame(msg: &WireMessage) -> Bytes {
+/// Encodes `msg` as one frame: length prefix and FlatBuffer. A frame over [`MAX_FRAME_BYTES`]
+/// is refused (`FrameError::TooLarge`): its receiver would refuse it too, so the sender must
+/// page or cut what it sends.
+pub fn encode_frame(msg: &WireMessage) -> Result<Bytes, FrameError> {
     let mut b = FlatBufferBuilder::with_capacity(256);
     let (body_type, body) = build_body(&mut b, msg);
     let frame = fb::Frame::create(
@@ -89,15 +87,16 @@ pub fn encode_frame(msg: &WireMessage) -> Bytes {
     );
     b.finish(frame, None);
     let data = b.finished_data();
-    assert!(
-        data.len() <= MAX_FRAME_BYTES,
-        "frame of {} bytes exceeds the {MAX_FRAME_BYTES}-byte limit: split the batch",
-        data.len()
-    );
+    if data.len() > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge {
+            len: data.len(),
+            max: MAX_FRAME_BYTES,
+        });
+    }
     let mut out = Vec::with_capacity(4 + data.len());
     out.extend_from_slice(&(data.len() as u32).to_le_bytes());
     out.extend_from_slice(data);
-    Bytes::from(out)
+    Ok(Bytes::from(out))
 }
 
 fn build_body<'a>(

@@ -10,7 +10,7 @@
 //! ```
 //! use sluice_transport::wire::{decode_frame, encode_frame, WireMessage};
 //! let msg = WireMessage::Heartbeat { worker_id: "w1".into() };
-//! let bytes = encode_frame(&msg);
+//! let bytes = encode_frame(&msg).unwrap();
 //! let (decoded, used) = decode_frame(&bytes).unwrap().unwrap();
 //! assert_eq!(decoded, msg);
 //! assert_eq!(used, bytes.len());
@@ -39,7 +39,7 @@ mod generated;
 
 pub use codec::{decode_frame, encode_frame, FrameError};
 pub use message::{WireJobEntry, WireMessage, WireMetric, WireOption, WirePeer};
-pub use stream::{read_frame, write_frame};
+pub use stream::{read_frame, read_frame_limited, write_frame};
 
 /// The protocol version this build speaks; frames of another version are refused.
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -3,10 +3,11 @@
 //!
 //! [`write_event_files`] writes `parts` files `part-0000` … into a directory: event `n` of the
 //! generator goes to part `n % parts`, so every part covers the whole time range in order.
-//! [`EventFilesSource`] reads them: subtask `i` of `p` reads the parts `j` with `j % p == i`,
-//! one after the other, so run it at a parallelism that divides `parts` (each subtask then
-//! reads whole, time-ordered parts; with several parts per subtask the later ones would start
-//! behind its watermark).
+//! [`EventFilesSource`] reads them: subtask `i` reads part `i`, so the source runs at a
+//! parallelism equal to the number of parts. Any other count is refused with the numbers: a
+//! subtask reading two parts one after the other would start the second behind its own
+//! watermark (every part covers the whole time range), and windowed queries would drop its
+//! events as late and give wrong results.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
@@ -167,6 +168,11 @@ impl EventFilesSource {
         })
     }
 
+    /// How many part files the directory holds (the parallelism the source must run at).
+    pub fn parts(&self) -> usize {
+        self.parts.len()
+    }
+
     /// Produces only events of these kinds (see [`EventKinds`]).
     pub fn with_kinds(mut self, kinds: EventKinds) -> Self {
         self.kinds = kinds;
@@ -179,19 +185,14 @@ impl Source for EventFilesSource {
     type Reader = EventFilesReader;
 
     fn reader(&self, subtask: u32, parallelism: u32) -> Result<EventFilesReader, OperatorError> {
-        if !self.parts.len().is_multiple_of(parallelism as usize) {
-            return Err(OperatorError::user(format!(
-                "{} event files cannot be shared evenly by {parallelism} subtasks: write a multiple of the parallelism",
-                self.parts.len()
+        if self.parts.len() != parallelism as usize {
+            // Not a failure a restart mends: the job fails at once.
+            return Err(OperatorError::Unrecoverable(parts_mismatch(
+                self.parts.len(),
+                parallelism,
             )));
         }
-        let mine = self
-            .parts
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j % parallelism as usize == subtask as usize)
-            .map(|(_, p)| p.clone())
-            .collect();
+        let mine = vec![self.parts[subtask as usize].clone()];
         Ok(EventFilesReader {
             kinds: self.kinds,
             parts: mine,
@@ -201,6 +202,15 @@ impl Source for EventFilesSource {
             line: String::new(),
         })
     }
+}
+
+/// Why `parts` event files cannot be read at `parallelism`.
+pub fn parts_mismatch(parts: usize, parallelism: u32) -> String {
+    format!(
+        "the event directory holds {parts} part files and the source runs at parallelism {parallelism}: each subtask \
+         reads one part (a subtask reading several one after the other would drop the later ones' events as late); \
+         write the events with --parts {parallelism}, or run at parallelism {parts}"
+    )
 }
 
 /// One subtask of an [`EventFilesSource`].
@@ -315,7 +325,7 @@ mod tests {
     #[test]
     fn subtasks_read_every_event_once_and_resume_from_a_position() {
         let dir = tempfile::tempdir().unwrap();
-        write_event_files(NexmarkConfig::default(), 1000, dir.path(), 4).unwrap();
+        write_event_files(NexmarkConfig::default(), 1000, dir.path(), 2).unwrap();
         let src = EventFilesSource::new(dir.path()).unwrap();
         let g = NexmarkGenerator::new(NexmarkConfig::default());
         let mut seen: Vec<Event> = Vec::new();
@@ -335,9 +345,19 @@ mod tests {
         seen.sort_by_key(key);
         want.sort_by_key(key);
         assert_eq!(seen, want);
-        assert!(src.reader(0, 3).is_err(), "4 parts do not divide among 3 subtasks");
+        for p in [1, 3, 4] {
+            let Err(OperatorError::Unrecoverable(e)) = src.reader(0, p) else {
+                panic!("2 parts at parallelism {p} must be refused")
+            };
+            assert!(
+                e.contains("holds 2 part files") && e.contains(&format!("parallelism {p}")),
+                "{e}"
+            );
+        }
         assert_eq!(event_count(dir.path()).unwrap(), 1000);
-        let bids = EventFilesSource::new(dir.path()).unwrap().with_kinds(EventKinds::BIDS);
+        let one = tempfile::tempdir().unwrap();
+        write_event_files(NexmarkConfig::default(), 1000, one.path(), 1).unwrap();
+        let bids = EventFilesSource::new(one.path()).unwrap().with_kinds(EventKinds::BIDS);
         let mut got = read_all(&mut bids.reader(0, 1).unwrap());
         let mut want: Vec<Event> = (0..1000)
             .map(|n| g.event(n))

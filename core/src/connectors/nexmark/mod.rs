@@ -9,8 +9,8 @@ mod source;
 
 pub use config::NexmarkConfig;
 pub use event_files::{
-    event_count, part_name, write_event_files, EventFilesError, EventFilesReader, EventFilesSource, EventKinds,
-    COUNT_FILE,
+    event_count, part_name, parts_mismatch, write_event_files, EventFilesError, EventFilesReader, EventFilesSource,
+    EventKinds, COUNT_FILE,
 };
 pub use generator::NexmarkGenerator;
 pub use model::{Auction, Bid, Event, Person};
