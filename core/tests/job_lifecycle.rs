@@ -109,3 +109,67 @@ fn a_cancel_while_waiting_to_restart_ends_the_job_canceled() {
         assert_eq!(controller.exceptions().len(), 1, "the one failure before the cancel");
     });
 }
+
+#[test]
+fn a_stop_with_savepoint_while_waiting_to_restart_copies_the_latest_checkpoint() {
+    use sluice_core::checkpoint::CheckpointConfig;
+    use sluice_core::state::blob::{BlobStore, MemoryStore};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let broken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let b = broken.clone();
+        let env = StreamEnv::new("breaks");
+        env.from_source(
+            GeneratorSource::new(1, None, |i, _| i).with_records_per_second(2000),
+            WatermarkStrategy::for_monotonous_timestamps(),
+            "numbers",
+        )
+        .uid("numbers")
+        .map(move |x: u64| {
+            assert!(!b.load(Ordering::SeqCst), "broken on purpose");
+            x
+        })
+        .sink_to(DiscardSink::default(), "discard");
+        let store = Arc::new(MemoryStore::new());
+        let config = ExecutionConfig {
+            checkpointing: Some(CheckpointConfig::new(Duration::from_millis(50), store.clone())),
+            restart: Some(RestartStrategy::FixedDelay {
+                attempts: 5,
+                delay: Duration::from_secs(3600),
+            }),
+            ..ExecutionConfig::default()
+        };
+        let handle = env.spawn(config).unwrap();
+        let controller = handle.controller();
+        let stats = handle.checkpoint_stats();
+        while stats.completed.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        broken.store(true, Ordering::SeqCst);
+        for _ in 0..500 {
+            if controller.status() == JobStatus::Restarting {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(controller.status(), JobStatus::Restarting);
+        let latest = stats.latest_id.load(Ordering::SeqCst);
+        let target = Arc::new(MemoryStore::new());
+        let info = tokio::time::timeout(Duration::from_secs(10), controller.stop_with_savepoint(target.clone(), false))
+            .await
+            .expect("answered while the job waits to restart")
+            .expect("the savepoint is taken");
+        assert_eq!(info.checkpoint_id, latest, "a copy of the latest checkpoint");
+        assert!(target.get(&format!("{}/_metadata", info.name)).await.is_ok());
+        let r = tokio::time::timeout(Duration::from_secs(10), handle.join())
+            .await
+            .expect("the job stops")
+            .expect("a stopped job is not a failed one");
+        assert!(r.cancelled);
+        assert_eq!(controller.status(), JobStatus::Finished, "stopped with a savepoint, as in Flink");
+    });
+}

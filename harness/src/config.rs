@@ -142,6 +142,11 @@ pub struct WorkerSection {
     pub id: Option<String>,
     /// Data connections greeting, or waiting for their deployment, at once.
     pub max_data_connections: usize,
+    /// How long to keep dialing a peer (or wait for one to dial) when an attempt starts, and
+    /// how long a greeted data connection waits for its deployment.
+    pub connect_timeout: String,
+    /// A data frame that has begun must be complete within this.
+    pub frame_timeout: String,
 }
 
 impl Default for WorkerSection {
@@ -152,6 +157,8 @@ impl Default for WorkerSection {
             slots: 1,
             id: None,
             max_data_connections: 1024,
+            connect_timeout: "20s".into(),
+            frame_timeout: "30s".into(),
         }
     }
 }
@@ -331,6 +338,8 @@ impl Config {
             ("coordinator.slot-wait", &self.coordinator.slot_wait),
             ("metrics.interval", &self.metrics.interval),
             ("rest.header-timeout", &self.rest.header_timeout),
+            ("worker.connect-timeout", &self.worker.connect_timeout),
+            ("worker.frame-timeout", &self.worker.frame_timeout),
             ("rest.idle-timeout", &self.rest.idle_timeout),
         ] {
             sluice_core::duration::parse_duration(v).map_err(|e| bad(key, e.to_string()))?;

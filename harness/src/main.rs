@@ -334,10 +334,24 @@ fn main() -> ExitCode {
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             ExitCode::from(sluice::error::exit_code_of(e.chain()).unwrap_or(sluice::error::exit::FAILED))
         }
     }
+}
+
+/// The error and its causes, each said once: many of our errors already name their source in
+/// their own message, so a cause whose text is already there is not repeated.
+fn describe(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
@@ -520,6 +534,8 @@ fn worker(args: WorkerArgs, file: Config, log: slog::Logger) -> anyhow::Result<(
     let mut config = WorkerConfig::new(coordinator, args.slots.unwrap_or(w.slots), execution);
     config.id = args.id.clone().or_else(|| w.id.clone());
     config.max_data_connections = w.max_data_connections;
+    config.connect_timeout = duration_arg("worker.connect-timeout", &w.connect_timeout)?;
+    config.frame_timeout = duration_arg("worker.frame-timeout", &w.frame_timeout)?;
     let bind = args.bind.clone().unwrap_or_else(|| w.bind.clone());
     runtime()?.block_on(async move {
         let worker = Worker::bind(config, &bind, Arc::new(BuiltinJobs), store_opener()).await?;

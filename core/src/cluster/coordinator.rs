@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_state::blob::BlobStore;
-use sluice_transport::wire::{read_frame_limited, WireJobEntry, WireMessage, WireOption};
+use sluice_transport::wire::{read_frame_limited, FrameError, WireJobEntry, WireMessage, WireOption, MAX_FRAME_BYTES};
 use tokio::io::{AsyncRead, ReadHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -17,7 +17,7 @@ use super::job_master::{JobMaster, MasterEvent, MasterParts};
 use super::metrics_report::from_wire;
 use super::{options, ClusterError, JobRegistry, JobStatus, StoreOpener};
 use crate::clock::Clock;
-use crate::error::JobBuildError;
+use crate::error::{InvalidSetting, JobBuildError};
 use crate::metrics::{CheckpointRecord, CheckpointStats, MetricRegistry, MetricSample, ScopeGuard};
 use crate::runtime::engine::SavepointRequest;
 use crate::spawned::AbortOnDrop;
@@ -374,6 +374,19 @@ impl Coordinator {
                 return;
             }
             Ok(Ok(None)) => return,
+            Ok(Err(FrameError::TooLarge { len, max })) if len <= MAX_FRAME_BYTES => {
+                // Read (and throw away) what the client sends, so it can read the answer.
+                slog::warn!(log, "refused a request larger than the limit"; "bytes" => len, "limit" => max);
+                if discard(&mut rx, len).await {
+                    tx.send(
+                        ClusterError::BadOption(InvalidSetting(format!(
+                            "a request of {len} bytes exceeds the coordinator's limit of {max} bytes (are the job's options that long?)"
+                        )))
+                        .to_wire(),
+                    );
+                }
+                return;
+            }
             Ok(Err(e)) => {
                 slog::warn!(log, "closing connection: bad first frame"; "reason" => %e);
                 return;
@@ -561,6 +574,13 @@ impl Coordinator {
     /// with the reason.
     pub fn submit(&self, name: &str, options: &[WireOption]) -> Result<String, ClusterError> {
         let sh = &self.shared;
+        // Options travel to every worker with each deployment: keep them small.
+        let size: usize = options.iter().map(|o| o.key.len() + o.value.len()).sum();
+        if size > MAX_OPTIONS_BYTES {
+            return Err(ClusterError::BadOption(InvalidSetting(format!(
+                "the job's options take {size} bytes, more than the limit of {MAX_OPTIONS_BYTES}"
+            ))));
+        }
         let parsed = options::parse(options, sh.store.as_ref())?;
         let mut graph = sh.registry.build(name, &parsed.job)?;
         graph.finalize().map_err(JobBuildError::Graph)?;
@@ -783,6 +803,27 @@ impl Coordinator {
 /// (A submission's options fit easily; anything larger is refused before it is read.)
 const MAX_FIRST_FRAME: usize = 64 << 10;
 
+/// The most a submission's options may take (keys and values together).
+const MAX_OPTIONS_BYTES: usize = 32 << 10;
+
+/// Reads and drops `len` bytes of a refused frame's body (within the first-frame wait);
+/// whether they all came.
+async fn discard<R: AsyncRead>(rx: &mut ReadHalf<R>, len: usize) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 8192];
+    let mut left = len;
+    let drain = async {
+        while left > 0 {
+            match rx.read(&mut buf[..left.min(8192)]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => left -= n,
+            }
+        }
+        true
+    };
+    tokio::time::timeout(FIRST_FRAME_WAIT, drain).await.unwrap_or(false)
+}
+
 /// How long a new connection has to send its first frame.
 const FIRST_FRAME_WAIT: Duration = Duration::from_secs(10);
 
@@ -894,6 +935,20 @@ impl Coordinator {
             worker: id.to_string(),
             reason: "the test took it away".into(),
         });
+    }
+
+    /// A metrics report of a test's worker: one gauge `test_records` of job `job`.
+    pub(crate) fn report_test_metrics(&self, worker: &str, job: &str, value: f64) {
+        let sample = MetricSample {
+            name: "test_records".into(),
+            help: String::new(),
+            labels: vec![("job_id".into(), job.into()), ("worker".into(), worker.into())],
+            value: crate::metrics::MetricValue::Gauge(value),
+        };
+        self.shared
+            .lock()
+            .worker_metrics
+            .insert(worker.to_string(), vec![sample]);
     }
 
     /// Slots in use on worker `id`.

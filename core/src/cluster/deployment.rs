@@ -300,6 +300,7 @@ async fn setup(
         channel_capacity: worker.config.execution.channel_capacity,
         inbound: &worker.inbound,
         connect_timeout: worker.config.connect_timeout,
+        frame_timeout: worker.config.frame_timeout,
         log,
     })
     .await?;

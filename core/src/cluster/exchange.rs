@@ -234,6 +234,8 @@ pub(crate) struct ExchangeSetup<'a> {
     pub(crate) inbound: &'a Arc<InboundConnections>,
     /// How long to keep trying to reach a peer, and to wait for peers to reach us.
     pub(crate) connect_timeout: Duration,
+    /// A data frame that has begun must be complete within this.
+    pub(crate) frame_timeout: Duration,
     pub(crate) log: &'a slog::Logger,
 }
 
@@ -313,7 +315,7 @@ async fn dial_peer(s: &ExchangeSetup<'_>, map: &Arc<ChannelMap>, peer: &str) -> 
     }));
     Ok(Connection::start(
         stream,
-        connection_config(s.channel_capacity),
+        connection_config(s.channel_capacity, s.frame_timeout),
         role,
         log,
     ))
@@ -346,12 +348,12 @@ const MAX_GREETING: usize = 4 << 10;
 const GREETING_WAIT: Duration = Duration::from_secs(10);
 
 /// The limits of a data connection whose channels hold `capacity` batches.
-fn connection_config(capacity: usize) -> ConnectionConfig {
+pub(crate) fn connection_config(capacity: usize, frame_timeout: Duration) -> ConnectionConfig {
     ConnectionConfig {
         credits_per_channel: capacity as u32,
         queue_per_channel: capacity,
         frames_per_pass: 64,
-        ..ConnectionConfig::default()
+        frame_timeout,
     }
 }
 
@@ -360,7 +362,7 @@ fn connection_config(capacity: usize) -> ConnectionConfig {
 pub(crate) async fn accept_data(
     mut stream: TcpStream,
     inbound: &Arc<InboundConnections>,
-    channel_capacity: usize,
+    net: ConnectionConfig,
     claim_timeout: Duration,
     log: slog::Logger,
 ) {
@@ -386,7 +388,6 @@ pub(crate) async fn accept_data(
             return;
         }
     };
-    let net = connection_config(channel_capacity);
     let conn_log = log
         .new(slog::o!("peer" => hello.2.clone(), "direction" => "in", "job" => hello.0.clone(), "attempt" => hello.1));
     let conn = Connection::start(stream, net, Role::Receiver, conn_log);

@@ -791,7 +791,7 @@ mod tests {
     //! paused clock: deployment, failover, restarts, slots, cancels and stops.
     use std::collections::BTreeMap;
 
-    use sluice_state::blob::MemoryStore;
+    use sluice_state::blob::{BlobStore, MemoryStore};
     use sluice_transport::wire::WireOption;
 
     use super::*;
@@ -821,10 +821,15 @@ mod tests {
     }
 
     fn coordinator(slot_wait: Duration) -> Coordinator {
+        coordinator_with(slot_wait, Arc::new(MemoryStore::new()), 1000)
+    }
+
+    fn coordinator_with(slot_wait: Duration, store: Arc<MemoryStore>, retained_jobs: usize) -> Coordinator {
         let mut config = CoordinatorConfig::new(slog::Logger::root(slog::Discard, slog::o!()));
         config.slot_wait = slot_wait;
         config.checkpoint_dir = Some("mem".into());
-        let store: Arc<dyn sluice_state::blob::BlobStore> = Arc::new(MemoryStore::new());
+        config.max_retained_jobs = retained_jobs;
+        let store: Arc<dyn sluice_state::blob::BlobStore> = store;
         let opener: StoreOpener = Arc::new(move |_| Ok(store.clone()));
         Coordinator::new(config, Arc::new(TwoChains), opener).unwrap()
     }
@@ -1020,6 +1025,104 @@ mod tests {
         finish(&c, &d1, "w1");
         finish(&c, &d2, "w2");
         status_becomes(&c, &id, JobStatus::Finished).await;
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn slots_go_to_waiting_jobs_in_submission_order_when_they_are_released() {
+        let c = coordinator(Duration::from_secs(600));
+        let mut w1 = c.add_test_worker("w1", 1);
+        let a = c.submit("two", &options(&[])).unwrap();
+        let da = deployed(&mut w1).await;
+        let b = c.submit("two", &options(&[])).unwrap();
+        let cc = c.submit("two", &options(&[])).unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(c.job(&b).unwrap().status, JobStatus::Created);
+        assert_eq!(c.job(&cc).unwrap().status, JobStatus::Created);
+        finish(&c, &da, "w1");
+        status_becomes(&c, &a, JobStatus::Finished).await;
+        let db = deployed(&mut w1).await;
+        assert_eq!(db.job, b, "the earlier submission gets the slot first");
+        assert_eq!(c.job(&cc).unwrap().status, JobStatus::Created);
+        finish(&c, &db, "w1");
+        let dc = deployed(&mut w1).await;
+        assert_eq!(dc.job, cc);
+        finish(&c, &dc, "w1");
+        status_becomes(&c, &cc, JobStatus::Finished).await;
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn ended_jobs_keep_their_figures_leave_the_metrics_and_the_oldest_are_forgotten() {
+        let c = coordinator_with(Duration::from_secs(5), Arc::new(MemoryStore::new()), 2);
+        let mut w1 = c.add_test_worker("w1", 1);
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let id = c.submit("two", &options(&[])).unwrap();
+            let d = deployed(&mut w1).await;
+            c.report_test_metrics("w1", &id, 42.0);
+            assert!(c.metrics().iter().any(|s| s.label("job_id") == Some(id.as_str())));
+            finish(&c, &d, "w1");
+            status_becomes(&c, &id, JobStatus::Finished).await;
+            ids.push(id);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(c.job(&ids[0]).is_none(), "the oldest ended job is forgotten beyond 2");
+        for id in &ids[1..] {
+            let figures = c.job_metrics(id).expect("an ended job keeps its figures");
+            assert!(
+                figures
+                    .iter()
+                    .any(|s| s.name == "test_records" && s.label("worker") == Some("w1")),
+                "the worker's last report is kept: {figures:?}"
+            );
+            assert!(
+                !c.metrics().iter().any(|s| s.label("job_id") == Some(id.as_str())),
+                "an ended job's series left /metrics"
+            );
+        }
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn checkpoints_are_deleted_when_a_job_finishes_or_is_cancelled_unless_retained() {
+        let store = Arc::new(MemoryStore::new());
+        let c = coordinator_with(Duration::from_secs(5), store.clone(), 100);
+        let mut w1 = c.add_test_worker("w1", 1);
+        let with_checkpoints = |extra: &[(&str, &str)]| {
+            let mut kv = vec![("checkpoint-interval", "1h"), ("checkpoint-timeout", "2h")];
+            kv.extend_from_slice(extra);
+            options(&kv)
+        };
+        let put = |id: &str| {
+            let store = store.clone();
+            let path = format!("{id}/chk-0000000001/src/0.state");
+            async move {
+                store
+                    .put_if_absent(&path, bytes::Bytes::from_static(b"x"))
+                    .await
+                    .unwrap()
+            }
+        };
+        let finished = c.submit("two", &with_checkpoints(&[])).unwrap();
+        let d = deployed(&mut w1).await;
+        put(&finished).await;
+        finish(&c, &d, "w1");
+        status_becomes(&c, &finished, JobStatus::Finished).await;
+        let cancelled = c.submit("two", &with_checkpoints(&[])).unwrap();
+        deployed(&mut w1).await;
+        put(&cancelled).await;
+        c.cancel(&cancelled).unwrap();
+        status_becomes(&c, &cancelled, JobStatus::Canceled).await;
+        let kept = c
+            .submit("two", &with_checkpoints(&[("retain-checkpoints-on-cancel", "true")]))
+            .unwrap();
+        deployed(&mut w1).await;
+        put(&kept).await;
+        c.cancel(&kept).unwrap();
+        status_becomes(&c, &kept, JobStatus::Canceled).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let paths = store.paths();
+        assert!(!paths.iter().any(|p| p.starts_with(&finished)), "{paths:?}");
+        assert!(!paths.iter().any(|p| p.starts_with(&cancelled)), "{paths:?}");
+        assert!(paths.iter().any(|p| p.starts_with(&kept)), "{paths:?}");
     }
 
     #[real_tokio::test(start_paused = true)]

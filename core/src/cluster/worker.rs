@@ -11,7 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::acceptor::Acceptor;
 use super::deployment::{self, DeployRequest, DeploymentHandle};
-use super::exchange::{accept_data, InboundConnections};
+use super::exchange::{accept_data, connection_config, InboundConnections};
 use super::framed::{framed, FrameSender};
 use super::{ClusterError, JobRegistry, StoreOpener};
 use crate::clock::Clock;
@@ -44,6 +44,9 @@ pub struct WorkerConfig {
     /// Data connections greeting at once, and greeted ones waiting for their deployment at
     /// once; more are closed at once.
     pub max_data_connections: usize,
+    /// A data frame that has begun must be complete within this (a peer that sends half a
+    /// frame and stops is cut off).
+    pub frame_timeout: Duration,
 }
 
 impl WorkerConfig {
@@ -58,6 +61,7 @@ impl WorkerConfig {
             max_backoff: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(20),
             max_data_connections: 1024,
+            frame_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -269,8 +273,8 @@ async fn accept_data_connections(shared: Arc<WorkerShared>, listener: TcpListene
         let log = shared.log.new(slog::o!("peer" => peer.to_string()));
         tokio::spawn(async move {
             let claim = shared.config.connect_timeout;
-            let capacity = shared.config.execution.channel_capacity;
-            accept_data(stream, &shared.inbound, capacity, claim, log).await;
+            let net = connection_config(shared.config.execution.channel_capacity, shared.config.frame_timeout);
+            accept_data(stream, &shared.inbound, net, claim, log).await;
             drop(permit);
         });
     }

@@ -219,6 +219,8 @@ impl<'a> TaskBuilder<'a> {
                         OperatorError::State(se @ sluice_state::StateError::TypeChanged { .. }) => {
                             self.restore_err(format!("operator '{key}': {se}"))
                         }
+                        // The restored state does not fit this operator (a sink's other output).
+                        OperatorError::Unrecoverable(why) => self.restore_err(why),
                         other => self.failed(other),
                     })?;
                     ops.push((op, ctx));

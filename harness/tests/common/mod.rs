@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod http;
+pub(crate) mod procs;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,169 @@
+//! Sluice processes for the cluster tests: a coordinator and workers as child processes on
+//! 127.0.0.1 (killed when the test ends), and the CLI to drive them.
+
+// Child processes: real time, never simulated.
+#![allow(clippy::disallowed_methods)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process killed when the test ends, however it ends.
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) log: PathBuf,
+}
+
+impl Proc {
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub(crate) fn sluice() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    c.env_remove("SLUICE_LOG");
+    c
+}
+
+pub(crate) fn coordinator(dir: &Path, args: &[&str]) -> (Proc, String) {
+    let log = dir.join("coordinator.log");
+    let mut child = sluice()
+        .args([
+            "--log-level",
+            "info",
+            "coordinator",
+            "--bind",
+            "127.0.0.1:0",
+            "--heartbeat-timeout",
+            "3s",
+        ])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    if args.contains(&"--rest-bind") {
+        // The REST address follows on the next line; the test reads it from the log instead.
+        let mut rest = String::new();
+        out.read_line(&mut rest).unwrap();
+        std::fs::write(
+            dir.join("rest.addr"),
+            rest.trim().rsplit(' ').next().unwrap_or_default(),
+        )
+        .unwrap();
+    }
+    let addr = line
+        .trim()
+        .strip_prefix("coordinator listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line of the coordinator: {line:?}"))
+        .to_string();
+    (Proc { child, log }, addr)
+}
+
+pub(crate) fn worker(dir: &Path, addr: &str, id: &str, slots: u32) -> Proc {
+    let log = dir.join(format!("{id}-{}.log", Instant::now().elapsed().as_nanos()));
+    let child = sluice()
+        .args([
+            "--log-level",
+            "info",
+            "worker",
+            "--coordinator",
+            addr,
+            "--id",
+            id,
+            "--slots",
+            &slots.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    Proc { child, log }
+}
+
+pub(crate) fn run(args: &[&str]) -> Output {
+    sluice().args(args).output().unwrap()
+}
+
+pub(crate) fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub(crate) fn submit(addr: &str, args: &[&str]) -> String {
+    let out = run(&[&["submit", "--coordinator", addr], args].concat());
+    assert!(out.status.success(), "submit failed: {}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .last()
+        .expect("submit prints the job id last")
+        .trim()
+        .to_string()
+}
+
+/// The job's status as `sluice list` prints it.
+pub(crate) fn status(addr: &str, id: &str) -> String {
+    let out = run(&["list", "--coordinator", addr]);
+    assert!(out.status.success(), "list failed: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(id))
+        .unwrap_or_else(|| panic!("job {id} not listed in:\n{stdout}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert!(fields.len() >= 3, "list line is `<id> <name> <STATUS>`: {line}");
+    fields[2].to_string()
+}
+
+/// Every log in `dir`, for failure messages.
+pub(crate) fn logs(dir: &Path) -> String {
+    let mut out = String::new();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.path()))
+        .collect();
+    paths.sort();
+    for p in paths.into_iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
+        out.push_str(&format!(
+            "==== {}\n{}\n",
+            p.display(),
+            std::fs::read_to_string(&p).unwrap_or_default()
+        ));
+    }
+    out
+}
+
+pub(crate) fn wait_for(addr: &str, id: &str, want: &[&str], timeout: Duration) -> String {
+    wait_for_in(None, addr, id, want, timeout)
+}
+
+pub(crate) fn wait_for_in(dir: Option<&Path>, addr: &str, id: &str, want: &[&str], timeout: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let s = status(addr, id);
+        if want.contains(&s.as_str()) {
+            return s;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "job {id} is {s} after {timeout:?}, waited for {want:?}\n{}",
+            dir.map(logs).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
