@@ -3,7 +3,7 @@
 #   1. the normal build: unit, integration, property and doc tests of all crates;
 #   2. the simulation build (`--cfg madsim`, its own target dir): the sluice-sim suite over
 #      many seeds, with a determinism check on a few.
-# Outside tools the tests need are installed here: promtool (to validate /metrics), flatc,
+# Outside tools the tests need are installed here: promtool (to validate /metrics), flatc, cargo-fuzz,
 # schemathesis. When a test needs a service (etcd, PostgreSQL), this script starts it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +34,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== normal build: cargo test --workspace"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+
+echo "== fuzzing frames, checkpoint metadata, state files and savepoints (cargo fuzz)"
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}" ./scripts/fuzz.sh
 
 echo "== REST API fuzzed against its OpenAPI document (schemathesis)"
 ./scripts/schemathesis.sh

@@ -159,10 +159,13 @@ fn a_stop_with_savepoint_while_waiting_to_restart_copies_the_latest_checkpoint()
         assert_eq!(controller.status(), JobStatus::Restarting);
         let latest = stats.latest_id.load(Ordering::SeqCst);
         let target = Arc::new(MemoryStore::new());
-        let info = tokio::time::timeout(Duration::from_secs(10), controller.stop_with_savepoint(target.clone(), false))
-            .await
-            .expect("answered while the job waits to restart")
-            .expect("the savepoint is taken");
+        let info = tokio::time::timeout(
+            Duration::from_secs(10),
+            controller.stop_with_savepoint(target.clone(), false),
+        )
+        .await
+        .expect("answered while the job waits to restart")
+        .expect("the savepoint is taken");
         assert_eq!(info.checkpoint_id, latest, "a copy of the latest checkpoint");
         assert!(target.get(&format!("{}/_metadata", info.name)).await.is_ok());
         let r = tokio::time::timeout(Duration::from_secs(10), handle.join())
@@ -170,6 +173,10 @@ fn a_stop_with_savepoint_while_waiting_to_restart_copies_the_latest_checkpoint()
             .expect("the job stops")
             .expect("a stopped job is not a failed one");
         assert!(r.cancelled);
-        assert_eq!(controller.status(), JobStatus::Finished, "stopped with a savepoint, as in Flink");
+        assert_eq!(
+            controller.status(),
+            JobStatus::Finished,
+            "stopped with a savepoint, as in Flink"
+        );
     });
 }

@@ -4,7 +4,10 @@
 //! bincode body, crc32 of everything before it. Paths are relative to the checkpoint's
 //! directory, so a checkpoint (or savepoint) directory can be moved as a whole.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
+use sluice_state::MAX_MAX_PARALLELISM;
 
 use crate::error::CheckpointError;
 
@@ -104,8 +107,60 @@ impl CheckpointMetadata {
         if crc32fast::hash(&bytes[..crc_at]) != u32::from_le_bytes(bytes[crc_at..].try_into().expect("4 bytes")) {
             return Err(bad("checksum mismatch: the file is corrupt".into()));
         }
-        bincode::deserialize(&bytes[18..crc_at]).map_err(|e| bad(format!("undecodable: {e}")))
+        let meta: Self = bincode::deserialize(&bytes[18..crc_at]).map_err(|e| bad(format!("undecodable: {e}")))?;
+        meta.check().map_err(bad)?;
+        Ok(meta)
     }
+
+    /// Checks what a restore relies on but the checksum cannot vouch for (a bug or a hostile
+    /// writer seals wrong metadata as easily as right): a usable number of key groups, one
+    /// entry per operator, one file per subtask within its parallelism, and file paths that
+    /// stay inside the checkpoint's directory and name distinct files. Without this a file
+    /// named twice would restore its state twice, and a subtask beyond the parallelism would
+    /// silently restore nothing.
+    fn check(&self) -> Result<(), String> {
+        if !(1..=MAX_MAX_PARALLELISM).contains(&self.max_parallelism) {
+            return Err(format!(
+                "max parallelism {} is outside 1..={MAX_MAX_PARALLELISM}",
+                self.max_parallelism
+            ));
+        }
+        let mut keys = BTreeSet::new();
+        let mut paths = BTreeSet::new();
+        for op in &self.operators {
+            if op.key.is_empty() || !keys.insert(op.key.as_str()) {
+                return Err(format!("operator key '{}' is empty or appears twice", op.key));
+            }
+            if !(1..=self.max_parallelism).contains(&op.parallelism) {
+                return Err(format!(
+                    "operator '{}' has parallelism {}, outside 1..={}",
+                    op.key, op.parallelism, self.max_parallelism
+                ));
+            }
+            let mut subtasks = BTreeSet::new();
+            for f in &op.files {
+                if f.subtask >= op.parallelism || !subtasks.insert(f.subtask) {
+                    return Err(format!(
+                        "operator '{}' lists subtask {} twice or beyond its parallelism {}",
+                        op.key, f.subtask, op.parallelism
+                    ));
+                }
+                if !is_plain_relative(&f.path) || !paths.insert(f.path.as_str()) {
+                    return Err(format!(
+                        "state file '{}' is named twice or is not a plain relative path",
+                        f.path
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `path` stays inside the directory it is relative to: not absolute, no `..`, `.` or
+/// empty segments, no NUL or backslash (which some stores and filesystems treat specially).
+pub(crate) fn is_plain_relative(path: &str) -> bool {
+    !path.is_empty() && !path.contains(['\\', '\0']) && path.split('/').all(|seg| !matches!(seg, "" | "." | ".."))
 }
 
 #[cfg(test)]

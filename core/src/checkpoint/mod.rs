@@ -18,6 +18,6 @@ pub mod storage;
 
 pub use config::{CheckpointConfig, UnusableCheckpoint};
 pub use coordinator::SavepointInfo;
-pub use metadata::{CheckpointMetadata, OperatorStateMeta, StateFileMeta};
+pub use metadata::{CheckpointMetadata, OperatorStateMeta, StateFileMeta, METADATA_FORMAT_VERSION};
 pub use restart::RestartStrategy;
 pub use storage::{CheckpointStorage, Latest, LoadedCheckpoint};

