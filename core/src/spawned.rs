@@ -5,6 +5,11 @@
 //! checkpoint coordinator, a frame forwarder) can write for a stale attempt, and a task that
 //! panics without reporting leaves its peers waiting on channels it never closes.
 
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use crate::sync::LockExt;
+
 /// Aborts the spawned task when dropped: whatever holds it decides how long the task lives.
 #[derive(Debug)]
 pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
@@ -24,6 +29,45 @@ impl<T> AbortOnDrop<T> {
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// Background tasks spawned for one owner that must stop with it, and be seen to have stopped
+/// (a task's checkpoint uploads: the attempt has not ended while one can still write). Clones
+/// share the set; when the last clone goes, whatever still runs is aborted.
+#[derive(Clone, Default)]
+pub struct BackgroundTasks(Arc<BackgroundInner>);
+
+#[derive(Default)]
+struct BackgroundInner(Mutex<Vec<tokio::task::JoinHandle<()>>>);
+
+impl BackgroundTasks {
+    /// Spawns `task` into the set (forgetting the ones that have ended).
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(task);
+        let mut all = self.0 .0.locked();
+        all.retain(|h| !h.is_finished());
+        all.push(handle);
+    }
+
+    /// Aborts every task of the set and waits until each is gone (an abort takes effect at
+    /// the task's next await, so a write under way completes first).
+    pub async fn stop(&self) {
+        let all = std::mem::take(&mut *self.0 .0.locked());
+        for h in &all {
+            h.abort();
+        }
+        for h in all {
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for BackgroundInner {
+    fn drop(&mut self) {
+        for h in self.0.get_mut().unwrap_or_else(|p| p.into_inner()).iter() {
+            h.abort();
+        }
     }
 }
 
@@ -89,6 +133,30 @@ mod tests {
             handle.await.unwrap();
             drop(h);
             tokio::task::yield_now().await;
+        });
+    }
+
+    #[test]
+    fn stopping_background_tasks_waits_until_they_are_gone() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let set = BackgroundTasks::default();
+            let alive = Arc::new(());
+            for _ in 0..3 {
+                let held = alive.clone();
+                set.spawn(async move {
+                    let _held = held;
+                    std::future::pending::<()>().await;
+                });
+            }
+            tokio::task::yield_now().await;
+            assert_eq!(Arc::strong_count(&alive), 4);
+            set.clone().stop().await;
+            // Every task's future was dropped before stop returned.
+            assert_eq!(Arc::strong_count(&alive), 1);
         });
     }
 }

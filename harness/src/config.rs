@@ -111,6 +111,8 @@ pub struct CoordinatorSection {
     pub max_connections: usize,
     /// Ended jobs kept in the job table; the oldest are forgotten beyond it.
     pub max_retained_jobs: usize,
+    /// How long an ended attempt waits for its workers to confirm its tasks stopped.
+    pub cancel_timeout: String,
 }
 
 impl Default for CoordinatorSection {
@@ -124,6 +126,7 @@ impl Default for CoordinatorSection {
             slot_wait: "60s".into(),
             max_connections: 1024,
             max_retained_jobs: 1000,
+            cancel_timeout: "30s".into(),
         }
     }
 }
@@ -336,6 +339,7 @@ impl Config {
             ("coordinator.heartbeat-interval", &self.coordinator.heartbeat_interval),
             ("coordinator.heartbeat-timeout", &self.coordinator.heartbeat_timeout),
             ("coordinator.slot-wait", &self.coordinator.slot_wait),
+            ("coordinator.cancel-timeout", &self.coordinator.cancel_timeout),
             ("metrics.interval", &self.metrics.interval),
             ("rest.header-timeout", &self.rest.header_timeout),
             ("worker.connect-timeout", &self.worker.connect_timeout),

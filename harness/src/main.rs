@@ -481,6 +481,7 @@ fn coordinator(args: CoordinatorArgs, file: Config, log: slog::Logger) -> anyhow
         args.heartbeat_timeout.as_deref().unwrap_or(&c.heartbeat_timeout),
     )?;
     config.slot_wait = duration_arg("slot-wait", args.slot_wait.as_deref().unwrap_or(&c.slot_wait))?;
+    config.cancel_timeout = duration_arg("cancel-timeout", &c.cancel_timeout)?;
     config.checkpoint_dir = args.checkpoint_dir.clone().or_else(|| c.checkpoint_dir.clone());
     let bind = args.bind.clone().unwrap_or_else(|| c.bind.clone());
     let rest_bind = args.rest_bind.clone().or_else(|| c.rest_bind.clone());

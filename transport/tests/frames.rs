@@ -210,6 +210,7 @@ fn control_plane() -> impl Strategy<Value = WireMessage> {
                 cancelled,
             }
         }),
+        (s(), any::<u32>()).prop_map(|(job_id, attempt)| WireMessage::AttemptEnded { job_id, attempt }),
         (s(), any::<u32>(), s()).prop_map(|(job_id, attempt, worker_id)| WireMessage::DataHello {
             job_id,
             attempt,

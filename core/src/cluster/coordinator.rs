@@ -42,6 +42,10 @@ pub struct CoordinatorConfig {
     /// Ended jobs kept in the job table (their status, error and final figures); the oldest
     /// are forgotten beyond it.
     pub max_retained_jobs: usize,
+    /// How long an ended attempt waits for its workers to confirm that its tasks and their
+    /// uploads have stopped, before its slots are freed (and, if the job ended, its
+    /// checkpoints deleted) anyway, with a warning.
+    pub cancel_timeout: Duration,
     /// Where the coordinator logs.
     pub log: slog::Logger,
 }
@@ -57,6 +61,7 @@ impl CoordinatorConfig {
             clock: Clock::system(),
             max_connections: 1024,
             max_retained_jobs: 1000,
+            cancel_timeout: Duration::from_secs(30),
             log,
         }
     }
@@ -558,7 +563,7 @@ impl Coordinator {
                         let events = sh.lock().jobs.get(job).map(|j| j.events.clone());
                         match events {
                             Some(ev) => {
-                                let _ = ev.send(MasterEvent::Frame(msg));
+                                let _ = ev.send(master_event(msg, worker_id, session));
                             }
                             None => slog::debug!(log, "frame for an unknown job dropped"; "job" => job),
                         }
@@ -888,10 +893,24 @@ fn check_registration(worker_id: &str, data_address: &str, slots: u32) -> Result
     Ok(())
 }
 
+/// What a job master hears of frame `msg` from worker `worker_id` (in its session `session`):
+/// the end of an attempt on a worker names the worker, which the frame itself does not.
+fn master_event(msg: WireMessage, worker_id: &str, session: u64) -> MasterEvent {
+    match msg {
+        WireMessage::AttemptEnded { attempt, .. } => MasterEvent::AttemptEnded {
+            worker: worker_id.to_string(),
+            session,
+            attempt,
+        },
+        msg => MasterEvent::Frame(msg),
+    }
+}
+
 /// The job a worker's frame is about.
 fn job_of(msg: &WireMessage) -> Option<&str> {
     match msg {
-        WireMessage::AckCheckpoint { job_id, .. }
+        WireMessage::AttemptEnded { job_id, .. }
+        | WireMessage::AckCheckpoint { job_id, .. }
         | WireMessage::DeclineCheckpoint { job_id, .. }
         | WireMessage::InputFinished { job_id, .. }
         | WireMessage::TaskFinished { job_id, .. }
@@ -919,6 +938,20 @@ impl Coordinator {
         let _ = rx.try_recv();
         self.shared.broadcast(|| MasterEvent::SlotsChanged);
         rx
+    }
+
+    /// Test worker `worker` says nothing of `attempt` of `job` runs there any more.
+    pub(crate) fn end_test_attempt(&self, worker: &str, job: &str, attempt: u32) {
+        let st = self.shared.lock();
+        let session = st.workers.get(worker).expect("a registered test worker").session;
+        let _ = st.jobs.get(job).expect("a known job").events.send(master_event(
+            WireMessage::AttemptEnded {
+                job_id: job.to_string(),
+                attempt,
+            },
+            worker,
+            session,
+        ));
     }
 
     /// A frame from a test's worker, routed as a worker connection routes it.

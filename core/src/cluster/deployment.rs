@@ -136,10 +136,27 @@ impl Reporter<'_> {
     }
 }
 
-/// Runs the deployment until its tasks end or it is cancelled.
+/// Runs the deployment until its tasks end or it is cancelled, then tells the coordinator the
+/// attempt has stopped here (whichever way it ended: set-up failures and cancels too), so the
+/// job ends, frees its slots and deletes its checkpoints only once nothing of it still runs.
 pub(crate) async fn run(
     worker: Arc<WorkerShared>,
     to_coordinator: FrameSender,
+    req: DeployRequest,
+    control_rx: ControlReceiver,
+    command_rxs: CommandReceivers,
+) {
+    let ended = WireMessage::AttemptEnded {
+        job_id: req.job_id.clone(),
+        attempt: req.attempt,
+    };
+    run_until_ended(worker, &to_coordinator, req, control_rx, command_rxs).await;
+    to_coordinator.send(ended);
+}
+
+async fn run_until_ended(
+    worker: Arc<WorkerShared>,
+    to_coordinator: &FrameSender,
     req: DeployRequest,
     control_rx: ControlReceiver,
     command_rxs: CommandReceivers,
@@ -149,7 +166,7 @@ pub(crate) async fn run(
         .log
         .new(slog::o!("job" => req.job_id.clone(), "name" => req.job_name.clone(), "attempt" => req.attempt));
     let report = Reporter {
-        to_coordinator: &to_coordinator,
+        to_coordinator,
         job_id: &req.job_id,
         attempt: req.attempt,
         log: &log,
@@ -341,13 +358,12 @@ async fn follow(
 ) -> bool {
     let mut events_open = true;
     let mut cancel = std::pin::pin!(cancelled(control_rx));
-    loop {
+    let was_cancelled = loop {
         tokio::select! {
             biased;
             _ = &mut cancel => {
                 slog::info!(report.log, "deployment cancelled");
-                tasks.stop().await;
-                return true;
+                break true;
             }
             // Polled before task ends: a task's checkpoint events reach the coordinator
             // before its end does.
@@ -356,10 +372,13 @@ async fn follow(
                 None => events_open = false,
             },
             done = tasks.next() => match done {
-                None => return false,
+                None => break false,
                 Some((t, Ok(exit))) => report.finished(t, exit),
                 Some((t, Err(e))) => report.fail(t, e.to_string(), e.is_permanent()),
             },
         }
-    }
+    };
+    // Ended tasks may still have uploads under way: they stop (and are seen to) too.
+    tasks.stop().await;
+    was_cancelled
 }

@@ -35,6 +35,9 @@ pub(crate) enum MasterEvent {
     Frame(WireMessage),
     /// A worker is gone (every master hears of every loss).
     WorkerLost { worker: String, reason: String },
+    /// Worker `worker` (in registration `session`) says nothing of `attempt` runs there any
+    /// more.
+    AttemptEnded { worker: String, session: u64, attempt: u32 },
     /// A worker registered: slots may be free now.
     SlotsChanged,
     /// Cancel the job.
@@ -88,6 +91,8 @@ pub(crate) struct JobMaster {
     stopped: Arc<AtomicBool>,
     /// Submission order: jobs waiting for slots get them in this order.
     seq: u64,
+    /// Workers (and their sessions) that said the running attempt has ended on them.
+    ended_on: BTreeSet<(String, u64)>,
 }
 
 /// What [`JobMaster::new`] is given.
@@ -127,6 +132,7 @@ impl JobMaster {
             checkpointing: None,
             stopped: Arc::default(),
             seq: p.seq,
+            ended_on: BTreeSet::new(),
         }
     }
 
@@ -329,6 +335,48 @@ impl JobMaster {
         self.shared.broadcast(|| MasterEvent::SlotsChanged);
     }
 
+    /// Waits until every worker of the attempt has said that nothing of it runs there any
+    /// more (or is gone), at most the cancel timeout: until then its slots are not free, and
+    /// a job is not over while one of its tasks could still write a state file. Events that
+    /// matter after the wait (a cancel, a stop) are queued again.
+    async fn await_attempt_end(&mut self, attempt: u32, reservation: &Reservation) {
+        let ended = std::mem::take(&mut self.ended_on);
+        let mut waiting: BTreeSet<(String, u64)> = reservation
+            .iter()
+            .map(|(w, s, _)| (w.clone(), *s))
+            .filter(|w| !ended.contains(w))
+            .collect();
+        let deadline = Instant::now() + self.shared.config.cancel_timeout;
+        let mut later = Vec::new();
+        loop {
+            // A worker gone, or registered again since (a new process), runs nothing of it.
+            waiting.retain(|(w, s)| self.shared.lock().workers.get(w).is_some_and(|e| e.session == *s));
+            if waiting.is_empty() {
+                break;
+            }
+            tokio::select! {
+                ev = self.events.recv() => match ev {
+                    None => break,
+                    Some(MasterEvent::AttemptEnded { worker, session, attempt: a }) if a == attempt => {
+                        waiting.remove(&(worker, session));
+                    }
+                    Some(ev @ (MasterEvent::Cancel | MasterEvent::Stop(_))) => later.push(ev),
+                    Some(_) => {}
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    let workers: Vec<&str> = waiting.iter().map(|(w, _)| w.as_str()).collect();
+                    slog::warn!(self.log, "workers did not confirm that the attempt's tasks stopped; freeing its slots anyway";
+                        "attempt" => attempt, "workers" => workers.join(","),
+                        "timeout_ms" => self.shared.config.cancel_timeout.as_millis() as u64);
+                    break;
+                }
+            }
+        }
+        for ev in later {
+            let _ = self.own_events.send(ev);
+        }
+    }
+
     fn send_to(&self, worker: &str, msg: WireMessage) -> bool {
         let tx = self.shared.lock().workers.get(worker).map(|w| w.tx.clone());
         tx.is_some_and(|tx| tx.send(msg))
@@ -512,6 +560,17 @@ impl JobMaster {
                 Some(Outcome::Cancelled)
             }
             Some(MasterEvent::SlotsChanged) => None,
+            Some(MasterEvent::AttemptEnded {
+                worker,
+                session,
+                attempt: a,
+            }) => {
+                // A worker whose part ended before the rest (its tasks finished, or it failed).
+                if a == attempt {
+                    self.ended_on.insert((worker, session));
+                }
+                None
+            }
             Some(MasterEvent::Stop(StopAction::Cancel)) => Some(Outcome::Stopped),
             Some(MasterEvent::Stop(StopAction::Drain)) => {
                 let workers: BTreeSet<String> = placement.iter().cloned().collect();
@@ -689,6 +748,7 @@ impl AttemptRunner for JobMaster {
                 }
                 let placement = place_tasks(&self.specs, &slots);
                 let outcome = self.run_attempt(attempt, &placement, &start).await;
+                self.await_attempt_end(attempt, &reservation).await;
                 self.release(&reservation);
                 outcome
             }
@@ -825,10 +885,19 @@ mod tests {
     }
 
     fn coordinator_with(slot_wait: Duration, store: Arc<MemoryStore>, retained_jobs: usize) -> Coordinator {
+        coordinator_configured(store, |config| {
+            config.slot_wait = slot_wait;
+            config.max_retained_jobs = retained_jobs;
+        })
+    }
+
+    fn coordinator_configured(store: Arc<MemoryStore>, tweak: impl FnOnce(&mut CoordinatorConfig)) -> Coordinator {
         let mut config = CoordinatorConfig::new(slog::Logger::root(slog::Discard, slog::o!()));
-        config.slot_wait = slot_wait;
         config.checkpoint_dir = Some("mem".into());
-        config.max_retained_jobs = retained_jobs;
+        // Test workers confirm the end of every attempt they ran (as real ones do): a test
+        // that forgets to hangs here instead of passing on the timeout.
+        config.cancel_timeout = Duration::from_secs(3600);
+        tweak(&mut config);
         let store: Arc<dyn sluice_state::blob::BlobStore> = store;
         let opener: StoreOpener = Arc::new(move |_| Ok(store.clone()));
         Coordinator::new(config, Arc::new(TwoChains), opener).unwrap()
@@ -872,13 +941,24 @@ mod tests {
         }
     }
 
-    /// Whether a test worker was told to cancel `attempt` (frames up to now).
-    fn cancelled(rx: &mut mpsc::UnboundedReceiver<WireMessage>, attempt: u32) -> bool {
-        std::iter::from_fn(|| rx.try_recv().ok())
-            .any(|m| matches!(m, WireMessage::CancelTask { attempt: a, drain: false, .. } if a == attempt))
+    /// Whether test worker `worker` was told to cancel `attempt` (frames up to now); if it
+    /// was, it answers as a real worker does once the attempt's tasks have stopped.
+    fn cancelled(c: &Coordinator, rx: &mut mpsc::UnboundedReceiver<WireMessage>, worker: &str, attempt: u32) -> bool {
+        let job = std::iter::from_fn(|| rx.try_recv().ok()).find_map(|m| match m {
+            WireMessage::CancelTask {
+                job_id,
+                attempt: a,
+                drain: false,
+            } if a == attempt => Some(job_id),
+            _ => None,
+        });
+        if let Some(job) = &job {
+            c.end_test_attempt(worker, job, attempt);
+        }
+        job.is_some()
     }
 
-    /// Reports every task of `d` on `worker` finished.
+    /// Reports every task of `d` on `worker` finished, then the attempt ended there.
     fn finish(c: &Coordinator, d: &Deployed, worker: &str) {
         for (task, w) in d.placement.iter().enumerate() {
             if w == worker {
@@ -890,8 +970,11 @@ mod tests {
                 });
             }
         }
+        c.end_test_attempt(worker, &d.job, d.attempt);
     }
 
+    /// Task 0 of `d` fails; its workers then stop the attempt (a real worker does once it is
+    /// cancelled, which the master does at once) and say so.
     fn fail(c: &Coordinator, d: &Deployed, reason: &str) {
         c.deliver_test_frame(WireMessage::TaskFailed {
             job_id: d.job.clone(),
@@ -900,6 +983,15 @@ mod tests {
             reason: reason.into(),
             permanent: false,
         });
+        end_everywhere(c, d);
+    }
+
+    /// Every worker of `d` says the attempt has ended there.
+    fn end_everywhere(c: &Coordinator, d: &Deployed) {
+        let workers: BTreeSet<&String> = d.placement.iter().collect();
+        for w in workers {
+            c.end_test_attempt(w, &d.job, d.attempt);
+        }
     }
 
     /// Waits (paused time) until job `id` has `status`.
@@ -952,7 +1044,7 @@ mod tests {
         let failed_at = tokio::time::Instant::now();
         fail(&c, &d0, "boom");
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(cancelled(&mut w1, 0), "attempt 0 is cancelled at once");
+        assert!(cancelled(&c, &mut w1, "w1", 0), "attempt 0 is cancelled at once");
         let d1 = deployed(&mut w1).await;
         assert_eq!(d1.attempt, 1);
         assert!(
@@ -990,7 +1082,10 @@ mod tests {
         assert_eq!(d0.placement, ["w1", "w2", "w1", "w2"]);
         c.lose_test_worker("w2");
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(cancelled(&mut w1, 0), "the rest of attempt 0 is cancelled at once");
+        assert!(
+            cancelled(&c, &mut w1, "w1", 0),
+            "the rest of attempt 0 is cancelled at once"
+        );
         let d1 = deployed(&mut w1).await;
         assert_eq!((d1.attempt, d1.placement.clone()), (1, vec!["w1".to_string(); 4]));
         assert!(w2.try_recv().is_ok(), "w2 got attempt 0 before it went");
@@ -1110,6 +1205,8 @@ mod tests {
         deployed(&mut w1).await;
         put(&cancelled).await;
         c.cancel(&cancelled).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(super::tests::cancelled(&c, &mut w1, "w1", 0));
         status_becomes(&c, &cancelled, JobStatus::Canceled).await;
         let kept = c
             .submit("two", &with_checkpoints(&[("retain-checkpoints-on-cancel", "true")]))
@@ -1117,6 +1214,8 @@ mod tests {
         deployed(&mut w1).await;
         put(&kept).await;
         c.cancel(&kept).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(super::tests::cancelled(&c, &mut w1, "w1", 0));
         status_becomes(&c, &kept, JobStatus::Canceled).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         let paths = store.paths();
@@ -1133,12 +1232,74 @@ mod tests {
         deployed(&mut w1).await;
         deployed(&mut w2).await;
         c.cancel(&id).unwrap();
+        status_becomes(&c, &id, JobStatus::Cancelling).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(cancelled(&c, &mut w1, "w1", 0) && cancelled(&c, &mut w2, "w2", 0));
         status_becomes(&c, &id, JobStatus::Canceled).await;
-        assert!(cancelled(&mut w1, 0) && cancelled(&mut w2, 0));
         assert!(matches!(
             c.cancel(&id),
             Err(crate::cluster::ClusterError::JobEnded { .. })
         ));
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn a_cancelled_job_ends_and_frees_its_slots_once_its_workers_say_its_tasks_stopped() {
+        let c = coordinator(Duration::from_secs(5));
+        let (mut w1, mut w2) = (c.add_test_worker("w1", 1), c.add_test_worker("w2", 1));
+        let id = c.submit("two", &options(&[("parallelism", "2")])).unwrap();
+        deployed(&mut w1).await;
+        deployed(&mut w2).await;
+        c.cancel(&id).unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(c.job(&id).unwrap().status, JobStatus::Cancelling);
+        assert_eq!((c.used_slots("w1"), c.used_slots("w2")), (1, 1), "tasks may still run");
+        assert!(cancelled(&c, &mut w1, "w1", 0));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            c.job(&id).unwrap().status,
+            JobStatus::Cancelling,
+            "w2 has not confirmed"
+        );
+        // A confirmation of another attempt does not count.
+        c.end_test_attempt("w2", &id, 7);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(c.job(&id).unwrap().status, JobStatus::Cancelling);
+        assert!(cancelled(&c, &mut w2, "w2", 0));
+        status_becomes(&c, &id, JobStatus::Canceled).await;
+        assert_eq!((c.used_slots("w1"), c.used_slots("w2")), (0, 0));
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn a_worker_that_never_confirms_holds_the_slots_only_until_the_cancel_timeout() {
+        let c = coordinator_configured(Arc::new(MemoryStore::new()), |config| {
+            config.cancel_timeout = Duration::from_secs(30);
+        });
+        let mut w1 = c.add_test_worker("w1", 1);
+        let id = c.submit("two", &options(&[])).unwrap();
+        deployed(&mut w1).await;
+        let cancelled_at = tokio::time::Instant::now();
+        c.cancel(&id).unwrap();
+        status_becomes(&c, &id, JobStatus::Canceled).await;
+        assert!(
+            cancelled_at.elapsed() >= Duration::from_secs(30),
+            "{:?}",
+            cancelled_at.elapsed()
+        );
+        assert_eq!(c.used_slots("w1"), 0);
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn a_lost_worker_needs_no_confirmation() {
+        let c = coordinator(Duration::from_secs(5));
+        let (mut w1, mut w2) = (c.add_test_worker("w1", 1), c.add_test_worker("w2", 1));
+        let id = c.submit("two", &options(&[("parallelism", "2")])).unwrap();
+        deployed(&mut w1).await;
+        deployed(&mut w2).await;
+        c.cancel(&id).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(cancelled(&c, &mut w1, "w1", 0));
+        c.lose_test_worker("w2");
+        status_becomes(&c, &id, JobStatus::Canceled).await;
     }
 
     #[real_tokio::test(start_paused = true)]
@@ -1152,6 +1313,8 @@ mod tests {
         let id = c.submit("two", &opts).unwrap();
         let d0 = deployed(&mut w1).await;
         fail(&c, &d0, "boom");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(cancelled(&c, &mut w1, "w1", 0));
         status_becomes(&c, &id, JobStatus::Restarting).await;
         c.cancel(&id).unwrap();
         status_becomes(&c, &id, JobStatus::Canceled).await;
@@ -1171,6 +1334,7 @@ mod tests {
             reason: "the savepoint's state does not fit".into(),
             permanent: true,
         });
+        end_everywhere(&c, &d);
         let j = status_becomes(&c, &id, JobStatus::Failed).await;
         assert_eq!(j.attempt, 0, "no restart");
         assert!(j.error.unwrap().contains("does not fit"));

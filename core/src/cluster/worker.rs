@@ -88,7 +88,9 @@ impl WorkerShared {
         self.lock().remove(&(job.to_string(), attempt));
     }
 
-    fn cancel(&self, job: &str, attempt: u32) {
+    /// Cancels the job's deployments up to `attempt`; whether one of `attempt` itself was
+    /// running here (its end will be reported when it has stopped).
+    fn cancel(&self, job: &str, attempt: u32) -> bool {
         // Cancelling attempt N also stops anything older of the same job still here.
         let stale: Vec<(String, u32)> = self
             .lock()
@@ -96,13 +98,16 @@ impl WorkerShared {
             .filter(|(j, a)| j == job && *a <= attempt)
             .cloned()
             .collect();
+        let mut running = false;
         for key in stale {
             if let Some(h) = self.lock().remove(&key) {
                 slog::info!(self.log, "cancelling deployment"; "job" => &key.0, "attempt" => key.1);
                 h.control.send(JobControl::Cancel);
+                running |= key.1 == attempt;
             }
         }
         self.inbound.discard(job, attempt);
+        running
     }
 
     /// Stop-with-savepoint, draining: the sources of the attempt stop and its tasks finish as
@@ -433,7 +438,12 @@ fn on_command(shared: &Arc<WorkerShared>, tx: &FrameSender, msg: WireMessage) ->
             job_id,
             attempt,
             drain: false,
-        } => shared.cancel(&job_id, attempt),
+        } => {
+            if !shared.cancel(&job_id, attempt) {
+                // Never deployed here, or already ended: nothing of it runs.
+                tx.send(WireMessage::AttemptEnded { job_id, attempt });
+            }
+        }
         WireMessage::TriggerCheckpoint {
             job_id,
             attempt,

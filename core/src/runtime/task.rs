@@ -20,7 +20,7 @@ use crate::runtime::input_gate::{GateEvent, InputGate};
 use crate::runtime::outputs::Outputs;
 use crate::runtime::JobControl;
 use crate::source::{ErasedSource, SourcePoll};
-use crate::spawned::AbortOnDrop;
+use crate::spawned::BackgroundTasks;
 
 /// How a task ended without error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,9 +130,9 @@ pub(crate) struct Task {
     pub(crate) watermark_interval_ms: i64,
     pub(crate) log: slog::Logger,
     pub(crate) link: Option<CheckpointLink>,
-    /// Background uploads of this task's snapshots: aborted when the task goes away (a failed
-    /// attempt must not keep writing).
-    uploads: Vec<AbortOnDrop<()>>,
+    /// Background uploads of this task's snapshots, stopped with the attempt's tasks (a failed
+    /// or cancelled attempt must not keep writing).
+    pub(crate) uploads: BackgroundTasks,
     metrics: TaskMetrics,
 }
 
@@ -220,7 +220,7 @@ impl Task {
             watermark_interval_ms,
             log,
             link,
-            uploads: Vec::new(),
+            uploads: BackgroundTasks::default(),
             metrics,
         }
     }
@@ -326,7 +326,7 @@ impl Task {
             state_size: self.metrics.state_size.clone(),
         };
         let events = link.events.clone();
-        let upload = tokio::spawn(async move {
+        self.uploads.spawn(async move {
             let ev = upload.run(parts).await;
             if crate::buggify::fire("lost ack", 20) {
                 // The acknowledgement is lost: the coordinator must time the checkpoint out.
@@ -334,8 +334,6 @@ impl Task {
             }
             let _ = events.send(ev).await;
         });
-        self.uploads.retain(|u| !u.is_finished());
-        self.uploads.push(AbortOnDrop(upload));
         Ok(())
     }
 

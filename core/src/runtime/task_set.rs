@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 
 use crate::error::JobError;
 use crate::runtime::task::{Task, TaskExit};
-use crate::spawned::{AbortOnDrop, PanicGuard};
+use crate::spawned::{AbortOnDrop, BackgroundTasks, PanicGuard};
 
 /// How one task ended: its number in the attempt and its result.
 pub(crate) type TaskDone = (usize, Result<TaskExit, JobError>);
@@ -14,6 +14,8 @@ pub(crate) type TaskDone = (usize, Result<TaskExit, JobError>);
 /// See the module documentation.
 pub(crate) struct TaskSet {
     handles: Vec<AbortOnDrop<()>>,
+    /// The tasks' checkpoint uploads: stopped after the tasks, so none writes afterwards.
+    uploads: Vec<BackgroundTasks>,
     done: mpsc::UnboundedReceiver<TaskDone>,
 }
 
@@ -21,6 +23,7 @@ impl TaskSet {
     /// Spawns `tasks` (numbered as the attempt numbers them).
     pub(crate) fn spawn(tasks: Vec<(usize, Task)>) -> Self {
         let (tx, done) = mpsc::unbounded_channel();
+        let uploads = tasks.iter().map(|(_, t)| t.uploads.clone()).collect();
         let handles = tasks
             .into_iter()
             .map(|(n, task)| {
@@ -41,7 +44,7 @@ impl TaskSet {
                 }))
             })
             .collect();
-        TaskSet { handles, done }
+        TaskSet { handles, uploads, done }
     }
 
     /// The next task to end; `None` once every task has reported.
@@ -49,8 +52,9 @@ impl TaskSet {
         self.done.recv().await
     }
 
-    /// Stops every task still running and waits until all are gone (no task may run on for an
-    /// attempt that has ended); returns the message of a task that panicked, if one did.
+    /// Stops every task still running and their uploads, and waits until all are gone (no task
+    /// may run on, or write, for an attempt that has ended); returns the message of a task
+    /// that panicked, if one did.
     pub(crate) async fn stop(self) -> Option<String> {
         for h in &self.handles {
             h.0.abort();
@@ -62,6 +66,9 @@ impl TaskSet {
                     panicked.get_or_insert(panic_message(e));
                 }
             }
+        }
+        for u in &self.uploads {
+            u.stop().await;
         }
         panicked
     }

@@ -39,8 +39,14 @@ pub(crate) fn sluice() -> Command {
 }
 
 pub(crate) fn coordinator(dir: &Path, args: &[&str]) -> (Proc, String) {
+    coordinator_with_env(dir, args, &[])
+}
+
+/// A coordinator with extra environment (configuration keys as `SLUICE_<SECTION>_<KEY>`).
+pub(crate) fn coordinator_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Proc, String) {
     let log = dir.join("coordinator.log");
     let mut child = sluice()
+        .envs(env.iter().copied())
         .args([
             "--log-level",
             "info",
@@ -71,7 +77,13 @@ pub(crate) fn coordinator(dir: &Path, args: &[&str]) -> (Proc, String) {
     let addr = line
         .trim()
         .strip_prefix("coordinator listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line of the coordinator: {line:?}"))
+        .unwrap_or_else(|| {
+            let _ = child.wait();
+            panic!(
+                "unexpected first line of the coordinator: {line:?}; its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        })
         .to_string();
     (Proc { child, log }, addr)
 }

@@ -445,6 +445,17 @@ fn build_body<'a>(
             );
             (fb::Body::TaskFinished, t.as_union_value())
         }
+        WireMessage::AttemptEnded { job_id, attempt } => {
+            let j = b.create_string(job_id);
+            let t = fb::AttemptEnded::create(
+                b,
+                &fb::AttemptEndedArgs {
+                    job_id: Some(j),
+                    attempt: *attempt,
+                },
+            );
+            (fb::Body::AttemptEnded, t.as_union_value())
+        }
         WireMessage::DataHello {
             job_id,
             attempt,
@@ -875,6 +886,13 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
                 attempt: d.attempt(),
                 task: d.task(),
                 cancelled: d.cancelled(),
+            }
+        }
+        fb::Body::AttemptEnded => {
+            let d = frame.body_as_attempt_ended().ok_or(missing("AttemptEnded"))?;
+            WireMessage::AttemptEnded {
+                job_id: text(d.job_id(), "AttemptEnded", "job_id")?,
+                attempt: d.attempt(),
             }
         }
         fb::Body::DataHello => {

@@ -224,6 +224,15 @@ pub enum WireMessage {
         /// It was cancelled rather than finishing its input.
         cancelled: bool,
     },
+    /// A worker's part of an attempt has stopped: no task or upload of it runs there any
+    /// more (sent when the attempt ends there, and in answer to a cancel of an attempt the
+    /// worker does not run).
+    AttemptEnded {
+        /// Job id.
+        job_id: String,
+        /// Execution attempt.
+        attempt: u32,
+    },
     /// First frame on a data connection between workers.
     DataHello {
         /// Job id.

@@ -13,10 +13,10 @@ pub mod wire {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 30;
+pub const ENUM_MAX_BODY: u8 = 31;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 31] = [
+pub const ENUM_VALUES_BODY: [Body; 32] = [
   Body::NONE,
   Body::Data,
   Body::Watermark,
@@ -48,6 +48,7 @@ pub const ENUM_VALUES_BODY: [Body; 31] = [
   Body::TriggerSavepoint,
   Body::SavepointDone,
   Body::MetricsReport,
+  Body::AttemptEnded,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -86,9 +87,10 @@ impl Body {
   pub const TriggerSavepoint: Self = Self(28);
   pub const SavepointDone: Self = Self(29);
   pub const MetricsReport: Self = Self(30);
+  pub const AttemptEnded: Self = Self(31);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 30;
+  pub const ENUM_MAX: u8 = 31;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Data,
@@ -121,6 +123,7 @@ impl Body {
     Self::TriggerSavepoint,
     Self::SavepointDone,
     Self::MetricsReport,
+    Self::AttemptEnded,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -156,6 +159,7 @@ impl Body {
       Self::TriggerSavepoint => Some("TriggerSavepoint"),
       Self::SavepointDone => Some("SavepointDone"),
       Self::MetricsReport => Some("MetricsReport"),
+      Self::AttemptEnded => Some("AttemptEnded"),
       _ => None,
     }
   }
@@ -3401,6 +3405,122 @@ impl ::core::fmt::Debug for TaskFinished<'_> {
       ds.finish()
   }
 }
+pub enum AttemptEndedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A worker's part of an attempt has stopped: its tasks have ended and their state uploads
+/// are finished or abandoned, so nothing of the attempt writes any more. Sent when the
+/// attempt ends on the worker, and in answer to a cancel of an attempt the worker does not run.
+pub struct AttemptEnded<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AttemptEnded<'a> {
+  type Inner = AttemptEnded<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AttemptEnded<'a> {
+  pub const VT_JOB_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ATTEMPT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AttemptEnded { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AttemptEndedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AttemptEnded<'bldr>> {
+    let mut builder = AttemptEndedBuilder::new(_fbb);
+    builder.add_attempt(args.attempt);
+    if let Some(x) = args.job_id { builder.add_job_id(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn job_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AttemptEnded::VT_JOB_ID, None)}
+  }
+  #[inline]
+  pub fn attempt(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(AttemptEnded::VT_ATTEMPT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AttemptEnded<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("job_id", Self::VT_JOB_ID, false)?
+     .visit_field::<u32>("attempt", Self::VT_ATTEMPT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AttemptEndedArgs<'a> {
+    pub job_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub attempt: u32,
+}
+impl<'a> Default for AttemptEndedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AttemptEndedArgs {
+      job_id: None,
+      attempt: 0,
+    }
+  }
+}
+
+pub struct AttemptEndedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AttemptEndedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_job_id(&mut self, job_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AttemptEnded::VT_JOB_ID, job_id);
+  }
+  #[inline]
+  pub fn add_attempt(&mut self, attempt: u32) {
+    self.fbb_.push_slot::<u32>(AttemptEnded::VT_ATTEMPT, attempt, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AttemptEndedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AttemptEndedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AttemptEnded<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AttemptEnded<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AttemptEnded");
+      ds.field("job_id", &self.job_id());
+      ds.field("attempt", &self.attempt());
+      ds.finish()
+  }
+}
 pub enum DataHelloOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -5594,6 +5714,21 @@ impl<'a> Frame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_attempt_ended(&self) -> Option<AttemptEnded<'a>> {
+    if self.body_type() == Body::AttemptEnded {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AttemptEnded::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Frame<'_> {
@@ -5635,6 +5770,7 @@ impl ::flatbuffers::Verifiable for Frame<'_> {
           Body::TriggerSavepoint => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TriggerSavepoint>>("Body::TriggerSavepoint", pos),
           Body::SavepointDone => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SavepointDone>>("Body::SavepointDone", pos),
           Body::MetricsReport => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MetricsReport>>("Body::MetricsReport", pos),
+          Body::AttemptEnded => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AttemptEnded>>("Body::AttemptEnded", pos),
           _ => Ok(()),
         }
      })?
@@ -5901,6 +6037,13 @@ impl ::core::fmt::Debug for Frame<'_> {
         },
         Body::MetricsReport => {
           if let Some(x) = self.body_as_metrics_report() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::AttemptEnded => {
+          if let Some(x) = self.body_as_attempt_ended() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
