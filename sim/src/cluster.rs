@@ -58,6 +58,9 @@ pub struct ClusterSpec {
     pub sink: SinkProtocol,
     /// The faults.
     pub faults: FaultPlan,
+    /// What the job does when its latest checkpoint cannot be restored (the
+    /// `on-unusable-checkpoint` option: `fail`, `fall-back` or `start-fresh`).
+    pub on_unusable: &'static str,
 }
 
 /// Fault rates of one run (a "swarm": drawn per seed rather than one fixed profile).
@@ -77,6 +80,9 @@ pub struct FaultPlan {
     pub store: FaultConfig,
     /// Sink commits that fail, from the start.
     pub failing_commits: u32,
+    /// Chance per tick of bit rot: one bit of a random object in the checkpoint store flips
+    /// (a disk or object store that returns other bytes than were written).
+    pub rot_per_tick: f64,
 }
 
 impl FaultPlan {
@@ -99,6 +105,13 @@ impl FaultPlan {
                 max_latency_ms: madsim::rand::random::<u64>() % 20,
             },
             failing_commits: madsim::rand::random::<u32>() % 3,
+            // One seed in three: a store that rots stops most jobs (by design), so most
+            // seeds keep showing that the job finishes under the other faults.
+            rot_per_tick: if madsim::rand::random::<u32>() % 3 == 0 {
+                draw(0.1)
+            } else {
+                0.0
+            },
         }
     }
 }
@@ -120,6 +133,8 @@ pub struct ClusterRun {
     pub latency_changes: u32,
     /// Store requests that failed or were slow by injection.
     pub store_faults: u64,
+    /// Stored objects whose bytes were flipped.
+    pub rotted: u32,
     /// Execution attempts after the first.
     pub failovers: u32,
 }
@@ -128,11 +143,12 @@ impl std::fmt::Display for ClusterRun {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "injected kills {} partitions {} latency changes {} store faults {}; failovers {}; status {}; violations {:?}",
+            "injected kills {} partitions {} latency changes {} store faults {} rotted {}; failovers {}; status {}; violations {:?}",
             self.kills,
             self.partitions,
             self.latency_changes,
             self.store_faults,
+            self.rotted,
             self.failovers,
             self.status.map_or("none".into(), |s| s.to_string()),
             self.violations
@@ -305,6 +321,7 @@ async fn submit(client: &madsim::runtime::NodeHandle, addr: &str, spec: &Cluster
             format!("{}ms", spec.checkpoint_interval.as_millis()),
         ),
         ("checkpoint-timeout".into(), "2s".into()),
+        ("on-unusable-checkpoint".into(), spec.on_unusable.into()),
         ("tolerable-failed-checkpoints".into(), "3".into()),
         (
             "restart-strategy".into(),
@@ -326,9 +343,32 @@ async fn submit(client: &madsim::runtime::NodeHandle, addr: &str, spec: &Cluster
         .expect("the client submits the job")
 }
 
-/// The fault phase: `plan.ticks` ticks of worker kills, cut links and latency changes; returns
-/// once every downed node is back and every link healed.
-async fn inject_faults(plan: &FaultPlan, workers: &[NodeId], coordinator: NodeId, run: &mut ClusterRun) {
+/// Flips one random bit of one random object of `store`; whether there was one.
+fn rot(store: &MemoryStore) -> bool {
+    let paths = store.paths();
+    if paths.is_empty() {
+        return false;
+    }
+    let path = &paths[madsim::rand::random::<usize>() % paths.len()];
+    let (at, bit) = (madsim::rand::random::<usize>(), madsim::rand::random::<u32>() % 8);
+    store
+        .corrupt(path, |bytes| {
+            if !bytes.is_empty() {
+                let i = at % bytes.len();
+                bytes[i] ^= 1 << bit;
+            }
+        })
+        .is_ok()
+}
+
+/// The fault phase: `plan.ticks` ticks of worker kills, cut links, latency changes and bit
+/// rot in `store`; returns once every downed node is back and every link healed.
+async fn inject_faults(
+    plan: &FaultPlan,
+    (workers, coordinator): (&[NodeId], NodeId),
+    store: &MemoryStore,
+    run: &mut ClusterRun,
+) {
     let handle = Handle::current();
     let net = NetSim::current();
     let mut healing = Vec::new();
@@ -366,6 +406,9 @@ async fn inject_faults(plan: &FaultPlan, workers: &[NodeId], coordinator: NodeId
                     net.unclog_link(b, a);
                 }));
             }
+        }
+        if chance(plan.rot_per_tick) && rot(store) {
+            run.rotted += 1;
         }
         if chance(plan.latency_per_tick) {
             let max = 1 + madsim::rand::random::<u64>() % plan.max_latency_ms.max(1);
@@ -421,7 +464,7 @@ pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
         .build();
     let job = submit(&client, &world.coordinator_addr, &spec).await;
     let mut run = ClusterRun::default();
-    inject_faults(&spec.faults, &workers, coordinator_node, &mut run).await;
+    inject_faults(&spec.faults, (&workers, coordinator_node), &world.store, &mut run).await;
     // Liveness: the faults have stopped (downed workers are back, links healed).
     let (status, error) = await_end(&client, &world.coordinator_addr, &job).await;
     run.status = Some(status);

@@ -104,6 +104,7 @@ async fn the_cluster_suite_catches_a_sink_that_commits_before_the_checkpoint_com
                 },
                 sink: protocol,
                 faults,
+                on_unusable: "fail",
             })
             .await;
             out.push(run.violations);
@@ -116,5 +117,52 @@ async fn the_cluster_suite_catches_a_sink_that_commits_before_the_checkpoint_com
     assert!(
         broken.iter().any(|v| v.duplicated > 0),
         "the broken protocol went unnoticed in 3 cluster runs: {broken:?}"
+    );
+}
+
+/// Bit rot in the checkpoint store: a job told to start fresh when its latest checkpoint is
+/// unusable writes committed output again, and the checker sees the duplicates; the default
+/// (stop with an error) under the same faults writes nothing twice.
+#[madsim::test]
+async fn the_cluster_suite_catches_a_job_that_starts_over_past_a_rotted_checkpoint() {
+    use sluice_core::cluster::JobStatus;
+    use sluice_sim::cluster::{run_keyed_count, ClusterSpec, FaultPlan, SinkProtocol};
+    let base = madsim::runtime::Handle::current().seed();
+    let mut safe = Vec::new();
+    let mut fresh = Vec::new();
+    for k in 0..3u8 {
+        for (policy, out) in [("fail", &mut safe), ("start-fresh", &mut fresh)] {
+            let mut faults = FaultPlan::draw(base ^ u64::from(k));
+            faults.kill_per_tick = 0.15;
+            faults.rot_per_tick = 0.3;
+            let run = run_keyed_count(ClusterSpec {
+                subnet: 10 + 2 * k + u8::from(policy == "start-fresh"),
+                workers: 3,
+                slots: 2,
+                parallelism: 3,
+                checkpoint_interval: Duration::from_millis(100),
+                workload: KeyedCount {
+                    records: 3_000,
+                    keys: 7,
+                    seed: base ^ u64::from(k),
+                    records_per_second: 1_000,
+                },
+                sink: SinkProtocol::Correct,
+                faults,
+                on_unusable: policy,
+            })
+            .await;
+            out.push((run.status, run.rotted, run.violations));
+        }
+    }
+    assert!(
+        safe.iter().all(|(status, _, v)| v.duplicated == 0
+            && v.spurious == 0
+            && (*status == Some(JobStatus::Failed) || v.is_clean())),
+        "stopping on an unusable checkpoint wrote output twice or wrong: {safe:?}"
+    );
+    assert!(
+        fresh.iter().any(|(_, _, v)| v.duplicated > 0),
+        "starting over past a rotted checkpoint went unnoticed in 3 cluster runs: {fresh:?}"
     );
 }
