@@ -32,6 +32,8 @@ echo "== lints: cargo clippy --workspace --all-targets -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== normal build: cargo test --workspace"
+# The cluster soak (harness/tests/soak.rs) runs this long.
+export SOAK_SECONDS="${SOAK_SECONDS:-90}"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 

@@ -470,6 +470,18 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_complete_file_is_the_defaults() {
+        let doc = include_str!("../../docs/configuration.md");
+        let (_, rest) = doc
+            .split_once("```toml\n")
+            .expect("docs/configuration.md has a TOML block");
+        let (block, _) = rest.split_once("```").expect("the block ends");
+        let f = file(block);
+        let documented = Config::load(Some(f.path()), env(&[])).unwrap();
+        assert_eq!(documented, Config::load(None, env(&[])).unwrap());
+    }
+
+    #[test]
     fn unknown_keys_are_errors_that_name_them() {
         let f = file("[coordinator]\nheartbeat-intervall = \"1s\"\n");
         let e = Config::load(Some(f.path()), env(&[])).unwrap_err().to_string();
