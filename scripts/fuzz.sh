@@ -52,12 +52,14 @@ for t in "${targets[@]}"; do
   mkdir -p "${dirs[0]}"
   rm -rf "core/fuzz/artifacts/$t"
   if [ -d "core/fuzz/regressions/$t" ]; then dirs+=("core/fuzz/regressions/$t"); fi
+  set +e
   cargo fuzz run "$t" --fuzz-dir core/fuzz -O "${dirs[@]}" -- \
     -max_total_time="$seconds" -rss_limit_mb=1024 -malloc_limit_mb=256 -timeout=10 -print_final_stats=1 2>&1 \
-    | grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb)|ERROR|panicked|SUMMARY|Test unit written" || true
-  # grep hides a failure's exit status; libFuzzer leaves an artifact for every failure.
-  if compgen -G "core/fuzz/artifacts/$t/*" >/dev/null; then
-    echo "fuzz target $t failed; inputs: $(ls core/fuzz/artifacts/$t)" >&2
+    | grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb)|ERROR|panicked|SUMMARY|Test unit written"
+  status="${PIPESTATUS[0]}"
+  set -e
+  if [ "$status" != 0 ] || compgen -G "core/fuzz/artifacts/$t/*" >/dev/null; then
+    echo "fuzz target $t failed (exit $status); inputs: $(ls core/fuzz/artifacts/$t 2>/dev/null)" >&2
     exit 1
   fi
 done

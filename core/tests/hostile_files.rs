@@ -5,8 +5,10 @@
 //! without large allocations, and a refused savepoint is never half deleted.
 
 use bytes::Bytes;
-use sluice_core::checkpoint::savepoint::{dispose_savepoint, load_savepoint};
-use sluice_core::checkpoint::{CheckpointMetadata, OperatorStateMeta, StateFileMeta, METADATA_FORMAT_VERSION};
+use sluice_core::checkpoint::savepoint::{dispose_savepoint, load_savepoint, write_savepoint};
+use sluice_core::checkpoint::{
+    CheckpointMetadata, CheckpointStorage, OperatorStateMeta, StateFileMeta, METADATA_FORMAT_VERSION,
+};
 use sluice_core::error::CheckpointError;
 use sluice_core::state::blob::{BlobStore, MemoryStore};
 use sluice_core::state::{key_group_for, KeyGroupRange, RestoredState, StateWriter, STATE_FORMAT_VERSION};
@@ -182,5 +184,27 @@ async fn dispose_of_a_savepoint_naming_outside_files_deletes_nothing() {
     assert_eq!(
         store.paths(),
         vec!["_metadata".to_string(), "count/0.state".to_string()]
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_checkpoint_file_is_not_copied_into_a_savepoint() {
+    let store = std::sync::Arc::new(MemoryStore::new());
+    let ck = CheckpointStorage::new(store.clone(), "j");
+    let f = ck.write_state(1, "count", 0, state_with(1)).await.unwrap();
+    let path = format!("{}{}", ck.dir(1), f.path);
+    let meta = metadata(1, vec![f]);
+    ck.commit(&meta).await.unwrap();
+    store.corrupt(&path, |b| b[30] ^= 1).unwrap();
+    let target = MemoryStore::new();
+    let err = write_savepoint(&ck, &meta, &target, "sp")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&path) && err.contains("does not match"), "{err}");
+    assert!(
+        target.paths().iter().all(|p| !p.ends_with("_metadata")),
+        "{:?}",
+        target.paths()
     );
 }

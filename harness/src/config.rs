@@ -113,6 +113,8 @@ pub struct CoordinatorSection {
     pub max_retained_jobs: usize,
     /// How long an ended attempt waits for its workers to confirm its tasks stopped.
     pub cancel_timeout: String,
+    /// Jobs running or waiting at once; more submissions are refused.
+    pub max_active_jobs: usize,
 }
 
 impl Default for CoordinatorSection {
@@ -127,6 +129,7 @@ impl Default for CoordinatorSection {
             max_connections: 1024,
             max_retained_jobs: 1000,
             cancel_timeout: "30s".into(),
+            max_active_jobs: 1024,
         }
     }
 }
@@ -360,6 +363,7 @@ impl Config {
         for (key, n) in [
             ("coordinator.max-connections", self.coordinator.max_connections),
             ("coordinator.max-retained-jobs", self.coordinator.max_retained_jobs),
+            ("coordinator.max-active-jobs", self.coordinator.max_active_jobs),
             ("worker.max-data-connections", self.worker.max_data_connections),
             ("rest.max-connections", self.rest.max_connections),
         ] {

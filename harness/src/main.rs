@@ -472,6 +472,7 @@ fn coordinator(args: CoordinatorArgs, file: Config, log: slog::Logger) -> anyhow
     let mut config = CoordinatorConfig::new(log.clone());
     config.max_connections = c.max_connections;
     config.max_retained_jobs = c.max_retained_jobs;
+    config.max_active_jobs = c.max_active_jobs;
     config.heartbeat_interval = duration_arg(
         "heartbeat-interval",
         args.heartbeat_interval.as_deref().unwrap_or(&c.heartbeat_interval),
@@ -552,7 +553,16 @@ fn worker(args: WorkerArgs, file: Config, log: slog::Logger) -> anyhow::Result<(
 }
 
 fn submit(args: SubmitArgs) -> anyhow::Result<()> {
-    let mut options = sluice::cluster::option_pairs(&args.job.options());
+    let mut job = args.job.options();
+    // Paths as the user meant them, from here: workers resolve a relative path against their
+    // own directories, which need not be this one (or each other's).
+    for path in [&mut job.input, &mut job.output, &mut job.events_dir]
+        .into_iter()
+        .flatten()
+    {
+        *path = std::path::absolute(&*path).with_context(|| format!("resolving {}", path.display()))?;
+    }
+    let mut options = sluice::cluster::option_pairs(&job);
     let c = &args.checkpoints;
     let mut put = |k: &str, v: Option<String>| {
         if let Some(v) = v {

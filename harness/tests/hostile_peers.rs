@@ -96,6 +96,7 @@ fn raw_and_partial_frames_on_the_control_port_are_refused_with_bounded_memory() 
     }
     std::thread::sleep(Duration::from_millis(500));
     let during = rss_mib(pid);
+    println!("coordinator resident memory with 40 partial 16 MiB frames: {before:.1} -> {during:.1} MiB");
     assert!(
         during - before < 64.0,
         "40 partial frames took {before:.0} -> {during:.0} MiB"
@@ -271,9 +272,11 @@ fn hello(job: &str) -> Vec<u8> {
 fn floods_and_partial_frames_on_the_data_port_are_cut_off() {
     let tmp = tempfile::tempdir().unwrap();
     let (_coord, addr) = coordinator(tmp.path(), &[]);
+    // The frame timeout well below the connect (claim) timeout: partial frames must be cut
+    // off by the former, not by the latter.
     let env = [
-        ("SLUICE_WORKER_FRAME_TIMEOUT", "2s"),
-        ("SLUICE_WORKER_CONNECT_TIMEOUT", "2s"),
+        ("SLUICE_WORKER_FRAME_TIMEOUT", "1s"),
+        ("SLUICE_WORKER_CONNECT_TIMEOUT", "8s"),
     ];
     let (w, data) = worker_with_data_address(tmp.path(), &addr, &env);
     let pid = w.child.id();
@@ -320,21 +323,24 @@ fn floods_and_partial_frames_on_the_data_port_are_cut_off() {
     }
     std::thread::sleep(Duration::from_millis(500));
     let during = rss_mib(pid);
+    println!(
+        "worker resident memory after a credit flood and 20 partial 16 MiB frames: {before:.1} -> {during:.1} MiB"
+    );
     assert!(
         during - before < 64.0,
         "partial frames took {before:.0} -> {during:.0} MiB"
     );
     for p in &mut partial {
         assert!(
-            closed_within(p, Duration::from_secs(10)),
-            "a partial data frame was not cut off"
+            closed_within(p, Duration::from_secs(4)),
+            "a partial data frame was not cut off by the frame timeout"
         );
     }
     // A greeting for an attempt that never runs here is closed after the connect timeout.
     let mut idle = TcpStream::connect(&data).unwrap();
     idle.write_all(&hello("never-deployed")).unwrap();
     assert!(
-        closed_within(&mut idle, Duration::from_secs(10)),
+        closed_within(&mut idle, Duration::from_secs(12)),
         "an unclaimed connection stayed open"
     );
     let log = w.log();

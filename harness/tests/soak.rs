@@ -199,6 +199,11 @@ fn a_cluster_under_job_churn_holds_steady() {
     let tmp = tempfile::tempdir().unwrap();
     let seconds = soak_seconds();
     let cluster = Cluster::start(tmp.path());
+    // One job first (the workers have registered once it ran), then the idle baseline:
+    // descriptors and threads must come back to it when every job has ended.
+    cluster.finished_job(usize::MAX);
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = cluster.usage();
     let (long, long_out, long_expected) = long_job(&cluster, seconds);
     let start = Instant::now();
     let mut jobs = 0;
@@ -227,27 +232,32 @@ fn a_cluster_under_job_churn_holds_steady() {
     common::assert_same_lines(&common::committed_lines(&long_out), &long_expected, "the long job");
     std::thread::sleep(Duration::from_secs(1));
     print_sample(start, jobs, &cluster);
-    check_steady(&cluster, &baseline.expect("warm-up done"), jobs);
+    check_steady(&cluster, &idle, &baseline.expect("warm-up done"), jobs);
     check_cleaned_up(&cluster, tmp.path());
 }
 
-/// No process holds more descriptors or threads than after warm-up (the long job has ended
-/// since, so any surplus is leaked), and memory has not grown with the jobs run.
-fn check_steady(cluster: &Cluster, baseline: &[Usage], jobs: usize) {
-    for (((name, _), before), after) in cluster.procs.iter().zip(baseline).zip(cluster.usage()) {
+/// No process holds more descriptors or threads than when it was idle before (every job has
+/// ended, so any surplus is leaked), and memory has not grown with the jobs run since warm-up.
+fn check_steady(cluster: &Cluster, idle: &[Usage], baseline: &[Usage], jobs: usize) {
+    let now = cluster.usage();
+    for (((name, _), idle), after) in cluster.procs.iter().zip(idle).zip(&now) {
         assert!(
-            after.fds <= before.fds + 2,
-            "{name}: descriptors {} after warm-up, {} after {jobs} jobs",
-            before.fds,
+            after.fds <= idle.fds + 1,
+            "{name}: descriptors {} when idle before, {} after {jobs} jobs",
+            idle.fds,
             after.fds
         );
         assert!(
-            after.threads <= before.threads + 4,
-            "{name}: threads {} after warm-up, {} after {jobs} jobs",
-            before.threads,
+            after.threads <= idle.threads + 2,
+            "{name}: threads {} when idle before, {} after {jobs} jobs",
+            idle.threads,
             after.threads
         );
-        let allowed = (before.rss_mib * 0.5).max(32.0);
+    }
+    for (((name, _), before), after) in cluster.procs.iter().zip(baseline).zip(now) {
+        // Allocators keep some of what was freed: a little growth is not a leak, growth
+        // with the number of jobs is (a few hundred jobs at 60 KiB each would pass this).
+        let allowed = (before.rss_mib * 0.25).max(12.0);
         assert!(
             after.rss_mib <= before.rss_mib + allowed,
             "{name}: resident memory {:.1} MiB after warm-up, {:.1} MiB after {jobs} jobs",

@@ -1,6 +1,6 @@
 //! The checkpoint coordinator of one execution attempt.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -117,7 +117,9 @@ pub(crate) struct Coordinator {
 struct Progress {
     /// Source tasks, and how many of them read all of their input.
     sources: usize,
-    sources_finished: usize,
+    /// Source tasks that reported the end of their input (a set: a peer repeating itself
+    /// must not make the count reach the number of sources early).
+    sources_finished: BTreeSet<usize>,
     /// The final checkpoint (after every source finished) is complete.
     final_done: bool,
     pending: Option<Pending>,
@@ -134,7 +136,7 @@ struct Progress {
 
 impl Progress {
     fn all_input_done(&self) -> bool {
-        self.sources_finished == self.sources
+        self.sources_finished.len() == self.sources
     }
 
     /// Whether the interval timer may trigger a checkpoint now.
@@ -182,7 +184,7 @@ impl Coordinator {
     pub(crate) async fn run(&mut self) -> Result<(), JobError> {
         let mut s = Progress {
             sources: self.tasks.iter().filter(|t| t.is_source).count(),
-            sources_finished: 0,
+            sources_finished: BTreeSet::new(),
             final_done: false,
             pending: None,
             failures: 0,
@@ -288,10 +290,12 @@ impl Coordinator {
         }
         match ev {
             TaskEvent::InputFinished { task } => {
+                if !self.tasks[task].is_source {
+                    slog::warn!(self.log, "dropped an end of input from a task that is not a source"; "task" => task);
+                    return Ok(());
+                }
                 slog::debug!(self.log, "source input finished"; "task" => task);
-                debug_assert!(self.tasks[task].is_source, "task {task} is not a source");
-                s.sources_finished += 1;
-                debug_assert!(s.sources_finished <= s.sources, "a source reported its end twice");
+                s.sources_finished.insert(task);
             }
             TaskEvent::Declined {
                 task,
@@ -402,8 +406,11 @@ impl Coordinator {
         }
     }
 
-    /// The metadata of checkpoint `p` from its acknowledgements.
-    fn metadata(&self, p: &Pending) -> CheckpointMetadata {
+    /// The metadata of checkpoint `p` from its acknowledgements; `Err` if they do not make a
+    /// checkpoint that could be restored (state of operators the job does not have, a subtask
+    /// or a path twice): acknowledgements come from workers, and a checkpoint committed now
+    /// but unusable later would stop the job for good.
+    fn metadata(&self, p: &Pending) -> Result<CheckpointMetadata, String> {
         let mut by_op: BTreeMap<&str, Vec<StateFileMeta>> = BTreeMap::new();
         for files in p.acks.values() {
             for (key, f) in files {
@@ -424,25 +431,30 @@ impl Coordinator {
                 })
             })
             .collect();
-        debug_assert!(
-            by_op.is_empty(),
-            "state acknowledged for unknown operators: {:?}",
-            by_op.keys()
-        );
-        CheckpointMetadata {
+        if let Some(unknown) = by_op.keys().next() {
+            return Err(format!(
+                "state was acknowledged for operator '{unknown}', which the job does not have"
+            ));
+        }
+        let meta = CheckpointMetadata {
             job_name: self.job_name.clone(),
             checkpoint_id: p.id,
             triggered_at_ms: p.triggered_ms,
             completed_at_ms: self.clock.now_ms(),
             max_parallelism: self.max_parallelism,
             operators,
-        }
+        };
+        meta.check()?;
+        Ok(meta)
     }
 
     /// Writes the metadata and notifies the tasks; returns the metadata and whether it was the
     /// final checkpoint.
     async fn complete(&mut self, p: Pending, savepoint: bool) -> Result<(CheckpointMetadata, bool), (Pending, String)> {
-        let meta = self.metadata(&p);
+        let meta = match self.metadata(&p) {
+            Ok(meta) => meta,
+            Err(e) => return Err((p, e)),
+        };
         crate::buggify::maybe_delay("metadata write").await;
         if let Err(e) = self.storage.commit(&meta).await {
             return Err((p, format!("writing its metadata failed: {e}")));

@@ -118,7 +118,7 @@ impl CheckpointMetadata {
     /// stay inside the checkpoint's directory and name distinct files. Without this a file
     /// named twice would restore its state twice, and a subtask beyond the parallelism would
     /// silently restore nothing.
-    fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         if !(1..=MAX_MAX_PARALLELISM).contains(&self.max_parallelism) {
             return Err(format!(
                 "max parallelism {} is outside 1..={MAX_MAX_PARALLELISM}",

@@ -34,6 +34,14 @@ pub async fn write_savepoint(
         for f in &op.files {
             let path = format!("{src}{}", f.path);
             let bytes = retried(|| from.store().get(&path)).await?;
+            // A damaged file must not become a savepoint that cannot be restored later.
+            if bytes.len() as u64 != f.size || crc32fast::hash(&bytes) != f.crc32 {
+                return Err(CheckpointError::Corrupt(format!(
+                    "state file '{path}' does not match its checkpoint's metadata ({} bytes, {} expected, or a checksum mismatch): the savepoint was not written",
+                    bytes.len(),
+                    f.size
+                )));
+            }
             let to = format!("{name}/{}", f.path);
             retried(|| put_exact(target, &to, bytes.clone())).await?;
         }

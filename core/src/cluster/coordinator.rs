@@ -42,6 +42,8 @@ pub struct CoordinatorConfig {
     /// Ended jobs kept in the job table (their status, error and final figures); the oldest
     /// are forgotten beyond it.
     pub max_retained_jobs: usize,
+    /// Jobs running or waiting for slots at once; more submissions are refused.
+    pub max_active_jobs: usize,
     /// How long an ended attempt waits for its workers to confirm that its tasks and their
     /// uploads have stopped, before its slots are freed (and, if the job ended, its
     /// checkpoints deleted) anyway, with a warning.
@@ -62,6 +64,7 @@ impl CoordinatorConfig {
             max_connections: 1024,
             max_retained_jobs: 1000,
             cancel_timeout: Duration::from_secs(30),
+            max_active_jobs: 1024,
             log,
         }
     }
@@ -176,6 +179,9 @@ pub(crate) struct JobEntry {
     /// Once ended: when, and its metrics as they were at the end (what `GET /jobs/{id}` shows
     /// after its series left `/metrics`).
     pub(crate) ended: Option<(i64, Vec<MetricSample>)>,
+    /// The workers of the job's latest attempt: frames about the job from any other worker
+    /// are dropped before they reach (and queue up at) its master.
+    pub(crate) placed_on: std::collections::BTreeSet<String>,
 }
 
 pub use crate::runtime::JobException;
@@ -188,8 +194,9 @@ pub(crate) struct State {
     pub(crate) jobs: BTreeMap<String, JobEntry>,
     /// The latest metrics each worker reported, with its `worker` label.
     pub(crate) worker_metrics: BTreeMap<String, Vec<MetricSample>>,
-    /// Jobs waiting for slots, by submission number: the first gets slots first.
-    pub(crate) slot_queue: std::collections::BTreeSet<u64>,
+    /// Jobs waiting for slots: submission number and slots needed. The earliest that could
+    /// run on the cluster gets slots first.
+    pub(crate) slot_queue: BTreeMap<u64, u32>,
     next_session: u64,
     next_job: u64,
 }
@@ -369,8 +376,16 @@ impl Coordinator {
         }
     }
 
+    /// Serves one connection and returns once its last answer is written (or given up on).
     async fn handle_connection(&self, stream: TcpStream, log: slog::Logger) {
-        let (tx, mut rx) = framed(stream, log.clone());
+        let (tx, rx, writer) = framed(stream, log.clone());
+        self.converse(tx, rx, log).await;
+        // The connection counts against the limit until its answer is out: a client that
+        // does not read cannot leave answers piling up beyond it.
+        let _ = tokio::time::timeout(super::framed::WRITE_TIMEOUT, writer).await;
+    }
+
+    async fn converse(&self, tx: FrameSender, mut rx: ReadHalf<TcpStream>, log: slog::Logger) {
         // Anyone can connect: the first frame is small and must come soon.
         let first = read_frame_limited(&mut rx, MAX_FIRST_FRAME, Some(FIRST_FRAME_WAIT));
         let first = match tokio::time::timeout(FIRST_FRAME_WAIT, first).await {
@@ -549,6 +564,11 @@ impl Coordinator {
                 Ok(Err(e)) => return format!("bad frame: {e}"),
                 Ok(Ok(Some(msg))) => msg,
             };
+            // A registration under the same id replaced this session: the connection ends,
+            // so its process cancels what it runs instead of running on unseen.
+            if sh.lock().workers.get(worker_id).is_none_or(|w| w.session != session) {
+                return "another worker registered with the same id".to_string();
+            }
             match msg {
                 WireMessage::Heartbeat { .. } => {}
                 WireMessage::MetricsReport { points, .. } => {
@@ -558,20 +578,38 @@ impl Coordinator {
                         st.worker_metrics.insert(worker_id.to_string(), samples);
                     }
                 }
-                msg => match job_of(&msg) {
-                    Some(job) => {
-                        let events = sh.lock().jobs.get(job).map(|j| j.events.clone());
-                        match events {
-                            Some(ev) => {
-                                let _ = ev.send(master_event(msg, worker_id, session));
-                            }
-                            None => slog::debug!(log, "frame for an unknown job dropped"; "job" => job),
-                        }
+                msg => {
+                    if let Err(reason) = self.route(msg, worker_id, session, log) {
+                        return reason;
                     }
-                    None => return format!("unexpected frame {} from a worker", frame_kind(&msg)),
-                },
+                }
             }
         }
+    }
+
+    /// Passes a worker's frame about a job to the job's master, if the job runs on that worker
+    /// (anything else is dropped here, before it could queue up); `Err` for a frame that is
+    /// about no job (the session ends).
+    fn route(&self, msg: WireMessage, worker_id: &str, session: u64, log: &slog::Logger) -> Result<(), String> {
+        let Some(job) = job_of(&msg) else {
+            return Err(format!("unexpected frame {} from a worker", frame_kind(&msg)));
+        };
+        let target = self
+            .shared
+            .lock()
+            .jobs
+            .get(job)
+            .map(|j| (j.placed_on.contains(worker_id), j.events.clone()));
+        match target {
+            Some((true, events)) => {
+                let _ = events.send(master_event(msg, worker_id, session));
+            }
+            Some((false, _)) => {
+                slog::debug!(log, "frame about a job that does not run on this worker dropped"; "job" => job)
+            }
+            None => slog::debug!(log, "frame for an unknown job dropped"; "job" => job),
+        }
+        Ok(())
     }
 
     /// Submits job `name` with `options` (as `sluice submit` gives them, without `--`);
@@ -591,49 +629,37 @@ impl Coordinator {
         graph.finalize().map_err(JobBuildError::Graph)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (savepoints, requests) = if parsed.checkpointing.is_some() {
-            let (stx, srx) = mpsc::channel(4);
+            let (stx, srx) = mpsc::channel(MAX_WAITING_SAVEPOINTS);
             (Some(stx), Some(Arc::new(tokio::sync::Mutex::new(srx))))
         } else {
             (None, None)
         };
-        let own_events = tx.clone();
         let stats = Arc::new(CheckpointStats::default());
-        let checkpoint_config = parsed.checkpointing.as_ref().map(|c| {
-            (
-                c.interval.as_millis() as u64,
-                c.timeout.as_millis() as u64,
-                c.min_pause.as_millis() as u64,
-                c.tolerable_failures,
-                c.retained,
-            )
-        });
-        let (id, seq) = {
-            let mut st = sh.lock();
-            st.next_job += 1;
-            // Start time and a counter: unique across restarts of the coordinator (a new id
-            // never finds an older job's checkpoints).
-            let id = format!("{:012x}{:04x}", sh.started_ms as u64 & 0xffff_ffff_ffff, st.next_job);
-            let seq = st.next_job;
-            st.jobs.insert(
-                id.clone(),
-                JobEntry {
-                    name: name.to_string(),
-                    status: JobStatus::Created,
-                    error: None,
-                    attempt: 0,
-                    events: tx,
-                    savepoints,
-                    stats: stats.clone(),
-                    checkpoint_config,
-                    exceptions: Default::default(),
-                    vertices: graph.vertices.iter().map(|v| (v.name.clone(), v.parallelism)).collect(),
-                    seq,
-                    metric_scope: None,
-                    ended: None,
-                },
-            );
-            (id, seq)
+        let entry = JobEntry {
+            name: name.to_string(),
+            status: JobStatus::Created,
+            error: None,
+            attempt: 0,
+            events: tx.clone(),
+            savepoints,
+            stats: stats.clone(),
+            checkpoint_config: parsed.checkpointing.as_ref().map(|c| {
+                (
+                    c.interval.as_millis() as u64,
+                    c.timeout.as_millis() as u64,
+                    c.min_pause.as_millis() as u64,
+                    c.tolerable_failures,
+                    c.retained,
+                )
+            }),
+            exceptions: Default::default(),
+            vertices: graph.vertices.iter().map(|v| (v.name.clone(), v.parallelism)).collect(),
+            seq: 0,
+            metric_scope: None,
+            ended: None,
+            placed_on: Default::default(),
         };
+        let (id, seq) = self.admit(entry)?;
         let scope = super::coordinator_metrics::register_job_metrics(sh, &id, name, &stats);
         if let Some(j) = sh.lock().jobs.get_mut(&id) {
             j.metric_scope = Some(scope);
@@ -646,13 +672,34 @@ impl Coordinator {
             options: parsed,
             shared: sh.clone(),
             events: rx,
-            own_events,
+            own_events: tx,
             savepoints: requests,
             stats,
             seq,
         });
         tokio::spawn(master.run());
         Ok(id)
+    }
+
+    /// Enters a new job into the table under a fresh id and submission number, unless as many
+    /// jobs as allowed are running or waiting already.
+    fn admit(&self, mut entry: JobEntry) -> Result<(String, u64), ClusterError> {
+        let sh = &self.shared;
+        let mut st = sh.lock();
+        let active = st.jobs.values().filter(|j| !j.status.is_terminal()).count();
+        if active >= sh.config.max_active_jobs {
+            return Err(ClusterError::Busy(format!(
+                "{active} jobs are running or waiting, the limit (max-active-jobs) is {}",
+                sh.config.max_active_jobs
+            )));
+        }
+        st.next_job += 1;
+        // Start time and a counter: unique across restarts of the coordinator (a new id never
+        // finds an older job's checkpoints).
+        let id = format!("{:012x}{:04x}", sh.started_ms as u64 & 0xffff_ffff_ffff, st.next_job);
+        entry.seq = st.next_job;
+        st.jobs.insert(id.clone(), entry);
+        Ok((id, st.next_job))
     }
 
     /// Job `id`'s checkpoint counters and settings.
@@ -773,9 +820,13 @@ impl Coordinator {
         })?;
         let (reply, answer) = tokio::sync::oneshot::channel();
         let interrupted = || ClusterError::SavepointInterrupted { id: id.to_string() };
-        tx.send(SavepointRequest { target, stop, reply })
-            .await
-            .map_err(|_| interrupted())?;
+        tx.try_send(SavepointRequest { target, stop, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => ClusterError::Busy(format!(
+                    "job {id} has {MAX_WAITING_SAVEPOINTS} savepoints waiting already"
+                )),
+                mpsc::error::TrySendError::Closed(_) => interrupted(),
+            })?;
         match answer.await {
             Ok(Ok(info)) => Ok((
                 format!("{}/{}", target_dir.trim_end_matches('/'), info.name),
@@ -810,6 +861,9 @@ const MAX_FIRST_FRAME: usize = 64 << 10;
 
 /// The most a submission's options may take (keys and values together).
 const MAX_OPTIONS_BYTES: usize = 32 << 10;
+
+/// Savepoint requests a job holds before it takes them on; more are refused as busy.
+const MAX_WAITING_SAVEPOINTS: usize = 4;
 
 /// Reads and drops `len` bytes of a refused frame's body (within the first-frame wait);
 /// whether they all came.
@@ -902,7 +956,10 @@ fn master_event(msg: WireMessage, worker_id: &str, session: u64) -> MasterEvent 
             session,
             attempt,
         },
-        msg => MasterEvent::Frame(msg),
+        msg => MasterEvent::Frame {
+            msg,
+            worker: worker_id.to_string(),
+        },
     }
 }
 
@@ -942,23 +999,24 @@ impl Coordinator {
 
     /// Test worker `worker` says nothing of `attempt` of `job` runs there any more.
     pub(crate) fn end_test_attempt(&self, worker: &str, job: &str, attempt: u32) {
-        let st = self.shared.lock();
-        let session = st.workers.get(worker).expect("a registered test worker").session;
-        let _ = st.jobs.get(job).expect("a known job").events.send(master_event(
-            WireMessage::AttemptEnded {
-                job_id: job.to_string(),
-                attempt,
-            },
-            worker,
-            session,
-        ));
+        let msg = WireMessage::AttemptEnded {
+            job_id: job.to_string(),
+            attempt,
+        };
+        self.deliver_test_frame(worker, msg);
     }
 
     /// A frame from a test's worker, routed as a worker connection routes it.
-    pub(crate) fn deliver_test_frame(&self, msg: WireMessage) {
-        let job = job_of(&msg).expect("a frame about a job").to_string();
-        let events = self.shared.lock().jobs.get(&job).map(|j| j.events.clone());
-        let _ = events.expect("a known job").send(MasterEvent::Frame(msg));
+    pub(crate) fn deliver_test_frame(&self, worker: &str, msg: WireMessage) {
+        let session = self
+            .shared
+            .lock()
+            .workers
+            .get(worker)
+            .expect("a registered test worker")
+            .session;
+        let log = self.shared.config.log.clone();
+        self.route(msg, worker, session, &log).expect("a frame about a job");
     }
 
     /// A test's worker is gone, as if its connection dropped.

@@ -148,6 +148,9 @@ pub enum ClusterError {
     /// No answer in time.
     #[error("{0}")]
     Timeout(String),
+    /// The coordinator is at a limit (jobs at once, savepoints waiting): try again later.
+    #[error("the coordinator is busy: {0}")]
+    Busy(String),
 }
 
 impl ClusterError {
@@ -162,7 +165,7 @@ impl ClusterError {
             | ClusterError::Build(_)
             | ClusterError::SavepointTarget { .. }
             | ClusterError::Config(_) => RefusalKind::Invalid,
-            ClusterError::Io { .. } | ClusterError::Timeout(_) => RefusalKind::Unavailable,
+            ClusterError::Io { .. } | ClusterError::Timeout(_) | ClusterError::Busy(_) => RefusalKind::Unavailable,
             ClusterError::SavepointFailed { .. }
             | ClusterError::SavepointInterrupted { .. }
             | ClusterError::Frame { .. }

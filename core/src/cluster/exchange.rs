@@ -170,17 +170,20 @@ impl ChannelMap {
         }
     }
 
-    fn worker(&self, vertex: usize, subtask: u32) -> &str {
-        let task = self.task_of[&(vertex, subtask)];
-        &self.placement[task]
+    fn worker(&self, vertex: usize, subtask: u32) -> Option<&str> {
+        let task = *self.task_of.get(&(vertex, subtask))?;
+        self.placement.get(task).map(String::as_str)
     }
 
-    fn producer(&self, id: ChannelId) -> &str {
-        self.worker(self.edges[id.edge as usize].0, id.from)
+    /// The worker that sends on channel `id`; `None` for a channel the job does not have (ids
+    /// also come from peers' frames).
+    fn producer(&self, id: ChannelId) -> Option<&str> {
+        self.worker(self.edges.get(id.edge as usize)?.0, id.from)
     }
 
-    fn consumer(&self, id: ChannelId) -> &str {
-        self.worker(self.edges[id.edge as usize].1, id.to)
+    /// The worker that receives on channel `id`; `None` for a channel the job does not have.
+    fn consumer(&self, id: ChannelId) -> Option<&str> {
+        self.worker(self.edges.get(id.edge as usize)?.1, id.to)
     }
 
     /// Peers this worker sends to and receives from.
@@ -197,7 +200,8 @@ impl ChannelMap {
                         from,
                         to,
                     };
-                    let (p, c) = (self.producer(id), self.consumer(id));
+                    let both = self.producer(id).zip(self.consumer(id));
+                    let (p, c) = both.expect("channels enumerated from the graph exist");
                     if p == me && c != me {
                         out.insert(c.to_string());
                     }
@@ -311,7 +315,7 @@ async fn dial_peer(s: &ExchangeSetup<'_>, map: &Arc<ChannelMap>, peer: &str) -> 
     // This connection carries exactly the channels from here to that peer.
     let (carried, me, to) = (map.clone(), s.me.to_string(), peer.to_string());
     let role = Role::Sender(Arc::new(move |id| {
-        carried.producer(id) == me && carried.consumer(id) == to
+        carried.producer(id) == Some(me.as_str()) && carried.consumer(id) == Some(to.as_str())
     }));
     Ok(Connection::start(
         stream,
@@ -412,7 +416,10 @@ impl Drop for ClusterTransport {
 
 impl Transport for ClusterTransport {
     fn output(&self, id: ChannelId) -> Result<OutputChannel, TransportError> {
-        let consumer = self.map.consumer(id);
+        let consumer = self
+            .map
+            .consumer(id)
+            .expect("the runtime opens only channels of its graph");
         if consumer == self.me {
             return self.local.output(id);
         }
@@ -424,7 +431,10 @@ impl Transport for ClusterTransport {
     }
 
     fn input(&self, id: ChannelId) -> Result<InputChannel, TransportError> {
-        let producer = self.map.producer(id);
+        let producer = self
+            .map
+            .producer(id)
+            .expect("the runtime opens only channels of its graph");
         if producer == self.me {
             return self.local.input(id);
         }

@@ -8,11 +8,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_transport::wire::{encode_frame, write_frame, WireMessage};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// Bytes a control connection may have queued and not yet written; beyond it the peer is
 /// taken to have stopped reading and the connection closes.
@@ -85,23 +87,38 @@ impl FrameSender {
     }
 }
 
-/// Splits `stream` into a queued sender and the read half. The writer ends (and shuts the
-/// write side down) when every sender is dropped, a write fails, or the queue overflowed.
-pub(crate) fn framed<S>(stream: S, log: slog::Logger) -> (FrameSender, ReadHalf<S>)
+/// How long writing one frame may take before the peer is taken to have stopped reading.
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Splits `stream` into a queued sender and the read half, and returns the writer task. The
+/// writer ends (and shuts the write side down) when every sender is dropped, a write fails or
+/// takes longer than [`WRITE_TIMEOUT`], or the queue overflowed; whoever accounts for the
+/// connection awaits it, so an answer still being written counts as an open connection.
+pub(crate) fn framed<S>(stream: S, log: slog::Logger) -> (FrameSender, ReadHalf<S>, JoinHandle<()>)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (r, mut w) = tokio::io::split(stream);
-    let (sender, mut rx) = FrameSender::new(log);
+    let (sender, mut rx) = FrameSender::new(log.clone());
     let (queued, cut) = (sender.queued.clone(), sender.cut.clone());
-    tokio::spawn(async move {
+    let writer = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
-            if cut.load(Ordering::SeqCst) || write_frame(&mut w, &bytes).await.is_err() {
+            if cut.load(Ordering::SeqCst) {
                 return;
+            }
+            match tokio::time::timeout(WRITE_TIMEOUT, write_frame(&mut w, &bytes)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    cut.store(true, Ordering::SeqCst);
+                    slog::warn!(log, "closing a connection whose peer does not read: a frame took too long to write";
+                        "bytes" => bytes.len(), "timeout_ms" => WRITE_TIMEOUT.as_millis() as u64);
+                    return;
+                }
             }
             queued.fetch_sub(bytes.len(), Ordering::SeqCst);
         }
         let _ = w.shutdown().await;
     });
-    (sender, r)
+    (sender, r, writer)
 }

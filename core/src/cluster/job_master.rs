@@ -31,8 +31,8 @@ use crate::spawned::AbortOnDrop;
 /// What reaches a job master.
 #[derive(Debug)]
 pub(crate) enum MasterEvent {
-    /// A frame about this job from a worker.
-    Frame(WireMessage),
+    /// A frame about this job from worker `worker`.
+    Frame { msg: WireMessage, worker: String },
     /// A worker is gone (every master hears of every loss).
     WorkerLost { worker: String, reason: String },
     /// Worker `worker` (in registration `session`) says nothing of `attempt` runs there any
@@ -93,6 +93,8 @@ pub(crate) struct JobMaster {
     seq: u64,
     /// Workers (and their sessions) that said the running attempt has ended on them.
     ended_on: BTreeSet<(String, u64)>,
+    /// A cancel arrived while an ended attempt was being waited for.
+    cancel_requested: bool,
 }
 
 /// What [`JobMaster::new`] is given.
@@ -133,6 +135,7 @@ impl JobMaster {
             stopped: Arc::default(),
             seq: p.seq,
             ended_on: BTreeSet::new(),
+            cancel_requested: false,
         }
     }
 
@@ -209,6 +212,9 @@ impl JobMaster {
         match end {
             LoopEnd::Ended { cancelled: false, .. } => (JobStatus::Finished, None),
             LoopEnd::Ended { cancelled: true, .. } | LoopEnd::CancelledBetweenAttempts => (JobStatus::Canceled, None),
+            // Cancelled while a failed attempt was being stopped, with no restart left: the
+            // user's cancel decides (the failure is in the exception history).
+            LoopEnd::Failed(_) if self.cancel_requested => (JobStatus::Canceled, None),
             LoopEnd::Failed(e) => (JobStatus::Failed, Some(e.to_string())),
         }
     }
@@ -250,7 +256,7 @@ impl JobMaster {
     /// Waiting jobs get slots in submission order; a worker registering or a job releasing its
     /// slots wakes them.
     async fn reserve_slots(&mut self, needed: u32) -> Result<(Vec<String>, Reservation), Outcome> {
-        self.shared.lock().slot_queue.insert(self.seq);
+        self.shared.lock().slot_queue.insert(self.seq, needed);
         let r = self.wait_for_slots(needed).await;
         // Out of the queue, whatever happened: the next in line may go now.
         self.shared.lock().slot_queue.remove(&self.seq);
@@ -287,11 +293,17 @@ impl JobMaster {
         }
     }
 
-    /// Takes `needed` free slots if there are so many and this job is first in line; else the
-    /// number free.
+    /// Takes `needed` free slots if there are so many and no job that could run is ahead of
+    /// this one; else the number free.
     fn try_reserve(&self, needed: u32) -> Result<(Vec<String>, Reservation), u32> {
         let mut st = self.shared.lock();
-        let first_in_line = st.slot_queue.first().is_none_or(|&first| first == self.seq);
+        // Jobs submitted earlier go first, except those that need more slots than the cluster
+        // has at all: they wait for workers to join and must not hold up everyone else.
+        let total: u32 = st.workers.values().map(|w| w.slots).fold(0, u32::saturating_add);
+        let first_in_line = !st
+            .slot_queue
+            .range(..self.seq)
+            .any(|(_, &ahead_needs)| ahead_needs <= total);
         let free: Vec<(String, u32)> = st
             .workers
             .iter()
@@ -360,7 +372,10 @@ impl JobMaster {
                     Some(MasterEvent::AttemptEnded { worker, session, attempt: a }) if a == attempt => {
                         waiting.remove(&(worker, session));
                     }
-                    Some(ev @ (MasterEvent::Cancel | MasterEvent::Stop(_))) => later.push(ev),
+                    Some(ev @ (MasterEvent::Cancel | MasterEvent::Stop(_))) => {
+                        self.cancel_requested |= matches!(ev, MasterEvent::Cancel);
+                        later.push(ev);
+                    }
                     Some(_) => {}
                 },
                 _ = tokio::time::sleep_until(deadline) => {
@@ -398,6 +413,9 @@ impl JobMaster {
     /// Deploys attempt `attempt` on the workers of `placement` and follows it to its end.
     async fn run_attempt(&mut self, attempt: u32, placement: &[String], start: &AttemptStart) -> Outcome {
         let workers: BTreeSet<String> = placement.iter().cloned().collect();
+        if let Some(j) = self.shared.lock().jobs.get_mut(&self.id) {
+            j.placed_on = workers.clone();
+        }
         let peers: Result<Vec<WirePeer>, String> = {
             let st = self.shared.lock();
             workers
@@ -414,10 +432,13 @@ impl JobMaster {
         let peers = match peers {
             Ok(p) => p,
             Err(worker) => {
+                // Nothing was deployed; the others answer the cancel at once, so the attempt's
+                // end is not waited for.
+                self.cancel_everywhere(attempt, &workers, false);
                 return Outcome::Failed(JobError::WorkerLost {
                     worker,
                     reason: "it went away while the attempt was being placed".into(),
-                })
+                });
             }
         };
         for w in &workers {
@@ -580,14 +601,16 @@ impl JobMaster {
             Some(MasterEvent::WorkerLost { worker, reason }) => placement
                 .contains(&worker)
                 .then_some(Outcome::Failed(JobError::WorkerLost { worker, reason })),
-            Some(MasterEvent::Frame(msg)) => {
+            Some(MasterEvent::Frame { msg, worker }) => {
                 let frame_attempt = attempt_of(&msg)?;
                 if frame_attempt != attempt {
                     slog::debug!(self.log, "dropped a frame of another attempt"; "frame_attempt" => frame_attempt, "attempt" => attempt);
                     return None;
                 }
-                if task_of(&msg).is_none_or(|t| t as usize >= self.specs.len()) {
-                    slog::warn!(self.log, "dropped a frame about a task the job does not have"; "frame" => super::coordinator::frame_kind(&msg));
+                // Only the worker a task was placed on speaks for it.
+                if task_of(&msg).is_none_or(|t| placement.get(t as usize) != Some(&worker)) {
+                    slog::warn!(self.log, "dropped a frame about a task the job does not have on that worker";
+                        "frame" => super::coordinator::frame_kind(&msg), "worker" => &worker);
                     return None;
                 }
                 self.on_frame(msg, checkpoints, finished).await
@@ -623,6 +646,24 @@ impl JobMaster {
                     permanent,
                 }));
             }
+            other => match self.checkpoint_event(other) {
+                Ok(Some(event)) => event,
+                Ok(None) => return None,
+                Err(failed) => return Some(failed),
+            },
+        };
+        // Cloned for the send only: the coordinator ends when the last sender is gone.
+        if let Some(tx) = checkpoints.as_ref().and_then(|c| c.events.clone()) {
+            let _ = tx.send(event).await;
+        }
+        None
+    }
+
+    /// The checkpoint coordinator's event in a worker's frame (`None` for a frame that is not
+    /// about checkpoints); `Err` with the attempt's failure for an acknowledgement that does
+    /// not decode.
+    fn checkpoint_event(&self, msg: WireMessage) -> Result<Option<TaskEvent>, Outcome> {
+        Ok(Some(match msg {
             WireMessage::AckCheckpoint {
                 checkpoint_id,
                 task,
@@ -630,15 +671,12 @@ impl JobMaster {
                 alignment_ms,
                 ..
             } => {
-                let files: Vec<(String, StateFileMeta)> = match bincode::deserialize(&state) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        return Some(Outcome::Failed(JobError::Protocol(format!(
-                            "task {} acknowledged checkpoint {checkpoint_id} with undecodable state metadata: {e}",
-                            self.task_name(task)
-                        ))))
-                    }
-                };
+                let files: Vec<(String, StateFileMeta)> = bincode::deserialize(&state).map_err(|e| {
+                    Outcome::Failed(JobError::Protocol(format!(
+                        "task {} acknowledged checkpoint {checkpoint_id} with undecodable state metadata: {e}",
+                        self.task_name(task)
+                    )))
+                })?;
                 TaskEvent::Acked {
                     task: task as usize,
                     checkpoint_id,
@@ -659,14 +697,9 @@ impl JobMaster {
             WireMessage::InputFinished { task, .. } => TaskEvent::InputFinished { task: task as usize },
             other => {
                 slog::warn!(self.log, "unexpected frame for a job"; "frame" => super::coordinator::frame_kind(&other));
-                return None;
+                return Ok(None);
             }
-        };
-        // Cloned for the send only: the coordinator ends when the last sender is gone.
-        if let Some(tx) = checkpoints.as_ref().and_then(|c| c.events.clone()) {
-            let _ = tx.send(event).await;
-        }
-        None
+        }))
     }
 
     /// Every task finished: the checkpoint coordinator ends once no task can send it anything
@@ -962,12 +995,15 @@ mod tests {
     fn finish(c: &Coordinator, d: &Deployed, worker: &str) {
         for (task, w) in d.placement.iter().enumerate() {
             if w == worker {
-                c.deliver_test_frame(WireMessage::TaskFinished {
-                    job_id: d.job.clone(),
-                    attempt: d.attempt,
-                    task: task as u32,
-                    cancelled: false,
-                });
+                c.deliver_test_frame(
+                    worker,
+                    WireMessage::TaskFinished {
+                        job_id: d.job.clone(),
+                        attempt: d.attempt,
+                        task: task as u32,
+                        cancelled: false,
+                    },
+                );
             }
         }
         c.end_test_attempt(worker, &d.job, d.attempt);
@@ -976,13 +1012,16 @@ mod tests {
     /// Task 0 of `d` fails; its workers then stop the attempt (a real worker does once it is
     /// cancelled, which the master does at once) and say so.
     fn fail(c: &Coordinator, d: &Deployed, reason: &str) {
-        c.deliver_test_frame(WireMessage::TaskFailed {
-            job_id: d.job.clone(),
-            attempt: d.attempt,
-            task: 0,
-            reason: reason.into(),
-            permanent: false,
-        });
+        c.deliver_test_frame(
+            &d.placement[0],
+            WireMessage::TaskFailed {
+                job_id: d.job.clone(),
+                attempt: d.attempt,
+                task: 0,
+                reason: reason.into(),
+                permanent: false,
+            },
+        );
         end_everywhere(c, d);
     }
 
@@ -1303,6 +1342,60 @@ mod tests {
     }
 
     #[real_tokio::test(start_paused = true)]
+    async fn a_cancel_while_a_failed_attempt_stops_ends_the_job_canceled() {
+        let c = coordinator(Duration::from_secs(5));
+        let mut w1 = c.add_test_worker("w1", 1);
+        let id = c.submit("two", &options(&[("restart-strategy", "none")])).unwrap();
+        let d = deployed(&mut w1).await;
+        c.deliver_test_frame(
+            "w1",
+            WireMessage::TaskFailed {
+                job_id: d.job.clone(),
+                attempt: 0,
+                task: 0,
+                reason: "boom".into(),
+                permanent: false,
+            },
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.cancel(&id).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(cancelled(&c, &mut w1, "w1", 0));
+        status_becomes(&c, &id, JobStatus::Canceled).await;
+        assert!(c.exceptions(&id).unwrap()[0].reason.contains("boom"));
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn a_job_larger_than_the_cluster_does_not_hold_up_the_jobs_behind_it() {
+        let c = coordinator(Duration::from_secs(600));
+        let mut w1 = c.add_test_worker("w1", 2);
+        let big = c.submit("two", &options(&[("parallelism", "3")])).unwrap();
+        let small = c.submit("two", &options(&[("parallelism", "2")])).unwrap();
+        let d = deployed(&mut w1).await;
+        assert_eq!(
+            d.job, small,
+            "the job that fits runs while the larger one waits for workers"
+        );
+        assert_eq!(c.job(&big).unwrap().status, JobStatus::Created);
+        // A worker joins: now the big one could run, and it is next in line.
+        let mut w2 = c.add_test_worker("w2", 1);
+        finish(&c, &d, "w1");
+        let db = deployed(&mut w2).await;
+        assert_eq!(db.job, big);
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn submissions_beyond_the_active_job_limit_are_refused_as_busy() {
+        let c = coordinator_configured(Arc::new(MemoryStore::new()), |config| config.max_active_jobs = 2);
+        let _w1 = c.add_test_worker("w1", 1);
+        c.submit("two", &options(&[])).unwrap();
+        c.submit("two", &options(&[])).unwrap();
+        let e = c.submit("two", &options(&[])).unwrap_err();
+        assert!(matches!(e, crate::cluster::ClusterError::Busy(_)), "{e}");
+        assert!(e.to_string().contains("limit (max-active-jobs) is 2"), "{e}");
+    }
+
+    #[real_tokio::test(start_paused = true)]
     async fn cancel_during_the_restart_delay_ends_the_job_canceled() {
         let c = coordinator(Duration::from_secs(5));
         let mut w1 = c.add_test_worker("w1", 2);
@@ -1327,13 +1420,16 @@ mod tests {
         let opts = options(&[("restart-strategy", "fixed-delay:attempts=5,delay=1s")]);
         let id = c.submit("two", &opts).unwrap();
         let d = deployed(&mut w1).await;
-        c.deliver_test_frame(WireMessage::TaskFailed {
-            job_id: d.job.clone(),
-            attempt: d.attempt,
-            task: 1,
-            reason: "the savepoint's state does not fit".into(),
-            permanent: true,
-        });
+        c.deliver_test_frame(
+            &d.placement[1],
+            WireMessage::TaskFailed {
+                job_id: d.job.clone(),
+                attempt: d.attempt,
+                task: 1,
+                reason: "the savepoint's state does not fit".into(),
+                permanent: true,
+            },
+        );
         end_everywhere(&c, &d);
         let j = status_becomes(&c, &id, JobStatus::Failed).await;
         assert_eq!(j.attempt, 0, "no restart");
@@ -1347,13 +1443,27 @@ mod tests {
         let id = c.submit("two", &options(&[])).unwrap();
         let d = deployed(&mut w1).await;
         for task in [2, 7, u32::MAX] {
-            c.deliver_test_frame(WireMessage::TaskFinished {
+            c.deliver_test_frame(
+                "w1",
+                WireMessage::TaskFinished {
+                    job_id: d.job.clone(),
+                    attempt: 0,
+                    task,
+                    cancelled: false,
+                },
+            );
+        }
+        // Nor does a worker speak for a task placed on another one.
+        let _w2 = c.add_test_worker("w2", 1);
+        c.deliver_test_frame(
+            "w2",
+            WireMessage::TaskFinished {
                 job_id: d.job.clone(),
                 attempt: 0,
-                task,
+                task: 1,
                 cancelled: false,
-            });
-        }
+            },
+        );
         finish(
             &c,
             &Deployed {

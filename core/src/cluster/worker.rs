@@ -8,6 +8,7 @@ use std::time::Duration;
 use sluice_transport::wire::{read_frame, WireMessage};
 use tokio::io::{AsyncRead, ReadHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 
 use super::acceptor::Acceptor;
 use super::deployment::{self, DeployRequest, DeploymentHandle};
@@ -76,6 +77,9 @@ pub(crate) struct WorkerShared {
     /// The worker's metrics; sent to the coordinator after each heartbeat.
     pub(crate) metrics: MetricRegistry,
     deployments: Mutex<BTreeMap<(String, u32), DeploymentHandle>>,
+    /// Deployments whose run has not returned yet (cancelled ones included, until their tasks
+    /// and uploads have stopped).
+    running: watch::Sender<usize>,
 }
 
 impl WorkerShared {
@@ -128,23 +132,56 @@ impl WorkerShared {
         }
     }
 
-    fn command(&self, job: &str, attempt: u32, task: u32, cmd: TaskCommand) {
+    /// Waits until every deployment has stopped (after [`cancel_all`](Self::cancel_all)), at
+    /// most `limit`: a worker that registers again says by that that nothing of its earlier
+    /// session runs any more, and the coordinator frees those slots and may delete those
+    /// checkpoints.
+    async fn all_stopped(&self, limit: Duration) {
+        let mut rx = self.running.subscribe();
+        if tokio::time::timeout(limit, rx.wait_for(|n| *n == 0)).await.is_err() {
+            slog::warn!(self.log, "deployments did not stop in time; registering again anyway";
+                "still_running" => *rx.borrow(), "waited_ms" => limit.as_millis() as u64);
+        }
+    }
+
+    /// Passes `cmd` to task `task` of the deployment; `Err` with the reason if the task is not
+    /// taking its commands (its queue is full: it is stuck, and dropping a checkpoint's
+    /// completion or the end of input would leave the attempt waiting forever).
+    fn command(&self, job: &str, attempt: u32, task: u32, cmd: TaskCommand) -> Result<(), String> {
         let tx = self
             .lock()
             .get(&(job.to_string(), attempt))
             .and_then(|h| h.commands.get(&(task as usize)).cloned());
         match tx {
-            // The task drains its commands at every step; a full queue means it is stuck
-            // and the checkpoint will time out, which is the right outcome.
-            Some(tx) => {
-                if tx.try_send(cmd).is_err() {
-                    slog::warn!(self.log, "task command dropped"; "job" => job, "attempt" => attempt, "task" => task);
-                }
-            }
+            Some(tx) => tx.try_send(cmd).or_else(|e| match e {
+                // The task ended meanwhile: its end is reported on its own.
+                mpsc::error::TrySendError::Closed(_) => Ok(()),
+                mpsc::error::TrySendError::Full(_) => Err(format!(
+                    "task #{task} is not taking checkpoint commands ({} queued)",
+                    tx.max_capacity()
+                )),
+            }),
             None => {
-                slog::debug!(self.log, "command for a task not running here"; "job" => job, "attempt" => attempt, "task" => task)
+                slog::debug!(self.log, "command for a task not running here"; "job" => job, "attempt" => attempt, "task" => task);
+                Ok(())
             }
         }
+    }
+}
+
+/// Counts a deployment as running while it is alive.
+struct Running(Arc<WorkerShared>);
+
+impl Running {
+    fn new(shared: &Arc<WorkerShared>) -> Self {
+        shared.running.send_modify(|n| *n += 1);
+        Running(shared.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.send_modify(|n| *n -= 1);
     }
 }
 
@@ -210,6 +247,7 @@ impl Worker {
                 log,
                 metrics,
                 deployments: Mutex::new(BTreeMap::new()),
+                running: watch::channel(0).0,
             }),
             listener,
             data_address,
@@ -263,6 +301,7 @@ impl Worker {
             let reason = session(&shared, tx, &mut rx, interval, silence).await;
             slog::warn!(log, "lost the coordinator; cancelling local tasks and registering again"; "reason" => reason);
             shared.cancel_all();
+            shared.all_stopped(shared.config.connect_timeout).await;
         }
     }
 }
@@ -295,9 +334,6 @@ enum Registration {
     Retry(String),
 }
 
-/// A control connection to the coordinator: the sender and the read half.
-type Control = (FrameSender, ReadHalf<TcpStream>);
-
 /// Dials the coordinator and registers; returns the connection and the heartbeat interval
 /// and the silence after which this worker gives the coordinator up.
 async fn register(
@@ -308,7 +344,8 @@ async fn register(
         .await
         .map_err(Registration::Unreachable)?;
     let _ = stream.set_nodelay(true);
-    let (tx, mut rx): Control = framed(stream, shared.log.clone());
+    // The writer ends with the connection (its senders dropped, or a write failing).
+    let (tx, mut rx, _writer) = framed(stream, shared.log.clone());
     tx.send(WireMessage::Register {
         worker_id: shared.id.clone(),
         data_address: data_address.to_string(),
@@ -444,14 +481,31 @@ fn on_command(shared: &Arc<WorkerShared>, tx: &FrameSender, msg: WireMessage) ->
                 tx.send(WireMessage::AttemptEnded { job_id, attempt });
             }
         }
+        msg @ (WireMessage::TriggerCheckpoint { .. }
+        | WireMessage::NotifyCheckpointComplete { .. }
+        | WireMessage::EndInput { .. }) => task_command(shared, tx, msg),
+        other => {
+            return Err(format!(
+                "unexpected frame {} from the coordinator",
+                super::coordinator::frame_kind(&other)
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Passes a checkpoint command of the coordinator to its task; a task that does not take it
+/// is reported failed (the job master restarts the attempt), never silently skipped.
+fn task_command(shared: &WorkerShared, tx: &FrameSender, msg: WireMessage) {
+    let (job_id, attempt, task, cmd) = match msg {
         WireMessage::TriggerCheckpoint {
             job_id,
             attempt,
             checkpoint_id,
             timestamp_ms,
             task,
-        } => shared.command(
-            &job_id,
+        } => (
+            job_id,
             attempt,
             task,
             TaskCommand::Trigger(Barrier {
@@ -464,16 +518,20 @@ fn on_command(shared: &Arc<WorkerShared>, tx: &FrameSender, msg: WireMessage) ->
             attempt,
             checkpoint_id,
             task,
-        } => shared.command(&job_id, attempt, task, TaskCommand::Complete(checkpoint_id)),
-        WireMessage::EndInput { job_id, attempt, task } => shared.command(&job_id, attempt, task, TaskCommand::Finish),
-        other => {
-            return Err(format!(
-                "unexpected frame {} from the coordinator",
-                super::coordinator::frame_kind(&other)
-            ))
-        }
+        } => (job_id, attempt, task, TaskCommand::Complete(checkpoint_id)),
+        WireMessage::EndInput { job_id, attempt, task } => (job_id, attempt, task, TaskCommand::Finish),
+        _ => return,
+    };
+    if let Err(reason) = shared.command(&job_id, attempt, task, cmd) {
+        slog::warn!(shared.log, "task stuck"; "job" => &job_id, "attempt" => attempt, "task" => task, "reason" => &reason);
+        tx.send(WireMessage::TaskFailed {
+            job_id,
+            attempt,
+            task,
+            reason,
+            permanent: false,
+        });
     }
-    Ok(())
 }
 
 /// Starts a deployment (cancelling the job's older attempts still here).
@@ -484,11 +542,10 @@ fn deploy(shared: &Arc<WorkerShared>, tx: &FrameSender, req: DeployRequest) {
     let (handle, control_rx, command_rxs) = deployment::prepare(&req, &shared.id);
     shared.lock().insert((req.job_id.clone(), req.attempt), handle);
     slog::info!(shared.log, "deploying"; "job" => &req.job_id, "attempt" => req.attempt, "name" => &req.job_name);
-    tokio::spawn(deployment::run(
-        shared.clone(),
-        tx.clone(),
-        req,
-        control_rx,
-        command_rxs,
-    ));
+    let running = Running::new(shared);
+    let (shared, tx) = (shared.clone(), tx.clone());
+    tokio::spawn(async move {
+        deployment::run(shared, tx, req, control_rx, command_rxs).await;
+        drop(running);
+    });
 }

@@ -80,10 +80,13 @@ impl<T: Data> TransactionalSink for FileSink<T> {
     type Txn = PartFile;
     type Writer = FileSinkWriter<T>;
 
-    /// The output directory, absolute (as the current directory makes it), so a restore into
-    /// another directory is told apart from one into the same directory named differently.
+    /// The output directory, canonical (symbolic links resolved) once it exists, else absolute
+    /// as the current directory makes it: a restore into another directory is told apart from
+    /// one into the same directory named differently.
     fn target(&self) -> Option<String> {
-        let dir = std::path::absolute(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        let dir = std::fs::canonicalize(&self.dir)
+            .or_else(|_| std::path::absolute(&self.dir))
+            .unwrap_or_else(|_| self.dir.clone());
         Some(format!("file:{}", dir.display()))
     }
 

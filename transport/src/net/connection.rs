@@ -606,10 +606,23 @@ async fn write_loop<W: AsyncWrite + Unpin>(inner: Arc<Inner>, mut w: W) {
                 }
             }
         }
-        if let Err(e) = write_frame(&mut w, &Bytes::from(bytes)).await {
-            inner.close(format!("cannot write to peer: {e}"));
-            let _ = w.shutdown().await;
-            return;
+        // The peer granted credits for this data, so it has room for it: a write that does
+        // not finish within the frame timeout means the peer stopped reading.
+        let limit = inner.config.frame_timeout;
+        match tokio::time::timeout(limit, write_frame(&mut w, &Bytes::from(bytes))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                inner.close(format!("cannot write to peer: {e}"));
+                let _ = w.shutdown().await;
+                return;
+            }
+            Err(_) => {
+                inner.close(format!(
+                    "the peer stopped reading: a frame took more than {} ms to write",
+                    limit.as_millis()
+                ));
+                return;
+            }
         }
     }
 }
