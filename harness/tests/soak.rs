@@ -1,7 +1,7 @@
 //! Soak: a coordinator and two workers run one long paced job while short jobs come and go
 //! around it (finished, cancelled, stopped with a savepoint that is then disposed) for
 //! `SOAK_SECONDS` (default 60; the test command runs 90, BENCHMARKS.md records a
-//! 30-minute run). Every finished job's output is exact, and when it is over the processes
+//! 15-minute run). Every finished job's output is exact, and when it is over the processes
 //! hold no more descriptors or threads than after warm-up, their memory has not grown
 //! with the number of jobs, ended jobs' checkpoints are gone, `sluice list` keeps only the
 //! configured number of ended jobs and `/metrics` only running ones.
