@@ -28,6 +28,9 @@ echo "== formatting: cargo fmt --check (rustfmt.toml)"
 if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
 cargo fmt --all -- --check
 
+echo "== lints: every tokio::select! the simulation runs is biased"
+python3 scripts/check-select-biased.py
+
 echo "== lints: cargo clippy --workspace --all-targets -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 

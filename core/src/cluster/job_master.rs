@@ -367,6 +367,8 @@ impl JobMaster {
                 break;
             }
             tokio::select! {
+                // Fixed polling order: tokio's random branch order is not seeded by the simulator.
+                biased;
                 ev = self.events.recv() => match ev {
                     None => break,
                     Some(MasterEvent::AttemptEnded { worker, session, attempt: a }) if a == attempt => {
