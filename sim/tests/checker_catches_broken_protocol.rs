@@ -134,15 +134,17 @@ async fn the_cluster_suite_catches_a_job_that_starts_over_past_a_rotted_checkpoi
     let mut fresh = Vec::new();
     for k in 0..3u8 {
         for (policy, out) in [("fail", &mut safe), ("start-fresh", &mut fresh)] {
+            // Rot must hit the latest checkpoint and a failover must follow before the next
+            // checkpoint replaces it: frequent kills and rot, and checkpoints 500 ms apart.
             let mut faults = FaultPlan::draw(base ^ u64::from(k));
-            faults.kill_per_tick = 0.15;
-            faults.rot_per_tick = 0.3;
+            faults.kill_per_tick = 0.3;
+            faults.rot_per_tick = 0.5;
             let run = run_keyed_count(ClusterSpec {
                 subnet: 10 + 2 * k + u8::from(policy == "start-fresh"),
                 workers: 3,
                 slots: 2,
                 parallelism: 3,
-                checkpoint_interval: Duration::from_millis(100),
+                checkpoint_interval: Duration::from_millis(500),
                 workload: KeyedCount {
                     records: 3_000,
                     keys: 7,
