@@ -28,6 +28,7 @@ mod error;
 mod local;
 mod message;
 pub mod net;
+pub mod tls;
 pub mod wire;
 
 pub use channel::{InputChannel, OutputChannel};
