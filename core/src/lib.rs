@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod operator;
 mod operators;
 pub mod partition;
+pub mod paths;
 pub mod runtime;
 pub mod sink;
 pub mod source;

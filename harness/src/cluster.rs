@@ -97,6 +97,11 @@ impl JobRegistry for BuiltinJobs {
         let opts = job_options(options)?;
         Ok(jobs::build(name, &opts)?.build()?)
     }
+
+    fn file_options(&self, _name: &str) -> Vec<&'static str> {
+        // Every built-in job reads and writes files only through these.
+        vec!["input", "output", "events-dir"]
+    }
 }
 
 /// Opens checkpoint locations for the cluster (local directories and `s3://`).

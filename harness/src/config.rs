@@ -67,6 +67,40 @@ pub struct Config {
     pub metrics: MetricsSection,
     /// `[rest]`: limits of the REST API's port (both modes).
     pub rest: RestSection,
+    /// `[security]`: TLS, allowed paths, file permissions.
+    pub security: SecuritySection,
+}
+
+/// `[security]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct SecuritySection {
+    /// The cluster CA's certificate (PEM): mutual TLS on control and data ports when set.
+    pub tls_ca: Option<String>,
+    /// This node's certificate (PEM), signed by the CA, naming its identity.
+    pub tls_cert: Option<String>,
+    /// This node's private key (PEM).
+    pub tls_key: Option<String>,
+    /// Base directories (or `s3://bucket/prefix`) that job files, savepoints and restores
+    /// must be under; empty allows any.
+    pub allowed_paths: Vec<String>,
+    /// Where savepoints go when a request names no directory.
+    pub savepoint_dir: Option<String>,
+    /// The process's umask for everything it writes (octal).
+    pub umask: String,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        SecuritySection {
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            allowed_paths: Vec::new(),
+            savepoint_dir: None,
+            umask: "027".into(),
+        }
+    }
 }
 
 /// `[rest]`.
@@ -79,6 +113,17 @@ pub struct RestSection {
     pub header_timeout: String,
     /// How long a connection may stay silent before it is closed.
     pub idle_timeout: String,
+    /// The REST port's certificate (PEM): HTTPS when set, with `tls-key`.
+    pub tls_cert: Option<String>,
+    /// Its private key (PEM).
+    pub tls_key: Option<String>,
+    /// Bearer tokens (`<role> <name> <token>` per line, role `admin` or `read-only`): every
+    /// request needs one when set.
+    pub tokens_file: Option<String>,
+    /// Whether jobs may be submitted through REST (Flink's `web.submit.enable`).
+    pub submit_enabled: bool,
+    /// Whether jobs may be cancelled or stopped through REST (Flink's `web.cancel.enable`).
+    pub cancel_enabled: bool,
 }
 
 impl Default for RestSection {
@@ -87,6 +132,11 @@ impl Default for RestSection {
             max_connections: 256,
             header_timeout: "10s".into(),
             idle_timeout: "60s".into(),
+            tls_cert: None,
+            tls_key: None,
+            tokens_file: None,
+            submit_enabled: true,
+            cancel_enabled: true,
         }
     }
 }
@@ -146,6 +196,8 @@ pub struct WorkerSection {
     pub slots: u32,
     /// The worker's id.
     pub id: Option<String>,
+    /// The data address given to peers, when not the bound one.
+    pub advertise_address: Option<String>,
     /// Data connections greeting, or waiting for their deployment, at once.
     pub max_data_connections: usize,
     /// How long to keep dialing a peer (or wait for one to dial) when an attempt starts, and
@@ -162,6 +214,7 @@ impl Default for WorkerSection {
             bind: "127.0.0.1:0".into(),
             slots: 1,
             id: None,
+            advertise_address: None,
             max_data_connections: 1024,
             connect_timeout: "20s".into(),
             frame_timeout: "30s".into(),
@@ -379,8 +432,34 @@ impl Config {
                 ));
             }
         }
+        self.validate_security()?;
         self.log_format().map_err(|e| bad("logging.format", e.0))?;
         self.log_filter().map_err(|e| bad("logging", e.0))?;
+        Ok(())
+    }
+
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: &str| ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        };
+        let s = &self.security;
+        let set = [&s.tls_ca, &s.tls_cert, &s.tls_key]
+            .iter()
+            .filter(|v| v.is_some())
+            .count();
+        if set != 0 && set != 3 {
+            return Err(bad(
+                "security.tls-ca",
+                "tls-ca, tls-cert and tls-key go together: set all three or none",
+            ));
+        }
+        if self.rest.tls_cert.is_some() != self.rest.tls_key.is_some() {
+            return Err(bad("rest.tls-cert", "tls-cert and tls-key go together"));
+        }
+        if crate::security::parse_umask(&s.umask).is_none() {
+            return Err(bad("security.umask", "must be octal, 000 to 777 (e.g. \"027\")"));
+        }
         Ok(())
     }
 

@@ -21,6 +21,9 @@ pub mod exit {
     pub const UNAVAILABLE: u8 = 5;
     /// A checkpoint or savepoint store failed, or holds damaged files.
     pub const STORAGE: u8 = 6;
+    /// Not allowed: a certificate the peer refused, a missing admin identity, a path outside
+    /// the allowed ones.
+    pub const FORBIDDEN: u8 = 7;
 }
 
 /// Why a job could not be started or did not finish.
@@ -56,6 +59,12 @@ pub enum HarnessError {
     /// A metric reporter could not start.
     #[error(transparent)]
     Reporter(#[from] crate::reporters::ReporterError),
+    /// Not allowed (a path outside the allowed ones, a token file others can read).
+    #[error("{0}")]
+    Forbidden(String),
+    /// TLS files could not be read or used.
+    #[error(transparent)]
+    Tls(#[from] sluice_transport::tls::TlsError),
     /// A store location could not be opened (names it).
     #[error("{location}: {source}")]
     Store {
@@ -83,6 +92,8 @@ impl HarnessError {
             HarnessError::Cluster(e) => cluster_exit_code(e),
             HarnessError::Checkpoint(_) | HarnessError::Savepoint { .. } | HarnessError::Store { .. } => exit::STORAGE,
             HarnessError::NoSavepoint(_) => exit::NOT_FOUND,
+            HarnessError::Forbidden(_) => exit::FORBIDDEN,
+            HarnessError::Tls(e) => tls_exit_code(e),
         }
     }
 }
@@ -117,7 +128,17 @@ fn cluster_exit_code(e: &ClusterError) -> u8 {
         RefusalKind::Conflict => exit::CONFLICT,
         RefusalKind::Invalid => exit::USAGE,
         RefusalKind::Unavailable => exit::UNAVAILABLE,
+        RefusalKind::Forbidden => exit::FORBIDDEN,
         RefusalKind::Failed | RefusalKind::Unspecified => exit::FAILED,
+    }
+}
+
+fn tls_exit_code(e: &sluice_transport::tls::TlsError) -> u8 {
+    use sluice_transport::tls::TlsError;
+    match e {
+        TlsError::Handshake { .. } | TlsError::Identity { .. } => exit::FORBIDDEN,
+        TlsError::HandshakeTimeout { .. } => exit::UNAVAILABLE,
+        TlsError::Read { .. } | TlsError::Empty { .. } | TlsError::Config(_) => exit::USAGE,
     }
 }
 

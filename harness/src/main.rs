@@ -13,7 +13,7 @@ use sluice::jobs::{JobOptions, JOBS};
 use sluice::logging::{parse_filter, root_logger, LogFormat};
 use sluice::rest::RestOptions;
 use sluice_core::cluster::{
-    cancel_job, list_jobs, submit_job, trigger_savepoint, Coordinator, CoordinatorConfig, Worker, WorkerConfig,
+    cancel_job, list_jobs, submit_job, trigger_savepoint, Coordinator, CoordinatorConfig, Target, Worker, WorkerConfig,
 };
 use sluice_core::metrics::MetricRegistry;
 
@@ -56,6 +56,9 @@ enum Command {
     Savepoint(SavepointArgs),
     /// Stops a job on a coordinator with a savepoint (its path is printed last).
     Stop(StopArgs),
+    /// Makes a cluster's certificates: a CA, and certificates for the coordinator, workers,
+    /// admins and the REST port (see docs/security.md).
+    Certs(sluice::certs::CertsArgs),
 }
 
 #[derive(Parser, Debug)]
@@ -68,7 +71,8 @@ struct SavepointArgs {
     coordinator: Option<String>,
     /// The job's id.
     job_id: Option<String>,
-    /// Where to put the savepoint (a directory the coordinator and workers reach, or s3://).
+    /// Where to put the savepoint (a directory the coordinator and workers reach, or s3://;
+    /// default: the coordinator's [security] savepoint-dir).
     dir: Option<String>,
 }
 
@@ -79,9 +83,9 @@ struct StopArgs {
     coordinator: String,
     /// The job's id.
     job_id: String,
-    /// Where to put the savepoint.
+    /// Where to put the savepoint (default: the coordinator's [security] savepoint-dir).
     #[arg(long)]
-    savepoint_dir: String,
+    savepoint_dir: Option<String>,
     /// Drain first: sources stop and every window fires, as at end of input.
     #[arg(long)]
     drain: bool,
@@ -274,9 +278,13 @@ struct WorkerArgs {
     /// 127.0.0.1:0).
     #[arg(long)]
     bind: Option<String>,
-    /// The worker's id (default: `worker-<data address>`).
+    /// The worker's id (default: its certificate's, else `worker-<data address>`).
     #[arg(long)]
     id: Option<String>,
+    /// The data address to give peers, when the bound one is not it (bound to 0.0.0.0, or
+    /// behind address translation). Default: [worker] advertise-address, else the bound one.
+    #[arg(long)]
+    advertise_address: Option<String>,
 }
 
 #[derive(Parser, Debug)]
@@ -366,6 +374,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         None => config.log_format()?,
     };
     let log = root_logger(format, filter);
+    sluice::security::apply_umask(&config);
     match cli.command {
         Command::Jobs => {
             for j in JOBS {
@@ -376,11 +385,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run(*args, config, log),
         Command::Coordinator(args) => coordinator(args, config, log),
         Command::Worker(args) => worker(args, config, log),
-        Command::Submit(args) => submit(*args),
-        Command::List(args) => list(args),
-        Command::Cancel(args) => cancel(args),
-        Command::Savepoint(args) => savepoint(args),
-        Command::Stop(args) => stop(args),
+        Command::Submit(args) => submit(*args, &config),
+        Command::List(args) => list(args, &config),
+        Command::Cancel(args) => cancel(args, &config),
+        Command::Savepoint(args) => savepoint(args, &config),
+        Command::Stop(args) => stop(args, &config),
+        Command::Certs(args) => Ok(sluice::certs::run(&args)?),
     }
 }
 
@@ -484,8 +494,16 @@ fn coordinator(args: CoordinatorArgs, file: Config, log: slog::Logger) -> anyhow
     config.slot_wait = duration_arg("slot-wait", args.slot_wait.as_deref().unwrap_or(&c.slot_wait))?;
     config.cancel_timeout = duration_arg("cancel-timeout", &c.cancel_timeout)?;
     config.checkpoint_dir = args.checkpoint_dir.clone().or_else(|| c.checkpoint_dir.clone());
+    config.tls = sluice::security::cluster_tls(&file)?;
+    config.paths = sluice::security::path_policy(&file)?;
+    config.savepoint_dir = file.security.savepoint_dir.clone();
     let bind = args.bind.clone().unwrap_or_else(|| c.bind.clone());
     let rest_bind = args.rest_bind.clone().or_else(|| c.rest_bind.clone());
+    sluice::security::warn_if_exposed(&log, "control", &bind, config.tls.is_some());
+    let rest_security = sluice::rest::RestSecurity::from_config(&file, log.clone())?;
+    if let Some(r) = &rest_bind {
+        sluice::security::warn_if_exposed(&log, "REST", r, rest_security.authenticated());
+    }
     runtime()?.block_on(async move {
         let coordinator = Coordinator::new(config, Arc::new(BuiltinJobs), store_opener())?;
         let listener = tokio::net::TcpListener::bind(&bind)
@@ -507,9 +525,17 @@ fn coordinator(args: CoordinatorArgs, file: Config, log: slog::Logger) -> anyhow
                 Arc::new(coordinator.clone()),
                 RestOptions {
                     prometheus: file.reporter("prometheus"),
+                    security: rest_security.clone(),
                 },
             );
-            tokio::spawn(sluice::rest::serve(rest_listener, app, file.rest_limits(), log.clone()));
+            let limits = file.rest_limits();
+            tokio::spawn(sluice::rest::serve(
+                rest_listener,
+                app,
+                limits,
+                rest_security.tls.clone(),
+                log.clone(),
+            ));
         }
         tokio::select! {
             r = coordinator.serve(listener) => r?,
@@ -538,7 +564,10 @@ fn worker(args: WorkerArgs, file: Config, log: slog::Logger) -> anyhow::Result<(
     config.max_data_connections = w.max_data_connections;
     config.connect_timeout = duration_arg("worker.connect-timeout", &w.connect_timeout)?;
     config.frame_timeout = duration_arg("worker.frame-timeout", &w.frame_timeout)?;
+    config.tls = sluice::security::cluster_tls(&file)?;
+    config.advertise_address = args.advertise_address.clone().or_else(|| w.advertise_address.clone());
     let bind = args.bind.clone().unwrap_or_else(|| w.bind.clone());
+    sluice::security::warn_if_exposed(&log, "data", &bind, config.tls.is_some());
     runtime()?.block_on(async move {
         let worker = Worker::bind(config, &bind, Arc::new(BuiltinJobs), store_opener()).await?;
         println!("worker {} data address {}", worker.id(), worker.data_address());
@@ -552,7 +581,12 @@ fn worker(args: WorkerArgs, file: Config, log: slog::Logger) -> anyhow::Result<(
     })
 }
 
-fn submit(args: SubmitArgs) -> anyhow::Result<()> {
+/// The coordinator at `addr`, reached with this node's TLS if configured.
+fn client_tls(config: &Config) -> anyhow::Result<Option<sluice_transport::tls::ClusterTls>> {
+    Ok(sluice::security::cluster_tls(config)?)
+}
+
+fn submit(args: SubmitArgs, config: &Config) -> anyhow::Result<()> {
     let mut job = args.job.options();
     // Paths as the user meant them, from here: workers resolve a relative path against their
     // own directories, which need not be this one (or each other's).
@@ -589,14 +623,24 @@ fn submit(args: SubmitArgs) -> anyhow::Result<()> {
         "retain-checkpoints-on-cancel",
         args.retain_checkpoints_on_cancel.then(|| "true".to_string()),
     );
-    let id = runtime()?.block_on(submit_job(&args.coordinator, &args.job.job, &options))?;
+    let tls = client_tls(config)?;
+    let to = Target {
+        addr: &args.coordinator,
+        tls: tls.as_ref(),
+    };
+    let id = runtime()?.block_on(submit_job(to, &args.job.job, &options))?;
     println!("submitted job {} as", args.job.job);
     println!("{id}");
     Ok(())
 }
 
-fn list(args: ClientArgs) -> anyhow::Result<()> {
-    for j in runtime()?.block_on(list_jobs(&args.coordinator))? {
+fn list(args: ClientArgs, config: &Config) -> anyhow::Result<()> {
+    let tls = client_tls(config)?;
+    let to = Target {
+        addr: &args.coordinator,
+        tls: tls.as_ref(),
+    };
+    for j in runtime()?.block_on(list_jobs(to))? {
         match &j.error {
             Some(e) if j.status == sluice_core::cluster::JobStatus::Failed => {
                 println!("{} {} {} ({e})", j.id, j.name, j.status)
@@ -607,22 +651,33 @@ fn list(args: ClientArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cancel(args: CancelArgs) -> anyhow::Result<()> {
-    runtime()?.block_on(cancel_job(&args.coordinator, &args.id))?;
+fn cancel(args: CancelArgs, config: &Config) -> anyhow::Result<()> {
+    let tls = client_tls(config)?;
+    let to = Target {
+        addr: &args.coordinator,
+        tls: tls.as_ref(),
+    };
+    runtime()?.block_on(cancel_job(to, &args.id))?;
     println!("cancelling job {}", args.id);
     Ok(())
 }
 
-fn savepoint(args: SavepointArgs) -> anyhow::Result<()> {
+fn savepoint(args: SavepointArgs, config: &Config) -> anyhow::Result<()> {
     let rt = runtime()?;
     let Some(cmd) = args.action else {
-        let (Some(addr), Some(job), Some(dir)) = (args.coordinator, args.job_id, args.dir) else {
+        let (Some(addr), Some(job)) = (args.coordinator, args.job_id) else {
             return Err(sluice::HarnessError::BadOption(
-                "usage: sluice savepoint --coordinator HOST:PORT <JOB_ID> <DIR>, or sluice savepoint list|inspect|dispose".into(),
+                "usage: sluice savepoint --coordinator HOST:PORT <JOB_ID> [DIR], or sluice savepoint list|inspect|dispose".into(),
             )
             .into());
         };
-        let (path, checkpoint) = rt.block_on(trigger_savepoint(&addr, &job, &dir, None))?;
+        let tls = client_tls(config)?;
+        let to = Target {
+            addr: &addr,
+            tls: tls.as_ref(),
+        };
+        let dir = args.dir.unwrap_or_default();
+        let (path, checkpoint) = rt.block_on(trigger_savepoint(to, &job, &dir, None))?;
         println!("savepoint of job {job} at checkpoint {checkpoint}:");
         println!("{path}");
         return Ok(());
@@ -645,13 +700,14 @@ fn savepoint(args: SavepointArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn stop(args: StopArgs) -> anyhow::Result<()> {
-    let (path, checkpoint) = runtime()?.block_on(trigger_savepoint(
-        &args.coordinator,
-        &args.job_id,
-        &args.savepoint_dir,
-        Some(args.drain),
-    ))?;
+fn stop(args: StopArgs, config: &Config) -> anyhow::Result<()> {
+    let tls = client_tls(config)?;
+    let to = Target {
+        addr: &args.coordinator,
+        tls: tls.as_ref(),
+    };
+    let dir = args.savepoint_dir.clone().unwrap_or_default();
+    let (path, checkpoint) = runtime()?.block_on(trigger_savepoint(to, &args.job_id, &dir, Some(args.drain)))?;
     println!(
         "job {} stopped with a savepoint at checkpoint {checkpoint}:",
         args.job_id

@@ -124,16 +124,20 @@ async fn serve_rest(
     println!("rest api listening on {addr}");
     println!("job id {}", backend.id);
     slog::info!(log, "REST API listening"; "address" => addr.to_string(), "job_id" => &backend.id);
+    let security = crate::rest::RestSecurity::from_config(&services.config, log.clone())?;
+    let tls = security.tls.clone();
     let app = crate::rest::router(
         Arc::new(backend),
         RestOptions {
             prometheus: services.config.reporter("prometheus"),
+            security,
         },
     );
     Ok(tokio::spawn(crate::rest::serve(
         listener,
         app,
         services.config.rest_limits(),
+        tls,
         log.clone(),
     )))
 }

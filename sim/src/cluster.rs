@@ -17,8 +17,10 @@ use std::time::Duration;
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
 use madsim::task::NodeId;
+use sluice_core::cluster::tls::{issue_ca, ClusterTls, Identity, Validity};
 use sluice_core::cluster::{
-    list_jobs, submit_job, Coordinator, CoordinatorConfig, JobRegistry, JobStatus, StoreOpener, Worker, WorkerConfig,
+    list_jobs, submit_job, Coordinator, CoordinatorConfig, JobRegistry, JobStatus, StoreOpener, Target, Worker,
+    WorkerConfig,
 };
 use sluice_core::connectors::{TransactionalStore, TransactionalStoreSink};
 use sluice_core::error::{InvalidSetting, JobBuildError};
@@ -61,6 +63,10 @@ pub struct ClusterSpec {
     /// What the job does when its latest checkpoint cannot be restored (the
     /// `on-unusable-checkpoint` option: `fail`, `fall-back` or `start-fresh`).
     pub on_unusable: &'static str,
+    /// Mutual TLS on every connection (the same rustls code as the daemons), with a CA and
+    /// certificates made in the simulation: the coordinator checks each registration and
+    /// request against the certificate, workers each data connection.
+    pub tls: bool,
 }
 
 /// Fault rates of one run (a "swarm": drawn per seed rather than one fixed profile).
@@ -210,6 +216,37 @@ struct World {
     opener: StoreOpener,
     /// The coordinator's latest incarnation (its node re-runs its `init` on a restart).
     coordinator: Arc<Mutex<Option<Coordinator>>>,
+    /// Certificates, if the spec asks for TLS.
+    tls: Option<SimTls>,
+}
+
+/// Every node's TLS, of one CA made for the run.
+#[derive(Clone)]
+struct SimTls {
+    coordinator: ClusterTls,
+    workers: Vec<ClusterTls>,
+    admin: ClusterTls,
+}
+
+impl SimTls {
+    /// Certificates valid from 1975 to 4096: the simulated wall clock starts in another year.
+    fn new(workers: usize) -> Self {
+        use sluice_core::cluster::tls::{load_certs_pem, load_key_pem};
+        let ca = issue_ca("sim CA", Validity::Forever).expect("a CA");
+        let roots = load_certs_pem(&ca.ca.cert_pem).expect("the CA's PEM");
+        let node = |who: Identity| {
+            let c = ca.issue_node(&who, Validity::Forever).expect("a node certificate");
+            let chain = load_certs_pem(&c.cert_pem).expect("its PEM");
+            ClusterTls::new(&roots, chain, load_key_pem(&c.key_pem).expect("its key")).expect("valid TLS settings")
+        };
+        SimTls {
+            coordinator: node(Identity::Coordinator),
+            workers: (0..workers)
+                .map(|i| node(Identity::Worker(format!("worker-{i}"))))
+                .collect(),
+            admin: node(Identity::Admin("sim".into())),
+        }
+    }
 }
 
 fn ip(subnet: u8, host: u8) -> IpAddr {
@@ -234,6 +271,7 @@ impl World {
             registry,
             opener: Arc::new(move |_: &str| Ok(shared_store.clone())),
             coordinator: Arc::default(),
+            tls: spec.tls.then(|| SimTls::new(spec.workers)),
         }
     }
 
@@ -245,14 +283,17 @@ impl World {
             self.coordinator.clone(),
             self.coordinator_addr.clone(),
         );
+        let tls = self.tls.as_ref().map(|t| t.coordinator.clone());
         handle
             .create_node()
             .name(format!("coordinator-{subnet}"))
             .ip(ip(subnet, 1))
             .init(move || {
                 let (registry, opener, slot, addr) = (registry.clone(), opener.clone(), slot.clone(), addr.clone());
+                let tls = tls.clone();
                 async move {
                     let mut cfg = CoordinatorConfig::new(sim_logger());
+                    cfg.tls = tls;
                     cfg.heartbeat_interval = Duration::from_millis(200);
                     cfg.heartbeat_timeout = Duration::from_secs(2);
                     cfg.slot_wait = Duration::from_secs(120);
@@ -278,12 +319,14 @@ impl World {
             spec.slots,
         );
         let data = format!("{}:7000", ip(spec.subnet, 10 + i as u8));
+        let tls = self.tls.as_ref().map(|t| t.workers[i].clone());
         handle
             .create_node()
             .name(format!("worker-{}-{i}", spec.subnet))
             .ip(ip(spec.subnet, 10 + i as u8))
             .init(move || {
                 let (registry, opener, addr, data) = (registry.clone(), opener.clone(), addr.clone(), data.clone());
+                let tls = tls.clone();
                 async move {
                     let exec = ExecutionConfig {
                         batch_size: 32,
@@ -293,6 +336,7 @@ impl World {
                     };
                     let mut cfg = WorkerConfig::new(addr, slots, exec);
                     cfg.id = Some(format!("worker-{i}"));
+                    cfg.tls = tls;
                     cfg.max_backoff = Duration::from_millis(500);
                     cfg.connect_timeout = Duration::from_secs(5);
                     // A restarted node may find its old socket not yet released.
@@ -313,7 +357,12 @@ impl World {
 
 /// Submits the keyed count from the client node (retrying until the coordinator listens);
 /// returns the job id.
-async fn submit(client: &madsim::runtime::NodeHandle, addr: &str, spec: &ClusterSpec) -> String {
+async fn submit(
+    client: &madsim::runtime::NodeHandle,
+    addr: &str,
+    tls: Option<ClusterTls>,
+    spec: &ClusterSpec,
+) -> String {
     let options: Vec<(String, String)> = vec![
         ("parallelism".into(), spec.parallelism.to_string()),
         (
@@ -332,7 +381,11 @@ async fn submit(client: &madsim::runtime::NodeHandle, addr: &str, spec: &Cluster
     client
         .spawn(async move {
             loop {
-                match submit_job(&addr, "keyed-count", &options).await {
+                let to = Target {
+                    addr: &addr,
+                    tls: tls.as_ref(),
+                };
+                match submit_job(to, "keyed-count", &options).await {
                     Ok(id) => return id,
                     // The coordinator may not listen yet.
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -424,13 +477,22 @@ async fn inject_faults(
 
 /// The liveness phase: polls the job from the client node until it ends, at most 300 s of
 /// simulated time; returns its final status and error.
-async fn await_end(client: &madsim::runtime::NodeHandle, addr: &str, job: &str) -> (JobStatus, Option<String>) {
+async fn await_end(
+    client: &madsim::runtime::NodeHandle,
+    addr: &str,
+    tls: Option<ClusterTls>,
+    job: &str,
+) -> (JobStatus, Option<String>) {
     let (job, addr) = (job.to_string(), addr.to_string());
     client
         .spawn(async move {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
             loop {
-                if let Ok(jobs) = list_jobs(&addr).await {
+                let to = Target {
+                    addr: &addr,
+                    tls: tls.as_ref(),
+                };
+                if let Ok(jobs) = list_jobs(to).await {
                     if let Some(j) = jobs.iter().find(|j| j.id == job).filter(|j| j.status.is_terminal()) {
                         return (j.status, j.error.clone());
                     }
@@ -462,11 +524,12 @@ pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
         .name(format!("client-{}", spec.subnet))
         .ip(ip(spec.subnet, 99))
         .build();
-    let job = submit(&client, &world.coordinator_addr, &spec).await;
+    let admin = world.tls.as_ref().map(|t| t.admin.clone());
+    let job = submit(&client, &world.coordinator_addr, admin.clone(), &spec).await;
     let mut run = ClusterRun::default();
     inject_faults(&spec.faults, (&workers, coordinator_node), &world.store, &mut run).await;
     // Liveness: the faults have stopped (downed workers are back, links healed).
-    let (status, error) = await_end(&client, &world.coordinator_addr, &job).await;
+    let (status, error) = await_end(&client, &world.coordinator_addr, admin, &job).await;
     run.status = Some(status);
     run.error = error;
     run.failovers = world

@@ -107,6 +107,7 @@ async fn the_cluster_suite_catches_a_sink_that_commits_before_the_checkpoint_com
                 sink: protocol,
                 faults,
                 on_unusable: "fail",
+                tls: k % 2 == 0,
             })
             .await;
             out.push(run.violations);
@@ -154,6 +155,7 @@ async fn the_cluster_suite_catches_a_job_that_starts_over_past_a_rotted_checkpoi
                 sink: SinkProtocol::Correct,
                 faults,
                 on_unusable: policy,
+                tls: false,
             })
             .await;
             out.push((run.status, run.rotted, run.violations));

@@ -21,14 +21,15 @@ async fn cluster_output_is_exact_under_kills_partitions_and_storage_faults() {
     let seed = madsim::runtime::Handle::current().seed();
     let faults = FaultPlan::draw(seed);
     let plan = format!(
-        "kill {:.3}/tick partition {:.3}/tick latency <= {} ms store put errors {:.3} ambiguous {:.3} rot {:.3}/tick failing commits {}",
+        "kill {:.3}/tick partition {:.3}/tick latency <= {} ms store put errors {:.3} ambiguous {:.3} rot {:.3}/tick failing commits {} tls {}",
         faults.kill_per_tick,
         faults.partition_per_tick,
         faults.max_latency_ms,
         faults.store.put_error_rate,
         faults.store.put_ambiguous_rate,
         faults.rot_per_tick,
-        faults.failing_commits
+        faults.failing_commits,
+        if seed % 2 == 0 { "on" } else { "off" }
     );
     let run = run_keyed_count(ClusterSpec {
         subnet: 0,
@@ -45,6 +46,8 @@ async fn cluster_output_is_exact_under_kills_partitions_and_storage_faults() {
         sink: SinkProtocol::Correct,
         faults,
         on_unusable: "fail",
+        // Every other seed over mutual TLS (the seed decides, so the fault plan is the same).
+        tls: seed % 2 == 0,
     })
     .await;
     println!("seed {seed}: swarm {plan}; {run}");

@@ -3,20 +3,50 @@
 
 use std::time::Duration;
 
+use sluice_transport::tls::{ClusterTls, Identity, NetStream};
 use sluice_transport::wire::{encode_frame, read_frame, write_frame, WireMessage, WireOption};
 use tokio::net::TcpStream;
 
 use super::{ClusterError, JobInfo, JobStatus};
 
-async fn request(addr: &str, msg: WireMessage) -> Result<WireMessage, ClusterError> {
-    request_within(addr, msg, Duration::from_secs(30)).await
+/// Where the coordinator is and how to reach it: its control address, and the admin
+/// certificate to present when the cluster uses TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The coordinator's control address.
+    pub addr: &'a str,
+    /// Mutual TLS with an admin certificate, or `None` for a cluster without TLS.
+    pub tls: Option<&'a ClusterTls>,
 }
 
-async fn request_within(addr: &str, msg: WireMessage, timeout: Duration) -> Result<WireMessage, ClusterError> {
-    let mut stream = TcpStream::connect(addr).await.map_err(|e| ClusterError::Io {
+impl<'a> Target<'a> {
+    /// A coordinator at `addr` without TLS.
+    pub fn plain(addr: &'a str) -> Self {
+        Target { addr, tls: None }
+    }
+}
+
+async fn request(to: Target<'_>, msg: WireMessage) -> Result<WireMessage, ClusterError> {
+    request_within(to, msg, Duration::from_secs(30)).await
+}
+
+async fn connect(to: Target<'_>) -> Result<NetStream, ClusterError> {
+    let addr = to.addr;
+    let tcp = TcpStream::connect(addr).await.map_err(|e| ClusterError::Io {
         what: format!("cannot reach the coordinator at {addr}"),
         source: e,
     })?;
+    match to.tls {
+        None => Ok(NetStream::Plain(tcp)),
+        Some(tls) => Ok(tls
+            .connect(tcp, &Identity::Coordinator, addr, Duration::from_secs(10))
+            .await?),
+    }
+}
+
+async fn request_within(to: Target<'_>, msg: WireMessage, timeout: Duration) -> Result<WireMessage, ClusterError> {
+    let addr = to.addr;
+    let mut stream = connect(to).await?;
     let frame = encode_frame(&msg).map_err(|e| ClusterError::Frame {
         what: "encoding the request".into(),
         source: e,
@@ -57,7 +87,7 @@ fn unexpected(addr: &str, m: &WireMessage) -> ClusterError {
 
 /// Submits job `name` with `options` (`key` as `sluice submit` spells the option, without
 /// `--`); returns the new job's id.
-pub async fn submit_job(addr: &str, name: &str, options: &[(String, String)]) -> Result<String, ClusterError> {
+pub async fn submit_job(to: Target<'_>, name: &str, options: &[(String, String)]) -> Result<String, ClusterError> {
     let options = options
         .iter()
         .map(|(k, v)| WireOption {
@@ -66,7 +96,7 @@ pub async fn submit_job(addr: &str, name: &str, options: &[(String, String)]) ->
         })
         .collect();
     match request(
-        addr,
+        to,
         WireMessage::SubmitJob {
             job_name: name.to_string(),
             options,
@@ -75,18 +105,18 @@ pub async fn submit_job(addr: &str, name: &str, options: &[(String, String)]) ->
     .await?
     {
         WireMessage::JobSubmitted { job_id } => Ok(job_id),
-        other => Err(unexpected(addr, &other)),
+        other => Err(unexpected(to.addr, &other)),
     }
 }
 
 /// Every job the coordinator knows, oldest first.
-pub async fn list_jobs(addr: &str) -> Result<Vec<JobInfo>, ClusterError> {
-    match request(addr, WireMessage::ListJobs).await? {
+pub async fn list_jobs(to: Target<'_>) -> Result<Vec<JobInfo>, ClusterError> {
+    match request(to, WireMessage::ListJobs).await? {
         WireMessage::JobList { jobs } => jobs
             .into_iter()
             .map(|j| {
                 let status = JobStatus::parse(&j.status).ok_or_else(|| ClusterError::Protocol {
-                    peer: addr.to_string(),
+                    peer: to.addr.to_string(),
                     what: format!("unknown job status '{}'", j.status),
                 })?;
                 Ok(JobInfo {
@@ -100,22 +130,22 @@ pub async fn list_jobs(addr: &str) -> Result<Vec<JobInfo>, ClusterError> {
                 })
             })
             .collect(),
-        other => Err(unexpected(addr, &other)),
+        other => Err(unexpected(to.addr, &other)),
     }
 }
 
 /// Cancels job `id`.
-pub async fn cancel_job(addr: &str, id: &str) -> Result<(), ClusterError> {
-    match request(addr, WireMessage::CancelJob { job_id: id.to_string() }).await? {
+pub async fn cancel_job(to: Target<'_>, id: &str) -> Result<(), ClusterError> {
+    match request(to, WireMessage::CancelJob { job_id: id.to_string() }).await? {
         WireMessage::JobCancelled { .. } => Ok(()),
-        other => Err(unexpected(addr, &other)),
+        other => Err(unexpected(to.addr, &other)),
     }
 }
 
 /// Takes a savepoint of job `id` into `target_dir`; with `stop = Some(drain)` the job stops
 /// after it (draining first if `drain`). Returns the savepoint's path and checkpoint id.
 pub async fn trigger_savepoint(
-    addr: &str,
+    to: Target<'_>,
     id: &str,
     target_dir: &str,
     stop: Option<bool>,
@@ -127,8 +157,8 @@ pub async fn trigger_savepoint(
         drain: stop.unwrap_or(false),
     };
     // A savepoint of a large state takes a while: wait as long as a checkpoint may take.
-    match request_within(addr, msg, Duration::from_secs(600)).await? {
+    match request_within(to, msg, Duration::from_secs(600)).await? {
         WireMessage::SavepointDone { path, checkpoint_id } => Ok((path, checkpoint_id)),
-        other => Err(unexpected(addr, &other)),
+        other => Err(unexpected(to.addr, &other)),
     }
 }

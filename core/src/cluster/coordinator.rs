@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_state::blob::BlobStore;
+use sluice_transport::tls::{ClusterTls, Identity, NetStream};
 use sluice_transport::wire::{read_frame_limited, FrameError, WireJobEntry, WireMessage, WireOption, MAX_FRAME_BYTES};
 use tokio::io::{AsyncRead, ReadHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -19,6 +20,7 @@ use super::{options, ClusterError, JobRegistry, JobStatus, StoreOpener};
 use crate::clock::Clock;
 use crate::error::{InvalidSetting, JobBuildError};
 use crate::metrics::{CheckpointRecord, CheckpointStats, MetricRegistry, MetricSample, ScopeGuard};
+use crate::paths::PathPolicy;
 use crate::runtime::engine::SavepointRequest;
 use crate::spawned::AbortOnDrop;
 
@@ -48,6 +50,14 @@ pub struct CoordinatorConfig {
     /// uploads have stopped, before its slots are freed (and, if the job ended, its
     /// checkpoints deleted) anyway, with a warning.
     pub cancel_timeout: Duration,
+    /// Mutual TLS on the control port (workers, clients) with this node's certificate; `None`
+    /// accepts plain connections from anyone who reaches the port.
+    pub tls: Option<ClusterTls>,
+    /// Where job files, savepoint targets and savepoints to start from may be.
+    pub paths: PathPolicy,
+    /// Where savepoints go when a request names no directory (Flink's
+    /// `state.savepoints.dir`).
+    pub savepoint_dir: Option<String>,
     /// Where the coordinator logs.
     pub log: slog::Logger,
 }
@@ -65,6 +75,9 @@ impl CoordinatorConfig {
             max_retained_jobs: 1000,
             cancel_timeout: Duration::from_secs(30),
             max_active_jobs: 1024,
+            tls: None,
+            paths: PathPolicy::default(),
+            savepoint_dir: None,
             log,
         }
     }
@@ -370,22 +383,37 @@ impl Coordinator {
             let this = self.clone();
             let log = log.new(slog::o!("peer" => peer.to_string()));
             tokio::spawn(async move {
-                this.handle_connection(stream, log).await;
+                this.handle_connection(stream, peer.to_string(), log).await;
                 drop(permit);
             });
         }
     }
 
     /// Serves one connection and returns once its last answer is written (or given up on).
-    async fn handle_connection(&self, stream: TcpStream, log: slog::Logger) {
+    async fn handle_connection(&self, stream: TcpStream, peer: String, log: slog::Logger) {
+        // The handshake runs here, under the first frame's deadline, never in the accept loop.
+        let (stream, who) = match &self.shared.config.tls {
+            None => (NetStream::Plain(stream), None),
+            Some(tls) => match tls.accept(stream, &peer, FIRST_FRAME_WAIT).await {
+                Ok((stream, who)) => (stream, Some(who)),
+                Err(e) => {
+                    slog::warn!(log, "refused a connection: TLS handshake failed"; "reason" => %e);
+                    return;
+                }
+            },
+        };
+        let log = match &who {
+            Some(who) => log.new(slog::o!("identity" => who.to_string())),
+            None => log,
+        };
         let (tx, rx, writer) = framed(stream, log.clone());
-        self.converse(tx, rx, log).await;
+        self.converse(tx, rx, who, log).await;
         // The connection counts against the limit until its answer is out: a client that
         // does not read cannot leave answers piling up beyond it.
         let _ = tokio::time::timeout(super::framed::WRITE_TIMEOUT, writer).await;
     }
 
-    async fn converse(&self, tx: FrameSender, mut rx: ReadHalf<TcpStream>, log: slog::Logger) {
+    async fn converse(&self, tx: FrameSender, mut rx: ReadHalf<NetStream>, who: Option<Identity>, log: slog::Logger) {
         // Anyone can connect: the first frame is small and must come soon.
         let first = read_frame_limited(&mut rx, MAX_FIRST_FRAME, Some(FIRST_FRAME_WAIT));
         let first = match tokio::time::timeout(FIRST_FRAME_WAIT, first).await {
@@ -413,6 +441,11 @@ impl Coordinator {
             }
             Ok(Ok(Some(f))) => f,
         };
+        if let Err(e) = authorize(who.as_ref(), &first) {
+            slog::warn!(log, "refused a request: not allowed"; "frame" => frame_kind(&first), "reason" => %e);
+            tx.send(e.to_wire());
+            return;
+        }
         let reply = match first {
             WireMessage::Register {
                 worker_id,
@@ -624,6 +657,7 @@ impl Coordinator {
                 "the job's options take {size} bytes, more than the limit of {MAX_OPTIONS_BYTES}"
             ))));
         }
+        self.check_paths(name, options)?;
         let parsed = options::parse(options, sh.store.as_ref())?;
         let mut graph = sh.registry.build(name, &parsed.job)?;
         graph.finalize().map_err(JobBuildError::Graph)?;
@@ -814,6 +848,8 @@ impl Coordinator {
         stop: Option<bool>,
     ) -> Result<(String, u64), ClusterError> {
         let tx = self.savepoint_queue(id)?;
+        // Only now, for a job that exists and checkpoints: nothing is created for others.
+        let target_dir = &self.savepoint_target(target_dir)?;
         let target = (self.shared.opener)(target_dir).map_err(|source| ClusterError::SavepointTarget {
             target: target_dir.to_string(),
             source,
@@ -840,6 +876,36 @@ impl Coordinator {
         }
     }
 
+    /// Where a savepoint asked for with `given` goes: `given`, else the default savepoint
+    /// directory; either must be inside the allowed paths.
+    pub fn savepoint_target(&self, given: &str) -> Result<String, ClusterError> {
+        let config = &self.shared.config;
+        let target = match (given.is_empty(), &config.savepoint_dir) {
+            (false, _) => given.to_string(),
+            (true, Some(default)) => default.clone(),
+            (true, None) => {
+                return Err(ClusterError::Config(
+                    "no savepoint directory: name one, or set [security] savepoint-dir on the coordinator".into(),
+                ))
+            }
+        };
+        config.paths.check("the savepoint directory", &target)?;
+        Ok(target)
+    }
+
+    /// Refuses a submission naming files outside the allowed paths: the job's own file
+    /// options (as its registry names them) and the savepoint to start from.
+    fn check_paths(&self, name: &str, options: &[WireOption]) -> Result<(), ClusterError> {
+        let paths = &self.shared.config.paths;
+        let files = self.shared.registry.file_options(name);
+        for o in options {
+            if o.key == "from-savepoint" || files.contains(&o.key.as_str()) {
+                paths.check(&format!("--{}", o.key), &o.value)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Asks job `id` to stop at once.
     pub fn cancel(&self, id: &str) -> Result<(), ClusterError> {
         let st = self.shared.lock();
@@ -858,6 +924,39 @@ impl Coordinator {
 /// The most a first frame may hold: a registration or a client request, small by nature.
 /// (A submission's options fit easily; anything larger is refused before it is read.)
 const MAX_FIRST_FRAME: usize = 64 << 10;
+
+/// Whether a peer that proved identity `who` (`None`: TLS is off, nobody proves anything) may
+/// send `first` as its first frame: a worker registers only under its certificate's id, and
+/// only an admin submits, lists, cancels or takes savepoints.
+fn authorize(who: Option<&Identity>, first: &WireMessage) -> Result<(), ClusterError> {
+    let Some(who) = who else { return Ok(()) };
+    match (first, who) {
+        (WireMessage::Register { worker_id, .. }, Identity::Worker(id)) if id == worker_id => Ok(()),
+        (WireMessage::Register { worker_id, .. }, _) => Err(ClusterError::Forbidden(format!(
+            "a registration as worker '{worker_id}' needs the certificate {}; this one is {who}",
+            Identity::Worker(worker_id.clone()).dns_name()
+        ))),
+        (
+            WireMessage::SubmitJob { .. }
+            | WireMessage::ListJobs
+            | WireMessage::CancelJob { .. }
+            | WireMessage::TriggerSavepoint { .. },
+            Identity::Admin(_),
+        ) => Ok(()),
+        (
+            WireMessage::SubmitJob { .. }
+            | WireMessage::ListJobs
+            | WireMessage::CancelJob { .. }
+            | WireMessage::TriggerSavepoint { .. },
+            _,
+        ) => Err(ClusterError::Forbidden(format!(
+            "{} needs an admin certificate (<name>.admin.sluice); this one is {who}",
+            frame_kind(first)
+        ))),
+        // Anything else is refused by the conversation itself, as without TLS.
+        _ => Ok(()),
+    }
+}
 
 /// The most a submission's options may take (keys and values together).
 const MAX_OPTIONS_BYTES: usize = 32 << 10;

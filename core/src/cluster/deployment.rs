@@ -318,6 +318,7 @@ async fn setup(
         inbound: &worker.inbound,
         connect_timeout: worker.config.connect_timeout,
         frame_timeout: worker.config.frame_timeout,
+        tls: worker.config.tls.as_ref(),
         log,
     })
     .await?;

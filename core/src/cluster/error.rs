@@ -25,6 +25,8 @@ pub enum RefusalKind {
     Unavailable,
     /// The request was taken but carrying it out failed (a savepoint's checkpoint failed).
     Failed,
+    /// The peer is not allowed to do this (its certificate names someone else, or no admin).
+    Forbidden,
 }
 
 impl RefusalKind {
@@ -37,6 +39,7 @@ impl RefusalKind {
             RefusalKind::Invalid => 3,
             RefusalKind::Unavailable => 4,
             RefusalKind::Failed => 5,
+            RefusalKind::Forbidden => 6,
         }
     }
 
@@ -48,6 +51,7 @@ impl RefusalKind {
             3 => RefusalKind::Invalid,
             4 => RefusalKind::Unavailable,
             5 => RefusalKind::Failed,
+            6 => RefusalKind::Forbidden,
             _ => RefusalKind::Unspecified,
         }
     }
@@ -151,6 +155,16 @@ pub enum ClusterError {
     /// The coordinator is at a limit (jobs at once, savepoints waiting): try again later.
     #[error("the coordinator is busy: {0}")]
     Busy(String),
+    /// The peer proved an identity that may not do this (a worker registering under another
+    /// worker's id, a non-admin submitting).
+    #[error("not allowed: {0}")]
+    Forbidden(String),
+    /// A request named a file outside the allowed paths.
+    #[error(transparent)]
+    Path(#[from] crate::paths::PathRefused),
+    /// TLS could not be set up or its handshake failed.
+    #[error(transparent)]
+    Tls(#[from] sluice_transport::tls::TlsError),
 }
 
 impl ClusterError {
@@ -171,6 +185,8 @@ impl ClusterError {
             | ClusterError::Frame { .. }
             | ClusterError::Protocol { .. } => RefusalKind::Failed,
             ClusterError::Refused { kind, .. } => *kind,
+            ClusterError::Forbidden(_) | ClusterError::Path(_) => RefusalKind::Forbidden,
+            ClusterError::Tls(e) => tls_kind(e),
         }
     }
 
@@ -181,6 +197,17 @@ impl ClusterError {
             reason: super::coordinator::cut(self.to_string(), 16 << 10),
             kind: self.kind().to_wire(),
         }
+    }
+}
+
+/// A failed handshake is most often a certificate the peer refused; files that cannot be read
+/// are a usage error; a handshake that never completed, an unreachable peer.
+fn tls_kind(e: &sluice_transport::tls::TlsError) -> RefusalKind {
+    use sluice_transport::tls::TlsError;
+    match e {
+        TlsError::Handshake { .. } | TlsError::Identity { .. } => RefusalKind::Forbidden,
+        TlsError::HandshakeTimeout { .. } => RefusalKind::Unavailable,
+        TlsError::Read { .. } | TlsError::Empty { .. } | TlsError::Config(_) => RefusalKind::Invalid,
     }
 }
 
@@ -197,6 +224,7 @@ mod tests {
             RefusalKind::Invalid,
             RefusalKind::Unavailable,
             RefusalKind::Failed,
+            RefusalKind::Forbidden,
         ] {
             assert_eq!(RefusalKind::from_wire(k.to_wire()), k);
         }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_transport::net::{Connection, ConnectionConfig, Role};
+use sluice_transport::tls::{ClusterTls, Identity, NetStream};
 use sluice_transport::wire::{encode_frame, read_frame_limited, write_frame, WireMessage};
 use sluice_transport::{ChannelId, InputChannel, LocalTransport, OutputChannel, Transport, TransportError};
 use tokio::net::TcpStream;
@@ -240,6 +241,8 @@ pub(crate) struct ExchangeSetup<'a> {
     pub(crate) connect_timeout: Duration,
     /// A data frame that has begun must be complete within this.
     pub(crate) frame_timeout: Duration,
+    /// Mutual TLS between workers, if configured: each side proves its worker id.
+    pub(crate) tls: Option<&'a ClusterTls>,
     pub(crate) log: &'a slog::Logger,
 }
 
@@ -301,7 +304,15 @@ async fn dial_peer(s: &ExchangeSetup<'_>, map: &Arc<ChannelMap>, peer: &str) -> 
         .addresses
         .get(peer)
         .ok_or_else(|| format!("no data address for worker {peer} in the deployment"))?;
-    let mut stream = dial(addr, s.connect_timeout).await?;
+    let tcp = dial(addr, s.connect_timeout).await?;
+    let mut stream = match s.tls {
+        None => NetStream::Plain(tcp),
+        // The peer must prove it is the worker the deployment placed there.
+        Some(tls) => tls
+            .connect(tcp, &Identity::Worker(peer.to_string()), addr, s.connect_timeout)
+            .await
+            .map_err(|e| format!("connecting to worker {peer}: {e}"))?,
+    };
     let hello = WireMessage::DataHello {
         job_id: s.job_id.to_string(),
         attempt: s.attempt,
@@ -364,13 +375,25 @@ pub(crate) fn connection_config(capacity: usize, frame_timeout: Duration) -> Con
 /// Accepts data connections: each starts with a `DataHello` naming its job, attempt and
 /// sender; the connection then waits in `inbound` for its deployment.
 pub(crate) async fn accept_data(
-    mut stream: TcpStream,
+    tcp: TcpStream,
+    peer: &str,
+    tls: Option<&ClusterTls>,
     inbound: &Arc<InboundConnections>,
     net: ConnectionConfig,
     claim_timeout: Duration,
     log: slog::Logger,
 ) {
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let (mut stream, who) = match tls {
+        None => (NetStream::Plain(tcp), None),
+        Some(tls) => match tls.accept(tcp, peer, GREETING_WAIT).await {
+            Ok((stream, who)) => (stream, Some(who)),
+            Err(e) => {
+                slog::warn!(log, "refused a data connection: TLS handshake failed"; "reason" => %e);
+                return;
+            }
+        },
+    };
     let greeting = read_frame_limited(&mut stream, MAX_GREETING, Some(GREETING_WAIT));
     let hello = match tokio::time::timeout(GREETING_WAIT, greeting).await {
         Ok(Ok(Some(WireMessage::DataHello {
@@ -392,6 +415,11 @@ pub(crate) async fn accept_data(
             return;
         }
     };
+    if let Some(who) = who.filter(|w| *w != Identity::Worker(hello.2.clone())) {
+        slog::warn!(log, "refused a data connection: its greeting names another worker than its certificate";
+            "greeting_worker" => &hello.2, "certificate" => who.to_string());
+        return;
+    }
     let conn_log = log
         .new(slog::o!("peer" => hello.2.clone(), "direction" => "in", "job" => hello.0.clone(), "attempt" => hello.1));
     let conn = Connection::start(stream, net, Role::Receiver, conn_log);

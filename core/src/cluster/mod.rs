@@ -44,12 +44,15 @@ use crate::graph::JobGraph;
 
 /// A job's status (defined with the runtime, which reports it in both modes).
 pub use crate::status::JobStatus;
-pub use client::{cancel_job, list_jobs, submit_job, trigger_savepoint};
+pub use client::{cancel_job, list_jobs, submit_job, trigger_savepoint, Target};
 pub use coordinator::{
     CheckpointOverview, Coordinator, CoordinatorConfig, JobException, JobInfo, WorkerInfo, MAX_SLOTS_PER_WORKER,
 };
 pub use error::{ClusterError, RefusalKind};
 pub use loopback::LoopbackShuffle;
+/// Mutual TLS for the cluster's ports and the identities it proves (re-exported so that
+/// daemons and the simulation configure it without depending on the transport crate).
+pub use sluice_transport::tls;
 /// Why a frame could not be decoded (the source of [`ClusterError::Frame`]).
 pub use sluice_transport::wire::FrameError;
 /// A key/value option of a submission, as [`Coordinator::submit`] takes it.
@@ -63,6 +66,13 @@ pub trait JobRegistry: Send + Sync + 'static {
     /// `parallelism`). The error says what is wrong; for an unknown name it lists the known
     /// jobs.
     fn build(&self, name: &str, options: &BTreeMap<String, String>) -> Result<JobGraph, JobBuildError>;
+
+    /// The options of job `name` that name files or directories (keys without `--`): the
+    /// coordinator checks them against its allowed paths before anything is built or run.
+    fn file_options(&self, name: &str) -> Vec<&'static str> {
+        let _ = name;
+        Vec::new()
+    }
 }
 
 /// Opens the blob store named by a checkpoint location (a directory, or `s3://bucket/prefix`):

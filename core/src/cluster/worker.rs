@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sluice_transport::tls::{ClusterTls, Identity, NetStream};
 use sluice_transport::wire::{read_frame, WireMessage};
 use tokio::io::{AsyncRead, ReadHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -48,6 +49,12 @@ pub struct WorkerConfig {
     /// A data frame that has begun must be complete within this (a peer that sends half a
     /// frame and stops is cut off).
     pub frame_timeout: Duration,
+    /// Mutual TLS to the coordinator and between workers, with this worker's certificate
+    /// (its id is the certificate's); `None` talks plain TCP.
+    pub tls: Option<ClusterTls>,
+    /// The data address told to the coordinator and peers, when it is not the bound one (a
+    /// worker bound to `0.0.0.0`, or behind address translation).
+    pub advertise_address: Option<String>,
 }
 
 impl WorkerConfig {
@@ -63,6 +70,8 @@ impl WorkerConfig {
             connect_timeout: Duration::from_secs(20),
             max_data_connections: 1024,
             frame_timeout: Duration::from_secs(30),
+            tls: None,
+            advertise_address: None,
         }
     }
 }
@@ -216,14 +225,15 @@ impl Worker {
             what: format!("binding the data address {bind}"),
             source: e,
         })?;
-        let data_address = listener
+        let bound = listener
             .local_addr()
             .map_err(|e| ClusterError::Io {
                 what: "reading the bound data address".into(),
                 source: e,
             })?
             .to_string();
-        let id = config.id.clone().unwrap_or_else(|| format!("worker-{data_address}"));
+        let data_address = advertised(&config, &bound)?;
+        let id = worker_id(&config, &data_address)?;
         let log = config.execution.log.new(slog::o!("worker" => id.clone()));
         let inbound = Arc::new(InboundConnections::with_limit(config.max_data_connections));
         let metrics = config.execution.metrics.clone().unwrap_or_default();
@@ -306,6 +316,43 @@ impl Worker {
     }
 }
 
+/// The data address to tell others: the advertised one if set, else the bound one, which
+/// must then be reachable (not a wildcard).
+fn advertised(config: &WorkerConfig, bound: &str) -> Result<String, ClusterError> {
+    if let Some(a) = &config.advertise_address {
+        return Ok(a.clone());
+    }
+    let wildcard = bound.starts_with("0.0.0.0:") || bound.starts_with("[::]:");
+    if wildcard {
+        return Err(ClusterError::Config(format!(
+            "the data address is bound to {bound}, which peers cannot dial: set --advertise-address to the address they reach this worker at"
+        )));
+    }
+    Ok(bound.to_string())
+}
+
+/// The worker's id: with TLS the certificate's (a given id must agree with it), else the
+/// given one or one made from the data address.
+fn worker_id(config: &WorkerConfig, data_address: &str) -> Result<String, ClusterError> {
+    let from_cert = match config.tls.as_ref().map(|t| t.identity()) {
+        None => None,
+        Some(Identity::Worker(id)) => Some(id.clone()),
+        Some(other) => {
+            return Err(ClusterError::Config(format!(
+                "the worker's TLS certificate is {other}, not a worker's (<id>.worker.sluice)"
+            )))
+        }
+    };
+    match (&config.id, from_cert) {
+        (Some(given), Some(cert)) if *given != cert => Err(ClusterError::Config(format!(
+            "--id {given} does not match the worker's certificate, which is for worker '{cert}'"
+        ))),
+        (_, Some(cert)) => Ok(cert),
+        (Some(given), None) => Ok(given.clone()),
+        (None, None) => Ok(format!("worker-{data_address}")),
+    }
+}
+
 /// Accepts data connections from peers, each greeted and handed to the deployment it is for.
 async fn accept_data_connections(shared: Arc<WorkerShared>, listener: TcpListener) {
     let limit = shared.config.max_data_connections;
@@ -318,9 +365,24 @@ async fn accept_data_connections(shared: Arc<WorkerShared>, listener: TcpListene
         tokio::spawn(async move {
             let claim = shared.config.connect_timeout;
             let net = connection_config(shared.config.execution.channel_capacity, shared.config.frame_timeout);
-            accept_data(stream, &shared.inbound, net, claim, log).await;
+            let tls = shared.config.tls.as_ref();
+            accept_data(stream, &peer.to_string(), tls, &shared.inbound, net, claim, log).await;
             drop(permit);
         });
+    }
+}
+
+/// Dials the coordinator (with TLS when configured: it must prove it is the coordinator).
+async fn dial_coordinator(shared: &WorkerShared) -> Result<NetStream, Registration> {
+    let addr = &shared.config.coordinator;
+    let tcp = TcpStream::connect(addr).await.map_err(Registration::Unreachable)?;
+    let _ = tcp.set_nodelay(true);
+    match &shared.config.tls {
+        None => Ok(NetStream::Plain(tcp)),
+        Some(tls) => tls
+            .connect(tcp, &Identity::Coordinator, addr, Duration::from_secs(10))
+            .await
+            .map_err(|e| Registration::Retry(e.to_string())),
     }
 }
 
@@ -339,11 +401,8 @@ enum Registration {
 async fn register(
     shared: &WorkerShared,
     data_address: &str,
-) -> Result<(FrameSender, ReadHalf<TcpStream>, Duration, Duration), Registration> {
-    let stream = TcpStream::connect(&shared.config.coordinator)
-        .await
-        .map_err(Registration::Unreachable)?;
-    let _ = stream.set_nodelay(true);
+) -> Result<(FrameSender, ReadHalf<NetStream>, Duration, Duration), Registration> {
+    let stream = dial_coordinator(shared).await?;
     // The writer ends with the connection (its senders dropped, or a write failing).
     let (tx, mut rx, _writer) = framed(stream, shared.log.clone());
     tx.send(WireMessage::Register {

@@ -117,7 +117,14 @@ impl Backend for Coordinator {
     fn savepoint(&self, id: &str, target: &str, stop: Option<bool>) -> Result<SavepointFuture, BackendError> {
         // Checked now, so an unknown, ended or non-checkpointing job gets its answer at once.
         Coordinator::check_savepoint(self, id)?;
-        let (this, id, target) = (self.clone(), id.to_string(), target.to_string());
+        // Only for a job that exists and checkpoints: the target is created now, and a bad
+        // one is the request's error at once rather than a failed trigger later.
+        let target = self.savepoint_target(target)?;
+        crate::settings::open_store(&target).map_err(|source| BackendError::Target {
+            target: target.clone(),
+            source,
+        })?;
+        let (this, id) = (self.clone(), id.to_string());
         Ok(Box::pin(async move { Ok(this.savepoint(&id, &target, stop).await?) }))
     }
 

@@ -26,9 +26,11 @@
 //! (404), malformed body or bad option (400), wrong method or not in this mode (405), a job
 //! that has ended (409).
 
+mod auth;
 mod backend;
 mod server;
 
+pub use auth::RestSecurity;
 pub use backend::{Backend, BackendError, EmbeddedJob, SavepointFuture};
 pub use server::{serve, ServeLimits};
 
@@ -59,6 +61,7 @@ enum Trigger {
 struct Api {
     backend: Arc<dyn Backend>,
     prometheus: bool,
+    security: Arc<RestSecurity>,
     /// `(job, trigger id)` → state.
     triggers: Arc<Mutex<BTreeMap<(String, String), Trigger>>>,
     next_trigger: Arc<std::sync::atomic::AtomicU64>,
@@ -96,6 +99,7 @@ pub fn status_of(e: &BackendError) -> StatusCode {
             RefusalKind::Conflict => StatusCode::CONFLICT,
             RefusalKind::Invalid => StatusCode::BAD_REQUEST,
             RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            RefusalKind::Forbidden => StatusCode::FORBIDDEN,
             RefusalKind::Failed | RefusalKind::Unspecified => StatusCode::INTERNAL_SERVER_ERROR,
         },
         BackendError::NotThisJob { .. } => StatusCode::NOT_FOUND,
@@ -119,23 +123,30 @@ fn job_json(j: &sluice_core::cluster::JobInfo) -> Value {
 }
 
 /// How the API is served.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RestOptions {
     /// Serve `GET /metrics` in the Prometheus text format (the `prometheus` reporter).
     pub prometheus: bool,
+    /// Tokens, switches, allowed paths.
+    pub security: RestSecurity,
 }
 
 impl Default for RestOptions {
     fn default() -> Self {
-        RestOptions { prometheus: true }
+        RestOptions {
+            prometheus: true,
+            security: RestSecurity::default(),
+        }
     }
 }
 
 /// The router of the API over `backend`.
 pub fn router(backend: Arc<dyn Backend>, options: RestOptions) -> Router {
+    let security = Arc::new(options.security);
     let api = Api {
         backend,
         prometheus: options.prometheus,
+        security: security.clone(),
         triggers: Arc::default(),
         next_trigger: Arc::default(),
     };
@@ -173,6 +184,19 @@ pub fn router(backend: Arc<dyn Backend>, options: RestOptions) -> Router {
             )
         })
         .with_state(api)
+        .layer(axum::middleware::from_fn_with_state(security, auth::authorize))
+}
+
+/// Refuses what a `[rest]` switch turns off.
+fn switched_off(on: bool, what: &str, key: &str) -> Result<(), ApiError> {
+    if on {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("{what} through the REST API is turned off ([rest] {key} = false)"),
+        ))
+    }
 }
 
 async fn readyz(State(api): State<Api>) -> Response {
@@ -370,6 +394,7 @@ async fn submit(
     State(api): State<Api>,
     body: Result<Json<SubmitBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    switched_off(api.security.submit_enabled, "submitting jobs", "submit-enabled")?;
     let Json(b) = body?;
     let mut options = Vec::new();
     if let Some(p) = b.parallelism {
@@ -437,6 +462,7 @@ async fn exceptions(State(api): State<Api>, Path(id): Path<String>) -> Result<Js
 }
 
 async fn cancel(State(api): State<Api>, Path(id): Path<String>) -> Result<(StatusCode, Json<Value>), ApiError> {
+    switched_off(api.security.cancel_enabled, "cancelling jobs", "cancel-enabled")?;
     api.backend.cancel(&id).map_err(rejected)?;
     Ok((StatusCode::ACCEPTED, Json(json!({}))))
 }
@@ -445,6 +471,7 @@ async fn cancel(State(api): State<Api>, Path(id): Path<String>) -> Result<(Statu
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct SavepointBody {
+    #[serde(default)]
     target_directory: String,
     #[serde(default)]
     cancel_job: bool,
@@ -454,6 +481,7 @@ struct SavepointBody {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct StopBody {
+    #[serde(default)]
     target_directory: String,
     #[serde(default)]
     drain: bool,
@@ -500,17 +528,25 @@ fn start_savepoint(
     Ok((StatusCode::ACCEPTED, Json(json!({ "request-id": trigger }))))
 }
 
-/// A savepoint target must be a writable place: checked before the job is asked.
-fn check_target(dir: &str) -> Result<(), ApiError> {
-    if dir.is_empty() {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "targetDirectory is empty".into()));
-    }
-    crate::settings::open_store(dir).map(|_| ()).map_err(|e| {
-        ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("savepoint directory {dir} is not usable: {e}"),
-        )
-    })
+/// Where a savepoint goes: the request's directory, else the default one; it must be inside
+/// the allowed paths. Nothing is created here: the backend opens it only for a job that
+/// exists and runs.
+fn savepoint_target(api: &Api, given: String) -> Result<String, ApiError> {
+    let target = match (given.is_empty(), &api.security.savepoint_dir) {
+        (false, _) => given,
+        (true, Some(default)) => default.clone(),
+        (true, None) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "targetDirectory is empty and no default is set ([security] savepoint-dir)".into(),
+            ))
+        }
+    };
+    api.security
+        .paths
+        .check("targetDirectory", &target)
+        .map_err(|e| ApiError(StatusCode::FORBIDDEN, e.to_string()))?;
+    Ok(target)
 }
 
 async fn savepoint(
@@ -519,8 +555,11 @@ async fn savepoint(
     body: Result<Json<SavepointBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(b) = body?;
-    check_target(&b.target_directory)?;
-    start_savepoint(&api, &id, b.target_directory, b.cancel_job.then_some(false))
+    if b.cancel_job {
+        switched_off(api.security.cancel_enabled, "cancelling jobs", "cancel-enabled")?;
+    }
+    let target = savepoint_target(&api, b.target_directory)?;
+    start_savepoint(&api, &id, target, b.cancel_job.then_some(false))
 }
 
 async fn stop(
@@ -529,8 +568,9 @@ async fn stop(
     body: Result<Json<StopBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(b) = body?;
-    check_target(&b.target_directory)?;
-    start_savepoint(&api, &id, b.target_directory, Some(b.drain))
+    switched_off(api.security.cancel_enabled, "stopping jobs", "cancel-enabled")?;
+    let target = savepoint_target(&api, b.target_directory)?;
+    start_savepoint(&api, &id, target, Some(b.drain))
 }
 
 async fn savepoint_status(
@@ -656,6 +696,7 @@ mod tests {
             (RefusalKind::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
             (RefusalKind::Failed, StatusCode::INTERNAL_SERVER_ERROR),
             (RefusalKind::Unspecified, StatusCode::INTERNAL_SERVER_ERROR),
+            (RefusalKind::Forbidden, StatusCode::FORBIDDEN),
         ] {
             let e = ClusterError::Refused {
                 kind,

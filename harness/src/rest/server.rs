@@ -18,6 +18,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
 
 /// The limits of the REST port.
 #[derive(Debug, Clone, Copy)]
@@ -40,8 +42,14 @@ impl Default for ServeLimits {
     }
 }
 
-/// Serves `app` on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, app: Router, limits: ServeLimits, log: slog::Logger) {
+/// Serves `app` on `listener` until the process ends; over TLS with `tls`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ServeLimits,
+    tls: Option<Arc<ServerConfig>>,
+    log: slog::Logger,
+) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut backoff = Duration::from_millis(10);
     let mut refused = 0u64;
@@ -71,19 +79,41 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ServeLimits, log:
             }
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone().layer(axum::Extension(super::auth::Peer(peer)));
+        let (tls, log) = (tls.clone(), log.clone());
         tokio::spawn(async move {
-            let io = TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Some(limits.header_timeout))
-                .keep_alive(true)
-                .serve_connection(io, service);
-            // Errors are the client's (it went away, sent garbage, timed out): nothing to do.
-            let _ = conn.await;
+            match tls {
+                None => serve_connection(stream, app, limits).await,
+                Some(tls) => {
+                    // The handshake counts as the start of the header: same deadline.
+                    let accept = TlsAcceptor::from(tls).accept(stream);
+                    match tokio::time::timeout(limits.header_timeout, accept).await {
+                        Ok(Ok(stream)) => serve_connection(stream, app, limits).await,
+                        Ok(Err(e)) => {
+                            slog::info!(log, "REST API: TLS handshake failed"; "peer" => peer.to_string(), "error" => %e)
+                        }
+                        Err(_) => slog::info!(log, "REST API: TLS handshake timed out"; "peer" => peer.to_string()),
+                    }
+                }
+            }
             drop(permit);
         });
     }
+}
+
+/// Serves HTTP/1.1 on one connection until it closes, idles out or errs.
+async fn serve_connection<S>(stream: S, app: Router, limits: ServeLimits)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Some(limits.header_timeout))
+        .keep_alive(true)
+        .serve_connection(io, TowerToHyperService::new(app));
+    // Errors are the client's (it went away, sent garbage, timed out): nothing to do.
+    let _ = conn.await;
 }
 
 /// A stream that fails its reads and writes once nothing has moved either way for `idle`.

@@ -153,6 +153,22 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
+/// The certificates in PEM text (at least one).
+pub fn load_certs_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(config_error)?;
+    if certs.is_empty() {
+        return Err(config_error("no certificate in the PEM text"));
+    }
+    Ok(certs)
+}
+
+/// The private key in PEM text.
+pub fn load_key_pem(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(config_error)
+}
+
 fn roots(ca: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
     for c in ca {

@@ -1,0 +1,129 @@
+//! `sluice certs`: a certificate authority and the certificates of a test or small cluster.
+//! For a larger one, any CA works: what matters is the DNS name in each certificate
+//! (`coordinator.sluice`, `<id>.worker.sluice`, `<name>.admin.sluice`).
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use sluice_transport::tls::{issue_ca, load_issuer, Identity, IssuedCert, Issuer, Validity};
+
+use crate::HarnessError;
+
+/// Options of `sluice certs`.
+#[derive(clap::Args, Debug)]
+pub struct CertsArgs {
+    /// Directory to write into (created if missing). If it already holds `ca.pem` and
+    /// `ca.key`, that CA signs the new certificates (to add workers or renew certificates).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Also a certificate for the coordinator (made unless --no-coordinator).
+    #[arg(long)]
+    pub no_coordinator: bool,
+    /// Worker ids to make certificates for, comma-separated (letters, digits, '-').
+    #[arg(long, value_delimiter = ',')]
+    pub workers: Vec<String>,
+    /// Admin names to make certificates for (they may submit, cancel, take savepoints).
+    #[arg(long, value_delimiter = ',')]
+    pub admins: Vec<String>,
+    /// Host names or addresses of the REST port, for an HTTPS certificate (`rest.pem`).
+    #[arg(long, value_delimiter = ',')]
+    pub rest_hosts: Vec<String>,
+    /// Validity of the new certificates, in days (the CA: ten times as long).
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
+    /// Replace files that exist (renewal); without it an existing file is an error.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> HarnessError {
+    HarnessError::BadOption(format!("sluice certs: {}: {e}", path.display()))
+}
+
+/// Writes `text` to `path`, readable by its owner only if `private`.
+fn write(path: &Path, text: &str, private: bool, overwrite: bool) -> Result<(), HarnessError> {
+    if path.exists() && !overwrite {
+        return Err(HarnessError::BadOption(format!(
+            "sluice certs: {} exists; pass --overwrite to replace it",
+            path.display()
+        )));
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(if private { 0o600 } else { 0o644 })
+        .open(path)
+        .map_err(|e| io_error(path, e))?;
+    f.write_all(text.as_bytes()).map_err(|e| io_error(path, e))
+}
+
+fn save(dir: &Path, stem: &str, cert: &IssuedCert, overwrite: bool) -> Result<(), HarnessError> {
+    write(&dir.join(format!("{stem}.pem")), &cert.cert_pem, false, overwrite)?;
+    write(&dir.join(format!("{stem}.key")), &cert.key_pem, true, overwrite)?;
+    println!("{}", dir.join(format!("{stem}.pem")).display());
+    Ok(())
+}
+
+fn issuer(args: &CertsArgs, now: SystemTime) -> Result<Issuer, HarnessError> {
+    let (cert, key) = (args.dir.join("ca.pem"), args.dir.join("ca.key"));
+    let bad = |e: sluice_transport::tls::IssueError| HarnessError::BadOption(format!("sluice certs: {e}"));
+    if cert.exists() && key.exists() {
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| io_error(p, e));
+        return load_issuer(&read(&cert)?, &read(&key)?).map_err(bad);
+    }
+    let ca = issue_ca(
+        "Sluice cluster CA",
+        Validity::Days {
+            from: now,
+            days: args.days.saturating_mul(10),
+        },
+    )
+    .map_err(bad)?;
+    save(&args.dir, "ca", &ca.ca, args.overwrite)?;
+    Ok(ca)
+}
+
+/// Runs `sluice certs`: prints each certificate written.
+pub fn run(args: &CertsArgs) -> Result<(), HarnessError> {
+    let mut who = Vec::new();
+    if !args.no_coordinator {
+        who.push(("coordinator".to_string(), Identity::Coordinator));
+    }
+    for w in &args.workers {
+        Identity::check_label(w).map_err(|e| HarnessError::BadOption(format!("--workers: {e}")))?;
+        who.push((format!("worker-{w}"), Identity::Worker(w.clone())));
+    }
+    for a in &args.admins {
+        Identity::check_label(a).map_err(|e| HarnessError::BadOption(format!("--admins: {e}")))?;
+        who.push((format!("admin-{a}"), Identity::Admin(a.clone())));
+    }
+    std::fs::create_dir_all(&args.dir).map_err(|e| io_error(&args.dir, e))?;
+    let now = SystemTime::UNIX_EPOCH
+        + std::time::Duration::from_millis(sluice_core::clock::Clock::system().now_ms().max(0) as u64);
+    let ca = issuer(args, now)?;
+    let validity = Validity::Days {
+        from: now,
+        days: args.days,
+    };
+    let bad = |e: sluice_transport::tls::IssueError| HarnessError::BadOption(format!("sluice certs: {e}"));
+    for (stem, id) in &who {
+        save(
+            &args.dir,
+            stem,
+            &ca.issue_node(id, validity).map_err(bad)?,
+            args.overwrite,
+        )?;
+    }
+    if !args.rest_hosts.is_empty() {
+        save(
+            &args.dir,
+            "rest",
+            &ca.issue_rest(&args.rest_hosts, validity).map_err(bad)?,
+            args.overwrite,
+        )?;
+    }
+    Ok(())
+}

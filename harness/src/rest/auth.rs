@@ -1,0 +1,151 @@
+//! Who may use the REST API: bearer tokens with read-only and admin roles, and the switches
+//! that turn submission and cancellation through REST off (Flink's `web.submit.enable` and
+//! `web.cancel.enable`). No CORS headers are ever sent, so a browser page of another origin
+//! cannot read answers or send anything but simple requests, which the tokens refuse.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sluice_core::paths::PathPolicy;
+use tokio_rustls::rustls::ServerConfig;
+
+use super::ApiError;
+use crate::config::Config;
+use crate::security::{Role, Tokens};
+use crate::HarnessError;
+
+/// The REST API's security settings.
+#[derive(Clone)]
+pub struct RestSecurity {
+    /// HTTPS with this configuration; plain HTTP if `None`.
+    pub tls: Option<Arc<ServerConfig>>,
+    /// Bearer tokens every request must carry; anyone may call if `None`.
+    pub tokens: Option<Tokens>,
+    /// `POST /jobs` allowed.
+    pub submit_enabled: bool,
+    /// Cancelling and stopping allowed.
+    pub cancel_enabled: bool,
+    /// Where savepoint targets may be.
+    pub paths: PathPolicy,
+    /// Where savepoints go when a request names no directory.
+    pub savepoint_dir: Option<String>,
+    /// Where refusals are logged.
+    pub log: slog::Logger,
+}
+
+impl Default for RestSecurity {
+    fn default() -> Self {
+        RestSecurity {
+            tls: None,
+            tokens: None,
+            submit_enabled: true,
+            cancel_enabled: true,
+            paths: PathPolicy::default(),
+            savepoint_dir: None,
+            log: slog::Logger::root(slog::Discard, slog::o!()),
+        }
+    }
+}
+
+impl std::fmt::Debug for RestSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestSecurity")
+            .field("tls", &self.tls.is_some())
+            .field("tokens", &self.tokens)
+            .field("submit_enabled", &self.submit_enabled)
+            .field("cancel_enabled", &self.cancel_enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RestSecurity {
+    /// The settings of `[rest]` and `[security]`.
+    pub fn from_config(config: &Config, log: slog::Logger) -> Result<Self, HarnessError> {
+        let r = &config.rest;
+        let tls = match (&r.tls_cert, &r.tls_key) {
+            (Some(cert), Some(key)) => {
+                crate::security::check_private(Path::new(key), "rest.tls-key")?;
+                Some(sluice_transport::tls::rest_server_config(
+                    Path::new(cert),
+                    Path::new(key),
+                )?)
+            }
+            _ => None,
+        };
+        let tokens = r
+            .tokens_file
+            .as_deref()
+            .map(|f| Tokens::load(Path::new(f)))
+            .transpose()?;
+        Ok(RestSecurity {
+            tls,
+            tokens,
+            submit_enabled: r.submit_enabled,
+            cancel_enabled: r.cancel_enabled,
+            paths: crate::security::path_policy(config)?,
+            savepoint_dir: config.security.savepoint_dir.clone(),
+            log,
+        })
+    }
+
+    /// Whether callers must authenticate.
+    pub fn authenticated(&self) -> bool {
+        self.tokens.is_some()
+    }
+}
+
+/// The peer's address, put on each request by the server.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
+/// Checks the bearer token of every request but `GET /healthz`.
+pub(crate) async fn authorize(State(sec): State<Arc<RestSecurity>>, req: Request, next: Next) -> Response {
+    let Some(tokens) = &sec.tokens else {
+        return next.run(req).await;
+    };
+    if req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let peer = req
+        .extensions()
+        .get::<Peer>()
+        .map(|p| p.0.to_string())
+        .unwrap_or_default();
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let refuse = |status: StatusCode, why: &str| {
+        slog::warn!(sec.log, "REST: refused a request"; "peer" => &peer, "method" => req.method().as_str(),
+            "path" => req.uri().path(), "reason" => why);
+        let mut r = ApiError(status, why.to_string()).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        r
+    };
+    let Some(presented) = presented else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "this API needs a bearer token (Authorization: Bearer <token>)",
+        );
+    };
+    let Some((role, _name)) = tokens.check(presented.trim()) else {
+        return refuse(StatusCode::UNAUTHORIZED, "the bearer token is not valid");
+    };
+    let reads = matches!(*req.method(), Method::GET | Method::HEAD);
+    if role == Role::ReadOnly && !reads {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "this token is read-only: it cannot submit, cancel or take savepoints",
+        );
+    }
+    next.run(req).await
+}
