@@ -292,8 +292,9 @@ impl Default for StatsdSection {
 const NOT_OPTIONS: [&str; 3] = ["SLUICE_LOG", "SLUICE_CONFIG", "SLUICE_LOG_FORMAT"];
 
 /// Sections, longest first so `metrics_statsd` wins over `metrics`.
-const SECTIONS: [(&str, &[&str]); 6] = [
+const SECTIONS: [(&str, &[&str]); 7] = [
     ("metrics_statsd", &["metrics", "statsd"]),
+    ("security", &["security"]),
     ("rest", &["rest"]),
     ("coordinator", &["coordinator"]),
     ("worker", &["worker"]),
@@ -302,7 +303,8 @@ const SECTIONS: [(&str, &[&str]); 6] = [
 ];
 
 fn parse_env_value(key: &str, raw: &str) -> toml::Value {
-    if key == "reporters" && !raw.trim_start().starts_with('[') {
+    let list = ["reporters", "allowed-paths", "allowed_paths"].contains(&key);
+    if list && !raw.trim_start().starts_with('[') {
         return toml::Value::Array(
             raw.split(',')
                 .map(str::trim)
@@ -365,7 +367,7 @@ impl Config {
             let Some((prefix, path)) = SECTIONS.iter().find(|(s, _)| rest.starts_with(&format!("{s}_"))) else {
                 return Err(ConfigError::Env {
                     var,
-                    message: "not a configuration option: use SLUICE_<SECTION>_<KEY> with a section of coordinator, worker, logging, metrics, metrics_statsd, rest".into(),
+                    message: "not a configuration option: use SLUICE_<SECTION>_<KEY> with a section of coordinator, worker, logging, metrics, metrics_statsd, rest, security".into(),
                 });
             };
             let key = rest[prefix.len() + 1..].replace('_', "-");
