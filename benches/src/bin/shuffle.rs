@@ -3,8 +3,9 @@
 //! with every keyed channel over a real TCP connection on 127.0.0.1 (encoded, framed,
 //! credit-controlled); and in cluster mode, a coordinator and two workers of one slot each
 //! (subtask 0 on one, subtask 1 on the other, so half of the keyed traffic crosses between
-//! the workers and the other half stays local to a worker, as in any cluster). Reports
-//! records/s, MB/s of encoded batches, and ratios to the in-process run.
+//! the workers and the other half stays local to a worker, as in any cluster), once over
+//! plain TCP and once with mutual TLS on every connection. Reports records/s, MB/s of
+//! encoded batches, ratios to the in-process run, and TLS against plain cluster mode.
 //!
 //! ```text
 //! cargo run --release -p sluice-benches --bin shuffle -- [--records N] [--repeat 3]
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sluice_core::cluster::tls::{issue_ca, load_certs_pem, load_key_pem, ClusterTls, Identity, Validity};
 use sluice_core::cluster::{Coordinator, CoordinatorConfig, JobRegistry, JobStatus, Worker, WorkerConfig};
 
 use sluice_core::connectors::{DiscardSink, GeneratorSource};
@@ -57,9 +59,27 @@ impl JobRegistry for ShuffleJob {
     }
 }
 
-/// A coordinator and two one-slot workers in this process, over TCP on 127.0.0.1; the time
-/// from submission to FINISHED.
-fn run_cluster(records: u64) -> anyhow::Result<Duration> {
+/// TLS for the coordinator and workers `w1`, `w2`, of one CA made here.
+fn cluster_tls() -> anyhow::Result<(ClusterTls, Vec<ClusterTls>)> {
+    let ca = issue_ca("bench CA", Validity::Forever)?;
+    let roots = load_certs_pem(&ca.ca.cert_pem)?;
+    let node = |who: Identity| -> anyhow::Result<ClusterTls> {
+        let c = ca.issue_node(&who, Validity::Forever)?;
+        Ok(ClusterTls::new(&roots, load_certs_pem(&c.cert_pem)?, load_key_pem(&c.key_pem)?)?)
+    };
+    let workers = vec![node(Identity::Worker("w1".into()))?, node(Identity::Worker("w2".into()))?];
+    Ok((node(Identity::Coordinator)?, workers))
+}
+
+/// A coordinator and two one-slot workers in this process, over TCP on 127.0.0.1 (mutual
+/// TLS on every connection with `tls`); the time from submission to FINISHED.
+fn run_cluster(records: u64, tls: bool) -> anyhow::Result<Duration> {
+    let (coordinator_tls, worker_tls) = if tls {
+        let (c, w) = cluster_tls()?;
+        (Some(c), w.into_iter().map(Some).collect())
+    } else {
+        (None, vec![None, None])
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -73,13 +93,15 @@ fn run_cluster(records: u64) -> anyhow::Result<Duration> {
                 reason: "this benchmark takes no checkpoints",
             })
         });
-        let coordinator = Coordinator::new(CoordinatorConfig::new(log.clone()), registry.clone(), opener.clone())?;
+        let mut config = CoordinatorConfig::new(log.clone());
+        config.tls = coordinator_tls;
+        let coordinator = Coordinator::new(config, registry.clone(), opener.clone())?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?.to_string();
         let serve = coordinator.clone();
         let server = tokio::spawn(async move { serve.serve(listener).await });
         let mut workers = Vec::new();
-        for id in ["w1", "w2"] {
+        for (id, tls) in ["w1", "w2"].into_iter().zip(worker_tls) {
             let mut cfg = WorkerConfig::new(
                 addr.clone(),
                 1,
@@ -89,6 +111,7 @@ fn run_cluster(records: u64) -> anyhow::Result<Duration> {
                 },
             );
             cfg.id = Some(id.to_string());
+            cfg.tls = tls;
             workers.push(tokio::spawn(
                 Worker::bind(cfg, "127.0.0.1:0", registry.clone(), opener.clone())
                     .await?
@@ -157,9 +180,11 @@ fn main() -> anyhow::Result<()> {
     };
     let local = best(false)?;
     let tcp = best(true)?;
-    let mut cluster = Duration::MAX;
+    // Plain and TLS alternate, so a change in the machine's load hits both alike.
+    let (mut cluster, mut secured) = (Duration::MAX, Duration::MAX);
     for _ in 0..repeat.max(1) {
-        cluster = cluster.min(run_cluster(records)?);
+        cluster = cluster.min(run_cluster(records, false)?);
+        secured = secured.min(run_cluster(records, true)?);
     }
     let rate = |d: Duration| records as f64 / d.as_secs_f64();
     let mbs = |d: Duration| rate(d) * bytes_per_record / 1e6;
@@ -182,6 +207,15 @@ fn main() -> anyhow::Result<()> {
         mbs(cluster),
         rate(cluster) / rate(local)
     );
-    println!("\n{bytes_per_record:.1} bytes per record encoded; best of {repeat} runs each.");
+    println!(
+        "| two workers, mutual TLS | {records} | {:.0} | {:.1} | {:.3} |",
+        rate(secured),
+        mbs(secured),
+        rate(secured) / rate(local)
+    );
+    println!(
+        "\n{bytes_per_record:.1} bytes per record encoded; best of {repeat} runs each; TLS / plain cluster mode: {:.3}.",
+        rate(secured) / rate(cluster)
+    );
     Ok(())
 }

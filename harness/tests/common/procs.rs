@@ -7,7 +7,42 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// Certificates of the cluster a test binary runs over mutual TLS (see [`secure`]).
+static PKI: OnceLock<PathBuf> = OnceLock::new();
+
+/// Makes every process these helpers start in this test binary (coordinators, workers, CLI
+/// commands) use mutual TLS: a CA and certificates for the coordinator, workers `w1`..`w4`
+/// and an admin, made once. Call it first in every test of a binary that runs secured.
+pub(crate) fn secure() {
+    PKI.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a temporary directory").keep();
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["certs", "--dir", dir.to_str().unwrap(), "--workers", "w1,w2,w3,w4", "--admins", "test"])
+            .output()
+            .expect("sluice certs runs");
+        assert!(out.status.success(), "sluice certs: {}", String::from_utf8_lossy(&out.stderr));
+        dir
+    });
+}
+
+/// Whether this test binary runs its cluster over TLS.
+pub(crate) fn secured() -> bool {
+    PKI.get().is_some()
+}
+
+/// The environment that gives a process certificate `stem` when the binary is secured.
+fn tls_env(stem: &str) -> Vec<(String, String)> {
+    let Some(dir) = PKI.get() else { return Vec::new() };
+    let p = |f: &str| dir.join(f).display().to_string();
+    vec![
+        ("SLUICE_SECURITY_TLS_CA".into(), p("ca.pem")),
+        ("SLUICE_SECURITY_TLS_CERT".into(), p(&format!("{stem}.pem"))),
+        ("SLUICE_SECURITY_TLS_KEY".into(), p(&format!("{stem}.key"))),
+    ]
+}
 
 /// A child process killed when the test ends, however it ends.
 pub(crate) struct Proc {
@@ -47,6 +82,7 @@ pub(crate) fn coordinator_with_env(dir: &Path, args: &[&str], env: &[(&str, &str
     let log = dir.join("coordinator.log");
     let mut child = sluice()
         .envs(env.iter().copied())
+        .envs(tls_env("coordinator"))
         .args([
             "--log-level",
             "info",
@@ -91,6 +127,7 @@ pub(crate) fn coordinator_with_env(dir: &Path, args: &[&str], env: &[(&str, &str
 pub(crate) fn worker(dir: &Path, addr: &str, id: &str, slots: u32) -> Proc {
     let log = dir.join(format!("{id}-{}.log", Instant::now().elapsed().as_nanos()));
     let child = sluice()
+        .envs(tls_env(&format!("worker-{id}")))
         .args([
             "--log-level",
             "info",
@@ -109,8 +146,9 @@ pub(crate) fn worker(dir: &Path, addr: &str, id: &str, slots: u32) -> Proc {
     Proc { child, log }
 }
 
+/// Runs the CLI (as the admin when the binary is secured).
 pub(crate) fn run(args: &[&str]) -> Output {
-    sluice().args(args).output().unwrap()
+    sluice().envs(tls_env("admin-test")).args(args).output().unwrap()
 }
 
 pub(crate) fn text(b: &[u8]) -> String {
