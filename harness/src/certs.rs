@@ -50,12 +50,18 @@ fn write(path: &Path, text: &str, private: bool, overwrite: bool) -> Result<(), 
             path.display()
         )));
     }
+    let mode = if private { 0o600 } else { 0o644 };
+    // Never through a link (a planted link would make us write a key elsewhere), and the
+    // mode set again: `mode` applies only to files this call creates.
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(if private { 0o600 } else { 0o644 })
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
+        .map_err(|e| io_error(path, e))?;
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
         .map_err(|e| io_error(path, e))?;
     f.write_all(text.as_bytes()).map_err(|e| io_error(path, e))
 }
@@ -70,12 +76,24 @@ fn save(dir: &Path, stem: &str, cert: &IssuedCert, overwrite: bool) -> Result<()
 fn issuer(args: &CertsArgs, now: SystemTime) -> Result<Issuer, HarnessError> {
     let (cert, key) = (args.dir.join("ca.pem"), args.dir.join("ca.key"));
     let bad = |e: sluice_transport::tls::IssueError| HarnessError::BadOption(format!("sluice certs: {e}"));
-    if cert.exists() && key.exists() {
-        let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| io_error(p, e));
-        return load_issuer(&read(&cert)?, &read(&key)?).map_err(bad);
+    match (cert.exists(), key.exists()) {
+        (true, true) => {
+            let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| io_error(p, e));
+            return load_issuer(&read(&cert)?, &read(&key)?).map_err(bad);
+        }
+        // A CA certificate without its key: making a new CA would silently split the cluster.
+        (true, false) | (false, true) => {
+            return Err(HarnessError::BadOption(format!(
+                "sluice certs: {} holds only half of a CA (ca.pem and ca.key go together); run it where the CA's key is",
+                args.dir.display()
+            )))
+        }
+        (false, false) => {}
     }
+    // A name of its own, so certificates of two CAs never look alike to a verifier.
+    let secs = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
     let ca = issue_ca(
-        "Sluice cluster CA",
+        &format!("Sluice cluster CA {secs}"),
         Validity::Days {
             from: now,
             days: args.days.saturating_mul(10),
@@ -95,6 +113,13 @@ pub fn run(args: &CertsArgs) -> Result<(), HarnessError> {
     for w in &args.workers {
         Identity::check_label(w).map_err(|e| HarnessError::BadOption(format!("--workers: {e}")))?;
         who.push((format!("worker-{w}"), Identity::Worker(w.clone())));
+    }
+    for h in &args.rest_hosts {
+        if h.to_ascii_lowercase().trim_end_matches('.').ends_with(".sluice") {
+            return Err(HarnessError::BadOption(format!(
+                "--rest-hosts: {h} is a cluster identity name; a REST certificate of the cluster's CA with it could pose as that node"
+            )));
+        }
     }
     for a in &args.admins {
         Identity::check_label(a).map_err(|e| HarnessError::BadOption(format!("--admins: {e}")))?;

@@ -502,6 +502,7 @@ fn coordinator(args: CoordinatorArgs, file: Config, log: slog::Logger) -> anyhow
     sluice::security::warn_if_exposed(&log, "control", &bind, config.tls.is_some());
     let rest_security = sluice::rest::RestSecurity::from_config(&file, log.clone())?;
     if let Some(r) = &rest_bind {
+        rest_security.check_bind(r)?;
         sluice::security::warn_if_exposed(&log, "REST", r, rest_security.authenticated());
     }
     runtime()?.block_on(async move {
@@ -565,6 +566,7 @@ fn worker(args: WorkerArgs, file: Config, log: slog::Logger) -> anyhow::Result<(
     config.connect_timeout = duration_arg("worker.connect-timeout", &w.connect_timeout)?;
     config.frame_timeout = duration_arg("worker.frame-timeout", &w.frame_timeout)?;
     config.tls = sluice::security::cluster_tls(&file)?;
+    config.paths = sluice::security::path_policy(&file)?;
     config.advertise_address = args.advertise_address.clone().or_else(|| w.advertise_address.clone());
     let bind = args.bind.clone().unwrap_or_else(|| w.bind.clone());
     sluice::security::warn_if_exposed(&log, "data", &bind, config.tls.is_some());

@@ -67,6 +67,12 @@ pub struct ClusterSpec {
     /// certificates made in the simulation: the coordinator checks each registration and
     /// request against the certificate, workers each data connection.
     pub tls: bool,
+    /// An impostor node with a certificate of its own (needs `tls`) that tries to register
+    /// as worker 0 and to speak about tasks that are not its own (see [`crate::impostor`]).
+    pub impostor: bool,
+    /// The deliberately broken variant: the coordinator takes registrations at their word
+    /// (the checker must see the impostor's damage).
+    pub trust_claimed_identities: bool,
 }
 
 /// Fault rates of one run (a "swarm": drawn per seed rather than one fixed profile).
@@ -143,13 +149,15 @@ pub struct ClusterRun {
     pub rotted: u32,
     /// Execution attempts after the first.
     pub failovers: u32,
+    /// What the impostor tried and got, if there was one.
+    pub impostor: Option<crate::impostor::ImpostorReport>,
 }
 
 impl std::fmt::Display for ClusterRun {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "injected kills {} partitions {} latency changes {} store faults {} rotted {}; failovers {}; status {}; violations {:?}",
+            "injected kills {} partitions {} latency changes {} store faults {} rotted {}; failovers {}; status {}; violations {:?}{}",
             self.kills,
             self.partitions,
             self.latency_changes,
@@ -157,7 +165,11 @@ impl std::fmt::Display for ClusterRun {
             self.rotted,
             self.failovers,
             self.status.map_or("none".into(), |s| s.to_string()),
-            self.violations
+            self.violations,
+            self.impostor.map_or(String::new(), |i| format!(
+                "; impostor refused {} accepted {} spoofed frames {}",
+                i.refused, i.accepted_as_victim, i.spoofed_frames
+            ))
         )
     }
 }
@@ -218,6 +230,8 @@ struct World {
     coordinator: Arc<Mutex<Option<Coordinator>>>,
     /// Certificates, if the spec asks for TLS.
     tls: Option<SimTls>,
+    /// The broken variant (see [`ClusterSpec::trust_claimed_identities`]).
+    trust_claimed_identities: bool,
 }
 
 /// Every node's TLS, of one CA made for the run.
@@ -226,6 +240,7 @@ struct SimTls {
     coordinator: ClusterTls,
     workers: Vec<ClusterTls>,
     admin: ClusterTls,
+    impostor: ClusterTls,
 }
 
 impl SimTls {
@@ -245,6 +260,7 @@ impl SimTls {
                 .map(|i| node(Identity::Worker(format!("worker-{i}"))))
                 .collect(),
             admin: node(Identity::Admin("sim".into())),
+            impostor: node(Identity::Worker("impostor".into())),
         }
     }
 }
@@ -272,6 +288,7 @@ impl World {
             opener: Arc::new(move |_: &str| Ok(shared_store.clone())),
             coordinator: Arc::default(),
             tls: spec.tls.then(|| SimTls::new(spec.workers)),
+            trust_claimed_identities: spec.trust_claimed_identities,
         }
     }
 
@@ -284,6 +301,7 @@ impl World {
             self.coordinator_addr.clone(),
         );
         let tls = self.tls.as_ref().map(|t| t.coordinator.clone());
+        let trust = self.trust_claimed_identities;
         handle
             .create_node()
             .name(format!("coordinator-{subnet}"))
@@ -294,6 +312,7 @@ impl World {
                 async move {
                     let mut cfg = CoordinatorConfig::new(sim_logger());
                     cfg.tls = tls;
+                    cfg.trust_claimed_identities = trust;
                     cfg.heartbeat_interval = Duration::from_millis(200);
                     cfg.heartbeat_timeout = Duration::from_secs(2);
                     cfg.slot_wait = Duration::from_secs(120);
@@ -510,6 +529,32 @@ async fn await_end(
         .expect("the client polls")
 }
 
+/// Starts the impostor's node if the spec has one; it acts while the faults do.
+fn start_impostor(
+    handle: &Handle,
+    world: &World,
+    spec: &ClusterSpec,
+    job: &str,
+) -> Option<(NodeId, Arc<Mutex<crate::impostor::ImpostorReport>>)> {
+    let tls = world.tls.as_ref().filter(|_| spec.impostor)?.impostor.clone();
+    let node = handle
+        .create_node()
+        .name(format!("impostor-{}", spec.subnet))
+        .ip(ip(spec.subnet, 98))
+        .build();
+    let report = Arc::new(Mutex::new(crate::impostor::ImpostorReport::default()));
+    let plan = crate::impostor::Plan {
+        coordinator: world.coordinator_addr.clone(),
+        tls,
+        own_id: "impostor".into(),
+        victim: "worker-0".into(),
+        job: job.to_string(),
+        until: tokio::time::Instant::now() + Duration::from_millis(200) * spec.faults.ticks,
+    };
+    node.spawn(crate::impostor::run(plan, report.clone()));
+    Some((node.id(), report))
+}
+
 /// Builds the cluster of `spec`, runs the keyed count on it under its fault plan, and checks
 /// the result. Must run inside a madsim runtime.
 pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
@@ -527,6 +572,7 @@ pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
     let admin = world.tls.as_ref().map(|t| t.admin.clone());
     let job = submit(&client, &world.coordinator_addr, admin.clone(), &spec).await;
     let mut run = ClusterRun::default();
+    let impostor = start_impostor(&handle, &world, &spec, &job);
     inject_faults(&spec.faults, (&workers, coordinator_node), &world.store, &mut run).await;
     // Liveness: the faults have stopped (downed workers are back, links healed).
     let (status, error) = await_end(&client, &world.coordinator_addr, admin, &job).await;
@@ -540,6 +586,10 @@ pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
         .map_or(0, |j| j.attempt);
     run.store_faults = world.store.injected_faults();
     run.violations = spec.workload.check(&world.sink.committed());
+    if let Some((node, report)) = impostor {
+        handle.kill(node);
+        run.impostor = Some(*report.locked());
+    }
     // This cluster is done: its nodes stop, so the next one in the same simulation runs alone.
     for w in workers {
         handle.kill(w);

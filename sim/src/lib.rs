@@ -9,6 +9,7 @@
 pub mod broken_sink;
 #[cfg(madsim)]
 pub mod cluster;
+pub mod impostor;
 pub mod keyed_count;
 
 use sluice_core::{ExecutionConfig, JobError, JobResult, StreamEnv};

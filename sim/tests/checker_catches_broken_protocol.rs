@@ -108,6 +108,8 @@ async fn the_cluster_suite_catches_a_sink_that_commits_before_the_checkpoint_com
                 faults,
                 on_unusable: "fail",
                 tls: k % 2 == 0,
+                impostor: false,
+                trust_claimed_identities: false,
             })
             .await;
             out.push(run.violations);
@@ -156,6 +158,8 @@ async fn the_cluster_suite_catches_a_job_that_starts_over_past_a_rotted_checkpoi
                 faults,
                 on_unusable: policy,
                 tls: false,
+                impostor: false,
+                trust_claimed_identities: false,
             })
             .await;
             out.push((run.status, run.rotted, run.violations));
@@ -170,5 +174,62 @@ async fn the_cluster_suite_catches_a_job_that_starts_over_past_a_rotted_checkpoi
     assert!(
         fresh.iter().any(|(_, _, v)| v.duplicated > 0),
         "starting over past a rotted checkpoint went unnoticed in 3 cluster runs: {fresh:?}"
+    );
+}
+
+/// An impostor with a valid certificate of its own claims worker 0's id and "finishes" the
+/// tasks deployed to it without running them. The coordinator that checks identities refuses
+/// it and the output is exact; one that takes registrations at their word (the broken
+/// variant) lets it in, and the checker sees output missing or a job that never ends.
+#[madsim::test]
+async fn the_cluster_suite_catches_a_coordinator_that_trusts_claimed_identities() {
+    use sluice_core::cluster::JobStatus;
+    use sluice_sim::cluster::{run_keyed_count, ClusterSpec, FaultPlan, SinkProtocol};
+    let base = madsim::runtime::Handle::current().seed();
+    let mut checked = Vec::new();
+    let mut trusting = Vec::new();
+    for k in 0..2u8 {
+        for (trust, out) in [(false, &mut checked), (true, &mut trusting)] {
+            // No other faults: whatever goes wrong is the impostor's doing.
+            let mut faults = FaultPlan::draw(base ^ u64::from(k));
+            faults.kill_per_tick = 0.0;
+            faults.partition_per_tick = 0.0;
+            faults.rot_per_tick = 0.0;
+            faults.failing_commits = 0;
+            let run = run_keyed_count(ClusterSpec {
+                subnet: 20 + 2 * k + u8::from(trust),
+                workers: 3,
+                slots: 2,
+                parallelism: 3,
+                checkpoint_interval: Duration::from_millis(100),
+                workload: KeyedCount {
+                    records: 3_000,
+                    keys: 7,
+                    seed: base ^ u64::from(k),
+                    records_per_second: 1_000,
+                },
+                sink: SinkProtocol::Correct,
+                faults,
+                on_unusable: "fail",
+                tls: true,
+                impostor: true,
+                trust_claimed_identities: trust,
+            })
+            .await;
+            println!("trust {trust}: {run}");
+            out.push((run.status, run.violations, run.impostor.unwrap_or_default()));
+        }
+    }
+    assert!(
+        checked
+            .iter()
+            .all(|(status, v, i)| *status == Some(JobStatus::Finished) && v.is_clean() && i.accepted_as_victim == 0),
+        "with identities checked the impostor got in or did damage: {checked:?}"
+    );
+    assert!(
+        trusting
+            .iter()
+            .any(|(status, v, _)| *status != Some(JobStatus::Finished) || !v.is_clean()),
+        "an impostor taking worker 0's place went unnoticed in 2 cluster runs: {trusting:?}"
     );
 }

@@ -48,9 +48,15 @@ async fn cluster_output_is_exact_under_kills_partitions_and_storage_faults() {
         on_unusable: "fail",
         // Every other seed over mutual TLS (the seed decides, so the fault plan is the same).
         tls: seed % 2 == 0,
+        // With TLS, an impostor tries to take worker 0's place and to finish its tasks.
+        impostor: seed % 2 == 0,
+        trust_claimed_identities: false,
     })
     .await;
     println!("seed {seed}: swarm {plan}; {run}");
+    if let Some(i) = run.impostor {
+        assert_eq!(i.accepted_as_victim, 0, "seed {seed}: the impostor registered as worker-0");
+    }
     let v = &run.violations;
     if run.rotted > 0 && run.status == Some(JobStatus::Failed) {
         // Bit rot may leave the latest checkpoint unusable: then the job must stop saying so,

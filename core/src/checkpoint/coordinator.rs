@@ -32,6 +32,30 @@ pub(crate) struct OperatorInfo {
 pub(crate) struct TaskRef {
     pub(crate) commands: mpsc::Sender<TaskCommand>,
     pub(crate) is_source: bool,
+    /// The keys of the operators of its chain: the only state it may acknowledge.
+    pub(crate) operators: Vec<String>,
+    /// Its subtask: the only subtask its state files may be of.
+    pub(crate) subtask: u32,
+}
+
+impl TaskRef {
+    /// The task of `spec` in `graph`, reached through `commands`.
+    pub(crate) fn of(commands: mpsc::Sender<TaskCommand>, spec: &crate::runtime::task_builder::TaskSpec, graph: &JobGraph) -> Self {
+        TaskRef {
+            commands,
+            is_source: spec.is_source,
+            operators: spec.chain.iter().map(|&v| restore::operator_key(graph, v)).collect(),
+            subtask: spec.subtask,
+        }
+    }
+
+    /// The first of `files` that is not this task's to acknowledge (another operator's or
+    /// another subtask's state: a confused or hostile peer).
+    fn foreign<'a>(&self, files: &'a [(String, StateFileMeta)]) -> Option<&'a (String, StateFileMeta)> {
+        files
+            .iter()
+            .find(|(key, f)| f.subtask != self.subtask || !self.operators.contains(key))
+    }
 }
 
 /// Where a savepoint goes, and what to do after it.
@@ -318,12 +342,22 @@ impl Coordinator {
                 let Some(p) = s.pending.as_mut().filter(|p| p.id == checkpoint_id) else {
                     return Ok(());
                 };
+                if p.acks.contains_key(&task) {
+                    slog::warn!(self.log, "ignored a second acknowledgement"; "task" => task, "checkpoint" => checkpoint_id);
+                    return Ok(());
+                }
+                if let Some((key, f)) = self.tasks.get(task).and_then(|t| t.foreign(&files)) {
+                    let reason = format!(
+                        "task {task} acknowledged state that is not its own (operator {key}, subtask {})",
+                        f.subtask
+                    );
+                    let p = s.pending.take().expect("checked");
+                    self.fail(p, reason, &mut s.failures).await?;
+                    s.next_trigger = Instant::now() + self.config.min_pause;
+                    return Ok(());
+                }
                 p.alignment_ms = p.alignment_ms.max(alignment_ms);
-                let dup = p.acks.insert(task, files);
-                debug_assert!(
-                    dup.is_none(),
-                    "task {task} acknowledged checkpoint {checkpoint_id} twice"
-                );
+                p.acks.insert(task, files);
                 if p.acks.len() == self.tasks.len() {
                     self.all_acknowledged(s).await?;
                 }
@@ -602,6 +636,8 @@ mod tests {
             tasks.push(TaskRef {
                 commands: tx,
                 is_source,
+                operators: Vec::new(),
+                subtask: 0,
             });
             commands.push(rx);
         }
@@ -680,6 +716,33 @@ mod tests {
             (2, Duration::from_millis(100)),
             "the next one an interval after the start of the last"
         );
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn state_acknowledged_for_another_task_fails_the_checkpoint() {
+        let mut h = start(|c| c.tolerable_failures = 5);
+        let (id, _) = h.triggered().await;
+        // The source task claims a file of an operator and subtask that are not its own.
+        let forged = vec![(
+            "someone-else".to_string(),
+            StateFileMeta {
+                subtask: 1,
+                path: "x".into(),
+                size: 1,
+                crc32: 0,
+            },
+        )];
+        let ack = TaskEvent::Acked {
+            task: SOURCE,
+            checkpoint_id: id,
+            files: forged,
+            alignment_ms: 0,
+        };
+        h.events.send(ack).await.unwrap();
+        h.ack(SINK, id).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(h.completed().await.is_empty(), "a checkpoint with forged state completed");
+        assert_eq!(h.stats.failed.load(Ordering::Relaxed), 1);
     }
 
     #[real_tokio::test(start_paused = true)]

@@ -45,7 +45,7 @@ async fn connect(to: Target<'_>) -> Result<NetStream, ClusterError> {
 }
 
 async fn request_within(to: Target<'_>, msg: WireMessage, timeout: Duration) -> Result<WireMessage, ClusterError> {
-    let addr = to.addr;
+    let (addr, tls) = (to.addr, to.tls.is_some());
     let mut stream = connect(to).await?;
     let frame = encode_frame(&msg).map_err(|e| ClusterError::Frame {
         what: "encoding the request".into(),
@@ -62,10 +62,7 @@ async fn request_within(to: Target<'_>, msg: WireMessage, timeout: Duration) -> 
             "the coordinator at {addr} did not answer within {} s",
             timeout.as_secs()
         ))),
-        Ok(Err(e)) => Err(ClusterError::Frame {
-            what: format!("reading the answer of the coordinator at {addr}"),
-            source: e,
-        }),
+        Ok(Err(e)) => Err(unreadable_answer(addr, tls, e)),
         Ok(Ok(None)) => Err(ClusterError::Protocol {
             peer: addr.to_string(),
             what: "it closed the connection without answering".into(),
@@ -75,6 +72,30 @@ async fn request_within(to: Target<'_>, msg: WireMessage, timeout: Duration) -> 
             reason,
         }),
         Ok(Ok(Some(answer))) => Ok(answer),
+    }
+}
+
+/// Why an answer could not be read, said as plainly as can be known: a TLS alert after the
+/// handshake is the coordinator refusing this client's certificate; bytes that are no frame
+/// on a plain connection most likely come from a coordinator that speaks TLS.
+fn unreadable_answer(addr: &str, tls: bool, e: sluice_transport::wire::FrameError) -> ClusterError {
+    let text = e.to_string();
+    if tls && text.contains("alert") {
+        return ClusterError::Forbidden(format!(
+            "the coordinator at {addr} refused this client's certificate ({text}): is it signed by the cluster's CA and still valid?"
+        ));
+    }
+    if !tls {
+        return ClusterError::Refused {
+            kind: super::RefusalKind::Failed,
+            reason: format!(
+                "the coordinator at {addr} did not answer in Sluice frames ({text}); if it uses TLS, set [security] tls-ca, tls-cert and tls-key (an admin certificate)"
+            ),
+        };
+    }
+    ClusterError::Frame {
+        what: format!("reading the answer of the coordinator at {addr}"),
+        source: e,
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, ReadHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::acceptor::Acceptor;
+use super::acceptor::{Acceptor, Pending};
 use super::framed::{framed, FrameSender};
 use super::job_master::{JobMaster, MasterEvent, MasterParts};
 use super::metrics_report::from_wire;
@@ -58,6 +58,12 @@ pub struct CoordinatorConfig {
     /// Where savepoints go when a request names no directory (Flink's
     /// `state.savepoints.dir`).
     pub savepoint_dir: Option<String>,
+    /// The simulation's deliberately broken variant: registrations and requests are taken
+    /// at their word instead of being checked against the peer's certificate (the checker
+    /// must then see an impostor's damage). Exists only in simulation builds.
+    #[cfg(madsim)]
+    #[doc(hidden)]
+    pub trust_claimed_identities: bool,
     /// Where the coordinator logs.
     pub log: slog::Logger,
 }
@@ -78,6 +84,8 @@ impl CoordinatorConfig {
             tls: None,
             paths: PathPolicy::default(),
             savepoint_dir: None,
+            #[cfg(madsim)]
+            trust_claimed_identities: false,
             log,
         }
     }
@@ -378,19 +386,20 @@ impl Coordinator {
         let _stop_ticker = AbortOnDrop(ticker);
         let mut acceptor = Acceptor::new(listener, self.shared.config.max_connections, "control", log.clone());
         loop {
-            let (stream, peer, permit) = acceptor.accept().await;
-            let _ = stream.set_nodelay(true);
+            let accepted = acceptor.accept().await;
+            let _ = accepted.stream.set_nodelay(true);
             let this = self.clone();
-            let log = log.new(slog::o!("peer" => peer.to_string()));
+            let log = log.new(slog::o!("peer" => accepted.peer.to_string()));
             tokio::spawn(async move {
-                this.handle_connection(stream, peer.to_string(), log).await;
+                let (peer, permit) = (accepted.peer.to_string(), accepted.permit);
+                this.handle_connection(accepted.stream, peer, accepted.pending, log).await;
                 drop(permit);
             });
         }
     }
 
     /// Serves one connection and returns once its last answer is written (or given up on).
-    async fn handle_connection(&self, stream: TcpStream, peer: String, log: slog::Logger) {
+    async fn handle_connection(&self, stream: TcpStream, peer: String, pending: Pending, log: slog::Logger) {
         // The handshake runs here, under the first frame's deadline, never in the accept loop.
         let (stream, who) = match &self.shared.config.tls {
             None => (NetStream::Plain(stream), None),
@@ -407,13 +416,20 @@ impl Coordinator {
             None => log,
         };
         let (tx, rx, writer) = framed(stream, log.clone());
-        self.converse(tx, rx, who, log).await;
+        self.converse(tx, rx, who, pending, log).await;
         // The connection counts against the limit until its answer is out: a client that
         // does not read cannot leave answers piling up beyond it.
         let _ = tokio::time::timeout(super::framed::WRITE_TIMEOUT, writer).await;
     }
 
-    async fn converse(&self, tx: FrameSender, mut rx: ReadHalf<NetStream>, who: Option<Identity>, log: slog::Logger) {
+    async fn converse(
+        &self,
+        tx: FrameSender,
+        mut rx: ReadHalf<NetStream>,
+        who: Option<Identity>,
+        pending: Pending,
+        log: slog::Logger,
+    ) {
         // Anyone can connect: the first frame is small and must come soon.
         let first = read_frame_limited(&mut rx, MAX_FIRST_FRAME, Some(FIRST_FRAME_WAIT));
         let first = match tokio::time::timeout(FIRST_FRAME_WAIT, first).await {
@@ -441,7 +457,8 @@ impl Coordinator {
             }
             Ok(Ok(Some(f))) => f,
         };
-        if let Err(e) = authorize(who.as_ref(), &first) {
+        drop(pending);
+        if let Err(e) = authorize(self.checked(who.as_ref()), &first) {
             slog::warn!(log, "refused a request: not allowed"; "frame" => frame_kind(&first), "reason" => %e);
             tx.send(e.to_wire());
             return;
@@ -479,6 +496,16 @@ impl Coordinator {
             }
         };
         tx.send(reply);
+    }
+
+    /// The identity a conversation is checked against (the simulation's broken variant
+    /// checks none).
+    fn checked<'a>(&self, who: Option<&'a Identity>) -> Option<&'a Identity> {
+        #[cfg(madsim)]
+        if self.shared.config.trust_claimed_identities {
+            return None;
+        }
+        who
     }
 
     async fn worker_session<R: AsyncRead>(
@@ -638,7 +665,10 @@ impl Coordinator {
                 let _ = events.send(master_event(msg, worker_id, session));
             }
             Some((false, _)) => {
-                slog::debug!(log, "frame about a job that does not run on this worker dropped"; "job" => job)
+                // Late frames of a worker the job has left, or a worker speaking about tasks
+                // that are not its own: either way not acted on.
+                slog::info!(log, "dropped a frame about a job that does not run on this worker"; "job" => job,
+                    "frame" => frame_kind(&msg))
             }
             None => slog::debug!(log, "frame for an unknown job dropped"; "job" => job),
         }
@@ -930,31 +960,29 @@ const MAX_FIRST_FRAME: usize = 64 << 10;
 /// only an admin submits, lists, cancels or takes savepoints.
 fn authorize(who: Option<&Identity>, first: &WireMessage) -> Result<(), ClusterError> {
     let Some(who) = who else { return Ok(()) };
+    let client_request = matches!(
+        first,
+        WireMessage::SubmitJob { .. }
+            | WireMessage::ListJobs
+            | WireMessage::CancelJob { .. }
+            | WireMessage::TriggerSavepoint { .. }
+    );
     match (first, who) {
         (WireMessage::Register { worker_id, .. }, Identity::Worker(id)) if id == worker_id => Ok(()),
         (WireMessage::Register { worker_id, .. }, _) => Err(ClusterError::Forbidden(format!(
             "a registration as worker '{worker_id}' needs the certificate {}; this one is {who}",
             Identity::Worker(worker_id.clone()).dns_name()
         ))),
-        (
-            WireMessage::SubmitJob { .. }
-            | WireMessage::ListJobs
-            | WireMessage::CancelJob { .. }
-            | WireMessage::TriggerSavepoint { .. },
-            Identity::Admin(_),
-        ) => Ok(()),
-        (
-            WireMessage::SubmitJob { .. }
-            | WireMessage::ListJobs
-            | WireMessage::CancelJob { .. }
-            | WireMessage::TriggerSavepoint { .. },
-            _,
-        ) => Err(ClusterError::Forbidden(format!(
+        (_, Identity::Admin(_)) if client_request => Ok(()),
+        _ if client_request => Err(ClusterError::Forbidden(format!(
             "{} needs an admin certificate (<name>.admin.sluice); this one is {who}",
             frame_kind(first)
         ))),
-        // Anything else is refused by the conversation itself, as without TLS.
-        _ => Ok(()),
+        // Nothing else may open a conversation, whoever sends it.
+        _ => Err(ClusterError::Forbidden(format!(
+            "{} cannot start a conversation with the coordinator",
+            frame_kind(first)
+        ))),
     }
 }
 

@@ -176,6 +176,10 @@ async fn run_until_ended(
         slog::warn!(log, "deployment places no task on this worker");
         return;
     };
+    if let Err(e) = check_paths(&worker, &req) {
+        // Restarting would meet the same refusal.
+        return report.fail(first, e, true);
+    }
     let (graph, specs) = match build_graph(&worker, &req) {
         Ok(g) => g,
         Err(e) => return report.fail(first, e, false),
@@ -266,6 +270,21 @@ fn build_local_tasks(
 }
 
 /// Builds the job's graph from its name and options, as the coordinator did.
+/// Checks the files the job names against this worker's allowed paths: the coordinator
+/// checked them at submission, against its own view of the file system; this host's may
+/// differ (other mounts, links), and its files are the ones that will be opened.
+fn check_paths(worker: &WorkerShared, req: &DeployRequest) -> Result<(), String> {
+    let files = worker.registry.file_options(&req.job_name);
+    for o in req.options.iter().filter(|o| files.contains(&o.key.as_str())) {
+        worker
+            .config
+            .paths
+            .check(&format!("--{}", o.key), &o.value)
+            .map_err(|e| format!("worker {}: {e}", worker.id))?;
+    }
+    Ok(())
+}
+
 fn build_graph(worker: &WorkerShared, req: &DeployRequest) -> Result<(JobGraph, Vec<TaskSpec>), String> {
     let options = req.options.iter().map(|o| (o.key.clone(), o.value.clone())).collect();
     let mut graph = worker

@@ -304,15 +304,7 @@ async fn dial_peer(s: &ExchangeSetup<'_>, map: &Arc<ChannelMap>, peer: &str) -> 
         .addresses
         .get(peer)
         .ok_or_else(|| format!("no data address for worker {peer} in the deployment"))?;
-    let tcp = dial(addr, s.connect_timeout).await?;
-    let mut stream = match s.tls {
-        None => NetStream::Plain(tcp),
-        // The peer must prove it is the worker the deployment placed there.
-        Some(tls) => tls
-            .connect(tcp, &Identity::Worker(peer.to_string()), addr, s.connect_timeout)
-            .await
-            .map_err(|e| format!("connecting to worker {peer}: {e}"))?,
-    };
+    let mut stream = dial_secured(s, peer, addr).await?;
     let hello = WireMessage::DataHello {
         job_id: s.job_id.to_string(),
         attempt: s.attempt,
@@ -334,6 +326,31 @@ async fn dial_peer(s: &ExchangeSetup<'_>, map: &Arc<ChannelMap>, peer: &str) -> 
         role,
         log,
     ))
+}
+
+/// Dials `peer` at `addr`, with TLS if configured (the peer must prove it is the worker the
+/// deployment placed there); a failed handshake is retried until the connect timeout, as a
+/// failed dial is (the peer may be busy refusing a flood, or restarting).
+async fn dial_secured(s: &ExchangeSetup<'_>, peer: &str, addr: &str) -> Result<NetStream, String> {
+    let Some(tls) = s.tls else {
+        return Ok(NetStream::Plain(dial(addr, s.connect_timeout).await?));
+    };
+    let deadline = Instant::now() + s.connect_timeout;
+    let expected = Identity::Worker(peer.to_string());
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let tcp = dial(addr, left).await?;
+        match tls.connect(tcp, &expected, addr, left.max(Duration::from_millis(1))).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if Instant::now() + Duration::from_millis(100) >= deadline => {
+                return Err(format!("connecting to worker {peer}: {e}"));
+            }
+            Err(e) => {
+                slog::debug!(s.log, "TLS handshake with a peer failed; retrying"; "peer" => peer, "error" => %e);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 async fn dial(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
@@ -374,17 +391,28 @@ pub(crate) fn connection_config(capacity: usize, frame_timeout: Duration) -> Con
 
 /// Accepts data connections: each starts with a `DataHello` naming its job, attempt and
 /// sender; the connection then waits in `inbound` for its deployment.
+/// Who a new data connection is from, and how it must introduce itself.
+pub(crate) struct Arrival<'a> {
+    /// The peer's address.
+    pub(crate) peer: &'a str,
+    /// Released once the peer has greeted.
+    pub(crate) pending: super::acceptor::Pending,
+    /// Mutual TLS, if configured.
+    pub(crate) tls: Option<&'a ClusterTls>,
+    /// How long a greeted connection waits for its deployment.
+    pub(crate) claim_timeout: Duration,
+}
+
 pub(crate) async fn accept_data(
     tcp: TcpStream,
-    peer: &str,
-    tls: Option<&ClusterTls>,
+    arrival: Arrival<'_>,
     inbound: &Arc<InboundConnections>,
     net: ConnectionConfig,
-    claim_timeout: Duration,
     log: slog::Logger,
 ) {
     let _ = tcp.set_nodelay(true);
-    let (mut stream, who) = match tls {
+    let (peer, claim_timeout) = (arrival.peer, arrival.claim_timeout);
+    let (mut stream, who) = match arrival.tls {
         None => (NetStream::Plain(tcp), None),
         Some(tls) => match tls.accept(tcp, peer, GREETING_WAIT).await {
             Ok((stream, who)) => (stream, Some(who)),
@@ -415,6 +443,7 @@ pub(crate) async fn accept_data(
             return;
         }
     };
+    drop(arrival.pending);
     if let Some(who) = who.filter(|w| *w != Identity::Worker(hello.2.clone())) {
         slog::warn!(log, "refused a data connection: its greeting names another worker than its certificate";
             "greeting_worker" => &hello.2, "certificate" => who.to_string());

@@ -514,10 +514,7 @@ impl JobMaster {
         let mut forwarders = Vec::new();
         for (task, spec) in self.specs.iter().enumerate() {
             let (commands, crx) = mpsc::channel::<TaskCommand>(64);
-            tasks.push(TaskRef {
-                commands,
-                is_source: spec.is_source,
-            });
+            tasks.push(TaskRef::of(commands, spec, &self.graph));
             let route = (
                 self.shared.clone(),
                 self.id.clone(),

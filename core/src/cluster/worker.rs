@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::paths::PathPolicy;
 use sluice_transport::tls::{ClusterTls, Identity, NetStream};
 use sluice_transport::wire::{read_frame, WireMessage};
 use tokio::io::{AsyncRead, ReadHalf};
@@ -13,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::acceptor::Acceptor;
 use super::deployment::{self, DeployRequest, DeploymentHandle};
-use super::exchange::{accept_data, connection_config, InboundConnections};
+use super::exchange::{accept_data, connection_config, Arrival, InboundConnections};
 use super::framed::{framed, FrameSender};
 use super::{ClusterError, JobRegistry, StoreOpener};
 use crate::clock::Clock;
@@ -55,6 +56,9 @@ pub struct WorkerConfig {
     /// The data address told to the coordinator and peers, when it is not the bound one (a
     /// worker bound to `0.0.0.0`, or behind address translation).
     pub advertise_address: Option<String>,
+    /// Where the jobs deployed here may read and write files, checked again here (against
+    /// this host's files) before a deployment builds its job.
+    pub paths: PathPolicy,
 }
 
 impl WorkerConfig {
@@ -72,6 +76,7 @@ impl WorkerConfig {
             frame_timeout: Duration::from_secs(30),
             tls: None,
             advertise_address: None,
+            paths: PathPolicy::default(),
         }
     }
 }
@@ -359,14 +364,19 @@ async fn accept_data_connections(shared: Arc<WorkerShared>, listener: TcpListene
     let mut acceptor = Acceptor::new(listener, limit, "data", shared.log.clone());
     loop {
         // The permit covers the greeting; greeted connections are bounded where they wait.
-        let (stream, peer, permit) = acceptor.accept().await;
+        let accepted = acceptor.accept().await;
         let shared = shared.clone();
-        let log = shared.log.new(slog::o!("peer" => peer.to_string()));
+        let log = shared.log.new(slog::o!("peer" => accepted.peer.to_string()));
         tokio::spawn(async move {
-            let claim = shared.config.connect_timeout;
             let net = connection_config(shared.config.execution.channel_capacity, shared.config.frame_timeout);
-            let tls = shared.config.tls.as_ref();
-            accept_data(stream, &peer.to_string(), tls, &shared.inbound, net, claim, log).await;
+            let (permit, peer) = (accepted.permit, accepted.peer.to_string());
+            let arrival = Arrival {
+                peer: &peer,
+                pending: accepted.pending,
+                tls: shared.config.tls.as_ref(),
+                claim_timeout: shared.config.connect_timeout,
+            };
+            accept_data(accepted.stream, arrival, &shared.inbound, net, log).await;
             drop(permit);
         });
     }

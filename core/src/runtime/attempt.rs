@@ -113,10 +113,7 @@ impl Attempt<'_> {
         for (index, spec) in task_specs(graph).into_iter().enumerate() {
             let link = self.checkpointing.as_ref().map(|job| {
                 let (tx, rx) = mpsc::channel(64);
-                refs.push(TaskRef {
-                    commands: tx,
-                    is_source: spec.is_source,
-                });
+                refs.push(TaskRef::of(tx, &spec, graph));
                 CheckpointLink::new(
                     index,
                     rx,

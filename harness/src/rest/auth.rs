@@ -97,18 +97,30 @@ impl RestSecurity {
     pub fn authenticated(&self) -> bool {
         self.tokens.is_some()
     }
+
+    /// Refuses to serve tokens in clear text beyond this machine: anyone on the path could
+    /// read an admin's token and replay it. (Behind a TLS-terminating proxy on the same
+    /// host, bind loopback.)
+    pub fn check_bind(&self, bind: &str) -> Result<(), HarnessError> {
+        if self.tokens.is_some() && self.tls.is_none() && !crate::security::is_loopback(bind) {
+            return Err(HarnessError::BadOption(format!(
+                "rest.tokens-file is set but the REST API at {bind} would take the tokens over plain HTTP: set rest.tls-cert and rest.tls-key, or bind loopback"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The peer's address, put on each request by the server.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Peer(pub(crate) SocketAddr);
 
-/// Checks the bearer token of every request but `GET /healthz`.
+/// Checks the bearer token of every request but `GET /healthz` (and `HEAD`).
 pub(crate) async fn authorize(State(sec): State<Arc<RestSecurity>>, req: Request, next: Next) -> Response {
     let Some(tokens) = &sec.tokens else {
         return next.run(req).await;
     };
-    if req.uri().path() == "/healthz" {
+    if req.uri().path() == "/healthz" && matches!(*req.method(), Method::GET | Method::HEAD) {
         return next.run(req).await;
     }
     let peer = req

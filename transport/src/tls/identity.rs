@@ -33,6 +33,17 @@ pub enum IdentityError {
     /// Several Sluice names: refused rather than guessing which one counts.
     #[error("its certificate names several Sluice identities ({0:?}); a node's certificate must name exactly one")]
     Several(Vec<String>),
+    /// A wildcard Sluice name: it would answer for every node of a kind.
+    #[error("its certificate has the wildcard name {0}; a node's certificate names exactly one node")]
+    Wildcard(String),
+    /// The peer proved another identity than the one dialed.
+    #[error("it is {found}, not {expected}")]
+    Unexpected {
+        /// Who was dialed.
+        expected: String,
+        /// Who answered.
+        found: String,
+    },
     /// A name that is not a valid DNS label (a worker id with characters DNS does not allow).
     #[error("{0} is not usable as a certificate name (letters, digits and '-' only, at most 63)")]
     BadName(String),
@@ -82,6 +93,9 @@ impl Identity {
     pub fn of_certificate(cert: &CertificateDer<'_>) -> Result<Identity, IdentityError> {
         let parsed = webpki::EndEntityCert::try_from(cert).map_err(|e| IdentityError::Unreadable(e.to_string()))?;
         let names: Vec<String> = parsed.valid_dns_names().map(str::to_string).collect();
+        if let Some(w) = names.iter().find(|n| n.contains('*') && n.to_ascii_lowercase().ends_with(DOMAIN)) {
+            return Err(IdentityError::Wildcard(w.clone()));
+        }
         let mut found: Vec<Identity> = names.iter().filter_map(|n| Identity::of_name(n)).collect();
         found.dedup();
         match found.len() {

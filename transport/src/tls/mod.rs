@@ -257,6 +257,18 @@ impl ClusterTls {
         })?;
         let handshake = self.client.connect(name, stream::Flushing(tcp));
         let tls = within(timeout, peer, handshake).await?;
+        // rustls matched the name (wildcards included); the identity rules are stricter: the
+        // certificate must name exactly one Sluice identity, and it must be this one.
+        let found = identity::of_peer(tls.get_ref().1.peer_certificates(), peer)?;
+        if found != *expected {
+            return Err(TlsError::Identity {
+                peer: peer.to_string(),
+                source: IdentityError::Unexpected {
+                    expected: expected.dns_name(),
+                    found: found.dns_name(),
+                },
+            });
+        }
         Ok(NetStream::Client(Box::new(tls)))
     }
 }

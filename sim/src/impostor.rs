@@ -1,0 +1,134 @@
+//! An impostor on the cluster's network. It holds a valid certificate of the cluster's CA,
+//! issued to a worker id that runs nothing, and tries two things, over and over:
+//!
+//! - to register under a real worker's id. A coordinator that checked identities refuses it.
+//!   One that trusted the claimed id would let it take the victim's place: for every
+//!   deployment it then receives, the impostor claims each task placed on it as finished,
+//!   without running any of them;
+//! - registered under its own id, to claim that the running job's tasks have finished. The
+//!   coordinator drops frames about tasks that are not placed on the sender.
+//!
+//! The oracle needs no change. If either trick works, the job ends with output missing, or
+//! it never ends.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_core::cluster::tls::{ClusterTls, Identity, NetStream};
+use sluice_core::sync::LockExt;
+use sluice_transport::wire::{encode_frame, read_frame, write_frame, WireMessage};
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::time::Instant;
+
+/// What the impostor tried and got.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ImpostorReport {
+    /// Registrations under the victim's id that the coordinator accepted.
+    pub accepted_as_victim: u32,
+    /// Registrations under the victim's id that it refused.
+    pub refused: u32,
+    /// Frames about tasks sent that were not the impostor's to send.
+    pub spoofed_frames: u32,
+}
+
+/// Where the impostor aims.
+pub(crate) struct Plan {
+    /// The coordinator's control address.
+    pub(crate) coordinator: String,
+    /// The impostor's own (valid) TLS identity.
+    pub(crate) tls: ClusterTls,
+    /// Its own worker id (the one its certificate names).
+    pub(crate) own_id: String,
+    /// The real worker whose id it claims.
+    pub(crate) victim: String,
+    /// The job it speaks about.
+    pub(crate) job: String,
+    /// When it gives up.
+    pub(crate) until: Instant,
+}
+
+async fn send(w: &mut WriteHalf<NetStream>, msg: &WireMessage) -> bool {
+    let frame = encode_frame(msg).expect("the impostor's frames encode");
+    write_frame(w, &frame).await.is_ok()
+}
+
+async fn connect(plan: &Plan, claimed: &str) -> Option<(ReadHalf<NetStream>, WriteHalf<NetStream>, WireMessage)> {
+    let tcp = tokio::net::TcpStream::connect(&plan.coordinator).await.ok()?;
+    let wait = Duration::from_secs(2);
+    let stream = plan.tls.connect(tcp, &Identity::Coordinator, &plan.coordinator, wait).await.ok()?;
+    let (mut r, mut w) = tokio::io::split(stream);
+    let register = WireMessage::Register {
+        worker_id: claimed.to_string(),
+        data_address: "10.255.0.98:7000".into(),
+        slots: 16,
+    };
+    if !send(&mut w, &register).await {
+        return None;
+    }
+    let answer = tokio::time::timeout(wait, read_frame(&mut r)).await.ok()?.ok()??;
+    Some((r, w, answer))
+}
+
+/// Plays the victim for as long as the coordinator talks to it: every task deployed to it is
+/// "finished" at once, every cancellation "ended".
+async fn play_victim(plan: &Plan, mut r: ReadHalf<NetStream>, mut w: WriteHalf<NetStream>, report: &Mutex<ImpostorReport>) {
+    while Instant::now() < plan.until {
+        match tokio::time::timeout(Duration::from_millis(200), read_frame(&mut r)).await {
+            Err(_) => {
+                if !send(&mut w, &WireMessage::Heartbeat { worker_id: plan.victim.clone() }).await {
+                    return;
+                }
+            }
+            Ok(Ok(Some(WireMessage::DeployTask { job_id, attempt, placement, .. }))) => {
+                for task in (0..placement.len()).filter(|&t| placement[t] == plan.victim) {
+                    let done = WireMessage::TaskFinished { job_id: job_id.clone(), attempt, task: task as u32, cancelled: false };
+                    report.locked().spoofed_frames += 1;
+                    if !send(&mut w, &done).await {
+                        return;
+                    }
+                }
+            }
+            Ok(Ok(Some(WireMessage::CancelTask { job_id, attempt, .. }))) => {
+                if !send(&mut w, &WireMessage::AttemptEnded { job_id, attempt }).await {
+                    return;
+                }
+            }
+            Ok(Ok(Some(_))) => {}
+            Ok(_) => return,
+        }
+    }
+}
+
+/// Registered as itself, claims every task of the job's first attempts finished.
+async fn spoof_as_self(plan: &Plan, report: &Mutex<ImpostorReport>) {
+    let Some((_r, mut w, WireMessage::RegisterAck { .. })) = connect(plan, &plan.own_id).await else {
+        return;
+    };
+    for attempt in 0..8 {
+        for task in 0..16 {
+            let done = WireMessage::TaskFinished { job_id: plan.job.clone(), attempt, task, cancelled: false };
+            report.locked().spoofed_frames += 1;
+            if !send(&mut w, &done).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Runs the impostor until `plan.until`.
+pub(crate) async fn run(plan: Plan, report: Arc<Mutex<ImpostorReport>>) {
+    while Instant::now() < plan.until {
+        match connect(&plan, &plan.victim).await {
+            Some((r, w, WireMessage::RegisterAck { .. })) => {
+                report.locked().accepted_as_victim += 1;
+                play_victim(&plan, r, w, &report).await;
+            }
+            Some((_, _, WireMessage::Rejected { .. })) => {
+                report.locked().refused += 1;
+                spoof_as_self(&plan, &report).await;
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
