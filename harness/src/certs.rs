@@ -84,16 +84,19 @@ fn issuer(args: &CertsArgs, now: SystemTime) -> Result<Issuer, HarnessError> {
         // A CA certificate without its key: making a new CA would silently split the cluster.
         (true, false) | (false, true) => {
             return Err(HarnessError::BadOption(format!(
-                "sluice certs: {} holds only half of a CA (ca.pem and ca.key go together); run it where the CA's key is",
-                args.dir.display()
-            )))
+            "sluice certs: {} holds only half of a CA (ca.pem and ca.key go together); run it where the CA's key is",
+            args.dir.display()
+        )))
         }
         (false, false) => {}
     }
     // A name of its own, so certificates of two CAs never look alike to a verifier.
-    let secs = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let ms = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
     let ca = issue_ca(
-        &format!("Sluice cluster CA {secs}"),
+        &format!("Sluice cluster CA {ms}-{}", std::process::id()),
         Validity::Days {
             from: now,
             days: args.days.saturating_mul(10),

@@ -432,3 +432,43 @@ fn connections_between_workers_close_when_their_attempt_ends() {
         "descriptors grew over 10 jobs: w1 {f1} -> {g1}, w2 {f2} -> {g2}"
     );
 }
+
+#[test]
+fn one_address_holding_connections_unintroduced_does_not_shut_out_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Room for 100 connections: without a cap per address, the flood below would take all.
+    let env = [("SLUICE_COORDINATOR_MAX_CONNECTIONS", "100")];
+    let (coord, addr) = common::procs::coordinator_with_env(tmp.path(), &[], &env);
+    // 200 connections from 127.0.0.2 that never say anything: at most 64 are kept waiting
+    // for their first frame, the rest are closed at once.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let held: Vec<tokio::net::TcpStream> = rt.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..200 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            if let Ok(s) = socket.connect(addr.parse().unwrap()).await {
+                held.push(s);
+            }
+        }
+        held
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // Everyone else (127.0.0.1) is served at once.
+    let start = Instant::now();
+    still_serves(&addr);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "listing took {:?}",
+        start.elapsed()
+    );
+    let log = coord.log();
+    assert!(
+        log.contains("too many connections from this address have not introduced themselves"),
+        "{log}"
+    );
+    drop(held);
+}

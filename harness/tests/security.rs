@@ -159,8 +159,24 @@ fn a_tls_cluster_refuses_intruders_impersonators_and_spoofed_frames_and_loses_no
     // A client without a certificate, and one of another CA: refused in the handshake.
     let plain = cli(&[], &["cancel", "--coordinator", &addr, &id]);
     assert!(!plain.status.success(), "a plain client cancelled the job");
-    let foreign = cli(&tls_env(&other, "admin-ops"), &["cancel", "--coordinator", &addr, &id]);
-    assert!(!foreign.status.success(), "a client of another CA cancelled the job");
+    assert!(
+        text(&plain.stderr).contains("if it uses TLS"),
+        "{}",
+        text(&plain.stderr)
+    );
+    // Another CA's admin that trusts ours (it could read our public CA certificate).
+    let mut foreign_env = tls_env(&other, "admin-ops");
+    foreign_env[0].1 = pki.join("ca.pem").display().to_string();
+    let foreign = cli(&foreign_env, &["cancel", "--coordinator", &addr, &id]);
+    assert_eq!(foreign.status.code(), Some(7), "{}", text(&foreign.stderr));
+    assert!(
+        text(&foreign.stderr).contains("refused this client's certificate"),
+        "{}",
+        text(&foreign.stderr)
+    );
+    // One that does not trust ours: it refuses the coordinator itself.
+    let distrustful = cli(&tls_env(&other, "admin-ops"), &["cancel", "--coordinator", &addr, &id]);
+    assert_eq!(distrustful.status.code(), Some(7), "{}", text(&distrustful.stderr));
     // A worker's certificate is not an admin's.
     let as_worker = cli(&tls_env(&pki, "worker-w1"), &["cancel", "--coordinator", &addr, &id]);
     assert_eq!(as_worker.status.code(), Some(7), "{}", text(&as_worker.stderr));

@@ -167,8 +167,8 @@ impl std::fmt::Display for ClusterRun {
             self.status.map_or("none".into(), |s| s.to_string()),
             self.violations,
             self.impostor.map_or(String::new(), |i| format!(
-                "; impostor refused {} accepted {} spoofed frames {}",
-                i.refused, i.accepted_as_victim, i.spoofed_frames
+                "; impostor refused {} accepted {} deployments {} spoofed frames {}",
+                i.refused, i.accepted_as_victim, i.deployments, i.spoofed_frames
             ))
         )
     }

@@ -8,8 +8,10 @@
 //! - registered under its own id, to claim that the running job's tasks have finished. The
 //!   coordinator drops frames about tasks that are not placed on the sender.
 //!
-//! The oracle needs no change. If either trick works, the job ends with output missing, or
-//! it never ends.
+//! Two oracles watch it: the output oracle (exactly once, as always), and a confidentiality
+//! oracle: no deployment, which names the job's options, files and checkpoint location, may
+//! reach the impostor. With identities trusted, the failovers it causes are survived (the
+//! output stays exact), but deployments reach it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,6 +31,8 @@ pub struct ImpostorReport {
     pub refused: u32,
     /// Frames about tasks sent that were not the impostor's to send.
     pub spoofed_frames: u32,
+    /// Deployments the coordinator sent it (each naming the job's files and checkpoints).
+    pub deployments: u32,
 }
 
 /// Where the impostor aims.
@@ -55,7 +59,11 @@ async fn send(w: &mut WriteHalf<NetStream>, msg: &WireMessage) -> bool {
 async fn connect(plan: &Plan, claimed: &str) -> Option<(ReadHalf<NetStream>, WriteHalf<NetStream>, WireMessage)> {
     let tcp = tokio::net::TcpStream::connect(&plan.coordinator).await.ok()?;
     let wait = Duration::from_secs(2);
-    let stream = plan.tls.connect(tcp, &Identity::Coordinator, &plan.coordinator, wait).await.ok()?;
+    let stream = plan
+        .tls
+        .connect(tcp, &Identity::Coordinator, &plan.coordinator, wait)
+        .await
+        .ok()?;
     let (mut r, mut w) = tokio::io::split(stream);
     let register = WireMessage::Register {
         worker_id: claimed.to_string(),
@@ -71,17 +79,40 @@ async fn connect(plan: &Plan, claimed: &str) -> Option<(ReadHalf<NetStream>, Wri
 
 /// Plays the victim for as long as the coordinator talks to it: every task deployed to it is
 /// "finished" at once, every cancellation "ended".
-async fn play_victim(plan: &Plan, mut r: ReadHalf<NetStream>, mut w: WriteHalf<NetStream>, report: &Mutex<ImpostorReport>) {
+async fn play_victim(
+    plan: &Plan,
+    mut r: ReadHalf<NetStream>,
+    mut w: WriteHalf<NetStream>,
+    report: &Mutex<ImpostorReport>,
+) {
     while Instant::now() < plan.until {
         match tokio::time::timeout(Duration::from_millis(200), read_frame(&mut r)).await {
             Err(_) => {
-                if !send(&mut w, &WireMessage::Heartbeat { worker_id: plan.victim.clone() }).await {
+                if !send(
+                    &mut w,
+                    &WireMessage::Heartbeat {
+                        worker_id: plan.victim.clone(),
+                    },
+                )
+                .await
+                {
                     return;
                 }
             }
-            Ok(Ok(Some(WireMessage::DeployTask { job_id, attempt, placement, .. }))) => {
+            Ok(Ok(Some(WireMessage::DeployTask {
+                job_id,
+                attempt,
+                placement,
+                ..
+            }))) => {
+                report.locked().deployments += 1;
                 for task in (0..placement.len()).filter(|&t| placement[t] == plan.victim) {
-                    let done = WireMessage::TaskFinished { job_id: job_id.clone(), attempt, task: task as u32, cancelled: false };
+                    let done = WireMessage::TaskFinished {
+                        job_id: job_id.clone(),
+                        attempt,
+                        task: task as u32,
+                        cancelled: false,
+                    };
                     report.locked().spoofed_frames += 1;
                     if !send(&mut w, &done).await {
                         return;
@@ -106,7 +137,12 @@ async fn spoof_as_self(plan: &Plan, report: &Mutex<ImpostorReport>) {
     };
     for attempt in 0..8 {
         for task in 0..16 {
-            let done = WireMessage::TaskFinished { job_id: plan.job.clone(), attempt, task, cancelled: false };
+            let done = WireMessage::TaskFinished {
+                job_id: plan.job.clone(),
+                attempt,
+                task,
+                cancelled: false,
+            };
             report.locked().spoofed_frames += 1;
             if !send(&mut w, &done).await {
                 return;

@@ -9,6 +9,7 @@
 pub mod broken_sink;
 #[cfg(madsim)]
 pub mod cluster;
+#[cfg(madsim)]
 pub mod impostor;
 pub mod keyed_count;
 

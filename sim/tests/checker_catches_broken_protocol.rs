@@ -179,8 +179,11 @@ async fn the_cluster_suite_catches_a_job_that_starts_over_past_a_rotted_checkpoi
 
 /// An impostor with a valid certificate of its own claims worker 0's id and "finishes" the
 /// tasks deployed to it without running them. The coordinator that checks identities refuses
-/// it and the output is exact; one that takes registrations at their word (the broken
-/// variant) lets it in, and the checker sees output missing or a job that never ends.
+/// it: it never holds worker 0's place, no deployment reaches it, and the output is exact.
+/// One that takes registrations at their word (the broken variant) gives it worker 0's place
+/// again and again (with it, in some runs, deployments naming the job's options, files and
+/// checkpoint location); the failovers it causes are survived, so the output oracle alone
+/// would not see it: the identity oracle does.
 #[madsim::test]
 async fn the_cluster_suite_catches_a_coordinator_that_trusts_claimed_identities() {
     use sluice_core::cluster::JobStatus;
@@ -221,15 +224,19 @@ async fn the_cluster_suite_catches_a_coordinator_that_trusts_claimed_identities(
         }
     }
     assert!(
-        checked
-            .iter()
-            .all(|(status, v, i)| *status == Some(JobStatus::Finished) && v.is_clean() && i.accepted_as_victim == 0),
+        checked.iter().all(|(status, v, i)| *status == Some(JobStatus::Finished)
+            && v.is_clean()
+            && i.accepted_as_victim == 0
+            && i.deployments == 0),
         "with identities checked the impostor got in or did damage: {checked:?}"
     );
     assert!(
         trusting
             .iter()
-            .any(|(status, v, _)| *status != Some(JobStatus::Finished) || !v.is_clean()),
+            .any(|(status, v, i)| *status != Some(JobStatus::Finished)
+                || !v.is_clean()
+                || i.accepted_as_victim > 0
+                || i.deployments > 0),
         "an impostor taking worker 0's place went unnoticed in 2 cluster runs: {trusting:?}"
     );
 }

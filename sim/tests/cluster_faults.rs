@@ -55,7 +55,10 @@ async fn cluster_output_is_exact_under_kills_partitions_and_storage_faults() {
     .await;
     println!("seed {seed}: swarm {plan}; {run}");
     if let Some(i) = run.impostor {
-        assert_eq!(i.accepted_as_victim, 0, "seed {seed}: the impostor registered as worker-0");
+        assert_eq!(
+            i.accepted_as_victim, 0,
+            "seed {seed}: the impostor registered as worker-0"
+        );
     }
     let v = &run.violations;
     if run.rotted > 0 && run.status == Some(JobStatus::Failed) {

@@ -65,9 +65,16 @@ fn cluster_tls() -> anyhow::Result<(ClusterTls, Vec<ClusterTls>)> {
     let roots = load_certs_pem(&ca.ca.cert_pem)?;
     let node = |who: Identity| -> anyhow::Result<ClusterTls> {
         let c = ca.issue_node(&who, Validity::Forever)?;
-        Ok(ClusterTls::new(&roots, load_certs_pem(&c.cert_pem)?, load_key_pem(&c.key_pem)?)?)
+        Ok(ClusterTls::new(
+            &roots,
+            load_certs_pem(&c.cert_pem)?,
+            load_key_pem(&c.key_pem)?,
+        )?)
     };
-    let workers = vec![node(Identity::Worker("w1".into()))?, node(Identity::Worker("w2".into()))?];
+    let workers = vec![
+        node(Identity::Worker("w1".into()))?,
+        node(Identity::Worker("w2".into()))?,
+    ];
     Ok((node(Identity::Coordinator)?, workers))
 }
 

@@ -40,7 +40,11 @@ pub(crate) struct TaskRef {
 
 impl TaskRef {
     /// The task of `spec` in `graph`, reached through `commands`.
-    pub(crate) fn of(commands: mpsc::Sender<TaskCommand>, spec: &crate::runtime::task_builder::TaskSpec, graph: &JobGraph) -> Self {
+    pub(crate) fn of(
+        commands: mpsc::Sender<TaskCommand>,
+        spec: &crate::runtime::engine::TaskSpec,
+        graph: &JobGraph,
+    ) -> Self {
         TaskRef {
             commands,
             is_source: spec.is_source,
@@ -741,7 +745,10 @@ mod tests {
         h.events.send(ack).await.unwrap();
         h.ack(SINK, id).await;
         tokio::time::sleep(Duration::from_millis(10)).await;
-        assert!(h.completed().await.is_empty(), "a checkpoint with forged state completed");
+        assert!(
+            h.completed().await.is_empty(),
+            "a checkpoint with forged state completed"
+        );
         assert_eq!(h.stats.failed.load(Ordering::Relaxed), 1);
     }
 

@@ -90,7 +90,10 @@ impl Acceptor {
                 Ok((stream, peer)) => {
                     let Some(pending) = self.pending(peer.ip()) else {
                         drop(stream);
-                        self.refused(peer, "too many connections from this address have not introduced themselves");
+                        self.refused(
+                            peer,
+                            "too many connections from this address have not introduced themselves",
+                        );
                         continue;
                     };
                     match self.permits.clone().try_acquire_owned() {

@@ -392,7 +392,8 @@ impl Coordinator {
             let log = log.new(slog::o!("peer" => accepted.peer.to_string()));
             tokio::spawn(async move {
                 let (peer, permit) = (accepted.peer.to_string(), accepted.permit);
-                this.handle_connection(accepted.stream, peer, accepted.pending, log).await;
+                this.handle_connection(accepted.stream, peer, accepted.pending, log)
+                    .await;
                 drop(permit);
             });
         }

@@ -340,7 +340,10 @@ async fn dial_secured(s: &ExchangeSetup<'_>, peer: &str, addr: &str) -> Result<N
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let tcp = dial(addr, left).await?;
-        match tls.connect(tcp, &expected, addr, left.max(Duration::from_millis(1))).await {
+        match tls
+            .connect(tcp, &expected, addr, left.max(Duration::from_millis(1)))
+            .await
+        {
             Ok(stream) => return Ok(stream),
             Err(e) if Instant::now() + Duration::from_millis(100) >= deadline => {
                 return Err(format!("connecting to worker {peer}: {e}"));

@@ -20,10 +20,22 @@ pub(crate) fn secure() {
     PKI.get_or_init(|| {
         let dir = tempfile::tempdir().expect("a temporary directory").keep();
         let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["certs", "--dir", dir.to_str().unwrap(), "--workers", "w1,w2,w3,w4", "--admins", "test"])
+            .args([
+                "certs",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--workers",
+                "w1,w2,w3,w4",
+                "--admins",
+                "test",
+            ])
             .output()
             .expect("sluice certs runs");
-        assert!(out.status.success(), "sluice certs: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "sluice certs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         dir
     });
 }

@@ -93,7 +93,10 @@ impl Identity {
     pub fn of_certificate(cert: &CertificateDer<'_>) -> Result<Identity, IdentityError> {
         let parsed = webpki::EndEntityCert::try_from(cert).map_err(|e| IdentityError::Unreadable(e.to_string()))?;
         let names: Vec<String> = parsed.valid_dns_names().map(str::to_string).collect();
-        if let Some(w) = names.iter().find(|n| n.contains('*') && n.to_ascii_lowercase().ends_with(DOMAIN)) {
+        if let Some(w) = names
+            .iter()
+            .find(|n| n.contains('*') && n.to_ascii_lowercase().ends_with(DOMAIN))
+        {
             return Err(IdentityError::Wildcard(w.clone()));
         }
         let mut found: Vec<Identity> = names.iter().filter_map(|n| Identity::of_name(n)).collect();
@@ -125,6 +128,31 @@ pub(super) fn of_peer(certs: Option<&[CertificateDer<'static>]>, peer: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cert_with(names: &[&str]) -> CertificateDer<'static> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        rcgen::generate_simple_self_signed(names).unwrap().cert.der().clone()
+    }
+
+    #[test]
+    fn a_certificate_names_exactly_one_identity_and_no_wildcard() {
+        assert_eq!(
+            Identity::of_certificate(&cert_with(&["w1.worker.sluice", "localhost"])),
+            Ok(Identity::Worker("w1".into()))
+        );
+        assert!(matches!(
+            Identity::of_certificate(&cert_with(&["*.worker.sluice", "w1.worker.sluice"])),
+            Err(IdentityError::Wildcard(_))
+        ));
+        assert!(matches!(
+            Identity::of_certificate(&cert_with(&["coordinator.sluice", "w1.worker.sluice"])),
+            Err(IdentityError::Several(_))
+        ));
+        assert!(matches!(
+            Identity::of_certificate(&cert_with(&["example.com"])),
+            Err(IdentityError::None(_))
+        ));
+    }
 
     #[test]
     fn names_map_to_identities_and_back() {
