@@ -412,6 +412,17 @@ fn careless_settings_are_refused_with_the_reason() {
         .unwrap();
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("chmod 600"), "{}", text(&out.stderr));
+    // Tokens over plain HTTP beyond loopback.
+    let tokens = tmp.path().join("tokens-private");
+    std::fs::write(&tokens, format!("admin ops {ADMIN}\n")).unwrap();
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = sluice()
+        .env("SLUICE_REST_TOKENS_FILE", &tokens)
+        .args(["coordinator", "--bind", "127.0.0.1:0", "--rest-bind", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("over plain HTTP"), "{}", text(&out.stderr));
     // Half the TLS settings.
     let out = sluice()
         .env("SLUICE_SECURITY_TLS_CA", "/x")
@@ -443,4 +454,57 @@ fn careless_settings_are_refused_with_the_reason() {
         text(&out.stderr)
     );
     let _: PathBuf = pki;
+}
+
+#[test]
+fn a_worker_checks_job_files_against_its_own_allowed_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let allowed = tmp.path().join("allowed");
+    std::fs::create_dir(&allowed).unwrap();
+    let (input, _) = write_input(tmp.path(), 100);
+    // The coordinator allows anything; the worker only its directory.
+    let (_coord, line) = daemon(
+        tmp.path(),
+        "coordinator",
+        &[],
+        &["coordinator", "--bind", "127.0.0.1:0"],
+    );
+    let addr = line.strip_prefix("coordinator listening on ").unwrap().to_string();
+    let env = vec![(
+        "SLUICE_SECURITY_ALLOWED_PATHS".to_string(),
+        allowed.display().to_string(),
+    )];
+    let _w = daemon(
+        tmp.path(),
+        "w1",
+        &env,
+        &["worker", "--coordinator", &addr, "--id", "w1"],
+    );
+    let out = allowed.join("out");
+    let submitted = cli(
+        &[],
+        &[
+            "submit",
+            "--coordinator",
+            &addr,
+            "wordcount",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--restart-strategy",
+            "fixed-delay:attempts=5,delay=100ms",
+        ],
+    );
+    assert!(submitted.status.success(), "{}", text(&submitted.stderr));
+    let id = text(&submitted.stdout).lines().last().unwrap().trim().to_string();
+    common::http::eventually("the job fails", Duration::from_secs(30), || {
+        status_of(&[], &addr, &id) == "FAILED"
+    });
+    let listing = text(&cli(&[], &["list", "--coordinator", &addr]).stdout);
+    assert!(
+        listing.contains("is not allowed") && listing.contains("--input"),
+        "{listing}"
+    );
+    assert!(!out.exists(), "nothing was written");
 }

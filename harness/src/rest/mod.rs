@@ -24,7 +24,9 @@
 //!
 //! Errors are JSON `{"errors": ["..."]}` with a 4xx status naming the problem: unknown job
 //! (404), malformed body or bad option (400), wrong method or not in this mode (405), a job
-//! that has ended (409).
+//! that has ended (409), no or an unknown bearer token when `[rest] tokens-file` is set
+//! (401), a read-only token changing something, a switched-off action or a path outside
+//! `[security] allowed-paths` (403). See `docs/security.md`.
 
 mod auth;
 mod backend;
