@@ -431,32 +431,8 @@ impl Coordinator {
         pending: Pending,
         log: slog::Logger,
     ) {
-        // Anyone can connect: the first frame is small and must come soon.
-        let first = read_frame_limited(&mut rx, MAX_FIRST_FRAME, Some(FIRST_FRAME_WAIT));
-        let first = match tokio::time::timeout(FIRST_FRAME_WAIT, first).await {
-            Err(_) => {
-                slog::info!(log, "closing connection: no frame within 10 s");
-                return;
-            }
-            Ok(Ok(None)) => return,
-            Ok(Err(FrameError::TooLarge { len, max })) if len <= MAX_FRAME_BYTES => {
-                // Read (and throw away) what the client sends, so it can read the answer.
-                slog::warn!(log, "refused a request larger than the limit"; "bytes" => len, "limit" => max);
-                if discard(&mut rx, len).await {
-                    tx.send(
-                        ClusterError::BadOption(InvalidSetting(format!(
-                            "a request of {len} bytes exceeds the coordinator's limit of {max} bytes (are the job's options that long?)"
-                        )))
-                        .to_wire(),
-                    );
-                }
-                return;
-            }
-            Ok(Err(e)) => {
-                slog::warn!(log, "closing connection: bad first frame"; "reason" => %e);
-                return;
-            }
-            Ok(Ok(Some(f))) => f,
+        let Some(first) = read_first_frame(&tx, &mut rx, &log).await else {
+            return;
         };
         drop(pending);
         if let Err(e) = authorize(self.checked(who.as_ref()), &first) {
@@ -955,6 +931,38 @@ impl Coordinator {
 /// The most a first frame may hold: a registration or a client request, small by nature.
 /// (A submission's options fit easily; anything larger is refused before it is read.)
 const MAX_FIRST_FRAME: usize = 64 << 10;
+
+/// Reads a connection's first frame: anyone can connect, so it is small and must come
+/// soon. `None` if the connection is to close (the reason logged, and answered when the
+/// client can read an answer).
+async fn read_first_frame(tx: &FrameSender, rx: &mut ReadHalf<NetStream>, log: &slog::Logger) -> Option<WireMessage> {
+    let first = read_frame_limited(rx, MAX_FIRST_FRAME, Some(FIRST_FRAME_WAIT));
+    match tokio::time::timeout(FIRST_FRAME_WAIT, first).await {
+        Err(_) => {
+            slog::info!(log, "closing connection: no frame within 10 s");
+            None
+        }
+        Ok(Ok(None)) => None,
+        Ok(Err(FrameError::TooLarge { len, max })) if len <= MAX_FRAME_BYTES => {
+            // Read (and throw away) what the client sends, so it can read the answer.
+            slog::warn!(log, "refused a request larger than the limit"; "bytes" => len, "limit" => max);
+            if discard(rx, len).await {
+                tx.send(
+                    ClusterError::BadOption(InvalidSetting(format!(
+                        "a request of {len} bytes exceeds the coordinator's limit of {max} bytes (are the job's options that long?)"
+                    )))
+                    .to_wire(),
+                );
+            }
+            None
+        }
+        Ok(Err(e)) => {
+            slog::warn!(log, "closing connection: bad first frame"; "reason" => %e);
+            None
+        }
+        Ok(Ok(Some(f))) => Some(f),
+    }
+}
 
 /// Whether a peer that proved identity `who` (`None`: TLS is off, nobody proves anything) may
 /// send `first` as its first frame: a worker registers only under its certificate's id, and

@@ -176,13 +176,11 @@ async fn run_until_ended(
         slog::warn!(log, "deployment places no task on this worker");
         return;
     };
-    if let Err(e) = check_paths(&worker, &req) {
-        // Restarting would meet the same refusal.
-        return report.fail(first, e, true);
-    }
-    let (graph, specs) = match build_graph(&worker, &req) {
+    // A path refused here would be refused again: that failure is permanent.
+    let built = check_paths(&worker, &req).map_err(|e| (e, true));
+    let (graph, specs) = match built.and_then(|()| build_graph(&worker, &req).map_err(|e| (e, false))) {
         Ok(g) => g,
-        Err(e) => return report.fail(first, e, false),
+        Err((e, permanent)) => return report.fail(first, e, permanent),
     };
     let (storage, restored, transport) = tokio::select! {
         biased;

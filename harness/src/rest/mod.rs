@@ -685,6 +685,27 @@ mod tests {
             ),
             (ClusterError::Config("c".into()), StatusCode::BAD_REQUEST),
             (ClusterError::Timeout("t".into()), StatusCode::SERVICE_UNAVAILABLE),
+            (ClusterError::Busy("b".into()), StatusCode::SERVICE_UNAVAILABLE),
+            (ClusterError::Forbidden("f".into()), StatusCode::FORBIDDEN),
+            (
+                ClusterError::Path(sluice_core::paths::PathRefused {
+                    what: "--input".into(),
+                    location: "/etc/passwd".into(),
+                    why: "outside".into(),
+                }),
+                StatusCode::FORBIDDEN,
+            ),
+            (
+                ClusterError::Tls(sluice_transport::tls::TlsError::Config("c".into())),
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                ClusterError::Tls(sluice_transport::tls::TlsError::Handshake {
+                    peer: "p".into(),
+                    source: io(),
+                }),
+                StatusCode::FORBIDDEN,
+            ),
         ];
         for (e, status) in cases {
             let text = e.to_string();
