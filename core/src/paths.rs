@@ -86,7 +86,11 @@ impl PathPolicy {
         if path.components().any(|c| c == Component::ParentDir) {
             return Err(refuse("a path may not contain '..' where paths are confined".into()));
         }
-        let resolved = resolve(path);
+        let Some(resolved) = resolve(path) else {
+            return Err(refuse(
+                "it goes through a symbolic link whose target does not exist".into(),
+            ));
+        };
         if self.dirs.iter().any(|d| resolved.starts_with(d)) {
             Ok(())
         } else {
@@ -100,19 +104,25 @@ impl PathPolicy {
 
 /// `path` with symbolic links resolved as far as it exists (the rest appended as given), so
 /// a link inside an allowed directory that points out of it does not let a request out.
-fn resolve(path: &Path) -> PathBuf {
+/// `None` for a path through a link whose target does not exist: where it would lead once
+/// something is created there cannot be known now.
+fn resolve(path: &Path) -> Option<PathBuf> {
     let mut existing = path.to_path_buf();
     let mut rest = Vec::new();
     loop {
         if let Ok(real) = std::fs::canonicalize(&existing) {
-            return rest.iter().rev().fold(real, |p, c: &std::ffi::OsString| p.join(c));
+            return Some(rest.iter().rev().fold(real, |p, c: &std::ffi::OsString| p.join(c)));
+        }
+        if std::fs::symlink_metadata(&existing).is_ok() {
+            // It exists but does not resolve: a dangling link (or a loop of them).
+            return None;
         }
         match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
             (Some(name), Some(parent)) => {
                 rest.push(name);
                 existing = parent.to_path_buf();
             }
-            _ => return path.to_path_buf(),
+            _ => return Some(path.to_path_buf()),
         }
     }
 }
@@ -126,6 +136,7 @@ mod tests {
         let base = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), base.path().join("escape")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("later"), base.path().join("dangling")).unwrap();
         let b = base.path().display().to_string();
         let p = PathPolicy::new(&[b.clone(), "s3://bucket/sluice".into()]).unwrap();
         assert!(p.check("--output", &format!("{b}/out/new.txt")).is_ok());
@@ -134,6 +145,8 @@ mod tests {
             "/etc/passwd".to_string(),
             format!("{b}/../x"),
             format!("{b}/escape/file"),
+            format!("{b}/dangling"),
+            format!("{b}/dangling/x"),
             "relative/file".into(),
             "s3://bucket/sluicex/a".into(),
             "s3://other/sluice/a".into(),

@@ -456,6 +456,21 @@ impl Config {
                 "tls-ca, tls-cert and tls-key go together: set all three or none",
             ));
         }
+        let paths = [
+            ("security.tls-ca", &s.tls_ca),
+            ("security.tls-cert", &s.tls_cert),
+            ("security.tls-key", &s.tls_key),
+            ("security.savepoint-dir", &s.savepoint_dir),
+            ("rest.tls-cert", &self.rest.tls_cert),
+            ("rest.tls-key", &self.rest.tls_key),
+            ("rest.tokens-file", &self.rest.tokens_file),
+        ];
+        if let Some((key, _)) = paths
+            .iter()
+            .find(|(_, v)| v.as_deref().is_some_and(|v| v.trim().is_empty()))
+        {
+            return Err(bad(key, "is empty: name a file, or leave the key out"));
+        }
         if self.rest.tls_cert.is_some() != self.rest.tls_key.is_some() {
             return Err(bad("rest.tls-cert", "tls-cert and tls-key go together"));
         }

@@ -154,6 +154,16 @@ pub fn root_logger(format: LogFormat, filter: LogFilter) -> Logger {
     }
 }
 
+/// Prints a daemon's line for scripts on standard output (its address, its id). A standard
+/// output that was closed (a script that read what it needed, `| head -1`) is no reason to
+/// stop serving, as `println!` would by panicking.
+pub fn announce(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -511,7 +511,7 @@ fn coordinator(args: CoordinatorArgs, file: Config, log: slog::Logger) -> anyhow
             .await
             .with_context(|| format!("binding the coordinator to {bind}"))?;
         let addr = listener.local_addr()?;
-        println!("coordinator listening on {addr}");
+        sluice::logging::announce(format_args!("coordinator listening on {addr}"));
         slog::info!(log, "coordinator listening"; "address" => addr.to_string());
         let source = coordinator.clone();
         let _reporters = sluice::reporters::start(&file, Arc::new(move || source.metrics()), &log).await?;
@@ -520,7 +520,7 @@ fn coordinator(args: CoordinatorArgs, file: Config, log: slog::Logger) -> anyhow
                 .await
                 .with_context(|| format!("binding the REST API to {rest}"))?;
             let rest_addr = rest_listener.local_addr()?;
-            println!("rest api listening on {rest_addr}");
+            sluice::logging::announce(format_args!("rest api listening on {rest_addr}"));
             slog::info!(log, "REST API listening"; "address" => rest_addr.to_string());
             let app = sluice::rest::router(
                 Arc::new(coordinator.clone()),
@@ -572,7 +572,11 @@ fn worker(args: WorkerArgs, file: Config, log: slog::Logger) -> anyhow::Result<(
     sluice::security::warn_if_exposed(&log, "data", &bind, config.tls.is_some());
     runtime()?.block_on(async move {
         let worker = Worker::bind(config, &bind, Arc::new(BuiltinJobs), store_opener()).await?;
-        println!("worker {} data address {}", worker.id(), worker.data_address());
+        sluice::logging::announce(format_args!(
+            "worker {} data address {}",
+            worker.id(),
+            worker.data_address()
+        ));
         // Workers also send their metrics to the coordinator; these reporters push from here.
         let _reporters = sluice::reporters::start(&file, Arc::new(move || registry.snapshot()), &log).await?;
         tokio::select! {

@@ -121,8 +121,8 @@ async fn serve_rest(
     let addr = listener
         .local_addr()
         .map_err(|e| HarnessError::BadOption(format!("--rest-port: reading the bound address: {e}")))?;
-    println!("rest api listening on {addr}");
-    println!("job id {}", backend.id);
+    crate::logging::announce(format_args!("rest api listening on {addr}"));
+    crate::logging::announce(format_args!("job id {}", backend.id));
     slog::info!(log, "REST API listening"; "address" => addr.to_string(), "job_id" => &backend.id);
     let security = crate::rest::RestSecurity::from_config(&services.config, log.clone())?;
     let tls = security.tls.clone();

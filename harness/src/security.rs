@@ -39,7 +39,12 @@ pub fn cluster_tls(config: &Config) -> Result<Option<ClusterTls>, HarnessError> 
         key: PathBuf::from(key),
     };
     check_private(&files.key, "security.tls-key")?;
-    Ok(Some(ClusterTls::from_files(&files)?))
+    match ClusterTls::from_files(&files) {
+        Ok(tls) => Ok(Some(tls)),
+        // This node's own files are wrong: a usage error, not a refusal by a peer.
+        Err(e @ sluice_transport::tls::TlsError::Identity { .. }) => Err(HarnessError::BadOption(e.to_string())),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The allowed paths of `[security]`.

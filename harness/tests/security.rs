@@ -309,7 +309,7 @@ fn rest_needs_tokens_and_keeps_paths_inside_the_allowed_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let allowed = tmp.path().join("allowed");
     std::fs::create_dir(&allowed).unwrap();
-    let (coord, _addr, rest) = rest_coordinator(tmp.path(), &allowed, &[]);
+    let (coord, addr, rest) = rest_coordinator(tmp.path(), &allowed, &[]);
     assert_eq!(call(&rest, "GET", "/healthz", None, "").0, 200);
     let (s, body) = call(&rest, "GET", "/jobs", None, "");
     assert!(s == 401 && body.contains("bearer token"), "{s} {body}");
@@ -335,12 +335,28 @@ fn rest_needs_tokens_and_keeps_paths_inside_the_allowed_ones() {
     // A savepoint target outside the allowed paths, for a job that does not even exist.
     let target = tmp.path().join("elsewhere");
     let body = format!(r#"{{"targetDirectory":"{}"}}"#, target.display());
+    // The job is checked first: an unknown one is a 404 whatever the target.
     let (s, _) = call(&rest, "POST", "/jobs/nope/savepoints", Some(ADMIN), &body);
-    assert_eq!(s, 403);
+    assert_eq!(s, 404);
     let inside = allowed.join("sp");
     let body = format!(r#"{{"targetDirectory":"{}"}}"#, inside.display());
     let (s, _) = call(&rest, "POST", "/jobs/nope/savepoints", Some(ADMIN), &body);
     assert_eq!(s, 404);
+    // For a running job, a target outside the allowed paths is refused before anything.
+    let _w = common::procs::worker(tmp.path(), &addr, "w1", 1);
+    let (input, _) = write_input(&allowed, 2_000);
+    let job = format!(
+        r#"{{"job":"wordcount","parallelism":1,"options":{{"input":"{}","output":"{}","lines-per-second":"200"}}}}"#,
+        input.display(),
+        allowed.join("out").display()
+    );
+    let (s, body) = call(&rest, "POST", "/jobs", Some(ADMIN), &job);
+    assert_eq!(s, 202, "{body}");
+    let id: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = id["jobid"].as_str().or(id["jid"].as_str()).unwrap().to_string();
+    let body = format!(r#"{{"targetDirectory":"{}"}}"#, target.display());
+    let (s, answer) = call(&rest, "POST", &format!("/jobs/{id}/savepoints"), Some(ADMIN), &body);
+    assert!(s == 403 && answer.contains("outside the allowed paths"), "{s} {answer}");
     assert!(
         !target.exists() && !inside.exists(),
         "no savepoint directory was created"
@@ -507,4 +523,47 @@ fn a_worker_checks_job_files_against_its_own_allowed_paths() {
         "{listing}"
     );
     assert!(!out.exists(), "nothing was written");
+}
+
+#[test]
+fn a_second_process_under_one_worker_id_makes_the_first_stop_instead_of_fighting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (coord, line) = daemon(
+        tmp.path(),
+        "coordinator",
+        &[],
+        &["coordinator", "--bind", "127.0.0.1:0"],
+    );
+    let addr = line.strip_prefix("coordinator listening on ").unwrap().to_string();
+    let (mut first, _) = daemon(
+        tmp.path(),
+        "first",
+        &[],
+        &["worker", "--coordinator", &addr, "--id", "dup"],
+    );
+    common::http::eventually("the first registers", Duration::from_secs(10), || {
+        coord.log().contains("worker registered")
+    });
+    let (mut second, _) = daemon(
+        tmp.path(),
+        "second",
+        &[],
+        &["worker", "--coordinator", &addr, "--id", "dup"],
+    );
+    let mut ended = None;
+    common::http::eventually("the first stops", Duration::from_secs(10), || {
+        ended = first.child.try_wait().unwrap();
+        ended.is_some()
+    });
+    assert!(!ended.unwrap().success());
+    assert!(first.log().contains("two processes use this id"), "{}", first.log());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(second.child.try_wait().unwrap().is_none(), "the second keeps its place");
+    assert_eq!(
+        coord.log().matches("worker registered again").count(),
+        1,
+        "{}",
+        coord.log()
+    );
+    second.kill();
 }

@@ -57,6 +57,19 @@ async fn send(w: &mut WriteHalf<NetStream>, msg: &WireMessage) -> bool {
 }
 
 async fn connect(plan: &Plan, claimed: &str) -> Option<(ReadHalf<NetStream>, WriteHalf<NetStream>, WireMessage)> {
+    let register = WireMessage::Register {
+        worker_id: claimed.to_string(),
+        data_address: "10.255.0.98:7000".into(),
+        slots: 2,
+    };
+    connect_with_first(plan, register).await
+}
+
+/// Connects with the impostor's certificate, sends `first`, and reads the answer.
+async fn connect_with_first(
+    plan: &Plan,
+    first: WireMessage,
+) -> Option<(ReadHalf<NetStream>, WriteHalf<NetStream>, WireMessage)> {
     let tcp = tokio::net::TcpStream::connect(&plan.coordinator).await.ok()?;
     let wait = Duration::from_secs(2);
     let stream = plan
@@ -65,12 +78,7 @@ async fn connect(plan: &Plan, claimed: &str) -> Option<(ReadHalf<NetStream>, Wri
         .await
         .ok()?;
     let (mut r, mut w) = tokio::io::split(stream);
-    let register = WireMessage::Register {
-        worker_id: claimed.to_string(),
-        data_address: "10.255.0.98:7000".into(),
-        slots: 16,
-    };
-    if !send(&mut w, &register).await {
+    if !send(&mut w, &first).await {
         return None;
     }
     let answer = tokio::time::timeout(wait, read_frame(&mut r)).await.ok()?.ok()??;
@@ -130,24 +138,81 @@ async fn play_victim(
     }
 }
 
-/// Registered as itself, claims every task of the job's first attempts finished.
+/// Speaks for tasks without registering (refused: only a registration or an admin's request
+/// may open a conversation), then registers as itself for a while. Registered, it is a worker
+/// like any other and may be given tasks: it fails its own (it runs none, and says so
+/// honestly: a holder of a valid worker certificate is trusted with its own tasks), and claims
+/// every task of that attempt placed elsewhere finished (dropped: not its to speak for).
 async fn spoof_as_self(plan: &Plan, report: &Mutex<ImpostorReport>) {
-    let Some((_r, mut w, WireMessage::RegisterAck { .. })) = connect(plan, &plan.own_id).await else {
+    if let Some((_r, mut w, _)) = connect_with_first(plan, spoofed(&plan.job, 0, 0)).await {
+        report.locked().spoofed_frames += 1;
+        let _ = send(&mut w, &spoofed(&plan.job, 0, 1)).await;
+    }
+    let Some((mut r, mut w, WireMessage::RegisterAck { .. })) = connect(plan, &plan.own_id).await else {
         return;
     };
-    for attempt in 0..8 {
-        for task in 0..16 {
-            let done = WireMessage::TaskFinished {
-                job_id: plan.job.clone(),
-                attempt,
-                task,
-                cancelled: false,
-            };
-            report.locked().spoofed_frames += 1;
-            if !send(&mut w, &done).await {
-                return;
-            }
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until.min(plan.until) {
+        let frame = match tokio::time::timeout(Duration::from_millis(200), read_frame(&mut r)).await {
+            Err(_) => WireMessage::Heartbeat {
+                worker_id: plan.own_id.clone(),
+            },
+            Ok(Ok(Some(m))) => match answer_as_self(plan, m, report) {
+                Some(frames) => {
+                    for f in frames {
+                        if !send(&mut w, &f).await {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                None => continue,
+            },
+            Ok(_) => return,
+        };
+        if !send(&mut w, &frame).await {
+            return;
         }
+    }
+}
+
+fn spoofed(job: &str, attempt: u32, task: u32) -> WireMessage {
+    WireMessage::TaskFinished {
+        job_id: job.to_string(),
+        attempt,
+        task,
+        cancelled: false,
+    }
+}
+
+/// What the impostor, registered as itself, answers to a frame of the coordinator.
+fn answer_as_self(plan: &Plan, m: WireMessage, report: &Mutex<ImpostorReport>) -> Option<Vec<WireMessage>> {
+    match m {
+        WireMessage::DeployTask {
+            job_id,
+            attempt,
+            placement,
+            ..
+        } => Some(
+            (0..placement.len() as u32)
+                .map(|task| {
+                    if placement[task as usize] == plan.own_id {
+                        WireMessage::TaskFailed {
+                            job_id: job_id.clone(),
+                            attempt,
+                            task,
+                            reason: "the impostor runs no tasks".into(),
+                            permanent: false,
+                        }
+                    } else {
+                        report.locked().spoofed_frames += 1;
+                        spoofed(&job_id, attempt, task)
+                    }
+                })
+                .collect(),
+        ),
+        WireMessage::CancelTask { job_id, attempt, .. } => Some(vec![WireMessage::AttemptEnded { job_id, attempt }]),
+        _ => None,
     }
 }
 

@@ -350,6 +350,16 @@ impl Coordinator {
         registry: Arc<dyn JobRegistry>,
         opener: StoreOpener,
     ) -> Result<Self, ClusterError> {
+        if let Some(other) = config
+            .tls
+            .as_ref()
+            .map(|t| t.identity())
+            .filter(|i| **i != Identity::Coordinator)
+        {
+            return Err(ClusterError::Config(format!(
+                "the coordinator's TLS certificate is {other}, not coordinator.sluice: workers and clients would refuse it"
+            )));
+        }
         // Workers stop their tasks after half the timeout of silence (at least three
         // intervals); that must come well before the coordinator redeploys them.
         if config.heartbeat_interval.is_zero() || config.heartbeat_timeout < config.heartbeat_interval * 6 {
@@ -449,29 +459,31 @@ impl Coordinator {
                 self.worker_session(worker_id, data_address, slots, tx, rx, log).await;
                 return;
             }
-            WireMessage::SubmitJob { job_name, options } => match self.submit(&job_name, &options) {
-                Ok(job_id) => WireMessage::JobSubmitted { job_id },
-                Err(e) => e.to_wire(),
-            },
-            WireMessage::ListJobs => self.job_list(),
-            WireMessage::CancelJob { job_id } => match self.cancel(&job_id) {
-                Ok(()) => WireMessage::JobCancelled { job_id },
-                Err(e) => e.to_wire(),
-            },
+            WireMessage::SubmitJob { job_name, options } => self
+                .submit(&job_name, &options)
+                .map(|job_id| WireMessage::JobSubmitted { job_id }),
+            WireMessage::ListJobs => Ok(self.job_list()),
+            WireMessage::CancelJob { job_id } => self.cancel(&job_id).map(|()| WireMessage::JobCancelled { job_id }),
             WireMessage::TriggerSavepoint {
                 job_id,
                 target_dir,
                 stop,
                 drain,
-            } => match self.savepoint(&job_id, &target_dir, stop.then_some(drain)).await {
-                Ok((path, checkpoint_id)) => WireMessage::SavepointDone { path, checkpoint_id },
-                Err(e) => e.to_wire(),
-            },
+            } => self
+                .savepoint(&job_id, &target_dir, stop.then_some(drain))
+                .await
+                .map(|(path, checkpoint_id)| WireMessage::SavepointDone { path, checkpoint_id }),
             other => {
                 slog::warn!(log, "closing connection: unexpected first frame"; "frame" => frame_kind(&other));
                 return;
             }
         };
+        let reply = reply.unwrap_or_else(|e| {
+            if e.kind() == super::RefusalKind::Forbidden {
+                slog::warn!(log, "refused a request: not allowed"; "reason" => %e);
+            }
+            e.to_wire()
+        });
         tx.send(reply);
     }
 
@@ -563,8 +575,23 @@ impl Coordinator {
                     tx: tx.clone(),
                 },
             );
-            (session, old.is_some())
+            (session, old)
         };
+        let replaced = replaced.is_some_and(|old| {
+            // If the earlier registration's process still listens, it is a second process
+            // with this id (and, with TLS, this certificate): it is told so and stops, rather
+            // than registering again and taking the place back, forever.
+            old.tx.send(
+                ClusterError::Refused {
+                    kind: super::RefusalKind::Conflict,
+                    reason: format!("worker '{worker_id}' registered again from another connection: two processes use this id; this one stops"),
+                }
+                .to_wire(),
+            );
+            slog::warn!(log, "worker registered again while its earlier registration was open: a restart, or two processes with one id";
+                "worker" => worker_id);
+            true
+        });
         slog::info!(log, "worker registered"; "slots" => slots, "data_address" => data_address, "replaces_earlier" => replaced);
         if replaced {
             // The worker restarted before its old registration was found dead: whatever ran

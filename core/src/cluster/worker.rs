@@ -313,9 +313,19 @@ impl Worker {
             slog::info!(log, "registered with the coordinator"; "coordinator" => &shared.config.coordinator,
                 "slots" => shared.config.slots, "data_address" => &data_address);
             backoff = Duration::from_millis(100);
-            let reason = session(&shared, tx, &mut rx, interval, silence).await;
-            slog::warn!(log, "lost the coordinator; cancelling local tasks and registering again"; "reason" => reason);
+            let end = session(&shared, tx, &mut rx, interval, silence).await;
             shared.cancel_all();
+            match end {
+                SessionEnd::Lost(reason) => {
+                    slog::warn!(log, "lost the coordinator; cancelling local tasks and registering again"; "reason" => reason)
+                }
+                SessionEnd::Replaced(reason) => {
+                    slog::error!(log, "stopping: another process registered under this worker's id"; "reason" => &reason);
+                    shared.all_stopped(shared.config.connect_timeout).await;
+                    let kind = super::RefusalKind::Conflict;
+                    return Err(ClusterError::Refused { kind, reason });
+                }
+            }
             shared.all_stopped(shared.config.connect_timeout).await;
         }
     }
@@ -447,13 +457,21 @@ async fn register(
 }
 
 /// Serves one registration: heartbeats out, commands in. Returns why it ended.
+/// How a session with the coordinator ended.
+enum SessionEnd {
+    /// The connection or the coordinator is gone: register again.
+    Lost(String),
+    /// Another process registered under this worker's id: stop.
+    Replaced(String),
+}
+
 async fn session<R: AsyncRead>(
     shared: &Arc<WorkerShared>,
     tx: FrameSender,
     rx: &mut ReadHalf<R>,
     interval: Duration,
     silence: Duration,
-) -> String {
+) -> SessionEnd {
     let _heartbeat = {
         let tx = tx.clone();
         let id = shared.id.clone();
@@ -472,14 +490,16 @@ async fn session<R: AsyncRead>(
         }))
     };
     loop {
+        let lost = |why: String| SessionEnd::Lost(why);
         let msg = match tokio::time::timeout(silence, read_frame(rx)).await {
-            Err(_) => return format!("nothing from the coordinator for {} ms", silence.as_millis()),
+            Err(_) => return lost(format!("nothing from the coordinator for {} ms", silence.as_millis())),
+            Ok(Ok(Some(WireMessage::Rejected { reason, .. }))) => return SessionEnd::Replaced(reason),
             Ok(Ok(Some(m))) => m,
-            Ok(Ok(None)) => return "the coordinator closed the connection".to_string(),
-            Ok(Err(e)) => return format!("bad frame from the coordinator: {e}"),
+            Ok(Ok(None)) => return lost("the coordinator closed the connection".to_string()),
+            Ok(Err(e)) => return lost(format!("bad frame from the coordinator: {e}")),
         };
         if let Err(reason) = on_command(shared, &tx, msg) {
-            return reason;
+            return lost(reason);
         }
     }
 }

@@ -115,49 +115,64 @@ impl RestSecurity {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Peer(pub(crate) SocketAddr);
 
-/// Checks the bearer token of every request but `GET /healthz` (and `HEAD`).
+/// Checks the bearer token of every request but `GET /healthz` (and `HEAD`), and logs every
+/// refusal (401, 403: tokens, switches, paths) with the peer's address, method and path.
 pub(crate) async fn authorize(State(sec): State<Arc<RestSecurity>>, req: Request, next: Next) -> Response {
-    let Some(tokens) = &sec.tokens else {
-        return next.run(req).await;
-    };
-    if req.uri().path() == "/healthz" && matches!(*req.method(), Method::GET | Method::HEAD) {
-        return next.run(req).await;
-    }
     let peer = req
         .extensions()
         .get::<Peer>()
         .map(|p| p.0.to_string())
         .unwrap_or_default();
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let response = match check_token(&sec, &req) {
+        Err((status, why)) => {
+            slog::warn!(sec.log, "REST: refused a request"; "peer" => &peer, "method" => method.as_str(),
+                "path" => &path, "status" => status.as_u16(), "reason" => why);
+            let mut r = ApiError(status, why.to_string()).into_response();
+            if status == StatusCode::UNAUTHORIZED {
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            }
+            return r;
+        }
+        Ok(()) => next.run(req).await,
+    };
+    if response.status() == StatusCode::FORBIDDEN {
+        slog::warn!(sec.log, "REST: refused a request"; "peer" => &peer, "method" => method.as_str(),
+            "path" => &path, "status" => 403, "reason" => "a switch or the allowed paths");
+    }
+    response
+}
+
+/// Whether `req` carries a token that allows it (always, without a token file).
+fn check_token(sec: &RestSecurity, req: &Request) -> Result<(), (StatusCode, &'static str)> {
+    let Some(tokens) = &sec.tokens else { return Ok(()) };
+    let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if req.uri().path() == "/healthz" && reads {
+        return Ok(());
+    }
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let refuse = |status: StatusCode, why: &str| {
-        slog::warn!(sec.log, "REST: refused a request"; "peer" => &peer, "method" => req.method().as_str(),
-            "path" => req.uri().path(), "reason" => why);
-        let mut r = ApiError(status, why.to_string()).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-        }
-        r
-    };
+        .and_then(|v| v.split_once(' '))
+        // The scheme's name is case-insensitive (RFC 9110).
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     let Some(presented) = presented else {
-        return refuse(
+        return Err((
             StatusCode::UNAUTHORIZED,
             "this API needs a bearer token (Authorization: Bearer <token>)",
-        );
+        ));
     };
-    let Some((role, _name)) = tokens.check(presented.trim()) else {
-        return refuse(StatusCode::UNAUTHORIZED, "the bearer token is not valid");
+    let Some((role, _name)) = tokens.check(presented) else {
+        return Err((StatusCode::UNAUTHORIZED, "the bearer token is not valid"));
     };
-    let reads = matches!(*req.method(), Method::GET | Method::HEAD);
     if role == Role::ReadOnly && !reads {
-        return refuse(
+        return Err((
             StatusCode::FORBIDDEN,
             "this token is read-only: it cannot submit, cancel or take savepoints",
-        );
+        ));
     }
-    next.run(req).await
+    Ok(())
 }

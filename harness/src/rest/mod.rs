@@ -530,10 +530,21 @@ fn start_savepoint(
     Ok((StatusCode::ACCEPTED, Json(json!({ "request-id": trigger }))))
 }
 
-/// Where a savepoint goes: the request's directory, else the default one; it must be inside
-/// the allowed paths. Nothing is created here: the backend opens it only for a job that
-/// exists and runs.
-fn savepoint_target(api: &Api, given: String) -> Result<String, ApiError> {
+/// Where a savepoint of job `id` goes: the request's directory, else the default one; it
+/// must be inside the allowed paths. Checked after the job (an unknown job is a 404, an ended
+/// one a 409, whatever the target). Nothing is created here: the backend opens the target
+/// only for a job that exists and runs.
+fn savepoint_target(api: &Api, id: &str, given: String) -> Result<String, ApiError> {
+    match api.backend.jobs().into_iter().find(|j| j.id == id) {
+        None => return Err(unknown_job(id)),
+        Some(j) if j.status.is_terminal() => {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!("job {id} has already ended: {}", j.status),
+            ))
+        }
+        Some(_) => {}
+    }
     let target = match (given.is_empty(), &api.security.savepoint_dir) {
         (false, _) => given,
         (true, Some(default)) => default.clone(),
@@ -560,7 +571,7 @@ async fn savepoint(
     if b.cancel_job {
         switched_off(api.security.cancel_enabled, "cancelling jobs", "cancel-enabled")?;
     }
-    let target = savepoint_target(&api, b.target_directory)?;
+    let target = savepoint_target(&api, &id, b.target_directory)?;
     start_savepoint(&api, &id, target, b.cancel_job.then_some(false))
 }
 
@@ -571,7 +582,7 @@ async fn stop(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(b) = body?;
     switched_off(api.security.cancel_enabled, "stopping jobs", "cancel-enabled")?;
-    let target = savepoint_target(&api, b.target_directory)?;
+    let target = savepoint_target(&api, &id, b.target_directory)?;
     start_savepoint(&api, &id, target, Some(b.drain))
 }
 

@@ -45,7 +45,7 @@ pub enum IdentityError {
         found: String,
     },
     /// A name that is not a valid DNS label (a worker id with characters DNS does not allow).
-    #[error("{0} is not usable as a certificate name (letters, digits and '-' only, at most 63)")]
+    #[error("{0} is not usable as a certificate name (lowercase letters, digits and '-' only, at most 63)")]
     BadName(String),
 }
 
@@ -63,7 +63,9 @@ impl Identity {
     pub fn check_label(label: &str) -> Result<(), IdentityError> {
         let ok = !label.is_empty()
             && label.len() <= 63
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            // Lowercase only: DNS names compare without case, so `W1` and `w1` would be one
+            // identity with two spellings.
+            && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !label.starts_with('-')
             && !label.ends_with('-');
         if ok {

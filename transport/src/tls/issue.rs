@@ -5,8 +5,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, PKCS_ED25519,
+    KeyUsagePurpose, PublicKeyData, PKCS_ED25519,
 };
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 
 use super::Identity;
 
@@ -57,6 +59,27 @@ impl std::fmt::Debug for Issuer {
     }
 }
 
+/// The start of an Ed25519 key in PKCS#8 v2 (with its public key, as ring makes it), and of
+/// one in v1 (the seed alone); the 32 bytes of the seed follow either.
+const PKCS8_V2_ED25519: [u8; 16] = [
+    0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+const PKCS8_V1_ED25519: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// `key` as PEM in PKCS#8 v1: the form OpenSSL 3.0 reads (it refuses ring's v2), so that
+/// `openssl s_client` and `curl` can use the keys when debugging. rustls, ring and rcgen read
+/// both.
+fn pkcs8_v1_pem(key: &KeyPair) -> String {
+    let der = key.serialize_der();
+    let v1 = match der.strip_prefix(&PKCS8_V2_ED25519[..]) {
+        Some(rest) if rest.len() >= 32 => [&PKCS8_V1_ED25519[..], &rest[..32]].concat(),
+        _ => der,
+    };
+    pem::encode(&pem::Pem::new("PRIVATE KEY", v1))
+}
+
 fn at(t: SystemTime) -> time::OffsetDateTime {
     let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
     time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
@@ -85,7 +108,7 @@ pub fn issue_ca(name: &str, validity: Validity) -> Result<Issuer, IssueError> {
     let cert = p.self_signed(&key)?;
     let ca = IssuedCert {
         cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
+        key_pem: pkcs8_v1_pem(&key),
     };
     Ok(Issuer {
         issuer: rcgen::Issuer::new(p, key),
@@ -93,16 +116,23 @@ pub fn issue_ca(name: &str, validity: Validity) -> Result<Issuer, IssueError> {
     })
 }
 
-/// An issuer from an existing CA's certificate and key (to add or renew node certificates).
+/// An issuer from an existing CA's certificate and key (to add or renew node certificates);
+/// refused if the key is not the certificate's.
 pub fn load_issuer(cert_pem: &str, key_pem: &str) -> Result<Issuer, IssueError> {
-    let key = KeyPair::from_pem(key_pem).map_err(|e| IssueError::BadCa(e.to_string()))?;
-    let issuer = rcgen::Issuer::from_ca_cert_pem(cert_pem, key).map_err(|e| IssueError::BadCa(e.to_string()))?;
-    let key_again = KeyPair::from_pem(key_pem).map_err(|e| IssueError::BadCa(e.to_string()))?;
+    let bad = |e: &dyn std::fmt::Display| IssueError::BadCa(e.to_string());
+    let key = KeyPair::from_pem(key_pem).map_err(|e| bad(&e))?;
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| bad(&e))?;
+    let parsed = webpki::EndEntityCert::try_from(&der).map_err(|e| bad(&e))?;
+    if parsed.subject_public_key_info().as_ref() != key.subject_public_key_info().as_slice() {
+        return Err(bad(&"ca.key is not the private key of ca.pem"));
+    }
+    let v1 = pkcs8_v1_pem(&key);
+    let issuer = rcgen::Issuer::from_ca_cert_pem(cert_pem, key).map_err(|e| bad(&e))?;
     Ok(Issuer {
         issuer,
         ca: IssuedCert {
             cert_pem: cert_pem.to_string(),
-            key_pem: key_again.serialize_pem(),
+            key_pem: v1,
         },
     })
 }
@@ -116,7 +146,7 @@ impl Issuer {
         let cert = p.signed_by(&key, &self.issuer)?;
         Ok(IssuedCert {
             cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
+            key_pem: pkcs8_v1_pem(&key),
         })
     }
 

@@ -72,7 +72,7 @@ pub enum TlsError {
         seconds: u64,
     },
     /// The peer's certificate is valid but names no Sluice identity, or several.
-    #[error("the certificate of {peer} is not usable here: {source}")]
+    #[error("the certificate of {peer} is not usable in a Sluice cluster: {source}")]
     Identity {
         /// The peer's address.
         peer: String,
@@ -184,7 +184,19 @@ impl ClusterTls {
         let ca = load_certs(&files.ca, "CA certificate")?;
         let chain = load_certs(&files.cert, "certificate")?;
         let key = load_key(&files.key)?;
-        Self::new(&ca, chain, key)
+        Self::new(&ca, chain, key).map_err(|e| match e {
+            TlsError::Config(why) => TlsError::Config(format!(
+                "{why} (certificate {}, key {}, CA {})",
+                files.cert.display(),
+                files.key.display(),
+                files.ca.display()
+            )),
+            TlsError::Identity { source, .. } => TlsError::Identity {
+                peer: format!("this node ({})", files.cert.display()),
+                source,
+            },
+            other => other,
+        })
     }
 
     /// Builds the node's TLS from certificates and a key already in memory.
@@ -194,7 +206,7 @@ impl ClusterTls {
         key: PrivateKeyDer<'static>,
     ) -> Result<Self, TlsError> {
         let me = Identity::of_certificate(&chain[0]).map_err(|source| TlsError::Identity {
-            peer: "this node's own certificate".into(),
+            peer: "this node".into(),
             source,
         })?;
         let roots = roots(ca)?;
