@@ -58,9 +58,10 @@ awk '/^seed [0-9]+: swarm/ {
     n++; for (i = 1; i <= NF; i++) {
       if ($i == "kills") k += $(i+1); if ($i == "partitions") p += $(i+1);
       if ($i == "faults") s += $(i+1); if ($i == "failovers") f += $(i+1);
-      if ($i == "rotted") r += $(i+1);
+      if ($i == "rotted") r += $(i+1); if ($i == "tls" && $(i+1) == "on;") tls++;
+      if ($i == "impostor") { imp++; refused += $(i+2); accepted += $(i+4) }
       if ($i == "FINISHED;") ok++; if ($i == "FAILED;") stopped++ } }
-  END { printf "cluster simulation: %d seeds, %d finished, %d stopped on a rotted checkpoint; injected %d worker kills, %d partitions, %d store faults, %d flipped bits; %d failovers\n", n, ok, stopped, k, p, s, r, f }' target-sim/cluster-faults.log
+  END { printf "cluster simulation: %d seeds (%d over mutual TLS), %d finished, %d stopped on a rotted checkpoint; injected %d worker kills, %d partitions, %d store faults, %d flipped bits; %d failovers; impostor in %d seeds: %d registrations as worker-0 refused, %d accepted\n", n, tls, ok, stopped, k, p, s, r, f, imp, refused, accepted }' target-sim/cluster-faults.log
 grep -q "^test result: ok" target-sim/cluster-faults.log
 # The checker must catch a deliberately broken protocol (each seed runs 12 jobs).
 MADSIM_TEST_NUM="${SIM_CHECKER_SEEDS:-10}" cargo test -p sluice-sim --test checker_catches_broken_protocol
