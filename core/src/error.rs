@@ -207,6 +207,15 @@ pub enum JobError {
 }
 
 impl JobError {
+    /// The failure without the task it happened in, for a report that names the task itself
+    /// (a worker's `TaskFailed` frame: the coordinator says "task X failed: " once).
+    pub fn reason_within_task(&self) -> String {
+        match self {
+            JobError::TaskFailed { source, .. } => source.to_string(),
+            other => other.to_string(),
+        }
+    }
+
     /// Whether a restart would fail the same way: the checkpoint or savepoint does not fit the
     /// job, or the job itself is invalid. The job then fails at once instead of restarting.
     pub fn is_permanent(&self) -> bool {

@@ -327,6 +327,33 @@ struct CancelArgs {
     id: String,
 }
 
+/// Prints a line of a command's output. A reader that stopped reading (`sluice list | head
+/// -1`) is not an error of ours: the command ends quietly, as Unix tools do, instead of
+/// panicking as `println!` would.
+fn print_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// Prints text that ends its own lines (see [`print_line`]).
+fn print_text(text: &str) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
+macro_rules! out {
+    ($($t:tt)*) => { print_line(format_args!($($t)*)) };
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -378,7 +405,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Jobs => {
             for j in JOBS {
-                println!("{:<12} {}\n{:<12} options: {}", j.name, j.description, "", j.options);
+                out!("{:<12} {}\n{:<12} options: {}", j.name, j.description, "", j.options);
             }
             Ok(())
         }
@@ -438,7 +465,7 @@ fn run(args: RunArgs, config: Config, log: slog::Logger) -> anyhow::Result<()> {
     };
     if args.plan {
         let env = sluice::jobs::build(&args.job.job, &opts)?;
-        print!("{}", env.build()?.describe());
+        print_text(&env.build()?.describe());
         return Ok(());
     }
     let services = sluice::runner::Services {
@@ -460,11 +487,11 @@ fn run(args: RunArgs, config: Config, log: slog::Logger) -> anyhow::Result<()> {
     if opts.print {
         eprint!("{summary}");
     } else {
-        print!("{summary}");
+        print_text(&summary);
     }
     if let Some(path) = outcome.savepoint {
-        println!("savepoint:");
-        println!("{path}");
+        out!("savepoint:");
+        out!("{path}");
     }
     Ok(())
 }
@@ -635,8 +662,8 @@ fn submit(args: SubmitArgs, config: &Config) -> anyhow::Result<()> {
         tls: tls.as_ref(),
     };
     let id = runtime()?.block_on(submit_job(to, &args.job.job, &options))?;
-    println!("submitted job {} as", args.job.job);
-    println!("{id}");
+    out!("submitted job {} as", args.job.job);
+    out!("{id}");
     Ok(())
 }
 
@@ -649,9 +676,9 @@ fn list(args: ClientArgs, config: &Config) -> anyhow::Result<()> {
     for j in runtime()?.block_on(list_jobs(to))? {
         match &j.error {
             Some(e) if j.status == sluice_core::cluster::JobStatus::Failed => {
-                println!("{} {} {} ({e})", j.id, j.name, j.status)
+                out!("{} {} {} ({e})", j.id, j.name, j.status)
             }
-            _ => println!("{} {} {}", j.id, j.name, j.status),
+            _ => out!("{} {} {}", j.id, j.name, j.status),
         }
     }
     Ok(())
@@ -664,7 +691,7 @@ fn cancel(args: CancelArgs, config: &Config) -> anyhow::Result<()> {
         tls: tls.as_ref(),
     };
     runtime()?.block_on(cancel_job(to, &args.id))?;
-    println!("cancelling job {}", args.id);
+    out!("cancelling job {}", args.id);
     Ok(())
 }
 
@@ -684,18 +711,18 @@ fn savepoint(args: SavepointArgs, config: &Config) -> anyhow::Result<()> {
         };
         let dir = args.dir.unwrap_or_default();
         let (path, checkpoint) = rt.block_on(trigger_savepoint(to, &job, &dir, None))?;
-        println!("savepoint of job {job} at checkpoint {checkpoint}:");
-        println!("{path}");
+        out!("savepoint of job {job} at checkpoint {checkpoint}:");
+        out!("{path}");
         return Ok(());
     };
     match cmd {
-        SavepointCommand::List { dir } => print!("{}", rt.block_on(sluice::savepoints::list(&dir))?),
-        SavepointCommand::Inspect { path } => print!("{}", rt.block_on(sluice::savepoints::inspect(&path))?),
+        SavepointCommand::List { dir } => print_text(&rt.block_on(sluice::savepoints::list(&dir))?),
+        SavepointCommand::Inspect { path } => print_text(&rt.block_on(sluice::savepoints::inspect(&path))?),
         SavepointCommand::Dispose { path } => {
             let d = rt.block_on(sluice::savepoints::dispose(&path))?;
-            println!("disposed {} ({} files)", path.display(), d.files);
+            out!("disposed {} ({} files)", path.display(), d.files);
             if !d.left.is_empty() {
-                println!(
+                out!(
                     "kept the directory: {} entries in it are not part of the savepoint: {}",
                     d.left.len(),
                     d.left.join(", ")
@@ -714,10 +741,10 @@ fn stop(args: StopArgs, config: &Config) -> anyhow::Result<()> {
     };
     let dir = args.savepoint_dir.clone().unwrap_or_default();
     let (path, checkpoint) = runtime()?.block_on(trigger_savepoint(to, &args.job_id, &dir, Some(args.drain)))?;
-    println!(
+    out!(
         "job {} stopped with a savepoint at checkpoint {checkpoint}:",
         args.job_id
     );
-    println!("{path}");
+    out!("{path}");
     Ok(())
 }

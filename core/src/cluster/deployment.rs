@@ -215,7 +215,7 @@ async fn run_until_ended(
         Ok(tasks) => tasks,
         Err((t, e)) => {
             transport.close_all();
-            return report.fail(t, e.to_string(), e.is_permanent());
+            return report.fail(t, e.reason_within_task(), e.is_permanent());
         }
     };
     slog::info!(log, "deployment running"; "tasks" => tasks.len());
@@ -392,7 +392,7 @@ async fn follow(
             done = tasks.next() => match done {
                 None => break false,
                 Some((t, Ok(exit))) => report.finished(t, exit),
-                Some((t, Err(e))) => report.fail(t, e.to_string(), e.is_permanent()),
+                Some((t, Err(e))) => report.fail(t, e.reason_within_task(), e.is_permanent()),
             },
         }
     };
