@@ -37,12 +37,7 @@ fn certs(dir: &Path, workers: &str, admins: &str) {
 
 /// The environment that makes a process use `stem`'s certificate of the CA in `dir`.
 fn tls_env(dir: &Path, stem: &str) -> Vec<(String, String)> {
-    let p = |f: String| dir.join(f).display().to_string();
-    vec![
-        ("SLUICE_SECURITY_TLS_CA".into(), p("ca.pem".into())),
-        ("SLUICE_SECURITY_TLS_CERT".into(), p(format!("{stem}.pem"))),
-        ("SLUICE_SECURITY_TLS_KEY".into(), p(format!("{stem}.key"))),
-    ]
+    common::procs::tls_env_in(dir, stem)
 }
 
 fn cli(env: &[(String, String)], args: &[&str]) -> Output {

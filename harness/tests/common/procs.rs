@@ -47,7 +47,12 @@ pub(crate) fn secured() -> bool {
 
 /// The environment that gives a process certificate `stem` when the binary is secured.
 fn tls_env(stem: &str) -> Vec<(String, String)> {
-    let Some(dir) = PKI.get() else { return Vec::new() };
+    PKI.get().map_or_else(Vec::new, |dir| tls_env_in(dir, stem))
+}
+
+/// The environment that makes a process use certificate `stem` of the CA in `dir` (files
+/// as `sluice certs` names them).
+pub(crate) fn tls_env_in(dir: &Path, stem: &str) -> Vec<(String, String)> {
     let p = |f: &str| dir.join(f).display().to_string();
     vec![
         ("SLUICE_SECURITY_TLS_CA".into(), p("ca.pem")),

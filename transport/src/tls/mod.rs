@@ -132,16 +132,15 @@ fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsError> {
 /// The certificates in the PEM file at `path` (at least one).
 pub fn load_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(path, what)?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| config_error(format!("{}: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(TlsError::Empty {
+    let text = String::from_utf8_lossy(&pem);
+    load_certs_pem(&text).map_err(|e| match e {
+        TlsError::Config(why) if why.contains("no certificate") => TlsError::Empty {
             what,
             path: path.to_path_buf(),
-        });
-    }
-    Ok(certs)
+        },
+        TlsError::Config(why) => config_error(format!("{}: {why}", path.display())),
+        other => other,
+    })
 }
 
 /// The private key in the PEM file at `path`.
