@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice::jobs::{self, JobOptions};
+use sluice::jobs::{self, NexmarkArgs, Output};
 use sluice_core::checkpoint::CheckpointConfig;
 use sluice_core::state::blob::LocalFsStore;
-use sluice_core::{ExecutionConfig, JobResult};
+use sluice_core::{ExecutionConfig, JobResult, StreamEnv};
 
 fn tempfile_dir(job: &str, parallelism: u32) -> PathBuf {
     std::env::temp_dir().join(format!("sluice-bench-{}-{job}-p{parallelism}", std::process::id()))
@@ -33,7 +33,7 @@ pub struct RunFigures {
     pub peak_rss_kib: Option<u64>,
     /// Checkpoints completed.
     pub checkpoints: u64,
-    /// Order-independent checksum of the results (see `sluice::jobs::JobOptions::checksum`),
+    /// Order-independent checksum of the results (see `sluice::jobs::Output::Checksum`),
     /// if asked for.
     pub checksum: Option<u64>,
 }
@@ -58,8 +58,7 @@ pub fn run_once(
     checksum: bool,
 ) -> anyhow::Result<RunFigures> {
     let sum = checksum.then(|| Arc::new(std::sync::atomic::AtomicU64::new(0)));
-    let opts = JobOptions {
-        parallelism,
+    let args = NexmarkArgs {
         events: match input {
             Input::Generated(n) => Some(*n),
             Input::Files(_) => None,
@@ -68,10 +67,12 @@ pub fn run_once(
             Input::Generated(_) => None,
             Input::Files(d) => Some(d.clone()),
         },
-        checksum: sum.clone(),
-        ..JobOptions::default()
+        ..NexmarkArgs::default()
     };
-    let env = jobs::build(job, &opts)?;
+    let output = sum.clone().map_or(Output::Discard, Output::Checksum);
+    let env = StreamEnv::new(job);
+    env.set_parallelism(parallelism);
+    jobs::build_nexmark(&env, jobs::nexmark::query(job)?, &args, &output)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(parallelism.max(2) as usize)
         .enable_all()

@@ -99,6 +99,10 @@ pub enum CheckpointError {
     /// A checkpoint file is damaged or of an unknown format (names the file and the problem).
     #[error("{0}")]
     Corrupt(String),
+    /// The HA store refused or could not take the checkpoint's entry (this coordinator was
+    /// deposed, or etcd did not answer): the checkpoint does not count as complete.
+    #[error("the HA store: {0}")]
+    Ha(#[from] crate::ha::HaError),
 }
 
 /// Why a job could not be built or did not finish.

@@ -17,6 +17,23 @@ use crate::metrics::MetricGroup;
 use crate::sync::LockExt;
 use sluice_state::{RestoredState, StateWriter};
 
+/// A boxed, `Send` future (what [`Operator::prepare`] returns).
+pub type BoxFuture<'a, T> = sluice_state::blob::BoxFuture<'a, T>;
+
+/// What an operator is about to be called for, so that [`Operator::prepare`] can fetch the
+/// state the call will read (or store what a snapshot needs) before the synchronous call.
+#[derive(Debug)]
+pub enum Prepare<'a, T> {
+    /// [`Operator::process`] of this batch follows.
+    Batch(&'a [Record<T>]),
+    /// [`Operator::on_watermark`] follows (the new watermark is in the context).
+    Watermark,
+    /// [`Operator::on_processing_time`] with this time follows.
+    ProcessingTime(i64),
+    /// [`Operator::snapshot_state`] of this checkpoint follows.
+    Snapshot(u64),
+}
+
 /// What an operator instance knows about where it runs.
 #[derive(Debug)]
 pub struct OperatorContext {
@@ -38,6 +55,8 @@ pub struct OperatorContext {
     pub attempt: u32,
     /// Whether the job takes checkpoints (sinks then commit only on checkpoint completion).
     pub checkpointing: bool,
+    /// Where keyed state lives.
+    pub state_backend: crate::state_backend::StateBackend,
     pub(crate) metrics: Arc<OperatorMetrics>,
 }
 
@@ -67,6 +86,7 @@ impl OperatorContext {
             log: slog::Logger::root(slog::Discard, slog::o!()),
             attempt: 0,
             checkpointing: true,
+            state_backend: crate::state_backend::StateBackend::Heap,
             metrics: Arc::new(OperatorMetrics::detached()),
         }
     }
@@ -90,6 +110,23 @@ pub trait Operator: Send + 'static {
         Ok(())
     }
 
+    /// Whether the operator needs [`Operator::prepare`] before its calls (state that is not
+    /// all in memory). The runtime skips the hook for operators that say no.
+    fn wants_prepare(&self) -> bool {
+        false
+    }
+
+    /// Runs before a synchronous call (see [`Prepare`]) and may wait: fetch the state the call
+    /// will read, flush what a snapshot must store. Operators are synchronous; this is where
+    /// their waiting happens.
+    fn prepare<'a>(
+        &'a mut self,
+        _step: Prepare<'a, Self::In>,
+        _ctx: &'a mut OperatorContext,
+    ) -> BoxFuture<'a, Result<(), OperatorError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Processes one batch, appending results to `out`.
     fn process(
         &mut self,
@@ -105,6 +142,13 @@ pub trait Operator: Send + 'static {
         _out: &mut Vec<Record<Self::Out>>,
     ) -> Result<(), OperatorError> {
         Ok(())
+    }
+
+    /// Whether [`Operator::on_watermark`] left event-time timers due at the current watermark
+    /// unfired (it fires them a prepared chunk at a time): the runtime then prepares and calls
+    /// it again.
+    fn timers_left(&self, _ctx: &OperatorContext) -> bool {
+        false
     }
 
     /// The earliest processing time (ms) at which the operator wants
@@ -170,12 +214,28 @@ pub type AsyncSnapshot = Box<dyn FnOnce(&mut StateWriter) -> Result<(), Operator
 /// A batch with its type erased: always a `Vec<Record<T>>` for the edge's `T`.
 pub(crate) type AnyBatch = Box<dyn Any + Send>;
 
+/// [`Prepare`] with the batch's type erased.
+pub(crate) enum ErasedPrepare<'a> {
+    /// Mutable only because a shared reference to an erased batch is not `Send`.
+    Batch(&'a mut AnyBatch),
+    Watermark,
+    ProcessingTime(i64),
+    Snapshot(u64),
+}
+
 /// The runtime's view of an operator: batches in and out with types erased, so one task can
 /// drive a chain of operators of different types.
 pub(crate) trait ErasedOperator: Send {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError>;
+    fn wants_prepare(&self) -> bool;
+    fn prepare<'a>(
+        &'a mut self,
+        step: ErasedPrepare<'a>,
+        ctx: &'a mut OperatorContext,
+    ) -> BoxFuture<'a, Result<(), OperatorError>>;
     fn process(&mut self, batch: AnyBatch, ctx: &mut OperatorContext) -> Result<Option<AnyBatch>, OperatorError>;
     fn on_watermark(&mut self, ctx: &mut OperatorContext) -> Result<Option<AnyBatch>, OperatorError>;
+    fn timers_left(&self, ctx: &OperatorContext) -> bool;
     fn next_processing_timer(&self) -> Option<i64>;
     fn on_processing_time(&mut self, now_ms: i64, ctx: &mut OperatorContext)
         -> Result<Option<AnyBatch>, OperatorError>;
@@ -204,6 +264,32 @@ impl<O: Operator> ErasedOperator for Erased<O> {
         self.0.open(ctx)
     }
 
+    fn wants_prepare(&self) -> bool {
+        self.0.wants_prepare()
+    }
+
+    fn prepare<'a>(
+        &'a mut self,
+        step: ErasedPrepare<'a>,
+        ctx: &'a mut OperatorContext,
+    ) -> BoxFuture<'a, Result<(), OperatorError>> {
+        let step = match step {
+            ErasedPrepare::Batch(b) => {
+                let batch = b.downcast_mut::<Vec<Record<O::In>>>().unwrap_or_else(|| {
+                    panic!(
+                        "operator '{}' prepared for a batch of the wrong type: the job graph wired mismatched types",
+                        ctx.vertex_name
+                    )
+                });
+                Prepare::Batch(batch.as_slice())
+            }
+            ErasedPrepare::Watermark => Prepare::Watermark,
+            ErasedPrepare::ProcessingTime(t) => Prepare::ProcessingTime(t),
+            ErasedPrepare::Snapshot(id) => Prepare::Snapshot(id),
+        };
+        self.0.prepare(step, ctx)
+    }
+
     fn process(&mut self, batch: AnyBatch, ctx: &mut OperatorContext) -> Result<Option<AnyBatch>, OperatorError> {
         let batch = *batch.downcast::<Vec<Record<O::In>>>().unwrap_or_else(|_| {
             panic!(
@@ -221,6 +307,10 @@ impl<O: Operator> ErasedOperator for Erased<O> {
         let mut out = Vec::new();
         self.0.on_watermark(ctx, &mut out)?;
         Ok(Self::finish(out, ctx))
+    }
+
+    fn timers_left(&self, ctx: &OperatorContext) -> bool {
+        self.0.timers_left(ctx)
     }
 
     fn next_processing_timer(&self) -> Option<i64> {

@@ -183,7 +183,7 @@ fn a_slow_sink_backpressures_across_the_network_with_bounded_memory() {
         while coordinator.workers().len() < 2 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let job = coordinator.submit("two-pipelines", &[]).unwrap();
+        let job = coordinator.submit("two-pipelines", &[], None).await.unwrap();
 
         // B delivers everything although it shares the connections with A's stalled channels.
         let start = Instant::now();

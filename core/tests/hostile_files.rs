@@ -30,6 +30,7 @@ fn file(subtask: u32, path: &str, bytes: &[u8]) -> StateFileMeta {
         path: path.into(),
         size: bytes.len() as u64,
         crc32: crc32fast::hash(bytes),
+        shared: Vec::new(),
     }
 }
 
@@ -191,7 +192,10 @@ async fn dispose_of_a_savepoint_naming_outside_files_deletes_nothing() {
 async fn a_damaged_checkpoint_file_is_not_copied_into_a_savepoint() {
     let store = std::sync::Arc::new(MemoryStore::new());
     let ck = CheckpointStorage::new(store.clone(), "j");
-    let f = ck.write_state(1, "count", 0, state_with(1)).await.unwrap();
+    let f = ck
+        .write_state(1, "count", 0, (state_with(1), Vec::new()))
+        .await
+        .unwrap();
     let path = format!("{}{}", ck.dir(1), f.path);
     let meta = metadata(1, vec![f]);
     ck.commit(&meta).await.unwrap();

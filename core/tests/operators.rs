@@ -134,10 +134,13 @@ impl KeyedProcessFunction for StateProbe {
         let prev = ctx.take_value(self.last.unwrap());
         ctx.set_value(self.last.unwrap(), v.1);
         ctx.list_add(self.all.unwrap(), v.1);
-        let n = ctx.map_mut(self.counts.unwrap()).entry(v.1).or_insert(0);
-        *n += 1;
-        let n = *n;
-        out.collect((v.0, prev, ctx.list(self.all.unwrap()).to_vec(), n));
+        let n = ctx.update_map(self.counts.unwrap(), |m| {
+            let n = m.entry(v.1).or_insert(0);
+            *n += 1;
+            *n
+        });
+        assert_eq!(ctx.map_get(self.counts.unwrap(), &v.1), Some(n));
+        out.collect((v.0, prev, ctx.list(self.all.unwrap()), n));
         Ok(())
     }
 }
@@ -226,13 +229,13 @@ impl KeyedProcessFunction for CountThenFire {
         Ok(())
     }
     fn process_element(&mut self, v: Ev, ctx: &mut Ctx<'_, char>, _: &mut Collector<'_, Self::Out>) -> Res {
-        *ctx.value_mut(self.count.unwrap()) += 1;
+        ctx.update_value(self.count.unwrap(), |n| *n += 1);
         ctx.register_event_time_timer(v.1 + 100);
         Ok(())
     }
     fn on_timer(&mut self, t: i64, d: TimeDomain, ctx: &mut Ctx<'_, char>, out: &mut Collector<'_, Self::Out>) -> Res {
         assert_eq!(d, TimeDomain::EventTime);
-        let n = *ctx.value(self.count.unwrap()).unwrap();
+        let n = ctx.value(self.count.unwrap()).unwrap();
         out.collect((*ctx.key(), t, n, ctx.current_watermark().millis()));
         Ok(())
     }
@@ -474,7 +477,7 @@ impl KeyedCoProcessFunction for Enrich {
     }
     fn process_element1(&mut self, o: (u32, i64), ctx: &mut Ctx<'_, u32>, out: &mut Collector<'_, Self::Out>) -> Res {
         match ctx.value(self.name.unwrap()) {
-            Some(n) => out.collect((n.clone(), o.1)),
+            Some(n) => out.collect((n, o.1)),
             None => ctx.list_add(self.pending.unwrap(), o.1),
         }
         Ok(())

@@ -430,16 +430,14 @@ impl sluice_core::KeyedProcessFunction for Counter {
         out: &mut sluice_core::Collector<'_, (u64, u64)>,
     ) -> Result<(), sluice_core::OperatorError> {
         let n = match (self.narrow, self.wide_state) {
-            (Some(s), _) => {
-                let c = ctx.value_mut(s);
-                *c += 1;
-                u64::from(*c)
-            }
-            (_, Some(s)) => {
-                let c = ctx.value_mut(s);
+            (Some(s), _) => u64::from(ctx.update_value(s, |c| {
                 *c += 1;
                 *c
-            }
+            })),
+            (_, Some(s)) => ctx.update_value(s, |c| {
+                *c += 1;
+                *c
+            }),
             _ => unreachable!("open registers one of the two"),
         };
         out.collect((v % KEYS, n));

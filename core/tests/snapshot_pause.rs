@@ -62,7 +62,7 @@ fn keyed_round(store: &mut KeyedStateStore<u64>, v: ValueState<u64>, n: u64, rou
     let took = t.elapsed();
     for i in 0..4 {
         let k = (round * 7919 + i * 104_729) % n;
-        *store.value_mut_or_default(v, &k) += 1;
+        store.update_value(v, &k, |c| *c += 1);
     }
     drop(snap);
     store.set_value(v, &(round % n), round);
@@ -103,7 +103,7 @@ fn live_contents(
     v: ValueState<u64>,
     keys: impl Iterator<Item = u64>,
 ) -> BTreeMap<u64, u64> {
-    keys.filter_map(|k| store.value(v, &k).map(|x| (k, *x))).collect()
+    keys.filter_map(|k| store.value(v, &k).map(|x| (k, x))).collect()
 }
 
 /// Median freeze time of a `KeyedStateStore` with 10_000 keys vs 10_000_000 keys.
@@ -119,7 +119,7 @@ fn keyed_store_freeze_time_does_not_grow_from_10k_to_10m_keys() {
     }
     // The writes of every round landed: key `round % n` holds `round` (for round < n).
     for round in 0..ROUNDS as u64 {
-        assert_eq!(large.value(lv, &round), Some(&round));
+        assert_eq!(large.value(lv, &round), Some(round));
     }
     assert_same_order("KeyedStateStore", median(ts), median(tl));
 }
@@ -134,11 +134,11 @@ fn keyed_store_snapshot_is_isolated_from_later_writes() {
 
     let snap = store.freeze();
     // Update in place, overwrite, remove, insert new keys: all copy-on-write.
-    *store.value_mut_or_default(v, &1) += 100;
+    store.update_value(v, &1, |c| *c += 100);
     store.set_value(v, &2, 2_000);
     assert_eq!(store.take_value(v, &3), Some(3));
     store.set_value(v, &(n + 1), 42);
-    *store.value_mut_or_default(v, &(n + 2)) += 7;
+    store.update_value(v, &(n + 2), |c| *c += 7);
     assert_eq!(snapshot_contents(&snap), before, "the frozen snapshot saw later writes");
 
     let mut want = before.clone();
@@ -155,7 +155,7 @@ fn keyed_store_snapshot_is_isolated_from_later_writes() {
 
     drop(snap);
     // After the drop: more writes, straight to the base (the delta folds in first).
-    *store.value_mut_or_default(v, &1) += 1;
+    store.update_value(v, &1, |c| *c += 1);
     assert_eq!(store.take_value(v, &4), Some(4));
     store.set_value(v, &(n + 3), 9);
     want.insert(1, 102);

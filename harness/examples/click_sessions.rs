@@ -67,9 +67,11 @@ impl KeyedProcessFunction for HeavyUsers {
         ctx: &mut KeyedContext<'_, u32>,
         out: &mut Collector<'_, String>,
     ) -> Result<(), OperatorError> {
-        let n = ctx.value_mut(self.clicks.expect("opened"));
-        *n += 1;
-        if *n == 100 {
+        let n = ctx.update_value(self.clicks.expect("opened"), |n| {
+            *n += 1;
+            *n
+        });
+        if n == 100 {
             let user = *ctx.key();
             out.collect(format!("user {user} reached 100 clicks at t={}", ctx.timestamp()));
         }

@@ -69,6 +69,38 @@ pub struct Config {
     pub rest: RestSection,
     /// `[security]`: TLS, allowed paths, file permissions.
     pub security: SecuritySection,
+    /// `[ha]`: standby coordinators and leader election over etcd.
+    pub ha: HaSection,
+    /// `[state]`: where keyed state lives.
+    pub state: StateSection,
+}
+
+/// `[ha]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct HaSection {
+    /// `none` (one coordinator, jobs in memory) or `etcd`.
+    pub mode: String,
+    /// The etcd members (`http://host:port`).
+    pub etcd_endpoints: Vec<String>,
+    /// Keys live under `/sluice/<cluster-id>/`; coordinators of one cluster share it.
+    pub cluster_id: Option<String>,
+    /// How long leadership outlives a leader that stopped renewing it.
+    pub lease_ttl: String,
+    /// How long one request to etcd may take (default: the lease TTL / 2, at most 5 s).
+    pub etcd_timeout: Option<String>,
+}
+
+impl Default for HaSection {
+    fn default() -> Self {
+        HaSection {
+            mode: "none".into(),
+            etcd_endpoints: Vec::new(),
+            cluster_id: None,
+            lease_ttl: "10s".into(),
+            etcd_timeout: None,
+        }
+    }
 }
 
 /// `[security]`.
@@ -165,6 +197,8 @@ pub struct CoordinatorSection {
     pub cancel_timeout: String,
     /// Jobs running or waiting at once; more submissions are refused.
     pub max_active_jobs: usize,
+    /// The control address published as the leader's, if not the bound one.
+    pub advertise_address: Option<String>,
 }
 
 impl Default for CoordinatorSection {
@@ -180,6 +214,26 @@ impl Default for CoordinatorSection {
             max_retained_jobs: 1000,
             cancel_timeout: "30s".into(),
             max_active_jobs: 1024,
+            advertise_address: None,
+        }
+    }
+}
+
+/// `[state]`: the keyed-state backend of `run` and of a worker's tasks.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct StateSection {
+    /// `heap` (the default) or `tiered`.
+    pub backend: String,
+    /// The tiered backend's block cache, e.g. `256MiB`.
+    pub cache_memory: Option<String>,
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        StateSection {
+            backend: "heap".into(),
+            cache_memory: None,
         }
     }
 }
@@ -292,9 +346,11 @@ impl Default for StatsdSection {
 const NOT_OPTIONS: [&str; 3] = ["SLUICE_LOG", "SLUICE_CONFIG", "SLUICE_LOG_FORMAT"];
 
 /// Sections, longest first so `metrics_statsd` wins over `metrics`.
-const SECTIONS: [(&str, &[&str]); 7] = [
+const SECTIONS: [(&str, &[&str]); 9] = [
     ("metrics_statsd", &["metrics", "statsd"]),
+    ("state", &["state"]),
     ("security", &["security"]),
+    ("ha", &["ha"]),
     ("rest", &["rest"]),
     ("coordinator", &["coordinator"]),
     ("worker", &["worker"]),
@@ -303,7 +359,18 @@ const SECTIONS: [(&str, &[&str]); 7] = [
 ];
 
 fn parse_env_value(key: &str, raw: &str) -> toml::Value {
-    let list = ["reporters", "allowed-paths", "allowed_paths"].contains(&key);
+    let list = [
+        "reporters",
+        "allowed-paths",
+        "allowed_paths",
+        "etcd-endpoints",
+        "etcd_endpoints",
+    ]
+    .contains(&key);
+    // Sizes are text even when they are a bare number of bytes.
+    if key == "cache-memory" {
+        return toml::Value::String(raw.to_string());
+    }
     if list && !raw.trim_start().starts_with('[') {
         return toml::Value::Array(
             raw.split(',')
@@ -367,7 +434,7 @@ impl Config {
             let Some((prefix, path)) = SECTIONS.iter().find(|(s, _)| rest.starts_with(&format!("{s}_"))) else {
                 return Err(ConfigError::Env {
                     var,
-                    message: "not a configuration option: use SLUICE_<SECTION>_<KEY> with a section of coordinator, worker, logging, metrics, metrics_statsd, rest, security".into(),
+                    message: "not a configuration option: use SLUICE_<SECTION>_<KEY> with a section of coordinator, worker, ha, state, logging, metrics, metrics_statsd, rest, security".into(),
                 });
             };
             let key = rest[prefix.len() + 1..].replace('_', "-");

@@ -65,6 +65,16 @@ pub enum HarnessError {
     /// TLS files could not be read or used.
     #[error(transparent)]
     Tls(#[from] sluice_transport::tls::TlsError),
+    /// A job followed to its end (`submit --wait`) did not finish.
+    #[error("job {id} ended {status}{}", error.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    JobEnded {
+        /// The job.
+        id: String,
+        /// FAILED or CANCELED.
+        status: String,
+        /// Why it failed.
+        error: Option<String>,
+    },
     /// A store location could not be opened (names it).
     #[error("{location}: {source}")]
     Store {
@@ -92,6 +102,7 @@ impl HarnessError {
             HarnessError::Cluster(e) => cluster_exit_code(e),
             HarnessError::Checkpoint(_) | HarnessError::Savepoint { .. } | HarnessError::Store { .. } => exit::STORAGE,
             HarnessError::NoSavepoint(_) => exit::NOT_FOUND,
+            HarnessError::JobEnded { .. } => exit::FAILED,
             HarnessError::Forbidden(_) => exit::FORBIDDEN,
             HarnessError::Tls(e) => tls_exit_code(e),
         }
@@ -127,7 +138,7 @@ fn cluster_exit_code(e: &ClusterError) -> u8 {
         RefusalKind::NotFound => exit::NOT_FOUND,
         RefusalKind::Conflict => exit::CONFLICT,
         RefusalKind::Invalid => exit::USAGE,
-        RefusalKind::Unavailable => exit::UNAVAILABLE,
+        RefusalKind::Unavailable | RefusalKind::NotLeader => exit::UNAVAILABLE,
         RefusalKind::Forbidden => exit::FORBIDDEN,
         RefusalKind::Failed | RefusalKind::Unspecified => exit::FAILED,
     }

@@ -1,4 +1,4 @@
-//! Runs a built-in job embedded in this process and summarizes it.
+//! Runs a job embedded in this process and summarizes it.
 
 use std::fmt::Write as _;
 
@@ -7,11 +7,10 @@ use std::sync::Arc;
 use serde_json::json;
 use sluice_core::metrics::MetricRegistry;
 use sluice_core::spawned::AbortOnDrop;
-use sluice_core::{ExecutionConfig, JobResult};
+use sluice_core::{ExecutionConfig, JobGraph, JobResult};
 
 use crate::config::Config;
 use crate::error::HarnessError;
-use crate::jobs::{self, JobOptions};
 use crate::rest::{EmbeddedJob, RestOptions};
 use crate::settings::RunSettings;
 
@@ -26,6 +25,8 @@ pub struct Services {
     pub rest_linger: std::time::Duration,
     /// Reporters and their settings.
     pub config: Config,
+    /// How the run's progress is shown while it runs.
+    pub status: crate::app::StatusOutput,
 }
 
 /// How an embedded run ended.
@@ -41,8 +42,7 @@ pub struct EmbeddedOutcome {
 /// SIGTERM): then it drains, or with `--savepoint-dir` stops with a savepoint; a second stop
 /// while that goes on cancels the job.
 pub async fn run_embedded<F: std::future::Future<Output = ()>>(
-    name: &str,
-    opts: &JobOptions,
+    (name, graph, parallelism): (&str, JobGraph, u32),
     settings: &RunSettings,
     services: &Services,
     log: slog::Logger,
@@ -67,8 +67,7 @@ pub async fn run_embedded<F: std::future::Future<Output = ()>>(
             c.retained,
         )
     });
-    let graph = jobs::build(name, opts)?.build()?;
-    slog::info!(log, "starting job"; "job" => name, "job_id" => &job_id, "parallelism" => opts.parallelism);
+    slog::info!(log, "starting job"; "job" => name, "job_id" => &job_id, "parallelism" => parallelism);
     slog::debug!(log, "plan"; "plan" => graph.describe());
     let handle = sluice_core::runtime::spawn(graph, config)?;
     let controller = handle.controller();
@@ -83,7 +82,7 @@ pub async fn run_embedded<F: std::future::Future<Output = ()>>(
             config: json!({
                 "mode": "embedded",
                 "job": name,
-                "parallelism": opts.parallelism,
+                "parallelism": parallelism,
                 "checkpoint-dir": settings.checkpoint_dir.as_ref().map(|d| d.display().to_string()),
                 "reporters": services.config.metrics.reporters,
             }),
@@ -95,7 +94,11 @@ pub async fn run_embedded<F: std::future::Future<Output = ()>>(
     let reporters =
         crate::reporters::start(&services.config, Arc::new(move || source_registry.snapshot()), &log).await?;
     background.extend(reporters.into_iter().map(AbortOnDrop));
+    let status = crate::app::status::embedded(&services.status, registry.clone(), controller.clone());
     let (result, savepoint) = run_until_stopped(handle, &controller, settings, stop, &log).await?;
+    if let Some(status) = status {
+        status.finish().await;
+    }
     if services.rest_bind.is_some() && !services.rest_linger.is_zero() {
         slog::info!(log, "job ended; the REST API stays up a little longer"; "linger_ms" => services.rest_linger.as_millis() as u64);
         tokio::time::sleep(services.rest_linger).await;
@@ -134,7 +137,7 @@ async fn serve_rest(
         },
     );
     Ok(tokio::spawn(crate::rest::serve(
-        listener,
+        Arc::new(listener),
         app,
         services.config.rest_limits(),
         tls,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sluice_core::checkpoint::{CheckpointConfig, RestartStrategy, UnusableCheckpoint};
 use sluice_core::duration::parse_duration;
+use sluice_core::state_backend::{StateBackendConfig, TieredSettings};
 use sluice_core::ExecutionConfig;
 use sluice_state::blob::{BlobError, BlobStore, LocalFsStore, ObjectStoreBlob};
 
@@ -41,6 +42,10 @@ pub struct RunSettings {
     pub savepoint_dir: Option<PathBuf>,
     /// `--drain`: with `--savepoint-dir`, fire every window before the savepoint.
     pub drain: bool,
+    /// `--state-backend` (else `[state] backend`): `heap` or `tiered`.
+    pub state_backend: Option<String>,
+    /// `--state-cache-memory` (else `[state] cache-memory`).
+    pub state_cache_memory: Option<String>,
 }
 
 /// Opens an existing savepoint directory (or `s3://` prefix) for reading.
@@ -69,6 +74,79 @@ pub fn open_store(location: &str) -> Result<Arc<dyn BlobStore>, BlobError> {
     }
 }
 
+/// Parses a size in bytes: a number with an optional unit, `B`, `KiB`, `MiB`, `GiB`, `TiB`
+/// (powers of 1024) or `KB`, `MB`, `GB`, `TB` (powers of 1000), e.g. `128MiB`.
+pub fn parse_size(v: &str) -> Result<u64, String> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{v}' is not a size (e.g. 512MiB, 2GiB, 1048576)"))?;
+    if unit.starts_with('.') {
+        return Err(format!("'{v}': give a whole number (e.g. 1536MiB for 1.5GiB)"));
+    }
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' in '{v}' (B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+            ))
+        }
+    };
+    n.checked_mul(scale).ok_or_else(|| format!("'{v}' is too large"))
+}
+
+/// The smallest block cache the tiered backend accepts: a few blocks per cache shard.
+const MIN_CACHE: u64 = 1 << 20;
+
+/// The state backend `--state-backend` / `--state-cache-memory` (or `[state]`) ask for;
+/// `checkpointing` says whether the job checkpoints (`None`: decided per job, on a worker).
+pub fn state_backend(
+    backend: Option<&str>,
+    cache_memory: Option<&str>,
+    checkpointing: Option<bool>,
+) -> Result<StateBackendConfig, HarnessError> {
+    let bad = |m: String| HarnessError::BadOption(m);
+    match backend.unwrap_or("heap") {
+        "heap" => match cache_memory {
+            Some(_) => Err(bad(
+                "--state-cache-memory is a setting of the tiered backend: give --state-backend tiered ([state] backend)".into(),
+            )),
+            None => Ok(StateBackendConfig::Heap),
+        },
+        "tiered" => {
+            if checkpointing == Some(false) {
+                return Err(bad("--state-backend tiered ([state] backend) keeps its files in the checkpoint storage: give --checkpoint-dir and --checkpoint-interval, or --state-backend heap".into()));
+            }
+            let bytes = match cache_memory {
+                Some(v) => parse_size(v).map_err(|e| bad(format!("--state-cache-memory ([state] cache-memory): {e}")))?,
+                None => DEFAULT_CACHE,
+            };
+            if bytes < MIN_CACHE {
+                return Err(bad(format!(
+                    "--state-cache-memory ([state] cache-memory) must be at least 1MiB, got {bytes} bytes"
+                )));
+            }
+            let bytes = usize::try_from(bytes)
+                .map_err(|_| bad(format!("--state-cache-memory: {bytes} bytes does not fit this machine")))?;
+            Ok(StateBackendConfig::Tiered(TieredSettings::new(bytes)))
+        }
+        other => Err(bad(format!("--state-backend ([state] backend) must be heap or tiered, got '{other}'"))),
+    }
+}
+
+/// The tiered backend's block cache when none is given.
+const DEFAULT_CACHE: u64 = 256 << 20;
+
 fn duration(option: &str, v: &str) -> Result<Duration, HarnessError> {
     parse_duration(v).map_err(|e| HarnessError::BadOption(format!("{option}: {e}")))
 }
@@ -78,6 +156,11 @@ impl RunSettings {
     pub fn apply(&self, mut base: ExecutionConfig) -> Result<ExecutionConfig, HarnessError> {
         base.checkpointing = self.checkpointing()?;
         self.check_savepoint_options(base.checkpointing.is_some())?;
+        base.state_backend = state_backend(
+            self.state_backend.as_deref(),
+            self.state_cache_memory.as_deref(),
+            Some(base.checkpointing.is_some()),
+        )?;
         if let Some(path) = &self.from_savepoint {
             let store = open_savepoint(path).map_err(|e| match e {
                 HarnessError::NoSavepoint(m) => HarnessError::NoSavepoint(format!("--from-savepoint {m}")),

@@ -212,7 +212,7 @@ fn bad_input_is_rejected_with_an_error_not_a_panic() {
         (
             "--input on a nexmark job",
             vec!["run", "nexmark-q0", "--input", "x"],
-            vec!["--input", "not used", "nexmark-q0"],
+            vec!["unexpected argument '--input'"],
         ),
         (
             "malformed number",
@@ -241,7 +241,7 @@ fn bad_input_is_rejected_with_an_error_not_a_panic() {
                 "--events-dir",
                 "d",
             ],
-            vec!["--events-dir", "not used"],
+            vec!["unexpected argument '--events-dir'"],
         ),
     ];
     let mut failures = Vec::new();
@@ -268,4 +268,26 @@ fn bad_input_is_rejected_with_an_error_not_a_panic() {
         !Path::new(out_dir).join("part-0-0").exists(),
         "a rejected run wrote output"
     );
+}
+
+#[test]
+fn with_json_logs_the_final_error_is_json_too() {
+    let out = sluice(&[
+        "--log-format",
+        "json",
+        "run",
+        "wordcount",
+        "--input",
+        "/no/such/file",
+        "--print",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(!stderr.trim().is_empty());
+    for line in stderr.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if v["level"] == "ERRO" && v.get("exit_code").is_some() {
+            assert!(v["msg"].as_str().unwrap().contains("/no/such/file"), "{line}");
+        }
+    }
 }

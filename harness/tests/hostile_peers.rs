@@ -134,6 +134,7 @@ fn an_oversized_submission_is_refused_and_listing_keeps_working() {
                 key: "input".into(),
                 value: "x".repeat(900 << 10),
             }],
+            submission: String::new(),
         };
         s.write_all(&frame(&submit)).unwrap();
         match read_reply(&mut s) {
@@ -173,6 +174,7 @@ fn a_worker_offering_absurd_slots_is_refused() {
         worker_id: "greedy".into(),
         data_address: "127.0.0.1:1".into(),
         slots: u32::MAX,
+        build: String::new(),
     };
     s.write_all(&frame(&register)).unwrap();
     match read_reply(&mut s) {
@@ -413,9 +415,13 @@ fn connections_between_workers_close_when_their_attempt_ends() {
                 out.to_str().unwrap(),
             ],
         );
+        let end = wait_for(&addr, &id, &["FINISHED", "FAILED", "CANCELED"], Duration::from_secs(60));
+        let listing = text(&run(&["list", "--coordinator", &addr]).stdout);
         assert_eq!(
-            wait_for(&addr, &id, &["FINISHED", "FAILED", "CANCELED"], Duration::from_secs(60)),
-            "FINISHED"
+            end,
+            "FINISHED",
+            "job {i}: {listing}\n{}",
+            common::procs::logs(tmp.path())
         );
     };
     // Each job spans both workers (one slot each), so each opens connections between them.

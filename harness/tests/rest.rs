@@ -76,7 +76,8 @@ fn a_cluster_driven_only_through_http() {
         })
         .collect();
     let start = Instant::now();
-    while http(&rest, "GET", "/readyz", None).0 != 200 {
+    // Ready with the first worker; the test wants both.
+    while http(&rest, "GET", "/readyz", None).0 != 200 || http(&rest, "GET", "/overview", None).1["workers"] != 2 {
         assert!(start.elapsed() < Duration::from_secs(10), "workers did not register");
         std::thread::sleep(Duration::from_millis(50));
     }

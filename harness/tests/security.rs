@@ -93,6 +93,7 @@ fn raw_session(dir: &Path, stem: &str, addr: &str, claimed: &str, then: Vec<Wire
             worker_id: claimed.into(),
             data_address: "127.0.0.1:9".into(),
             slots: 1,
+            build: sluice_build(),
         };
         write_frame(&mut s, &encode_frame(&register).unwrap()).await.unwrap();
         let answer = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut s))
@@ -561,4 +562,10 @@ fn a_second_process_under_one_worker_id_makes_the_first_stop_instead_of_fighting
         coord.log()
     );
     second.kill();
+}
+
+/// The build the `sluice` binary registers its workers with.
+fn sluice_build() -> String {
+    use sluice_core::cluster::JobRegistry;
+    sluice::App::new("sluice").builtins().registry().unwrap().build_id()
 }

@@ -10,7 +10,7 @@
 //! against the oracle.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,6 +73,19 @@ pub struct ClusterSpec {
     /// The deliberately broken variant: the coordinator takes registrations at their word
     /// (the checker must see the impostor's damage).
     pub trust_claimed_identities: bool,
+    /// Standby coordinators elected over an etcd twin; `None` runs one standalone coordinator.
+    pub ha: Option<HaSpec>,
+}
+
+/// High availability in a simulated cluster.
+#[derive(Debug, Clone)]
+pub struct HaSpec {
+    /// Coordinators (one leads, the others stand by).
+    pub coordinators: usize,
+    /// Their lease TTL.
+    pub lease_ttl: Duration,
+    /// The deliberately broken variant: leaders ignore a lost lease and write unfenced.
+    pub unfenced: bool,
 }
 
 /// Fault rates of one run (a "swarm": drawn per seed rather than one fixed profile).
@@ -95,6 +108,20 @@ pub struct FaultPlan {
     /// Chance per tick of bit rot: one bit of a random object in the checkpoint store flips
     /// (a disk or object store that returns other bytes than were written).
     pub rot_per_tick: f64,
+    /// With HA: chance per tick of killing a coordinator (restarted after 0.2–3.2 s).
+    pub coordinator_kill_per_tick: f64,
+    /// With HA: chance per tick of pausing a coordinator for 0.5–5.5 s (it wakes a zombie).
+    pub pause_per_tick: f64,
+    /// With HA: chance per tick of cutting a coordinator from etcd only for 0.5–5.5 s (split
+    /// brain: it still reaches the workers).
+    pub etcd_cut_per_tick: f64,
+    /// With HA: at this tick, cut whichever coordinator leads from etcd for 3 lease TTLs.
+    pub split_brain_at: Option<u32>,
+    /// With HA: chance per tick of etcd becoming unreachable for everyone for 0.5–5.5 s.
+    pub etcd_outage_per_tick: f64,
+    /// With HA: share of etcd requests that time out without being applied (the twin's
+    /// `timeout_rate`), throughout.
+    pub etcd_timeout_rate: f32,
 }
 
 impl FaultPlan {
@@ -124,6 +151,38 @@ impl FaultPlan {
             } else {
                 0.0
             },
+            coordinator_kill_per_tick: 0.0,
+            pause_per_tick: 0.0,
+            etcd_cut_per_tick: 0.0,
+            split_brain_at: None,
+            etcd_outage_per_tick: 0.0,
+            etcd_timeout_rate: 0.0,
+        }
+    }
+
+    /// The draw without worker kills, partitions, bit rot or failing commits (store faults
+    /// stay): whatever goes wrong in a checker's run is the broken variant's doing.
+    pub fn quiet(seed: u64) -> Self {
+        FaultPlan {
+            kill_per_tick: 0.0,
+            partition_per_tick: 0.0,
+            rot_per_tick: 0.0,
+            failing_commits: 0,
+            ..FaultPlan::draw(seed)
+        }
+    }
+
+    /// A swarm for an HA cluster: the rates of [`FaultPlan::draw`] plus coordinator kills,
+    /// pauses and cuts from etcd.
+    pub fn draw_ha(seed: u64) -> Self {
+        let draw = |max: f64| (madsim::rand::random::<u32>() % 1000) as f64 / 1000.0 * max;
+        FaultPlan {
+            coordinator_kill_per_tick: draw(0.05),
+            pause_per_tick: draw(0.05),
+            etcd_cut_per_tick: draw(0.05),
+            etcd_outage_per_tick: draw(0.02),
+            etcd_timeout_rate: draw(0.02) as f32,
+            ..FaultPlan::draw(seed)
         }
     }
 }
@@ -151,6 +210,46 @@ pub struct ClusterRun {
     pub failovers: u32,
     /// What the impostor tried and got, if there was one.
     pub impostor: Option<crate::impostor::ImpostorReport>,
+    /// With HA: coordinators killed, paused, and cut from etcd.
+    pub coordinator_faults: (u32, u32, u32),
+    /// With HA: times etcd was unreachable for everyone.
+    pub etcd_outages: u32,
+    /// Simulated time the run took, ms (a fingerprint for comparing two runs of a seed).
+    pub sim_ms: u64,
+    /// With HA: the epochs that wrote to etcd, in order.
+    pub epochs: Vec<u64>,
+    /// With HA: writes of an older epoch sent after a newer epoch's write succeeded (must be
+    /// none), with the newer epoch.
+    pub stale_writes: Vec<(crate::ha::WriteRecord, u64)>,
+}
+
+impl ClusterRun {
+    /// The suites' oracle: the job finished with the exact output; or bit rot made its latest
+    /// checkpoint unusable and it stopped saying so, having written nothing twice or wrong
+    /// (what it did not get to is missing).
+    pub fn assert_exact_or_stopped_on_rot(&self, seed: u64) {
+        let v = &self.violations;
+        if self.rotted > 0 && self.status == Some(JobStatus::Failed) {
+            let error = self.error.clone().unwrap_or_default();
+            assert!(
+                error.contains("cannot be restored"),
+                "seed {seed}: the job failed, but not on the rotted checkpoint: {error}"
+            );
+            assert!(
+                v.duplicated == 0 && v.spurious == 0,
+                "seed {seed}: {v:?} after {} failovers",
+                self.failovers
+            );
+            return;
+        }
+        assert_eq!(
+            self.status,
+            Some(JobStatus::Finished),
+            "seed {seed}: the job did not finish: {:?}",
+            self.error
+        );
+        assert!(v.is_clean(), "seed {seed}: {v:?} after {} failovers", self.failovers);
+    }
 }
 
 impl std::fmt::Display for ClusterRun {
@@ -170,7 +269,19 @@ impl std::fmt::Display for ClusterRun {
                 "; impostor refused {} accepted {} deployments {} spoofed frames {}",
                 i.refused, i.accepted_as_victim, i.deployments, i.spoofed_frames
             ))
-        )
+        )?;
+        if !self.epochs.is_empty() {
+            let (k, p, c) = self.coordinator_faults;
+            write!(
+                f,
+                "; ha coordinator kills {k} pauses {p} etcd cuts {c} etcd outages {} epochs {} stale writes {}; sim time {} ms",
+                self.etcd_outages,
+                self.epochs.len(),
+                self.stale_writes.len(),
+                self.sim_ms
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -221,13 +332,20 @@ fn chance(p: f64) -> bool {
 
 /// The simulated outside world a cluster runs against and the coordinator's address.
 struct World {
+    /// Every coordinator's control address, comma-separated (as workers and clients take it).
     coordinator_addr: String,
+    /// The etcd twin's address, with HA.
+    etcd: Option<SocketAddr>,
+    /// Every coordinator's successful etcd writes.
+    writes: crate::ha::WriteLog,
     store: Arc<MemoryStore>,
     sink: TransactionalStore<(u64, u64)>,
     registry: Arc<dyn JobRegistry>,
     opener: StoreOpener,
-    /// The coordinator's latest incarnation (its node re-runs its `init` on a restart).
-    coordinator: Arc<Mutex<Option<Coordinator>>>,
+    /// Each coordinator's latest incarnation (its node re-runs its `init` on a restart).
+    coordinators: Vec<Arc<Mutex<Option<Coordinator>>>>,
+    /// Standbys and etcd, if any.
+    ha: Option<HaSpec>,
     /// Certificates, if the spec asks for TLS.
     tls: Option<SimTls>,
     /// The broken variant (see [`ClusterSpec::trust_claimed_identities`]).
@@ -280,35 +398,60 @@ impl World {
             protocol: spec.sink,
         });
         let shared_store: Arc<dyn BlobStore> = store.clone();
+        let n = spec.ha.as_ref().map_or(1, |h| h.coordinators);
         World {
-            coordinator_addr: format!("{}:6123", ip(spec.subnet, 1)),
+            coordinator_addr: (0..n)
+                .map(|i| format!("{}:6123", ip(spec.subnet, 1 + i as u8)))
+                .collect::<Vec<_>>()
+                .join(","),
+            etcd: spec
+                .ha
+                .as_ref()
+                .map(|_| SocketAddr::new(ip(spec.subnet, 50), crate::ha::ETCD_PORT)),
+            writes: Arc::default(),
             store,
             sink,
             registry,
             opener: Arc::new(move |_: &str| Ok(shared_store.clone())),
-            coordinator: Arc::default(),
+            coordinators: (0..n).map(|_| Arc::default()).collect(),
+            ha: spec.ha.clone(),
             tls: spec.tls.then(|| SimTls::new(spec.workers)),
             trust_claimed_identities: spec.trust_claimed_identities,
         }
     }
 
-    /// The coordinator's node; it serves from its `init`, so a restart brings it back.
-    fn start_coordinator(&self, handle: &Handle, subnet: u8) -> NodeId {
-        let (registry, opener, slot, addr) = (
-            self.registry.clone(),
-            self.opener.clone(),
-            self.coordinator.clone(),
-            self.coordinator_addr.clone(),
-        );
+    /// The etcd twin's node (never killed: the twin keeps its data in memory only).
+    fn start_etcd(&self, handle: &Handle, subnet: u8, timeout_rate: f32) -> Option<NodeId> {
+        let addr = self.etcd?;
+        let node = handle
+            .create_node()
+            .name(format!("etcd-{subnet}"))
+            .ip(addr.ip())
+            .init(move || async move {
+                let _ = etcd_client::SimServer::builder()
+                    .timeout_rate(timeout_rate)
+                    .serve(addr)
+                    .await;
+            })
+            .build();
+        Some(node.id())
+    }
+
+    /// Coordinator `i`'s node; it serves from its `init`, so a restart brings it back. Under
+    /// HA it campaigns, and campaigns again on a fresh coordinator after being deposed.
+    fn start_coordinator(&self, handle: &Handle, subnet: u8, i: usize) -> NodeId {
+        let (registry, opener, slot) = (self.registry.clone(), self.opener.clone(), self.coordinators[i].clone());
+        let addr = format!("{}:6123", ip(subnet, 1 + i as u8));
         let tls = self.tls.as_ref().map(|t| t.coordinator.clone());
         let trust = self.trust_claimed_identities;
+        let (etcd, ha, writes) = (self.etcd, self.ha.clone(), self.writes.clone());
         handle
             .create_node()
-            .name(format!("coordinator-{subnet}"))
-            .ip(ip(subnet, 1))
+            .name(format!("coordinator-{subnet}-{i}"))
+            .ip(ip(subnet, 1 + i as u8))
             .init(move || {
                 let (registry, opener, slot, addr) = (registry.clone(), opener.clone(), slot.clone(), addr.clone());
-                let tls = tls.clone();
+                let (tls, ha, writes) = (tls.clone(), ha.clone(), writes.clone());
                 async move {
                     let mut cfg = CoordinatorConfig::new(sim_logger());
                     cfg.tls = tls;
@@ -317,12 +460,31 @@ impl World {
                     cfg.heartbeat_timeout = Duration::from_secs(2);
                     cfg.slot_wait = Duration::from_secs(120);
                     cfg.checkpoint_dir = Some("sim-store".into());
-                    let c = Coordinator::new(cfg, registry, opener).expect("valid coordinator settings");
-                    *slot.locked() = Some(c.clone());
-                    let listener = tokio::net::TcpListener::bind(&addr)
-                        .await
-                        .expect("bind the coordinator");
-                    c.serve(listener).await.expect("the coordinator serves");
+                    loop {
+                        if let (Some(h), Some(etcd)) = (&ha, etcd) {
+                            let backend =
+                                crate::ha::AuditedHa::connect(etcd, h.lease_ttl, h.unfenced, writes.clone()).await;
+                            cfg.ha = Some(Arc::new(backend));
+                        }
+                        let c = Coordinator::new(cfg.clone(), registry.clone(), opener.clone())
+                            .expect("valid coordinator settings");
+                        *slot.locked() = Some(c.clone());
+                        // A deposed term's listener may linger for a moment.
+                        let listener = loop {
+                            match tokio::net::TcpListener::bind(&addr).await {
+                                Ok(l) => break l,
+                                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                            }
+                        };
+                        match c.serve(listener).await {
+                            Ok(()) => return,
+                            // Deposed, or etcd could not be reached: a fresh term.
+                            Err(e) => {
+                                assert!(ha.is_some(), "the standalone coordinator stopped serving: {e}");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        }
+                    }
                 }
             })
             .build()
@@ -404,7 +566,9 @@ async fn submit(
                     addr: &addr,
                     tls: tls.as_ref(),
                 };
-                match submit_job(to, "keyed-count", &options).await {
+                // One submission id for every try: a try whose answer was lost (its leader
+                // deposed) must not leave a second job behind the retry.
+                match submit_job(to, "keyed-count", &options, "sim-keyed-count").await {
                     Ok(id) => return id,
                     // The coordinator may not listen yet.
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -435,17 +599,14 @@ fn rot(store: &MemoryStore) -> bool {
 
 /// The fault phase: `plan.ticks` ticks of worker kills, cut links, latency changes and bit
 /// rot in `store`; returns once every downed node is back and every link healed.
-async fn inject_faults(
-    plan: &FaultPlan,
-    (workers, coordinator): (&[NodeId], NodeId),
-    store: &MemoryStore,
-    run: &mut ClusterRun,
-) {
+async fn inject_faults(plan: &FaultPlan, nodes: &Nodes, world: &World, run: &mut ClusterRun) {
+    let (workers, store) = (&nodes.workers[..], &*world.store);
     let handle = Handle::current();
     let net = NetSim::current();
     let mut healing = Vec::new();
     let down: Arc<Mutex<BTreeSet<NodeId>>> = Arc::default();
-    for _ in 0..plan.ticks {
+    for tick in 0..plan.ticks {
+        coordinator_faults(plan, tick, nodes, world, &down, &mut healing, run);
         tokio::time::sleep(Duration::from_millis(200)).await;
         if chance(plan.kill_per_tick) {
             let w = workers[madsim::rand::random::<usize>() % workers.len()];
@@ -462,10 +623,10 @@ async fn inject_faults(
             }
         }
         if chance(plan.partition_per_tick) {
-            let mut nodes = workers.to_vec();
-            nodes.push(coordinator);
-            let a = nodes[madsim::rand::random::<usize>() % nodes.len()];
-            let b = nodes[madsim::rand::random::<usize>() % nodes.len()];
+            let mut all = workers.to_vec();
+            all.extend(&nodes.coordinators);
+            let a = all[madsim::rand::random::<usize>() % all.len()];
+            let b = all[madsim::rand::random::<usize>() % all.len()];
             if a != b {
                 net.clog_link(a, b);
                 net.clog_link(b, a);
@@ -494,18 +655,120 @@ async fn inject_faults(
     net.update_config(|c| c.send_latency = Duration::from_millis(1)..Duration::from_millis(10));
 }
 
-/// The liveness phase: polls the job from the client node until it ends, at most 300 s of
+/// The simulated nodes of a cluster.
+struct Nodes {
+    workers: Vec<NodeId>,
+    coordinators: Vec<NodeId>,
+    etcd: Option<NodeId>,
+}
+
+/// Kills (restarted later) or pauses (resumed later) node `n` for `for_ms`, unless it is down.
+fn take_down(
+    n: NodeId,
+    pause: bool,
+    for_ms: u64,
+    down: &Arc<Mutex<BTreeSet<NodeId>>>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !down.locked().insert(n) {
+        return None;
+    }
+    let handle = Handle::current();
+    if pause {
+        handle.pause(n);
+    } else {
+        handle.kill(n);
+    }
+    let down = down.clone();
+    Some(tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(for_ms)).await;
+        if pause {
+            handle.resume(n);
+        } else {
+            handle.restart(n);
+        }
+        down.locked().remove(&n);
+    }))
+}
+
+/// Cuts coordinator `c` from etcd (both ways) for `for_ms`.
+fn cut_from_etcd(c: NodeId, etcd: NodeId, for_ms: u64) -> tokio::task::JoinHandle<()> {
+    let net = NetSim::current();
+    net.clog_link(c, etcd);
+    net.clog_link(etcd, c);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(for_ms)).await;
+        net.unclog_link(c, etcd);
+        net.unclog_link(etcd, c);
+    })
+}
+
+/// This tick's faults of the coordinators and etcd (HA only).
+fn coordinator_faults(
+    plan: &FaultPlan,
+    tick: u32,
+    nodes: &Nodes,
+    world: &World,
+    down: &Arc<Mutex<BTreeSet<NodeId>>>,
+    healing: &mut Vec<tokio::task::JoinHandle<()>>,
+    run: &mut ClusterRun,
+) {
+    let (Some(etcd), Some(ha)) = (nodes.etcd, world.ha.as_ref()) else {
+        return;
+    };
+    let cs = &nodes.coordinators;
+    let pick = || cs[madsim::rand::random::<usize>() % cs.len()];
+    let span = || 500 + madsim::rand::random::<u64>() % 5000;
+    if chance(plan.coordinator_kill_per_tick) {
+        if let Some(h) = take_down(pick(), false, 200 + madsim::rand::random::<u64>() % 3000, down) {
+            healing.push(h);
+            run.coordinator_faults.0 += 1;
+        }
+    }
+    if chance(plan.pause_per_tick) {
+        if let Some(h) = take_down(pick(), true, span(), down) {
+            healing.push(h);
+            run.coordinator_faults.1 += 1;
+        }
+    }
+    if chance(plan.etcd_cut_per_tick) {
+        healing.push(cut_from_etcd(pick(), etcd, span()));
+        run.coordinator_faults.2 += 1;
+    }
+    if chance(plan.etcd_outage_per_tick) {
+        let net = NetSim::current();
+        net.clog_node(etcd);
+        let for_ms = span();
+        healing.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(for_ms)).await;
+            NetSim::current().unclog_node(etcd);
+        }));
+        run.etcd_outages += 1;
+    }
+    if plan.split_brain_at == Some(tick) {
+        // The leader keeps its workers but loses etcd for longer than its lease.
+        let leader = world
+            .coordinators
+            .iter()
+            .position(|c| c.locked().as_ref().is_some_and(|c| c.leads().is_some()));
+        if let Some(i) = leader {
+            healing.push(cut_from_etcd(cs[i], etcd, 3 * ha.lease_ttl.as_millis() as u64));
+            run.coordinator_faults.2 += 1;
+        }
+    }
+}
+
+/// The liveness phase: polls the job from the client node until it ends, at most `bound` of
 /// simulated time; returns its final status and error.
 async fn await_end(
     client: &madsim::runtime::NodeHandle,
-    addr: &str,
-    tls: Option<ClusterTls>,
+    (addr, tls): (&str, Option<ClusterTls>),
     job: &str,
+    bound: Duration,
 ) -> (JobStatus, Option<String>) {
     let (job, addr) = (job.to_string(), addr.to_string());
     client
         .spawn(async move {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+            let deadline = tokio::time::Instant::now() + bound;
             loop {
                 let to = Target {
                     addr: &addr,
@@ -513,13 +776,25 @@ async fn await_end(
                 };
                 if let Ok(jobs) = list_jobs(to).await {
                     if let Some(j) = jobs.iter().find(|j| j.id == job).filter(|j| j.status.is_terminal()) {
+                        // One submission, one job: a retried submission that created a
+                        // second (its first answer lost to a failover) writes twice.
+                        if jobs.len() != 1 {
+                            let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+                            return (
+                                JobStatus::Failed,
+                                Some(format!("one submission left {} jobs: {ids:?}", jobs.len())),
+                            );
+                        }
                         return (j.status, j.error.clone());
                     }
                 }
                 if tokio::time::Instant::now() > deadline {
                     return (
                         JobStatus::Running,
-                        Some("did not finish within 300 s of simulated time after faults stopped".into()),
+                        Some(format!(
+                            "did not finish within {} s of simulated time after faults stopped",
+                            bound.as_secs()
+                        )),
                     );
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -544,7 +819,7 @@ fn start_impostor(
         .build();
     let report = Arc::new(Mutex::new(crate::impostor::ImpostorReport::default()));
     let plan = crate::impostor::Plan {
-        coordinator: world.coordinator_addr.clone(),
+        coordinator: world.coordinator_addr.split(',').next().unwrap_or_default().to_string(),
         tls,
         own_id: "impostor".into(),
         victim: "worker-0".into(),
@@ -558,9 +833,13 @@ fn start_impostor(
 /// Builds the cluster of `spec`, runs the keyed count on it under its fault plan, and checks
 /// the result. Must run inside a madsim runtime.
 pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
+    let started = tokio::time::Instant::now();
     let handle = Handle::current();
     let world = World::new(&spec);
-    let coordinator_node = world.start_coordinator(&handle, spec.subnet);
+    let etcd = world.start_etcd(&handle, spec.subnet, spec.faults.etcd_timeout_rate);
+    let coordinators: Vec<NodeId> = (0..world.coordinators.len())
+        .map(|i| world.start_coordinator(&handle, spec.subnet, i))
+        .collect();
     let workers: Vec<NodeId> = (0..spec.workers)
         .map(|i| world.start_worker(&handle, &spec, i))
         .collect();
@@ -573,27 +852,50 @@ pub async fn run_keyed_count(spec: ClusterSpec) -> ClusterRun {
     let job = submit(&client, &world.coordinator_addr, admin.clone(), &spec).await;
     let mut run = ClusterRun::default();
     let impostor = start_impostor(&handle, &world, &spec, &job);
-    inject_faults(&spec.faults, (&workers, coordinator_node), &world.store, &mut run).await;
-    // Liveness: the faults have stopped (downed workers are back, links healed).
-    let (status, error) = await_end(&client, &world.coordinator_addr, admin, &job).await;
+    let nodes = Nodes {
+        workers,
+        coordinators,
+        etcd,
+    };
+    inject_faults(&spec.faults, &nodes, &world, &mut run).await;
+    // Liveness: the faults have stopped (downed nodes are back, links healed).
+    // The broken HA variant need not be live (its audit is what is checked): a shorter bound
+    // keeps the checker's seeds within the simulation's time limit.
+    let bound = if spec.ha.as_ref().is_some_and(|h| h.unfenced) {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(300)
+    };
+    let (status, error) = await_end(&client, (&world.coordinator_addr, admin), &job, bound).await;
     run.status = Some(status);
     run.error = error;
     run.failovers = world
-        .coordinator
-        .locked()
-        .as_ref()
-        .and_then(|c| c.job(&job))
-        .map_or(0, |j| j.attempt);
+        .coordinators
+        .iter()
+        .filter_map(|c| c.locked().as_ref().and_then(|c| c.job(&job)))
+        .map(|j| j.attempt)
+        .max()
+        .unwrap_or(0);
     run.store_faults = world.store.injected_faults();
     run.violations = spec.workload.check(&world.sink.committed());
+    run.sim_ms = started.elapsed().as_millis() as u64;
+    if world.ha.is_some() {
+        let writes = world.writes.locked().clone();
+        run.epochs = writes
+            .iter()
+            .map(|w| w.epoch)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        run.stale_writes = crate::ha::stale_writes(&writes);
+    }
     if let Some((node, report)) = impostor {
         handle.kill(node);
         run.impostor = Some(*report.locked());
     }
     // This cluster is done: its nodes stop, so the next one in the same simulation runs alone.
-    for w in workers {
-        handle.kill(w);
+    for n in nodes.workers.iter().chain(&nodes.coordinators).chain(&nodes.etcd) {
+        handle.kill(*n);
     }
-    handle.kill(coordinator_node);
     run
 }

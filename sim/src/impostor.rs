@@ -61,6 +61,7 @@ async fn connect(plan: &Plan, claimed: &str) -> Option<(ReadHalf<NetStream>, Wri
         worker_id: claimed.to_string(),
         data_address: "10.255.0.98:7000".into(),
         slots: 2,
+        build: String::new(),
     };
     connect_with_first(plan, register).await
 }

@@ -10,8 +10,12 @@ pub mod broken_sink;
 #[cfg(madsim)]
 pub mod cluster;
 #[cfg(madsim)]
+pub mod ha;
+#[cfg(madsim)]
 pub mod impostor;
 pub mod keyed_count;
+#[cfg(madsim)]
+pub mod tiered;
 
 use sluice_core::{ExecutionConfig, JobError, JobResult, StreamEnv};
 

@@ -33,6 +33,10 @@ pub enum StateError {
     /// A snapshot holds state for a table the operator does not declare.
     #[error("the snapshot holds state '{0}', which this operator does not declare")]
     UnknownState(String),
+    /// The tiered backend failed (a run file missing, damaged or unreachable, a read that was
+    /// not prefetched); names the file and the problem.
+    #[error("tiered state: {0}")]
+    Tiered(String),
     /// A max parallelism outside 1..=32768.
     #[error("max parallelism must be between 1 and 32768, got {0}")]
     BadMaxParallelism(u32),

@@ -18,6 +18,7 @@ mod cow_map;
 mod error;
 mod key_group;
 mod keyed_state;
+mod keyed_tiered;
 pub mod rng;
 mod snapshot;
 mod stable_hash;
@@ -30,4 +31,5 @@ pub use snapshot::{check_types, KeyedEntry, RestoredState, StateFile, StateWrite
 pub use stable_hash::{stable_hash, StableHasher};
 
 pub mod blob;
+pub mod tiered;
 pub use blob::{delete_prefix, BlobError, BlobStore, FaultConfig, LocalFsStore, MemoryStore};

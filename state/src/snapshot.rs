@@ -123,6 +123,26 @@ impl StateWriter {
         Ok(())
     }
 
+    /// Writes one keyed entry already encoded, into key group `key_group` (converting state
+    /// kept elsewhere, e.g. in tiered runs, into this canonical form).
+    pub fn write_keyed_raw(&mut self, table: u16, key_group: u32, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+        let too_big = |what: &str, n: usize| StateError::Encode(format!("a state {what} of {n} bytes is too large"));
+        let key_len = u32::try_from(key.len()).map_err(|_| too_big("key", key.len()))?;
+        let value_len = u32::try_from(value.len()).map_err(|_| too_big("value", value.len()))?;
+        let buf = self.groups.entry(key_group).or_default();
+        buf.extend_from_slice(&table.to_le_bytes());
+        buf.extend_from_slice(&key_len.to_le_bytes());
+        buf.extend_from_slice(key);
+        buf.extend_from_slice(&value_len.to_le_bytes());
+        buf.extend_from_slice(value);
+        Ok(())
+    }
+
+    /// The max parallelism (number of key groups) this writer files entries under.
+    pub fn max_parallelism(&self) -> u32 {
+        self.max_parallelism
+    }
+
     /// Adds one element of operator (non-keyed) list state.
     pub fn add_operator_state<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), StateError> {
         self.operator
@@ -133,6 +153,11 @@ impl StateWriter {
     /// Adds one element of operator list state that is already encoded.
     pub fn add_operator_state_raw(&mut self, bytes: Vec<u8>) {
         self.operator.push(bytes);
+    }
+
+    /// The operator state elements added so far.
+    pub fn operator_state(&self) -> &[Vec<u8>] {
+        &self.operator
     }
 
     /// Whether nothing was written.
@@ -180,6 +205,8 @@ pub struct KeyedEntry<'a> {
     pub key: &'a [u8],
     /// The value, in bincode.
     pub value: &'a [u8],
+    /// The key group the entry was written in.
+    pub key_group: u32,
 }
 
 /// What one operator subtask restores: the keyed state of its key-group range, taken from
@@ -247,6 +274,7 @@ impl RestoredState {
                         types,
                         key,
                         value,
+                        key_group: *kg,
                     })?;
                     rest = tail;
                 }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use sluice_transport::wire::{
     decode_frame, encode_frame, read_frame, FrameError, WireJobEntry, WireMessage, WireMetric, WireOption, WirePeer,
-    MAX_FRAME_BYTES,
+    WireProgress, MAX_FRAME_BYTES,
 };
 use sluice_transport::ChannelId;
 
@@ -57,18 +57,20 @@ fn data_plane() -> impl Strategy<Value = WireMessage> {
             attempt,
             credits
         }),
-        (s(), s(), any::<u32>()).prop_map(|(worker_id, data_address, slots)| WireMessage::Register {
+        (s(), s(), any::<u32>(), s()).prop_map(|(worker_id, data_address, slots, build)| WireMessage::Register {
             worker_id,
             data_address,
-            slots
+            slots,
+            build
         }),
-        (s(), any::<u32>(), any::<u32>()).prop_map(|(worker_id, heartbeat_interval_ms, heartbeat_timeout_ms)| {
-            WireMessage::RegisterAck {
+        (s(), any::<u32>(), any::<u32>(), any::<u64>()).prop_map(
+            |(worker_id, heartbeat_interval_ms, heartbeat_timeout_ms, epoch)| WireMessage::RegisterAck {
                 worker_id,
                 heartbeat_interval_ms,
                 heartbeat_timeout_ms,
+                epoch,
             }
-        }),
+        ),
         s().prop_map(|worker_id| WireMessage::Heartbeat { worker_id }),
     ]
 }
@@ -246,19 +248,33 @@ fn metric() -> impl Strategy<Value = WireMetric> {
 fn client() -> impl Strategy<Value = WireMessage> {
     let s = || "[a-z0-9:._-]{0,24}";
     prop_oneof![
-        (s(), opts()).prop_map(|(job_name, options)| WireMessage::SubmitJob { job_name, options }),
+        (s(), opts(), s()).prop_map(|(job_name, options, submission)| WireMessage::SubmitJob {
+            job_name,
+            options,
+            submission
+        }),
         s().prop_map(|job_id| WireMessage::JobSubmitted { job_id }),
         Just(WireMessage::ListJobs),
-        proptest::collection::vec((s(), s(), s(), s()), 0..6).prop_map(|v| WireMessage::JobList {
-            jobs: v
-                .into_iter()
-                .map(|(job_id, job_name, status, error)| WireJobEntry {
-                    job_id,
-                    job_name,
-                    status,
-                    error
-                })
-                .collect()
+        proptest::collection::vec((s(), s(), s(), s(), any::<(u64, u64, i64, u64, u64, u64)>()), 0..6).prop_map(|v| {
+            WireMessage::JobList {
+                jobs: v
+                    .into_iter()
+                    .map(|(job_id, job_name, status, error, p)| WireJobEntry {
+                        job_id,
+                        job_name,
+                        status,
+                        error,
+                        progress: WireProgress {
+                            in_per_second: p.0,
+                            out_per_second: p.1,
+                            watermark_lag_ms: p.2,
+                            checkpoints: p.3,
+                            last_checkpoint_ms: p.4,
+                            restarts: p.5,
+                        },
+                    })
+                    .collect(),
+            }
         }),
         s().prop_map(|job_id| WireMessage::CancelJob { job_id }),
         s().prop_map(|job_id| WireMessage::JobCancelled { job_id }),

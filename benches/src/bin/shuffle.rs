@@ -129,7 +129,7 @@ fn run_cluster(records: u64, tls: bool) -> anyhow::Result<Duration> {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let start = tokio::time::Instant::now();
-        let id = coordinator.submit("shuffle", &[])?;
+        let id = coordinator.submit("shuffle", &[], None).await?;
         loop {
             let st = coordinator.job(&id).map(|j| (j.status, j.error));
             match st {

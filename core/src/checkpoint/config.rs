@@ -59,6 +59,11 @@ pub struct CheckpointConfig {
     pub store: Arc<dyn BlobStore>,
     /// What to do when the latest completed checkpoint cannot be restored.
     pub on_unusable: UnusableCheckpoint,
+    /// The deliberately broken variant the simulation's deletion oracle must catch: a
+    /// subsumed checkpoint's shared files are deleted even when a retained checkpoint names
+    /// them too.
+    #[cfg(madsim)]
+    pub broken_gc: bool,
 }
 
 impl fmt::Debug for CheckpointConfig {
@@ -89,6 +94,8 @@ impl CheckpointConfig {
             retained: 1,
             store,
             on_unusable: UnusableCheckpoint::Fail,
+            #[cfg(madsim)]
+            broken_gc: false,
         }
     }
 

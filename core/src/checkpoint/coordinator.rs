@@ -136,6 +136,8 @@ pub(crate) struct Coordinator {
     next_id: Arc<AtomicU64>,
     /// Completed checkpoints still retained, oldest first.
     retained: VecDeque<u64>,
+    /// The shared files of the retained checkpoints (deleted when no longer named).
+    shared: crate::checkpoint::gc::SharedFiles,
     stats: Arc<CheckpointStats>,
     savepoints: Option<SavepointRequests>,
     stop: StopHook,
@@ -202,6 +204,7 @@ impl Coordinator {
             events,
             next_id: job.next_id.clone(),
             retained,
+            shared: Default::default(),
             stats: job.stats.clone(),
             savepoints: job.savepoints.clone(),
             stop: job.stop.clone(),
@@ -519,23 +522,42 @@ impl Coordinator {
                 let _ = t.commands.send(TaskCommand::Finish).await;
             }
         }
-        self.retain(p.id).await;
+        self.retain(&meta).await;
         Ok((meta, p.is_final))
     }
 
     /// Keeps completed checkpoint `id` and deletes the ones it subsumes beyond the retained
     /// count.
-    async fn retain(&mut self, id: u64) {
+    async fn retain(&mut self, meta: &CheckpointMetadata) {
+        let id = meta.checkpoint_id;
         debug_assert!(
             self.retained.back().is_none_or(|&last| last < id),
             "completed checkpoint ids must increase: {id} after {:?}",
             self.retained.back()
         );
         self.retained.push_back(id);
+        self.shared.completed(id, meta.shared_files());
         while self.retained.len() > self.config.retained as usize {
             let old = self.retained.pop_front().expect("longer than retained >= 1");
+            // Read before the checkpoint goes: which shared files it named.
+            let files = self.shared.of(&self.storage, old).await.cloned();
             if let Err(e) = self.storage.discard(old).await {
                 slog::warn!(self.log, "could not delete subsumed checkpoint"; "checkpoint" => old, "error" => %e);
+                continue;
+            }
+            let retained: Vec<u64> = self.retained.iter().copied().collect();
+            #[cfg(madsim)]
+            let retained = if self.config.broken_gc { Vec::new() } else { retained };
+            let deleted = match files {
+                Ok(files) => self.shared.discarded(&self.storage, old, files, &retained).await,
+                Err(e) => Err(e),
+            };
+            match deleted {
+                Ok(n) if n > 0 => slog::debug!(self.log, "deleted shared files"; "checkpoint" => old, "files" => n),
+                Ok(_) => {}
+                Err(e) => {
+                    slog::warn!(self.log, "kept the shared files of a subsumed checkpoint"; "checkpoint" => old, "error" => %e)
+                }
             }
         }
     }
@@ -734,6 +756,7 @@ mod tests {
                 path: "x".into(),
                 size: 1,
                 crc32: 0,
+                shared: Vec::new(),
             },
         )];
         let ack = TaskEvent::Acked {

@@ -2,7 +2,10 @@
 //!
 //! Encoded like a state file: magic `SLCMETA1`, format version (u16), body length (u64),
 //! bincode body, crc32 of everything before it. Paths are relative to the checkpoint's
-//! directory, so a checkpoint (or savepoint) directory can be moved as a whole.
+//! directory, so a checkpoint (or savepoint) directory can be moved as a whole; the shared
+//! files of tiered state (version 2) are relative to the store's root, under the job's
+//! `shared/` directory, and are named by every checkpoint that needs them. Version 1 (no
+//! shared files) is still read.
 
 use std::collections::BTreeSet;
 
@@ -12,7 +15,7 @@ use sluice_state::MAX_MAX_PARALLELISM;
 use crate::error::CheckpointError;
 
 /// The version of the metadata format written by this build.
-pub const METADATA_FORMAT_VERSION: u16 = 1;
+pub const METADATA_FORMAT_VERSION: u16 = 2;
 const MAGIC: &[u8; 8] = b"SLCMETA1";
 
 /// A completed checkpoint.
@@ -57,12 +60,93 @@ pub struct StateFileMeta {
     pub size: u64,
     /// crc32 of the whole file.
     pub crc32: u32,
+    /// The shared files (tiered state's runs) the state file names, relative to the store's
+    /// root: a checkpoint needs them as much as its own files.
+    pub shared: Vec<SharedFile>,
+}
+
+/// A file shared between checkpoints: one run of tiered state.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SharedFile {
+    /// Its path from the store's root (`<job>/shared/...`).
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// Version 1 of the metadata, without shared files.
+#[derive(Deserialize)]
+struct MetadataV1 {
+    job_name: String,
+    checkpoint_id: u64,
+    triggered_at_ms: i64,
+    completed_at_ms: i64,
+    max_parallelism: u32,
+    operators: Vec<OperatorV1>,
+}
+
+#[derive(Deserialize)]
+struct OperatorV1 {
+    key: String,
+    name: String,
+    parallelism: u32,
+    files: Vec<FileV1>,
+}
+
+#[derive(Deserialize)]
+struct FileV1 {
+    subtask: u32,
+    path: String,
+    size: u64,
+    crc32: u32,
+}
+
+impl From<MetadataV1> for CheckpointMetadata {
+    fn from(m: MetadataV1) -> Self {
+        CheckpointMetadata {
+            job_name: m.job_name,
+            checkpoint_id: m.checkpoint_id,
+            triggered_at_ms: m.triggered_at_ms,
+            completed_at_ms: m.completed_at_ms,
+            max_parallelism: m.max_parallelism,
+            operators: m
+                .operators
+                .into_iter()
+                .map(|o| OperatorStateMeta {
+                    key: o.key,
+                    name: o.name,
+                    parallelism: o.parallelism,
+                    files: o
+                        .files
+                        .into_iter()
+                        .map(|f| StateFileMeta {
+                            subtask: f.subtask,
+                            path: f.path,
+                            size: f.size,
+                            crc32: f.crc32,
+                            shared: Vec::new(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl CheckpointMetadata {
-    /// Total bytes of state.
+    /// Total bytes of state: its own files and every shared file it names (once each).
     pub fn state_size(&self) -> u64 {
-        self.operators.iter().flat_map(|o| &o.files).map(|f| f.size).sum()
+        let own: u64 = self.operators.iter().flat_map(|o| &o.files).map(|f| f.size).sum();
+        own + self.shared_files().iter().map(|f| f.size).sum::<u64>()
+    }
+
+    /// The shared files it names, each once.
+    pub fn shared_files(&self) -> BTreeSet<SharedFile> {
+        self.operators
+            .iter()
+            .flat_map(|o| &o.files)
+            .flat_map(|f| f.shared.iter().cloned())
+            .collect()
     }
 
     /// Encodes with header and checksum.
@@ -91,7 +175,7 @@ impl CheckpointMetadata {
             return Err(bad("not a Sluice checkpoint metadata file (bad magic)".into()));
         }
         let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-        if version != METADATA_FORMAT_VERSION {
+        if !(1..=METADATA_FORMAT_VERSION).contains(&version) {
             return Err(bad(format!(
                 "format version {version} is not supported (this build reads version {METADATA_FORMAT_VERSION})"
             )));
@@ -107,7 +191,12 @@ impl CheckpointMetadata {
         if crc32fast::hash(&bytes[..crc_at]) != u32::from_le_bytes(bytes[crc_at..].try_into().expect("4 bytes")) {
             return Err(bad("checksum mismatch: the file is corrupt".into()));
         }
-        let meta: Self = bincode::deserialize(&bytes[18..crc_at]).map_err(|e| bad(format!("undecodable: {e}")))?;
+        let body = &bytes[18..crc_at];
+        let meta: Self = match version {
+            1 => bincode::deserialize::<MetadataV1>(body).map(Self::from),
+            _ => bincode::deserialize(body),
+        }
+        .map_err(|e| bad(format!("undecodable: {e}")))?;
         meta.check().map_err(bad)?;
         Ok(meta)
     }
@@ -151,10 +240,24 @@ impl CheckpointMetadata {
                         f.path
                     ));
                 }
+                // Shared files are deleted when no checkpoint names them any more: only files
+                // of a job's shared directory may be named.
+                if let Some(bad) = f.shared.iter().find(|s| !is_shared_path(&s.path)) {
+                    return Err(format!(
+                        "state file '{}' names shared file '{}', which is not in a job's shared directory",
+                        f.path, bad.path
+                    ));
+                }
             }
         }
         Ok(())
     }
+}
+
+/// Whether `path` is a plain relative path with `shared` as its second segment
+/// (`<job>/shared/...`).
+pub(crate) fn is_shared_path(path: &str) -> bool {
+    is_plain_relative(path) && path.split('/').nth(1) == Some("shared") && path.split('/').count() > 2
 }
 
 /// Whether `path` stays inside the directory it is relative to: not absolute, no `..`, `.` or
@@ -166,6 +269,70 @@ pub(crate) fn is_plain_relative(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Version 1 metadata (written before shared files existed) still reads, naming none.
+    #[test]
+    fn version_1_metadata_is_still_read() {
+        /// An operator of version 1: key, name, parallelism, files.
+        type OperatorV1 = (String, String, u32, Vec<(u32, String, u64, u32)>);
+        #[derive(Serialize)]
+        struct V1 {
+            job_name: String,
+            checkpoint_id: u64,
+            triggered_at_ms: i64,
+            completed_at_ms: i64,
+            max_parallelism: u32,
+            operators: Vec<OperatorV1>,
+        }
+        let body = bincode::serialize(&V1 {
+            job_name: "j".into(),
+            checkpoint_id: 3,
+            triggered_at_ms: 1,
+            completed_at_ms: 2,
+            max_parallelism: 16,
+            operators: vec![("k".into(), "K".into(), 1, vec![(0, "k/0.state".into(), 5, 9)])],
+        })
+        .unwrap();
+        let mut b = MAGIC.to_vec();
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        b.extend_from_slice(&body);
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        let m = CheckpointMetadata::decode("v1", &b).unwrap();
+        assert_eq!(m.operators[0].files[0].path, "k/0.state");
+        assert!(m.shared_files().is_empty());
+    }
+
+    #[test]
+    fn a_shared_file_outside_a_jobs_shared_directory_is_refused() {
+        for bad in ["../x.run", "job/chk-1/_metadata", "job/shared", "/job/shared/x"] {
+            let m = CheckpointMetadata {
+                job_name: "j".into(),
+                checkpoint_id: 1,
+                triggered_at_ms: 0,
+                completed_at_ms: 0,
+                max_parallelism: 8,
+                operators: vec![OperatorStateMeta {
+                    key: "k".into(),
+                    name: "k".into(),
+                    parallelism: 1,
+                    files: vec![StateFileMeta {
+                        subtask: 0,
+                        path: "k/0.state".into(),
+                        size: 1,
+                        crc32: 0,
+                        shared: vec![SharedFile {
+                            path: bad.into(),
+                            size: 1,
+                        }],
+                    }],
+                }],
+            };
+            let err = CheckpointMetadata::decode("p", &m.encode()).unwrap_err().to_string();
+            assert!(err.contains("not in a job's shared directory"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn round_trips_and_detects_damage() {
@@ -184,6 +351,10 @@ mod tests {
                     path: "count/0.state".into(),
                     size: 10,
                     crc32: 3,
+                    shared: vec![SharedFile {
+                        path: "j/shared/count/a0-s0-00000001.run".into(),
+                        size: 5,
+                    }],
                 }],
             }],
         };

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub(crate) mod coordinator;
+mod gc;
 pub mod metadata;
 pub(crate) mod protocol;
 pub mod restart;
@@ -18,6 +19,6 @@ pub mod storage;
 
 pub use config::{CheckpointConfig, UnusableCheckpoint};
 pub use coordinator::SavepointInfo;
-pub use metadata::{CheckpointMetadata, OperatorStateMeta, StateFileMeta, METADATA_FORMAT_VERSION};
+pub use metadata::{CheckpointMetadata, OperatorStateMeta, SharedFile, StateFileMeta, METADATA_FORMAT_VERSION};
 pub use restart::RestartStrategy;
 pub use storage::{CheckpointStorage, Latest, LoadedCheckpoint};

@@ -30,8 +30,10 @@ pub async fn write_savepoint(
     name: &str,
 ) -> Result<String, CheckpointError> {
     let src = from.dir(meta.checkpoint_id);
-    for op in &meta.operators {
-        for f in &op.files {
+    // The savepoint's own metadata: files rewritten in canonical form have other sizes.
+    let mut written = meta.clone();
+    for op in &mut written.operators {
+        for f in &mut op.files {
             let path = format!("{src}{}", f.path);
             let bytes = retried(|| from.store().get(&path)).await?;
             // A damaged file must not become a savepoint that cannot be restored later.
@@ -42,14 +44,33 @@ pub async fn write_savepoint(
                     f.size
                 )));
             }
+            let bytes = canonical(from, &path, bytes).await?;
+            f.size = bytes.len() as u64;
+            f.crc32 = crc32fast::hash(&bytes);
+            // The canonical file holds the entries themselves: it names no shared run.
+            f.shared.clear();
             let to = format!("{name}/{}", f.path);
             retried(|| put_exact(target, &to, bytes.clone())).await?;
         }
     }
     let to = format!("{name}/_metadata");
-    let meta_bytes = Bytes::from(meta.encode());
+    let meta_bytes = Bytes::from(written.encode());
     retried(|| put_exact(target, &to, meta_bytes.clone())).await?;
     Ok(name.to_string())
+}
+
+/// State file `path` in canonical form: tiered state is read out of its runs (savepoints
+/// never name the checkpoint store's shared files, so they can move anywhere and restore into
+/// either backend); other files are kept as they are.
+async fn canonical(from: &CheckpointStorage, path: &str, bytes: Bytes) -> Result<Bytes, CheckpointError> {
+    let rewritten = sluice_state::tiered::to_canonical(std::sync::Arc::clone(from.store()), path, &bytes)
+        .await
+        .map_err(|e| {
+            CheckpointError::Corrupt(format!(
+                "state file '{path}' could not be made canonical for the savepoint: {e}"
+            ))
+        })?;
+    Ok(rewritten.map_or(bytes, Bytes::from))
 }
 
 /// Tries a store request up to three times: object stores fail now and then, and a savepoint

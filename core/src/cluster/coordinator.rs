@@ -1,95 +1,37 @@
 //! The coordinator: accepts workers and clients, keeps the worker registry and the job table,
 //! and runs one job master per job.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_state::blob::BlobStore;
-use sluice_transport::tls::{ClusterTls, Identity, NetStream};
-use sluice_transport::wire::{read_frame_limited, FrameError, WireJobEntry, WireMessage, WireOption, MAX_FRAME_BYTES};
+use sluice_transport::tls::{Identity, NetStream};
+use sluice_transport::wire::{
+    read_frame_limited, FrameError, WireJobEntry, WireMessage, WireOption, WireProgress, MAX_FRAME_BYTES,
+};
 use tokio::io::{AsyncRead, ReadHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::acceptor::{Acceptor, Pending};
+pub use super::coordinator_config::CoordinatorConfig;
+
+// Part of the coordinator (it restores the coordinator's table), in a file of its own.
+#[path = "submission.rs"]
+pub(crate) mod submission;
+#[path = "takeover.rs"]
+mod takeover;
+pub(crate) use super::framed::frame_kind;
 use super::framed::{framed, FrameSender};
-use super::job_master::{JobMaster, MasterEvent, MasterParts};
+use super::job_master::{JobMaster, MasterParts};
 use super::metrics_report::from_wire;
+pub(crate) use super::table::{cut, JobEntry, MasterEvent, Shared, State, WorkerEntry};
 use super::{options, ClusterError, JobRegistry, JobStatus, StoreOpener};
-use crate::clock::Clock;
 use crate::error::{InvalidSetting, JobBuildError};
-use crate::metrics::{CheckpointRecord, CheckpointStats, MetricRegistry, MetricSample, ScopeGuard};
-use crate::paths::PathPolicy;
+use crate::ha::{self, HaBackend, HaError, JobRecord, MemoryHa, Term};
+use crate::metrics::{CheckpointRecord, CheckpointStats, MetricRegistry, MetricSample};
 use crate::runtime::engine::SavepointRequest;
+pub use crate::runtime::JobException;
 use crate::spawned::AbortOnDrop;
-
-/// Settings of a coordinator.
-#[derive(Debug, Clone)]
-pub struct CoordinatorConfig {
-    /// How often workers send heartbeats (told to them at registration).
-    pub heartbeat_interval: Duration,
-    /// A worker silent for this long is declared lost.
-    pub heartbeat_timeout: Duration,
-    /// How long a job waits for enough free slots before it fails.
-    pub slot_wait: Duration,
-    /// Where jobs' checkpoints go (a location the workers can open too); `None` turns
-    /// checkpointing off for every job.
-    pub checkpoint_dir: Option<String>,
-    /// Processing-time clock (job ids, checkpoint timestamps).
-    pub clock: Clock,
-    /// Connections the control port serves at once (workers and clients); more are closed
-    /// at once.
-    pub max_connections: usize,
-    /// Ended jobs kept in the job table (their status, error and final figures); the oldest
-    /// are forgotten beyond it.
-    pub max_retained_jobs: usize,
-    /// Jobs running or waiting for slots at once; more submissions are refused.
-    pub max_active_jobs: usize,
-    /// How long an ended attempt waits for its workers to confirm that its tasks and their
-    /// uploads have stopped, before its slots are freed (and, if the job ended, its
-    /// checkpoints deleted) anyway, with a warning.
-    pub cancel_timeout: Duration,
-    /// Mutual TLS on the control port (workers, clients) with this node's certificate; `None`
-    /// accepts plain connections from anyone who reaches the port.
-    pub tls: Option<ClusterTls>,
-    /// Where job files, savepoint targets and savepoints to start from may be.
-    pub paths: PathPolicy,
-    /// Where savepoints go when a request names no directory (Flink's
-    /// `state.savepoints.dir`).
-    pub savepoint_dir: Option<String>,
-    /// The simulation's deliberately broken variant: registrations and requests are taken
-    /// at their word instead of being checked against the peer's certificate (the checker
-    /// must then see an impostor's damage). Exists only in simulation builds.
-    #[cfg(madsim)]
-    #[doc(hidden)]
-    pub trust_claimed_identities: bool,
-    /// Where the coordinator logs.
-    pub log: slog::Logger,
-}
-
-impl CoordinatorConfig {
-    /// Defaults: heartbeats every 500 ms, lost after 10 s of silence, jobs wait 60 s for slots.
-    pub fn new(log: slog::Logger) -> Self {
-        CoordinatorConfig {
-            heartbeat_interval: Duration::from_millis(500),
-            heartbeat_timeout: Duration::from_secs(10),
-            slot_wait: Duration::from_secs(60),
-            checkpoint_dir: None,
-            clock: Clock::system(),
-            max_connections: 1024,
-            max_retained_jobs: 1000,
-            cancel_timeout: Duration::from_secs(30),
-            max_active_jobs: 1024,
-            tls: None,
-            paths: PathPolicy::default(),
-            savepoint_dir: None,
-            #[cfg(madsim)]
-            trust_claimed_identities: false,
-            log,
-        }
-    }
-}
 
 /// A job as the coordinator reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +48,8 @@ pub struct JobInfo {
     pub attempt: u32,
     /// Its vertices: name and parallelism, in graph order.
     pub vertices: Vec<(String, u32)>,
+    /// The options it was submitted with (key, value; empty where not known).
+    pub options: Vec<(String, String)>,
 }
 
 /// A job's checkpoint counters and settings, as `GET /jobs/{id}/checkpoints` shows them.
@@ -169,161 +113,6 @@ pub struct WorkerInfo {
     pub used: u32,
 }
 
-pub(crate) struct WorkerEntry {
-    /// Distinguishes this registration from an earlier one of the same worker id.
-    pub(crate) session: u64,
-    pub(crate) data_address: String,
-    pub(crate) slots: u32,
-    pub(crate) used: u32,
-    pub(crate) tx: FrameSender,
-}
-
-pub(crate) struct JobEntry {
-    pub(crate) name: String,
-    pub(crate) status: JobStatus,
-    pub(crate) error: Option<String>,
-    pub(crate) attempt: u32,
-    pub(crate) events: mpsc::UnboundedSender<MasterEvent>,
-    /// Savepoint requests, for jobs that checkpoint.
-    pub(crate) savepoints: Option<mpsc::Sender<SavepointRequest>>,
-    pub(crate) stats: Arc<CheckpointStats>,
-    pub(crate) checkpoint_config: Option<(u64, u64, u64, u32, u32)>,
-    /// Failures of the job's attempts, oldest first (the last [`MAX_EXCEPTIONS`]).
-    pub(crate) exceptions: std::collections::VecDeque<JobException>,
-    /// Vertex names and parallelism, in graph order.
-    pub(crate) vertices: Vec<(String, u32)>,
-    /// Submission order (FIFO for slots).
-    pub(crate) seq: u64,
-    /// The job's own metrics on the coordinator (checkpoints, restarts, uptime): unregistered
-    /// when it ends.
-    pub(crate) metric_scope: Option<ScopeGuard>,
-    /// Once ended: when, and its metrics as they were at the end (what `GET /jobs/{id}` shows
-    /// after its series left `/metrics`).
-    pub(crate) ended: Option<(i64, Vec<MetricSample>)>,
-    /// The workers of the job's latest attempt: frames about the job from any other worker
-    /// are dropped before they reach (and queue up at) its master.
-    pub(crate) placed_on: std::collections::BTreeSet<String>,
-}
-
-pub use crate::runtime::JobException;
-use crate::runtime::MAX_EXCEPTIONS;
-use crate::sync::LockExt;
-
-#[derive(Default)]
-pub(crate) struct State {
-    pub(crate) workers: BTreeMap<String, WorkerEntry>,
-    pub(crate) jobs: BTreeMap<String, JobEntry>,
-    /// The latest metrics each worker reported, with its `worker` label.
-    pub(crate) worker_metrics: BTreeMap<String, Vec<MetricSample>>,
-    /// Jobs waiting for slots: submission number and slots needed. The earliest that could
-    /// run on the cluster gets slots first.
-    pub(crate) slot_queue: BTreeMap<u64, u32>,
-    next_session: u64,
-    next_job: u64,
-}
-
-pub(crate) struct Shared {
-    pub(crate) config: CoordinatorConfig,
-    pub(crate) registry: Arc<dyn JobRegistry>,
-    pub(crate) opener: StoreOpener,
-    pub(crate) store: Option<Arc<dyn BlobStore>>,
-    pub(crate) state: Mutex<State>,
-    /// The coordinator's own metrics (process and job scopes).
-    pub(crate) metrics: MetricRegistry,
-    /// Distinguishes this coordinator's job ids from an earlier run's.
-    started_ms: i64,
-}
-
-impl Shared {
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.locked()
-    }
-
-    pub(crate) fn set_status(&self, job: &str, status: JobStatus, error: Option<String>) {
-        let mut st = self.lock();
-        if let Some(j) = st.jobs.get_mut(job) {
-            if j.status != status {
-                slog::info!(self.config.log, "job status"; "job" => job, "name" => &j.name, "status" => status.as_str(),
-                    "error" => error.as_deref().unwrap_or(""));
-            }
-            j.status = status;
-            if error.is_some() {
-                j.error = error;
-            }
-        }
-    }
-
-    /// Records a failure of `job`'s current attempt in its exceptions history.
-    pub(crate) fn record_exception(&self, job: &str, reason: &str) {
-        let now = self.config.clock.now_ms();
-        if let Some(j) = self.lock().jobs.get_mut(job) {
-            if j.exceptions.len() == MAX_EXCEPTIONS {
-                j.exceptions.pop_front();
-            }
-            let attempt = j.attempt;
-            j.exceptions.push_back(JobException {
-                timestamp_ms: now,
-                attempt,
-                reason: reason.to_string(),
-            });
-        }
-    }
-
-    pub(crate) fn set_attempt(&self, job: &str, attempt: u32) {
-        if let Some(j) = self.lock().jobs.get_mut(job) {
-            j.attempt = attempt;
-        }
-    }
-
-    /// The metrics of job `id` now: the coordinator's own and the workers' latest reports.
-    pub(crate) fn live_job_samples(&self, id: &str) -> Vec<MetricSample> {
-        let mut all: Vec<MetricSample> = self
-            .metrics
-            .snapshot()
-            .into_iter()
-            .filter(|s| s.label("job_id") == Some(id))
-            .collect();
-        all.extend(
-            self.lock()
-                .worker_metrics
-                .values()
-                .flatten()
-                .filter(|s| s.label("job_id") == Some(id))
-                .cloned(),
-        );
-        all.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
-        all
-    }
-
-    /// Job `id` has ended: keeps its final figures, takes its series out of the metrics, and
-    /// forgets the oldest ended jobs beyond the retention limit.
-    pub(crate) fn job_ended(&self, id: &str) {
-        // Taken without the state lock: reading the coordinator's gauges takes it.
-        let figures = self.live_job_samples(id);
-        let now = self.config.clock.now_ms();
-        let (scope, evicted) = {
-            let mut st = self.lock();
-            let Some(j) = st.jobs.get_mut(id) else { return };
-            debug_assert!(j.status.is_terminal(), "job {id} ended while {}", j.status);
-            j.ended = Some((now, figures));
-            let scope = j.metric_scope.take();
-            (scope, evict_ended(&mut st, self.config.max_retained_jobs))
-        };
-        drop(scope);
-        for (old, guard) in evicted {
-            drop(guard);
-            slog::debug!(self.config.log, "forgot an ended job (retention)"; "job" => old);
-        }
-    }
-
-    /// Tells every job master (they ignore what is not theirs).
-    pub(crate) fn broadcast(&self, ev: impl Fn() -> MasterEvent) {
-        for j in self.lock().jobs.values() {
-            let _ = j.events.send(ev());
-        }
-    }
-}
-
 /// The coordinator of a cluster; cheap to clone (all clones are the same coordinator). The
 /// network server ([`Coordinator::serve`]) and the REST API are thin layers over its methods.
 #[derive(Clone)]
@@ -372,16 +161,32 @@ impl Coordinator {
             Some(dir) => Some((opener)(dir).map_err(|e| ClusterError::Config(format!("--checkpoint-dir {dir}: {e}")))?),
             None => None,
         };
-        let started_ms = config.clock.now_ms();
+        // Standalone, the start time keeps job ids unique across restarts; it leads at once.
+        let started_ms = config.clock.now_ms() as u64 & 0xffff_ffff_ffff;
+        let (ha, term) = match &config.ha {
+            Some(ha) => (ha.clone(), None),
+            None => {
+                let term = Term {
+                    epoch: 1,
+                    job_id_prefix: started_ms,
+                };
+                (Arc::new(MemoryHa::new(started_ms)) as Arc<dyn HaBackend>, Some(term))
+            }
+        };
+        let state = State {
+            term,
+            ..State::default()
+        };
         let coordinator = Coordinator {
             shared: Arc::new(Shared {
                 config,
                 registry,
                 opener,
                 store,
-                state: Mutex::new(State::default()),
+                state: Mutex::new(state),
                 metrics: MetricRegistry::new(),
-                started_ms,
+                deposed: ha.deposed(),
+                ha,
             }),
         };
         super::coordinator_metrics::register_process_metrics(&coordinator.shared);
@@ -390,11 +195,92 @@ impl Coordinator {
 
     /// Accepts workers and clients on `listener` until the process ends.
     /// Serves until the process ends (accept errors are logged and retried, never fatal).
+    ///
+    /// Under HA it first campaigns (answering meanwhile that it is a standby), takes over the
+    /// stored jobs once it leads, and returns [`ClusterError::Deposed`] when it loses the
+    /// leadership, having stopped everything it ran.
     pub async fn serve(&self, listener: TcpListener) -> Result<(), ClusterError> {
-        let log = &self.shared.config.log;
+        let log = self.shared.config.log.clone();
         let ticker = self.shared.metrics.spawn_ticker();
         let _stop_ticker = AbortOnDrop(ticker);
-        let mut acceptor = Acceptor::new(listener, self.shared.config.max_connections, "control", log.clone());
+        let address = match &self.shared.config.advertise_address {
+            Some(a) => a.clone(),
+            None => listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        };
+        takeover::preflight(self).await?;
+        let acceptor = Acceptor::new(listener, self.shared.config.max_connections, "control", log.clone());
+        let _accepting = AbortOnDrop(tokio::spawn(self.clone().accept_loop(acceptor, log.clone())));
+        self.lead(&address).await?;
+        self.shared.until_deposed().await;
+        slog::error!(
+            log,
+            "lost the leadership: stopped every job this coordinator ran (a successor restores them)"
+        );
+        Err(ClusterError::Deposed)
+    }
+
+    /// Campaigns (publishing `address`) and, once this coordinator leads, takes over the
+    /// stored jobs; at once for a standalone coordinator, which leads from the start.
+    pub(crate) async fn lead(&self, address: &str) -> Result<(), ClusterError> {
+        if self.shared.lock().term.is_some() {
+            return Ok(());
+        }
+        let log = &self.shared.config.log;
+        let mut term = self.win(address).await?;
+        // Job ids of this term: the epoch and the time the term began (an etcd that lost its
+        // data, or clusters sharing a checkpoint directory, repeat epochs).
+        let now = self.shared.config.clock.now_ms() as u64;
+        term.job_id_prefix = if self.shared.ha.mode() == "standalone" {
+            now & 0xffff_ffff_ffff
+        } else {
+            (term.epoch & 0xffff) << 32 | (now & 0xffff_ffff)
+        };
+        slog::info!(log, "this coordinator leads"; "epoch" => term.epoch, "ha" => self.shared.ha.mode(),
+            "address" => address);
+        // Requests are answered as a standby until the stored jobs are back in the table.
+        if let Err(e) = takeover::take_over(self).await {
+            slog::error!(log, "taking the stored jobs over failed; resigning"; "error" => %e);
+            self.shared.ha.resign().await;
+            return Err(match e {
+                ClusterError::Ha(HaError::Inconsistent(_) | HaError::Corrupt { .. }) => e,
+                _ => ClusterError::Deposed,
+            });
+        }
+        self.shared.lock().term = Some(term);
+        Ok(())
+    }
+
+    /// Campaigns until this coordinator leads with an epoch above every recorded one. etcd
+    /// unreachable is weathered (as a standby); a store whose epochs went backwards is not.
+    async fn win(&self, address: &str) -> Result<Term, ClusterError> {
+        let (ha, log) = (&self.shared.ha, &self.shared.config.log);
+        let mut pause = Duration::from_millis(200);
+        loop {
+            let failed = match ha.campaign(address).await {
+                Ok(term) => match ha::claim_epoch(ha.as_ref(), term.epoch).await {
+                    Ok(()) => return Ok(term),
+                    Err(e) => {
+                        // Won, but could not record the epoch: give the leadership back
+                        // rather than hold it without having checked it.
+                        ha.resign().await;
+                        e
+                    }
+                },
+                Err(e) => e,
+            };
+            match failed {
+                HaError::Unavailable(_) | HaError::Deposed(_) => {
+                    slog::warn!(log, "campaigning failed; a standby until it succeeds"; "error" => %failed,
+                        "retry_in_ms" => pause.as_millis() as u64);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                e => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn accept_loop(self, mut acceptor: Acceptor, log: slog::Logger) {
         loop {
             let accepted = acceptor.accept().await;
             let _ = accepted.stream.set_nodelay(true);
@@ -402,8 +288,11 @@ impl Coordinator {
             let log = log.new(slog::o!("peer" => accepted.peer.to_string()));
             tokio::spawn(async move {
                 let (peer, permit) = (accepted.peer.to_string(), accepted.permit);
-                this.handle_connection(accepted.stream, peer, accepted.pending, log)
-                    .await;
+                tokio::select! {
+                    biased;
+                    _ = this.shared.until_deposed() => {}
+                    _ = this.handle_connection(accepted.stream, peer, accepted.pending, log) => {}
+                }
                 drop(permit);
             });
         }
@@ -445,6 +334,11 @@ impl Coordinator {
             return;
         };
         drop(pending);
+        if self.shared.lock().term.is_none() || !self.shared.ha.holds() {
+            let leader = self.shared.ha.leader().await.ok().flatten();
+            tx.send(not_leader(leader.as_deref()).to_wire());
+            return;
+        }
         if let Err(e) = authorize(self.checked(who.as_ref()), &first) {
             slog::warn!(log, "refused a request: not allowed"; "frame" => frame_kind(&first), "reason" => %e);
             tx.send(e.to_wire());
@@ -455,12 +349,23 @@ impl Coordinator {
                 worker_id,
                 data_address,
                 slots,
+                build,
             } => {
-                self.worker_session(worker_id, data_address, slots, tx, rx, log).await;
+                self.worker_session((worker_id, data_address, slots, build), tx, rx, log)
+                    .await;
                 return;
             }
-            WireMessage::SubmitJob { job_name, options } => self
-                .submit(&job_name, &options)
+            WireMessage::SubmitJob {
+                job_name,
+                options,
+                submission,
+            } => self
+                .submit(
+                    &job_name,
+                    &options,
+                    (!submission.is_empty()).then_some(submission.as_str()),
+                )
+                .await
                 .map(|job_id| WireMessage::JobSubmitted { job_id }),
             WireMessage::ListJobs => Ok(self.job_list()),
             WireMessage::CancelJob { job_id } => self.cancel(&job_id).map(|()| WireMessage::JobCancelled { job_id }),
@@ -499,15 +404,15 @@ impl Coordinator {
 
     async fn worker_session<R: AsyncRead>(
         &self,
-        worker_id: String,
-        data_address: String,
-        slots: u32,
+        (worker_id, data_address, slots, build): (String, String, u32, String),
         tx: FrameSender,
         mut rx: ReadHalf<R>,
         log: slog::Logger,
     ) {
         let sh = &self.shared;
-        if let Err(e) = check_registration(&worker_id, &data_address, slots) {
+        let checked =
+            check_registration(&worker_id, &data_address, slots).and_then(|()| self.same_build(&worker_id, &build));
+        if let Err(e) = checked {
             slog::warn!(log, "refused a worker registration"; "reason" => %e);
             tx.send(e.to_wire());
             return;
@@ -601,7 +506,9 @@ impl Coordinator {
                 reason: "the worker registered again (it restarted)".into(),
             });
         }
+        let epoch = sh.lock().term.map_or(0, |t| t.epoch);
         tx.send(WireMessage::RegisterAck {
+            epoch,
             worker_id: worker_id.to_string(),
             heartbeat_interval_ms: sh.config.heartbeat_interval.as_millis() as u32,
             heartbeat_timeout_ms: sh.config.heartbeat_timeout.as_millis() as u32,
@@ -681,9 +588,17 @@ impl Coordinator {
 
     /// Submits job `name` with `options` (as `sluice submit` gives them, without `--`);
     /// returns its id. The job is built here first, so a bad name or option is refused now
-    /// with the reason.
-    pub fn submit(&self, name: &str, options: &[WireOption]) -> Result<String, ClusterError> {
-        let sh = &self.shared;
+    /// with the reason; it is acknowledged only once the HA store holds it.
+    ///
+    /// `submission` is the client's id for this submission: a client that retries (its
+    /// answer lost, the leader changed) gets the job its first try created, not a second
+    /// one writing the same output.
+    pub async fn submit(
+        &self,
+        name: &str,
+        options: &[WireOption],
+        submission: Option<&str>,
+    ) -> Result<String, ClusterError> {
         // Options travel to every worker with each deployment: keep them small.
         let size: usize = options.iter().map(|o| o.key.len() + o.value.len()).sum();
         if size > MAX_OPTIONS_BYTES {
@@ -691,83 +606,179 @@ impl Coordinator {
                 "the job's options take {size} bytes, more than the limit of {MAX_OPTIONS_BYTES}"
             ))));
         }
+        let pairs: Vec<(String, String)> = options.iter().map(|o| (o.key.clone(), o.value.clone())).collect();
+        if let Some(s) = submission {
+            submission::check_id(s)?;
+            // A retry is answered before anything is checked or built again: its first try
+            // was accepted, whatever changed since (a moved input, another path policy).
+            if let Some(id) = submission::earlier(&self.shared.lock(), s, name, &pairs)? {
+                return Ok(id);
+            }
+        }
         self.check_paths(name, options)?;
+        let prepared = self.prepare(name, options)?;
+        let (mut entry, admission) = prepared.admission(name);
+        entry.options = pairs.clone();
+        entry.submission = submission.map(str::to_string);
+        entry.stored = false;
+        let (id, seq) = match submission::admit(self, entry)? {
+            submission::Admitted::New { id, seq } => (id, seq),
+            submission::Admitted::Earlier(id) => return Ok(id),
+        };
+        let record = JobRecord {
+            name: name.to_string(),
+            options: pairs,
+            seq,
+            attempt: 0,
+            result: None,
+            checkpoint_dir: self.shared.config.checkpoint_dir.clone(),
+            submission: submission.map(str::to_string),
+        };
+        if let Err(e) = self.record_submission(&id, &record).await {
+            // Not acknowledged, so not kept: the client may submit again.
+            self.shared.lock().jobs.remove(&id);
+            return Err(e.into());
+        }
+        if let Some(j) = self.shared.lock().jobs.get_mut(&id) {
+            j.stored = true;
+        }
+        self.launch(&id, name, seq, prepared, admission, 0);
+        Ok(id)
+    }
+
+    /// Stores a new job's record: a write of unknown outcome is retried, and if the store
+    /// stays unavailable the record is withdrawn (fenced), so a job the client was told
+    /// failed to submit never runs after a later takeover.
+    async fn record_submission(&self, id: &str, record: &JobRecord) -> Result<(), HaError> {
+        let sh = &self.shared;
+        let mut last = None;
+        for pause_ms in [0, 200, 1000] {
+            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+            match sh.save_record(id, record).await {
+                Ok(()) => return Ok(()),
+                Err(HaError::Unavailable(e)) => last = Some(HaError::Unavailable(e)),
+                Err(e) => return Err(e),
+            }
+        }
+        if let Err(e) = sh.ha.write(vec![], vec![ha::job_key(id)]).await {
+            slog::error!(sh.config.log, "could not withdraw a submission whose record may have been stored: a later leader may run it";
+                "job" => id, "error" => %e);
+        }
+        Err(last.expect("three tries failed"))
+    }
+
+    /// Parses and builds a submission (no side effects).
+    pub(crate) fn prepare(&self, name: &str, options: &[WireOption]) -> Result<Prepared, ClusterError> {
+        let sh = &self.shared;
         let parsed = options::parse(options, sh.store.as_ref())?;
         let mut graph = sh.registry.build(name, &parsed.job)?;
         graph.finalize().map_err(JobBuildError::Graph)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (savepoints, requests) = if parsed.checkpointing.is_some() {
-            let (stx, srx) = mpsc::channel(MAX_WAITING_SAVEPOINTS);
-            (Some(stx), Some(Arc::new(tokio::sync::Mutex::new(srx))))
-        } else {
-            (None, None)
-        };
-        let stats = Arc::new(CheckpointStats::default());
-        let entry = JobEntry {
-            name: name.to_string(),
-            status: JobStatus::Created,
-            error: None,
-            attempt: 0,
-            events: tx.clone(),
-            savepoints,
-            stats: stats.clone(),
-            checkpoint_config: parsed.checkpointing.as_ref().map(|c| {
-                (
-                    c.interval.as_millis() as u64,
-                    c.timeout.as_millis() as u64,
-                    c.min_pause.as_millis() as u64,
-                    c.tolerable_failures,
-                    c.retained,
-                )
-            }),
-            exceptions: Default::default(),
-            vertices: graph.vertices.iter().map(|v| (v.name.clone(), v.parallelism)).collect(),
-            seq: 0,
-            metric_scope: None,
-            ended: None,
-            placed_on: Default::default(),
-        };
-        let (id, seq) = self.admit(entry)?;
-        let scope = super::coordinator_metrics::register_job_metrics(sh, &id, name, &stats);
-        if let Some(j) = sh.lock().jobs.get_mut(&id) {
+        Ok(Prepared { parsed, graph })
+    }
+
+    /// Starts the master of admitted job `id`, whose first attempt is `first_attempt`.
+    pub(crate) fn launch(
+        &self,
+        id: &str,
+        name: &str,
+        seq: u64,
+        prepared: Prepared,
+        admission: Admission,
+        first_attempt: u32,
+    ) {
+        let sh = &self.shared;
+        let Admission {
+            events,
+            tx,
+            stats,
+            requests,
+        } = admission;
+        let scope = super::coordinator_metrics::register_job_metrics(sh, id, name, &stats);
+        if let Some(j) = sh.lock().jobs.get_mut(id) {
             j.metric_scope = Some(scope);
         }
-        slog::info!(sh.config.log, "job submitted"; "job" => &id, "name" => name);
+        slog::info!(sh.config.log, "job submitted"; "job" => id, "name" => name, "first_attempt" => first_attempt);
         let master = JobMaster::new(MasterParts {
-            id: id.clone(),
+            id: id.to_string(),
             name: name.to_string(),
-            graph,
-            options: parsed,
+            graph: prepared.graph,
+            options: prepared.parsed,
             shared: sh.clone(),
-            events: rx,
+            events,
             own_events: tx,
             savepoints: requests,
             stats,
             seq,
+            first_attempt,
         });
-        tokio::spawn(master.run());
-        Ok(id)
+        let shared = sh.clone();
+        tokio::spawn(async move {
+            // A deposed coordinator stops its jobs at once; its successor restores them.
+            tokio::select! {
+                biased;
+                _ = shared.until_deposed() => {}
+                _ = master.run() => {}
+            }
+        });
     }
 
-    /// Enters a new job into the table under a fresh id and submission number, unless as many
-    /// jobs as allowed are running or waiting already.
-    fn admit(&self, mut entry: JobEntry) -> Result<(String, u64), ClusterError> {
+    /// Enters a new job into the table under `id` (a fresh one if `None`) and a submission
+    /// number, unless as many jobs as allowed are running or waiting already.
+    pub(crate) fn admit(&self, entry: JobEntry, id: Option<String>) -> Result<(String, u64), ClusterError> {
+        let mut st = self.shared.lock();
+        self.admit_locked(&mut st, entry, id)
+    }
+
+    /// [`Coordinator::admit`] with the state already locked.
+    pub(crate) fn admit_locked(
+        &self,
+        st: &mut State,
+        mut entry: JobEntry,
+        id: Option<String>,
+    ) -> Result<(String, u64), ClusterError> {
         let sh = &self.shared;
-        let mut st = sh.lock();
         let active = st.jobs.values().filter(|j| !j.status.is_terminal()).count();
-        if active >= sh.config.max_active_jobs {
+        // Jobs taken over were acknowledged by an earlier leader: never refused here.
+        if active >= sh.config.max_active_jobs && !entry.status.is_terminal() && id.is_none() {
             return Err(ClusterError::Busy(format!(
                 "{active} jobs are running or waiting, the limit (max-active-jobs) is {}",
                 sh.config.max_active_jobs
             )));
         }
         st.next_job += 1;
-        // Start time and a counter: unique across restarts of the coordinator (a new id never
-        // finds an older job's checkpoints).
-        let id = format!("{:012x}{:04x}", sh.started_ms as u64 & 0xffff_ffff_ffff, st.next_job);
+        // The term's prefix and a counter: unique across leaders and restarts (a new id never
+        // finds an older job's checkpoints); a job taken over keeps its id, and a new one
+        // skips any id a taken-over job has.
+        let id = match id {
+            Some(id) => id,
+            None => loop {
+                let prefix = st.term.map(|t| t.job_id_prefix).ok_or_else(|| not_leader(None))?;
+                let id = format!("{:012x}{:04x}", prefix & 0xffff_ffff_ffff, st.next_job);
+                if !st.jobs.contains_key(&id) {
+                    break id;
+                }
+                st.next_job += 1;
+            },
+        };
         entry.seq = st.next_job;
         st.jobs.insert(id.clone(), entry);
         Ok((id, st.next_job))
+    }
+
+    /// This coordinator's epoch while it leads; `None` on a standby.
+    pub fn leads(&self) -> Option<u64> {
+        let term = self.shared.lock().term;
+        term.filter(|_| self.shared.ha.holds()).map(|t| t.epoch)
+    }
+
+    /// `standalone` or `etcd`.
+    pub fn ha_mode(&self) -> &'static str {
+        self.shared.ha.mode()
+    }
+
+    /// The leader's published control address, if the HA store names one.
+    pub async fn leader_address(&self) -> Option<String> {
+        self.shared.ha.leader().await.ok().flatten()
     }
 
     /// Job `id`'s checkpoint counters and settings.
@@ -804,6 +815,7 @@ impl Coordinator {
                 error: j.error.clone(),
                 attempt: j.attempt,
                 vertices: j.vertices.clone(),
+                options: j.options.clone(),
             })
             .collect()
     }
@@ -831,17 +843,46 @@ impl Coordinator {
     /// The `JobList` answer: every job in the table (bounded by the retention of ended jobs),
     /// each error text cut short, so the frame stays well under the limit.
     fn job_list(&self) -> WireMessage {
+        let now_ms = self.shared.config.clock.now_ms();
         WireMessage::JobList {
             jobs: self
                 .jobs()
                 .into_iter()
                 .map(|j| WireJobEntry {
+                    progress: self.progress(&j, now_ms),
                     job_id: j.id,
                     job_name: j.name,
                     status: j.status.as_str().into(),
                     error: cut(j.error.unwrap_or_default(), MAX_LISTED_ERROR),
                 })
                 .collect(),
+        }
+    }
+
+    /// How job `j` is doing at `now_ms`, from its workers' metrics and its checkpoints (what
+    /// `submit --wait` shows); nothing for a job that has ended.
+    fn progress(&self, j: &JobInfo, now_ms: i64) -> WireProgress {
+        let none = WireProgress {
+            watermark_lag_ms: -1,
+            ..WireProgress::default()
+        };
+        if j.status.is_terminal() {
+            return none;
+        }
+        let samples = self.job_metrics(&j.id).unwrap_or_default();
+        let vertices = crate::metrics::vertex_summaries(&samples, &j.vertices);
+        let checkpoints = self.checkpoints(&j.id);
+        WireProgress {
+            in_per_second: vertices.first().map_or(0, |v| v.records_out_per_second.round() as u64),
+            out_per_second: vertices.last().map_or(0, |v| v.records_in_per_second.round() as u64),
+            watermark_lag_ms: vertices
+                .last()
+                .and_then(|v| v.input_watermark_ms)
+                .filter(|w| *w > 0.0)
+                .map_or(-1, |w| (now_ms as f64 - w).max(0.0) as i64),
+            checkpoints: checkpoints.as_ref().map_or(0, |c| c.completed),
+            last_checkpoint_ms: checkpoints.as_ref().and_then(|c| c.latest).map_or(0, |l| l.1),
+            restarts: checkpoints.as_ref().map_or(0, |c| c.restarts),
         }
     }
 
@@ -929,11 +970,20 @@ impl Coordinator {
 
     /// Refuses a submission naming files outside the allowed paths: the job's own file
     /// options (as its registry names them) and the savepoint to start from.
-    fn check_paths(&self, name: &str, options: &[WireOption]) -> Result<(), ClusterError> {
+    pub(crate) fn check_paths(&self, name: &str, options: &[WireOption]) -> Result<(), ClusterError> {
         let paths = &self.shared.config.paths;
         let files = self.shared.registry.file_options(name);
         for o in options {
-            if o.key == "from-savepoint" || files.contains(&o.key.as_str()) {
+            let file = files.contains(&o.key.as_str());
+            // Every worker resolves a relative path against its own directory: the job would
+            // read and write different files on each.
+            if file && !o.value.contains("://") && !std::path::Path::new(&o.value).is_absolute() {
+                return Err(ClusterError::BadOption(InvalidSetting(format!(
+                    "--{} {:?}: a job's paths must be absolute (each worker would resolve a relative one against its own directory)",
+                    o.key, o.value
+                ))));
+            }
+            if o.key == "from-savepoint" || file {
                 paths.check(&format!("--{}", o.key), &o.value)?;
             }
         }
@@ -952,6 +1002,66 @@ impl Coordinator {
         }
         let _ = j.events.send(MasterEvent::Cancel);
         Ok(())
+    }
+}
+
+/// A submission parsed and built, ready to run.
+pub(crate) struct Prepared {
+    parsed: options::SubmitOptions,
+    graph: crate::graph::JobGraph,
+}
+
+/// What a job master is started with, besides its job.
+pub(crate) struct Admission {
+    events: mpsc::UnboundedReceiver<MasterEvent>,
+    tx: mpsc::UnboundedSender<MasterEvent>,
+    stats: Arc<CheckpointStats>,
+    requests: Option<crate::runtime::engine::SavepointRequests>,
+}
+
+impl Prepared {
+    /// The job's entry in the coordinator's table (CREATED) and its master's channels.
+    pub(crate) fn admission(&self, name: &str) -> (JobEntry, Admission) {
+        let (tx, events) = mpsc::unbounded_channel();
+        let (savepoints, requests) = if self.parsed.checkpointing.is_some() {
+            let (stx, srx) = mpsc::channel(MAX_WAITING_SAVEPOINTS);
+            (Some(stx), Some(Arc::new(tokio::sync::Mutex::new(srx))))
+        } else {
+            (None, None)
+        };
+        let stats = Arc::new(CheckpointStats::default());
+        let checkpoint_config = self.parsed.checkpointing.as_ref().map(|c| {
+            (
+                c.interval.as_millis() as u64,
+                c.timeout.as_millis() as u64,
+                c.min_pause.as_millis() as u64,
+                c.tolerable_failures,
+                c.retained,
+            )
+        });
+        let vertices = self
+            .graph
+            .vertices
+            .iter()
+            .map(|v| (v.name.clone(), v.parallelism))
+            .collect();
+        let entry = JobEntry::new(name, tx.clone(), savepoints, stats.clone(), checkpoint_config, vertices);
+        (
+            entry,
+            Admission {
+                events,
+                tx,
+                stats,
+                requests,
+            },
+        )
+    }
+}
+
+/// The answer of a coordinator that does not lead (yet, or any more).
+pub(crate) fn not_leader(leader: Option<&str>) -> ClusterError {
+    ClusterError::NotLeader {
+        leader: leader.map(str::to_string),
     }
 }
 
@@ -1055,42 +1165,24 @@ pub(crate) const MAX_WORKER_FRAME: usize = 4 << 20;
 /// The most of a job's error text a `JobList` answer carries.
 const MAX_LISTED_ERROR: usize = 1024;
 
-/// `text` cut to at most `max` bytes (at a character boundary), marked as cut.
-pub(crate) fn cut(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push_str(" [...]");
-    }
-    text
-}
-
-/// Removes the oldest ended jobs beyond `keep` ended ones (Flink's job store capacity);
-/// returns their ids and metric scopes (dropped by the caller, outside the lock).
-fn evict_ended(st: &mut State, keep: usize) -> Vec<(String, Option<ScopeGuard>)> {
-    let mut ended: Vec<(i64, u64, String)> = st
-        .jobs
-        .iter()
-        .filter_map(|(id, j)| j.ended.as_ref().map(|(at, _)| (*at, j.seq, id.clone())))
-        .collect();
-    if ended.len() <= keep {
-        return Vec::new();
-    }
-    ended.sort();
-    let excess = ended.len() - keep;
-    ended
-        .into_iter()
-        .take(excess)
-        .filter_map(|(_, _, id)| st.jobs.remove(&id).map(|mut j| (id, j.metric_scope.take())))
-        .collect()
-}
-
 /// The most slots one worker may offer: more is a mistake (or a lie), and slot sums must not
 /// overflow.
 pub const MAX_SLOTS_PER_WORKER: u32 = 1024;
+
+impl Coordinator {
+    /// Refuses a worker whose binary builds other jobs (or the same from other options)
+    /// than this coordinator's: at registration, not as a failing deployment later.
+    fn same_build(&self, worker_id: &str, build: &str) -> Result<(), ClusterError> {
+        let mine = self.shared.registry.build_id();
+        if build == mine {
+            return Ok(());
+        }
+        let shown: String = build.chars().take(512).collect();
+        Err(ClusterError::Config(format!(
+            "worker '{worker_id}' runs another build than this coordinator: it has {shown:?}, the coordinator {mine:?}; start workers and coordinators from the same binary"
+        )))
+    }
+}
 
 /// Refuses a registration that cannot be right: no id, no slots or too many, an id or
 /// address too long to be one.
@@ -1137,12 +1229,6 @@ fn job_of(msg: &WireMessage) -> Option<&str> {
         | WireMessage::TaskFailed { job_id, .. } => Some(job_id),
         _ => None,
     }
-}
-
-/// A frame's kind, for logs.
-pub(crate) fn frame_kind(msg: &WireMessage) -> String {
-    let dbg = format!("{msg:?}");
-    dbg.split([' ', '{', '(']).next().unwrap_or_default().to_string()
 }
 
 #[cfg(test)]
@@ -1208,5 +1294,35 @@ impl Coordinator {
     /// Slots in use on worker `id`.
     pub(crate) fn used_slots(&self, id: &str) -> u32 {
         self.shared.lock().workers.get(id).map_or(0, |w| w.used)
+    }
+}
+
+impl Coordinator {
+    /// Every metric of the cluster: the coordinator's and the latest report of each worker
+    /// (with a `worker` label), ordered by name then labels. Series of ended jobs are left
+    /// out (a worker's last report may still carry them).
+    pub fn metrics(&self) -> Vec<MetricSample> {
+        let sh = self.shared();
+        let mut all = sh.metrics.snapshot();
+        {
+            let st = sh.lock();
+            let live = |s: &MetricSample| {
+                s.label("job_id")
+                    .is_none_or(|id| st.jobs.get(id).is_some_and(|j| j.ended.is_none()))
+            };
+            all.extend(st.worker_metrics.values().flatten().filter(|s| live(s)).cloned());
+        }
+        all.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
+        all
+    }
+
+    /// The metrics of job `id` (those with its `job_id` label): live while it runs, its
+    /// final figures once it ended; `None` for an unknown job.
+    pub fn job_metrics(&self, id: &str) -> Option<Vec<MetricSample>> {
+        let ended = {
+            let st = self.shared().lock();
+            st.jobs.get(id)?.ended.as_ref().map(|(_, figures)| figures.clone())
+        };
+        Some(ended.unwrap_or_else(|| self.shared().live_job_samples(id)))
     }
 }

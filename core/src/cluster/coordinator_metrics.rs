@@ -3,9 +3,9 @@
 
 use std::sync::{Arc, Weak};
 
-use super::coordinator::{Coordinator, Shared};
+use super::table::Shared;
 use super::JobStatus;
-use crate::metrics::{CheckpointStats, MetricSample, ScopeGuard};
+use crate::metrics::{CheckpointStats, ScopeGuard};
 
 /// Registers the process-scope metrics; they read the coordinator's state when read.
 pub(crate) fn register_process_metrics(shared: &Arc<Shared>) {
@@ -71,34 +71,4 @@ pub(crate) fn register_job_metrics(
         },
     );
     group.guard()
-}
-
-impl Coordinator {
-    /// Every metric of the cluster: the coordinator's and the latest report of each worker
-    /// (with a `worker` label), ordered by name then labels. Series of ended jobs are left
-    /// out (a worker's last report may still carry them).
-    pub fn metrics(&self) -> Vec<MetricSample> {
-        let sh = self.shared();
-        let mut all = sh.metrics.snapshot();
-        {
-            let st = sh.lock();
-            let live = |s: &MetricSample| {
-                s.label("job_id")
-                    .is_none_or(|id| st.jobs.get(id).is_some_and(|j| j.ended.is_none()))
-            };
-            all.extend(st.worker_metrics.values().flatten().filter(|s| live(s)).cloned());
-        }
-        all.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
-        all
-    }
-
-    /// The metrics of job `id` (those with its `job_id` label): live while it runs, its
-    /// final figures once it ended; `None` for an unknown job.
-    pub fn job_metrics(&self, id: &str) -> Option<Vec<MetricSample>> {
-        let ended = {
-            let st = self.shared().lock();
-            st.jobs.get(id)?.ended.as_ref().map(|(_, figures)| figures.clone())
-        };
-        Some(ended.unwrap_or_else(|| self.shared().live_job_samples(id)))
-    }
 }

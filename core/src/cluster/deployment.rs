@@ -9,7 +9,6 @@ use tokio::sync::mpsc;
 
 use super::exchange::{ClusterTransport, ExchangeSetup};
 use super::framed::FrameSender;
-use super::worker::WorkerShared;
 use crate::checkpoint::{CheckpointStorage, LoadedCheckpoint};
 use crate::error::JobError;
 use crate::graph::JobGraph;
@@ -32,6 +31,40 @@ pub(crate) struct DeployRequest {
     pub(crate) restore_savepoint: String,
     pub(crate) uid_mapping: Vec<WireOption>,
 }
+
+/// What a deployment needs of the worker that runs it (given by the worker, so this module
+/// does not depend on it).
+pub(crate) struct Host {
+    /// The worker's id.
+    pub(crate) id: String,
+    /// Runtime settings of the tasks.
+    pub(crate) execution: crate::runtime::ExecutionConfig,
+    /// Processing-time clock of the tasks.
+    pub(crate) clock: crate::clock::Clock,
+    /// How long to wait for peers when an attempt starts.
+    pub(crate) connect_timeout: std::time::Duration,
+    /// How long a started data frame may take.
+    pub(crate) frame_timeout: std::time::Duration,
+    /// TLS between workers.
+    pub(crate) tls: Option<sluice_transport::tls::ClusterTls>,
+    /// Where the job's files may be.
+    pub(crate) paths: crate::paths::PathPolicy,
+    /// Builds the job.
+    pub(crate) registry: Arc<dyn super::JobRegistry>,
+    /// Opens checkpoint and savepoint locations.
+    pub(crate) opener: super::StoreOpener,
+    /// Greeted data connections waiting for their deployment.
+    pub(crate) inbound: Arc<super::exchange::InboundConnections>,
+    /// The worker's log.
+    pub(crate) log: slog::Logger,
+    /// The worker's metrics.
+    pub(crate) metrics: crate::metrics::MetricRegistry,
+    /// Tells the worker an attempt finished here.
+    pub(crate) finished: OnFinished,
+}
+
+/// Called with the job id and attempt when an attempt's tasks all finished here.
+pub(crate) type OnFinished = Box<dyn Fn(&str, u32) + Send + Sync>;
 
 /// The worker's hold on a running deployment.
 pub(crate) struct DeploymentHandle {
@@ -140,7 +173,7 @@ impl Reporter<'_> {
 /// attempt has stopped here (whichever way it ended: set-up failures and cancels too), so the
 /// job ends, frees its slots and deletes its checkpoints only once nothing of it still runs.
 pub(crate) async fn run(
-    worker: Arc<WorkerShared>,
+    worker: Arc<Host>,
     to_coordinator: FrameSender,
     req: DeployRequest,
     control_rx: ControlReceiver,
@@ -155,7 +188,7 @@ pub(crate) async fn run(
 }
 
 async fn run_until_ended(
-    worker: Arc<WorkerShared>,
+    worker: Arc<Host>,
     to_coordinator: &FrameSender,
     req: DeployRequest,
     control_rx: ControlReceiver,
@@ -199,12 +232,13 @@ async fn run_until_ended(
     let env = TaskEnv {
         metrics: &scope,
         graph: &graph,
-        config: &worker.config.execution,
+        config: &worker.execution,
         attempt: req.attempt,
-        clock: worker.config.clock,
+        clock: worker.clock,
         log: &log,
         control_rx: &control_rx,
         checkpointing: storage.is_some(),
+        storage: storage.as_ref(),
     };
     let links = Links {
         commands: command_rxs,
@@ -224,7 +258,7 @@ async fn run_until_ended(
         return;
     }
     transport.close_finished();
-    worker.finished(&req.job_id, req.attempt);
+    (worker.finished)(&req.job_id, req.attempt);
 }
 
 /// What the local tasks' checkpoint links are made of (with checkpointing).
@@ -271,11 +305,10 @@ fn build_local_tasks(
 /// Checks the files the job names against this worker's allowed paths: the coordinator
 /// checked them at submission, against its own view of the file system; this host's may
 /// differ (other mounts, links), and its files are the ones that will be opened.
-fn check_paths(worker: &WorkerShared, req: &DeployRequest) -> Result<(), String> {
+fn check_paths(worker: &Host, req: &DeployRequest) -> Result<(), String> {
     let files = worker.registry.file_options(&req.job_name);
     for o in req.options.iter().filter(|o| files.contains(&o.key.as_str())) {
         worker
-            .config
             .paths
             .check(&format!("--{}", o.key), &o.value)
             .map_err(|e| format!("worker {}: {e}", worker.id))?;
@@ -283,7 +316,7 @@ fn check_paths(worker: &WorkerShared, req: &DeployRequest) -> Result<(), String>
     Ok(())
 }
 
-fn build_graph(worker: &WorkerShared, req: &DeployRequest) -> Result<(JobGraph, Vec<TaskSpec>), String> {
+fn build_graph(worker: &Host, req: &DeployRequest) -> Result<(JobGraph, Vec<TaskSpec>), String> {
     let options = req.options.iter().map(|o| (o.key.clone(), o.value.clone())).collect();
     let mut graph = worker
         .registry
@@ -304,7 +337,7 @@ fn build_graph(worker: &WorkerShared, req: &DeployRequest) -> Result<(JobGraph, 
 
 /// Opens the checkpoint store, loads what the attempt restores, and connects the data plane.
 async fn setup(
-    worker: &WorkerShared,
+    worker: &Host,
     req: &DeployRequest,
     graph: &JobGraph,
     specs: &[TaskSpec],
@@ -331,11 +364,11 @@ async fn setup(
         specs,
         placement: req.placement.clone(),
         addresses: &addresses,
-        channel_capacity: worker.config.execution.channel_capacity,
+        channel_capacity: worker.execution.channel_capacity,
         inbound: &worker.inbound,
-        connect_timeout: worker.config.connect_timeout,
-        frame_timeout: worker.config.frame_timeout,
-        tls: worker.config.tls.as_ref(),
+        connect_timeout: worker.connect_timeout,
+        frame_timeout: worker.frame_timeout,
+        tls: worker.tls.as_ref(),
         log,
     })
     .await?;
@@ -344,7 +377,7 @@ async fn setup(
 
 /// The savepoint or checkpoint the coordinator told the attempt to restore.
 async fn restore_point(
-    worker: &WorkerShared,
+    worker: &Host,
     req: &DeployRequest,
     storage: Option<&CheckpointStorage>,
 ) -> Result<Option<LoadedCheckpoint>, String> {

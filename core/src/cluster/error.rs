@@ -27,6 +27,8 @@ pub enum RefusalKind {
     Failed,
     /// The peer is not allowed to do this (its certificate names someone else, or no admin).
     Forbidden,
+    /// The coordinator asked is a standby (or was deposed): ask the leader.
+    NotLeader,
 }
 
 impl RefusalKind {
@@ -40,6 +42,7 @@ impl RefusalKind {
             RefusalKind::Unavailable => 4,
             RefusalKind::Failed => 5,
             RefusalKind::Forbidden => 6,
+            RefusalKind::NotLeader => 7,
         }
     }
 
@@ -52,6 +55,7 @@ impl RefusalKind {
             4 => RefusalKind::Unavailable,
             5 => RefusalKind::Failed,
             6 => RefusalKind::Forbidden,
+            7 => RefusalKind::NotLeader,
             _ => RefusalKind::Unspecified,
         }
     }
@@ -165,6 +169,31 @@ pub enum ClusterError {
     /// TLS could not be set up or its handshake failed.
     #[error(transparent)]
     Tls(#[from] sluice_transport::tls::TlsError),
+    /// This coordinator does not lead the cluster.
+    #[error("this coordinator is a standby; {}", match leader {
+        Some(l) => format!("the leader is at {l}"),
+        None => "no leader is known (an election is under way, or etcd cannot be reached)".to_string(),
+    })]
+    NotLeader {
+        /// The leader's control address, if one leads.
+        leader: Option<String>,
+    },
+    /// This coordinator lost its leadership and stopped its jobs (a successor restores them).
+    #[error("this coordinator lost its leadership and stopped its jobs")]
+    Deposed,
+    /// The HA store refused or could not take a write.
+    #[error(transparent)]
+    Ha(#[from] crate::ha::HaError),
+    /// A submission id already named another submission (another job or other options).
+    #[error("submission id '{submission}' was used for job {job} ({name}) with other options: a retry must repeat the submission, a new submission needs a new id")]
+    SubmissionReused {
+        /// The id.
+        submission: String,
+        /// The job its first use created.
+        job: String,
+        /// That job's name.
+        name: String,
+    },
 }
 
 impl ClusterError {
@@ -174,7 +203,9 @@ impl ClusterError {
             ClusterError::UnknownJob { .. } | ClusterError::Build(JobBuildError::UnknownJob { .. }) => {
                 RefusalKind::NotFound
             }
-            ClusterError::JobEnded { .. } | ClusterError::NotCheckpointing { .. } => RefusalKind::Conflict,
+            ClusterError::JobEnded { .. }
+            | ClusterError::NotCheckpointing { .. }
+            | ClusterError::SubmissionReused { .. } => RefusalKind::Conflict,
             ClusterError::BadOption(_)
             | ClusterError::Build(_)
             | ClusterError::SavepointTarget { .. }
@@ -187,6 +218,10 @@ impl ClusterError {
             ClusterError::Refused { kind, .. } => *kind,
             ClusterError::Forbidden(_) | ClusterError::Path(_) => RefusalKind::Forbidden,
             ClusterError::Tls(e) => tls_kind(e),
+            ClusterError::NotLeader { .. }
+            | ClusterError::Deposed
+            | ClusterError::Ha(crate::ha::HaError::Deposed(_)) => RefusalKind::NotLeader,
+            ClusterError::Ha(_) => RefusalKind::Unavailable,
         }
     }
 
@@ -225,6 +260,7 @@ mod tests {
             RefusalKind::Unavailable,
             RefusalKind::Failed,
             RefusalKind::Forbidden,
+            RefusalKind::NotLeader,
         ] {
             assert_eq!(RefusalKind::from_wire(k.to_wire()), k);
         }

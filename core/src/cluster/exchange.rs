@@ -433,7 +433,7 @@ pub(crate) async fn accept_data(
             worker_id,
         }))) => (job_id, attempt, worker_id),
         Ok(Ok(Some(other))) => {
-            slog::warn!(log, "closing data connection: expected a DataHello"; "frame" => super::coordinator::frame_kind(&other));
+            slog::warn!(log, "closing data connection: expected a DataHello"; "frame" => super::framed::frame_kind(&other));
             return;
         }
         Ok(Ok(None)) => return,

@@ -72,7 +72,7 @@ impl FrameSender {
         let bytes = match encode_frame(&msg) {
             Ok(b) => b,
             Err(e) => {
-                slog::error!(self.log, "a frame could not be sent"; "frame" => super::coordinator::frame_kind(&msg), "error" => %e);
+                slog::error!(self.log, "a frame could not be sent"; "frame" => frame_kind(&msg), "error" => %e);
                 return false;
             }
         };
@@ -121,4 +121,10 @@ where
         let _ = w.shutdown().await;
     });
     (sender, r, writer)
+}
+
+/// A frame's kind, for logs.
+pub(crate) fn frame_kind(msg: &WireMessage) -> String {
+    let dbg = format!("{msg:?}");
+    dbg.split([' ', '{', '(']).next().unwrap_or_default().to_string()
 }

@@ -10,9 +10,9 @@ use sluice_transport::wire::{WireMessage, WireOption, WirePeer};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::coordinator::{cut, Shared};
 use super::options::SubmitOptions;
 use super::placement::{pick_slots, place_tasks, slots_needed};
+use super::table::{cut, MasterEvent, Shared};
 use super::JobStatus;
 use crate::checkpoint::metadata::StateFileMeta;
 use crate::checkpoint::restart::RestartTracker;
@@ -27,24 +27,6 @@ use crate::runtime::engine::{
 };
 use crate::runtime::SavepointRestore;
 use crate::spawned::AbortOnDrop;
-
-/// What reaches a job master.
-#[derive(Debug)]
-pub(crate) enum MasterEvent {
-    /// A frame about this job from worker `worker`.
-    Frame { msg: WireMessage, worker: String },
-    /// A worker is gone (every master hears of every loss).
-    WorkerLost { worker: String, reason: String },
-    /// Worker `worker` (in registration `session`) says nothing of `attempt` runs there any
-    /// more.
-    AttemptEnded { worker: String, session: u64, attempt: u32 },
-    /// A worker registered: slots may be free now.
-    SlotsChanged,
-    /// Cancel the job.
-    Cancel,
-    /// A stop-with-savepoint asks the job to drain, or (the savepoint complete) to stop.
-    Stop(StopAction),
-}
 
 /// How an attempt on the cluster ended.
 enum Outcome {
@@ -91,6 +73,7 @@ pub(crate) struct JobMaster {
     stopped: Arc<AtomicBool>,
     /// Submission order: jobs waiting for slots get them in this order.
     seq: u64,
+    first_attempt: u32,
     /// Workers (and their sessions) that said the running attempt has ended on them.
     ended_on: BTreeSet<(String, u64)>,
     /// A cancel arrived while an ended attempt was being waited for.
@@ -109,6 +92,8 @@ pub(crate) struct MasterParts {
     pub(crate) savepoints: Option<crate::runtime::engine::SavepointRequests>,
     pub(crate) stats: Arc<CheckpointStats>,
     pub(crate) seq: u64,
+    /// The first attempt's number: above every attempt an earlier leader started.
+    pub(crate) first_attempt: u32,
 }
 
 impl JobMaster {
@@ -134,21 +119,48 @@ impl JobMaster {
             checkpointing: None,
             stopped: Arc::default(),
             seq: p.seq,
+            first_attempt: p.first_attempt,
             ended_on: BTreeSet::new(),
             cancel_requested: false,
         }
     }
 
-    /// Runs the job to its end and records how it ended.
+    /// Runs the job to its end and records how it ended: in the HA store first (fenced),
+    /// then in the table; its checkpoints are cleaned up only once the store holds the result.
     pub(crate) async fn run(mut self) {
         let (status, error) = self.run_attempts().await;
         if let Some(e) = &error {
             slog::error!(self.log, "job failed"; "error" => e);
         }
-        self.shared
-            .set_status(&self.id, status, error.map(|e| cut(e, MAX_ERROR)));
+        let error = error.map(|e| cut(e, MAX_ERROR));
+        let result = crate::ha::JobResult {
+            status: status.as_str().to_string(),
+            error: error.clone(),
+        };
+        let recorded = self
+            .shared
+            .update_record_durably(&self.id, |r| r.result = Some(result.clone()))
+            .await;
+        if let Err(e) = recorded {
+            // Deposed: the successor runs the job again from its checkpoints. A damaged
+            // record: the job ends here, and nothing is deleted.
+            slog::error!(self.log, "could not record how the job ended; keeping its checkpoints"; "error" => %e,
+                "status" => status.as_str());
+            if matches!(e, crate::ha::HaError::Deposed(_)) {
+                return;
+            }
+            self.shared.set_status(&self.id, status, error);
+            self.shared.job_ended(&self.id);
+            return;
+        }
+        self.shared.set_status(&self.id, status, error);
         self.shared.job_ended(&self.id);
         self.clean_up_checkpoints(status).await;
+    }
+
+    /// The job's checkpoints, recorded in (and fenced by) the HA store.
+    fn storage(&self, store: &Arc<dyn sluice_state::blob::BlobStore>) -> CheckpointStorage {
+        CheckpointStorage::new(store.clone(), &self.id).with_ledger(self.shared.ha.clone(), &self.id)
     }
 
     /// Deletes the job's checkpoints once it ended FINISHED (its output is committed and it
@@ -165,18 +177,14 @@ impl JobMaster {
         if !delete {
             return;
         }
-        match CheckpointStorage::new(c.store.clone(), &self.id).discard_job().await {
+        match self.storage(&c.store).discard_job().await {
             Ok(n) => slog::info!(self.log, "deleted the job's checkpoints"; "files" => n, "status" => status.as_str()),
             Err(e) => slog::warn!(self.log, "could not delete the job's checkpoints"; "error" => %e),
         }
     }
 
     async fn run_attempts(&mut self) -> (JobStatus, Option<String>) {
-        let storage = self
-            .options
-            .checkpointing
-            .as_ref()
-            .map(|c| CheckpointStorage::new(c.store.clone(), &self.id));
+        let storage = self.options.checkpointing.as_ref().map(|c| self.storage(&c.store));
         let savepoint = match self.savepoint_restore() {
             Ok(s) => s,
             Err(e) => return (JobStatus::Failed, Some(e.to_string())),
@@ -203,6 +211,7 @@ impl JobMaster {
             ),
             clock: self.shared.config.clock,
             log: &log,
+            first_attempt: self.first_attempt,
         };
         let end = run_attempts(&mut job, self).await;
         if self.stopped.load(Ordering::SeqCst) {
@@ -395,6 +404,11 @@ impl JobMaster {
     }
 
     fn send_to(&self, worker: &str, msg: WireMessage) -> bool {
+        // A leader whose lease is no longer certain (woken from a pause before it noticed)
+        // sends nothing; it is about to be stopped.
+        if !self.shared.ha.holds() {
+            return false;
+        }
         let tx = self.shared.lock().workers.get(worker).map(|w| w.tx.clone());
         tx.is_some_and(|tx| tx.send(msg))
     }
@@ -609,7 +623,7 @@ impl JobMaster {
                 // Only the worker a task was placed on speaks for it.
                 if task_of(&msg).is_none_or(|t| placement.get(t as usize) != Some(&worker)) {
                     slog::warn!(self.log, "dropped a frame about a task the job does not have on that worker";
-                        "frame" => super::coordinator::frame_kind(&msg), "worker" => &worker);
+                        "frame" => super::framed::frame_kind(&msg), "worker" => &worker);
                     return None;
                 }
                 self.on_frame(msg, checkpoints, finished).await
@@ -695,7 +709,7 @@ impl JobMaster {
             },
             WireMessage::InputFinished { task, .. } => TaskEvent::InputFinished { task: task as usize },
             other => {
-                slog::warn!(self.log, "unexpected frame for a job"; "frame" => super::coordinator::frame_kind(&other));
+                slog::warn!(self.log, "unexpected frame for a job"; "frame" => super::framed::frame_kind(&other));
                 return Ok(None);
             }
         }))
@@ -756,9 +770,26 @@ async fn forward_commands(
             TaskCommand::Finish => WireMessage::EndInput { job_id, attempt, task },
         };
         let tx = shared.lock().workers.get(&worker).map(|w| w.tx.clone());
-        // A lost worker fails the attempt through its own event.
-        if let Some(tx) = tx {
+        // A lost worker fails the attempt through its own event; a leader whose lease is no
+        // longer certain sends nothing (a completion notice would make sinks commit).
+        if let Some(tx) = tx.filter(|_| shared.ha.holds()) {
             tx.send(msg);
+        }
+    }
+}
+
+impl JobMaster {
+    /// Records `attempt` in the HA store (retried while it is unavailable). A deposed master
+    /// waits here to be stopped: it must not deploy.
+    async fn record_attempt(&self, attempt: u32) -> Result<(), JobError> {
+        match self
+            .shared
+            .update_record_durably(&self.id, |r| r.attempt = r.attempt.max(attempt))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(crate::ha::HaError::Deposed(_)) => std::future::pending().await,
+            Err(e) => Err(JobError::Checkpoint(e.into())),
         }
     }
 }
@@ -775,6 +806,11 @@ impl AttemptRunner for JobMaster {
         let outcome = match self.reserve_slots(slots_needed(&self.specs)).await {
             Err(outcome) => outcome,
             Ok((slots, reservation)) => {
+                // Recorded right before anything is deployed: a successor starts above it.
+                if let Err(e) = self.record_attempt(attempt).await {
+                    self.release(&reservation);
+                    return AttemptEnd::Failed(e);
+                }
                 if let Some(ck) = start.restored.as_ref().filter(|_| !start.from_savepoint) {
                     slog::info!(self.log, "restoring from checkpoint"; "checkpoint" => ck.metadata.checkpoint_id, "attempt" => attempt);
                 }
@@ -1048,7 +1084,7 @@ mod tests {
     async fn finishes_when_every_task_finished_and_releases_its_slots() {
         let c = coordinator(Duration::from_secs(5));
         let (mut w1, mut w2) = (c.add_test_worker("w1", 1), c.add_test_worker("w2", 1));
-        let id = c.submit("two", &options(&[("parallelism", "2")])).unwrap();
+        let id = c.submit("two", &options(&[("parallelism", "2")]), None).await.unwrap();
         let (d1, d2) = (deployed(&mut w1).await, deployed(&mut w2).await);
         assert_eq!(
             d1.placement,
@@ -1077,7 +1113,7 @@ mod tests {
             ("parallelism", "2"),
             ("restart-strategy", "fixed-delay:attempts=3,delay=2s"),
         ]);
-        let id = c.submit("two", &opts).unwrap();
+        let id = c.submit("two", &opts, None).await.unwrap();
         let d0 = deployed(&mut w1).await;
         let failed_at = tokio::time::Instant::now();
         fail(&c, &d0, "boom");
@@ -1115,7 +1151,7 @@ mod tests {
             ("parallelism", "2"),
             ("restart-strategy", "fixed-delay:attempts=1,delay=1s"),
         ]);
-        let id = c.submit("two", &opts).unwrap();
+        let id = c.submit("two", &opts, None).await.unwrap();
         let d0 = deployed(&mut w1).await;
         assert_eq!(d0.placement, ["w1", "w2", "w1", "w2"]);
         c.lose_test_worker("w2");
@@ -1136,7 +1172,7 @@ mod tests {
     async fn waits_for_slots_then_fails_naming_the_numbers() {
         let c = coordinator(Duration::from_secs(3));
         let _w1 = c.add_test_worker("w1", 1);
-        let id = c.submit("two", &options(&[("parallelism", "2")])).unwrap();
+        let id = c.submit("two", &options(&[("parallelism", "2")]), None).await.unwrap();
         let j = status_becomes(&c, &id, JobStatus::Failed).await;
         let err = j.error.unwrap();
         assert!(
@@ -1150,7 +1186,7 @@ mod tests {
     async fn a_worker_registering_while_a_job_waits_gives_it_slots() {
         let c = coordinator(Duration::from_secs(30));
         let mut w1 = c.add_test_worker("w1", 1);
-        let id = c.submit("two", &options(&[("parallelism", "2")])).unwrap();
+        let id = c.submit("two", &options(&[("parallelism", "2")]), None).await.unwrap();
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(c.job(&id).unwrap().status, JobStatus::Created);
         let mut w2 = c.add_test_worker("w2", 1);
@@ -1164,10 +1200,10 @@ mod tests {
     async fn slots_go_to_waiting_jobs_in_submission_order_when_they_are_released() {
         let c = coordinator(Duration::from_secs(600));
         let mut w1 = c.add_test_worker("w1", 1);
-        let a = c.submit("two", &options(&[])).unwrap();
+        let a = c.submit("two", &options(&[]), None).await.unwrap();
         let da = deployed(&mut w1).await;
-        let b = c.submit("two", &options(&[])).unwrap();
-        let cc = c.submit("two", &options(&[])).unwrap();
+        let b = c.submit("two", &options(&[]), None).await.unwrap();
+        let cc = c.submit("two", &options(&[]), None).await.unwrap();
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(c.job(&b).unwrap().status, JobStatus::Created);
         assert_eq!(c.job(&cc).unwrap().status, JobStatus::Created);
@@ -1189,7 +1225,7 @@ mod tests {
         let mut w1 = c.add_test_worker("w1", 1);
         let mut ids = Vec::new();
         for _ in 0..3 {
-            let id = c.submit("two", &options(&[])).unwrap();
+            let id = c.submit("two", &options(&[]), None).await.unwrap();
             let d = deployed(&mut w1).await;
             c.report_test_metrics("w1", &id, 42.0);
             assert!(c.metrics().iter().any(|s| s.label("job_id") == Some(id.as_str())));
@@ -1215,6 +1251,29 @@ mod tests {
     }
 
     #[real_tokio::test(start_paused = true)]
+    async fn a_retry_of_a_submission_whose_job_was_forgotten_is_refused_not_run_again() {
+        let c = coordinator_with(Duration::from_secs(5), Arc::new(MemoryStore::new()), 1);
+        let mut w1 = c.add_test_worker("w1", 1);
+        let mut ids = Vec::new();
+        for sub in ["first", "second"] {
+            let id = c.submit("two", &options(&[]), Some(sub)).await.unwrap();
+            let d = deployed(&mut w1).await;
+            finish(&c, &d, "w1");
+            status_becomes(&c, &id, JobStatus::Finished).await;
+            ids.push(id);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(c.job(&ids[0]).is_none(), "forgotten beyond one retained job");
+        let e = c.submit("two", &options(&[]), Some("first")).await.unwrap_err();
+        assert!(
+            matches!(&e, crate::cluster::ClusterError::JobEnded { id, status: JobStatus::Finished } if *id == ids[0]),
+            "{e}"
+        );
+        assert_eq!(c.submit("two", &options(&[]), Some("second")).await.unwrap(), ids[1]);
+        assert_eq!(c.jobs().len(), 1, "nothing ran again");
+    }
+
+    #[real_tokio::test(start_paused = true)]
     async fn checkpoints_are_deleted_when_a_job_finishes_or_is_cancelled_unless_retained() {
         let store = Arc::new(MemoryStore::new());
         let c = coordinator_with(Duration::from_secs(5), store.clone(), 100);
@@ -1234,12 +1293,12 @@ mod tests {
                     .unwrap()
             }
         };
-        let finished = c.submit("two", &with_checkpoints(&[])).unwrap();
+        let finished = c.submit("two", &with_checkpoints(&[]), None).await.unwrap();
         let d = deployed(&mut w1).await;
         put(&finished).await;
         finish(&c, &d, "w1");
         status_becomes(&c, &finished, JobStatus::Finished).await;
-        let cancelled = c.submit("two", &with_checkpoints(&[])).unwrap();
+        let cancelled = c.submit("two", &with_checkpoints(&[]), None).await.unwrap();
         deployed(&mut w1).await;
         put(&cancelled).await;
         c.cancel(&cancelled).unwrap();
@@ -1247,7 +1306,12 @@ mod tests {
         assert!(super::tests::cancelled(&c, &mut w1, "w1", 0));
         status_becomes(&c, &cancelled, JobStatus::Canceled).await;
         let kept = c
-            .submit("two", &with_checkpoints(&[("retain-checkpoints-on-cancel", "true")]))
+            .submit(
+                "two",
+                &with_checkpoints(&[("retain-checkpoints-on-cancel", "true")]),
+                None,
+            )
+            .await
             .unwrap();
         deployed(&mut w1).await;
         put(&kept).await;
@@ -1266,7 +1330,7 @@ mod tests {
     async fn cancel_while_running_cancels_the_tasks_everywhere() {
         let c = coordinator(Duration::from_secs(5));
         let (mut w1, mut w2) = (c.add_test_worker("w1", 1), c.add_test_worker("w2", 1));
-        let id = c.submit("two", &options(&[("parallelism", "2")])).unwrap();
+        let id = c.submit("two", &options(&[("parallelism", "2")]), None).await.unwrap();
         deployed(&mut w1).await;
         deployed(&mut w2).await;
         c.cancel(&id).unwrap();
@@ -1284,7 +1348,7 @@ mod tests {
     async fn a_cancelled_job_ends_and_frees_its_slots_once_its_workers_say_its_tasks_stopped() {
         let c = coordinator(Duration::from_secs(5));
         let (mut w1, mut w2) = (c.add_test_worker("w1", 1), c.add_test_worker("w2", 1));
-        let id = c.submit("two", &options(&[("parallelism", "2")])).unwrap();
+        let id = c.submit("two", &options(&[("parallelism", "2")]), None).await.unwrap();
         deployed(&mut w1).await;
         deployed(&mut w2).await;
         c.cancel(&id).unwrap();
@@ -1313,7 +1377,7 @@ mod tests {
             config.cancel_timeout = Duration::from_secs(30);
         });
         let mut w1 = c.add_test_worker("w1", 1);
-        let id = c.submit("two", &options(&[])).unwrap();
+        let id = c.submit("two", &options(&[]), None).await.unwrap();
         deployed(&mut w1).await;
         let cancelled_at = tokio::time::Instant::now();
         c.cancel(&id).unwrap();
@@ -1330,7 +1394,7 @@ mod tests {
     async fn a_lost_worker_needs_no_confirmation() {
         let c = coordinator(Duration::from_secs(5));
         let (mut w1, mut w2) = (c.add_test_worker("w1", 1), c.add_test_worker("w2", 1));
-        let id = c.submit("two", &options(&[("parallelism", "2")])).unwrap();
+        let id = c.submit("two", &options(&[("parallelism", "2")]), None).await.unwrap();
         deployed(&mut w1).await;
         deployed(&mut w2).await;
         c.cancel(&id).unwrap();
@@ -1344,7 +1408,10 @@ mod tests {
     async fn a_cancel_while_a_failed_attempt_stops_ends_the_job_canceled() {
         let c = coordinator(Duration::from_secs(5));
         let mut w1 = c.add_test_worker("w1", 1);
-        let id = c.submit("two", &options(&[("restart-strategy", "none")])).unwrap();
+        let id = c
+            .submit("two", &options(&[("restart-strategy", "none")]), None)
+            .await
+            .unwrap();
         let d = deployed(&mut w1).await;
         c.deliver_test_frame(
             "w1",
@@ -1368,8 +1435,8 @@ mod tests {
     async fn a_job_larger_than_the_cluster_does_not_hold_up_the_jobs_behind_it() {
         let c = coordinator(Duration::from_secs(600));
         let mut w1 = c.add_test_worker("w1", 2);
-        let big = c.submit("two", &options(&[("parallelism", "3")])).unwrap();
-        let small = c.submit("two", &options(&[("parallelism", "2")])).unwrap();
+        let big = c.submit("two", &options(&[("parallelism", "3")]), None).await.unwrap();
+        let small = c.submit("two", &options(&[("parallelism", "2")]), None).await.unwrap();
         let d = deployed(&mut w1).await;
         assert_eq!(
             d.job, small,
@@ -1387,9 +1454,9 @@ mod tests {
     async fn submissions_beyond_the_active_job_limit_are_refused_as_busy() {
         let c = coordinator_configured(Arc::new(MemoryStore::new()), |config| config.max_active_jobs = 2);
         let _w1 = c.add_test_worker("w1", 1);
-        c.submit("two", &options(&[])).unwrap();
-        c.submit("two", &options(&[])).unwrap();
-        let e = c.submit("two", &options(&[])).unwrap_err();
+        c.submit("two", &options(&[]), None).await.unwrap();
+        c.submit("two", &options(&[]), None).await.unwrap();
+        let e = c.submit("two", &options(&[]), None).await.unwrap_err();
         assert!(matches!(e, crate::cluster::ClusterError::Busy(_)), "{e}");
         assert!(e.to_string().contains("limit (max-active-jobs) is 2"), "{e}");
     }
@@ -1402,7 +1469,7 @@ mod tests {
             ("parallelism", "1"),
             ("restart-strategy", "fixed-delay:attempts=3,delay=1h"),
         ]);
-        let id = c.submit("two", &opts).unwrap();
+        let id = c.submit("two", &opts, None).await.unwrap();
         let d0 = deployed(&mut w1).await;
         fail(&c, &d0, "boom");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1417,7 +1484,7 @@ mod tests {
         let c = coordinator(Duration::from_secs(5));
         let mut w1 = c.add_test_worker("w1", 1);
         let opts = options(&[("restart-strategy", "fixed-delay:attempts=5,delay=1s")]);
-        let id = c.submit("two", &opts).unwrap();
+        let id = c.submit("two", &opts, None).await.unwrap();
         let d = deployed(&mut w1).await;
         c.deliver_test_frame(
             &d.placement[1],
@@ -1439,7 +1506,7 @@ mod tests {
     async fn frames_about_tasks_the_job_does_not_have_are_dropped() {
         let c = coordinator(Duration::from_secs(5));
         let mut w1 = c.add_test_worker("w1", 1);
-        let id = c.submit("two", &options(&[])).unwrap();
+        let id = c.submit("two", &options(&[]), None).await.unwrap();
         let d = deployed(&mut w1).await;
         for task in [2, 7, u32::MAX] {
             c.deliver_test_frame(
@@ -1484,7 +1551,7 @@ mod tests {
         let c = coordinator(Duration::from_secs(5));
         let mut w1 = c.add_test_worker("w1", 1);
         let opts = options(&[("restart-strategy", "fixed-delay:attempts=1,delay=1s")]);
-        let id = c.submit("two", &opts).unwrap();
+        let id = c.submit("two", &opts, None).await.unwrap();
         fail(&c, &deployed(&mut w1).await, "first");
         fail(&c, &deployed(&mut w1).await, "second");
         let j = status_becomes(&c, &id, JobStatus::Failed).await;
@@ -1514,11 +1581,113 @@ mod tests {
             savepoints: None,
             stats: Arc::default(),
             seq: 1,
+            first_attempt: 0,
         };
         let mut master = JobMaster::new(parts);
         master.stopped.store(true, Ordering::SeqCst);
         // No worker: the attempt fails for want of slots, after the stop completed.
         let (status, error) = master.run_attempts().await;
         assert_eq!((status, error), (JobStatus::Finished, None));
+    }
+
+    /// A coordinator over the HA store `ha` (leading once [`Coordinator::lead`] ran).
+    fn ha_coordinator(ha: Arc<crate::ha::MemoryHa>, store: Arc<MemoryStore>) -> Coordinator {
+        coordinator_configured(store, |config| {
+            config.ha = Some(ha);
+        })
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn a_new_leader_resumes_running_jobs_above_the_old_attempts_and_keeps_ended_ones_ended() {
+        let (store, old_ha) = (Arc::new(MemoryStore::new()), Arc::new(crate::ha::MemoryHa::new(1)));
+        let old = ha_coordinator(old_ha.clone(), store.clone());
+        assert!(
+            old.submit("two", &options(&[]), None).await.is_err(),
+            "a standby takes no jobs"
+        );
+        old.lead("old:1").await.unwrap();
+        let mut w = old.add_test_worker("w1", 4);
+        let running = old
+            .submit("two", &options(&[("parallelism", "2")]), None)
+            .await
+            .unwrap();
+        let first = deployed(&mut w).await;
+        let ended = old.submit("two", &options(&[]), None).await.unwrap();
+        let d = deployed(&mut w).await;
+        assert_eq!(d.job, ended);
+        finish(&old, &d, "w1");
+        status_becomes(&old, &ended, JobStatus::Finished).await;
+        // The old leader loses its lease; its successor (the next epoch) takes over.
+        let new_ha = Arc::new(old_ha.successor(2));
+        old_ha.depose();
+        let e = old.submit("two", &options(&[]), None).await.unwrap_err();
+        assert_eq!(e.kind(), crate::cluster::RefusalKind::NotLeader, "{e}");
+        let new = ha_coordinator(new_ha, store);
+        new.lead("new:1").await.unwrap();
+        assert_eq!(new.job(&ended).unwrap().status, JobStatus::Finished);
+        let mut w = new.add_test_worker("w1", 4);
+        let again = deployed(&mut w).await;
+        assert_eq!(again.job, running, "only the job that had not ended runs again");
+        assert_eq!(
+            again.attempt,
+            first.attempt + 1,
+            "above every attempt of the old leader"
+        );
+        assert_eq!(new.job(&running).unwrap().name, "two");
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn a_deposed_leader_deploys_nothing_more() {
+        let ha = Arc::new(crate::ha::MemoryHa::new(1));
+        let c = ha_coordinator(ha.clone(), Arc::new(MemoryStore::new()));
+        c.lead("a:1").await.unwrap();
+        let mut w = c.add_test_worker("w1", 4);
+        let id = c
+            .submit(
+                "two",
+                &options(&[("restart-strategy", "fixed-delay:attempts=5,delay=1s")]),
+                None,
+            )
+            .await
+            .unwrap();
+        let d = deployed(&mut w).await;
+        ha.depose();
+        // The attempt fails; a new one would need a fenced record of its number, which a
+        // deposed leader cannot write: nothing is deployed again.
+        fail(&c, &d, "boom");
+        end_everywhere(&c, &d);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        while let Ok(msg) = w.try_recv() {
+            assert!(
+                !matches!(msg, WireMessage::DeployTask { .. }),
+                "a deposed leader deployed job {id} again"
+            );
+        }
+    }
+
+    #[real_tokio::test(start_paused = true)]
+    async fn a_retried_submission_gets_its_job_back_at_the_same_leader_and_at_its_successor() {
+        let (store, old_ha) = (Arc::new(MemoryStore::new()), Arc::new(crate::ha::MemoryHa::new(1)));
+        let old = ha_coordinator(old_ha.clone(), store.clone());
+        old.lead("old:1").await.unwrap();
+        let opts = options(&[("parallelism", "2")]);
+        let id = old.submit("two", &opts, Some("try-1")).await.unwrap();
+        assert_eq!(old.submit("two", &opts, Some("try-1")).await.unwrap(), id);
+        let other = old.submit("two", &options(&[]), Some("try-1")).await.unwrap_err();
+        assert!(other.to_string().contains("'try-1' was used for job"), "{other}");
+        for bad in ["", "has space", &"x".repeat(129)] {
+            let e = old.submit("two", &opts, Some(bad)).await.unwrap_err();
+            assert!(e.to_string().contains("submission id"), "{e}");
+        }
+        // The answer was lost and the leader deposed: the client retries at the successor,
+        // which must not create a second job writing the same output.
+        let new_ha = Arc::new(old_ha.successor(2));
+        old_ha.depose();
+        let new = ha_coordinator(new_ha, store);
+        new.lead("new:1").await.unwrap();
+        assert_eq!(new.submit("two", &opts, Some("try-1")).await.unwrap(), id);
+        assert_eq!(new.jobs().len(), 1, "one job, not two");
+        let fresh = new.submit("two", &opts, Some("try-2")).await.unwrap();
+        assert_ne!(fresh, id);
     }
 }

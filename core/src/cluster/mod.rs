@@ -22,6 +22,7 @@
 mod acceptor;
 mod client;
 mod coordinator;
+mod coordinator_config;
 mod coordinator_metrics;
 mod deployment;
 mod error;
@@ -32,6 +33,7 @@ mod loopback;
 mod metrics_report;
 mod options;
 mod placement;
+mod table;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -44,7 +46,10 @@ use crate::graph::JobGraph;
 
 /// A job's status (defined with the runtime, which reports it in both modes).
 pub use crate::status::JobStatus;
-pub use client::{cancel_job, list_jobs, submit_job, trigger_savepoint, Target};
+pub use client::{
+    cancel_job, list_jobs, list_jobs_with_progress, outcome_unknown, submission_id, submit_job, trigger_savepoint,
+    Target, SUBMIT_RETRY_FOR,
+};
 pub use coordinator::{
     CheckpointOverview, Coordinator, CoordinatorConfig, JobException, JobInfo, WorkerInfo, MAX_SLOTS_PER_WORKER,
 };
@@ -56,7 +61,7 @@ pub use sluice_transport::tls;
 /// Why a frame could not be decoded (the source of [`ClusterError::Frame`]).
 pub use sluice_transport::wire::FrameError;
 /// A key/value option of a submission, as [`Coordinator::submit`] takes it.
-pub use sluice_transport::wire::WireOption;
+pub use sluice_transport::wire::{WireOption, WireProgress};
 pub use worker::{Worker, WorkerConfig};
 
 /// Builds jobs by name: the coordinator (to check a submission) and every worker (to run its
@@ -72,6 +77,13 @@ pub trait JobRegistry: Send + Sync + 'static {
     fn file_options(&self, name: &str) -> Vec<&'static str> {
         let _ = name;
         Vec::new()
+    }
+
+    /// What this registry builds, as a short text (binary, version, jobs and a digest of
+    /// their options): a worker registers with it, and a coordinator whose registry says
+    /// otherwise refuses the worker, which could not run the same jobs from the same options.
+    fn build_id(&self) -> String {
+        String::new()
     }
 }
 

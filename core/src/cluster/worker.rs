@@ -16,7 +16,7 @@ use super::acceptor::Acceptor;
 use super::deployment::{self, DeployRequest, DeploymentHandle};
 use super::exchange::{accept_data, connection_config, Arrival, InboundConnections};
 use super::framed::{framed, FrameSender};
-use super::{ClusterError, JobRegistry, StoreOpener};
+use super::{ClusterError, JobRegistry, RefusalKind, StoreOpener};
 use crate::clock::Clock;
 use crate::cluster::metrics_report::to_wire;
 use crate::metrics::MetricRegistry;
@@ -31,7 +31,8 @@ use sluice_transport::Barrier;
 pub struct WorkerConfig {
     /// The worker's id; by default `worker-<data address>`.
     pub id: Option<String>,
-    /// The coordinator's address.
+    /// The coordinator's address; with standby coordinators, every coordinator's, separated
+    /// by commas (the worker tries them in turn until the leader accepts it).
     pub coordinator: String,
     /// Task slots offered.
     pub slots: u32,
@@ -59,6 +60,9 @@ pub struct WorkerConfig {
     /// Where the jobs deployed here may read and write files, checked again here (against
     /// this host's files) before a deployment builds its job.
     pub paths: PathPolicy,
+    /// Where to look the leader up (etcd) before each round of registration attempts; its
+    /// address is tried first, then the `coordinator` list.
+    pub find_leader: Option<Arc<dyn crate::ha::HaBackend>>,
 }
 
 impl WorkerConfig {
@@ -77,6 +81,7 @@ impl WorkerConfig {
             tls: None,
             advertise_address: None,
             paths: PathPolicy::default(),
+            find_leader: None,
         }
     }
 }
@@ -291,26 +296,57 @@ impl Worker {
         let _accept = AbortOnDrop(tokio::spawn(accept_data_connections(shared.clone(), listener)));
         let log = shared.log.clone();
         let mut backoff = Duration::from_millis(100);
+        let mut coordinators = coordinator_addresses(&shared.config.coordinator, shared.config.find_leader.is_some())?;
+        // The highest epoch followed: a coordinator of a lower one is a deposed leader.
+        let mut max_epoch = 0u64;
+        let mut turn = 0usize;
         loop {
-            let (tx, mut rx, interval, silence) = match register(&shared, &data_address).await {
-                Ok(registered) => registered,
-                Err(Registration::Refused(e)) => return Err(e),
-                Err(Registration::Unreachable(e)) => {
-                    slog::warn!(log, "cannot reach the coordinator; retrying"; "coordinator" => &shared.config.coordinator,
-                        "error" => %e, "retry_in_ms" => backoff.as_millis() as u64);
+            if turn.is_multiple_of(coordinators.len().max(1)) {
+                coordinators = with_leader(&shared, coordinators).await;
+                if coordinators.is_empty() {
+                    slog::warn!(log, "no leader published yet; looking again"; "retry_in_ms" => backoff.as_millis() as u64);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(shared.config.max_backoff);
                     continue;
                 }
-                Err(Registration::Retry(why)) => {
-                    slog::warn!(log, "registration failed; retrying"; "coordinator" => &shared.config.coordinator,
-                        "reason" => why, "retry_in_ms" => backoff.as_millis() as u64);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(shared.config.max_backoff);
-                    continue;
-                }
+                turn = 0;
+            }
+            let addr = &coordinators[turn % coordinators.len()];
+            // With standbys, a coordinator that does not answer soon is passed over (it may be
+            // a stopped process whose port still accepts).
+            let wait = if coordinators.len() > 1 || shared.config.find_leader.is_some() {
+                Duration::from_secs(3)
+            } else {
+                Duration::from_secs(10)
             };
-            slog::info!(log, "registered with the coordinator"; "coordinator" => &shared.config.coordinator,
+            let (tx, mut rx, (interval, epoch), silence) =
+                match register(&shared, &data_address, (addr, wait), max_epoch).await {
+                    Ok(registered) => registered,
+                    Err(Registration::Refused(e)) => return Err(e),
+                    Err(failed) => {
+                        let (what, why) = match failed {
+                            Registration::Unreachable(e) => ("cannot reach the coordinator; retrying", e.to_string()),
+                            Registration::Retry(why) => ("registration failed; retrying", why),
+                            Registration::Refused(_) => unreachable!("returned above"),
+                        };
+                        turn += 1;
+                        // A full round of the coordinators without a leader: wait before the next.
+                        let pause = if turn.is_multiple_of(coordinators.len()) {
+                            backoff
+                        } else {
+                            Duration::ZERO
+                        };
+                        slog::warn!(log, "{}", what; "coordinator" => addr.as_str(),
+                        "reason" => why, "retry_in_ms" => pause.as_millis() as u64);
+                        tokio::time::sleep(pause).await;
+                        if !pause.is_zero() {
+                            backoff = (backoff * 2).min(shared.config.max_backoff);
+                        }
+                        continue;
+                    }
+                };
+            max_epoch = max_epoch.max(epoch);
+            slog::info!(log, "registered with the coordinator"; "coordinator" => addr.as_str(), "epoch" => max_epoch,
                 "slots" => shared.config.slots, "data_address" => &data_address);
             backoff = Duration::from_millis(100);
             let end = session(&shared, tx, &mut rx, interval, silence).await;
@@ -392,9 +428,43 @@ async fn accept_data_connections(shared: Arc<WorkerShared>, listener: TcpListene
     }
 }
 
+/// `list` with the leader the HA store names (if this worker looks it up) first.
+async fn with_leader(shared: &WorkerShared, mut list: Vec<String>) -> Vec<String> {
+    let Some(ha) = &shared.config.find_leader else {
+        return list;
+    };
+    // The configured list without an earlier round's looked-up leader.
+    list.retain(|a| shared.config.coordinator.split(',').any(|c| c.trim() == a));
+    match ha.leader().await {
+        Ok(Some(leader)) => {
+            list.retain(|a| *a != leader);
+            list.insert(0, leader);
+        }
+        Ok(None) => {}
+        Err(e) => slog::warn!(shared.log, "cannot look the leader up"; "error" => %e),
+    }
+    list
+}
+
+/// The coordinators' addresses of a comma-separated list (empty allowed when the leader is
+/// looked up).
+fn coordinator_addresses(list: &str, looked_up: bool) -> Result<Vec<String>, ClusterError> {
+    let addrs: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect();
+    if (addrs.is_empty() && !looked_up) || addrs.len() > 16 {
+        return Err(ClusterError::Config(format!(
+            "--coordinator {list:?} must name 1 to 16 coordinator addresses, separated by commas"
+        )));
+    }
+    Ok(addrs)
+}
+
 /// Dials the coordinator (with TLS when configured: it must prove it is the coordinator).
-async fn dial_coordinator(shared: &WorkerShared) -> Result<NetStream, Registration> {
-    let addr = &shared.config.coordinator;
+async fn dial_coordinator(shared: &WorkerShared, addr: &str) -> Result<NetStream, Registration> {
     let tcp = TcpStream::connect(addr).await.map_err(Registration::Unreachable)?;
     let _ = tcp.set_nodelay(true);
     match &shared.config.tls {
@@ -416,31 +486,43 @@ enum Registration {
     Retry(String),
 }
 
-/// Dials the coordinator and registers; returns the connection and the heartbeat interval
-/// and the silence after which this worker gives the coordinator up.
+/// Dials the coordinator at `addr` and registers; returns the connection, the heartbeat
+/// interval with the leader's epoch, and the silence after which this worker gives the
+/// coordinator up. A standby, or a leader of an epoch below `max_epoch` (deposed), is a
+/// reason to try the next coordinator.
 async fn register(
     shared: &WorkerShared,
     data_address: &str,
-) -> Result<(FrameSender, ReadHalf<NetStream>, Duration, Duration), Registration> {
-    let stream = dial_coordinator(shared).await?;
+    (addr, wait): (&str, Duration),
+    max_epoch: u64,
+) -> Result<(FrameSender, ReadHalf<NetStream>, (Duration, u64), Duration), Registration> {
+    let stream = dial_coordinator(shared, addr).await?;
     // The writer ends with the connection (its senders dropped, or a write failing).
     let (tx, mut rx, _writer) = framed(stream, shared.log.clone());
     tx.send(WireMessage::Register {
         worker_id: shared.id.clone(),
         data_address: data_address.to_string(),
         slots: shared.config.slots,
+        build: shared.registry.build_id(),
     });
-    match tokio::time::timeout(Duration::from_secs(10), read_frame(&mut rx)).await {
+    match tokio::time::timeout(wait, read_frame(&mut rx)).await {
+        Ok(Ok(Some(WireMessage::RegisterAck { epoch, .. }))) if epoch < max_epoch => Err(Registration::Retry(format!(
+            "it leads epoch {epoch}, but this worker followed epoch {max_epoch} already: a deposed leader"
+        ))),
         Ok(Ok(Some(WireMessage::RegisterAck {
             heartbeat_interval_ms,
             heartbeat_timeout_ms,
+            epoch,
             ..
         }))) => {
             let interval = Duration::from_millis(u64::from(heartbeat_interval_ms.max(1)));
             // Half the coordinator's timeout: this worker's tasks stop before the coordinator
             // gives them up and deploys replacements.
             let silence = Duration::from_millis(u64::from(heartbeat_timeout_ms / 2)).max(interval * 3);
-            Ok((tx, rx, interval, silence))
+            Ok((tx, rx, (interval, epoch), silence))
+        }
+        Ok(Ok(Some(WireMessage::Rejected { reason, kind }))) if kind == RefusalKind::NotLeader.to_wire() => {
+            Err(Registration::Retry(reason))
         }
         Ok(Ok(Some(WireMessage::Rejected { reason, kind }))) => Err(Registration::Refused(ClusterError::Refused {
             kind: super::RefusalKind::from_wire(kind),
@@ -448,11 +530,11 @@ async fn register(
         })),
         Ok(Ok(Some(m))) => Err(Registration::Retry(format!(
             "unexpected answer {}",
-            super::coordinator::frame_kind(&m)
+            super::framed::frame_kind(&m)
         ))),
         Ok(Ok(None)) => Err(Registration::Retry("it closed the connection".into())),
         Ok(Err(e)) => Err(Registration::Retry(e.to_string())),
-        Err(_) => Err(Registration::Retry("no answer within 10 s".into())),
+        Err(_) => Err(Registration::Retry(format!("no answer within {} s", wait.as_secs()))),
     }
 }
 
@@ -576,7 +658,7 @@ fn on_command(shared: &Arc<WorkerShared>, tx: &FrameSender, msg: WireMessage) ->
         other => {
             return Err(format!(
                 "unexpected frame {} from the coordinator",
-                super::coordinator::frame_kind(&other)
+                super::framed::frame_kind(&other)
             ))
         }
     }
@@ -624,6 +706,31 @@ fn task_command(shared: &WorkerShared, tx: &FrameSender, msg: WireMessage) {
 }
 
 /// Starts a deployment (cancelling the job's older attempts still here).
+/// What a deployment is given of this worker.
+fn host(shared: &Arc<WorkerShared>) -> Arc<deployment::Host> {
+    let c = &shared.config;
+    let me = Arc::downgrade(shared);
+    Arc::new(deployment::Host {
+        id: shared.id.clone(),
+        execution: c.execution.clone(),
+        clock: c.clock,
+        connect_timeout: c.connect_timeout,
+        frame_timeout: c.frame_timeout,
+        tls: c.tls.clone(),
+        paths: c.paths.clone(),
+        registry: shared.registry.clone(),
+        opener: shared.opener.clone(),
+        inbound: shared.inbound.clone(),
+        log: shared.log.clone(),
+        metrics: shared.metrics.clone(),
+        finished: Box::new(move |job, attempt| {
+            if let Some(w) = me.upgrade() {
+                w.finished(job, attempt);
+            }
+        }),
+    })
+}
+
 fn deploy(shared: &Arc<WorkerShared>, tx: &FrameSender, req: DeployRequest) {
     if req.attempt > 0 {
         shared.cancel(&req.job_id, req.attempt - 1);
@@ -634,7 +741,7 @@ fn deploy(shared: &Arc<WorkerShared>, tx: &FrameSender, req: DeployRequest) {
     let running = Running::new(shared);
     let (shared, tx) = (shared.clone(), tx.clone());
     tokio::spawn(async move {
-        deployment::run(shared, tx, req, control_rx, command_rxs).await;
+        deployment::run(host(&shared), tx, req, control_rx, command_rxs).await;
         drop(running);
     });
 }

@@ -24,7 +24,17 @@ impl FileSource {
     /// A source over the file at `path`. Fails if the file can't be opened.
     pub fn new(path: impl Into<PathBuf>) -> Result<Self, OperatorError> {
         let path = path.into();
-        File::open(&path).map_err(|e| OperatorError::io(format!("cannot open input file {}", path.display()), e))?;
+        let file = File::open(&path)
+            .map_err(|e| OperatorError::io(format!("cannot open input file {}", path.display()), e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| OperatorError::io(format!("cannot read input file {}", path.display()), e))?;
+        if !meta.is_file() {
+            return Err(OperatorError::user(format!(
+                "input {} is not a file (a directory?)",
+                path.display()
+            )));
+        }
         Ok(FileSource {
             path,
             start_offsets: None,

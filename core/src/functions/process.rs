@@ -64,9 +64,14 @@ impl<K: Key> KeyedContext<'_, K> {
     pub fn current_processing_time(&self) -> i64 {
         self.now_ms
     }
-    /// The current key's value in `s`.
-    pub fn value<V: StateValue>(&self, s: ValueState<V>) -> Option<&V> {
+    /// The current key's value in `s`: a copy (state may live in a cache or object storage,
+    /// so reads hand out values, not references into the store).
+    pub fn value<V: StateValue>(&self, s: ValueState<V>) -> Option<V> {
         self.state.value(s, self.key)
+    }
+    /// Calls `f` with the current key's value in `s` without copying it.
+    pub fn with_value<V: StateValue, R>(&self, s: ValueState<V>, f: impl FnOnce(Option<&V>) -> R) -> R {
+        self.state.with_value(s, self.key, f)
     }
     /// Sets the current key's value in `s`.
     pub fn set_value<V: StateValue>(&mut self, s: ValueState<V>, v: V) {
@@ -76,13 +81,18 @@ impl<K: Key> KeyedContext<'_, K> {
     pub fn take_value<V: StateValue>(&mut self, s: ValueState<V>) -> Option<V> {
         self.state.take_value(s, self.key)
     }
-    /// The current key's value in `s` for update (default if unset).
-    pub fn value_mut<V: StateValue + Default>(&mut self, s: ValueState<V>) -> &mut V {
-        self.state.value_mut_or_default(s, self.key)
+    /// Updates the current key's value in `s` in place (from `V::default()` if unset) and
+    /// returns what `f` returns.
+    pub fn update_value<V: StateValue + Default, R>(&mut self, s: ValueState<V>, f: impl FnOnce(&mut V) -> R) -> R {
+        self.state.update_value(s, self.key, f)
     }
-    /// The current key's list in `s`.
-    pub fn list<V: StateValue>(&self, s: ListState<V>) -> &[V] {
+    /// The current key's list in `s`: a copy.
+    pub fn list<V: StateValue>(&self, s: ListState<V>) -> Vec<V> {
         self.state.list(s, self.key)
+    }
+    /// Calls `f` with the current key's list in `s` without copying it.
+    pub fn with_list<V: StateValue, R>(&self, s: ListState<V>, f: impl FnOnce(&[V]) -> R) -> R {
+        self.state.with_list(s, self.key, f)
     }
     /// Appends to the current key's list in `s`.
     pub fn list_add<V: StateValue>(&mut self, s: ListState<V>, v: V) {
@@ -92,13 +102,26 @@ impl<K: Key> KeyedContext<'_, K> {
     pub fn take_list<V: StateValue>(&mut self, s: ListState<V>) -> Vec<V> {
         self.state.take_list(s, self.key)
     }
-    /// The current key's map in `s`, if any.
-    pub fn map<UK: StateValue + Ord, UV: StateValue>(&self, s: MapState<UK, UV>) -> Option<&BTreeMap<UK, UV>> {
-        self.state.map(s, self.key)
+    /// The value under `user_key` in the current key's map in `s`: a copy.
+    pub fn map_get<UK: StateValue + Ord, UV: StateValue>(&self, s: MapState<UK, UV>, user_key: &UK) -> Option<UV> {
+        self.state.map_get(s, self.key, user_key)
     }
-    /// The current key's map in `s` for update.
-    pub fn map_mut<UK: StateValue + Ord, UV: StateValue>(&mut self, s: MapState<UK, UV>) -> &mut BTreeMap<UK, UV> {
-        self.state.map_mut(s, self.key)
+    /// Calls `f` with the current key's map in `s`, if any, without copying it.
+    pub fn with_map<UK: StateValue + Ord, UV: StateValue, R>(
+        &self,
+        s: MapState<UK, UV>,
+        f: impl FnOnce(Option<&BTreeMap<UK, UV>>) -> R,
+    ) -> R {
+        self.state.with_map(s, self.key, f)
+    }
+    /// Updates the current key's map in `s` in place and returns what `f` returns; a map
+    /// left empty is removed.
+    pub fn update_map<UK: StateValue + Ord, UV: StateValue, R>(
+        &mut self,
+        s: MapState<UK, UV>,
+        f: impl FnOnce(&mut BTreeMap<UK, UV>) -> R,
+    ) -> R {
+        self.state.update_map(s, self.key, f)
     }
     /// Clears the current key's map in `s`, returning it.
     pub fn take_map<UK: StateValue + Ord, UV: StateValue>(&mut self, s: MapState<UK, UV>) -> BTreeMap<UK, UV> {

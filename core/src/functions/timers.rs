@@ -74,6 +74,16 @@ impl<K: StateKey + Ord> TimerService<K> {
         }
     }
 
+    /// The earliest event-time timer at or before `wm`, left in place.
+    pub(crate) fn peek_event(&self, wm: i64) -> Option<(i64, &K)> {
+        self.event.first().filter(|(t, _)| *t <= wm).map(|(t, k)| (*t, k))
+    }
+
+    /// The earliest processing-time timer at or before `now`, left in place.
+    pub(crate) fn peek_processing(&self, now: i64) -> Option<(i64, &K)> {
+        self.processing.first().filter(|(t, _)| *t <= now).map(|(t, k)| (*t, k))
+    }
+
     /// Removes and returns the earliest event-time timer at or before `wm`.
     pub(crate) fn pop_event(&mut self, wm: i64) -> Option<(i64, K)> {
         if self.event.first().is_some_and(|(t, _)| *t <= wm) {
@@ -92,6 +102,20 @@ impl<K: StateKey + Ord> TimerService<K> {
             return Some((t, k));
         }
         None
+    }
+
+    /// The keys of the event-time timers due at watermark `wm`, without firing them (what
+    /// tiered state fetches before they fire).
+    pub(crate) fn due_event_keys(&self, wm: i64) -> impl Iterator<Item = &K> {
+        self.event.iter().take_while(move |(t, _)| *t <= wm).map(|(_, k)| k)
+    }
+
+    /// The keys of the processing-time timers due at `now`, without firing them.
+    pub(crate) fn due_processing_keys(&self, now: i64) -> impl Iterator<Item = &K> {
+        self.processing
+            .iter()
+            .take_while(move |(t, _)| *t <= now)
+            .map(|(_, k)| k)
     }
 
     pub(crate) fn next_processing(&self) -> Option<i64> {

@@ -1,19 +1,31 @@
 //! Runs a [`KeyedProcessFunction`] with its state store and timers.
+//!
+//! With tiered state, every call is prepared: the keys of the batch, or of the timers about
+//! to fire, are fetched before the synchronous call, a chunk of timers at a time so that a
+//! large watermark jump does not pin all state at once.
+
+use std::collections::BTreeSet;
 
 use sluice_state::KeyedStateStore;
 
 use crate::data::{EventTime, Record};
 use crate::error::OperatorError;
 use crate::functions::{Collector, KeyedContext, KeyedProcessFunction, TimeDomain, TimerService};
-use crate::operator::{AsyncSnapshot, Operator, OperatorContext};
-use crate::operators::restore_keyed;
+use crate::operator::{AsyncSnapshot, BoxFuture, Operator, OperatorContext, Prepare};
+use crate::operators::{fetch_err, restore_keyed, restore_manifests, use_backend};
 use sluice_state::RestoredState;
+
+/// Timers whose keys one preparation fetches.
+const TIMER_CHUNK: usize = 4096;
 
 pub(crate) struct KeyedProcess<F: KeyedProcessFunction, KF> {
     f: F,
     key_of: KF,
     store: KeyedStateStore<F::Key>,
     timers: TimerService<F::Key>,
+    /// Tiered state: the keys whose timers the last preparation fetched (timers of other keys
+    /// wait for the next one).
+    prepared: BTreeSet<F::Key>,
 }
 
 impl<F: KeyedProcessFunction, KF: Clone> Clone for KeyedProcess<F, KF> {
@@ -29,7 +41,70 @@ impl<F: KeyedProcessFunction, KF> KeyedProcess<F, KF> {
             key_of,
             store: KeyedStateStore::new(),
             timers: TimerService::default(),
+            prepared: BTreeSet::new(),
         }
+    }
+
+    /// A failed tiered read or write: the task fails before this call's output leaves.
+    fn check_state(&mut self) -> Result<(), OperatorError> {
+        match self.store.take_failure() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Fetches the keys of the first due timers; `event` picks the time domain.
+    async fn prepare_timers(&mut self, event: bool, due: i64) -> Result<(), OperatorError> {
+        self.store.release();
+        // Timers fire chunk after chunk on a large watermark jump: keep the memory table
+        // within its budget between chunks, as between batches.
+        self.store.maintain().await.map_err(fetch_err)?;
+        self.prepared = if event {
+            self.timers.due_event_keys(due).take(TIMER_CHUNK).cloned().collect()
+        } else {
+            self.timers
+                .due_processing_keys(due)
+                .take(TIMER_CHUNK)
+                .cloned()
+                .collect()
+        };
+        let keys: Vec<F::Key> = self.prepared.iter().cloned().collect();
+        self.store.prefetch(&keys).await.map_err(fetch_err)?;
+        Ok(())
+    }
+
+    /// Whether the timer of `key` may fire now (its state was fetched, or state is on the
+    /// heap).
+    fn ready(&self, key: &F::Key) -> bool {
+        !self.store.is_tiered() || self.prepared.contains(key)
+    }
+}
+
+impl<F, KF> KeyedProcess<F, KF>
+where
+    F: KeyedProcessFunction,
+    KF: Fn(&F::In) -> F::Key + Send + 'static,
+{
+    async fn prepare_step(&mut self, step: Prepare<'_, F::In>, ctx: &OperatorContext) -> Result<(), OperatorError> {
+        match step {
+            Prepare::Batch(batch) => {
+                self.store.release();
+                self.store.maintain().await.map_err(fetch_err)?;
+                let keys: Vec<F::Key> = batch.iter().map(|r| (self.key_of)(&r.value)).collect();
+                self.store.prefetch(&keys).await.map_err(fetch_err)?;
+            }
+            Prepare::Watermark => self.prepare_timers(true, ctx.watermark.0).await?,
+            Prepare::ProcessingTime(now) => self.prepare_timers(false, now).await?,
+            Prepare::Snapshot(_) => {
+                self.store.release();
+                // A failed write leaves the state in memory: the snapshot then declines this
+                // checkpoint saying why, and processing goes on.
+                if let Err(e) = self.store.flush().await {
+                    slog::warn!(ctx.log, "tiered state could not be written out for a checkpoint"; "error" => %e);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -42,8 +117,21 @@ where
     type Out = F::Out;
 
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        use_backend(&mut self.store, ctx);
         self.f.register_metrics(ctx.metrics());
         self.f.open(&mut self.store)
+    }
+
+    fn wants_prepare(&self) -> bool {
+        self.store.is_tiered()
+    }
+
+    fn prepare<'a>(
+        &'a mut self,
+        step: Prepare<'a, Self::In>,
+        ctx: &'a mut OperatorContext,
+    ) -> BoxFuture<'a, Result<(), OperatorError>> {
+        Box::pin(self.prepare_step(step, ctx))
     }
 
     fn snapshot_state(&mut self, _id: u64, _ctx: &mut OperatorContext) -> Result<Option<AsyncSnapshot>, OperatorError> {
@@ -56,7 +144,8 @@ where
         })))
     }
 
-    fn restore_state(&mut self, state: &RestoredState, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+    fn restore_state(&mut self, state: &RestoredState, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        restore_manifests(&mut self.store, state, ctx)?;
         let (store, timers) = (&mut self.store, &mut self.timers);
         restore_keyed(state, |e| Ok(timers.restore_entry(e)? || store.restore_entry(e)?))
     }
@@ -81,12 +170,16 @@ where
             let mut col = Collector { out, ts: r.ts };
             self.f.process_element(r.value, &mut kctx, &mut col)?;
         }
-        Ok(())
+        self.check_state()
     }
 
     fn on_watermark(&mut self, ctx: &mut OperatorContext, out: &mut Vec<Record<F::Out>>) -> Result<(), OperatorError> {
         let now_ms = ctx.clock.now_ms();
-        while let Some((t, key)) = self.timers.pop_event(ctx.watermark.0) {
+        while let Some((t, key)) = self.timers.peek_event(ctx.watermark.0) {
+            if !self.ready(key) {
+                break; // fetched by the next preparation
+            }
+            let (t, key) = self.timers.pop_event(t).expect("peeked just above");
             let mut kctx = KeyedContext {
                 key: &key,
                 ts: EventTime(t),
@@ -101,7 +194,11 @@ where
             };
             self.f.on_timer(t, TimeDomain::EventTime, &mut kctx, &mut col)?;
         }
-        Ok(())
+        self.check_state()
+    }
+
+    fn timers_left(&self, ctx: &OperatorContext) -> bool {
+        self.store.is_tiered() && self.timers.peek_event(ctx.watermark.0).is_some()
     }
 
     fn next_processing_timer(&self) -> Option<i64> {
@@ -114,7 +211,11 @@ where
         ctx: &mut OperatorContext,
         out: &mut Vec<Record<F::Out>>,
     ) -> Result<(), OperatorError> {
-        while let Some((t, key)) = self.timers.pop_processing(now_ms) {
+        while let Some((t, key)) = self.timers.peek_processing(now_ms) {
+            if !self.ready(key) {
+                break; // fetched by the next preparation: the timer is still due
+            }
+            let (t, key) = self.timers.pop_processing(t).expect("peeked just above");
             let mut kctx = KeyedContext {
                 key: &key,
                 ts: EventTime::MIN,
@@ -129,6 +230,6 @@ where
             };
             self.f.on_timer(t, TimeDomain::ProcessingTime, &mut kctx, &mut col)?;
         }
-        Ok(())
+        self.check_state()
     }
 }

@@ -6,8 +6,8 @@ use sluice_state::{KeyedStateStore, ValueState};
 
 use crate::data::{Data, Key, Record};
 use crate::error::OperatorError;
-use crate::operator::{AsyncSnapshot, Operator, OperatorContext};
-use crate::operators::restore_keyed;
+use crate::operator::{AsyncSnapshot, BoxFuture, Operator, OperatorContext, Prepare};
+use crate::operators::{fetch_err, restore_keyed, restore_manifests, use_backend};
 use sluice_state::RestoredState;
 
 pub(crate) struct KeyedReduce<T, K, KF, RF> {
@@ -55,9 +55,39 @@ where
     type In = T;
     type Out = T;
 
-    fn open(&mut self, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        use_backend(&mut self.store, ctx);
         self.acc = Some(self.store.value_state("reduce")?);
         Ok(())
+    }
+
+    fn wants_prepare(&self) -> bool {
+        self.store.is_tiered()
+    }
+
+    fn prepare<'a>(
+        &'a mut self,
+        step: Prepare<'a, T>,
+        ctx: &'a mut OperatorContext,
+    ) -> BoxFuture<'a, Result<(), OperatorError>> {
+        Box::pin(async move {
+            self.store.release();
+            match step {
+                Prepare::Batch(batch) => {
+                    self.store.maintain().await.map_err(fetch_err)?;
+                    let keys: Vec<K> = batch.iter().map(|r| (self.key_of)(&r.value)).collect();
+                    self.store.prefetch(&keys).await.map_err(fetch_err)?;
+                }
+                Prepare::Snapshot(_) => {
+                    // A failed write declines the checkpoint (the snapshot says why).
+                    if let Err(e) = self.store.flush().await {
+                        slog::warn!(ctx.log, "tiered state could not be written out for a checkpoint"; "error" => %e);
+                    }
+                }
+                Prepare::Watermark | Prepare::ProcessingTime(_) => {}
+            }
+            Ok(())
+        })
     }
 
     fn snapshot_state(&mut self, _id: u64, _ctx: &mut OperatorContext) -> Result<Option<AsyncSnapshot>, OperatorError> {
@@ -65,7 +95,8 @@ where
         Ok(Some(Box::new(move |w| snap.write(w).map_err(OperatorError::from))))
     }
 
-    fn restore_state(&mut self, state: &RestoredState, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+    fn restore_state(&mut self, state: &RestoredState, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        restore_manifests(&mut self.store, state, ctx)?;
         restore_keyed(state, |e| self.store.restore_entry(e))
     }
 
@@ -85,6 +116,10 @@ where
             out.push(Record::new(next.clone(), r.ts));
             self.store.set_value(acc, &key, next);
         }
-        Ok(())
+        // A failed tiered read or write fails the task before this batch's output leaves.
+        match self.store.take_failure() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 }

@@ -106,6 +106,7 @@ impl Attempt<'_> {
             log: &self.log,
             control_rx: &self.control_rx,
             checkpointing: self.checkpointing.is_some(),
+            storage: self.checkpointing.as_ref().map(|j| &j.storage),
             metrics: scope,
         };
         let (events_tx, events_rx) = mpsc::channel(1024);

@@ -166,6 +166,7 @@ pub(super) async fn run_job(
         tracker: RestartTracker::new(restart_strategy(&config)),
         clock,
         log: &log,
+        first_attempt: 0,
     };
     let mut runner = Embedded {
         graph: graph.clone(),

@@ -97,11 +97,14 @@ pub(crate) struct JobAttempts<'a> {
     pub(crate) tracker: RestartTracker,
     pub(crate) clock: Clock,
     pub(crate) log: &'a slog::Logger,
+    /// The first attempt's number (a job taken over by a new leader continues above the
+    /// attempts of the old one).
+    pub(crate) first_attempt: u32,
 }
 
 /// Runs attempts of the job until one ends it; see the module documentation.
 pub(crate) async fn run_attempts<R: AttemptRunner>(job: &mut JobAttempts<'_>, runner: &mut R) -> LoopEnd<R::Done> {
-    let mut attempt = 0u32;
+    let mut attempt = job.first_attempt;
     loop {
         runner.starting(attempt);
         let error = match prepare_attempt(job.graph, job.storage, job.on_unusable, job.savepoint, job.log).await {
@@ -216,7 +219,7 @@ async fn latest_checkpoint(
         Latest::None => return Ok((None, VecDeque::new())),
         Latest::Usable(ck) => {
             let id = ck.metadata.checkpoint_id;
-            let retained = st.completed_ids().await.map_err(CheckpointError::from)?;
+            let retained = st.completed_ids().await?;
             debug_assert_eq!(retained.last(), Some(&id), "the latest is the newest completed one");
             return Ok((Some(ck), retained.into_iter().collect()));
         }

@@ -83,6 +83,9 @@ pub struct ExecutionConfig {
     pub metrics: Option<MetricRegistry>,
     /// The job's id, for the `job_id` label of its metrics and its log records.
     pub job_id: Option<String>,
+    /// Where keyed state lives (the tiered backend needs checkpointing: its runs live in the
+    /// checkpoint store).
+    pub state_backend: crate::state_backend::StateBackendConfig,
 }
 
 /// A savepoint to start a job from.
@@ -120,6 +123,7 @@ impl Default for ExecutionConfig {
             from_savepoint: None,
             metrics: None,
             job_id: None,
+            state_backend: crate::state_backend::StateBackendConfig::Heap,
         }
     }
 }

@@ -5,6 +5,7 @@ use sluice_state::StateWriter;
 use sluice_transport::{Barrier, ChannelStatus, Payload, StreamMessage};
 use tokio::sync::mpsc;
 
+use crate::checkpoint::metadata::SharedFile;
 use crate::checkpoint::metadata::StateFileMeta;
 use crate::checkpoint::protocol::{TaskCommand, TaskEvent};
 use crate::checkpoint::CheckpointStorage;
@@ -179,12 +180,18 @@ impl Upload {
                 Part::Source(pos) => w.add_operator_state_raw(pos),
                 Part::Operator(f) => f(&mut w).map_err(|e| e.to_string())?,
             }
+            // The runs of tiered state it names: the checkpoint needs them as well.
+            let shared = sluice_state::tiered::Manifest::runs_named(w.operator_state())
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|(path, size)| SharedFile { path, size })
+                .collect();
             let bytes = w.finish().map_err(|e| e.to_string())?;
             written += bytes.len() as u64;
             crate::buggify::maybe_delay("state upload").await;
             let meta = self
                 .storage
-                .write_state(self.id, &key, self.subtask, bytes)
+                .write_state(self.id, &key, self.subtask, (bytes, shared))
                 .await
                 .map_err(|e| format!("storing state of '{key}': {e}"))?;
             files.push((key, meta));
@@ -258,14 +265,14 @@ impl Task {
     }
 
     async fn fire_processing_timers(&mut self, now_ms: i64) -> Result<(), JobError> {
-        let out = self.chain.processing_time(now_ms).map_err(|e| self.op_err(e))?;
+        let out = self.chain.processing_time(now_ms).await.map_err(|e| self.op_err(e))?;
         self.outputs.emit_all(out).await.map_err(|e| self.net_err(e))
     }
 
     async fn advance_watermark(&mut self, wm: EventTime) -> Result<(), JobError> {
         self.metrics.input_watermark.set(wm.0 as f64 / 1000.0);
         self.metrics.output_watermark.set(wm.0 as f64 / 1000.0);
-        let out = self.chain.watermark(wm).map_err(|e| self.op_err(e))?;
+        let out = self.chain.watermark(wm).await.map_err(|e| self.op_err(e))?;
         self.outputs.emit_all(out).await.map_err(|e| self.net_err(e))?;
         self.outputs
             .broadcast(|| StreamMessage::Watermark(wm.0))
@@ -298,6 +305,14 @@ impl Task {
             parts.push((src.key.clone(), Part::Source(pos)));
         }
         let keys = link.op_keys.clone();
+        // Tiered state writes out what is only in memory first, so the snapshot names runs.
+        self.chain
+            .prepare_snapshot(id)
+            .await
+            .map_err(|e| JobError::TaskFailed {
+                task: self.name.clone(),
+                source: e,
+            })?;
         for (i, (op, ctx)) in self.chain.ops.iter_mut().enumerate() {
             let snap = op.snapshot_state(id, ctx).map_err(|e| JobError::TaskFailed {
                 task: self.name.clone(),
@@ -410,7 +425,7 @@ impl Task {
                 None => return Ok(TaskExit::Cancelled),
             }
         }
-        let out = self.chain.end_of_input().map_err(|e| self.op_err(e))?;
+        let out = self.chain.end_of_input().await.map_err(|e| self.op_err(e))?;
         self.outputs.emit_all(out).await.map_err(|e| self.net_err(e))?;
         self.outputs
             .broadcast(|| StreamMessage::EndOfPartition)
@@ -511,7 +526,7 @@ impl Task {
                 self.broadcast_status(ChannelStatus::Active).await?;
             }
             pace.last_data_at = now;
-            let out = self.chain.push_from(0, b).map_err(|e| self.op_err(e))?;
+            let out = self.chain.push_from(0, b).await.map_err(|e| self.op_err(e))?;
             if let Some(out) = out {
                 self.outputs.emit(out).await.map_err(|e| self.net_err(e))?;
             }
@@ -666,7 +681,7 @@ impl Task {
     async fn on_gate_event(&mut self, event: GateEvent, gate: &InputGate) -> Result<Option<TaskExit>, JobError> {
         match event {
             GateEvent::Data(Payload::Local(b)) => {
-                if let Some(out) = self.chain.push_from(0, b).map_err(|e| self.op_err(e))? {
+                if let Some(out) = self.chain.push_from(0, b).await.map_err(|e| self.op_err(e))? {
                     self.outputs.emit(out).await.map_err(|e| self.net_err(e))?;
                 }
             }

@@ -24,6 +24,7 @@ use crate::runtime::restore;
 use crate::runtime::task::{CheckpointLink, Head, SourceHead, Task};
 use crate::runtime::ExecutionConfig;
 use crate::source::ErasedSource;
+use crate::state_backend::{StateBackend, StateBackendConfig, TieredEnv};
 
 /// One task of an attempt: a subtask of a chain. Tasks are numbered in the order
 /// [`task_specs`] lists them, the same in every process that builds the same graph.
@@ -66,6 +67,8 @@ pub(crate) struct TaskEnv<'a> {
     pub(crate) log: &'a slog::Logger,
     pub(crate) control_rx: &'a ControlReceiver,
     pub(crate) checkpointing: bool,
+    /// The job's checkpoint storage, if it checkpoints (where tiered state keeps its runs).
+    pub(crate) storage: Option<&'a crate::checkpoint::CheckpointStorage>,
     /// The attempt's metric scope (job labels).
     pub(crate) metrics: &'a MetricGroup,
 }
@@ -165,11 +168,32 @@ impl<'a> TaskBuilder<'a> {
             log: self.log.new(slog::o!("vertex" => graph.vertices[v].name.clone())),
             attempt: self.at.attempt,
             checkpointing: self.at.checkpointing,
+            state_backend: StateBackend::Heap,
             metrics: Arc::new(OperatorMetrics::register(
                 self.group.group("operator", &graph.vertices[v].name),
                 self.vertex_metrics[v].clone(),
             )),
         }
+    }
+
+    /// Where the keyed state of operator `key` lives in this subtask.
+    fn state_backend(&self, key: &str) -> Result<StateBackend, JobError> {
+        let StateBackendConfig::Tiered(settings) = &self.at.config.state_backend else {
+            return Ok(StateBackend::Heap);
+        };
+        let Some(storage) = self.at.storage else {
+            return Err(self.failed(OperatorError::Unrecoverable(format!(
+                "operator '{key}': the tiered state backend keeps its runs in the checkpoint storage, and this job takes no checkpoints: give it a checkpoint interval, or run it where the heap backend is configured"
+            ))));
+        };
+        Ok(StateBackend::Tiered(TieredEnv::new(
+            settings,
+            Arc::clone(storage.store()),
+            storage.job_dir(),
+            key,
+            self.at.attempt,
+            self.spec.subtask,
+        )))
     }
 
     fn failed(&self, source: OperatorError) -> JobError {
@@ -213,6 +237,7 @@ impl<'a> TaskBuilder<'a> {
                 VertexKind::Operator(f) => {
                     let mut op = f();
                     let mut ctx = self.ctx_for(v);
+                    ctx.state_backend = self.state_backend(&key)?;
                     op.open(&mut ctx).map_err(|e| self.failed(e))?;
                     op.restore_state(&state, &mut ctx).map_err(|e| match e {
                         // A changed state type stays changed after a restart: refuse at once.

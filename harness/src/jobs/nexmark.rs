@@ -7,6 +7,8 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use super::{attach_sink, Output};
 use sluice_core::connectors::nexmark::{
     parts_mismatch, Auction, Bid, Event, EventFilesSource, EventKinds, NexmarkConfig, NexmarkSource, Person,
 };
@@ -16,6 +18,83 @@ use sluice_core::{
     AggregateFunction, Collector, DataStream, Either, EventTime, KeyedCoProcessFunction, KeyedContext,
     KeyedProcessFunction, OperatorError, StreamEnv, TimeDomain, WatermarkStrategy, WindowAssigner,
 };
+
+/// A Nexmark query as a job: its name, what it computes, and how its results are built.
+#[derive(Clone, Copy)]
+pub struct Query {
+    /// The job's name (`nexmark-q5`).
+    pub name: &'static str,
+    /// One line on what it computes.
+    pub description: &'static str,
+    /// Adds the query over the events, and its sink, to the events' environment.
+    pub build: fn(&DataStream<Event>, &Output),
+}
+
+impl std::fmt::Debug for Query {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+fn shown<T: std::fmt::Debug>(v: &T) -> String {
+    format!("{v:?}")
+}
+
+/// Every query Sluice runs.
+pub const QUERIES: &[Query] = &[
+    Query {
+        name: "nexmark-q0",
+        description: "Nexmark q0: pass-through of all bids",
+        build: |e, out| attach_sink(q0(e), out, shown),
+    },
+    Query {
+        name: "nexmark-q1",
+        description: "Nexmark q1: bids with prices converted to euros",
+        build: |e, out| attach_sink(q1(e), out, shown),
+    },
+    Query {
+        name: "nexmark-q2",
+        description: "Nexmark q2: bids on every 123rd auction",
+        build: |e, out| attach_sink(q2(e), out, shown),
+    },
+    Query {
+        name: "nexmark-q3",
+        description: "Nexmark q3: category-10 auctions of sellers in OR/ID/CA, joined with the seller",
+        build: |e, out| attach_sink(q3(e), out, shown),
+    },
+    Query {
+        name: "nexmark-q4",
+        description: "Nexmark q4: average closing price per category",
+        build: |e, out| attach_sink(q4(e), out, shown),
+    },
+    Query {
+        name: "nexmark-q5",
+        description: "Nexmark q5: hottest auctions per 10 s window sliding by 2 s",
+        build: |e, out| attach_sink(q5(e), out, shown),
+    },
+    Query {
+        name: "nexmark-q7",
+        description: "Nexmark q7: highest bids per 10 s window",
+        build: |e, out| attach_sink(q7(e), out, shown),
+    },
+    Query {
+        name: "nexmark-q8",
+        description: "Nexmark q8: people who opened an auction in the 10 s window they registered in",
+        build: |e, out| attach_sink(q8(e), out, shown),
+    },
+];
+
+/// The query named `name` (`nexmark-q5`).
+pub fn query(name: &str) -> Result<Query, JobBuildError> {
+    QUERIES
+        .iter()
+        .find(|q| q.name == name)
+        .copied()
+        .ok_or_else(|| JobBuildError::UnknownJob {
+            name: name.to_string(),
+            known: QUERIES.iter().map(|q| q.name.to_string()).collect(),
+        })
+}
 
 /// The Nexmark source for a run: `events` events (`None`: endless), optionally paced.
 pub fn source(
@@ -208,7 +287,7 @@ impl KeyedCoProcessFunction for Q3Join {
         out: &mut Collector<'_, Q3Row>,
     ) -> Result<(), OperatorError> {
         match ctx.value(self.person.expect("opened")) {
-            Some((name, city, state)) => out.collect((name.clone(), city.clone(), state.clone(), a.id)),
+            Some((name, city, state)) => out.collect((name, city, state, a.id)),
             // The seller may not have been seen yet (auctions can name a person a little ahead).
             None => ctx.list_add(self.waiting.expect("opened"), a.id),
         }
@@ -279,11 +358,10 @@ impl KeyedCoProcessFunction for ClosingPrice {
         ctx: &mut KeyedContext<'_, u64>,
         _out: &mut Collector<'_, (u64, u64)>,
     ) -> Result<(), OperatorError> {
-        match ctx.value(self.auction.expect("opened")).copied() {
+        match ctx.value(self.auction.expect("opened")) {
             Some((start, expires, _)) => {
                 if b.date_time >= start && b.date_time <= expires {
-                    let best = ctx.value_mut(self.best.expect("opened"));
-                    *best = (*best).max(b.price);
+                    ctx.update_value(self.best.expect("opened"), |best| *best = (*best).max(b.price));
                 }
             }
             None => ctx.list_add(self.early_bids.expect("opened"), (b.date_time, b.price)),
@@ -329,10 +407,11 @@ impl KeyedProcessFunction for RunningAverage {
         ctx: &mut KeyedContext<'_, u64>,
         out: &mut Collector<'_, (u64, u64)>,
     ) -> Result<(), OperatorError> {
-        let sc = ctx.value_mut(self.sum_count.expect("opened"));
-        sc.0 += v.1;
-        sc.1 += 1;
-        let avg = sc.0 / sc.1;
+        let avg = ctx.update_value(self.sum_count.expect("opened"), |sc| {
+            sc.0 += v.1;
+            sc.1 += 1;
+            sc.0 / sc.1
+        });
         out.collect((v.0, avg));
         Ok(())
     }
@@ -417,15 +496,17 @@ impl KeyedProcessFunction for MaxPerWindow {
         _out: &mut Collector<'_, (u64, u64, i64)>,
     ) -> Result<(), OperatorError> {
         let (auction, n, end) = v;
-        let best = ctx.value_mut(self.best.expect("opened"));
-        if best.1.is_empty() {
+        let fresh = ctx.update_value(self.best.expect("opened"), |best| {
+            let fresh = best.1.is_empty();
+            if n > best.0 || fresh {
+                *best = (n, vec![auction]);
+            } else if n == best.0 {
+                best.1.push(auction);
+            }
+            fresh
+        });
+        if fresh {
             ctx.register_event_time_timer(end - 1);
-        }
-        let best = ctx.value_mut(self.best.expect("opened"));
-        if n > best.0 || best.1.is_empty() {
-            *best = (n, vec![auction]);
-        } else if n == best.0 {
-            best.1.push(auction);
         }
         Ok(())
     }
@@ -522,12 +603,11 @@ impl KeyedProcessFunction for MaxBidPerWindow {
     ) -> Result<(), OperatorError> {
         let (end, price, bids) = v;
         let h = self.best.expect("opened");
-        let fresh = ctx.value(h).is_none();
+        let fresh = ctx.with_value(h, |v| v.is_none());
         if fresh {
             ctx.register_event_time_timer(end - 1);
         }
-        let best = ctx.value_mut(h);
-        *best = MaxBids.merge(std::mem::take(best), (price, bids));
+        ctx.update_value(h, |best| *best = MaxBids.merge(std::mem::take(best), (price, bids)));
         Ok(())
     }
 

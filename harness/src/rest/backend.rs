@@ -10,7 +10,7 @@ use sluice_core::cluster::{
     CheckpointOverview, ClusterError, Coordinator, JobException, JobInfo, JobStatus, WireOption, WorkerInfo,
 };
 use sluice_core::metrics::MetricSample;
-use sluice_core::state::blob::{BlobError, BlobStore};
+use sluice_core::state::blob::{BlobError, BlobStore, BoxFuture};
 use sluice_core::{JobController, JobError};
 
 /// A future the backend returns for a savepoint: its location and checkpoint id.
@@ -56,16 +56,37 @@ pub enum BackendError {
     Job(#[from] JobError),
 }
 
+/// Who leads the cluster, as `/overview` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leadership {
+    /// `none` (one coordinator) or `etcd`.
+    pub ha: &'static str,
+    /// This process's epoch while it leads; `None` on a standby.
+    pub epoch: Option<u64>,
+    /// The leader's control address as published (a standby's answer points there).
+    pub leader: Option<String>,
+}
+
 /// The operations behind the REST API.
 pub trait Backend: Send + Sync + 'static {
     /// `cluster` or `embedded`.
     fn mode(&self) -> &'static str;
+    /// Whether this process leads, and who does.
+    fn leadership(&self) -> BoxFuture<'_, Leadership>;
+    /// Whether this process leads now (no request to the HA store).
+    fn leading(&self) -> bool;
     /// Registered workers (embedded mode: none).
     fn workers(&self) -> Vec<WorkerInfo>;
     /// Every job.
     fn jobs(&self) -> Vec<JobInfo>;
-    /// Submits a job from the registry.
-    fn submit(&self, name: &str, options: &[WireOption]) -> Result<String, BackendError>;
+    /// Submits a job from the registry (acknowledged once the cluster's job store holds it);
+    /// a retry with the same `submission` id gets the job the first try created.
+    fn submit<'a>(
+        &'a self,
+        name: &'a str,
+        options: &'a [WireOption],
+        submission: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<String, BackendError>>;
     /// Cancels a job.
     fn cancel(&self, id: &str) -> Result<(), BackendError>;
     /// Checkpoint counters, history and settings of a job.
@@ -90,6 +111,25 @@ impl Backend for Coordinator {
         "cluster"
     }
 
+    fn leading(&self) -> bool {
+        self.leads().is_some()
+    }
+
+    fn leadership(&self) -> BoxFuture<'_, Leadership> {
+        Box::pin(async move {
+            let epoch = self.leads();
+            let ha = if self.ha_mode() == "standalone" { "none" } else { "etcd" };
+            // A standalone coordinator leads itself; under HA ask who leads (a standby's
+            // answers point there).
+            let leader = if ha == "none" {
+                None
+            } else {
+                self.leader_address().await
+            };
+            Leadership { ha, epoch, leader }
+        })
+    }
+
     fn workers(&self) -> Vec<WorkerInfo> {
         Coordinator::workers(self)
     }
@@ -98,8 +138,13 @@ impl Backend for Coordinator {
         Coordinator::jobs(self)
     }
 
-    fn submit(&self, name: &str, options: &[WireOption]) -> Result<String, BackendError> {
-        Ok(Coordinator::submit(self, name, options)?)
+    fn submit<'a>(
+        &'a self,
+        name: &'a str,
+        options: &'a [WireOption],
+        submission: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<String, BackendError>> {
+        Box::pin(async move { Ok(Coordinator::submit(self, name, options, submission).await?) })
     }
 
     fn cancel(&self, id: &str) -> Result<(), BackendError> {
@@ -199,13 +244,35 @@ impl Backend for EmbeddedJob {
                 .map(|e| e.reason.clone()),
             attempt: self.controller.attempt(),
             vertices: self.controller.vertices().to_vec(),
+            options: Vec::new(),
         }]
     }
 
-    fn submit(&self, _name: &str, _options: &[WireOption]) -> Result<String, BackendError> {
-        Err(BackendError::NotInThisMode(
-            "an embedded run has one job: submit jobs to a coordinator (sluice coordinator)".into(),
-        ))
+    fn leading(&self) -> bool {
+        true
+    }
+
+    fn leadership(&self) -> BoxFuture<'_, Leadership> {
+        Box::pin(async {
+            Leadership {
+                ha: "none",
+                epoch: Some(1),
+                leader: None,
+            }
+        })
+    }
+
+    fn submit<'a>(
+        &'a self,
+        _name: &'a str,
+        _options: &'a [WireOption],
+        _submission: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<String, BackendError>> {
+        Box::pin(async {
+            Err(BackendError::NotInThisMode(
+                "an embedded run has one job: submit jobs to a coordinator (sluice coordinator)".into(),
+            ))
+        })
     }
 
     fn cancel(&self, id: &str) -> Result<(), BackendError> {

@@ -7,7 +7,7 @@
 //! | `GET /openapi.json` | this API as OpenAPI 3 (`docs/openapi.json`) |
 //! | `GET /healthz` | the process is up |
 //! | `GET /readyz` | at least one worker is registered (503 otherwise) |
-//! | `GET /overview` | workers, slots, jobs by status |
+//! | `GET /overview` | workers, slots, jobs by status; HA mode, leader and epoch |
 //! | `GET /config` | the coordinator's settings |
 //! | `GET /workers` | registered workers and their slots |
 //! | `GET /jobs` | every job: id, name, status, attempt |
@@ -100,7 +100,7 @@ pub fn status_of(e: &BackendError) -> StatusCode {
             RefusalKind::NotFound => StatusCode::NOT_FOUND,
             RefusalKind::Conflict => StatusCode::CONFLICT,
             RefusalKind::Invalid => StatusCode::BAD_REQUEST,
-            RefusalKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            RefusalKind::Unavailable | RefusalKind::NotLeader => StatusCode::SERVICE_UNAVAILABLE,
             RefusalKind::Forbidden => StatusCode::FORBIDDEN,
             RefusalKind::Failed | RefusalKind::Unspecified => StatusCode::INTERNAL_SERVER_ERROR,
         },
@@ -121,7 +121,9 @@ fn unknown_job(id: &str) -> ApiError {
 }
 
 fn job_json(j: &sluice_core::cluster::JobInfo) -> Value {
-    json!({ "jid": j.id, "name": j.name, "state": j.status.as_str(), "attempt": j.attempt, "error": j.error })
+    let options: serde_json::Map<String, Value> = j.options.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    json!({ "jid": j.id, "name": j.name, "state": j.status.as_str(), "attempt": j.attempt, "error": j.error,
+        "options": options })
 }
 
 /// How the API is served.
@@ -182,9 +184,10 @@ pub fn router(backend: Arc<dyn Backend>, options: RestOptions) -> Router {
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
-                "no such path; see the API table in harness/src/rest.rs".into(),
+                "no such path; see docs/openapi.json (GET /jobs, /jobs/{id}, /overview, ...)".into(),
             )
         })
+        .layer(axum::middleware::from_fn_with_state(api.clone(), standby_guard))
         .with_state(api)
         .layer(axum::middleware::from_fn_with_state(security, auth::authorize))
 }
@@ -222,6 +225,7 @@ async fn readyz(State(api): State<Api>) -> Response {
 }
 
 async fn overview(State(api): State<Api>) -> Json<Value> {
+    let lead = api.backend.leadership().await;
     let workers = api.backend.workers();
     let jobs = api.backend.jobs();
     let count = |s: &[JobStatus]| jobs.iter().filter(|j| s.contains(&j.status)).count();
@@ -238,7 +242,38 @@ async fn overview(State(api): State<Api>) -> Json<Value> {
         "jobs-failed": count(&[JobStatus::Failed]),
         "version": env!("CARGO_PKG_VERSION"),
         "mode": api.backend.mode(),
+        "ha": lead.ha,
+        "leading": lead.epoch.is_some(),
+        "epoch": lead.epoch,
+        "leader": lead.leader,
     }))
+}
+
+/// A standby coordinator knows no jobs or workers: everything about them is answered with
+/// 503 and where the leader is, so a client or a load balancer moves on.
+async fn standby_guard(
+    State(api): State<Api>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let about_the_cluster = path.starts_with("/jobs") || path.starts_with("/workers") || path == "/readyz";
+    // The leader answers at once; only a standby asks the HA store who leads.
+    if about_the_cluster && !api.backend.leading() {
+        let lead = api.backend.leadership().await;
+        if lead.epoch.is_none() {
+            let where_ = lead.leader.as_deref().map_or(
+                "no leader is known (an election is under way, or etcd cannot be reached)".to_string(),
+                |l| format!("the leader's control address is {l}"),
+            );
+            let body = json!({
+                "errors": [format!("this coordinator is a standby; {where_}")],
+                "leader": lead.leader,
+            });
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+        }
+    }
+    next.run(request).await
 }
 
 async fn config(State(api): State<Api>) -> Json<Value> {
@@ -378,6 +413,9 @@ struct SubmitBody {
     savepoint_path: Option<String>,
     #[serde(default)]
     allow_non_restored_state: bool,
+    /// The client's id for this submission: a retry with the same id gets the job the first
+    /// try created.
+    submission_id: Option<String>,
 }
 
 fn option_text(key: &str, v: &Value) -> Result<String, ApiError> {
@@ -418,7 +456,11 @@ async fn submit(
         .into_iter()
         .map(|(key, value)| sluice_core::cluster::WireOption { key, value })
         .collect();
-    let id = api.backend.submit(&b.job, &wire).map_err(rejected)?;
+    let id = api
+        .backend
+        .submit(&b.job, &wire, b.submission_id.as_deref())
+        .await
+        .map_err(rejected)?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "jobid": id }))))
 }
 
@@ -731,6 +773,7 @@ mod tests {
             (RefusalKind::Failed, StatusCode::INTERNAL_SERVER_ERROR),
             (RefusalKind::Unspecified, StatusCode::INTERNAL_SERVER_ERROR),
             (RefusalKind::Forbidden, StatusCode::FORBIDDEN),
+            (RefusalKind::NotLeader, StatusCode::SERVICE_UNAVAILABLE),
         ] {
             let e = ClusterError::Refused {
                 kind,

@@ -44,7 +44,7 @@ impl Default for ServeLimits {
 
 /// Serves `app` on `listener` until the process ends; over TLS with `tls`.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     app: Router,
     limits: ServeLimits,
     tls: Option<Arc<ServerConfig>>,

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod etcd;
 pub(crate) mod http;
 pub(crate) mod procs;
 

@@ -142,20 +142,18 @@ pub(crate) fn coordinator_with_env(dir: &Path, args: &[&str], env: &[(&str, &str
 }
 
 pub(crate) fn worker(dir: &Path, addr: &str, id: &str, slots: u32) -> Proc {
+    worker_finding(dir, &["--coordinator", addr], id, slots)
+}
+
+/// A worker told how to find its coordinator by `find` (`--coordinator ...`, or
+/// `--etcd-endpoints ... --cluster-id ...`).
+pub(crate) fn worker_finding(dir: &Path, find: &[&str], id: &str, slots: u32) -> Proc {
     let log = dir.join(format!("{id}-{}.log", Instant::now().elapsed().as_nanos()));
     let child = sluice()
         .envs(tls_env(&format!("worker-{id}")))
-        .args([
-            "--log-level",
-            "info",
-            "worker",
-            "--coordinator",
-            addr,
-            "--id",
-            id,
-            "--slots",
-            &slots.to_string(),
-        ])
+        .args(["--log-level", "info", "worker"])
+        .args(find)
+        .args(["--id", id, "--slots", &slots.to_string()])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()

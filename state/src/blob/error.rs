@@ -28,6 +28,19 @@ pub enum BlobError {
         /// Why it was rejected.
         reason: &'static str,
     },
+    /// A ranged read asked for bytes outside the object (or for a range that ends before it
+    /// starts): a reader with a wrong offset must not get a short block it would misparse.
+    #[error("range {start}..{end} is outside object '{path}' of {size} bytes")]
+    OutOfRange {
+        /// The object path.
+        path: String,
+        /// The first byte asked for.
+        start: u64,
+        /// One past the last byte asked for.
+        end: u64,
+        /// The object's size.
+        size: u64,
+    },
     /// A fault injected by a test store ([`MemoryStore`](super::MemoryStore)). For a put this
     /// may be an ambiguous commit: the object may or may not have been stored.
     #[error("injected fault: {op} of object '{path}' failed")]

@@ -1,6 +1,7 @@
 //! A small object-store abstraction: where checkpoints and savepoints are stored.
 //!
-//! [`BlobStore`] has four operations (create-if-absent, get, list by prefix, delete) over
+//! [`BlobStore`] has six operations (create-if-absent, get, ranged get, head, list by prefix,
+//! delete) over
 //! immutable objects named by relative, `/`-separated paths. Two stores implement it:
 //! [`LocalFsStore`] (files under a root directory) and [`MemoryStore`] (a map in memory with
 //! seeded, injectable faults and latency, for tests and the simulation).
@@ -80,6 +81,18 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug + 'static {
     /// The whole object. `Err(BlobError::NotFound)` if absent.
     fn get<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<bytes::Bytes, BlobError>>;
 
+    /// The bytes `range` (`start..end`, end exclusive) of the object: how a reader fetches one
+    /// block of a large file without the rest. `Err(BlobError::OutOfRange)` unless
+    /// `start <= end <= size`; `Err(BlobError::NotFound)` if absent.
+    fn get_range<'a>(
+        &'a self,
+        path: &'a str,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'a, Result<bytes::Bytes, BlobError>>;
+
+    /// The object's size in bytes. `Err(BlobError::NotFound)` if absent.
+    fn head<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<u64, BlobError>>;
+
     /// All object paths that start with `prefix` (a plain string prefix over full paths, so
     /// `"job/chk-1"` also matches `"job/chk-10/_metadata"`), sorted ascending.
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, BlobError>>;
@@ -95,6 +108,16 @@ impl<T: BlobStore + ?Sized> BlobStore for std::sync::Arc<T> {
     }
     fn get<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<bytes::Bytes, BlobError>> {
         (**self).get(path)
+    }
+    fn get_range<'a>(
+        &'a self,
+        path: &'a str,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'a, Result<bytes::Bytes, BlobError>> {
+        (**self).get_range(path, range)
+    }
+    fn head<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<u64, BlobError>> {
+        (**self).head(path)
     }
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, BlobError>> {
         (**self).list(prefix)
@@ -150,6 +173,25 @@ pub(crate) fn validate_path(path: &str) -> Result<(), BlobError> {
 
 /// The name prefix of [`LocalFsStore`]'s temporary files; no object segment may start with it.
 pub(crate) const TEMP_PREFIX: &str = ".tmp-";
+
+/// Checks that `range` lies inside an object of `size` bytes and returns it as offsets into
+/// the object's bytes.
+pub(crate) fn check_range(path: &str, range: &std::ops::Range<u64>, size: u64) -> Result<(usize, usize), BlobError> {
+    let outside = || BlobError::OutOfRange {
+        path: path.to_owned(),
+        start: range.start,
+        end: range.end,
+        size,
+    };
+    if range.start > range.end || range.end > size {
+        return Err(outside());
+    }
+    // Inside an object that is in memory or in one file, so within usize on any host that
+    // could hold it; refused rather than truncated otherwise.
+    let start = usize::try_from(range.start).map_err(|_| outside())?;
+    let end = usize::try_from(range.end).map_err(|_| outside())?;
+    Ok((start, end))
+}
 
 /// Behaviour every [`BlobStore`] must have, run against each store by its own tests.
 #[cfg(test)]
@@ -294,6 +336,39 @@ pub(crate) mod contract {
             }
         }
         assert!(store.list("").await.unwrap().is_empty());
+    }
+
+    pub(crate) async fn ranged_reads_and_head_agree_with_get(store: &dyn BlobStore) {
+        let bytes: Bytes = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        store.put_if_absent("run/1.sst", bytes.clone()).await.unwrap();
+        assert_eq!(store.head("run/1.sst").await.unwrap(), 1000);
+        assert_eq!(store.get_range("run/1.sst", 0..1000).await.unwrap(), bytes);
+        assert_eq!(store.get_range("run/1.sst", 10..20).await.unwrap(), bytes.slice(10..20));
+        assert_eq!(
+            store.get_range("run/1.sst", 999..1000).await.unwrap(),
+            bytes.slice(999..)
+        );
+        assert!(store.get_range("run/1.sst", 1000..1000).await.unwrap().is_empty());
+        // A reversed range (start past end) is a caller's bug and refused like the others.
+        let (start, end) = (20, 10);
+        for bad in [990..1001, start..end, 1001..1002] {
+            let err = store.get_range("run/1.sst", bad.clone()).await.unwrap_err();
+            assert!(
+                matches!(err, BlobError::OutOfRange { size: 1000, .. }),
+                "{bad:?}: {err}"
+            );
+            assert!(err.to_string().contains("'run/1.sst' of 1000 bytes"), "{err}");
+        }
+        assert!(matches!(store.head("run/2.sst").await, Err(BlobError::NotFound(_))));
+        assert!(matches!(
+            store.get_range("run/2.sst", 0..1).await,
+            Err(BlobError::NotFound(_))
+        ));
+        assert!(
+            matches!(store.head("run").await, Err(BlobError::NotFound(_))),
+            "a prefix is no object"
+        );
+        assert!(matches!(store.head("../x").await, Err(BlobError::InvalidPath { .. })));
     }
 
     pub(crate) async fn delete_prefix_deletes_only_the_prefix(store: &dyn BlobStore) {

@@ -58,6 +58,19 @@ impl<S: BlobStore> BlobStore for PrefixedStore<S> {
         Box::pin(async move { self.inner.get(&self.full(path)).await.map_err(|e| self.strip(e)) })
     }
 
+    fn get_range<'a>(&'a self, path: &'a str, range: std::ops::Range<u64>) -> BoxFuture<'a, Result<Bytes, BlobError>> {
+        Box::pin(async move {
+            self.inner
+                .get_range(&self.full(path), range)
+                .await
+                .map_err(|e| self.strip(e))
+        })
+    }
+
+    fn head<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<u64, BlobError>> {
+        Box::pin(async move { self.inner.head(&self.full(path)).await.map_err(|e| self.strip(e)) })
+    }
+
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, BlobError>> {
         Box::pin(async move {
             let all = self.inner.list(&self.full(prefix)).await?;

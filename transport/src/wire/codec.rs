@@ -4,7 +4,7 @@ use bytes::Bytes;
 use flatbuffers::{FlatBufferBuilder, VerifierOptions, WIPOffset};
 
 use super::generated::sluice::wire as fb;
-use super::message::{WireJobEntry, WireMessage, WireMetric, WireOption, WirePeer};
+use super::message::{WireJobEntry, WireMessage, WireMetric, WireOption, WirePeer, WireProgress};
 use super::{MAX_FRAME_BYTES, PROTOCOL_VERSION};
 use crate::ChannelId;
 
@@ -202,15 +202,18 @@ fn build_body<'a>(
             worker_id,
             data_address,
             slots,
+            build,
         } => {
             let w = b.create_string(worker_id);
             let a = b.create_string(data_address);
+            let bu = b.create_string(build);
             let t = fb::Register::create(
                 b,
                 &fb::RegisterArgs {
                     worker_id: Some(w),
                     data_address: Some(a),
                     slots: *slots,
+                    build: Some(bu),
                 },
             );
             (fb::Body::Register, t.as_union_value())
@@ -219,6 +222,7 @@ fn build_body<'a>(
             worker_id,
             heartbeat_interval_ms,
             heartbeat_timeout_ms,
+            epoch,
         } => {
             let w = b.create_string(worker_id);
             let t = fb::RegisterAck::create(
@@ -227,6 +231,7 @@ fn build_body<'a>(
                     worker_id: Some(w),
                     heartbeat_interval_ms: *heartbeat_interval_ms,
                     heartbeat_timeout_ms: *heartbeat_timeout_ms,
+                    epoch: *epoch,
                 },
             );
             (fb::Body::RegisterAck, t.as_union_value())
@@ -473,14 +478,20 @@ fn build_body<'a>(
             );
             (fb::Body::DataHello, t.as_union_value())
         }
-        WireMessage::SubmitJob { job_name, options } => {
+        WireMessage::SubmitJob {
+            job_name,
+            options,
+            submission,
+        } => {
             let n = b.create_string(job_name);
             let opts = options_vector(b, options);
+            let sub = b.create_string(submission);
             let t = fb::SubmitJob::create(
                 b,
                 &fb::SubmitJobArgs {
                     job_name: Some(n),
                     options: Some(opts),
+                    submission: Some(sub),
                 },
             );
             (fb::Body::SubmitJob, t.as_union_value())
@@ -509,6 +520,12 @@ fn build_body<'a>(
                             job_name: Some(n),
                             status: Some(st),
                             error: Some(er),
+                            in_per_second: e.progress.in_per_second,
+                            out_per_second: e.progress.out_per_second,
+                            watermark_lag_ms: e.progress.watermark_lag_ms,
+                            checkpoints: e.progress.checkpoints,
+                            last_checkpoint_ms: e.progress.last_checkpoint_ms,
+                            restarts: e.progress.restarts,
                         },
                     )
                 })
@@ -761,6 +778,8 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
                 worker_id: text(d.worker_id(), "Register", "worker_id")?,
                 data_address: text(d.data_address(), "Register", "data_address")?,
                 slots: d.slots(),
+                // Absent in frames of builds before it existed: a build of its own.
+                build: d.build().unwrap_or_default().to_string(),
             }
         }
         fb::Body::RegisterAck => {
@@ -769,6 +788,7 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
                 worker_id: text(d.worker_id(), "RegisterAck", "worker_id")?,
                 heartbeat_interval_ms: d.heartbeat_interval_ms(),
                 heartbeat_timeout_ms: d.heartbeat_timeout_ms(),
+                epoch: d.epoch(),
             }
         }
         fb::Body::Heartbeat => {
@@ -908,6 +928,8 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
             WireMessage::SubmitJob {
                 job_name: text(d.job_name(), "SubmitJob", "job_name")?,
                 options: decode_options(d.options())?,
+                // Absent in frames of builds before it existed: no id.
+                submission: d.submission().unwrap_or_default().to_string(),
             }
         }
         fb::Body::JobSubmitted => {
@@ -929,6 +951,14 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
                     job_name: text(e.job_name(), "JobEntry", "job_name")?,
                     status: text(e.status(), "JobEntry", "status")?,
                     error: e.error().unwrap_or_default().to_string(),
+                    progress: WireProgress {
+                        in_per_second: e.in_per_second(),
+                        out_per_second: e.out_per_second(),
+                        watermark_lag_ms: e.watermark_lag_ms(),
+                        checkpoints: e.checkpoints(),
+                        last_checkpoint_ms: e.last_checkpoint_ms(),
+                        restarts: e.restarts(),
+                    },
                 });
             }
             WireMessage::JobList { jobs }

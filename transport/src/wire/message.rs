@@ -83,6 +83,9 @@ pub enum WireMessage {
         data_address: String,
         /// Task slots offered.
         slots: u32,
+        /// The worker's build (binary, version, jobs): a coordinator of another build
+        /// refuses it.
+        build: String,
     },
     /// The coordinator accepted a worker.
     RegisterAck {
@@ -92,6 +95,8 @@ pub enum WireMessage {
         heartbeat_interval_ms: u32,
         /// After how long without a heartbeat the coordinator declares the worker lost.
         heartbeat_timeout_ms: u32,
+        /// The leader's epoch: a worker refuses a coordinator of a lower one than it followed.
+        epoch: u64,
     },
     /// A worker is alive.
     Heartbeat {
@@ -248,6 +253,9 @@ pub enum WireMessage {
         job_name: String,
         /// Job options.
         options: Vec<WireOption>,
+        /// The client's id for this submission, empty for none: a retry with the same id
+        /// answers with the job the first try created instead of creating another.
+        submission: String,
     },
     /// The coordinator accepted a submission.
     JobSubmitted {
@@ -345,4 +353,23 @@ pub struct WireJobEntry {
     pub status: String,
     /// Why it failed, if it did (else empty).
     pub error: String,
+    /// How the job is doing (zero for one that does not run).
+    pub progress: WireProgress,
+}
+
+/// How a running job is doing, as `submit --wait` shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WireProgress {
+    /// Records per second out of the first vertex (the sources).
+    pub in_per_second: u64,
+    /// Records per second into the last vertex (the sinks).
+    pub out_per_second: u64,
+    /// How far the sinks' watermark trails the coordinator's clock, ms; -1: no watermark.
+    pub watermark_lag_ms: i64,
+    /// Checkpoints completed.
+    pub checkpoints: u64,
+    /// The last completed checkpoint's duration, ms.
+    pub last_checkpoint_ms: u64,
+    /// Restarts so far.
+    pub restarts: u64,
 }

@@ -38,7 +38,7 @@ mod stream;
 mod generated;
 
 pub use codec::{decode_frame, encode_frame, FrameError};
-pub use message::{WireJobEntry, WireMessage, WireMetric, WireOption, WirePeer};
+pub use message::{WireJobEntry, WireMessage, WireMetric, WireOption, WirePeer, WireProgress};
 pub use stream::{read_frame, read_frame_limited, write_frame};
 
 /// The protocol version this build speaks; frames of another version are refused.

@@ -1325,6 +1325,7 @@ impl<'a> Register<'a> {
   pub const VT_WORKER_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_DATA_ADDRESS: ::flatbuffers::VOffsetT = 6;
   pub const VT_SLOTS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_BUILD: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1336,6 +1337,7 @@ impl<'a> Register<'a> {
     args: &'args RegisterArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Register<'bldr>> {
     let mut builder = RegisterBuilder::new(_fbb);
+    if let Some(x) = args.build { builder.add_build(x); }
     builder.add_slots(args.slots);
     if let Some(x) = args.data_address { builder.add_data_address(x); }
     if let Some(x) = args.worker_id { builder.add_worker_id(x); }
@@ -1364,6 +1366,15 @@ impl<'a> Register<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(Register::VT_SLOTS, Some(0)).unwrap()}
   }
+  /// The worker's build: its binary and version and a digest of its jobs' options. A
+  /// coordinator of another build refuses the worker (it could not run the same jobs).
+  #[inline]
+  pub fn build(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Register::VT_BUILD, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Register<'_> {
@@ -1375,6 +1386,7 @@ impl ::flatbuffers::Verifiable for Register<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("worker_id", Self::VT_WORKER_ID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("data_address", Self::VT_DATA_ADDRESS, false)?
      .visit_field::<u32>("slots", Self::VT_SLOTS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("build", Self::VT_BUILD, false)?
      .finish();
     Ok(())
   }
@@ -1383,6 +1395,7 @@ pub struct RegisterArgs<'a> {
     pub worker_id: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub data_address: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub slots: u32,
+    pub build: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for RegisterArgs<'a> {
   #[inline]
@@ -1391,6 +1404,7 @@ impl<'a> Default for RegisterArgs<'a> {
       worker_id: None,
       data_address: None,
       slots: 0,
+      build: None,
     }
   }
 }
@@ -1413,6 +1427,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RegisterBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u32>(Register::VT_SLOTS, slots, 0);
   }
   #[inline]
+  pub fn add_build(&mut self, build: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Register::VT_BUILD, build);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RegisterBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     RegisterBuilder {
@@ -1433,6 +1451,7 @@ impl ::core::fmt::Debug for Register<'_> {
       ds.field("worker_id", &self.worker_id());
       ds.field("data_address", &self.data_address());
       ds.field("slots", &self.slots());
+      ds.field("build", &self.build());
       ds.finish()
   }
 }
@@ -1455,6 +1474,7 @@ impl<'a> RegisterAck<'a> {
   pub const VT_WORKER_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_HEARTBEAT_INTERVAL_MS: ::flatbuffers::VOffsetT = 6;
   pub const VT_HEARTBEAT_TIMEOUT_MS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_EPOCH: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1466,6 +1486,7 @@ impl<'a> RegisterAck<'a> {
     args: &'args RegisterAckArgs<'args>
   ) -> ::flatbuffers::WIPOffset<RegisterAck<'bldr>> {
     let mut builder = RegisterAckBuilder::new(_fbb);
+    builder.add_epoch(args.epoch);
     builder.add_heartbeat_timeout_ms(args.heartbeat_timeout_ms);
     builder.add_heartbeat_interval_ms(args.heartbeat_interval_ms);
     if let Some(x) = args.worker_id { builder.add_worker_id(x); }
@@ -1497,6 +1518,17 @@ impl<'a> RegisterAck<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(RegisterAck::VT_HEARTBEAT_TIMEOUT_MS, Some(0)).unwrap()}
   }
+  /// The leader's epoch (added after `heartbeat_timeout_ms`; 0 from older coordinators). A
+  /// worker never follows a coordinator of a lower epoch than one it followed before: that
+  /// is a deposed leader. All other control frames come over the registration's connection,
+  /// so they carry its epoch.
+  #[inline]
+  pub fn epoch(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RegisterAck::VT_EPOCH, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for RegisterAck<'_> {
@@ -1508,6 +1540,7 @@ impl ::flatbuffers::Verifiable for RegisterAck<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("worker_id", Self::VT_WORKER_ID, false)?
      .visit_field::<u32>("heartbeat_interval_ms", Self::VT_HEARTBEAT_INTERVAL_MS, false)?
      .visit_field::<u32>("heartbeat_timeout_ms", Self::VT_HEARTBEAT_TIMEOUT_MS, false)?
+     .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
      .finish();
     Ok(())
   }
@@ -1516,6 +1549,7 @@ pub struct RegisterAckArgs<'a> {
     pub worker_id: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub heartbeat_interval_ms: u32,
     pub heartbeat_timeout_ms: u32,
+    pub epoch: u64,
 }
 impl<'a> Default for RegisterAckArgs<'a> {
   #[inline]
@@ -1524,6 +1558,7 @@ impl<'a> Default for RegisterAckArgs<'a> {
       worker_id: None,
       heartbeat_interval_ms: 0,
       heartbeat_timeout_ms: 0,
+      epoch: 0,
     }
   }
 }
@@ -1546,6 +1581,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RegisterAckBuilder<'a, 'b, A>
     self.fbb_.push_slot::<u32>(RegisterAck::VT_HEARTBEAT_TIMEOUT_MS, heartbeat_timeout_ms, 0);
   }
   #[inline]
+  pub fn add_epoch(&mut self, epoch: u64) {
+    self.fbb_.push_slot::<u64>(RegisterAck::VT_EPOCH, epoch, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RegisterAckBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     RegisterAckBuilder {
@@ -1566,6 +1605,7 @@ impl ::core::fmt::Debug for RegisterAck<'_> {
       ds.field("worker_id", &self.worker_id());
       ds.field("heartbeat_interval_ms", &self.heartbeat_interval_ms());
       ds.field("heartbeat_timeout_ms", &self.heartbeat_timeout_ms());
+      ds.field("epoch", &self.epoch());
       ds.finish()
   }
 }
@@ -3671,6 +3711,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SubmitJob<'a> {
 impl<'a> SubmitJob<'a> {
   pub const VT_JOB_NAME: ::flatbuffers::VOffsetT = 4;
   pub const VT_OPTIONS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SUBMISSION: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3682,6 +3723,7 @@ impl<'a> SubmitJob<'a> {
     args: &'args SubmitJobArgs<'args>
   ) -> ::flatbuffers::WIPOffset<SubmitJob<'bldr>> {
     let mut builder = SubmitJobBuilder::new(_fbb);
+    if let Some(x) = args.submission { builder.add_submission(x); }
     if let Some(x) = args.options { builder.add_options(x); }
     if let Some(x) = args.job_name { builder.add_job_name(x); }
     builder.finish()
@@ -3702,6 +3744,15 @@ impl<'a> SubmitJob<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<JobOption>>>>(SubmitJob::VT_OPTIONS, None)}
   }
+  /// The client's id for this submission (empty: none): a retry with the same id, at the
+  /// same or a later leader, answers with the job the first try created.
+  #[inline]
+  pub fn submission(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SubmitJob::VT_SUBMISSION, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for SubmitJob<'_> {
@@ -3712,6 +3763,7 @@ impl ::flatbuffers::Verifiable for SubmitJob<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("job_name", Self::VT_JOB_NAME, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<JobOption>>>>("options", Self::VT_OPTIONS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("submission", Self::VT_SUBMISSION, false)?
      .finish();
     Ok(())
   }
@@ -3719,6 +3771,7 @@ impl ::flatbuffers::Verifiable for SubmitJob<'_> {
 pub struct SubmitJobArgs<'a> {
     pub job_name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub options: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<JobOption<'a>>>>>,
+    pub submission: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for SubmitJobArgs<'a> {
   #[inline]
@@ -3726,6 +3779,7 @@ impl<'a> Default for SubmitJobArgs<'a> {
     SubmitJobArgs {
       job_name: None,
       options: None,
+      submission: None,
     }
   }
 }
@@ -3742,6 +3796,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SubmitJobBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_options(&mut self, options: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<JobOption<'b >>>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SubmitJob::VT_OPTIONS, options);
+  }
+  #[inline]
+  pub fn add_submission(&mut self, submission: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SubmitJob::VT_SUBMISSION, submission);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SubmitJobBuilder<'a, 'b, A> {
@@ -3763,6 +3821,7 @@ impl ::core::fmt::Debug for SubmitJob<'_> {
     let mut ds = f.debug_struct("SubmitJob");
       ds.field("job_name", &self.job_name());
       ds.field("options", &self.options());
+      ds.field("submission", &self.submission());
       ds.finish()
   }
 }
@@ -3961,6 +4020,12 @@ impl<'a> JobEntry<'a> {
   pub const VT_JOB_NAME: ::flatbuffers::VOffsetT = 6;
   pub const VT_STATUS: ::flatbuffers::VOffsetT = 8;
   pub const VT_ERROR: ::flatbuffers::VOffsetT = 10;
+  pub const VT_IN_PER_SECOND: ::flatbuffers::VOffsetT = 12;
+  pub const VT_OUT_PER_SECOND: ::flatbuffers::VOffsetT = 14;
+  pub const VT_WATERMARK_LAG_MS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_CHECKPOINTS: ::flatbuffers::VOffsetT = 18;
+  pub const VT_LAST_CHECKPOINT_MS: ::flatbuffers::VOffsetT = 20;
+  pub const VT_RESTARTS: ::flatbuffers::VOffsetT = 22;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3972,6 +4037,12 @@ impl<'a> JobEntry<'a> {
     args: &'args JobEntryArgs<'args>
   ) -> ::flatbuffers::WIPOffset<JobEntry<'bldr>> {
     let mut builder = JobEntryBuilder::new(_fbb);
+    builder.add_restarts(args.restarts);
+    builder.add_last_checkpoint_ms(args.last_checkpoint_ms);
+    builder.add_checkpoints(args.checkpoints);
+    builder.add_watermark_lag_ms(args.watermark_lag_ms);
+    builder.add_out_per_second(args.out_per_second);
+    builder.add_in_per_second(args.in_per_second);
     if let Some(x) = args.error { builder.add_error(x); }
     if let Some(x) = args.status { builder.add_status(x); }
     if let Some(x) = args.job_name { builder.add_job_name(x); }
@@ -4010,6 +4081,51 @@ impl<'a> JobEntry<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(JobEntry::VT_ERROR, None)}
   }
+  /// How a running job is doing (`submit --wait` shows it): records per second out of its
+  /// sources and into its sinks, how far its sinks' watermark trails the coordinator's
+  /// clock (-1: no watermark), checkpoints completed and the last one's duration, restarts.
+  #[inline]
+  pub fn in_per_second(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(JobEntry::VT_IN_PER_SECOND, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn out_per_second(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(JobEntry::VT_OUT_PER_SECOND, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn watermark_lag_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(JobEntry::VT_WATERMARK_LAG_MS, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn checkpoints(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(JobEntry::VT_CHECKPOINTS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn last_checkpoint_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(JobEntry::VT_LAST_CHECKPOINT_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn restarts(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(JobEntry::VT_RESTARTS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for JobEntry<'_> {
@@ -4022,6 +4138,12 @@ impl ::flatbuffers::Verifiable for JobEntry<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("job_name", Self::VT_JOB_NAME, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("status", Self::VT_STATUS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("error", Self::VT_ERROR, false)?
+     .visit_field::<u64>("in_per_second", Self::VT_IN_PER_SECOND, false)?
+     .visit_field::<u64>("out_per_second", Self::VT_OUT_PER_SECOND, false)?
+     .visit_field::<i64>("watermark_lag_ms", Self::VT_WATERMARK_LAG_MS, false)?
+     .visit_field::<u64>("checkpoints", Self::VT_CHECKPOINTS, false)?
+     .visit_field::<u64>("last_checkpoint_ms", Self::VT_LAST_CHECKPOINT_MS, false)?
+     .visit_field::<u64>("restarts", Self::VT_RESTARTS, false)?
      .finish();
     Ok(())
   }
@@ -4031,6 +4153,12 @@ pub struct JobEntryArgs<'a> {
     pub job_name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub status: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub error: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub in_per_second: u64,
+    pub out_per_second: u64,
+    pub watermark_lag_ms: i64,
+    pub checkpoints: u64,
+    pub last_checkpoint_ms: u64,
+    pub restarts: u64,
 }
 impl<'a> Default for JobEntryArgs<'a> {
   #[inline]
@@ -4040,6 +4168,12 @@ impl<'a> Default for JobEntryArgs<'a> {
       job_name: None,
       status: None,
       error: None,
+      in_per_second: 0,
+      out_per_second: 0,
+      watermark_lag_ms: -1,
+      checkpoints: 0,
+      last_checkpoint_ms: 0,
+      restarts: 0,
     }
   }
 }
@@ -4066,6 +4200,30 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> JobEntryBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(JobEntry::VT_ERROR, error);
   }
   #[inline]
+  pub fn add_in_per_second(&mut self, in_per_second: u64) {
+    self.fbb_.push_slot::<u64>(JobEntry::VT_IN_PER_SECOND, in_per_second, 0);
+  }
+  #[inline]
+  pub fn add_out_per_second(&mut self, out_per_second: u64) {
+    self.fbb_.push_slot::<u64>(JobEntry::VT_OUT_PER_SECOND, out_per_second, 0);
+  }
+  #[inline]
+  pub fn add_watermark_lag_ms(&mut self, watermark_lag_ms: i64) {
+    self.fbb_.push_slot::<i64>(JobEntry::VT_WATERMARK_LAG_MS, watermark_lag_ms, -1);
+  }
+  #[inline]
+  pub fn add_checkpoints(&mut self, checkpoints: u64) {
+    self.fbb_.push_slot::<u64>(JobEntry::VT_CHECKPOINTS, checkpoints, 0);
+  }
+  #[inline]
+  pub fn add_last_checkpoint_ms(&mut self, last_checkpoint_ms: u64) {
+    self.fbb_.push_slot::<u64>(JobEntry::VT_LAST_CHECKPOINT_MS, last_checkpoint_ms, 0);
+  }
+  #[inline]
+  pub fn add_restarts(&mut self, restarts: u64) {
+    self.fbb_.push_slot::<u64>(JobEntry::VT_RESTARTS, restarts, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> JobEntryBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     JobEntryBuilder {
@@ -4087,6 +4245,12 @@ impl ::core::fmt::Debug for JobEntry<'_> {
       ds.field("job_name", &self.job_name());
       ds.field("status", &self.status());
       ds.field("error", &self.error());
+      ds.field("in_per_second", &self.in_per_second());
+      ds.field("out_per_second", &self.out_per_second());
+      ds.field("watermark_lag_ms", &self.watermark_lag_ms());
+      ds.field("checkpoints", &self.checkpoints());
+      ds.field("last_checkpoint_ms", &self.last_checkpoint_ms());
+      ds.field("restarts", &self.restarts());
       ds.finish()
   }
 }
@@ -4871,7 +5035,7 @@ impl<'a> Rejected<'a> {
   }
   /// What kind of refusal (added after `reason`; older peers send 0, "unspecified"):
   /// 1 not found, 2 conflict with the job's state, 3 invalid request, 4 unavailable,
-  /// 5 failed while carrying it out.
+  /// 5 failed while carrying it out, 6 forbidden, 7 not the leader (a standby).
   #[inline]
   pub fn kind(&self) -> u8 {
     // Safety:

@@ -1,0 +1,292 @@
+//! The tiered state backend end to end, through the `sluice` binary: the same results as the
+//! heap backend, a SIGKILL mid-run resumed exactly from a checkpoint whose state lives in
+//! shared run files, savepoints that carry state from heap to tiered and back (and restore
+//! after the tiered checkpoint store is gone: savepoints are self-contained), and refused
+//! options.
+
+// A test driving child processes: real time, never simulated.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::procs::{sluice, text};
+use common::{assert_same_lines, committed_lines, write_input};
+
+const TIERED: &[&str] = &["--state-backend", "tiered", "--state-cache-memory", "1MiB"];
+
+/// The run files of `job` under checkpoint directory `ck`.
+fn run_files(ck: &Path, job: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![ck.join(job).join("shared")];
+    while let Some(dir) = pending.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                pending.push(p);
+            } else if p.extension().is_some_and(|x| x == "run") {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+/// The run files the completed checkpoints of `job` under `ck` name.
+fn named_runs(ck: &Path, job: &str) -> Vec<PathBuf> {
+    let mut named = Vec::new();
+    for e in std::fs::read_dir(ck.join(job)).unwrap().flatten() {
+        let meta = e.path().join("_metadata");
+        if let Ok(bytes) = std::fs::read(&meta) {
+            let m = sluice_core::checkpoint::CheckpointMetadata::decode("m", &bytes).unwrap();
+            named.extend(m.shared_files().into_iter().map(|f| ck.join(f.path)));
+        }
+    }
+    named
+}
+
+/// A bounded Nexmark query at parallelism 1 (its output order is then deterministic too).
+fn nexmark(query: &str, out: &Path, ck: &Path, extra: &[&str]) -> Output {
+    sluice()
+        .args([
+            "run",
+            query,
+            "--events",
+            "60000",
+            // Paced, so that dozens of checkpoints complete, runs are compacted, and
+            // subsumed checkpoints' runs are deleted.
+            "--events-per-second",
+            "30000",
+            "-p",
+            "1",
+            "--checkpoint-interval",
+            "50ms",
+        ])
+        .arg("--checkpoint-dir")
+        .arg(ck)
+        .arg("--output")
+        .arg(out)
+        .args(extra)
+        .arg("-q")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn tiered_and_heap_state_give_the_same_results() {
+    for query in ["nexmark-q3", "nexmark-q4"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = |n: &str| tmp.path().join(n);
+        let heap = nexmark(query, &p("out-heap"), &p("ck-heap"), &[]);
+        assert!(heap.status.success(), "{}", text(&heap.stderr));
+        let tiered = nexmark(query, &p("out-tiered"), &p("ck-tiered"), TIERED);
+        assert!(tiered.status.success(), "{}", text(&tiered.stderr));
+        let want = committed_lines(&p("out-heap"));
+        assert!(!want.is_empty(), "{query} wrote nothing");
+        assert_eq!(committed_lines(&p("out-tiered")), want, "{query}");
+        let runs = run_files(&p("ck-tiered"), query);
+        assert!(!runs.is_empty(), "{query}: no run file was written");
+        assert!(run_files(&p("ck-heap"), query).is_empty());
+        // Runs no retained checkpoint names were deleted as checkpoints were subsumed.
+        let named = named_runs(&p("ck-tiered"), query);
+        let stray: Vec<_> = runs.iter().filter(|r| !named.contains(*r)).collect();
+        assert!(
+            stray.is_empty(),
+            "{query}: runs no checkpoint names are left: {stray:?}"
+        );
+    }
+}
+
+/// `sluice run wordcount` at parallelism 2, paced, checkpointing every 100 ms.
+fn wordcount(input: &Path, out: &Path, ck: &Path, extra: &[&str]) -> Command {
+    let mut c = sluice();
+    c.args(["run", "wordcount", "-p", "2", "--lines-per-second", "5000"])
+        .args(["--checkpoint-interval", "100ms", "--restart-strategy", "none"])
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(out)
+        .arg("--checkpoint-dir")
+        .arg(ck)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// The id of the latest completed checkpoint of the wordcount job (0 if none; older ones are
+/// deleted as newer ones complete).
+fn latest_checkpoint(ck: &Path) -> u64 {
+    std::fs::read_dir(ck.join("wordcount"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("_metadata").is_file())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Waits until `n` more checkpoints completed since the run started.
+fn wait_for_checkpoints(child: &mut Child, ck: &Path, n: u64) {
+    let start = Instant::now();
+    let before = latest_checkpoint(ck);
+    while latest_checkpoint(ck) < before + n {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        assert!(start.elapsed() < Duration::from_secs(60), "no checkpoint completed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    assert!(Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+fn finish(mut child: Child) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("the run did not end within two minutes");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    child.stdout.take().map(|mut s| s.read_to_string(&mut stdout));
+    child.stderr.take().map(|mut s| s.read_to_string(&mut stderr));
+    Output {
+        status: child.wait().unwrap(),
+        stdout: stdout.into_bytes(),
+        stderr: stderr.into_bytes(),
+    }
+}
+
+#[test]
+fn a_tiered_job_killed_mid_run_resumes_exactly_from_its_shared_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, expected) = write_input(tmp.path(), 30_000);
+    let (out, ck) = (tmp.path().join("out"), tmp.path().join("ck"));
+    let mut first = wordcount(&input, &out, &ck, TIERED).spawn().unwrap();
+    wait_for_checkpoints(&mut first, &ck, 3);
+    signal(&first, "-KILL");
+    let _ = finish(first);
+    assert!(!run_files(&ck, "wordcount").is_empty(), "the state was not tiered");
+    let second = finish(wordcount(&input, &out, &ck, TIERED).spawn().unwrap());
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    assert_same_lines(&committed_lines(&out), &expected, "tiered wordcount after SIGKILL");
+}
+
+/// Runs until two checkpoints completed, then SIGTERM with `--savepoint-dir`: the
+/// savepoint's path (printed last).
+fn savepoint_after_checkpoints(mut c: Command, ck: &Path, sp: &Path) -> String {
+    let mut child = c.args(["--savepoint-dir", sp.to_str().unwrap()]).spawn().unwrap();
+    wait_for_checkpoints(&mut child, ck, 2);
+    signal(&child, "-TERM");
+    let output = finish(child);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    text(&output.stdout).lines().last().unwrap().to_string()
+}
+
+#[test]
+fn savepoints_carry_state_from_heap_to_tiered_and_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, expected) = write_input(tmp.path(), 30_000);
+    let p = |n: &str| tmp.path().join(n);
+    let out = p("out");
+    let heap_sp = savepoint_after_checkpoints(wordcount(&input, &out, &p("ck1"), &[]), &p("ck1"), &p("sp"));
+    let from = ["--from-savepoint", heap_sp.as_str()];
+    let tiered = wordcount(&input, &out, &p("ck2"), &[TIERED, &from[..]].concat());
+    let tiered_sp = savepoint_after_checkpoints(tiered, &p("ck2"), &p("sp"));
+    assert!(
+        !run_files(&p("ck2"), "wordcount").is_empty(),
+        "the middle run was not tiered"
+    );
+    // The savepoint names no run of the tiered checkpoint store: it restores without it.
+    let meta = std::fs::read(Path::new(&tiered_sp).join("_metadata")).unwrap();
+    let meta = sluice_core::checkpoint::CheckpointMetadata::decode("sp", &meta).unwrap();
+    assert!(meta.shared_files().is_empty(), "{:?}", meta.shared_files());
+    std::fs::remove_dir_all(p("ck2")).unwrap();
+    let last = finish(
+        wordcount(&input, &out, &p("ck3"), &["--from-savepoint", &tiered_sp])
+            .spawn()
+            .unwrap(),
+    );
+    assert!(last.status.success(), "{}", text(&last.stderr));
+    assert_same_lines(
+        &committed_lines(&out),
+        &expected,
+        "heap -> tiered -> heap through savepoints",
+    );
+}
+
+#[test]
+fn a_tiered_checkpoint_is_refused_by_the_heap_backend_naming_the_way_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, _) = write_input(tmp.path(), 30_000);
+    let (out, ck) = (tmp.path().join("out"), tmp.path().join("ck"));
+    let mut first = wordcount(&input, &out, &ck, TIERED).spawn().unwrap();
+    wait_for_checkpoints(&mut first, &ck, 2);
+    signal(&first, "-KILL");
+    let _ = finish(first);
+    let heap = finish(wordcount(&input, &out, &ck, &[]).spawn().unwrap());
+    let err = text(&heap.stderr);
+    assert!(!heap.status.success());
+    assert!(err.contains("tiered") && err.contains("savepoint"), "{err}");
+}
+
+#[test]
+fn bad_state_options_are_refused_naming_the_option() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = tmp.path().join("ck");
+    let ck = ck.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--state-backend", "tiered"], "--checkpoint-dir"),
+        (&["--state-backend", "rocksdb"], "heap or tiered"),
+        (&["--state-cache-memory", "64MiB"], "--state-backend tiered"),
+        (
+            &[
+                "--state-backend",
+                "tiered",
+                "--state-cache-memory",
+                "100KiB",
+                "--checkpoint-dir",
+                ck,
+                "--checkpoint-interval",
+                "1s",
+            ],
+            "at least 1MiB",
+        ),
+        (
+            &[
+                "--state-backend",
+                "tiered",
+                "--state-cache-memory",
+                "12XB",
+                "--checkpoint-dir",
+                ck,
+                "--checkpoint-interval",
+                "1s",
+            ],
+            "unknown size unit 'XB'",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = sluice()
+            .args(["run", "nexmark-q4", "--events", "10", "--print"])
+            .args(*args)
+            .output()
+            .unwrap();
+        let err = text(&o.stderr);
+        assert!(!o.status.success(), "{args:?} was accepted");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

@@ -1,0 +1,285 @@
+//! The tiered mode of [`crate::KeyedStateStore`]: every state of the operator in one
+//! [`TieredTable`], keyed `[key group u16][state id u32][key]` (big-endian prefix, bincode
+//! key), values in bincode, as in the canonical state files.
+//!
+//! The typed accessors stay synchronous and infallible. A read that fails (a key that was
+//! not prefetched, a value that does not decode) records the failure and answers `None`; the
+//! operator takes the failure with [`crate::KeyedStateStore::take_failure`] after each call and fails
+//! the task before anything it emitted leaves it, so the attempt restarts from the last
+//! checkpoint and no output is lost or duplicated.
+
+use std::sync::OnceLock;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::tiered::{Manifest, ManifestRun, ManifestState, TieredError, TieredTable};
+use crate::{key_group_for, KeyGroupRange, KeyedEntry, StateError, StateKey};
+
+/// The tiered side of a keyed state store.
+pub(crate) struct TieredKeyed {
+    table: TieredTable,
+    max_parallelism: u32,
+    /// Runs named by restored manifests with the key groups to read from each, opened
+    /// (metadata only) before the first read.
+    pending: Vec<(String, (u32, u32))>,
+    /// The key groups this subtask owns (all until a restore says otherwise).
+    owned: (u32, u32),
+    failure: OnceLock<StateError>,
+    /// Why the last flush failed, until one succeeds: a snapshot then says why it could not
+    /// be taken.
+    flush_failure: Option<String>,
+}
+
+impl From<TieredError> for StateError {
+    /// A damaged run stays damaged: it is `Corrupt` (a restart would read it again); the rest
+    /// (a store that failed, a read not prefetched) is `Tiered`.
+    fn from(e: TieredError) -> Self {
+        match e {
+            TieredError::Corrupt { .. } => StateError::Corrupt(e.to_string()),
+            other => StateError::Tiered(other.to_string()),
+        }
+    }
+}
+
+fn encode_key(kg: u32, id: u32, key: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(6 + key.len());
+    // Key groups are below 32768 (the max parallelism's bound), so two bytes hold them.
+    b.put_u16(kg as u16);
+    b.put_u32(id);
+    b.put_slice(key);
+    b.freeze()
+}
+
+/// Lets `table`'s compaction drop keys outside `range`.
+fn set_owned(table: &mut TieredTable, range: KeyGroupRange) {
+    if range.is_empty() {
+        return;
+    }
+    // `range.end` is inclusive and below 32768 (the max parallelism's bound): the next key
+    // group's two-byte prefix bounds the owned keys.
+    let after = ((range.end + 1) as u16).to_be_bytes();
+    table.set_owned_range(encode_key(range.start, 0, &[]), Bytes::copy_from_slice(&after));
+}
+
+/// The id of state `name` in tiered keys: stable across runs and releases, so a restored
+/// run's keys find their state (collisions are refused at registration).
+pub(crate) fn state_id(name: &str) -> u32 {
+    crate::stable_hash(name) as u32
+}
+
+impl TieredKeyed {
+    pub(crate) fn new(mut table: TieredTable, max_parallelism: u32, owned: KeyGroupRange) -> Self {
+        set_owned(&mut table, owned);
+        TieredKeyed {
+            table,
+            max_parallelism,
+            pending: Vec::new(),
+            owned: (owned.start, owned.end),
+            failure: OnceLock::new(),
+            flush_failure: None,
+        }
+    }
+
+    fn fail(&self, e: StateError) {
+        // The first failure is the one to report; later ones follow from it.
+        let _ = self.failure.set(e);
+    }
+
+    fn key_of<K: StateKey>(&self, id: u32, key: &K) -> Option<Bytes> {
+        match bincode::serialize(key) {
+            Ok(k) => Some(encode_key(key_group_for(key, self.max_parallelism).0, id, &k)),
+            Err(e) => {
+                self.fail(StateError::encode(e));
+                None
+            }
+        }
+    }
+
+    /// The value of `key` in state `id`, decoded as `T`.
+    pub(crate) fn get<K: StateKey, T: DeserializeOwned>(&self, id: u32, key: &K) -> Option<T> {
+        let k = self.key_of(id, key)?;
+        self.get_at(&k)
+    }
+
+    fn get_at<T: DeserializeOwned>(&self, k: &Bytes) -> Option<T> {
+        let bytes = match self.table.get(k) {
+            Ok(b) => b?,
+            Err(e) => {
+                self.fail(e.into());
+                return None;
+            }
+        };
+        match bincode::deserialize(&bytes) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.fail(StateError::Corrupt(format!("undecodable tiered state value: {e}")));
+                None
+            }
+        }
+    }
+
+    fn put_at<T: Serialize>(&mut self, k: Bytes, value: Option<&T>) {
+        match value.map(bincode::serialize).transpose() {
+            Ok(Some(v)) => self.table.put(k, Bytes::from(v)),
+            Ok(None) => self.table.delete(k),
+            Err(e) => self.fail(StateError::encode(e)),
+        }
+    }
+
+    /// Sets (`Some`) or deletes (`None`) the value of `key` in state `id`.
+    pub(crate) fn put<K: StateKey, T: Serialize>(&mut self, id: u32, key: &K, value: Option<&T>) {
+        if let Some(k) = self.key_of(id, key) {
+            self.put_at(k, value);
+        }
+    }
+
+    /// Reads the value of `key` in state `id`, lets `f` change it (`None`: absent or
+    /// removed) and writes back what changed: one key encoding and one lookup.
+    pub(crate) fn modify<K: StateKey, T: DeserializeOwned + Serialize, R>(
+        &mut self,
+        id: u32,
+        key: &K,
+        f: impl FnOnce(&mut Option<T>) -> R,
+    ) -> R {
+        let Some(k) = self.key_of(id, key) else {
+            // The failure is recorded and fails the task; `f` still gets to run.
+            return f(&mut None);
+        };
+        let mut v: Option<T> = self.get_at(&k);
+        let was_set = v.is_some();
+        let r = f(&mut v);
+        if v.is_some() || was_set {
+            self.put_at(k, v.as_ref());
+        }
+        r
+    }
+
+    /// Removes `key` from state `id`, returning what it held.
+    pub(crate) fn take<K: StateKey, T: DeserializeOwned + Serialize>(&mut self, id: u32, key: &K) -> Option<T> {
+        self.modify(id, key, Option::take)
+    }
+
+    pub(crate) fn take_failure(&mut self) -> Option<StateError> {
+        self.failure.take()
+    }
+
+    /// Restores one canonical entry (from a savepoint or a heap checkpoint) into state `id`.
+    pub(crate) fn restore_raw(&mut self, id: u32, e: &KeyedEntry<'_>, value: &[u8]) {
+        self.table
+            .put(encode_key(e.key_group, id, e.key), Bytes::copy_from_slice(value));
+    }
+
+    /// Fetches what reading `keys` in states `ids` needs, after opening restored runs.
+    pub(crate) async fn prefetch<K: StateKey>(&mut self, ids: &[u32], keys: &[K]) -> Result<(), StateError> {
+        self.open_pending().await?;
+        let mut wanted = Vec::with_capacity(keys.len() * ids.len());
+        for key in keys {
+            // One encoding and one hash per key, whatever the number of states.
+            let k = match bincode::serialize(key) {
+                Ok(k) => k,
+                Err(e) => return Err(StateError::encode(e)),
+            };
+            let kg = key_group_for(key, self.max_parallelism).0;
+            wanted.extend(ids.iter().map(|&id| encode_key(kg, id, &k)));
+        }
+        self.table.prefetch(&wanted).await?;
+        match self.take_failure() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    async fn open_pending(&mut self) -> Result<(), StateError> {
+        if !self.pending.is_empty() {
+            // Attached all or none; on failure they stay pending, so no snapshot can be taken
+            // without them (it would name too few runs).
+            self.table.attach(&self.pending).await?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
+    /// Unpins what the last prefetch pinned.
+    pub(crate) fn release(&mut self) {
+        self.table.release();
+    }
+
+    /// Flushes the memory table when over budget and compacts when there are many runs. A
+    /// failed write keeps everything as it was and is tried again on the next call; only a
+    /// memory table grown to four times its budget meanwhile fails the task.
+    pub(crate) async fn maintain(&mut self) -> Result<(), StateError> {
+        // Restored runs first: a flush or compaction without them would treat the table as
+        // having no older runs (and drop deletions they still need).
+        self.open_pending().await?;
+        if self.table.needs_flush() {
+            if let Err(e) = self.table.flush().await {
+                if self.table.memtable_bytes() > 4 * self.table.memtable_budget() {
+                    return Err(e.into());
+                }
+            }
+        }
+        if self.table.needs_compaction() {
+            // Compaction only saves reads: when the store fails, the runs stay as they are;
+            // a damaged run is reported.
+            if let Err(e @ TieredError::Corrupt { .. }) = self.table.compact().await {
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the memory table out, so that the runs hold everything (before a snapshot).
+    pub(crate) async fn flush(&mut self) -> Result<(), StateError> {
+        let flushed = match self.open_pending().await {
+            Ok(()) => self.table.flush().await.map_err(StateError::from),
+            Err(e) => Err(e),
+        };
+        self.flush_failure = flushed.as_ref().err().map(ToString::to_string);
+        flushed.map(drop)
+    }
+
+    /// The manifest of the current runs; the memory table must be empty (flushed).
+    pub(crate) fn manifest(&self, states: Vec<ManifestState>) -> Result<Manifest, StateError> {
+        if self.table.memtable_bytes() > 0 || !self.pending.is_empty() || self.flush_failure.is_some() {
+            return Err(StateError::Tiered(match &self.flush_failure {
+                Some(why) => format!("the state in memory could not be written out for this snapshot: {why}"),
+                None => "a tiered snapshot was taken without writing out the state in memory first".into(),
+            }));
+        }
+        Ok(Manifest {
+            max_parallelism: self.max_parallelism,
+            states,
+            runs: self
+                .table
+                .run_metas()
+                .map(|(r, visible)| ManifestRun {
+                    file: r.file().to_owned(),
+                    key_groups: r.key_groups(),
+                    // Only what this subtask owns is current here, whatever the run holds.
+                    visible: (visible.0.max(self.owned.0), visible.1.min(self.owned.1)),
+                    size: r.size(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Takes the runs of `m` that meet key groups `range` (opened at the next prefetch).
+    pub(crate) fn restore_manifest(&mut self, m: &Manifest, range: KeyGroupRange) -> Result<(), StateError> {
+        if m.max_parallelism != self.max_parallelism {
+            return Err(StateError::Tiered(format!(
+                "the snapshot was written with max parallelism {}, the job has {}: change it through a savepoint",
+                m.max_parallelism, self.max_parallelism
+            )));
+        }
+        if range.is_empty() {
+            return Ok(());
+        }
+        self.owned = (range.start, range.end);
+        set_owned(&mut self.table, range);
+        self.pending
+            .extend(m.runs_for(range.start, range.end).map(|(r, v)| (r.file.clone(), v)));
+        Ok(())
+    }
+}
