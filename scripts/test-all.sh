@@ -4,7 +4,8 @@
 #   2. the simulation build (`--cfg madsim`, its own target dir): the sluice-sim suite over
 #      many seeds, with a determinism check on a few.
 # Outside tools the tests need are installed here: promtool (to validate /metrics), flatc, cargo-fuzz,
-# schemathesis. When a test needs a service (etcd, PostgreSQL), this script starts it.
+# schemathesis, moto (an S3-compatible server). When a test needs a service (etcd, PostgreSQL, S3),
+# this script installs it and the test starts its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
@@ -28,6 +29,12 @@ apt_install() {
 if ! command -v protoc >/dev/null; then echo "== installing protoc (apt-get install protobuf-compiler)"; apt_install protobuf-compiler; fi
 if ! command -v etcd >/dev/null; then echo "== installing etcd (apt-get install etcd-server)"; apt_install etcd-server; fi
 # Debian's package starts a system etcd on 2379; the tests use their own.
+# An S3-compatible server for the tests of checkpoints and tiered state over s3:// (they start
+# their own on a free loopback port, harness/tests/common/s3.rs).
+if ! command -v moto_server >/dev/null; then
+  echo "== installing moto's S3 server (pip install 'moto[server]')"
+  python3 -m pip install --quiet 'moto[server]'
+fi
 
 echo "== generated flatbuffers code is up to date"
 if ! command -v flatc >/dev/null || ! flatc --version | grep -q "flatc version 25\."; then

@@ -8,7 +8,7 @@
 //! names them.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -227,6 +227,10 @@ pub struct StateSection {
     pub backend: String,
     /// The tiered backend's block cache, e.g. `256MiB`.
     pub cache_memory: Option<String>,
+    /// The block cache's disk tier, e.g. `10GiB` (with `cache-dir`).
+    pub cache_disk: Option<String>,
+    /// The disk tier's directory.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for StateSection {
@@ -234,6 +238,8 @@ impl Default for StateSection {
         StateSection {
             backend: "heap".into(),
             cache_memory: None,
+            cache_disk: None,
+            cache_dir: None,
         }
     }
 }
@@ -368,7 +374,7 @@ fn parse_env_value(key: &str, raw: &str) -> toml::Value {
     ]
     .contains(&key);
     // Sizes are text even when they are a bare number of bytes.
-    if key == "cache-memory" {
+    if ["cache-memory", "cache-disk", "cache-dir"].contains(&key) {
         return toml::Value::String(raw.to_string());
     }
     if list && !raw.trim_start().starts_with('[') {

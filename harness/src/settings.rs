@@ -9,6 +9,7 @@ use sluice_core::duration::parse_duration;
 use sluice_core::state_backend::{StateBackendConfig, TieredSettings};
 use sluice_core::ExecutionConfig;
 use sluice_state::blob::{BlobError, BlobStore, LocalFsStore, ObjectStoreBlob};
+use sluice_state::tiered::DiskCacheConfig;
 
 use crate::error::HarnessError;
 
@@ -42,10 +43,21 @@ pub struct RunSettings {
     pub savepoint_dir: Option<PathBuf>,
     /// `--drain`: with `--savepoint-dir`, fire every window before the savepoint.
     pub drain: bool,
-    /// `--state-backend` (else `[state] backend`): `heap` or `tiered`.
-    pub state_backend: Option<String>,
-    /// `--state-cache-memory` (else `[state] cache-memory`).
-    pub state_cache_memory: Option<String>,
+    /// `--state-backend`, `--state-cache-*` (else `[state]`).
+    pub state: StateChoice,
+}
+
+/// The state backend and its cache as options give them (the command line, else `[state]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateChoice {
+    /// `heap` or `tiered` (`None`: heap).
+    pub backend: Option<String>,
+    /// The block cache's memory, e.g. `256MiB`.
+    pub cache_memory: Option<String>,
+    /// The block cache's disk tier, e.g. `10GiB` (needs `cache_dir`).
+    pub cache_disk: Option<String>,
+    /// The disk tier's directory.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Opens an existing savepoint directory (or `s3://` prefix) for reading.
@@ -108,27 +120,35 @@ pub fn parse_size(v: &str) -> Result<u64, String> {
 /// The smallest block cache the tiered backend accepts: a few blocks per cache shard.
 const MIN_CACHE: u64 = 1 << 20;
 
-/// The state backend `--state-backend` / `--state-cache-memory` (or `[state]`) ask for;
+/// The state backend `--state-backend` / `--state-cache-*` (or `[state]`) ask for;
 /// `checkpointing` says whether the job checkpoints (`None`: decided per job, on a worker).
-pub fn state_backend(
-    backend: Option<&str>,
-    cache_memory: Option<&str>,
-    checkpointing: Option<bool>,
-) -> Result<StateBackendConfig, HarnessError> {
+/// A disk tier's directory is checked and claimed for this process here.
+pub fn state_backend(choice: &StateChoice, checkpointing: Option<bool>) -> Result<StateBackendConfig, HarnessError> {
     let bad = |m: String| HarnessError::BadOption(m);
-    match backend.unwrap_or("heap") {
-        "heap" => match cache_memory {
-            Some(_) => Err(bad(
-                "--state-cache-memory is a setting of the tiered backend: give --state-backend tiered ([state] backend)".into(),
-            )),
-            None => Ok(StateBackendConfig::Heap),
-        },
+    match choice.backend.as_deref().unwrap_or("heap") {
+        "heap" => {
+            let cache_option = [
+                (choice.cache_memory.is_some(), "--state-cache-memory"),
+                (choice.cache_disk.is_some(), "--state-cache-disk"),
+                (choice.cache_dir.is_some(), "--state-cache-dir"),
+            ]
+            .into_iter()
+            .find_map(|(given, name)| given.then_some(name));
+            match cache_option {
+                Some(name) => Err(bad(format!(
+                    "{name} is a setting of the tiered backend: give --state-backend tiered ([state] backend)"
+                ))),
+                None => Ok(StateBackendConfig::Heap),
+            }
+        }
         "tiered" => {
             if checkpointing == Some(false) {
                 return Err(bad("--state-backend tiered ([state] backend) keeps its files in the checkpoint storage: give --checkpoint-dir and --checkpoint-interval, or --state-backend heap".into()));
             }
-            let bytes = match cache_memory {
-                Some(v) => parse_size(v).map_err(|e| bad(format!("--state-cache-memory ([state] cache-memory): {e}")))?,
+            let bytes = match &choice.cache_memory {
+                Some(v) => {
+                    parse_size(v).map_err(|e| bad(format!("--state-cache-memory ([state] cache-memory): {e}")))?
+                }
                 None => DEFAULT_CACHE,
             };
             if bytes < MIN_CACHE {
@@ -138,10 +158,42 @@ pub fn state_backend(
             }
             let bytes = usize::try_from(bytes)
                 .map_err(|_| bad(format!("--state-cache-memory: {bytes} bytes does not fit this machine")))?;
-            Ok(StateBackendConfig::Tiered(TieredSettings::new(bytes)))
+            let settings = TieredSettings::new(bytes);
+            Ok(StateBackendConfig::Tiered(match disk_cache(choice)? {
+                Some(disk) => settings.with_disk(disk),
+                None => settings,
+            }))
         }
-        other => Err(bad(format!("--state-backend ([state] backend) must be heap or tiered, got '{other}'"))),
+        other => Err(bad(format!(
+            "--state-backend ([state] backend) must be heap or tiered, got '{other}'"
+        ))),
     }
+}
+
+/// The disk tier `--state-cache-disk` and `--state-cache-dir` ask for, its directory
+/// checked and claimed; both or neither.
+fn disk_cache(choice: &StateChoice) -> Result<Option<DiskCacheConfig>, HarnessError> {
+    let bad = |m: String| HarnessError::BadOption(m);
+    let (size, dir) = match (&choice.cache_disk, &choice.cache_dir) {
+        (None, None) => return Ok(None),
+        (Some(size), Some(dir)) => (size, dir),
+        (Some(_), None) => {
+            return Err(bad(
+                "--state-cache-disk needs --state-cache-dir ([state] cache-dir): a local directory for this process alone".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(bad(
+                "--state-cache-dir needs --state-cache-disk ([state] cache-disk): how large the disk tier may grow, e.g. 10GiB".into(),
+            ))
+        }
+    };
+    let bytes = parse_size(size).map_err(|e| bad(format!("--state-cache-disk ([state] cache-disk): {e}")))?;
+    let bytes = usize::try_from(bytes)
+        .map_err(|_| bad(format!("--state-cache-disk: {bytes} bytes does not fit this machine")))?;
+    DiskCacheConfig::claim(dir.clone(), bytes)
+        .map(Some)
+        .map_err(|e| bad(format!("--state-cache-disk / --state-cache-dir: {e}")))
 }
 
 /// The tiered backend's block cache when none is given.
@@ -156,11 +208,7 @@ impl RunSettings {
     pub fn apply(&self, mut base: ExecutionConfig) -> Result<ExecutionConfig, HarnessError> {
         base.checkpointing = self.checkpointing()?;
         self.check_savepoint_options(base.checkpointing.is_some())?;
-        base.state_backend = state_backend(
-            self.state_backend.as_deref(),
-            self.state_cache_memory.as_deref(),
-            Some(base.checkpointing.is_some()),
-        )?;
+        base.state_backend = state_backend(&self.state, Some(base.checkpointing.is_some()))?;
         if let Some(path) = &self.from_savepoint {
             let store = open_savepoint(path).map_err(|e| match e {
                 HarnessError::NoSavepoint(m) => HarnessError::NoSavepoint(format!("--from-savepoint {m}")),

@@ -1,6 +1,6 @@
 //! The tiered state backend end to end, through the `sluice` binary: the same results as the
-//! heap backend, a SIGKILL mid-run resumed exactly from a checkpoint whose state lives in
-//! shared run files, savepoints that carry state from heap to tiered and back (and restore
+//! heap backend (and checkpoints that store only new runs), a SIGKILL mid-run resumed exactly
+//! from a checkpoint whose state lives in shared run files (with a disk tier), savepoints that carry state from heap to tiered and back (and restore
 //! after the tiered checkpoint store is gone: savepoints are self-contained), and refused
 //! options.
 
@@ -71,9 +71,25 @@ fn nexmark(query: &str, out: &Path, ck: &Path, extra: &[&str]) -> Output {
         .arg("--output")
         .arg(out)
         .args(extra)
-        .arg("-q")
+        .args(["-q", "--log-format", "json", "--log-level", "info"])
         .output()
         .unwrap()
+}
+
+/// The full and incremental sizes of each completed checkpoint, from the JSON log.
+fn checkpoint_sizes(stderr: &[u8]) -> Vec<(u64, u64)> {
+    text(stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["msg"] == "checkpoint complete")
+        .map(|v| {
+            let size = v["size"].as_u64().expect("a completed checkpoint logs its size");
+            let incremental = v["incremental_size"]
+                .as_u64()
+                .expect("a completed checkpoint logs its incremental size");
+            (size, incremental)
+        })
+        .collect()
 }
 
 #[test]
@@ -97,6 +113,18 @@ fn tiered_and_heap_state_give_the_same_results() {
         assert!(
             stray.is_empty(),
             "{query}: runs no checkpoint names are left: {stray:?}"
+        );
+        // The heap backend stores everything every time; the tiered one only the new runs
+        // (and a manifest), once runs are shared between checkpoints.
+        let heap_sizes = checkpoint_sizes(&heap.stderr);
+        assert!(heap_sizes.len() > 2, "{query}: too few checkpoints: {heap_sizes:?}");
+        assert!(heap_sizes.iter().all(|(full, inc)| full == inc), "{heap_sizes:?}");
+        let sizes = checkpoint_sizes(&tiered.stderr);
+        assert!(sizes.len() > 2, "{query}: too few checkpoints: {sizes:?}");
+        assert!(sizes.iter().all(|(full, inc)| inc <= full), "{sizes:?}");
+        assert!(
+            sizes.iter().any(|(full, inc)| inc < full),
+            "{query}: no tiered checkpoint shared a run with the one before: {sizes:?}"
         );
     }
 }
@@ -174,12 +202,21 @@ fn a_tiered_job_killed_mid_run_resumes_exactly_from_its_shared_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let (input, expected) = write_input(tmp.path(), 30_000);
     let (out, ck) = (tmp.path().join("out"), tmp.path().join("ck"));
-    let mut first = wordcount(&input, &out, &ck, TIERED).spawn().unwrap();
+    // With a disk tier below a cache too small for the state: the killed process's claim
+    // on the directory goes with it, and the next one starts the tier afresh.
+    let cache = tmp.path().join("cache");
+    let args: Vec<&str> = [
+        TIERED,
+        &["--state-cache-disk", "64MiB", "--state-cache-dir"],
+        &[cache.to_str().unwrap()],
+    ]
+    .concat();
+    let mut first = wordcount(&input, &out, &ck, &args).spawn().unwrap();
     wait_for_checkpoints(&mut first, &ck, 3);
     signal(&first, "-KILL");
     let _ = finish(first);
     assert!(!run_files(&ck, "wordcount").is_empty(), "the state was not tiered");
-    let second = finish(wordcount(&input, &out, &ck, TIERED).spawn().unwrap());
+    let second = finish(wordcount(&input, &out, &ck, &args).spawn().unwrap());
     assert!(second.status.success(), "{}", text(&second.stderr));
     assert_same_lines(&committed_lines(&out), &expected, "tiered wordcount after SIGKILL");
 }
@@ -278,10 +315,60 @@ fn bad_state_options_are_refused_naming_the_option() {
             "unknown size unit 'XB'",
         ),
     ];
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let (file, cache) = (file.to_str().unwrap(), tmp.path().join("cache"));
+    let cache = cache.to_str().unwrap();
+    let tiered = |more: &[&'static str]| -> Vec<&str> {
+        let mut v = vec![
+            "--state-backend",
+            "tiered",
+            "--checkpoint-interval",
+            "1s",
+            "--checkpoint-dir",
+            ck,
+        ];
+        v.extend_from_slice(more);
+        v
+    };
+    let disk_cases: Vec<(Vec<&str>, &str)> = vec![
+        (tiered(&["--state-cache-disk", "1GiB"]), "needs --state-cache-dir"),
+        (vec!["--state-cache-dir", cache], "--state-backend tiered"),
+        (
+            [tiered(&["--state-cache-dir"]), vec![cache]].concat(),
+            "needs --state-cache-disk",
+        ),
+        (
+            [
+                tiered(&["--state-cache-disk", "1MiB", "--state-cache-dir"]),
+                vec![cache],
+            ]
+            .concat(),
+            "must be at least",
+        ),
+        (
+            [
+                tiered(&["--state-cache-disk", "64MiB", "--state-cache-dir"]),
+                vec![file],
+            ]
+            .concat(),
+            "cannot create it",
+        ),
+        (
+            [
+                tiered(&["--state-cache-disk", "900TiB", "--state-cache-dir"]),
+                vec![cache],
+            ]
+            .concat(),
+            "bytes free",
+        ),
+    ];
+    let disk_cases: Vec<(&[&str], &str)> = disk_cases.iter().map(|(a, w)| (a.as_slice(), *w)).collect();
+    let cases: Vec<(&[&str], &str)> = cases.iter().copied().chain(disk_cases).collect();
     for (args, want) in cases {
         let o = sluice()
             .args(["run", "nexmark-q4", "--events", "10", "--print"])
-            .args(*args)
+            .args(args)
             .output()
             .unwrap();
         let err = text(&o.stderr);

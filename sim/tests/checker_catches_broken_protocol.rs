@@ -311,7 +311,8 @@ async fn the_ha_suite_catches_a_leader_that_ignores_its_lost_lease() {
 async fn the_tiered_suite_catches_a_gc_that_deletes_runs_a_retained_checkpoint_names() {
     let base = madsim::runtime::Handle::current().seed();
     let (mut correct, mut broken) = (Vec::new(), Vec::new());
-    for k in 0..4u64 {
+    // Both regimes of the workload (bit 1 of the seed chooses it), on the same seeds.
+    for k in [0u64, 2] {
         correct.push(sluice_sim::tiered::run(false, base ^ k).await);
         broken.push(sluice_sim::tiered::run(true, base ^ k).await);
     }
@@ -321,6 +322,6 @@ async fn the_tiered_suite_catches_a_gc_that_deletes_runs_a_retained_checkpoint_n
     );
     assert!(
         broken.iter().any(|r| r.missing > 0),
-        "the broken deletion went unnoticed in 4 runs: {broken:?}"
+        "the broken deletion went unnoticed in 2 runs: {broken:?}"
     );
 }

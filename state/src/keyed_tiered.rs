@@ -52,6 +52,17 @@ fn encode_key(kg: u32, id: u32, key: &[u8]) -> Bytes {
     b.freeze()
 }
 
+/// [`encode_key`] of a typed key, serialized straight into the stored key: one allocation
+/// per key on the per-record path.
+fn encode_typed_key<K: Serialize>(kg: u32, id: u32, key: &K) -> bincode::Result<Bytes> {
+    let len = bincode::serialized_size(key)? as usize;
+    let mut b = BytesMut::with_capacity(6 + len);
+    b.put_u16(kg as u16);
+    b.put_u32(id);
+    bincode::serialize_into((&mut b).writer(), key)?;
+    Ok(b.freeze())
+}
+
 /// Lets `table`'s compaction drop keys outside `range`.
 fn set_owned(table: &mut TieredTable, range: KeyGroupRange) {
     if range.is_empty() {
@@ -88,8 +99,8 @@ impl TieredKeyed {
     }
 
     fn key_of<K: StateKey>(&self, id: u32, key: &K) -> Option<Bytes> {
-        match bincode::serialize(key) {
-            Ok(k) => Some(encode_key(key_group_for(key, self.max_parallelism).0, id, &k)),
+        match encode_typed_key(key_group_for(key, self.max_parallelism).0, id, key) {
+            Ok(k) => Some(k),
             Err(e) => {
                 self.fail(StateError::encode(e));
                 None

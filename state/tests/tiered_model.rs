@@ -84,6 +84,17 @@ async fn check_get(t: &mut TieredTable, m: &Model, keys: &[(u8, u8)]) -> Result<
     Ok(())
 }
 
+/// The table's published figures match what it holds.
+fn check_gauges(t: &TieredTable) -> Result<(), TestCaseError> {
+    let f = t.gauges().figures();
+    let runs = t.runs().len() as u64;
+    prop_assert_eq!(f.memtable_bytes, t.memtable_bytes() as u64);
+    prop_assert_eq!(f.runs, runs);
+    prop_assert_eq!(f.compaction_backlog, runs.saturating_sub(config().max_runs as u64));
+    prop_assert_eq!(f.run_bytes, t.run_metas().map(|(m, _)| m.size()).sum::<u64>());
+    Ok(())
+}
+
 async fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::new());
     let mut t = TieredTable::new(Arc::clone(&store), "shared/op", "w0", config(), BlockCache::new(512));
@@ -118,6 +129,7 @@ async fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
         if t.needs_compaction() {
             t.compact().await.unwrap();
         }
+        check_gauges(&t)?;
     }
     let all = t.scan(&[0, 0], &[0xff, 0xff]).await.unwrap();
     prop_assert_eq!(all, m.into_iter().collect::<Vec<_>>());

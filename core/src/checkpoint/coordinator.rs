@@ -501,16 +501,18 @@ impl Coordinator {
             return Err((p, format!("writing its metadata failed: {e}")));
         }
         let duration = p.started.elapsed();
+        let sizes = (meta.state_size(), self.incremental_size(&meta).await);
         slog::info!(self.log, "checkpoint complete";
-            "checkpoint" => p.id, "duration_ms" => duration.as_millis() as u64, "size" => meta.state_size());
-        self.stats
-            .record_completed(p.id, duration, meta.state_size(), meta.completed_at_ms);
+            "checkpoint" => p.id, "duration_ms" => duration.as_millis() as u64, "size" => sizes.0,
+            "incremental_size" => sizes.1);
+        self.stats.record_completed(p.id, duration, sizes, meta.completed_at_ms);
         self.stats.record(CheckpointRecord {
             id: p.id,
             savepoint,
             triggered_at_ms: p.triggered_ms,
             duration_ms: duration.as_millis() as u64,
-            state_size: meta.state_size(),
+            state_size: sizes.0,
+            incremental_size: sizes.1,
             alignment_ms: p.alignment_ms,
             outcome: CheckpointOutcome::Completed,
         });
@@ -524,6 +526,18 @@ impl Coordinator {
         }
         self.retain(&meta).await;
         Ok((meta, p.is_final))
+    }
+
+    /// Bytes `meta` added to the latest retained checkpoint (all of it when there is none, or
+    /// when that checkpoint's list of shared files cannot be read).
+    async fn incremental_size(&mut self, meta: &CheckpointMetadata) -> u64 {
+        let Some(&previous) = self.retained.back() else {
+            return meta.state_size();
+        };
+        match self.shared.of(&self.storage, previous).await {
+            Ok(files) => meta.incremental_size(files),
+            Err(_) => meta.state_size(),
+        }
     }
 
     /// Keeps completed checkpoint `id` and deletes the ones it subsumes beyond the retained
@@ -569,6 +583,7 @@ impl Coordinator {
             triggered_at_ms: p.triggered_ms,
             duration_ms: p.started.elapsed().as_millis() as u64,
             state_size: 0,
+            incremental_size: 0,
             alignment_ms: p.alignment_ms,
             outcome: CheckpointOutcome::Failed(reason.clone()),
         });

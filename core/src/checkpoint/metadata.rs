@@ -140,6 +140,21 @@ impl CheckpointMetadata {
         own + self.shared_files().iter().map(|f| f.size).sum::<u64>()
     }
 
+    /// Bytes this checkpoint added: its own files and the shared files that `previous` (the
+    /// shared files of the checkpoint before it) did not name. With the heap backend this is
+    /// [`Self::state_size`]; with the tiered backend, the runs written since.
+    pub fn incremental_size(&self, previous: &BTreeSet<SharedFile>) -> u64 {
+        let own: u64 = self.operators.iter().flat_map(|o| &o.files).map(|f| f.size).sum();
+        let known: BTreeSet<&str> = previous.iter().map(|f| f.path.as_str()).collect();
+        let new: u64 = self
+            .shared_files()
+            .iter()
+            .filter(|f| !known.contains(f.path.as_str()))
+            .map(|f| f.size)
+            .sum();
+        own + new
+    }
+
     /// The shared files it names, each once.
     pub fn shared_files(&self) -> BTreeSet<SharedFile> {
         self.operators
@@ -302,6 +317,43 @@ mod tests {
         let m = CheckpointMetadata::decode("v1", &b).unwrap();
         assert_eq!(m.operators[0].files[0].path, "k/0.state");
         assert!(m.shared_files().is_empty());
+    }
+
+    /// Two subtasks naming runs, one of them (`a`) named twice: full size counts each file
+    /// once; incremental size leaves out what the previous checkpoint named.
+    #[test]
+    fn incremental_size_counts_only_files_the_previous_checkpoint_did_not_name() {
+        let shared = |name: &str, size| SharedFile {
+            path: format!("j/shared/op/{name}.run"),
+            size,
+        };
+        let file = |subtask, runs: Vec<SharedFile>| StateFileMeta {
+            subtask,
+            path: format!("op/{subtask}.state"),
+            size: 10,
+            crc32: 0,
+            shared: runs,
+        };
+        let m = CheckpointMetadata {
+            job_name: "j".into(),
+            checkpoint_id: 2,
+            triggered_at_ms: 1,
+            completed_at_ms: 2,
+            max_parallelism: 16,
+            operators: vec![OperatorStateMeta {
+                key: "op".into(),
+                name: "Op".into(),
+                parallelism: 2,
+                files: vec![
+                    file(0, vec![shared("a", 1000), shared("b", 200)]),
+                    file(1, vec![shared("a", 1000), shared("c", 30)]),
+                ],
+            }],
+        };
+        assert_eq!(m.state_size(), 20 + 1230);
+        assert_eq!(m.incremental_size(&BTreeSet::new()), 20 + 1230);
+        let previous: BTreeSet<_> = [shared("a", 1000), shared("old", 5)].into();
+        assert_eq!(m.incremental_size(&previous), 20 + 230);
     }
 
     #[test]

@@ -71,6 +71,8 @@ pub struct CheckpointOverview {
     pub config: Option<(u64, u64, u64, u32, u32)>,
     /// Alignment of the latest completed checkpoint (the longest of any task), in ms.
     pub latest_alignment_ms: u64,
+    /// Bytes the latest completed checkpoint added to the one before it.
+    pub latest_incremental_size: u64,
     /// The recent checkpoints, oldest first.
     pub history: Vec<CheckpointRecord>,
 }
@@ -95,6 +97,7 @@ impl CheckpointOverview {
             }),
             config,
             latest_alignment_ms: s.latest_alignment_ms.load(Relaxed),
+            latest_incremental_size: s.latest_incremental_size.load(Relaxed),
             history: s.history(),
         }
     }

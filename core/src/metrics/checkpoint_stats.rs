@@ -30,8 +30,11 @@ pub struct CheckpointRecord {
     pub triggered_at_ms: i64,
     /// From trigger to completion or failure, in ms.
     pub duration_ms: u64,
-    /// State size in bytes (0 if it failed).
+    /// State size in bytes: every file it needs (0 if it failed).
     pub state_size: u64,
+    /// Bytes it added to what the checkpoint before it had stored (its own files and the
+    /// shared files new since); equal to `state_size` without the tiered backend.
+    pub incremental_size: u64,
     /// The longest barrier alignment of any task, in ms.
     pub alignment_ms: u64,
     /// How it ended.
@@ -51,8 +54,10 @@ pub struct CheckpointStats {
     pub latest_id: AtomicU64,
     /// Duration of the latest completed checkpoint in ms.
     pub latest_duration_ms: AtomicU64,
-    /// State size of the latest completed checkpoint in bytes.
+    /// State size of the latest completed checkpoint in bytes (everything it needs).
     pub latest_size: AtomicU64,
+    /// Bytes the latest completed checkpoint added to the one before it.
+    pub latest_incremental_size: AtomicU64,
     /// Completion time of the latest completed checkpoint, ms since the epoch.
     pub latest_completed_at_ms: AtomicI64,
     /// Restarts of the job.
@@ -65,12 +70,15 @@ pub struct CheckpointStats {
 }
 
 impl CheckpointStats {
-    pub(crate) fn record_completed(&self, id: u64, duration: std::time::Duration, size: u64, at_ms: i64) {
+    /// Checkpoint `id` completed: `sizes` are its full and incremental sizes in bytes.
+    pub(crate) fn record_completed(&self, id: u64, duration: std::time::Duration, sizes: (u64, u64), at_ms: i64) {
+        let (size, incremental) = sizes;
         self.completed.fetch_add(1, Ordering::Relaxed);
         self.latest_id.store(id, Ordering::Relaxed);
         self.latest_duration_ms
             .store(duration.as_millis() as u64, Ordering::Relaxed);
         self.latest_size.store(size, Ordering::Relaxed);
+        self.latest_incremental_size.store(incremental, Ordering::Relaxed);
         self.latest_completed_at_ms.store(at_ms, Ordering::Relaxed);
     }
 }
@@ -132,8 +140,17 @@ impl CheckpointStats {
         let s = self.clone();
         group.gauge_fn(
             "last_checkpoint_size_bytes",
-            "state size of the latest completed checkpoint",
+            "state size of the latest completed checkpoint (every file it needs)",
             move || (s.completed.load(Ordering::Relaxed) > 0).then(|| s.latest_size.load(Ordering::Relaxed) as f64),
+        );
+        let s = self.clone();
+        group.gauge_fn(
+            "last_checkpoint_incremental_size_bytes",
+            "bytes the latest completed checkpoint added to the one before it (the tiered backend's new runs and every other file)",
+            move || {
+                (s.completed.load(Ordering::Relaxed) > 0)
+                    .then(|| s.latest_incremental_size.load(Ordering::Relaxed) as f64)
+            },
         );
         let s = self.clone();
         group.gauge_fn(

@@ -13,7 +13,9 @@ use crate::state_backend::StateBackend;
 /// Puts `store` in the backend `ctx` names (before any state is registered or restored).
 pub(crate) fn use_backend<K: StateKey>(store: &mut KeyedStateStore<K>, ctx: &OperatorContext) {
     if let StateBackend::Tiered(env) = &ctx.state_backend {
-        store.use_tiered(env.table(), ctx.max_parallelism, owned_range(ctx));
+        let table = env.table();
+        crate::state_backend::register_table(ctx.metrics.group(), table.gauges());
+        store.use_tiered(table, ctx.max_parallelism, owned_range(ctx));
     }
 }
 

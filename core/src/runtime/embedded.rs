@@ -214,6 +214,7 @@ fn job_metrics(
         None => registry.scope(&[("job_name", graph.name.as_str())]),
     };
     progress.stats.register(&scope);
+    config.state_backend.register_metrics(&scope);
     scope.gauge_fn("job_uptime_seconds", "time since the job started", move || {
         Some((clock.elapsed() - started).as_secs_f64())
     });

@@ -8,6 +8,7 @@ use super::cli::{duration_arg, print_line, print_text, runtime, stop_requested};
 use super::status::StatusOutput;
 use super::{option_pairs, AppRegistry};
 use crate::config::Config;
+use crate::settings::StateChoice;
 
 #[derive(clap::Parser, Debug)]
 pub(super) struct RunArgs {
@@ -65,20 +66,36 @@ pub(super) struct StateArgs {
     /// cache-memory, else 256MiB).
     #[arg(long, value_name = "SIZE")]
     pub(super) state_cache_memory: Option<String>,
+    /// A disk tier below the tiered backend's cache, e.g. `10GiB` (at least 64MiB; with
+    /// --state-cache-dir; default: [state] cache-disk, else none).
+    #[arg(long, value_name = "SIZE")]
+    pub(super) state_cache_disk: Option<String>,
+    /// The disk tier's directory: local, for this process alone (default: [state]
+    /// cache-dir).
+    #[arg(long, value_name = "DIR")]
+    pub(super) state_cache_dir: Option<std::path::PathBuf>,
 }
 
 impl StateArgs {
-    /// The backend and cache size, the command line before the file. The file's cache size
-    /// is the tiered backend's: it is left out when the backend is heap (a command line that
-    /// picks heap over a file that picks tiered must not be refused for the file's size).
-    pub(super) fn resolve(&self, file: &Config) -> (Option<String>, Option<String>) {
+    /// The backend and its cache, the command line before the file. The file's cache
+    /// settings are the tiered backend's: they are left out when the backend is heap (a
+    /// command line that picks heap over a file that picks tiered must not be refused for
+    /// the file's sizes).
+    pub(super) fn resolve(&self, file: &Config) -> StateChoice {
         let backend = self.state_backend.clone().unwrap_or_else(|| file.state.backend.clone());
-        let cache = match (&self.state_cache_memory, backend.as_str()) {
-            (Some(c), _) => Some(c.clone()),
-            (None, "heap") => None,
-            (None, _) => file.state.cache_memory.clone(),
+        let from_file = backend != "heap";
+        let pick = |flag: &Option<String>, in_file: &Option<String>| {
+            flag.clone().or_else(|| in_file.clone().filter(|_| from_file))
         };
-        (Some(backend), cache)
+        StateChoice {
+            cache_memory: pick(&self.state_cache_memory, &file.state.cache_memory),
+            cache_disk: pick(&self.state_cache_disk, &file.state.cache_disk),
+            cache_dir: self
+                .state_cache_dir
+                .clone()
+                .or_else(|| file.state.cache_dir.clone().filter(|_| from_file)),
+            backend: Some(backend),
+        }
     }
 }
 
@@ -154,8 +171,7 @@ pub(super) fn run(
         uid_mapping: args.uid_mapping.clone(),
         savepoint_dir: args.savepoint_dir.clone(),
         drain: args.drain,
-        state_backend: args.state.resolve(&config).0,
-        state_cache_memory: args.state.resolve(&config).1,
+        state: args.state.resolve(&config),
     };
     if args.plan {
         print_text(&graph.describe());

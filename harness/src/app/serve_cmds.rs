@@ -314,15 +314,17 @@ pub(super) fn worker(registry: &AppRegistry, args: WorkerArgs, file: Config, log
     let jobs = Arc::new(registry.clone());
     let w = &file.worker;
     let registry = MetricRegistry::new();
-    let (backend, cache) = args.state.resolve(&file);
+    let state = args.state.resolve(&file);
     let execution = sluice_core::ExecutionConfig {
         log: log.clone(),
         metrics: Some(registry.clone()),
         // Whether a job checkpoints is the job's: a tiered job that does not fails at
         // deployment saying so.
-        state_backend: crate::settings::state_backend(backend.as_deref(), cache.as_deref(), None)?,
+        state_backend: crate::settings::state_backend(&state, None)?,
         ..sluice_core::ExecutionConfig::default()
     };
+    // One block cache serves every job the worker runs: its metrics are the process's.
+    execution.state_backend.register_metrics(&registry.root());
     let find = args.find.settings(&file)?;
     let coordinator = match (args.coordinator.clone().or_else(|| w.coordinator.clone()), &find) {
         (Some(c), _) => c,

@@ -477,15 +477,16 @@ async fn checkpoints(State(api): State<Api>, Path(id): Path<String>) -> Result<J
             };
             json!({
                 "id": r.id, "status": status, "is_savepoint": r.savepoint, "trigger-timestamp": r.triggered_at_ms,
-                "duration-ms": r.duration_ms, "state-size": r.state_size, "alignment-ms": r.alignment_ms, "failure-message": failure,
+                "duration-ms": r.duration_ms, "state-size": r.state_size,
+                "incremental-size": r.incremental_size, "alignment-ms": r.alignment_ms, "failure-message": failure,
             })
         })
         .collect();
-    let latest_alignment = c.latest_alignment_ms;
+    let (latest_alignment, latest_incremental) = (c.latest_alignment_ms, c.latest_incremental_size);
     Ok(Json(json!({
         "counts": { "triggered": c.triggered, "completed": c.completed, "failed": c.failed, "restarts": c.restarts },
         "latest": c.latest.map(|(id, duration, size, at)| json!({
-            "id": id, "duration-ms": duration, "state-size": size, "completed-at-ms": at, "alignment-ms": latest_alignment
+            "id": id, "duration-ms": duration, "state-size": size, "incremental-size": latest_incremental, "completed-at-ms": at, "alignment-ms": latest_alignment
         })),
         "history": history,
         "config": c.config.map(|(interval, timeout, pause, tolerable, retained)| json!({

@@ -5,6 +5,7 @@
 pub(crate) mod etcd;
 pub(crate) mod http;
 pub(crate) mod procs;
+pub(crate) mod s3;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

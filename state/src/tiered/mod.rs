@@ -3,7 +3,8 @@
 //!
 //! - [`run`]: the run file format (blocks with checksums, a bloom filter, an index, and the
 //!   key-group range of its keys in the footer).
-//! - [`BlockCache`]: decoded blocks in memory, one byte budget per process.
+//! - [`BlockCache`]: decoded blocks in memory, one byte budget per process, and optionally raw
+//!   blocks on local disk below them ([`DiskCacheConfig`]).
 //! - [`TieredTable`]: one subtask's table: a memory table flushed into runs, prefetch-then-read
 //!   lookups, range scans, and compaction.
 //!
@@ -12,13 +13,17 @@
 
 mod cache;
 mod canonical;
+mod disk;
 mod error;
+mod gauges;
 mod manifest;
 pub mod run;
 mod table;
 
 pub use cache::{BlockCache, BlockKey, CacheStats};
 pub use canonical::to_canonical;
+pub use disk::{DiskCacheConfig, DiskCacheError, MIN_DISK_CACHE};
 pub use error::TieredError;
+pub use gauges::{TableFigures, TableGauges};
 pub use manifest::{Manifest, ManifestRun, ManifestState};
 pub use table::{TableConfig, TieredTable};

@@ -475,8 +475,13 @@ impl RunMeta {
 
     /// Fetches and checks block `i`.
     pub async fn fetch_block(&self, store: &dyn BlobStore, i: usize) -> Result<Arc<Block>, TieredError> {
-        let bytes = retried(&self.file, || store.get_range(&self.file, self.block_range(i))).await?;
+        let bytes = self.fetch_raw_block(store, i).await?;
         Block::decode(&self.file, i, bytes).map(Arc::new)
+    }
+
+    /// Block `i` as stored (checksum included, not checked yet): what the disk cache keeps.
+    pub async fn fetch_raw_block(&self, store: &dyn BlobStore, i: usize) -> Result<Bytes, TieredError> {
+        retried(&self.file, || store.get_range(&self.file, self.block_range(i))).await
     }
 }
 

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::cache::{BlockCache, BlockKey};
+use super::gauges::TableGauges;
 use rustc_hash::FxHashMap;
 
 use super::run::{key_group_of, key_hash, retried, Block, RunMeta, RunWriter};
@@ -98,6 +99,7 @@ pub struct TieredTable {
     /// The keys this table's owner reads (`[from, to)`); compaction drops the others, which
     /// runs restored after a rescale bring along.
     owned: Option<(Bytes, Bytes)>,
+    gauges: Arc<TableGauges>,
 }
 
 impl std::fmt::Debug for TieredTable {
@@ -127,6 +129,7 @@ impl TieredTable {
             cache,
             pinned: FxHashMap::default(),
             owned: None,
+            gauges: Arc::default(),
         }
     }
 
@@ -149,6 +152,7 @@ impl TieredTable {
             });
         }
         self.runs.extend(opened);
+        self.publish_runs();
         Ok(())
     }
 
@@ -184,6 +188,7 @@ impl TieredTable {
         if self.runs.is_empty() {
             if let Some(old) = self.memtable.remove(&key) {
                 self.mem_bytes -= entry_size(&key, &old);
+                self.gauges.set_memtable(self.mem_bytes);
             }
             return;
         }
@@ -196,6 +201,7 @@ impl TieredTable {
             self.mem_bytes -= entry_size(&key, &old);
         }
         self.mem_bytes += size;
+        self.gauges.set_memtable(self.mem_bytes);
     }
 
     /// Whether the memory table has outgrown its budget.
@@ -226,6 +232,17 @@ impl TieredTable {
     /// The block cache this table reads through.
     pub fn cache(&self) -> &BlockCache {
         &self.cache
+    }
+
+    /// The table's live figures, for metrics (clones share them).
+    pub fn gauges(&self) -> Arc<TableGauges> {
+        Arc::clone(&self.gauges)
+    }
+
+    fn publish_runs(&self) {
+        self.gauges
+            .set_runs(self.runs.iter().map(|r| r.meta.size()), self.config.max_runs);
+        self.gauges.set_memtable(self.mem_bytes);
     }
 }
 
@@ -329,8 +346,13 @@ impl TieredTable {
         if let Some(block) = self.cache.get(&key) {
             return Ok(block);
         }
-        let block = run.fetch_block(&*self.store, b).await?;
-        self.cache.insert(key, Arc::clone(&block));
+        if let Some(block) = self.cache.get_from_disk(&key).await {
+            return Ok(block);
+        }
+        let raw = run.fetch_raw_block(&*self.store, b).await?;
+        self.gauges.read_from_store(raw.len());
+        let block = Arc::new(Block::decode(run.file(), b, raw.clone())?);
+        self.cache.insert(key, Arc::clone(&block), raw).await;
         Ok(block)
     }
 }
@@ -365,9 +387,13 @@ impl TieredTable {
                         visible: ALL_KEY_GROUPS,
                     },
                 );
+                self.publish_runs();
                 Ok(Some(file))
             }
-            Ok(None) => Ok(None),
+            Ok(None) => {
+                self.gauges.set_memtable(0);
+                Ok(None)
+            }
             Err(e) => {
                 // Nothing is lost: the entries go back and a later flush tries again.
                 self.memtable = entries.into_iter().collect();
@@ -394,6 +420,7 @@ impl TieredTable {
                 // Straight from the store: a compaction's scan must not evict the blocks
                 // that reads are using.
                 let block = run.meta.fetch_block(&*self.store, b).await?;
+                self.gauges.read_from_store(block.size());
                 for (k, v) in block.entries() {
                     if run.sees(k) {
                         merged.insert(k.clone(), v.clone());
@@ -416,6 +443,7 @@ impl TieredTable {
             })
             .chain(older)
             .collect();
+        self.publish_runs();
         Ok(self.runs.first().map(|r| r.meta.file().to_owned()))
     }
 
