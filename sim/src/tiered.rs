@@ -133,6 +133,8 @@ pub async fn run(broken_gc: bool, seed: u64) -> TieredRun {
         block_size: 256,
         memtable_bytes: if shared_regime { 256 << 10 } else { 2 << 10 },
         max_runs: if shared_regime { 6 } else { 3 },
+        // Small: merges write several runs, cut at key groups, under the store's faults.
+        max_run_bytes: 2 << 10,
     };
     let config = ExecutionConfig {
         batch_size: 32,

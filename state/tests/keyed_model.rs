@@ -167,6 +167,7 @@ fn table(store: &Arc<dyn BlobStore>, writer: &str) -> TieredTable {
         block_size: 96,
         memtable_bytes: 2048,
         max_runs: 3,
+        max_run_bytes: 512,
     };
     TieredTable::new(Arc::clone(store), "shared/model", writer, config, BlockCache::new(1024))
 }

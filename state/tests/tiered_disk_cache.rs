@@ -40,6 +40,7 @@ async fn table(cache: BlockCache) -> TieredTable {
         block_size: 4096,
         memtable_bytes: 64 << 20,
         max_runs: 8,
+        max_run_bytes: 64 << 20,
     };
     let mut t = TieredTable::new(store, "shared/op", "w", config, cache);
     for i in 0..KEYS {

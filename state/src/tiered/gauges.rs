@@ -22,7 +22,7 @@ pub struct TableFigures {
     pub runs: u64,
     /// Bytes of the live runs in the object store.
     pub run_bytes: u64,
-    /// Runs beyond the compaction trigger: how far compaction is behind.
+    /// Sorted runs beyond the compaction trigger: how far compaction is behind.
     pub compaction_backlog: u64,
     /// Bytes this table read from the object store (blocks missed in the cache, and
     /// compaction's reads).
@@ -45,8 +45,9 @@ impl TableGauges {
         self.memtable_bytes.store(bytes as u64, Ordering::Relaxed);
     }
 
-    /// The runs changed: `sizes` of the live runs, against a trigger of `max_runs`.
-    pub(super) fn set_runs(&self, sizes: impl Iterator<Item = u64>, max_runs: usize) {
+    /// The runs changed: `sizes` of the live runs, making `sorted` sorted runs, against a
+    /// trigger of `max_runs`.
+    pub(super) fn set_runs(&self, sizes: impl Iterator<Item = u64>, sorted: usize, max_runs: usize) {
         let (mut n, mut bytes) = (0u64, 0u64);
         for s in sizes {
             n += 1;
@@ -54,7 +55,8 @@ impl TableGauges {
         }
         self.runs.store(n, Ordering::Relaxed);
         self.run_bytes.store(bytes, Ordering::Relaxed);
-        self.backlog.store(n.saturating_sub(max_runs as u64), Ordering::Relaxed);
+        self.backlog
+            .store((sorted as u64).saturating_sub(max_runs as u64), Ordering::Relaxed);
     }
 
     pub(super) fn read_from_store(&self, bytes: usize) {

@@ -17,6 +17,7 @@ mod disk;
 mod error;
 mod gauges;
 mod manifest;
+mod merge;
 pub mod run;
 mod table;
 

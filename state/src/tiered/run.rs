@@ -117,6 +117,16 @@ impl RunWriter {
         Ok(())
     }
 
+    /// Bytes written so far (blocks, without the index and filter `finish` adds).
+    pub fn len(&self) -> usize {
+        self.out.len() + self.block.len()
+    }
+
+    /// Whether nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.last_key.is_none()
+    }
+
     fn cut_block(&mut self) {
         if self.block.is_empty() {
             return;

@@ -19,6 +19,7 @@ use bytes::Bytes;
 
 use super::cache::{BlockCache, BlockKey};
 use super::gauges::TableGauges;
+use super::merge::{merge, new_key_group, sorted_runs, Cursor, Emit};
 use rustc_hash::FxHashMap;
 
 use super::run::{key_group_of, key_hash, retried, Block, RunMeta, RunWriter};
@@ -32,8 +33,11 @@ pub struct TableConfig {
     pub block_size: usize,
     /// Memory-table bytes after which the caller should flush.
     pub memtable_bytes: usize,
-    /// Runs after which the caller should compact.
+    /// Sorted runs after which the caller should compact.
     pub max_runs: usize,
+    /// Size after which compaction starts another output run (at the next key group), so
+    /// that a merge holds about this much of its output in memory, not all of it.
+    pub max_run_bytes: usize,
 }
 
 impl Default for TableConfig {
@@ -42,6 +46,7 @@ impl Default for TableConfig {
             block_size: 16 * 1024,
             memtable_bytes: 16 << 20,
             max_runs: 8,
+            max_run_bytes: 64 << 20,
         }
     }
 }
@@ -52,17 +57,17 @@ impl Default for TableConfig {
 /// even keys that were stale when the run was restored before): only the key groups its
 /// snapshot's owner owned are current in it. Reads, scans and compaction ignore the rest.
 #[derive(Debug, Clone)]
-struct LiveRun {
-    meta: Arc<RunMeta>,
+pub(super) struct LiveRun {
+    pub(super) meta: Arc<RunMeta>,
     /// Key groups (inclusive) this table reads from the run.
-    visible: (u32, u32),
+    pub(super) visible: (u32, u32),
 }
 
 /// Every key group: the range of a run this table wrote.
 const ALL_KEY_GROUPS: (u32, u32) = (0, u32::MAX);
 
 impl LiveRun {
-    fn sees(&self, key: &[u8]) -> bool {
+    pub(super) fn sees(&self, key: &[u8]) -> bool {
         key_group_of(key).is_some_and(|kg| kg >= self.visible.0 && kg <= self.visible.1)
     }
 
@@ -209,9 +214,9 @@ impl TieredTable {
         self.mem_bytes >= self.config.memtable_bytes
     }
 
-    /// Whether there are enough runs to compact.
+    /// Whether there are enough sorted runs to compact.
     pub fn needs_compaction(&self) -> bool {
-        self.runs.len() > self.config.max_runs
+        sorted_runs(&self.runs).len() > self.config.max_runs
     }
 
     /// Bytes held by the memory table.
@@ -240,8 +245,11 @@ impl TieredTable {
     }
 
     fn publish_runs(&self) {
-        self.gauges
-            .set_runs(self.runs.iter().map(|r| r.meta.size()), self.config.max_runs);
+        self.gauges.set_runs(
+            self.runs.iter().map(|r| r.meta.size()),
+            sorted_runs(&self.runs).len(),
+            self.config.max_runs,
+        );
         self.gauges.set_memtable(self.mem_bytes);
     }
 }
@@ -403,39 +411,49 @@ impl TieredTable {
         }
     }
 
-    /// Merges the newest runs into one (newest entry of each key wins), choosing them so
-    /// that run sizes grow geometrically from newest to oldest: each entry is rewritten a
-    /// logarithmic number of times, not once per compaction. When the oldest run takes part,
-    /// deletions are applied and dropped (no older run is left for them to shadow). The old
-    /// runs stay in the object store until no checkpoint names them.
+    /// Merges the newest sorted runs into one (newest entry of each key wins), choosing
+    /// them so that sorted-run sizes grow geometrically from newest to oldest: each entry is
+    /// rewritten a logarithmic number of times, not once per compaction. When the oldest
+    /// takes part, deletions are applied and dropped (nothing older is left for them to
+    /// shadow). The merge streams: one block per input and one output run of about
+    /// `max_run_bytes` in memory. The old runs stay in the object store until no checkpoint
+    /// names them. Returns the newest run afterwards.
     pub async fn compact(&mut self) -> Result<Option<String>, TieredError> {
-        if self.runs.len() < 2 {
+        let groups = sorted_runs(&self.runs);
+        if groups.len() < 2 {
             return Ok(None);
         }
         self.pinned.clear();
-        let take = self.runs_to_merge();
-        let mut merged: BTreeMap<Bytes, Option<Bytes>> = BTreeMap::new();
-        for run in self.runs[..take].iter().rev() {
-            for b in 0..run.meta.block_count() {
-                // Straight from the store: a compaction's scan must not evict the blocks
-                // that reads are using.
-                let block = run.meta.fetch_block(&*self.store, b).await?;
-                self.gauges.read_from_store(block.size());
-                for (k, v) in block.entries() {
-                    if run.sees(k) {
-                        merged.insert(k.clone(), v.clone());
-                    }
-                }
+        let take = self.runs_to_merge(&groups);
+        let bottom = take == groups.len();
+        let merging: Vec<LiveRun> = self.runs[..groups[take - 1].end].to_vec();
+        let store = Arc::clone(&self.store);
+        let cursors = groups[..take]
+            .iter()
+            .map(|g| Cursor::new(&merging[g.clone()]))
+            .collect();
+        let mut out = Pieces {
+            table: self,
+            writer: None,
+            last: None,
+            bottom,
+            written: Vec::new(),
+        };
+        let merged = merge(&*store, cursors, &mut out).await;
+        let written = match merged {
+            Ok(read) => out.finish().await.map(|w| (read, w)),
+            Err(e) => Err(e),
+        };
+        let (read, written) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                out.abandon().await;
+                return Err(e);
             }
-        }
-        let owned = self.owned.clone();
-        let keep = |k: &Bytes| owned.as_ref().is_none_or(|(from, to)| k >= from && k < to);
-        let bottom = take == self.runs.len();
-        let run = self
-            .write_run(merged.iter().filter(|(k, v)| (v.is_some() || !bottom) && keep(k)))
-            .await?;
-        let older = self.runs.split_off(take);
-        self.runs = run
+        };
+        self.gauges.read_from_store(read);
+        let older = self.runs.split_off(merging.len());
+        self.runs = written
             .into_iter()
             .map(|meta| LiveRun {
                 meta,
@@ -447,19 +465,20 @@ impl TieredTable {
         Ok(self.runs.first().map(|r| r.meta.file().to_owned()))
     }
 
-    /// How many of the newest runs to merge: the shortest prefix (at least two) whose total
-    /// size stays below half the next older run's, else all of them.
-    fn runs_to_merge(&self) -> usize {
+    /// How many of the newest sorted runs (`groups`) to merge: the shortest prefix (at
+    /// least two) whose total size stays below half the next older one's, else all.
+    fn runs_to_merge(&self, groups: &[std::ops::Range<usize>]) -> usize {
+        let size = |g: &std::ops::Range<usize>| -> u64 { self.runs[g.clone()].iter().map(|r| r.meta.size()).sum() };
         let mut total = 0;
-        for (i, run) in self.runs.iter().enumerate() {
-            total += run.meta.size();
-            if let Some(next) = self.runs.get(i + 1) {
-                if i >= 1 && total * 2 < next.meta.size() {
+        for (i, g) in groups.iter().enumerate() {
+            total += size(g);
+            if let Some(next) = groups.get(i + 1) {
+                if i >= 1 && total * 2 < size(next) {
                     return i + 1;
                 }
             }
         }
-        self.runs.len()
+        groups.len()
     }
 
     /// Writes `entries` (in key order) as a new run file.
@@ -474,19 +493,80 @@ impl TieredTable {
         let Some((bytes, _summary)) = w.finish() else {
             return Ok(None);
         };
+        self.store_run(bytes).await.map(Some)
+    }
+
+    /// Stores a finished run under a new name of this writer's.
+    async fn store_run(&mut self, bytes: Bytes) -> Result<Arc<RunMeta>, TieredError> {
         // A name taken by another writer (e.g. the same attempt number under another leader)
         // is skipped, never overwritten or adopted; a bounded number of tries.
         for _ in 0..MAX_NAME_TRIES {
             self.seq += 1;
             let file = format!("{}/{}-{:08}.run", self.dir, self.writer, self.seq);
             if put_exactly(&*self.store, &file, bytes.clone()).await? {
-                return Ok(Some(Arc::new(RunMeta::from_bytes(&file, &bytes)?)));
+                return Ok(Arc::new(RunMeta::from_bytes(&file, &bytes)?));
             }
         }
         Err(TieredError::BadInput(format!(
             "{MAX_NAME_TRIES} run names under '{}/{}-' are all taken by other writers",
             self.dir, self.writer
         )))
+    }
+}
+
+/// Where a compaction's merge writes: runs cut at a key-group boundary once they reach
+/// `max_run_bytes`, each stored as soon as it is cut.
+struct Pieces<'t> {
+    table: &'t mut TieredTable,
+    writer: Option<RunWriter>,
+    last: Option<Bytes>,
+    /// Deletions are dropped (the merge includes the oldest sorted run).
+    bottom: bool,
+    written: Vec<Arc<RunMeta>>,
+}
+
+impl Emit for Pieces<'_> {
+    async fn emit(&mut self, key: Bytes, value: Option<Bytes>) -> Result<(), TieredError> {
+        let owned = self.table.owned.as_ref();
+        if (value.is_none() && self.bottom) || owned.is_some_and(|(from, to)| key < from || key >= to) {
+            return Ok(());
+        }
+        let full = self
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.len() >= self.table.config.max_run_bytes);
+        if full && new_key_group(self.last.as_ref(), &key) {
+            self.cut().await?;
+        }
+        let block_size = self.table.config.block_size;
+        let w = self.writer.get_or_insert_with(|| RunWriter::new(block_size));
+        w.add(&key, value.as_deref())?;
+        self.last = Some(key);
+        Ok(())
+    }
+}
+
+impl Pieces<'_> {
+    async fn cut(&mut self) -> Result<(), TieredError> {
+        if let Some((bytes, _)) = self.writer.take().and_then(RunWriter::finish) {
+            let meta = self.table.store_run(bytes).await?;
+            self.written.push(meta);
+        }
+        Ok(())
+    }
+
+    /// The runs written, in key order.
+    async fn finish(&mut self) -> Result<Vec<Arc<RunMeta>>, TieredError> {
+        self.cut().await?;
+        Ok(std::mem::take(&mut self.written))
+    }
+
+    /// The merge failed: the runs it stored are named by nothing, and go (best effort; one
+    /// left behind is an orphan, never read).
+    async fn abandon(&mut self) {
+        for meta in self.written.drain(..) {
+            let _ = self.table.store.delete(meta.file()).await;
+        }
     }
 }
 
