@@ -204,10 +204,32 @@ fn duration(option: &str, v: &str) -> Result<Duration, HarnessError> {
 }
 
 impl RunSettings {
+    /// The disk cache's directory must not be the checkpoint directory, nor inside it or
+    /// around it: the cache deletes files of its own and refuses a directory with others.
+    fn check_cache_dir(&self) -> Result<(), HarnessError> {
+        let (Some(cache), Some(ck)) = (&self.state.cache_dir, &self.checkpoint_dir) else {
+            return Ok(());
+        };
+        if ck.to_string_lossy().starts_with("s3://") {
+            return Ok(());
+        }
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let (cache, ck) = (abs(cache), abs(ck));
+        if cache.starts_with(&ck) || ck.starts_with(&cache) {
+            return Err(HarnessError::BadOption(format!(
+                "--state-cache-dir {} and --checkpoint-dir {} overlap: give the cache a directory of its own",
+                cache.display(),
+                ck.display()
+            )));
+        }
+        Ok(())
+    }
+
     /// The runtime configuration these settings ask for, on top of `base`.
     pub fn apply(&self, mut base: ExecutionConfig) -> Result<ExecutionConfig, HarnessError> {
         base.checkpointing = self.checkpointing()?;
         self.check_savepoint_options(base.checkpointing.is_some())?;
+        self.check_cache_dir()?;
         base.state_backend = state_backend(&self.state, Some(base.checkpointing.is_some()))?;
         if let Some(path) = &self.from_savepoint {
             let store = open_savepoint(path).map_err(|e| match e {

@@ -352,7 +352,7 @@ fn bad_state_options_are_refused_naming_the_option() {
                 vec![file],
             ]
             .concat(),
-            "cannot create it",
+            "is not a directory",
         ),
         (
             [
@@ -362,9 +362,26 @@ fn bad_state_options_are_refused_naming_the_option() {
             .concat(),
             "bytes free",
         ),
+        (
+            [tiered(&["--state-cache-disk", "64MiB", "--state-cache-dir"]), vec![ck]].concat(),
+            "overlap",
+        ),
     ];
     let disk_cases: Vec<(&[&str], &str)> = disk_cases.iter().map(|(a, w)| (a.as_slice(), *w)).collect();
     let cases: Vec<(&[&str], &str)> = cases.iter().copied().chain(disk_cases).collect();
+    // Cache settings in a file (or the environment) that picks heap would be ignored.
+    let conf = tmp.path().join("sluice.toml");
+    std::fs::write(&conf, "[state]\nbackend = \"heap\"\ncache-disk = \"64MiB\"\n").unwrap();
+    let o = sluice()
+        .args(["run", "nexmark-q4", "--events", "10", "--print", "--config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && text(&o.stderr).contains("[state] backend is heap"),
+        "{}",
+        text(&o.stderr)
+    );
     for (args, want) in cases {
         let o = sluice()
             .args(["run", "nexmark-q4", "--events", "10", "--print"])

@@ -132,19 +132,34 @@ fn a_disk_tier_that_cannot_be_opened_turns_into_misses() {
 
 #[test]
 fn a_directory_that_cannot_hold_the_tier_is_refused_saying_why() {
-    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |name: &str| tmp.path().join(name);
     let err = |d: std::path::PathBuf, cap| DiskCacheConfig::claim(d, cap).unwrap_err().to_string();
-    assert!(err(dir.path().into(), MIN_DISK_CACHE - 1).contains("at least"));
-    let file = dir.path().join("file");
-    std::fs::write(&file, b"x").unwrap();
-    assert!(
-        err(file.clone(), MIN_DISK_CACHE).contains("cannot create it"),
-        "{}",
-        err(file, MIN_DISK_CACHE)
-    );
-    let held = DiskCacheConfig::claim(dir.path().join("c"), MIN_DISK_CACHE).unwrap();
-    assert!(err(dir.path().join("c"), MIN_DISK_CACHE).contains("in use by another process"));
+    assert!(err(dir("a"), MIN_DISK_CACHE - 1).contains("at least 64MiB"));
+    std::fs::write(dir("file"), b"x").unwrap();
+    assert!(err(dir("file"), MIN_DISK_CACHE).contains("is not a directory"));
+    assert!(err("/".into(), MIN_DISK_CACHE).contains("root"));
+    assert!(err("".into(), MIN_DISK_CACHE).contains("empty path"));
+    // Anyone who can write in it could plant links for the cache's files to follow.
+    std::fs::create_dir(dir("open")).unwrap();
+    std::fs::set_permissions(dir("open"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(err(dir("open"), MIN_DISK_CACHE).contains("other users may write in it"));
+    // Someone else's files: refused, left alone.
+    std::fs::create_dir(dir("used")).unwrap();
+    std::fs::write(dir("used").join("notes.txt"), b"mine").unwrap();
+    assert!(err(dir("used"), MIN_DISK_CACHE).contains("'notes.txt', which is no cache file"));
+    assert!(dir("used").join("notes.txt").exists());
+    // A LOCK that is a link is not followed.
+    std::fs::create_dir(dir("linked")).unwrap();
+    std::os::unix::fs::symlink(dir("file"), dir("linked").join("LOCK")).unwrap();
+    assert!(err(dir("linked"), MIN_DISK_CACHE).contains("cannot write its LOCK file"));
+    // One claim at a time; an earlier process's cache files are deleted.
+    let held = DiskCacheConfig::claim(dir("c"), MIN_DISK_CACHE).unwrap();
+    assert!(err(dir("c"), MIN_DISK_CACHE).contains("in use by another process"));
     drop(held);
-    DiskCacheConfig::claim(dir.path().join("c"), MIN_DISK_CACHE).expect("released with its last clone");
-    assert!(err(dir.path().into(), usize::MAX / 2).contains("bytes free"));
+    std::fs::write(dir("c").join("foyer-storage-direct-fs-00000000"), b"old").unwrap();
+    DiskCacheConfig::claim(dir("c"), MIN_DISK_CACHE).expect("released with its last clone");
+    assert!(!dir("c").join("foyer-storage-direct-fs-00000000").exists());
+    assert!(err(dir("c"), usize::MAX / 2).contains("bytes free"));
 }

@@ -81,13 +81,23 @@ impl StateArgs {
     /// settings are the tiered backend's: they are left out when the backend is heap (a
     /// command line that picks heap over a file that picks tiered must not be refused for
     /// the file's sizes).
-    pub(super) fn resolve(&self, file: &Config) -> StateChoice {
+    ///
+    /// A file (or environment) that picks heap itself and sets the cache is refused: its
+    /// cache settings would be ignored without a word.
+    pub(super) fn resolve(&self, file: &Config) -> Result<StateChoice, crate::HarnessError> {
+        let s = &file.state;
+        let file_cache = s.cache_memory.is_some() || s.cache_disk.is_some() || s.cache_dir.is_some();
+        if s.backend == "heap" && file_cache && self.state_backend.is_none() {
+            return Err(crate::HarnessError::BadOption(
+                "[state] cache-memory, cache-disk and cache-dir (or SLUICE_STATE_CACHE_*) are settings of the tiered backend, and [state] backend is heap: set backend = \"tiered\" or remove them".into(),
+            ));
+        }
         let backend = self.state_backend.clone().unwrap_or_else(|| file.state.backend.clone());
         let from_file = backend != "heap";
         let pick = |flag: &Option<String>, in_file: &Option<String>| {
             flag.clone().or_else(|| in_file.clone().filter(|_| from_file))
         };
-        StateChoice {
+        Ok(StateChoice {
             cache_memory: pick(&self.state_cache_memory, &file.state.cache_memory),
             cache_disk: pick(&self.state_cache_disk, &file.state.cache_disk),
             cache_dir: self
@@ -95,7 +105,7 @@ impl StateArgs {
                 .clone()
                 .or_else(|| file.state.cache_dir.clone().filter(|_| from_file)),
             backend: Some(backend),
-        }
+        })
     }
 }
 
@@ -171,7 +181,7 @@ pub(super) fn run(
         uid_mapping: args.uid_mapping.clone(),
         savepoint_dir: args.savepoint_dir.clone(),
         drain: args.drain,
-        state: args.state.resolve(&config),
+        state: args.state.resolve(&config)?,
     };
     if args.plan {
         print_text(&graph.describe());

@@ -314,7 +314,7 @@ pub(super) fn worker(registry: &AppRegistry, args: WorkerArgs, file: Config, log
     let jobs = Arc::new(registry.clone());
     let w = &file.worker;
     let registry = MetricRegistry::new();
-    let state = args.state.resolve(&file);
+    let state = args.state.resolve(&file)?;
     let execution = sluice_core::ExecutionConfig {
         log: log.clone(),
         metrics: Some(registry.clone()),

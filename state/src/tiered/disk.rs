@@ -33,7 +33,7 @@ pub struct DiskCacheConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum DiskCacheError {
     /// The size asked for is below [`MIN_DISK_CACHE`].
-    #[error("the disk cache must be at least {min} bytes, got {capacity}")]
+    #[error("the disk cache must be at least {}MiB, got {capacity} bytes", min >> 20)]
     TooSmall {
         /// Bytes asked for.
         capacity: usize,
@@ -78,31 +78,19 @@ impl DiskCacheConfig {
             });
         }
         let shown = dir.display().to_string();
-        let failed = |what: &str, e: std::io::Error| DiskCacheError::Dir {
+        let refused = |reason: String| DiskCacheError::Dir {
             dir: shown.clone(),
-            reason: format!("{what}: {e}"),
+            reason,
         };
-        std::fs::create_dir_all(&dir).map_err(|e| failed("cannot create it", e))?;
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("LOCK"))
-            .map_err(|e| failed("cannot write in it", e))?;
+        private_dir(&dir).map_err(refused)?;
+        let lock = lock_file(&dir).map_err(|e| refused(format!("cannot write its LOCK file: {e}")))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Err(DiskCacheError::InUse { dir: shown }),
-            Err(std::fs::TryLockError::Error(e)) => return Err(failed("cannot lock its LOCK file", e)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(refused(format!("cannot lock its LOCK file: {e}"))),
         }
-        // Nothing of an earlier process is trusted or recovered: its files go, and with them
-        // any room they took.
-        for f in std::fs::read_dir(&dir).map_err(|e| failed("cannot list it", e))? {
-            let f = f.map_err(|e| failed("cannot list it", e))?;
-            if f.file_name().to_string_lossy().starts_with("foyer-") {
-                std::fs::remove_file(f.path()).map_err(|e| failed("cannot remove an earlier cache file", e))?;
-            }
-        }
-        let free = free_space(&dir).map_err(|e| failed("cannot read its file system's free space", e))?;
+        clear(&dir).map_err(refused)?;
+        let free = free_space(&dir).map_err(|e| refused(format!("cannot read its file system's free space: {e}")))?;
         if free < capacity as u64 {
             return Err(DiskCacheError::NoRoom {
                 dir: shown,
@@ -126,6 +114,81 @@ impl DiskCacheConfig {
     pub fn capacity(&self) -> usize {
         self.capacity
     }
+}
+
+/// The files foyer writes in the directory (one per unit of disk space).
+const CACHE_FILE_PREFIX: &str = "foyer-storage-direct-fs-";
+
+/// Makes sure `dir` is a directory only this user can change (created, mode 0700, if
+/// missing): the cache's files are opened by name and follow symbolic links, so anyone who
+/// could plant one there could have cache blocks written over a file of their choosing.
+fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    if dir.as_os_str().is_empty() {
+        return Err("an empty path names no directory".into());
+    }
+    if dir.parent().is_none() {
+        return Err("the file system's root is no cache directory: give it a directory of its own".into());
+    }
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => return Err("it exists and is not a directory".into()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create it: {e}"))?,
+        Err(e) => return Err(format!("cannot read it: {e}")),
+    }
+    let m = std::fs::metadata(dir).map_err(|e| format!("cannot read it: {e}"))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if m.uid() != me {
+        return Err(format!(
+            "it belongs to user {}, not to this process's user {me}: give the cache a directory of its own",
+            m.uid()
+        ));
+    }
+    if m.mode() & 0o022 != 0 {
+        return Err(format!(
+            "other users may write in it (mode {:o}): the cache needs a directory only its user can change (e.g. mode 700)",
+            m.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Opens (creating) `dir/LOCK` without following a symbolic link.
+fn lock_file(dir: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dir.join("LOCK"))
+}
+
+/// Deletes an earlier process's cache files (nothing of them is trusted or recovered, and
+/// they take room); refuses a directory that holds anything else, which is someone else's.
+fn clear(dir: &Path) -> Result<(), String> {
+    for entry in std::fs::read_dir(dir).map_err(|e| format!("cannot list it: {e}"))? {
+        let entry = entry.map_err(|e| format!("cannot list it: {e}"))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let kind = entry.file_type().map_err(|e| format!("cannot read '{name}': {e}"))?;
+        if name == "LOCK" || (name == "lost+found" && kind.is_dir()) {
+            continue;
+        }
+        if name.starts_with(CACHE_FILE_PREFIX) && !kind.is_dir() {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| format!("cannot remove the earlier cache file '{name}': {e}"))?;
+            continue;
+        }
+        return Err(format!(
+            "it holds '{name}', which is no cache file: give the cache an empty directory of its own"
+        ));
+    }
+    Ok(())
 }
 
 /// Bytes free for unprivileged users on the file system of `dir`.
