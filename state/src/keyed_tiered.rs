@@ -185,15 +185,24 @@ impl TieredKeyed {
     /// Fetches what reading `keys` in states `ids` needs, after opening restored runs.
     pub(crate) async fn prefetch<K: StateKey>(&mut self, ids: &[u32], keys: &[K]) -> Result<(), StateError> {
         self.open_pending().await?;
+        let Some((&first_id, other_ids)) = ids.split_first() else {
+            return Ok(());
+        };
+        if !self.table.has_runs() {
+            // Every key is in the memory table or nowhere: nothing to fetch.
+            return Ok(());
+        }
         let mut wanted = Vec::with_capacity(keys.len() * ids.len());
         for key in keys {
             // One encoding and one hash per key, whatever the number of states.
-            let k = match bincode::serialize(key) {
-                Ok(k) => k,
-                Err(e) => return Err(StateError::encode(e)),
-            };
             let kg = key_group_for(key, self.max_parallelism).0;
-            wanted.extend(ids.iter().map(|&id| encode_key(kg, id, &k)));
+            let first = encode_typed_key(kg, first_id, key).map_err(StateError::encode)?;
+            for &id in other_ids {
+                let mut k = BytesMut::from(&first[..]);
+                k[2..6].copy_from_slice(&id.to_be_bytes());
+                wanted.push(k.freeze());
+            }
+            wanted.push(first);
         }
         self.table.prefetch(&wanted).await?;
         match self.take_failure() {

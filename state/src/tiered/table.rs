@@ -234,6 +234,11 @@ impl TieredTable {
         self.runs.iter().map(|r| r.meta.file().to_owned()).collect()
     }
 
+    /// Whether the table has runs (else every key is in the memory table or nowhere).
+    pub fn has_runs(&self) -> bool {
+        !self.runs.is_empty()
+    }
+
     /// The block cache this table reads through.
     pub fn cache(&self) -> &BlockCache {
         &self.cache
