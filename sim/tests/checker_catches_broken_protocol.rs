@@ -311,8 +311,10 @@ async fn the_ha_suite_catches_a_leader_that_ignores_its_lost_lease() {
 async fn the_tiered_suite_catches_a_gc_that_deletes_runs_a_retained_checkpoint_names() {
     let base = madsim::runtime::Handle::current().seed();
     let (mut correct, mut broken) = (Vec::new(), Vec::new());
-    // Both regimes of the workload (bit 1 of the seed chooses it), on the same seeds.
-    for k in [0u64, 2] {
+    // Four sub-seeds: both regimes of the workload (bit 1 chooses it) twice. Two were tried
+    // (one per regime) and missed the broken deletion on a seed whose runs took few
+    // checkpoints.
+    for k in 0..4u64 {
         correct.push(sluice_sim::tiered::run(false, base ^ k).await);
         broken.push(sluice_sim::tiered::run(true, base ^ k).await);
     }
@@ -322,6 +324,6 @@ async fn the_tiered_suite_catches_a_gc_that_deletes_runs_a_retained_checkpoint_n
     );
     assert!(
         broken.iter().any(|r| r.missing > 0),
-        "the broken deletion went unnoticed in 2 runs: {broken:?}"
+        "the broken deletion went unnoticed in 4 runs: {broken:?}"
     );
 }
