@@ -10,11 +10,11 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::procs::{signal, wait_within};
 use common::{committed_lines, write_input};
 
 fn sluice() -> Command {
@@ -71,35 +71,6 @@ fn wait_for_commits(child: &mut Child, ck: &Path, out: &Path) {
         assert!(child.try_wait().unwrap().is_none(), "the run ended early");
         assert!(start.elapsed() < Duration::from_secs(30), "no checkpoint completed");
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn signal(child: &Child, sig: &str) {
-    assert!(Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-}
-
-/// Waits for a child with a deadline (the test fails if it runs on).
-fn wait_within(mut child: Child, limit: Duration) -> Output {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("the run did not end within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child.stdout.take().map(|mut s| s.read_to_string(&mut stdout));
-    child.stderr.take().map(|mut s| s.read_to_string(&mut stderr));
-    Output {
-        status: child.wait().unwrap(),
-        stdout: stdout.into_bytes(),
-        stderr: stderr.into_bytes(),
     }
 }
 

@@ -9,13 +9,15 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::procs::{sluice, text};
+use common::procs::{signal, sluice, text, wait_within};
 use common::{assert_same_lines, committed_lines, write_input};
+
+/// How long one run may take.
+const LIMIT: Duration = Duration::from_secs(120);
 
 const TIERED: &[&str] = &["--state-backend", "tiered", "--state-cache-memory", "1MiB"];
 
@@ -170,33 +172,6 @@ fn wait_for_checkpoints(child: &mut Child, ck: &Path, n: u64) {
     }
 }
 
-fn signal(child: &Child, sig: &str) {
-    assert!(Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-}
-
-fn finish(mut child: Child) -> Output {
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            panic!("the run did not end within two minutes");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    child.stdout.take().map(|mut s| s.read_to_string(&mut stdout));
-    child.stderr.take().map(|mut s| s.read_to_string(&mut stderr));
-    Output {
-        status: child.wait().unwrap(),
-        stdout: stdout.into_bytes(),
-        stderr: stderr.into_bytes(),
-    }
-}
-
 #[test]
 fn a_tiered_job_killed_mid_run_resumes_exactly_from_its_shared_runs() {
     let tmp = tempfile::tempdir().unwrap();
@@ -214,9 +189,9 @@ fn a_tiered_job_killed_mid_run_resumes_exactly_from_its_shared_runs() {
     let mut first = wordcount(&input, &out, &ck, &args).spawn().unwrap();
     wait_for_checkpoints(&mut first, &ck, 3);
     signal(&first, "-KILL");
-    let _ = finish(first);
+    let _ = wait_within(first, LIMIT);
     assert!(!run_files(&ck, "wordcount").is_empty(), "the state was not tiered");
-    let second = finish(wordcount(&input, &out, &ck, &args).spawn().unwrap());
+    let second = wait_within(wordcount(&input, &out, &ck, &args).spawn().unwrap(), LIMIT);
     assert!(second.status.success(), "{}", text(&second.stderr));
     assert_same_lines(&committed_lines(&out), &expected, "tiered wordcount after SIGKILL");
 }
@@ -227,7 +202,7 @@ fn savepoint_after_checkpoints(mut c: Command, ck: &Path, sp: &Path) -> String {
     let mut child = c.args(["--savepoint-dir", sp.to_str().unwrap()]).spawn().unwrap();
     wait_for_checkpoints(&mut child, ck, 2);
     signal(&child, "-TERM");
-    let output = finish(child);
+    let output = wait_within(child, LIMIT);
     assert!(output.status.success(), "{}", text(&output.stderr));
     text(&output.stdout).lines().last().unwrap().to_string()
 }
@@ -251,10 +226,11 @@ fn savepoints_carry_state_from_heap_to_tiered_and_back() {
     let meta = sluice_core::checkpoint::CheckpointMetadata::decode("sp", &meta).unwrap();
     assert!(meta.shared_files().is_empty(), "{:?}", meta.shared_files());
     std::fs::remove_dir_all(p("ck2")).unwrap();
-    let last = finish(
+    let last = wait_within(
         wordcount(&input, &out, &p("ck3"), &["--from-savepoint", &tiered_sp])
             .spawn()
             .unwrap(),
+        LIMIT,
     );
     assert!(last.status.success(), "{}", text(&last.stderr));
     assert_same_lines(
@@ -272,8 +248,8 @@ fn a_tiered_checkpoint_is_refused_by_the_heap_backend_naming_the_way_out() {
     let mut first = wordcount(&input, &out, &ck, TIERED).spawn().unwrap();
     wait_for_checkpoints(&mut first, &ck, 2);
     signal(&first, "-KILL");
-    let _ = finish(first);
-    let heap = finish(wordcount(&input, &out, &ck, &[]).spawn().unwrap());
+    let _ = wait_within(first, LIMIT);
+    let heap = wait_within(wordcount(&input, &out, &ck, &[]).spawn().unwrap(), LIMIT);
     let err = text(&heap.stderr);
     assert!(!heap.status.success());
     assert!(err.contains("tiered") && err.contains("savepoint"), "{err}");

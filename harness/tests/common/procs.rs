@@ -4,7 +4,7 @@
 // Child processes: real time, never simulated.
 #![allow(clippy::disallowed_methods)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -230,5 +230,35 @@ pub(crate) fn wait_for_in(dir: Option<&Path>, addr: &str, id: &str, want: &[&str
             dir.map(logs).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sends `sig` (e.g. `-TERM`) to the child.
+pub(crate) fn signal(child: &Child, sig: &str) {
+    assert!(Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Waits for a child with a deadline (the test fails if it runs on).
+pub(crate) fn wait_within(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the run did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child.stdout.take().map(|mut s| s.read_to_string(&mut stdout));
+    child.stderr.take().map(|mut s| s.read_to_string(&mut stderr));
+    Output {
+        status: child.wait().unwrap(),
+        stdout: stdout.into_bytes(),
+        stderr: stderr.into_bytes(),
     }
 }
