@@ -473,6 +473,15 @@ impl Coordinator {
             let mut st = sh.lock();
             st.next_session += 1;
             let session = st.next_session;
+            // Acknowledged before the entry is visible: a job master that finds the worker in
+            // the registry may send it a deployment at once, and the worker must read the
+            // acknowledgement first (it takes anything else for a failed registration).
+            tx.send(WireMessage::RegisterAck {
+                epoch: st.term.map_or(0, |t| t.epoch),
+                worker_id: worker_id.to_string(),
+                heartbeat_interval_ms: sh.config.heartbeat_interval.as_millis() as u32,
+                heartbeat_timeout_ms: sh.config.heartbeat_timeout.as_millis() as u32,
+            });
             let old = st.workers.insert(
                 worker_id.to_string(),
                 WorkerEntry {
@@ -509,13 +518,6 @@ impl Coordinator {
                 reason: "the worker registered again (it restarted)".into(),
             });
         }
-        let epoch = sh.lock().term.map_or(0, |t| t.epoch);
-        tx.send(WireMessage::RegisterAck {
-            epoch,
-            worker_id: worker_id.to_string(),
-            heartbeat_interval_ms: sh.config.heartbeat_interval.as_millis() as u32,
-            heartbeat_timeout_ms: sh.config.heartbeat_timeout.as_millis() as u32,
-        });
         session
     }
 
