@@ -20,6 +20,37 @@ pub enum StateBackendConfig {
     Tiered(TieredSettings),
 }
 
+/// The state backend a job asks for by name (`--state-backend heap|tiered`); a cluster
+/// worker supplies the cache of a tiered one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// [`StateBackendConfig::Heap`].
+    Heap,
+    /// [`StateBackendConfig::Tiered`].
+    Tiered,
+}
+
+impl BackendKind {
+    /// The backend called `name`.
+    pub fn parse(name: &str) -> Result<Self, crate::error::InvalidSetting> {
+        match name {
+            "heap" => Ok(BackendKind::Heap),
+            "tiered" => Ok(BackendKind::Tiered),
+            other => Err(crate::error::InvalidSetting(format!(
+                "'{other}' is not a state backend: heap or tiered"
+            ))),
+        }
+    }
+
+    /// The backend's name, as [`Self::parse`] takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Heap => "heap",
+            BackendKind::Tiered => "tiered",
+        }
+    }
+}
+
 /// The tiered backend's settings: one block cache shared by every operator of the process.
 #[derive(Debug, Clone)]
 pub struct TieredSettings {
@@ -38,6 +69,12 @@ impl TieredSettings {
         }
     }
 
+    /// Registers the block cache's metrics in `group` (the process's: one cache serves every
+    /// job of the process).
+    pub fn register_metrics(&self, group: &MetricGroup) {
+        register_cache(group, &self.cache);
+    }
+
     /// The same settings with a disk tier below the cache's memory.
     pub fn with_disk(mut self, disk: sluice_state::tiered::DiskCacheConfig) -> Self {
         self.cache = self.cache.with_disk(disk);
@@ -50,7 +87,7 @@ impl StateBackendConfig {
     /// backend (one cache serves every job of the process); nothing for the heap.
     pub fn register_metrics(&self, group: &MetricGroup) {
         if let StateBackendConfig::Tiered(settings) = self {
-            register_cache(group, &settings.cache);
+            settings.register_metrics(group);
         }
     }
 }

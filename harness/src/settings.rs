@@ -145,29 +145,51 @@ pub fn state_backend(choice: &StateChoice, checkpointing: Option<bool>) -> Resul
             if checkpointing == Some(false) {
                 return Err(bad("--state-backend tiered ([state] backend) keeps its files in the checkpoint storage: give --checkpoint-dir and --checkpoint-interval, or --state-backend heap".into()));
             }
-            let bytes = match &choice.cache_memory {
-                Some(v) => {
-                    parse_size(v).map_err(|e| bad(format!("--state-cache-memory ([state] cache-memory): {e}")))?
-                }
-                None => DEFAULT_CACHE,
-            };
-            if bytes < MIN_CACHE {
-                return Err(bad(format!(
-                    "--state-cache-memory ([state] cache-memory) must be at least 1MiB, got {bytes} bytes"
-                )));
-            }
-            let bytes = usize::try_from(bytes)
-                .map_err(|_| bad(format!("--state-cache-memory: {bytes} bytes does not fit this machine")))?;
-            let settings = TieredSettings::new(bytes);
-            Ok(StateBackendConfig::Tiered(match disk_cache(choice)? {
-                Some(disk) => settings.with_disk(disk),
-                None => settings,
-            }))
+            Ok(StateBackendConfig::Tiered(tiered_settings(choice)?))
         }
-        other => Err(bad(format!(
-            "--state-backend ([state] backend) must be heap or tiered, got '{other}'"
-        ))),
+        other => Err(unknown_backend(other)),
     }
+}
+
+fn unknown_backend(name: &str) -> HarnessError {
+    HarnessError::BadOption(format!(
+        "--state-backend ([state] backend) must be heap or tiered, got '{name}'"
+    ))
+}
+
+/// A worker's state settings: the backend of the jobs that do not choose one
+/// (`sluice submit --state-backend`), and the block cache of those that run tiered, which
+/// exists (unused until such a job comes) whatever the default.
+pub fn worker_state(choice: &StateChoice) -> Result<(StateBackendConfig, TieredSettings), HarnessError> {
+    let settings = tiered_settings(choice)?;
+    let default = match choice.backend.as_deref().unwrap_or("heap") {
+        "heap" => StateBackendConfig::Heap,
+        "tiered" => StateBackendConfig::Tiered(settings.clone()),
+        other => return Err(unknown_backend(other)),
+    };
+    Ok((default, settings))
+}
+
+/// The tiered backend's block cache `--state-cache-*` ask for (a disk tier's directory is
+/// checked and claimed for this process here).
+fn tiered_settings(choice: &StateChoice) -> Result<TieredSettings, HarnessError> {
+    let bad = |m: String| HarnessError::BadOption(m);
+    let bytes = match &choice.cache_memory {
+        Some(v) => parse_size(v).map_err(|e| bad(format!("--state-cache-memory ([state] cache-memory): {e}")))?,
+        None => DEFAULT_CACHE,
+    };
+    if bytes < MIN_CACHE {
+        return Err(bad(format!(
+            "--state-cache-memory ([state] cache-memory) must be at least 1MiB, got {bytes} bytes"
+        )));
+    }
+    let bytes = usize::try_from(bytes)
+        .map_err(|_| bad(format!("--state-cache-memory: {bytes} bytes does not fit this machine")))?;
+    let settings = TieredSettings::new(bytes);
+    Ok(match disk_cache(choice)? {
+        Some(disk) => settings.with_disk(disk),
+        None => settings,
+    })
 }
 
 /// The disk tier `--state-cache-disk` and `--state-cache-dir` ask for, its directory

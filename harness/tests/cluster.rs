@@ -27,9 +27,36 @@ fn completed_checkpoints(ck: &Path, job: &str) -> usize {
         .count()
 }
 
+/// Run files the job's tiered state wrote under its checkpoint directory.
+fn tiered_runs(ck: &Path, job: &str) -> usize {
+    let Ok(operators) = std::fs::read_dir(ck.join(job).join("shared")) else {
+        return 0;
+    };
+    operators
+        .filter_map(|o| std::fs::read_dir(o.ok()?.path()).ok())
+        .flatten()
+        .filter(|f| f.as_ref().is_ok_and(|f| f.path().extension().is_some_and(|e| e == "run")))
+        .count()
+}
+
 #[test]
 fn sigkill_of_a_worker_fails_over_with_exactly_once_output() {
+    failover_is_exact(&[]);
+}
+
+/// The same failover with the job's state in the tiered backend, chosen by the job on
+/// workers whose default is the heap: the restarted attempt reads the runs the killed one
+/// wrote, from the other process.
+#[test]
+fn a_job_on_the_tiered_backend_fails_over_with_exactly_once_output() {
+    failover_is_exact(&["--state-backend", "tiered"]);
+}
+
+/// A coordinator and two workers (heap by default) run wordcount (submitted with `extra`);
+/// one worker is SIGKILLed after a checkpoint and comes back; the output must be exact.
+fn failover_is_exact(extra: &[&str]) {
     secure();
+    let tiered = extra.contains(&"tiered");
     let tmp = tempfile::tempdir().unwrap();
     let (input, expected) = write_input(tmp.path(), 30_000);
     let (out, ck) = (tmp.path().join("out"), tmp.path().join("ck"));
@@ -39,31 +66,32 @@ fn sigkill_of_a_worker_fails_over_with_exactly_once_output() {
     );
     let w1 = worker(tmp.path(), &addr, "w1", 2);
     let mut w2 = worker(tmp.path(), &addr, "w2", 2);
-    let id = submit(
-        &addr,
-        &[
-            "wordcount",
-            "--parallelism",
-            "4",
-            "--input",
-            input.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--lines-per-second",
-            "5000",
-            "--checkpoint-interval",
-            "200ms",
-            "--checkpoint-timeout",
-            "5s",
-            "--restart-strategy",
-            "fixed-delay:attempts=10,delay=200ms",
-        ],
-    );
+    let mut args = vec![
+        "wordcount",
+        "--parallelism",
+        "4",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--lines-per-second",
+        "5000",
+        "--checkpoint-interval",
+        "200ms",
+        "--checkpoint-timeout",
+        "5s",
+        "--restart-strategy",
+        "fixed-delay:attempts=10,delay=200ms",
+    ];
+    args.extend_from_slice(extra);
+    let id = submit(&addr, &args);
     wait_for(&addr, &id, &["RUNNING"], Duration::from_secs(30));
     // Kill once some checkpoints are complete, so the failover restores state and commits
     // are already in the output.
     let start = Instant::now();
-    while completed_checkpoints(&ck, &id) < 1 || committed_lines(&out).is_empty() {
+    // With the tiered backend, the checkpoints name run files: the state is not on the heap.
+    while completed_checkpoints(&ck, &id) < 1 || committed_lines(&out).is_empty() || (tiered && tiered_runs(&ck, &id) == 0)
+    {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "no checkpoint completed:\n{}",
@@ -162,6 +190,21 @@ fn submit_list_cancel_and_bad_input() {
     ]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("--checkpoint-dir"), "{}", text(&out.stderr));
+    // The tiered backend keeps its files in the checkpoint storage: refused at submission.
+    let out = run(&["submit", "--coordinator", &addr, "nexmark-q0", "--state-backend", "tiered"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--state-backend tiered keeps the job's state in its checkpoint storage"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["submit", "--coordinator", &addr, "nexmark-q0", "--state-backend", "rocks"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("'rocks' is not a state backend"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let id = submit(
         &addr,

@@ -97,7 +97,8 @@ fn control_plane() -> impl Strategy<Value = WireMessage> {
             s(),
             any::<u64>(),
             s(),
-            opts()
+            opts(),
+            s()
         )
             .prop_map(
                 |(
@@ -111,6 +112,7 @@ fn control_plane() -> impl Strategy<Value = WireMessage> {
                     restore_checkpoint,
                     restore_savepoint,
                     uid_mapping,
+                    state_backend,
                 )| {
                     WireMessage::DeployTask {
                         job_id,
@@ -129,6 +131,7 @@ fn control_plane() -> impl Strategy<Value = WireMessage> {
                         restore_checkpoint,
                         restore_savepoint,
                         uid_mapping,
+                        state_backend,
                     }
                 }
             ),

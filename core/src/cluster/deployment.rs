@@ -13,6 +13,8 @@ use crate::checkpoint::{CheckpointStorage, LoadedCheckpoint};
 use crate::error::JobError;
 use crate::graph::JobGraph;
 use crate::metrics::VertexMetrics;
+use crate::runtime::ExecutionConfig;
+use crate::state_backend::{StateBackendConfig, TieredSettings};
 use crate::runtime::engine::{
     build_task, control_channel, load_mapped_savepoint, task_specs, CheckpointLink, ControlReceiver, ControlSender,
     JobControl, Task, TaskCommand, TaskEnv, TaskEvent, TaskExit, TaskSet, TaskSpec,
@@ -30,6 +32,8 @@ pub(crate) struct DeployRequest {
     pub(crate) restore_checkpoint: u64,
     pub(crate) restore_savepoint: String,
     pub(crate) uid_mapping: Vec<WireOption>,
+    /// The state backend the job asked for (`heap`, `tiered`); empty: the worker's default.
+    pub(crate) state_backend: String,
 }
 
 /// What a deployment needs of the worker that runs it (given by the worker, so this module
@@ -37,8 +41,11 @@ pub(crate) struct DeployRequest {
 pub(crate) struct Host {
     /// The worker's id.
     pub(crate) id: String,
-    /// Runtime settings of the tasks.
+    /// Runtime settings of the tasks (its state backend: for jobs that do not choose one).
     pub(crate) execution: crate::runtime::ExecutionConfig,
+    /// The block cache of jobs that choose the tiered backend on a worker whose default is
+    /// the heap.
+    pub(crate) state_cache: Option<TieredSettings>,
     /// Processing-time clock of the tasks.
     pub(crate) clock: crate::clock::Clock,
     /// How long to wait for peers when an attempt starts.
@@ -215,6 +222,11 @@ async fn run_until_ended(
         Ok(g) => g,
         Err((e, permanent)) => return report.fail(first, e, permanent),
     };
+    // Another worker may have what this one lacks: not permanent.
+    let execution = match job_execution(&worker, &req) {
+        Ok(e) => e,
+        Err(e) => return report.fail(first, e, false),
+    };
     let (storage, restored, transport) = tokio::select! {
         biased;
         _ = cancelled(control_rx.clone()) => return,
@@ -232,7 +244,7 @@ async fn run_until_ended(
     let env = TaskEnv {
         metrics: &scope,
         graph: &graph,
-        config: &worker.execution,
+        config: &execution,
         attempt: req.attempt,
         clock: worker.clock,
         log: &log,
@@ -301,7 +313,35 @@ fn build_local_tasks(
     Ok(tasks)
 }
 
-/// Builds the job's graph from its name and options, as the coordinator did.
+/// The runtime settings of the job's tasks here: the worker's, with the state backend the
+/// job asked for.
+fn job_execution(worker: &Host, req: &DeployRequest) -> Result<ExecutionConfig, String> {
+    let mut execution = worker.execution.clone();
+    match req.state_backend.as_str() {
+        "" => {}
+        "heap" => execution.state_backend = StateBackendConfig::Heap,
+        "tiered" => {
+            let settings = match (&worker.execution.state_backend, &worker.state_cache) {
+                (StateBackendConfig::Tiered(s), _) | (_, Some(s)) => s.clone(),
+                (StateBackendConfig::Heap, None) => {
+                    return Err(format!(
+                        "job '{}' asks for the tiered state backend and worker {} has no state cache: start it with --state-cache-memory SIZE",
+                        req.job_name, worker.id
+                    ))
+                }
+            };
+            execution.state_backend = StateBackendConfig::Tiered(settings);
+        }
+        other => {
+            return Err(format!(
+                "the coordinator asked worker {} for state backend '{other}', which it does not know: do the coordinator and worker run the same build?",
+                worker.id
+            ))
+        }
+    }
+    Ok(execution)
+}
+
 /// Checks the files the job names against this worker's allowed paths: the coordinator
 /// checked them at submission, against its own view of the file system; this host's may
 /// differ (other mounts, links), and its files are the ones that will be opened.
@@ -316,6 +356,7 @@ fn check_paths(worker: &Host, req: &DeployRequest) -> Result<(), String> {
     Ok(())
 }
 
+/// Builds the job's graph from its name and options, as the coordinator did.
 fn build_graph(worker: &Host, req: &DeployRequest) -> Result<(JobGraph, Vec<TaskSpec>), String> {
     let options = req.options.iter().map(|o| (o.key.clone(), o.value.clone())).collect();
     let mut graph = worker

@@ -511,6 +511,7 @@ impl JobMaster {
                     value: v.clone(),
                 })
                 .collect(),
+            state_backend: self.options.state_backend_wire(),
         }
     }
 

@@ -10,6 +10,7 @@ use sluice_transport::wire::WireOption;
 use crate::checkpoint::{CheckpointConfig, RestartStrategy, UnusableCheckpoint};
 use crate::duration::parse_duration;
 use crate::error::InvalidSetting;
+use crate::state_backend::BackendKind;
 
 /// Options read by the coordinator (named as `sluice submit` spells them, without `--`).
 pub(crate) const CLUSTER_OPTIONS: &[&str] = &[
@@ -24,6 +25,7 @@ pub(crate) const CLUSTER_OPTIONS: &[&str] = &[
     "uid-mapping",
     "on-unusable-checkpoint",
     "retain-checkpoints-on-cancel",
+    "state-backend",
 ];
 
 /// A submission's options, checked.
@@ -39,9 +41,16 @@ pub(crate) struct SubmitOptions {
     /// Keep the job's checkpoints when it is cancelled (they are deleted by default, and
     /// always when it finishes).
     pub(crate) retain_on_cancel: bool,
+    /// The state backend the job asked for (`None`: each worker's default).
+    pub(crate) state_backend: Option<BackendKind>,
 }
 
 impl SubmitOptions {
+    /// The state backend as it travels to workers (empty: each worker's default).
+    pub(crate) fn state_backend_wire(&self) -> String {
+        self.state_backend.map(|b| b.name().to_owned()).unwrap_or_default()
+    }
+
     /// The job's own options as they travel to workers.
     pub(crate) fn job_wire(&self) -> Vec<WireOption> {
         self.job
@@ -169,7 +178,16 @@ pub(crate) fn parse(
             )))
         }
     };
+    let state_backend = match cluster.remove("state-backend") {
+        Some(v) => Some(BackendKind::parse(&v).map_err(|e| e.context("--state-backend"))?),
+        None => None,
+    };
     let checkpointing = checkpoint_options(&mut cluster, store)?;
+    if state_backend == Some(BackendKind::Tiered) && checkpointing.is_none() {
+        return Err(InvalidSetting(
+            "--state-backend tiered keeps the job's state in its checkpoint storage: give --checkpoint-interval, or --state-backend heap".into(),
+        ));
+    }
     debug_assert!(cluster.is_empty(), "every cluster option is handled: {cluster:?}");
     Ok(SubmitOptions {
         job,
@@ -177,6 +195,7 @@ pub(crate) fn parse(
         restart,
         from_savepoint,
         retain_on_cancel,
+        state_backend,
     })
 }
 
@@ -221,5 +240,22 @@ mod tests {
         .contains("whole number"));
         assert!(err(&[("restart-strategy", "sometimes")], None).contains("--restart-strategy"));
         assert!(err(&[("events", "1"), ("events", "2")], None).contains("twice"));
+    }
+
+    #[test]
+    fn a_job_chooses_its_state_backend() {
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::new());
+        let with = |kv: &[(&str, &str)]| parse(&opts(kv), Some(&store));
+        let tiered = with(&[("checkpoint-interval", "1s"), ("state-backend", "tiered")]).unwrap();
+        assert_eq!(tiered.state_backend, Some(BackendKind::Tiered));
+        assert_eq!(tiered.state_backend_wire(), "tiered");
+        // Not a job option: the job's own options never see it.
+        assert!(tiered.job.is_empty());
+        let heap = with(&[("state-backend", "heap")]).unwrap();
+        assert_eq!(heap.state_backend_wire(), "heap");
+        assert_eq!(with(&[]).unwrap().state_backend_wire(), "", "the worker's default");
+        let refused = |kv: &[(&str, &str)]| with(kv).unwrap_err().0;
+        assert!(refused(&[("state-backend", "tiered")]).contains("give --checkpoint-interval"));
+        assert!(refused(&[("state-backend", "rocksdb")]).contains("--state-backend: 'rocksdb' is not a state backend"));
     }
 }

@@ -36,8 +36,12 @@ pub struct WorkerConfig {
     pub coordinator: String,
     /// Task slots offered.
     pub slots: u32,
-    /// Runtime settings of the tasks (batch size, channel capacity, log).
+    /// Runtime settings of the tasks (batch size, channel capacity, log); its state backend
+    /// is for jobs that do not choose one.
     pub execution: ExecutionConfig,
+    /// The block cache (and table sizes) of jobs that choose the tiered state backend when
+    /// the default above is the heap; `None`: such jobs fail here, saying so.
+    pub state_cache: Option<crate::state_backend::TieredSettings>,
     /// Processing-time clock of the tasks.
     pub clock: Clock,
     /// Longest pause between attempts to reach the coordinator.
@@ -73,6 +77,7 @@ impl WorkerConfig {
             coordinator: coordinator.into(),
             slots,
             execution,
+            state_cache: None,
             clock: Clock::system(),
             max_backoff: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(20),
@@ -621,6 +626,7 @@ fn on_command(shared: &Arc<WorkerShared>, tx: &FrameSender, msg: WireMessage) ->
             restore_checkpoint,
             restore_savepoint,
             uid_mapping,
+            state_backend,
         } => deploy(
             shared,
             tx,
@@ -635,6 +641,7 @@ fn on_command(shared: &Arc<WorkerShared>, tx: &FrameSender, msg: WireMessage) ->
                 restore_checkpoint,
                 restore_savepoint,
                 uid_mapping,
+                state_backend,
             },
         ),
         WireMessage::CancelTask {
@@ -713,6 +720,7 @@ fn host(shared: &Arc<WorkerShared>) -> Arc<deployment::Host> {
     Arc::new(deployment::Host {
         id: shared.id.clone(),
         execution: c.execution.clone(),
+        state_cache: c.state_cache.clone(),
         clock: c.clock,
         connect_timeout: c.connect_timeout,
         frame_timeout: c.frame_timeout,

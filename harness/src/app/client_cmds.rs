@@ -37,6 +37,11 @@ pub(super) struct SubmitArgs {
     /// ends FINISHED or CANCELED, and kept when it FAILED).
     #[arg(long)]
     retain_checkpoints_on_cancel: bool,
+    /// Where the job's keyed state lives: heap, or tiered (in runs in the checkpoint
+    /// storage, read through each worker's state cache; needs --checkpoint-interval).
+    /// Default: each worker's --state-backend.
+    #[arg(long, value_name = "heap|tiered")]
+    state_backend: Option<String>,
     /// Follow the job to its end (a status line on a terminal, a line every 10 s otherwise);
     /// exits 0 only if it FINISHED.
     #[arg(long)]
@@ -288,6 +293,7 @@ fn sluice_options(args: &SubmitArgs) -> Vec<(String, String)> {
         ("allow-non-restored-state", flag(args.allow_non_restored_state)),
         ("uid-mapping", args.uid_mapping.clone()),
         ("retain-checkpoints-on-cancel", flag(args.retain_checkpoints_on_cancel)),
+        ("state-backend", args.state_backend.clone()),
     ]
     .into_iter()
     .filter_map(|(k, v)| Some((k.to_string(), v?)))

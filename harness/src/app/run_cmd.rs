@@ -107,6 +107,19 @@ impl StateArgs {
             backend: Some(backend),
         })
     }
+
+    /// A worker's backend and cache, the command line before the file. Unlike `run`, the
+    /// cache settings count whatever the default backend: jobs submitted with
+    /// `--state-backend tiered` run in that cache on a worker whose default is the heap.
+    pub(super) fn resolve_worker(&self, file: &Config) -> StateChoice {
+        let s = &file.state;
+        StateChoice {
+            backend: Some(self.state_backend.clone().unwrap_or_else(|| s.backend.clone())),
+            cache_memory: self.state_cache_memory.clone().or_else(|| s.cache_memory.clone()),
+            cache_disk: self.state_cache_disk.clone().or_else(|| s.cache_disk.clone()),
+            cache_dir: self.state_cache_dir.clone().or_else(|| s.cache_dir.clone()),
+        }
+    }
 }
 
 /// Checkpoint and restart options (shared by `run` and `submit`).

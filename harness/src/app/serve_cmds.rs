@@ -314,17 +314,17 @@ pub(super) fn worker(registry: &AppRegistry, args: WorkerArgs, file: Config, log
     let jobs = Arc::new(registry.clone());
     let w = &file.worker;
     let registry = MetricRegistry::new();
-    let state = args.state.resolve(&file)?;
+    let (default_backend, state_cache) = crate::settings::worker_state(&args.state.resolve_worker(&file))?;
     let execution = sluice_core::ExecutionConfig {
         log: log.clone(),
         metrics: Some(registry.clone()),
-        // Whether a job checkpoints is the job's: a tiered job that does not fails at
-        // deployment saying so.
-        state_backend: crate::settings::state_backend(&state, None)?,
+        // Whether a job checkpoints is the job's: a tiered job that does not is refused at
+        // submission (or fails at deployment, saying so).
+        state_backend: default_backend,
         ..sluice_core::ExecutionConfig::default()
     };
-    // One block cache serves every job the worker runs: its metrics are the process's.
-    execution.state_backend.register_metrics(&registry.root());
+    // One block cache serves every tiered job the worker runs: its metrics are the process's.
+    state_cache.register_metrics(&registry.root());
     let find = args.find.settings(&file)?;
     let coordinator = match (args.coordinator.clone().or_else(|| w.coordinator.clone()), &find) {
         (Some(c), _) => c,
@@ -337,6 +337,7 @@ pub(super) fn worker(registry: &AppRegistry, args: WorkerArgs, file: Config, log
         }
     };
     let mut config = WorkerConfig::new(coordinator, args.slots.unwrap_or(w.slots), execution);
+    config.state_cache = Some(state_cache);
     config.id = args.id.clone().or_else(|| w.id.clone());
     config.max_data_connections = w.max_data_connections;
     config.connect_timeout = duration_arg("worker.connect-timeout", &w.connect_timeout)?;

@@ -252,6 +252,7 @@ fn build_body<'a>(
             restore_checkpoint,
             restore_savepoint,
             uid_mapping,
+            state_backend,
         } => {
             let j = b.create_string(job_id);
             let n = b.create_string(job_name);
@@ -276,6 +277,7 @@ fn build_body<'a>(
             let store = b.create_string(checkpoint_store);
             let savepoint = b.create_string(restore_savepoint);
             let mapping = options_vector(b, uid_mapping);
+            let backend = b.create_string(state_backend);
             let t = fb::DeployTask::create(
                 b,
                 &fb::DeployTaskArgs {
@@ -289,6 +291,7 @@ fn build_body<'a>(
                     restore_checkpoint: *restore_checkpoint,
                     restore_savepoint: Some(savepoint),
                     uid_mapping: Some(mapping),
+                    state_backend: Some(backend),
                 },
             );
             (fb::Body::DeployTask, t.as_union_value())
@@ -821,6 +824,8 @@ pub(crate) fn decode_body(body: &[u8]) -> Result<WireMessage, FrameError> {
                 restore_checkpoint: d.restore_checkpoint(),
                 restore_savepoint: d.restore_savepoint().unwrap_or_default().to_string(),
                 uid_mapping: decode_options(d.uid_mapping())?,
+                // Absent in frames of a coordinator older than the field: the worker's default.
+                state_backend: d.state_backend().unwrap_or_default().to_string(),
             }
         }
         fb::Body::CancelTask => {

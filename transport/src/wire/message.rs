@@ -125,6 +125,9 @@ pub enum WireMessage {
         restore_savepoint: String,
         /// Operators renamed since the savepoint: old uid (key) to new uid (value).
         uid_mapping: Vec<WireOption>,
+        /// The state backend the job asked for (`heap`, `tiered`); empty: the worker's
+        /// default.
+        state_backend: String,
     },
     /// Stop the tasks of a job's attempt.
     CancelTask {
