@@ -36,6 +36,33 @@ impl Violations {
     pub fn is_clean(&self) -> bool {
         *self == Violations::default()
     }
+
+    /// How `committed` differs from `expected`, as multisets.
+    pub fn between<T: Ord + Clone>(expected: &[T], committed: &[T]) -> Violations {
+        let mut want: BTreeMap<T, i64> = BTreeMap::new();
+        for r in expected {
+            *want.entry(r.clone()).or_default() += 1;
+        }
+        let mut got: BTreeMap<T, i64> = BTreeMap::new();
+        for r in committed {
+            *got.entry(r.clone()).or_default() += 1;
+        }
+        let mut v = Violations::default();
+        for (r, n) in &got {
+            match want.get(r) {
+                None => v.spurious += *n as usize,
+                Some(w) if n > w => v.duplicated += (n - w) as usize,
+                _ => {}
+            }
+        }
+        for (r, w) in &want {
+            let n = got.get(r).copied().unwrap_or(0);
+            if n < *w {
+                v.lost += (w - n) as usize;
+            }
+        }
+        v
+    }
 }
 
 impl KeyedCount {
@@ -71,29 +98,7 @@ impl KeyedCount {
 
     /// Compares committed records with the oracle as multisets.
     pub fn check(&self, committed: &[(u64, u64)]) -> Violations {
-        let mut want: BTreeMap<(u64, u64), i64> = BTreeMap::new();
-        for r in self.expected() {
-            *want.entry(r).or_default() += 1;
-        }
-        let mut v = Violations::default();
-        let mut got: BTreeMap<(u64, u64), i64> = BTreeMap::new();
-        for r in committed {
-            *got.entry(*r).or_default() += 1;
-        }
-        for (r, n) in &got {
-            match want.get(r) {
-                None => v.spurious += *n as usize,
-                Some(w) if n > w => v.duplicated += (n - w) as usize,
-                _ => {}
-            }
-        }
-        for (r, w) in &want {
-            let n = got.get(r).copied().unwrap_or(0);
-            if n < *w {
-                v.lost += (w - n) as usize;
-            }
-        }
-        v
+        Violations::between(&self.expected(), committed)
     }
 }
 

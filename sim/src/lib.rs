@@ -16,6 +16,7 @@ pub mod impostor;
 pub mod keyed_count;
 #[cfg(madsim)]
 pub mod tiered;
+pub mod windowed_count;
 
 use sluice_core::{ExecutionConfig, JobError, JobResult, StreamEnv};
 

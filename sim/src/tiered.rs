@@ -1,4 +1,5 @@
-//! Tiered state under object-store faults: a keyed count keeps its state in runs in a store
+//! Tiered state under object-store faults: a keyed count and a sliding-window count keep
+//! their state (the count per key, the windows' contents per key) in runs in a store
 //! that fails and delays puts and gets, commits some puts it reports as failed, and fails
 //! deletes; a block cache far too small for the state sends reads to the store. A watcher
 //! checks throughout that no run a completed checkpoint names is ever missing (the
@@ -17,6 +18,7 @@ use sluice_core::state_backend::{StateBackendConfig, TieredSettings};
 use sluice_core::{ExecutionConfig, StreamEnv};
 
 use crate::keyed_count::KeyedCount;
+use crate::windowed_count::WindowedCount;
 
 /// Runs no completed checkpoint could do without, seen missing by the watcher.
 #[derive(Default)]
@@ -114,9 +116,18 @@ pub async fn run(broken_gc: bool, seed: u64) -> TieredRun {
         seed,
         records_per_second: 5_000,
     };
+    // Window contents live in the tiered table too: a sliding-window count beside it.
+    let window_store = TransactionalStore::new();
+    let windows = WindowedCount {
+        records: 3_000,
+        keys: 200,
+        seed: seed ^ 0x5eed,
+        records_per_second: 2_500,
+    };
     let env = StreamEnv::new("sim-tiered");
     env.set_parallelism(2);
     workload.build(&env, TransactionalStoreSink::new(sink_store.clone()));
+    windows.build(&env, TransactionalStoreSink::new(window_store.clone()));
     let mut cfg = CheckpointConfig::new(Duration::from_millis(40), store.clone());
     cfg.tolerable_failures = 5;
     cfg.timeout = Duration::from_secs(2);
@@ -161,7 +172,9 @@ pub async fn run(broken_gc: bool, seed: u64) -> TieredRun {
     let result = tokio::time::timeout(Duration::from_secs(600), env.execute(config)).await;
     watcher.abort();
     check_runs(&store, &oracle, retained);
-    let exact = matches!(&result, Ok(Ok(_))) && workload.check(&sink_store.committed()).is_clean();
+    let exact = matches!(&result, Ok(Ok(_)))
+        && workload.check(&sink_store.committed()).is_clean()
+        && windows.check(&window_store.committed()).is_clean();
     let (checkpoints, restarts) = match &result {
         Ok(Ok(r)) => (r.checkpoints_completed, r.restarts),
         _ => (0, 0),

@@ -355,6 +355,26 @@ impl<K: StateKey> KeyedStateStore<K> {
         self.table_mut::<Values<K, V>>(s.idx).remove(key)
     }
 
+    /// Lets `f` change the value of `key` (`None`: unset; setting it to `None` removes it)
+    /// and returns what `f` returns: one key lookup for a read followed by a write.
+    pub fn modify_value<V: StateValue, R>(
+        &mut self,
+        s: ValueState<V>,
+        key: &K,
+        f: impl FnOnce(&mut Option<V>) -> R,
+    ) -> R {
+        if let Some(t) = &mut self.tiered {
+            return t.modify(tiered_id::<K, Values<K, V>>(&self.tables, s.idx), key, f);
+        }
+        let t = self.table_mut::<Values<K, V>>(s.idx);
+        let mut v = t.remove(key);
+        let r = f(&mut v);
+        if let Some(v) = v {
+            t.insert(key.clone(), v);
+        }
+        r
+    }
+
     /// The list of `key` (empty if none): a copy (see [`Self::with_list`]).
     pub fn list<V: StateValue>(&self, s: ListState<V>, key: &K) -> Vec<V> {
         self.with_list(s, key, <[V]>::to_vec)

@@ -52,15 +52,57 @@ fn encode_key(kg: u32, id: u32, key: &[u8]) -> Bytes {
     b.freeze()
 }
 
-/// [`encode_key`] of a typed key, serialized straight into the stored key: one allocation
-/// per key on the per-record path.
-fn encode_typed_key<K: Serialize>(kg: u32, id: u32, key: &K) -> bincode::Result<Bytes> {
-    let len = bincode::serialized_size(key)? as usize;
-    let mut b = BytesMut::with_capacity(6 + len);
-    b.put_u16(kg as u16);
-    b.put_u32(id);
-    bincode::serialize_into((&mut b).writer(), key)?;
-    Ok(b.freeze())
+/// Stored keys up to this long are encoded on the stack.
+const INLINE_KEY: usize = 64;
+
+/// [`encode_key`] of a typed key, on the stack when short: the per-record path allocates
+/// nothing for a key the memory table already holds (the table copies a key only when it
+/// is new to it).
+struct StoredKey {
+    len: usize,
+    inline: [u8; INLINE_KEY],
+    /// The key when longer than [`INLINE_KEY`] (else empty, never allocated).
+    long: Vec<u8>,
+}
+
+impl StoredKey {
+    fn encode<K: Serialize>(kg: u32, id: u32, key: &K) -> bincode::Result<Self> {
+        let len = 6 + bincode::serialized_size(key)? as usize;
+        let mut k = StoredKey {
+            len,
+            inline: [0; INLINE_KEY],
+            long: Vec::new(),
+        };
+        let buf: &mut [u8] = if len <= INLINE_KEY {
+            &mut k.inline[..len]
+        } else {
+            k.long.resize(len, 0);
+            &mut k.long
+        };
+        // Key groups are below 32768 (the max parallelism's bound), so two bytes hold them.
+        buf[..2].copy_from_slice(&(kg as u16).to_be_bytes());
+        buf[2..6].copy_from_slice(&id.to_be_bytes());
+        bincode::serialize_into(&mut buf[6..], key)?;
+        Ok(k)
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        if self.len <= INLINE_KEY {
+            &self.inline[..self.len]
+        } else {
+            &self.long
+        }
+    }
+
+    /// The same key in state `id`.
+    fn set_state(&mut self, id: u32) {
+        let buf: &mut [u8] = if self.len <= INLINE_KEY {
+            &mut self.inline[..self.len]
+        } else {
+            &mut self.long
+        };
+        buf[2..6].copy_from_slice(&id.to_be_bytes());
+    }
 }
 
 /// Lets `table`'s compaction drop keys outside `range`.
@@ -98,8 +140,8 @@ impl TieredKeyed {
         let _ = self.failure.set(e);
     }
 
-    fn key_of<K: StateKey>(&self, id: u32, key: &K) -> Option<Bytes> {
-        match encode_typed_key(key_group_for(key, self.max_parallelism).0, id, key) {
+    fn key_of<K: StateKey>(&self, id: u32, key: &K) -> Option<StoredKey> {
+        match StoredKey::encode(key_group_for(key, self.max_parallelism).0, id, key) {
             Ok(k) => Some(k),
             Err(e) => {
                 self.fail(StateError::encode(e));
@@ -111,10 +153,10 @@ impl TieredKeyed {
     /// The value of `key` in state `id`, decoded as `T`.
     pub(crate) fn get<K: StateKey, T: DeserializeOwned>(&self, id: u32, key: &K) -> Option<T> {
         let k = self.key_of(id, key)?;
-        self.get_at(&k)
+        self.get_at(k.as_bytes())
     }
 
-    fn get_at<T: DeserializeOwned>(&self, k: &Bytes) -> Option<T> {
+    fn get_at<T: DeserializeOwned>(&self, k: &[u8]) -> Option<T> {
         let bytes = match self.table.get(k) {
             Ok(b) => b?,
             Err(e) => {
@@ -131,10 +173,10 @@ impl TieredKeyed {
         }
     }
 
-    fn put_at<T: Serialize>(&mut self, k: Bytes, value: Option<&T>) {
+    fn put_at<T: Serialize>(&mut self, k: &[u8], value: Option<&T>) {
         match value.map(bincode::serialize).transpose() {
-            Ok(Some(v)) => self.table.put(k, Bytes::from(v)),
-            Ok(None) => self.table.delete(k),
+            Ok(Some(v)) => self.table.put_slice(k, Bytes::from(v)),
+            Ok(None) => self.table.delete_slice(k),
             Err(e) => self.fail(StateError::encode(e)),
         }
     }
@@ -142,7 +184,7 @@ impl TieredKeyed {
     /// Sets (`Some`) or deletes (`None`) the value of `key` in state `id`.
     pub(crate) fn put<K: StateKey, T: Serialize>(&mut self, id: u32, key: &K, value: Option<&T>) {
         if let Some(k) = self.key_of(id, key) {
-            self.put_at(k, value);
+            self.put_at(k.as_bytes(), value);
         }
     }
 
@@ -158,11 +200,11 @@ impl TieredKeyed {
             // The failure is recorded and fails the task; `f` still gets to run.
             return f(&mut None);
         };
-        let mut v: Option<T> = self.get_at(&k);
+        let mut v: Option<T> = self.get_at(k.as_bytes());
         let was_set = v.is_some();
         let r = f(&mut v);
         if v.is_some() || was_set {
-            self.put_at(k, v.as_ref());
+            self.put_at(k.as_bytes(), v.as_ref());
         }
         r
     }
@@ -192,17 +234,18 @@ impl TieredKeyed {
             // Every key is in the memory table or nowhere: nothing to fetch.
             return Ok(());
         }
-        let mut wanted = Vec::with_capacity(keys.len() * ids.len());
+        let mut wanted = Vec::new();
         for key in keys {
-            // One encoding and one hash per key, whatever the number of states.
+            // One encoding and one hash per key, whatever the number of states; only keys
+            // the memory table does not hold are copied out to be fetched.
             let kg = key_group_for(key, self.max_parallelism).0;
-            let first = encode_typed_key(kg, first_id, key).map_err(StateError::encode)?;
-            for &id in other_ids {
-                let mut k = BytesMut::from(&first[..]);
-                k[2..6].copy_from_slice(&id.to_be_bytes());
-                wanted.push(k.freeze());
+            let mut k = StoredKey::encode(kg, first_id, key).map_err(StateError::encode)?;
+            for &id in std::iter::once(&first_id).chain(other_ids) {
+                k.set_state(id);
+                if !self.table.in_memory(k.as_bytes()) {
+                    wanted.push(Bytes::copy_from_slice(k.as_bytes()));
+                }
             }
-            wanted.push(first);
         }
         self.table.prefetch(&wanted).await?;
         match self.take_failure() {

@@ -109,12 +109,16 @@ where
         let acc = self.acc.expect("opened before processing");
         for r in batch {
             let key = (self.key_of)(&r.value);
-            let next = match self.store.take_value(acc, &key) {
-                Some(prev) => (self.reduce)(prev, r.value),
-                None => r.value,
-            };
-            out.push(Record::new(next.clone(), r.ts));
-            self.store.set_value(acc, &key, next);
+            let reduce = &mut self.reduce;
+            let next = self.store.modify_value(acc, &key, |slot| {
+                let next = match slot.take() {
+                    Some(prev) => reduce(prev, r.value),
+                    None => r.value,
+                };
+                *slot = Some(next.clone());
+                next
+            });
+            out.push(Record::new(next, r.ts));
         }
         // A failed tiered read or write fails the task before this batch's output leaves.
         match self.store.take_failure() {

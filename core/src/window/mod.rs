@@ -3,6 +3,7 @@
 mod assigner;
 mod logic;
 mod operator;
+mod timers;
 
 pub use assigner::{TimeWindow, WindowAssigner};
 pub(crate) use logic::{AggregateLogic, JoinLogic, ProcessLogic, WindowLogic};

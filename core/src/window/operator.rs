@@ -1,24 +1,33 @@
 //! The keyed event-time window operator.
 //!
-//! Each key keeps its open windows with their contents. A window fires when the watermark
-//! reaches its last timestamp, and is dropped once the watermark passes it by the allowed
-//! lateness. Records that arrive for a window that was already dropped are late: they are
-//! counted (`late_records_dropped`) and discarded. Records that arrive after a window fired but
-//! within the allowed lateness update it and fire it again, as in Flink.
+//! Each key keeps its open windows with their contents, as one value of keyed state (so they
+//! live in whichever backend the job runs with). A window fires when the watermark reaches
+//! its last timestamp, and is dropped once the watermark passes it by the allowed lateness.
+//! Records that arrive for a window that was already dropped are late: they are counted
+//! (`late_records_dropped`) and discarded. Records that arrive after a window fired but within
+//! the allowed lateness update it and fire it again, as in Flink.
+//!
+//! With tiered state every call is prepared, as for process functions: the keys of the batch,
+//! or of the timers about to fire (a chunk at a time), are fetched before the synchronous
+//! call.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use sluice_state::{CowMap, RestoredState, StateError};
+use sluice_state::{KeyedStateStore, RestoredState, StateError, ValueState};
 
+use super::timers::WindowTimers;
 use crate::data::{Key, Record};
 use crate::error::OperatorError;
-use crate::operator::{AsyncSnapshot, Operator, OperatorContext};
-use crate::operators::restore_keyed;
+use crate::operator::{AsyncSnapshot, BoxFuture, Operator, OperatorContext, Prepare};
+use crate::operators::{fetch_err, restore_keyed, restore_manifests, use_backend};
 use crate::window::{TimeWindow, WindowAssigner, WindowLogic};
 
-/// The state table windows are stored under.
+/// The state the windows are stored under (its table in snapshots and savepoints).
 const WINDOWS_TABLE: &str = "windows";
+
+/// Timers whose keys one preparation fetches (tiered state).
+const TIMER_CHUNK: usize = 4096;
 
 /// The open windows of one key.
 type WindowsOf<A> = BTreeMap<TimeWindow, Slot<A>>;
@@ -36,10 +45,12 @@ pub(crate) struct WindowOperator<K: Key, L: WindowLogic<K>, KF> {
     allowed_lateness_ms: i64,
     logic: L,
     key_of: KF,
-    windows: CowMap<K, BTreeMap<TimeWindow, Slot<L::Acc>>>,
-    /// (time, key, window): both firing (at the window's last timestamp) and cleanup (after
-    /// the allowed lateness) are entries here.
-    timers: BTreeSet<(i64, K, TimeWindow)>,
+    store: KeyedStateStore<K>,
+    windows: Option<ValueState<WindowsOf<L::Acc>>>,
+    timers: WindowTimers<K>,
+    /// Tiered state: the keys whose timers the last preparation fetched (timers of other keys
+    /// wait for the next one).
+    prepared: BTreeSet<K>,
 }
 
 impl<K: Key, L: WindowLogic<K>, KF: Clone> Clone for WindowOperator<K, L, KF> {
@@ -53,6 +64,11 @@ impl<K: Key, L: WindowLogic<K>, KF: Clone> Clone for WindowOperator<K, L, KF> {
     }
 }
 
+/// When window `w` is dropped.
+fn cleanup_time(w: &TimeWindow, allowed_lateness_ms: i64) -> i64 {
+    w.max_timestamp().saturating_add(allowed_lateness_ms)
+}
+
 impl<K: Key, L: WindowLogic<K>, KF> WindowOperator<K, L, KF> {
     pub(crate) fn new(assigner: WindowAssigner, allowed_lateness_ms: i64, logic: L, key_of: KF) -> Self {
         WindowOperator {
@@ -60,69 +76,173 @@ impl<K: Key, L: WindowLogic<K>, KF> WindowOperator<K, L, KF> {
             allowed_lateness_ms,
             logic,
             key_of,
-            windows: CowMap::new(),
-            timers: BTreeSet::new(),
+            store: KeyedStateStore::new(),
+            windows: None,
+            timers: WindowTimers::new(),
+            prepared: BTreeSet::new(),
         }
     }
 
-    fn cleanup_time(&self, w: &TimeWindow) -> i64 {
-        w.max_timestamp().saturating_add(self.allowed_lateness_ms)
+    fn windows(&self) -> ValueState<WindowsOf<L::Acc>> {
+        self.windows.expect("registered when the operator opens")
     }
 
     fn is_late(&self, w: &TimeWindow, wm: i64) -> bool {
-        self.cleanup_time(w) <= wm
+        cleanup_time(w, self.allowed_lateness_ms) <= wm
     }
 
     fn register(&mut self, key: &K, w: TimeWindow) {
-        self.timers.insert((w.max_timestamp(), key.clone(), w));
+        self.timers.add(w.max_timestamp(), key, w);
         if self.allowed_lateness_ms > 0 {
-            self.timers.insert((self.cleanup_time(&w), key.clone(), w));
+            self.timers.add(cleanup_time(&w, self.allowed_lateness_ms), key, w);
         }
     }
 
-    /// Adds `v` to window `w` of `key`; fires it at once if the watermark already passed it.
-    fn add_to(&mut self, key: &K, w: TimeWindow, v: L::In, wm: i64, out: &mut Vec<Record<L::Out>>) {
-        let per_key = self.windows.get_or_insert_with(key, BTreeMap::new);
-        let fresh = !per_key.contains_key(&w);
-        let slot = per_key.entry(w).or_insert_with(|| Slot {
-            acc: self.logic.create(),
-            fired: false,
+    /// Adds `v` to windows `ws` of `key` (one state access for all of them); fires each at
+    /// once if the watermark already passed it.
+    fn add_to(&mut self, key: &K, ws: &[TimeWindow], v: L::In, wm: i64, out: &mut Vec<Record<L::Out>>) {
+        let h = self.windows();
+        let logic = &mut self.logic;
+        let fresh: Vec<TimeWindow> = self.store.update_value(h, key, |per_key| {
+            let mut fresh = Vec::new();
+            let (&last, rest) = ws.split_last().expect("called with at least one window");
+            let mut add = |w: TimeWindow, v: L::In| {
+                let slot = per_key.entry(w).or_insert_with(|| {
+                    fresh.push(w);
+                    Slot {
+                        acc: logic.create(),
+                        fired: false,
+                    }
+                });
+                logic.add(&mut slot.acc, v);
+                if w.max_timestamp() <= wm {
+                    logic.emit(key, w, &slot.acc, out);
+                    slot.fired = true;
+                }
+            };
+            for &w in rest {
+                add(w, v.clone());
+            }
+            add(last, v);
+            fresh
         });
-        self.logic.add(&mut slot.acc, v);
-        if w.max_timestamp() <= wm {
-            self.logic.emit(key, w, &slot.acc, out);
-            slot.fired = true;
-        }
-        if fresh {
+        for w in fresh {
             self.register(key, w);
         }
     }
 
+    /// Adds `v` to the session window `own` of `key`, merged with the windows it overlaps;
+    /// false if the merged window is already late.
     fn add_session(&mut self, key: &K, own: TimeWindow, v: L::In, wm: i64, out: &mut Vec<Record<L::Out>>) -> bool {
-        let overlapping: Vec<TimeWindow> = match self.windows.get(key) {
+        let h = self.windows();
+        let overlapping: Vec<TimeWindow> = self.store.with_value(h, key, |per_key| match per_key {
             Some(per_key) => per_key.keys().filter(|w| w.intersects(&own)).copied().collect(),
             None => Vec::new(),
-        };
+        });
         let merged = overlapping.iter().fold(own, |m, w| m.cover(w));
-        if self.cleanup_time(&merged) <= wm {
+        if self.is_late(&merged, wm) {
             return false;
         }
-        let per_key = self.windows.get_or_insert_with(key, BTreeMap::new);
-        let mut acc = self.logic.create();
-        for w in &overlapping {
-            let old = per_key.remove(w).expect("listed just above");
-            acc = self.logic.merge(acc, old.acc);
-        }
-        self.logic.add(&mut acc, v);
-        let fired = merged.max_timestamp() <= wm;
-        if fired {
-            self.logic.emit(key, merged, &acc, out);
-        }
-        per_key.insert(merged, Slot { acc, fired });
+        let logic = &mut self.logic;
+        self.store.update_value(h, key, |per_key| {
+            let mut acc = logic.create();
+            for w in &overlapping {
+                let old = per_key.remove(w).expect("listed just above");
+                acc = logic.merge(acc, old.acc);
+            }
+            logic.add(&mut acc, v);
+            let fired = merged.max_timestamp() <= wm;
+            if fired {
+                logic.emit(key, merged, &acc, out);
+            }
+            per_key.insert(merged, Slot { acc, fired });
+        });
         // Timers of the windows that merged away stay queued; they find no window and do
         // nothing, which is cheaper than finding and removing them.
         self.register(key, merged);
         true
+    }
+
+    /// Fires or drops window `w` of `key` for its timer at `t`.
+    fn on_timer(&mut self, t: i64, key: &K, w: TimeWindow, out: &mut Vec<Record<L::Out>>) {
+        let (h, lateness) = (self.windows(), self.allowed_lateness_ms);
+        let logic = &mut self.logic;
+        self.store.modify_value(h, key, |windows| {
+            let Some(per_key) = windows else { return };
+            let Some(slot) = per_key.get_mut(&w) else { return };
+            if t == w.max_timestamp() && !slot.fired {
+                logic.emit(key, w, &slot.acc, out);
+                slot.fired = true;
+            }
+            if t == cleanup_time(&w, lateness) {
+                per_key.remove(&w);
+                if per_key.is_empty() {
+                    *windows = None;
+                }
+            }
+        });
+    }
+
+    /// A failed tiered read or write: the task fails before this call's output leaves.
+    fn check_state(&mut self) -> Result<(), OperatorError> {
+        match self.store.take_failure() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<K, L, KF> WindowOperator<K, L, KF>
+where
+    K: Key,
+    L: WindowLogic<K>,
+    KF: Fn(&L::In) -> K + Send + 'static,
+{
+    async fn prepare_step(&mut self, step: Prepare<'_, L::In>, ctx: &OperatorContext) -> Result<(), OperatorError> {
+        self.store.release();
+        match step {
+            Prepare::Batch(batch) => {
+                self.store.maintain().await.map_err(fetch_err)?;
+                let keys: Vec<K> = batch.iter().map(|r| (self.key_of)(&r.value)).collect();
+                self.store.prefetch(&keys).await.map_err(fetch_err)?;
+            }
+            Prepare::Watermark => {
+                // Windows fire chunk after chunk on a large watermark jump: keep the memory
+                // table within its budget between chunks, as between batches.
+                self.store.maintain().await.map_err(fetch_err)?;
+                self.prepared = self
+                    .timers
+                    .due_keys(ctx.watermark.0)
+                    .take(TIMER_CHUNK)
+                    .cloned()
+                    .collect();
+                let keys: Vec<K> = self.prepared.iter().cloned().collect();
+                self.store.prefetch(&keys).await.map_err(fetch_err)?;
+            }
+            Prepare::Snapshot(_) => {
+                // A failed write leaves the state in memory: the snapshot then declines this
+                // checkpoint saying why, and processing goes on.
+                if let Err(e) = self.store.flush().await {
+                    slog::warn!(ctx.log, "tiered state could not be written out for a checkpoint"; "error" => %e);
+                }
+            }
+            Prepare::ProcessingTime(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Restores the windows of one key (from a heap snapshot or a savepoint) and derives
+    /// their timers: a window that fired before the snapshot waits only for its cleanup.
+    fn restore_windows(&mut self, key: K, windows: WindowsOf<L::Acc>) {
+        for (w, slot) in &windows {
+            if !slot.fired {
+                self.timers.add(w.max_timestamp(), &key, *w);
+            }
+            if self.allowed_lateness_ms > 0 || slot.fired {
+                self.timers.add(cleanup_time(w, self.allowed_lateness_ms), &key, *w);
+            }
+        }
+        self.store.set_value(self.windows(), &key, windows);
     }
 }
 
@@ -135,21 +255,48 @@ where
     type In = L::In;
     type Out = L::Out;
 
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        use_backend(&mut self.store, ctx);
+        if self.store.is_tiered() {
+            self.timers.store_in_snapshots();
+        }
+        self.windows = Some(self.store.value_state(WINDOWS_TABLE)?);
+        Ok(())
+    }
+
+    fn wants_prepare(&self) -> bool {
+        self.store.is_tiered()
+    }
+
+    fn prepare<'a>(
+        &'a mut self,
+        step: Prepare<'a, Self::In>,
+        ctx: &'a mut OperatorContext,
+    ) -> BoxFuture<'a, Result<(), OperatorError>> {
+        Box::pin(self.prepare_step(step, ctx))
+    }
+
     fn snapshot_state(&mut self, _id: u64, _ctx: &mut OperatorContext) -> Result<Option<AsyncSnapshot>, OperatorError> {
-        let frozen = self.windows.freeze();
+        let state = self.store.freeze();
+        let timers = self.timers.freeze();
         Ok(Some(Box::new(move |w| {
-            let table = w.typed_table(WINDOWS_TABLE, &window_types::<K, L::Acc>());
-            for (k, windows) in frozen.iter() {
-                w.write_keyed(table, k, windows)?;
+            state.write(w)?;
+            if let Some(timers) = timers {
+                timers(w)?;
             }
             Ok(())
         })))
     }
 
-    fn restore_state(&mut self, state: &RestoredState, _ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+    fn restore_state(&mut self, state: &RestoredState, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
+        restore_manifests(&mut self.store, state, ctx)?;
         let mut restored: Vec<(K, WindowsOf<L::Acc>)> = Vec::new();
         let declared = window_types::<K, L::Acc>();
+        let timers = &mut self.timers;
         restore_keyed(state, |e| {
+            if timers.restore_entry(e)? {
+                return Ok(true);
+            }
             if e.table != WINDOWS_TABLE {
                 return Ok(false);
             }
@@ -162,19 +309,9 @@ where
             Ok(true)
         })?;
         for (key, windows) in restored {
-            // Timers are derived from the windows: a window that fired before the checkpoint
-            // waits only for its cleanup.
-            for (w, slot) in &windows {
-                if !slot.fired {
-                    self.timers.insert((w.max_timestamp(), key.clone(), *w));
-                }
-                if self.allowed_lateness_ms > 0 || slot.fired {
-                    self.timers.insert((self.cleanup_time(w), key.clone(), *w));
-                }
-            }
-            self.windows.insert(key, windows);
+            self.restore_windows(key, windows);
         }
-        Ok(())
+        self.check_state()
     }
 
     fn process(
@@ -216,44 +353,34 @@ where
                 late += 1;
                 continue;
             }
-            let (&last, rest) = assigned.split_last().expect("checked non-empty above");
-            for &w in rest {
-                self.add_to(&key, w, r.value.clone(), wm, out);
-            }
-            self.add_to(&key, last, r.value, wm, out);
+            self.add_to(&key, &assigned, r.value, wm, out);
         }
         if late > 0 {
             ctx.count_late_records(late);
         }
-        Ok(())
+        self.check_state()
     }
 
     fn on_watermark(&mut self, ctx: &mut OperatorContext, out: &mut Vec<Record<L::Out>>) -> Result<(), OperatorError> {
         let wm = ctx.watermark.0;
-        while self.timers.first().is_some_and(|(t, _, _)| *t <= wm) {
-            let (t, key, w) = self.timers.pop_first().expect("checked non-empty");
-            let Some(per_key) = self.windows.get_mut(&key) else {
-                continue;
-            };
-            let Some(slot) = per_key.get_mut(&w) else {
-                continue;
-            };
-            if t == w.max_timestamp() && !slot.fired {
-                self.logic.emit(&key, w, &slot.acc, out);
-                slot.fired = true;
+        while let Some((_, key, _)) = self.timers.peek(wm) {
+            if self.store.is_tiered() && !self.prepared.contains(key) {
+                break; // fetched by the next preparation
             }
-            if t == w.max_timestamp().saturating_add(self.allowed_lateness_ms) {
-                per_key.remove(&w);
-                if per_key.is_empty() {
-                    self.windows.remove(&key);
-                }
-            }
+            let (t, key, w) = self.timers.pop(wm).expect("peeked just above");
+            self.on_timer(t, &key, w, out);
         }
-        Ok(())
+        self.check_state()
+    }
+
+    fn timers_left(&self, ctx: &OperatorContext) -> bool {
+        self.store.is_tiered() && self.timers.peek(ctx.watermark.0).is_some()
     }
 }
 
-/// The `key => value` types of the window table, checked on restore.
+/// The `key => value` types of the window table, checked on restore (the same string the
+/// keyed state store declares for the state, so heap snapshots and savepoints of either
+/// backend restore).
 fn window_types<K, A>() -> String {
     format!(
         "{} => {}",

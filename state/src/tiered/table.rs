@@ -184,15 +184,29 @@ impl TieredTable {
 
     /// Sets `key` to `value`.
     pub fn put(&mut self, key: Bytes, value: Bytes) {
-        self.write(key, Some(value));
+        self.write(WriteKey::Owned(key), Some(value));
+    }
+
+    /// Sets `key` to `value`, copying the key only if the memory table does not hold it yet.
+    pub fn put_slice(&mut self, key: &[u8], value: Bytes) {
+        self.write(WriteKey::Borrowed(key), Some(value));
     }
 
     /// Deletes `key`.
     pub fn delete(&mut self, key: Bytes) {
+        self.delete_key(WriteKey::Owned(key));
+    }
+
+    /// Deletes `key`, copying it only if the memory table does not hold it yet.
+    pub fn delete_slice(&mut self, key: &[u8]) {
+        self.delete_key(WriteKey::Borrowed(key));
+    }
+
+    fn delete_key(&mut self, key: WriteKey<'_>) {
         // Nothing older can hold the key: no tombstone needed.
         if self.runs.is_empty() {
-            if let Some(old) = self.memtable.remove(&key) {
-                self.mem_bytes -= entry_size(&key, &old);
+            if let Some(old) = self.memtable.remove(key.as_slice()) {
+                self.mem_bytes -= entry_size(key.as_slice(), &old);
                 self.gauges.set_memtable(self.mem_bytes);
             }
             return;
@@ -200,13 +214,22 @@ impl TieredTable {
         self.write(key, None);
     }
 
-    fn write(&mut self, key: Bytes, value: Option<Bytes>) {
-        let size = entry_size(&key, &value);
-        if let Some(old) = self.memtable.insert(key.clone(), value) {
-            self.mem_bytes -= entry_size(&key, &old);
+    fn write(&mut self, key: WriteKey<'_>, value: Option<Bytes>) {
+        let size = entry_size(key.as_slice(), &value);
+        // An update in place keeps the stored key: no copy, one lookup.
+        if let Some(slot) = self.memtable.get_mut(key.as_slice()) {
+            let old = std::mem::replace(slot, value);
+            self.mem_bytes -= entry_size(key.as_slice(), &old);
+        } else {
+            self.memtable.insert(key.into_bytes(), value);
         }
         self.mem_bytes += size;
         self.gauges.set_memtable(self.mem_bytes);
+    }
+
+    /// Whether the memory table holds `key` (set or deleted): reading it needs no fetch.
+    pub fn in_memory(&self, key: &[u8]) -> bool {
+        self.memtable.contains_key(key)
     }
 
     /// Whether the memory table has outgrown its budget.
@@ -259,8 +282,31 @@ impl TieredTable {
     }
 }
 
-fn entry_size(key: &Bytes, value: &Option<Bytes>) -> usize {
+fn entry_size(key: &[u8], value: &Option<Bytes>) -> usize {
     key.len() + value.as_ref().map_or(0, Bytes::len) + ENTRY_OVERHEAD
+}
+
+/// A key being written: owned already, or borrowed and copied only if the memory table
+/// does not hold it yet.
+enum WriteKey<'a> {
+    Owned(Bytes),
+    Borrowed(&'a [u8]),
+}
+
+impl WriteKey<'_> {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            WriteKey::Owned(k) => k,
+            WriteKey::Borrowed(k) => k,
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            WriteKey::Owned(k) => k,
+            WriteKey::Borrowed(k) => Bytes::copy_from_slice(k),
+        }
+    }
 }
 
 /// Reads.
