@@ -252,10 +252,10 @@ fn savepoints_carry_state_from_heap_to_tiered_and_back() {
     );
 }
 
-/// Window contents and their timers cross backends too: q5 (sliding windows) stopped with a
-/// savepoint on the tiered backend ends on the heap with the output of an uninterrupted run.
+/// Window contents and their timers cross backends too: q5 (sliding windows) goes heap ->
+/// tiered -> heap through two savepoints and ends with the output of an uninterrupted run.
 #[test]
-fn windows_move_from_tiered_to_heap_through_a_savepoint() {
+fn windows_move_between_backends_through_savepoints() {
     let tmp = tempfile::tempdir().unwrap();
     let p = |n: &str| tmp.path().join(n);
     let query = "nexmark-q5";
@@ -263,11 +263,39 @@ fn windows_move_from_tiered_to_heap_through_a_savepoint() {
     assert!(whole.status.success(), "{}", text(&whole.stderr));
     let want = committed_lines(&p("out-whole"));
     assert!(!want.is_empty());
-    let sp = savepoint_after_checkpoints(nexmark_cmd(query, &p("out"), &p("ck1"), TIERED), &p("ck1"), query, &p("sp"));
-    assert!(!run_files(&p("ck1"), query).is_empty(), "the first run was not tiered");
-    let rest = nexmark(query, &p("out"), &p("ck2"), &["--from-savepoint", &sp]);
+    let out = p("out");
+    let heap_sp = savepoint_after_checkpoints(nexmark_cmd(query, &out, &p("ck1"), &[]), &p("ck1"), query, &p("sp"));
+    let from = ["--from-savepoint", heap_sp.as_str()];
+    let tiered = nexmark_cmd(query, &out, &p("ck2"), &[TIERED, &from[..]].concat());
+    let tiered_sp = savepoint_after_checkpoints(tiered, &p("ck2"), query, &p("sp"));
+    assert!(!run_files(&p("ck2"), query).is_empty(), "the middle run was not tiered");
+    let rest = nexmark(query, &out, &p("ck3"), &["--from-savepoint", &tiered_sp]);
     assert!(rest.status.success(), "{}", text(&rest.stderr));
-    assert_same_lines(&committed_lines(&p("out")), &want, "q5: tiered -> savepoint -> heap");
+    assert_same_lines(&committed_lines(&out), &want, "q5: heap -> tiered -> heap");
+}
+
+/// A tiered window job killed mid-run resumes from its checkpoint: window contents from the
+/// shared runs, their timers from the state file (nothing derives them there).
+#[test]
+fn a_tiered_window_job_killed_mid_run_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n);
+    let query = "nexmark-q5";
+    let whole = nexmark(query, &p("out-whole"), &p("ck-whole"), &[]);
+    assert!(whole.status.success(), "{}", text(&whole.stderr));
+    let (out, ck) = (p("out"), p("ck"));
+    let mut first = nexmark_cmd(query, &out, &ck, TIERED).spawn().unwrap();
+    wait_for_checkpoints(&mut first, &ck, query, 3);
+    signal(&first, "-KILL");
+    let _ = wait_within(first, LIMIT);
+    assert!(!run_files(&ck, query).is_empty(), "the state was not tiered");
+    let second = nexmark(query, &out, &ck, TIERED);
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    assert_same_lines(
+        &committed_lines(&out),
+        &committed_lines(&p("out-whole")),
+        "tiered q5 after SIGKILL",
+    );
 }
 
 #[test]

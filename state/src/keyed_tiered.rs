@@ -346,3 +346,25 @@ impl TieredKeyed {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stored key on the stack or (when long) on the heap is the key [`encode_key`] makes,
+    /// in whichever state it is moved to.
+    #[test]
+    fn stored_keys_match_the_canonical_encoding_short_and_long() {
+        for key in ["k".to_string(), "x".repeat(INLINE_KEY * 2)] {
+            let plain = bincode::serialize(&key).unwrap();
+            let mut k = StoredKey::encode(7, 1, &key).unwrap();
+            assert_eq!(k.as_bytes(), &encode_key(7, 1, &plain)[..]);
+            k.set_state(9);
+            assert_eq!(k.as_bytes(), &encode_key(7, 9, &plain)[..]);
+        }
+        // The boundary: a key of exactly INLINE_KEY bytes stays on the stack.
+        let edge = "y".repeat(INLINE_KEY - 6 - 8);
+        let k = StoredKey::encode(0, 0, &edge).unwrap();
+        assert!(k.long.is_empty() && k.as_bytes().len() == INLINE_KEY);
+    }
+}

@@ -24,6 +24,8 @@ enum Op {
     Put(u8, u8, i32),
     RemoveEntry(u8, u8),
     TakeMap(u8),
+    /// `modify_value`: 0 removes, 1 adds the value (setting it if unset), 2 only reads.
+    Modify(u8, u8, i32),
     Snapshot,
 }
 
@@ -37,7 +39,8 @@ fn op() -> impl Strategy<Value = Op> {
         key.clone().prop_map(Op::TakeList),
         (key.clone(), 0u8..4, any::<i32>()).prop_map(|(k, u, v)| Op::Put(k, u, v)),
         (key.clone(), 0u8..4).prop_map(|(k, u)| Op::RemoveEntry(k, u)),
-        key.prop_map(Op::TakeMap),
+        key.clone().prop_map(Op::TakeMap),
+        (key, 0u8..3, -5i32..5).prop_map(|(k, how, v)| Op::Modify(k, how, v)),
         Just(Op::Snapshot),
     ]
 }
@@ -99,6 +102,24 @@ fn apply(store: &mut KeyedStateStore<u8>, h: &Handles, m: &mut Model, op: &Op) -
             }
         }
         Op::TakeMap(k) => prop_assert_eq!(store.take_map(h.map, &k), m.maps.remove(&k).unwrap_or_default()),
+        Op::Modify(k, how, d) => {
+            let change = |v: &mut Option<i32>| {
+                let seen = *v;
+                match how {
+                    0 => *v = None,
+                    1 => *v = Some(v.unwrap_or(0).wrapping_add(d)),
+                    _ => {}
+                }
+                seen
+            };
+            let seen = store.modify_value(h.value, &k, change);
+            let mut want = m.values.get(&k).copied();
+            prop_assert_eq!(seen, change(&mut want));
+            match want {
+                Some(v) => m.values.insert(k, v),
+                None => m.values.remove(&k),
+            };
+        }
         Op::Snapshot => unreachable!("snapshots are taken by the caller"),
     }
     Ok(())

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use sluice_transport::wire::{
     decode_frame, encode_frame, read_frame, FrameError, WireJobEntry, WireMessage, WireMetric, WireOption, WirePeer,
-    WireProgress, MAX_FRAME_BYTES,
+    WireProgress, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use sluice_transport::ChannelId;
 
@@ -351,17 +351,19 @@ fn wrong_version_is_refused_by_name() {
     let mut bytes = encode_frame(&WireMessage::Heartbeat { worker_id: "w".into() })
         .unwrap()
         .to_vec();
-    // Flip each little-endian 1 in turn until decoding reports version 9: one of them is the
-    // version field of the root table.
+    // Flip each little-endian PROTOCOL_VERSION in turn until decoding reports version 9: one
+    // of them is the version field of the root table.
+    let v = PROTOCOL_VERSION as u8;
     let mut found = false;
     for i in 4..bytes.len() - 1 {
-        if bytes[i] == 1 && bytes[i + 1] == 0 {
+        if bytes[i] == v && bytes[i + 1] == 0 {
             bytes[i] = 9;
-            if let Err(FrameError::UnsupportedVersion { got: 9, supported: 1 }) = decode_frame(&bytes) {
+            if let Err(FrameError::UnsupportedVersion { got: 9, supported }) = decode_frame(&bytes) {
+                assert_eq!(supported, PROTOCOL_VERSION);
                 found = true;
                 break;
             }
-            bytes[i] = 1;
+            bytes[i] = v;
         }
     }
     assert!(found, "a frame of version 9 is refused as such");

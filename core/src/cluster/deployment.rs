@@ -222,10 +222,9 @@ async fn run_until_ended(
         Ok(g) => g,
         Err((e, permanent)) => return report.fail(first, e, permanent),
     };
-    // Another worker may have what this one lacks: not permanent.
     let execution = match job_execution(&worker, &req) {
         Ok(e) => e,
-        Err(e) => return report.fail(first, e, false),
+        Err((e, permanent)) => return report.fail(first, e, permanent),
     };
     let (storage, restored, transport) = tokio::select! {
         biased;
@@ -314,8 +313,9 @@ fn build_local_tasks(
 }
 
 /// The runtime settings of the job's tasks here: the worker's, with the state backend the
-/// job asked for.
-fn job_execution(worker: &Host, req: &DeployRequest) -> Result<ExecutionConfig, String> {
+/// job asked for; else why not, and whether that is permanent (another worker may have the
+/// state cache this one lacks; a backend this build does not know stays unknown).
+fn job_execution(worker: &Host, req: &DeployRequest) -> Result<ExecutionConfig, (String, bool)> {
     let mut execution = worker.execution.clone();
     match req.state_backend.as_str() {
         "" => {}
@@ -324,19 +324,27 @@ fn job_execution(worker: &Host, req: &DeployRequest) -> Result<ExecutionConfig, 
             let settings = match (&worker.execution.state_backend, &worker.state_cache) {
                 (StateBackendConfig::Tiered(s), _) | (_, Some(s)) => s.clone(),
                 (StateBackendConfig::Heap, None) => {
-                    return Err(format!(
-                        "job '{}' asks for the tiered state backend and worker {} has no state cache: start it with --state-cache-memory SIZE",
-                        req.job_name, worker.id
+                    return Err((
+                        format!(
+                            "job '{}' asks for the tiered state backend and worker {} has no state cache: start it with --state-cache-memory SIZE",
+                            req.job_name, worker.id
+                        ),
+                        false,
                     ))
                 }
             };
             execution.state_backend = StateBackendConfig::Tiered(settings);
         }
         other => {
-            return Err(format!(
-                "the coordinator asked worker {} for state backend '{other}', which it does not know: do the coordinator and worker run the same build?",
-                worker.id
-            ))
+            // The name came off the network: shown quoted and cut short.
+            let shown: String = other.chars().take(32).collect();
+            return Err((
+                format!(
+                    "the coordinator asked worker {} for state backend {shown:?}, which it does not know: do the coordinator and worker run the same build?",
+                    worker.id
+                ),
+                true,
+            ));
         }
     }
     Ok(execution)

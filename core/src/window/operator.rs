@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use sluice_state::{KeyedStateStore, RestoredState, StateError, ValueState};
 
-use super::timers::WindowTimers;
+use super::timers::{cleanup_time, WindowTimers};
 use crate::data::{Key, Record};
 use crate::error::OperatorError;
 use crate::operator::{AsyncSnapshot, BoxFuture, Operator, OperatorContext, Prepare};
@@ -62,11 +62,6 @@ impl<K: Key, L: WindowLogic<K>, KF: Clone> Clone for WindowOperator<K, L, KF> {
             self.key_of.clone(),
         )
     }
-}
-
-/// When window `w` is dropped.
-fn cleanup_time(w: &TimeWindow, allowed_lateness_ms: i64) -> i64 {
-    w.max_timestamp().saturating_add(allowed_lateness_ms)
 }
 
 impl<K: Key, L: WindowLogic<K>, KF> WindowOperator<K, L, KF> {
@@ -131,20 +126,21 @@ impl<K: Key, L: WindowLogic<K>, KF> WindowOperator<K, L, KF> {
         }
     }
 
-    /// Adds `v` to the session window `own` of `key`, merged with the windows it overlaps;
-    /// false if the merged window is already late.
+    /// Adds `v` to the session window `own` of `key`, merged with the windows it overlaps
+    /// (one state access); false if the merged window is already late.
     fn add_session(&mut self, key: &K, own: TimeWindow, v: L::In, wm: i64, out: &mut Vec<Record<L::Out>>) -> bool {
-        let h = self.windows();
-        let overlapping: Vec<TimeWindow> = self.store.with_value(h, key, |per_key| match per_key {
-            Some(per_key) => per_key.keys().filter(|w| w.intersects(&own)).copied().collect(),
-            None => Vec::new(),
-        });
-        let merged = overlapping.iter().fold(own, |m, w| m.cover(w));
-        if self.is_late(&merged, wm) {
-            return false;
-        }
+        let (h, lateness) = (self.windows(), self.allowed_lateness_ms);
         let logic = &mut self.logic;
-        self.store.update_value(h, key, |per_key| {
+        let merged = self.store.modify_value(h, key, |windows| {
+            let overlapping: Vec<TimeWindow> = match windows {
+                Some(per_key) => per_key.keys().filter(|w| w.intersects(&own)).copied().collect(),
+                None => Vec::new(),
+            };
+            let merged = overlapping.iter().fold(own, |m, w| m.cover(w));
+            if cleanup_time(&merged, lateness) <= wm {
+                return None; // late: nothing changes
+            }
+            let per_key = windows.get_or_insert_with(WindowsOf::default);
             let mut acc = logic.create();
             for w in &overlapping {
                 let old = per_key.remove(w).expect("listed just above");
@@ -156,7 +152,9 @@ impl<K: Key, L: WindowLogic<K>, KF> WindowOperator<K, L, KF> {
                 logic.emit(key, merged, &acc, out);
             }
             per_key.insert(merged, Slot { acc, fired });
+            Some(merged)
         });
+        let Some(merged) = merged else { return false };
         // Timers of the windows that merged away stay queued; they find no window and do
         // nothing, which is cheaper than finding and removing them.
         self.register(key, merged);
@@ -167,20 +165,22 @@ impl<K: Key, L: WindowLogic<K>, KF> WindowOperator<K, L, KF> {
     fn on_timer(&mut self, t: i64, key: &K, w: TimeWindow, out: &mut Vec<Record<L::Out>>) {
         let (h, lateness) = (self.windows(), self.allowed_lateness_ms);
         let logic = &mut self.logic;
-        self.store.modify_value(h, key, |windows| {
-            let Some(per_key) = windows else { return };
-            let Some(slot) = per_key.get_mut(&w) else { return };
-            if t == w.max_timestamp() && !slot.fired {
-                logic.emit(key, w, &slot.acc, out);
-                slot.fired = true;
-            }
-            if t == cleanup_time(&w, lateness) {
-                per_key.remove(&w);
-                if per_key.is_empty() {
-                    *windows = None;
+        // In place (one lookup on the heap); the key's entry goes once its last window does.
+        let now_empty = self.store.update_value(h, key, |per_key| {
+            if let Some(slot) = per_key.get_mut(&w) {
+                if t == w.max_timestamp() && !slot.fired {
+                    logic.emit(key, w, &slot.acc, out);
+                    slot.fired = true;
+                }
+                if t == cleanup_time(&w, lateness) {
+                    per_key.remove(&w);
                 }
             }
+            per_key.is_empty()
         });
+        if now_empty {
+            self.store.take_value(h, key);
+        }
     }
 
     /// A failed tiered read or write: the task fails before this call's output leaves.
@@ -231,18 +231,18 @@ where
         Ok(())
     }
 
-    /// Restores the windows of one key (from a heap snapshot or a savepoint) and derives
-    /// their timers: a window that fired before the snapshot waits only for its cleanup.
-    fn restore_windows(&mut self, key: K, windows: WindowsOf<L::Acc>) {
-        for (w, slot) in &windows {
-            if !slot.fired {
-                self.timers.add(w.max_timestamp(), &key, *w);
-            }
-            if self.allowed_lateness_ms > 0 || slot.fired {
-                self.timers.add(cleanup_time(w, self.allowed_lateness_ms), &key, *w);
-            }
+}
+
+/// Derives the timers of `key`'s restored `windows` (from a heap snapshot or a savepoint): a
+/// window that fired before the snapshot waits only for its cleanup.
+fn derive_timers<K: Key, A>(timers: &mut WindowTimers<K>, key: &K, windows: &WindowsOf<A>, lateness: i64) {
+    for (w, slot) in windows {
+        if !slot.fired {
+            timers.add(w.max_timestamp(), key, *w);
         }
-        self.store.set_value(self.windows(), &key, windows);
+        if lateness > 0 || slot.fired {
+            timers.add(cleanup_time(w, lateness), key, *w);
+        }
     }
 }
 
@@ -290,11 +290,11 @@ where
 
     fn restore_state(&mut self, state: &RestoredState, ctx: &mut OperatorContext) -> Result<(), OperatorError> {
         restore_manifests(&mut self.store, state, ctx)?;
-        let mut restored: Vec<(K, WindowsOf<L::Acc>)> = Vec::new();
         let declared = window_types::<K, L::Acc>();
-        let timers = &mut self.timers;
+        let (h, lateness) = (self.windows(), self.allowed_lateness_ms);
+        let (store, timers) = (&mut self.store, &mut self.timers);
         restore_keyed(state, |e| {
-            if timers.restore_entry(e)? {
+            if timers.restore_entry(e, lateness)? {
                 return Ok(true);
             }
             if e.table != WINDOWS_TABLE {
@@ -303,14 +303,12 @@ where
             sluice_state::check_types(e.table, e.types, &declared)?;
             let key: K = bincode::deserialize(e.key)
                 .map_err(|err| StateError::Corrupt(format!("undecodable window key: {err}")))?;
-            let windows = bincode::deserialize(e.value)
+            let windows: WindowsOf<L::Acc> = bincode::deserialize(e.value)
                 .map_err(|err| StateError::Corrupt(format!("undecodable window contents: {err}")))?;
-            restored.push((key, windows));
+            derive_timers(timers, &key, &windows, lateness);
+            store.set_value(h, &key, windows);
             Ok(true)
         })?;
-        for (key, windows) in restored {
-            self.restore_windows(key, windows);
-        }
         self.check_state()
     }
 

@@ -42,7 +42,10 @@ pub use message::{WireJobEntry, WireMessage, WireMetric, WireOption, WirePeer, W
 pub use stream::{read_frame, read_frame_limited, write_frame};
 
 /// The protocol version this build speaks; frames of another version are refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// 2: `DeployTask` carries the job's state backend (a worker of version 1 would ignore it and
+/// run the job on its own default backend).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The largest frame accepted (and sent): 16 MiB. A bigger length prefix closes the
 /// connection before any allocation.
