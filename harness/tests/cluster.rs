@@ -35,7 +35,10 @@ fn tiered_runs(ck: &Path, job: &str) -> usize {
     operators
         .filter_map(|o| std::fs::read_dir(o.ok()?.path()).ok())
         .flatten()
-        .filter(|f| f.as_ref().is_ok_and(|f| f.path().extension().is_some_and(|e| e == "run")))
+        .filter(|f| {
+            f.as_ref()
+                .is_ok_and(|f| f.path().extension().is_some_and(|e| e == "run"))
+        })
         .count()
 }
 
@@ -90,7 +93,9 @@ fn failover_is_exact(extra: &[&str]) {
     // are already in the output.
     let start = Instant::now();
     // With the tiered backend, the checkpoints name run files: the state is not on the heap.
-    while completed_checkpoints(&ck, &id) < 1 || committed_lines(&out).is_empty() || (tiered && tiered_runs(&ck, &id) == 0)
+    while completed_checkpoints(&ck, &id) < 1
+        || committed_lines(&out).is_empty()
+        || (tiered && tiered_runs(&ck, &id) == 0)
     {
         assert!(
             start.elapsed() < Duration::from_secs(30),
@@ -191,14 +196,28 @@ fn submit_list_cancel_and_bad_input() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("--checkpoint-dir"), "{}", text(&out.stderr));
     // The tiered backend keeps its files in the checkpoint storage: refused at submission.
-    let out = run(&["submit", "--coordinator", &addr, "nexmark-q0", "--state-backend", "tiered"]);
+    let out = run(&[
+        "submit",
+        "--coordinator",
+        &addr,
+        "nexmark-q0",
+        "--state-backend",
+        "tiered",
+    ]);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("--state-backend tiered keeps the job's state in its checkpoint storage"),
         "{}",
         text(&out.stderr)
     );
-    let out = run(&["submit", "--coordinator", &addr, "nexmark-q0", "--state-backend", "rocks"]);
+    let out = run(&[
+        "submit",
+        "--coordinator",
+        &addr,
+        "nexmark-q0",
+        "--state-backend",
+        "rocks",
+    ]);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("'rocks' is not a state backend"),

@@ -60,27 +60,27 @@ fn nexmark(query: &str, out: &Path, ck: &Path, extra: &[&str]) -> Output {
 fn nexmark_cmd(query: &str, out: &Path, ck: &Path, extra: &[&str]) -> Command {
     let mut c = sluice();
     c.args([
-            "run",
-            query,
-            "--events",
-            "60000",
-            // Paced, so that dozens of checkpoints complete, runs are compacted, and
-            // subsumed checkpoints' runs are deleted.
-            "--events-per-second",
-            "30000",
-            "-p",
-            "1",
-            "--checkpoint-interval",
-            "50ms",
-        ])
-        .arg("--checkpoint-dir")
-        .arg(ck)
-        .arg("--output")
-        .arg(out)
-        .args(extra)
-        .args(["-q", "--log-format", "json", "--log-level", "info"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        "run",
+        query,
+        "--events",
+        "60000",
+        // Paced, so that dozens of checkpoints complete, runs are compacted, and
+        // subsumed checkpoints' runs are deleted.
+        "--events-per-second",
+        "30000",
+        "-p",
+        "1",
+        "--checkpoint-interval",
+        "50ms",
+    ])
+    .arg("--checkpoint-dir")
+    .arg(ck)
+    .arg("--output")
+    .arg(out)
+    .args(extra)
+    .args(["-q", "--log-format", "json", "--log-level", "info"])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     c
 }
 

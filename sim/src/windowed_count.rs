@@ -73,7 +73,8 @@ impl WindowedCount {
         env.from_source(
             GeneratorSource::new(self.seed, Some(self.records), |i, _| i)
                 .with_records_per_second(self.records_per_second),
-            WatermarkStrategy::for_bounded_out_of_orderness(Duration::ZERO).with_timestamp_assigner(|i: &u64| *i as i64),
+            WatermarkStrategy::for_bounded_out_of_orderness(Duration::ZERO)
+                .with_timestamp_assigner(|i: &u64| *i as i64),
             "timed-numbers",
         )
         .uid("timed-numbers")

@@ -1217,7 +1217,7 @@ fn master_event(msg: WireMessage, worker_id: &str, session: u64) -> MasterEvent 
             attempt,
         },
         msg => MasterEvent::Frame {
-            msg,
+            msg: Box::new(msg),
             worker: worker_id.to_string(),
         },
     }

@@ -13,12 +13,12 @@ use crate::checkpoint::{CheckpointStorage, LoadedCheckpoint};
 use crate::error::JobError;
 use crate::graph::JobGraph;
 use crate::metrics::VertexMetrics;
-use crate::runtime::ExecutionConfig;
-use crate::state_backend::{StateBackendConfig, TieredSettings};
 use crate::runtime::engine::{
     build_task, control_channel, load_mapped_savepoint, task_specs, CheckpointLink, ControlReceiver, ControlSender,
     JobControl, Task, TaskCommand, TaskEnv, TaskEvent, TaskExit, TaskSet, TaskSpec,
 };
+use crate::runtime::ExecutionConfig;
+use crate::state_backend::{StateBackendConfig, TieredSettings};
 
 /// A `DeployTask` frame's contents.
 pub(crate) struct DeployRequest {

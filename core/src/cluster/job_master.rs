@@ -627,7 +627,7 @@ impl JobMaster {
                         "frame" => super::framed::frame_kind(&msg), "worker" => &worker);
                     return None;
                 }
-                self.on_frame(msg, checkpoints, finished).await
+                self.on_frame(*msg, checkpoints, finished).await
             }
         }
     }

@@ -328,8 +328,9 @@ fn evict_ended(st: &mut State, keep: usize) -> Vec<(String, Option<ScopeGuard>)>
 /// What reaches a job master.
 #[derive(Debug)]
 pub(crate) enum MasterEvent {
-    /// A frame about this job from worker `worker`.
-    Frame { msg: WireMessage, worker: String },
+    /// A frame about this job from worker `worker` (boxed: frames are far larger than the
+    /// other events).
+    Frame { msg: Box<WireMessage>, worker: String },
     /// A worker is gone (every master hears of every loss).
     WorkerLost { worker: String, reason: String },
     /// Worker `worker` (in registration `session`) says nothing of `attempt` runs there any

@@ -230,7 +230,6 @@ where
         }
         Ok(())
     }
-
 }
 
 /// Derives the timers of `key`'s restored `windows` (from a heap snapshot or a savepoint): a

@@ -77,12 +77,17 @@ impl<K: Key> WindowTimers<K> {
     /// The keys of the timers due at `wm`, in firing order, without firing them (what tiered
     /// state fetches before they fire).
     pub(crate) fn due_keys(&self, wm: i64) -> impl Iterator<Item = &K> {
-        self.index.iter().take_while(move |(t, _, _)| *t <= wm).map(|(_, k, _)| k)
+        self.index
+            .iter()
+            .take_while(move |(t, _, _)| *t <= wm)
+            .map(|(_, k, _)| k)
     }
 
     /// Freezes the stored timers (tiered state; `None` with heap state, which derives them);
     /// the returned closure writes them.
-    pub(crate) fn freeze(&mut self) -> Option<impl FnOnce(&mut StateWriter) -> Result<(), StateError> + Send + 'static> {
+    pub(crate) fn freeze(
+        &mut self,
+    ) -> Option<impl FnOnce(&mut StateWriter) -> Result<(), StateError> + Send + 'static> {
         let frozen = self.by_key.as_mut()?.freeze();
         Some(move |w: &mut StateWriter| {
             let table = w.typed_table(WINDOW_TIMERS_TABLE, &timer_types::<K>());
@@ -174,10 +179,7 @@ mod tests {
         t.add(14, &1, w(0));
         t.add(24, &1, w(10));
         let mut back = round_trip(&mut t, 100);
-        assert_eq!(
-            drain(&mut back),
-            [(9, 1, w(0)), (109, 1, w(0)), (119, 1, w(10))]
-        );
+        assert_eq!(drain(&mut back), [(9, 1, w(0)), (109, 1, w(0)), (119, 1, w(10))]);
         // Without lateness, a window's cleanup is its firing: one timer each.
         let mut back = round_trip(&mut t, 0);
         assert_eq!(drain(&mut back), [(9, 1, w(0)), (19, 1, w(10))]);

@@ -1848,6 +1848,7 @@ impl<'a> DeployTask<'a> {
   pub const VT_RESTORE_CHECKPOINT: ::flatbuffers::VOffsetT = 18;
   pub const VT_RESTORE_SAVEPOINT: ::flatbuffers::VOffsetT = 20;
   pub const VT_UID_MAPPING: ::flatbuffers::VOffsetT = 22;
+  pub const VT_STATE_BACKEND: ::flatbuffers::VOffsetT = 24;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1860,6 +1861,7 @@ impl<'a> DeployTask<'a> {
   ) -> ::flatbuffers::WIPOffset<DeployTask<'bldr>> {
     let mut builder = DeployTaskBuilder::new(_fbb);
     builder.add_restore_checkpoint(args.restore_checkpoint);
+    if let Some(x) = args.state_backend { builder.add_state_backend(x); }
     if let Some(x) = args.uid_mapping { builder.add_uid_mapping(x); }
     if let Some(x) = args.restore_savepoint { builder.add_restore_savepoint(x); }
     if let Some(x) = args.checkpoint_store { builder.add_checkpoint_store(x); }
@@ -1949,6 +1951,14 @@ impl<'a> DeployTask<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<JobOption>>>>(DeployTask::VT_UID_MAPPING, None)}
   }
+  /// The state backend the job asked for ("heap" or "tiered"); empty: the worker's default.
+  #[inline]
+  pub fn state_backend(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DeployTask::VT_STATE_BACKEND, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for DeployTask<'_> {
@@ -1967,6 +1977,7 @@ impl ::flatbuffers::Verifiable for DeployTask<'_> {
      .visit_field::<u64>("restore_checkpoint", Self::VT_RESTORE_CHECKPOINT, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("restore_savepoint", Self::VT_RESTORE_SAVEPOINT, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<JobOption>>>>("uid_mapping", Self::VT_UID_MAPPING, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("state_backend", Self::VT_STATE_BACKEND, false)?
      .finish();
     Ok(())
   }
@@ -1982,6 +1993,7 @@ pub struct DeployTaskArgs<'a> {
     pub restore_checkpoint: u64,
     pub restore_savepoint: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub uid_mapping: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<JobOption<'a>>>>>,
+    pub state_backend: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for DeployTaskArgs<'a> {
   #[inline]
@@ -1997,6 +2009,7 @@ impl<'a> Default for DeployTaskArgs<'a> {
       restore_checkpoint: 0,
       restore_savepoint: None,
       uid_mapping: None,
+      state_backend: None,
     }
   }
 }
@@ -2047,6 +2060,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeployTaskBuilder<'a, 'b, A> 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeployTask::VT_UID_MAPPING, uid_mapping);
   }
   #[inline]
+  pub fn add_state_backend(&mut self, state_backend: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeployTask::VT_STATE_BACKEND, state_backend);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeployTaskBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     DeployTaskBuilder {
@@ -2074,6 +2091,7 @@ impl ::core::fmt::Debug for DeployTask<'_> {
       ds.field("restore_checkpoint", &self.restore_checkpoint());
       ds.field("restore_savepoint", &self.restore_savepoint());
       ds.field("uid_mapping", &self.uid_mapping());
+      ds.field("state_backend", &self.state_backend());
       ds.finish()
   }
 }
