@@ -115,7 +115,7 @@ awk '/^seed [0-9]+: ha swarm/ {
   END { printf "HA simulation: %d seeds (%d with a forced split brain), %d finished; injected %d coordinator kills, %d pauses, %d cuts from etcd, %d etcd outages; %d leader epochs wrote; %d failovers; %d stale writes\n", n, sb, ok, ck, cp, cc, eo, e, f, st }' target-sim/ha-faults.log
 grep -q "^test result: ok" target-sim/ha-faults.log
 stage "simulation: the checker catches broken protocols"
-# The checker must catch a deliberately broken protocol (each seed runs 12 jobs, and 8 of the
+# The checker must catch a deliberately broken protocol (each seed runs 12 jobs, and 4 of the
 # tiered workload).
 MADSIM_TEST_NUM="${SIM_CHECKER_SEEDS:-10}" cargo test -p sluice-sim --test checker_catches_broken_protocol
 stage "simulation: determinism replays"
