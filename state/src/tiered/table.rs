@@ -12,10 +12,11 @@
 //! Runs are never deleted here: a run stays in the object store for as long as a retained
 //! checkpoint names it, which only the checkpoint coordinator knows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 
 use super::cache::{BlockCache, BlockKey};
 use super::gauges::TableGauges;
@@ -79,6 +80,9 @@ impl LiveRun {
         }
     }
 }
+
+/// Block fetches one prefetch keeps in flight.
+const FETCHES_IN_FLIGHT: usize = 32;
 
 /// A memory-table entry costs its key and value plus this much bookkeeping.
 const ENTRY_OVERHEAD: usize = 48;
@@ -312,36 +316,54 @@ impl WriteKey<'_> {
 /// Reads.
 impl TieredTable {
     /// Fetches and pins every block that `keys` can be in, so that [`Self::get`] of those
-    /// keys does not wait.
+    /// keys does not wait. Run by run, newest first (a key found in a run needs nothing of
+    /// older ones), each run's blocks fetched several at once: a store far away is waited
+    /// for about once per run, not once per block.
     pub async fn prefetch(&mut self, keys: &[Bytes]) -> Result<(), TieredError> {
-        for key in keys {
-            let key = key.as_ref();
-            if self.memtable.contains_key(key) {
-                continue;
+        let mut pending: Vec<(&[u8], u64)> = keys
+            .iter()
+            .map(|k| k.as_ref())
+            .filter(|k| !self.memtable.contains_key(*k))
+            .map(|k| (k, key_hash(k)))
+            .collect();
+        for i in 0..self.runs.len() {
+            if pending.is_empty() {
+                break;
             }
-            let hash = key_hash(key);
-            for i in 0..self.runs.len() {
-                let Some(b) = self.runs[i].block_for(key, hash) else {
-                    continue;
-                };
-                let block = self.pin(i, b).await?;
-                if block.get(key).is_some() {
-                    break; // newer runs shadow older ones
-                }
-            }
+            let wanted: BTreeSet<u32> = pending
+                .iter()
+                .filter_map(|&(k, h)| self.runs[i].block_for(k, h))
+                .map(|b| b as u32)
+                .filter(|&b| !self.pinned.contains_key(&(i, b)))
+                .collect();
+            self.pin_all(i, wanted).await?;
+            let (run, pinned) = (&self.runs[i], &self.pinned);
+            pending.retain(|&(k, h)| {
+                run.block_for(k, h)
+                    .and_then(|b| pinned.get(&(i, b as u32)))
+                    .is_none_or(|block| block.get(k).is_none())
+            });
         }
         Ok(())
     }
 
-    /// Pins block `b` of the run at position `run`.
-    async fn pin(&mut self, run: usize, b: usize) -> Result<Arc<Block>, TieredError> {
-        if let Some(block) = self.pinned.get(&(run, b as u32)) {
-            return Ok(Arc::clone(block));
-        }
+    /// Fetches blocks `wanted` of the run at position `run`, [`FETCHES_IN_FLIGHT`] at a time,
+    /// and pins them.
+    async fn pin_all(&mut self, run: usize, wanted: BTreeSet<u32>) -> Result<(), TieredError> {
         let meta = Arc::clone(&self.runs[run].meta);
-        let block = self.cached_block(&meta, b).await?;
-        self.pinned.insert((run, b as u32), Arc::clone(&block));
-        Ok(block)
+        let this = &*self;
+        let fetched: Vec<(u32, Arc<Block>)> = futures::stream::iter(wanted)
+            .map(|b| {
+                let meta = &meta;
+                async move { this.cached_block(meta, b as usize).await.map(|block| (b, block)) }
+            })
+            .buffered(FETCHES_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        for (b, block) in fetched {
+            self.pinned.insert((run, b), block);
+        }
+        Ok(())
     }
 
     /// Releases the blocks pinned by [`Self::prefetch`] (they stay in the cache while it has
