@@ -132,10 +132,10 @@ pub async fn run_with(broken_gc: bool, seed: u64, faults: bool) -> TieredRun {
     // Window contents live in the tiered table too: a sliding-window count beside it.
     let window_store = TransactionalStore::new();
     let windows = WindowedCount {
-        records: 3_000,
-        keys: 200,
+        records: 1_500,
+        keys: 100,
         seed: seed ^ 0x5eed,
-        records_per_second: 2_500 / pace,
+        records_per_second: 1_250 / pace,
     };
     let env = StreamEnv::new("sim-tiered");
     env.set_parallelism(2);
