@@ -24,8 +24,10 @@ fi
 seed_corpus() {
   local work corpus=core/fuzz/corpus
   work="$(mktemp -d)"
-  cargo build --release -q -p sluice
-  target/release/sluice run nexmark-q5 --events 100000 --events-per-second 200000 \
+  # The debug binary: the test command has just built it (a release build would cost CI
+  # minutes for a seconds-long run).
+  cargo build -q -p sluice
+  target/debug/sluice run nexmark-q5 --events 100000 --events-per-second 200000 \
     --checkpoint-dir "$work/ck" --checkpoint-interval 100ms --output "$work/out" >/dev/null 2>&1
   mkdir -p $corpus/{checkpoint_metadata,checkpoint_metadata_sealed,state_file,state_file_sealed}
   local n=0 f

@@ -121,14 +121,14 @@ MADSIM_TEST_NUM="${SIM_CHECKER_SEEDS:-10}" cargo test -p sluice-sim --test check
 stage "simulation: determinism replays"
 # Same seed, same run: madsim replays a seed twice and compares every random draw (it checks
 # one seed per invocation, so loop).
-for seed in 11 12 13; do
+for seed in ${DETERMINISM_SEEDS:-11 12 13}; do
   MADSIM_TEST_SEED=$seed MADSIM_TEST_CHECK_DETERMINISM=1 cargo test -p sluice-sim -- --skip catches_a_sink --skip ha_output --skip the_ha_suite --skip the_tiered_suite
 done
 # The HA suites replay a seed in two processes and compare the runs' summaries (faults,
 # failovers, epochs, simulated time): madsim's etcd twin keeps its leases in a std HashMap,
 # whose iteration order differs between two runs inside one process (std's per-thread hash
 # keys), which the in-process check would report when leases expire together.
-for seed in 11 12 13; do
+for seed in ${DETERMINISM_SEEDS:-11 12 13}; do
   for run in 1 2; do
     MADSIM_TEST_SEED=$seed cargo test -p sluice-sim --test ha_faults -- --nocapture | grep "^seed" > "target-sim/ha-determinism-$run.log"
   done
