@@ -85,7 +85,9 @@ MADSIM_TEST_NUM="${SIM_SEEDS:-50}" cargo test -p sluice-sim -- --skip catches_a_
 stage "simulation: tiered state under object-store faults"
 # Tiered state under object-store faults, with the deletion oracle; one line per seed, then
 # the totals.
-MADSIM_TEST_NUM="${SIM_TIERED_SEEDS:-50}" cargo test -p sluice-sim --test tiered_faults -- --nocapture | tee target-sim/tiered-faults.log | grep -E "^test result|panicked" || true
+# Harsh seeds restart the job a hundred times and need more than the 300 simulated seconds
+# the other suites get.
+MADSIM_TEST_TIME_LIMIT=2000 MADSIM_TEST_NUM="${SIM_TIERED_SEEDS:-50}" cargo test -p sluice-sim --test tiered_faults -- --nocapture | tee target-sim/tiered-faults.log | grep -E "^test result|panicked" || true
 awk '/^seed [0-9]+: exact/ { n++; if ($4 == "true") ok++; c += $6; r += $8; f += $11; k += $14; m += $16 }
   END { printf "tiered simulation: %d seeds, %d with exact output; %d checkpoints, %d restarts, %d store faults; %d checks of the retained checkpoints'"'"' runs, %d runs missing\n", n, ok, c, r, f, k, m }' target-sim/tiered-faults.log
 grep -q "^test result: ok" target-sim/tiered-faults.log

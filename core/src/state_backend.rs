@@ -36,9 +36,13 @@ impl BackendKind {
         match name {
             "heap" => Ok(BackendKind::Heap),
             "tiered" => Ok(BackendKind::Tiered),
-            other => Err(crate::error::InvalidSetting(format!(
-                "'{other}' is not a state backend: heap or tiered"
-            ))),
+            other => {
+                // Shown quoted (escapes included) and cut short: it may come off the network.
+                let shown: String = other.chars().take(32).collect();
+                Err(crate::error::InvalidSetting(format!(
+                    "{shown:?} is not a state backend: heap or tiered"
+                )))
+            }
         }
     }
 

@@ -157,17 +157,12 @@ fn unknown_backend(name: &str) -> HarnessError {
     ))
 }
 
-/// A worker's state settings: the backend of the jobs that do not choose one
-/// (`sluice submit --state-backend`), and the block cache of those that run tiered, which
-/// exists (unused until such a job comes) whatever the default.
-pub fn worker_state(choice: &StateChoice) -> Result<(StateBackendConfig, TieredSettings), HarnessError> {
-    let settings = tiered_settings(choice)?;
-    let default = match choice.backend.as_deref().unwrap_or("heap") {
-        "heap" => StateBackendConfig::Heap,
-        "tiered" => StateBackendConfig::Tiered(settings.clone()),
-        other => return Err(unknown_backend(other)),
-    };
-    Ok((default, settings))
+/// A worker's block cache, which serves every tiered job it runs. The backend is the job's
+/// (`sluice submit --state-backend`, heap by default), never the worker's: workers with
+/// different defaults would mix backends in one job, whose tiered state could then not fail
+/// over to a heap worker.
+pub fn worker_state(choice: &StateChoice) -> Result<TieredSettings, HarnessError> {
+    tiered_settings(choice)
 }
 
 /// The tiered backend's block cache `--state-cache-*` ask for (a disk tier's directory is

@@ -210,6 +210,14 @@ fn submit_list_cancel_and_bad_input() {
         "{}",
         text(&out.stderr)
     );
+    // A worker has no backend of its own: every subtask runs on the job's.
+    let out = run(&["worker", "--coordinator", &addr, "--state-backend", "tiered"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("in a cluster each job chooses its backend"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = run(&[
         "submit",
         "--coordinator",
@@ -220,7 +228,7 @@ fn submit_list_cancel_and_bad_input() {
     ]);
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("'rocks' is not a state backend"),
+        text(&out.stderr).contains(r#""rocks" is not a state backend"#),
         "{}",
         text(&out.stderr)
     );

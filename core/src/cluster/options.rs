@@ -41,14 +41,15 @@ pub(crate) struct SubmitOptions {
     /// Keep the job's checkpoints when it is cancelled (they are deleted by default, and
     /// always when it finishes).
     pub(crate) retain_on_cancel: bool,
-    /// The state backend the job asked for (`None`: each worker's default).
+    /// The state backend the job asked for (`None`: the heap).
     pub(crate) state_backend: Option<BackendKind>,
 }
 
 impl SubmitOptions {
-    /// The state backend as it travels to workers (empty: each worker's default).
+    /// The state backend as it travels to workers: always named, so that every subtask of
+    /// every attempt runs on the same one.
     pub(crate) fn state_backend_wire(&self) -> String {
-        self.state_backend.map(|b| b.name().to_owned()).unwrap_or_default()
+        self.state_backend.unwrap_or(BackendKind::Heap).name().to_owned()
     }
 
     /// The job's own options as they travel to workers.
@@ -253,9 +254,11 @@ mod tests {
         assert!(tiered.job.is_empty());
         let heap = with(&[("state-backend", "heap")]).unwrap();
         assert_eq!(heap.state_backend_wire(), "heap");
-        assert_eq!(with(&[]).unwrap().state_backend_wire(), "", "the worker's default");
+        assert_eq!(with(&[]).unwrap().state_backend_wire(), "heap", "the default, named");
         let refused = |kv: &[(&str, &str)]| with(kv).unwrap_err().0;
         assert!(refused(&[("state-backend", "tiered")]).contains("give --checkpoint-interval"));
-        assert!(refused(&[("state-backend", "rocksdb")]).contains("--state-backend: 'rocksdb' is not a state backend"));
+        assert!(
+            refused(&[("state-backend", "rocksdb")]).contains(r#"--state-backend: "rocksdb" is not a state backend"#)
+        );
     }
 }

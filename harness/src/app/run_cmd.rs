@@ -59,7 +59,8 @@ pub(super) struct RunArgs {
 pub(super) struct StateArgs {
     /// `heap` (state in memory, snapshotted whole) or `tiered` (state in files in the
     /// checkpoint storage, read through a cache; checkpoints store only what changed).
-    /// Default: [state] backend, else heap.
+    /// Default: [state] backend, else heap. Not for `worker`: a cluster job chooses at
+    /// `sluice submit`.
     #[arg(long, value_name = "BACKEND")]
     pub(super) state_backend: Option<String>,
     /// The tiered backend's block cache in memory, e.g. `512MiB` (default: [state]
@@ -108,17 +109,22 @@ impl StateArgs {
         })
     }
 
-    /// A worker's backend and cache, the command line before the file. Unlike `run`, the
-    /// cache settings count whatever the default backend: jobs submitted with
-    /// `--state-backend tiered` run in that cache on a worker whose default is the heap.
-    pub(super) fn resolve_worker(&self, file: &Config) -> StateChoice {
+    /// A worker's cache, the command line before the file. Unlike `run`, the cache settings
+    /// count whatever `[state] backend` says: jobs submitted with `--state-backend tiered`
+    /// run in that cache. `--state-backend` itself is refused: each job chooses its own.
+    pub(super) fn resolve_worker(&self, file: &Config) -> Result<StateChoice, crate::HarnessError> {
+        if self.state_backend.is_some() {
+            return Err(crate::HarnessError::BadOption(
+                "sluice worker --state-backend: in a cluster each job chooses its backend (sluice submit --state-backend heap|tiered, heap by default); a worker's --state-cache-* size the cache of its tiered jobs".into(),
+            ));
+        }
         let s = &file.state;
-        StateChoice {
-            backend: Some(self.state_backend.clone().unwrap_or_else(|| s.backend.clone())),
+        Ok(StateChoice {
+            backend: None,
             cache_memory: self.state_cache_memory.clone().or_else(|| s.cache_memory.clone()),
             cache_disk: self.state_cache_disk.clone().or_else(|| s.cache_disk.clone()),
             cache_dir: self.state_cache_dir.clone().or_else(|| s.cache_dir.clone()),
-        }
+        })
     }
 }
 

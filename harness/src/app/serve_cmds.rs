@@ -314,13 +314,14 @@ pub(super) fn worker(registry: &AppRegistry, args: WorkerArgs, file: Config, log
     let jobs = Arc::new(registry.clone());
     let w = &file.worker;
     let registry = MetricRegistry::new();
-    let (default_backend, state_cache) = crate::settings::worker_state(&args.state.resolve_worker(&file))?;
+    let state_cache = crate::settings::worker_state(&args.state.resolve_worker(&file)?)?;
+    if file.state.backend != "heap" {
+        slog::warn!(log, "[state] backend is not used by a worker: each job runs on the backend it was submitted with (sluice submit --state-backend, heap by default)";
+            "backend" => &file.state.backend);
+    }
     let execution = sluice_core::ExecutionConfig {
         log: log.clone(),
         metrics: Some(registry.clone()),
-        // Whether a job checkpoints is the job's: a tiered job that does not is refused at
-        // submission (or fails at deployment, saying so).
-        state_backend: default_backend,
         ..sluice_core::ExecutionConfig::default()
     };
     // One block cache serves every tiered job the worker runs: its metrics are the process's.
