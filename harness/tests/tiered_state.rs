@@ -311,6 +311,24 @@ fn a_tiered_checkpoint_is_refused_by_the_heap_backend_naming_the_way_out() {
     let err = text(&heap.stderr);
     assert!(!heap.status.success());
     assert!(err.contains("tiered") && err.contains("savepoint"), "{err}");
+    // Nor is a tiered checkpoint a savepoint: its runs are in the job's directory.
+    let chk = ck
+        .join("wordcount")
+        .join(format!("chk-{:010}", latest_checkpoint(&ck, "wordcount")));
+    assert!(chk.join("_metadata").is_file(), "{}", chk.display());
+    let from = ["--from-savepoint", chk.to_str().unwrap()];
+    let as_savepoint = wait_within(
+        wordcount(&input, &out, &tmp.path().join("ck2"), &[TIERED, &from[..]].concat())
+            .spawn()
+            .unwrap(),
+        LIMIT,
+    );
+    let err = text(&as_savepoint.stderr);
+    assert!(!as_savepoint.status.success());
+    assert!(
+        err.contains("not a savepoint: a checkpoint of the tiered state backend"),
+        "{err}"
+    );
 }
 
 #[test]

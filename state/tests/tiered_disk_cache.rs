@@ -150,6 +150,10 @@ fn a_directory_that_cannot_hold_the_tier_is_refused_saying_why() {
     std::fs::write(dir("used").join("notes.txt"), b"mine").unwrap();
     assert!(err(dir("used"), MIN_DISK_CACHE).contains("'notes.txt', which is no cache file"));
     assert!(dir("used").join("notes.txt").exists());
+    assert!(
+        !dir("used").join("LOCK").exists(),
+        "a LOCK file was left in someone else's directory"
+    );
     // A LOCK that is a link is not followed.
     std::fs::create_dir(dir("linked")).unwrap();
     std::os::unix::fs::symlink(dir("file"), dir("linked").join("LOCK")).unwrap();

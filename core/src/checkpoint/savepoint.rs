@@ -106,8 +106,18 @@ async fn put_exact(store: &dyn BlobStore, path: &str, bytes: Bytes) -> Result<()
     }
 }
 
-/// Loads and checks the savepoint at the root of `store` (its `_metadata` at the top).
+/// Loads and checks the savepoint at the root of `store` (its `_metadata` at the top). A
+/// checkpoint of the tiered backend is refused by name: it is not self-contained (its runs
+/// are in its job's directory, shared with its other checkpoints).
 pub async fn load_savepoint(store: &dyn BlobStore) -> Result<LoadedCheckpoint, CheckpointError> {
+    let bytes = store.get("_metadata").await?;
+    let meta = CheckpointMetadata::decode("_metadata", &bytes)?;
+    if let Some(run) = meta.shared_files().into_iter().next() {
+        return Err(CheckpointError::Corrupt(format!(
+            "not a savepoint: a checkpoint of the tiered state backend, whose runs live in its job's checkpoint directory (it names '{}'): resume the job from its checkpoint directory, or take a savepoint of it (sluice stop --savepoint-dir, or sluice run --savepoint-dir)",
+            run.path
+        )));
+    }
     load_dir(store, "").await
 }
 

@@ -83,13 +83,15 @@ impl DiskCacheConfig {
             reason,
         };
         private_dir(&dir).map_err(refused)?;
+        // Someone else's directory is refused before a LOCK file is left in it.
+        clear(&dir, false).map_err(refused)?;
         let lock = lock_file(&dir).map_err(|e| refused(format!("cannot write its LOCK file: {e}")))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Err(DiskCacheError::InUse { dir: shown }),
             Err(std::fs::TryLockError::Error(e)) => return Err(refused(format!("cannot lock its LOCK file: {e}"))),
         }
-        clear(&dir).map_err(refused)?;
+        clear(&dir, true).map_err(refused)?;
         let free = free_space(&dir).map_err(|e| refused(format!("cannot read its file system's free space: {e}")))?;
         if free < capacity as u64 {
             return Err(DiskCacheError::NoRoom {
@@ -169,9 +171,10 @@ fn lock_file(dir: &Path) -> std::io::Result<File> {
         .open(dir.join("LOCK"))
 }
 
-/// Deletes an earlier process's cache files (nothing of them is trusted or recovered, and
-/// they take room); refuses a directory that holds anything else, which is someone else's.
-fn clear(dir: &Path) -> Result<(), String> {
+/// Deletes an earlier process's cache files when `remove` (nothing of them is trusted or
+/// recovered, and they take room; only under the lock); refuses a directory that holds
+/// anything else, which is someone else's.
+fn clear(dir: &Path, remove: bool) -> Result<(), String> {
     for entry in std::fs::read_dir(dir).map_err(|e| format!("cannot list it: {e}"))? {
         let entry = entry.map_err(|e| format!("cannot list it: {e}"))?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -180,8 +183,10 @@ fn clear(dir: &Path) -> Result<(), String> {
             continue;
         }
         if name.starts_with(CACHE_FILE_PREFIX) && !kind.is_dir() {
-            std::fs::remove_file(entry.path())
-                .map_err(|e| format!("cannot remove the earlier cache file '{name}': {e}"))?;
+            if remove {
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| format!("cannot remove the earlier cache file '{name}': {e}"))?;
+            }
             continue;
         }
         return Err(format!(
