@@ -12,7 +12,7 @@ use crate::data::{EventTime, Record};
 use crate::error::OperatorError;
 use crate::functions::{Collector, KeyedContext, KeyedProcessFunction, TimeDomain, TimerService};
 use crate::operator::{AsyncSnapshot, BoxFuture, Operator, OperatorContext, Prepare};
-use crate::operators::{fetch_err, restore_keyed, restore_manifests, use_backend};
+use crate::operators::{fetch_keys, flush_for_snapshot, restore_keyed, restore_manifests, use_backend};
 use sluice_state::RestoredState;
 
 /// Timers whose keys one preparation fetches.
@@ -55,10 +55,6 @@ impl<F: KeyedProcessFunction, KF> KeyedProcess<F, KF> {
 
     /// Fetches the keys of the first due timers; `event` picks the time domain.
     async fn prepare_timers(&mut self, event: bool, due: i64) -> Result<(), OperatorError> {
-        self.store.release();
-        // Timers fire chunk after chunk on a large watermark jump: keep the memory table
-        // within its budget between chunks, as between batches.
-        self.store.maintain().await.map_err(fetch_err)?;
         self.prepared = if event {
             self.timers.due_event_keys(due).take(TIMER_CHUNK).cloned().collect()
         } else {
@@ -69,8 +65,7 @@ impl<F: KeyedProcessFunction, KF> KeyedProcess<F, KF> {
                 .collect()
         };
         let keys: Vec<F::Key> = self.prepared.iter().cloned().collect();
-        self.store.prefetch(&keys).await.map_err(fetch_err)?;
-        Ok(())
+        fetch_keys(&mut self.store, &keys).await
     }
 
     /// Whether the timer of `key` may fire now (its state was fetched, or state is on the
@@ -88,21 +83,12 @@ where
     async fn prepare_step(&mut self, step: Prepare<'_, F::In>, ctx: &OperatorContext) -> Result<(), OperatorError> {
         match step {
             Prepare::Batch(batch) => {
-                self.store.release();
-                self.store.maintain().await.map_err(fetch_err)?;
                 let keys: Vec<F::Key> = batch.iter().map(|r| (self.key_of)(&r.value)).collect();
-                self.store.prefetch(&keys).await.map_err(fetch_err)?;
+                fetch_keys(&mut self.store, &keys).await?;
             }
             Prepare::Watermark => self.prepare_timers(true, ctx.watermark.0).await?,
             Prepare::ProcessingTime(now) => self.prepare_timers(false, now).await?,
-            Prepare::Snapshot(_) => {
-                self.store.release();
-                // A failed write leaves the state in memory: the snapshot then declines this
-                // checkpoint saying why, and processing goes on.
-                if let Err(e) = self.store.flush().await {
-                    slog::warn!(ctx.log, "tiered state could not be written out for a checkpoint"; "error" => %e);
-                }
-            }
+            Prepare::Snapshot(_) => flush_for_snapshot(&mut self.store, &ctx.log).await,
         }
         Ok(())
     }

@@ -7,7 +7,7 @@ use sluice_state::{KeyedStateStore, ValueState};
 use crate::data::{Data, Key, Record};
 use crate::error::OperatorError;
 use crate::operator::{AsyncSnapshot, BoxFuture, Operator, OperatorContext, Prepare};
-use crate::operators::{fetch_err, restore_keyed, restore_manifests, use_backend};
+use crate::operators::{fetch_keys, flush_for_snapshot, restore_keyed, restore_manifests, use_backend};
 use sluice_state::RestoredState;
 
 pub(crate) struct KeyedReduce<T, K, KF, RF> {
@@ -71,20 +71,13 @@ where
         ctx: &'a mut OperatorContext,
     ) -> BoxFuture<'a, Result<(), OperatorError>> {
         Box::pin(async move {
-            self.store.release();
             match step {
                 Prepare::Batch(batch) => {
-                    self.store.maintain().await.map_err(fetch_err)?;
                     let keys: Vec<K> = batch.iter().map(|r| (self.key_of)(&r.value)).collect();
-                    self.store.prefetch(&keys).await.map_err(fetch_err)?;
+                    fetch_keys(&mut self.store, &keys).await?;
                 }
-                Prepare::Snapshot(_) => {
-                    // A failed write declines the checkpoint (the snapshot says why).
-                    if let Err(e) = self.store.flush().await {
-                        slog::warn!(ctx.log, "tiered state could not be written out for a checkpoint"; "error" => %e);
-                    }
-                }
-                Prepare::Watermark | Prepare::ProcessingTime(_) => {}
+                Prepare::Snapshot(_) => flush_for_snapshot(&mut self.store, &ctx.log).await,
+                Prepare::Watermark | Prepare::ProcessingTime(_) => self.store.release(),
             }
             Ok(())
         })

@@ -28,6 +28,25 @@ pub(crate) fn fetch_err(e: StateError) -> OperatorError {
     }
 }
 
+/// Fetches what a call reading `keys` needs (tiered state): unpins the last call's blocks,
+/// keeps the memory table within its budget (between batches, and between chunks of timers
+/// on a large watermark jump), then fetches the blocks `keys` can be in.
+pub(crate) async fn fetch_keys<K: StateKey>(store: &mut KeyedStateStore<K>, keys: &[K]) -> Result<(), OperatorError> {
+    store.release();
+    store.maintain().await.map_err(fetch_err)?;
+    store.prefetch(keys).await.map_err(fetch_err)
+}
+
+/// Writes the memory table out before a snapshot (tiered state). A failed write leaves the
+/// state in memory: the snapshot then declines the checkpoint saying why, and processing
+/// goes on.
+pub(crate) async fn flush_for_snapshot<K: StateKey>(store: &mut KeyedStateStore<K>, log: &slog::Logger) {
+    store.release();
+    if let Err(e) = store.flush().await {
+        slog::warn!(log, "tiered state could not be written out for a checkpoint"; "error" => %e);
+    }
+}
+
 /// The key groups subtask `ctx` owns.
 pub(crate) fn owned_range(ctx: &OperatorContext) -> KeyGroupRange {
     KeyGroupRange::for_subtask(ctx.max_parallelism, ctx.parallelism, ctx.subtask)

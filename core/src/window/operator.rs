@@ -20,7 +20,7 @@ use super::timers::{cleanup_time, WindowTimers};
 use crate::data::{Key, Record};
 use crate::error::OperatorError;
 use crate::operator::{AsyncSnapshot, BoxFuture, Operator, OperatorContext, Prepare};
-use crate::operators::{fetch_err, restore_keyed, restore_manifests, use_backend};
+use crate::operators::{fetch_keys, flush_for_snapshot, restore_keyed, restore_manifests, use_backend};
 use crate::window::{TimeWindow, WindowAssigner, WindowLogic};
 
 /// The state the windows are stored under (its table in snapshots and savepoints).
@@ -199,17 +199,13 @@ where
     KF: Fn(&L::In) -> K + Send + 'static,
 {
     async fn prepare_step(&mut self, step: Prepare<'_, L::In>, ctx: &OperatorContext) -> Result<(), OperatorError> {
-        self.store.release();
         match step {
             Prepare::Batch(batch) => {
-                self.store.maintain().await.map_err(fetch_err)?;
                 let keys: Vec<K> = batch.iter().map(|r| (self.key_of)(&r.value)).collect();
-                self.store.prefetch(&keys).await.map_err(fetch_err)?;
+                fetch_keys(&mut self.store, &keys).await?;
             }
             Prepare::Watermark => {
-                // Windows fire chunk after chunk on a large watermark jump: keep the memory
-                // table within its budget between chunks, as between batches.
-                self.store.maintain().await.map_err(fetch_err)?;
+                // Windows fire chunk after chunk on a large watermark jump.
                 self.prepared = self
                     .timers
                     .due_keys(ctx.watermark.0)
@@ -217,16 +213,10 @@ where
                     .cloned()
                     .collect();
                 let keys: Vec<K> = self.prepared.iter().cloned().collect();
-                self.store.prefetch(&keys).await.map_err(fetch_err)?;
+                fetch_keys(&mut self.store, &keys).await?;
             }
-            Prepare::Snapshot(_) => {
-                // A failed write leaves the state in memory: the snapshot then declines this
-                // checkpoint saying why, and processing goes on.
-                if let Err(e) = self.store.flush().await {
-                    slog::warn!(ctx.log, "tiered state could not be written out for a checkpoint"; "error" => %e);
-                }
-            }
-            Prepare::ProcessingTime(_) => {}
+            Prepare::Snapshot(_) => flush_for_snapshot(&mut self.store, &ctx.log).await,
+            Prepare::ProcessingTime(_) => self.store.release(),
         }
         Ok(())
     }
