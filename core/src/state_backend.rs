@@ -176,11 +176,16 @@ fn register_cache(group: &MetricGroup, cache: &BlockCache) {
 /// Registers one tiered table's figures in `group` (its operator's scope).
 pub(crate) fn register_table(group: &MetricGroup, gauges: Arc<TableGauges>) {
     type Read = fn(&sluice_state::tiered::TableFigures) -> u64;
-    let figures: [(&str, &str, Read); 4] = [
+    let figures: [(&str, &str, Read); 5] = [
         (
             "state_memtable_bytes",
             "bytes held by the tiered state's memory table",
             |f| f.memtable_bytes,
+        ),
+        (
+            "state_decoded_bytes",
+            "estimated bytes of the tiered state's written values kept decoded (not yet in the memory table)",
+            |f| f.decoded_bytes,
         ),
         ("state_runs", "live runs of the tiered state", |f| f.runs),
         ("state_run_bytes", "bytes of the tiered state's live runs", |f| {

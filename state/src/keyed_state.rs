@@ -308,9 +308,7 @@ impl<K: StateKey> KeyedStateStore<K> {
     /// a closure lets the heap backend lend its own copy and a tiered one a decoded one.
     pub fn with_value<V: StateValue, R>(&self, s: ValueState<V>, key: &K, f: impl FnOnce(Option<&V>) -> R) -> R {
         if let Some(t) = &self.tiered {
-            return f(t
-                .get::<K, V>(tiered_id::<K, Values<K, V>>(&self.tables, s.idx), key)
-                .as_ref());
+            return t.with(tiered_id::<K, Values<K, V>>(&self.tables, s.idx), key, f);
         }
         f(self.table::<Values<K, V>>(s.idx).get(key))
     }
@@ -318,7 +316,7 @@ impl<K: StateKey> KeyedStateStore<K> {
     /// Sets the value of `key`.
     pub fn set_value<V: StateValue>(&mut self, s: ValueState<V>, key: &K, v: V) {
         if let Some(t) = &mut self.tiered {
-            return t.put(tiered_id::<K, Values<K, V>>(&self.tables, s.idx), key, Some(&v));
+            return t.put(tiered_id::<K, Values<K, V>>(&self.tables, s.idx), key, Some(v));
         }
         let t = self.table_mut::<Values<K, V>>(s.idx);
         match t.get_mut(key) {
@@ -383,9 +381,8 @@ impl<K: StateKey> KeyedStateStore<K> {
     /// Calls `f` with the list of `key` (empty if none) and returns what it returns.
     pub fn with_list<V: StateValue, R>(&self, s: ListState<V>, key: &K, f: impl FnOnce(&[V]) -> R) -> R {
         if let Some(t) = &self.tiered {
-            return f(&t
-                .get::<K, Vec<V>>(tiered_id::<K, Lists<K, V>>(&self.tables, s.idx), key)
-                .unwrap_or_default());
+            let id = tiered_id::<K, Lists<K, V>>(&self.tables, s.idx);
+            return t.with(id, key, |l: Option<&Vec<V>>| f(l.map(Vec::as_slice).unwrap_or(&[])));
         }
         f(self
             .table::<Lists<K, V>>(s.idx)
@@ -436,9 +433,7 @@ impl<K: StateKey> KeyedStateStore<K> {
         f: impl FnOnce(Option<&BTreeMap<UK, UV>>) -> R,
     ) -> R {
         if let Some(t) = &self.tiered {
-            return f(t
-                .get::<K, BTreeMap<UK, UV>>(tiered_id::<K, Maps<K, UK, UV>>(&self.tables, s.idx), key)
-                .as_ref());
+            return t.with(tiered_id::<K, Maps<K, UK, UV>>(&self.tables, s.idx), key, f);
         }
         f(self.table::<Maps<K, UK, UV>>(s.idx).get(key))
     }

@@ -2,6 +2,10 @@
 //! [`TieredTable`], keyed `[key group u16][state id u32][key]` (big-endian prefix, bincode
 //! key), values in bincode, as in the canonical state files.
 //!
+//! Written values of some size stay decoded in [`HotValues`] until a flush or their budget
+//! writes them into the table: a read-modify-write of such a key costs no decoding or
+//! encoding.
+//!
 //! The typed accessors stay synchronous and infallible. A read that fails (a key that was
 //! not prefetched, a value that does not decode) records the failure and answers `None`; the
 //! operator takes the failure with [`crate::KeyedStateStore::take_failure`] after each call and fails
@@ -14,12 +18,15 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::keyed_hot::{HotValues, HOT_MIN_BYTES};
 use crate::tiered::{Manifest, ManifestRun, ManifestState, TieredError, TieredTable};
 use crate::{key_group_for, KeyGroupRange, KeyedEntry, StateError, StateKey};
 
 /// The tiered side of a keyed state store.
 pub(crate) struct TieredKeyed {
     table: TieredTable,
+    /// Written values, decoded; newer than the table's copies.
+    hot: HotValues,
     max_parallelism: u32,
     /// Runs named by restored manifests with the key groups to read from each, opened
     /// (metadata only) before the first read.
@@ -125,8 +132,12 @@ pub(crate) fn state_id(name: &str) -> u32 {
 impl TieredKeyed {
     pub(crate) fn new(mut table: TieredTable, max_parallelism: u32, owned: KeyGroupRange) -> Self {
         set_owned(&mut table, owned);
+        // As much again as the memory table: together they are what the store holds that
+        // its runs do not.
+        let hot = HotValues::new(table.memtable_budget());
         TieredKeyed {
             table,
+            hot,
             max_parallelism,
             pending: Vec::new(),
             owned: (owned.start, owned.end),
@@ -150,10 +161,25 @@ impl TieredKeyed {
         }
     }
 
-    /// The value of `key` in state `id`, decoded as `T`.
-    pub(crate) fn get<K: StateKey, T: DeserializeOwned>(&self, id: u32, key: &K) -> Option<T> {
-        let k = self.key_of(id, key)?;
-        self.get_at(k.as_bytes())
+    /// The value of `key` in state `id`: a copy.
+    pub(crate) fn get<K: StateKey, T: DeserializeOwned + Clone + 'static>(&self, id: u32, key: &K) -> Option<T> {
+        self.with(id, key, |v: Option<&T>| v.cloned())
+    }
+
+    /// Calls `f` with the value of `key` in state `id`, lent when it is decoded already.
+    pub(crate) fn with<K: StateKey, T: DeserializeOwned + 'static, R>(
+        &self,
+        id: u32,
+        key: &K,
+        f: impl FnOnce(Option<&T>) -> R,
+    ) -> R {
+        let Some(k) = self.key_of(id, key) else {
+            return f(None);
+        };
+        match self.hot.get::<T>(k.as_bytes()) {
+            Some(v) => f(v.as_ref()),
+            None => f(self.get_at::<T>(k.as_bytes()).as_ref()),
+        }
     }
 
     fn get_at<T: DeserializeOwned>(&self, k: &[u8]) -> Option<T> {
@@ -173,24 +199,55 @@ impl TieredKeyed {
         }
     }
 
-    fn put_at<T: Serialize>(&mut self, k: &[u8], value: Option<&T>) {
-        match value.map(bincode::serialize).transpose() {
-            Ok(Some(v)) => self.table.put_slice(k, Bytes::from(v)),
-            Ok(None) => self.table.delete_slice(k),
-            Err(e) => self.fail(StateError::encode(e)),
+    /// Writes every changed value into the table and drops them all when they outgrew their
+    /// budget (a value that does not encode fails the task).
+    fn bound_hot(&mut self) {
+        if self.hot.over_budget() {
+            if let Err(e) = self.hot.evict(&mut self.table) {
+                self.fail(e);
+            }
         }
     }
 
     /// Sets (`Some`) or deletes (`None`) the value of `key` in state `id`.
-    pub(crate) fn put<K: StateKey, T: Serialize>(&mut self, id: u32, key: &K, value: Option<&T>) {
+    pub(crate) fn put<K: StateKey, T: Serialize + Send + Sync + 'static>(
+        &mut self,
+        id: u32,
+        key: &K,
+        value: Option<T>,
+    ) {
         if let Some(k) = self.key_of(id, key) {
-            self.put_at(k.as_bytes(), value);
+            self.store_at(k.as_bytes(), value, true);
+        }
+    }
+
+    /// Writes `value` of key `k` (`None`: deleted; `was_set`: the table may hold an older
+    /// value): decoded among the hot values when large, encoded into the table when small.
+    fn store_at<T: Serialize + Send + Sync + 'static>(&mut self, k: &[u8], value: Option<T>, was_set: bool) {
+        let Some(v) = value else {
+            self.hot.forget(k);
+            if was_set {
+                self.table.delete_slice(k);
+            }
+            return;
+        };
+        match bincode::serialize(&v) {
+            Ok(bytes) if bytes.len() < HOT_MIN_BYTES => {
+                self.hot.forget(k);
+                self.table.put_slice(k, Bytes::from(bytes));
+            }
+            Ok(bytes) => {
+                self.hot.insert(k, v, bytes.len());
+                self.bound_hot();
+            }
+            Err(e) => self.fail(StateError::encode(e)),
         }
     }
 
     /// Reads the value of `key` in state `id`, lets `f` change it (`None`: absent or
-    /// removed) and writes back what changed: one key encoding and one lookup.
-    pub(crate) fn modify<K: StateKey, T: DeserializeOwned + Serialize, R>(
+    /// removed) and keeps what changed decoded: one key encoding and one lookup, no decoding
+    /// when the key was written before.
+    pub(crate) fn modify<K: StateKey, T: DeserializeOwned + Serialize + Send + Sync + 'static, R>(
         &mut self,
         id: u32,
         key: &K,
@@ -200,17 +257,33 @@ impl TieredKeyed {
             // The failure is recorded and fails the task; `f` still gets to run.
             return f(&mut None);
         };
+        let f = match self.hot.modify(k.as_bytes(), f) {
+            Ok((r, removed)) => {
+                if removed {
+                    self.table.delete_slice(k.as_bytes());
+                } else {
+                    self.bound_hot();
+                }
+                return r;
+            }
+            Err(f) => f,
+        };
         let mut v: Option<T> = self.get_at(k.as_bytes());
         let was_set = v.is_some();
         let r = f(&mut v);
-        if v.is_some() || was_set {
-            self.put_at(k.as_bytes(), v.as_ref());
+        // After a failed read the task fails: nothing it changed is kept.
+        if (v.is_some() || was_set) && self.failure.get().is_none() {
+            self.store_at(k.as_bytes(), v, was_set);
         }
         r
     }
 
     /// Removes `key` from state `id`, returning what it held.
-    pub(crate) fn take<K: StateKey, T: DeserializeOwned + Serialize>(&mut self, id: u32, key: &K) -> Option<T> {
+    pub(crate) fn take<K: StateKey, T: DeserializeOwned + Serialize + Send + Sync + 'static>(
+        &mut self,
+        id: u32,
+        key: &K,
+    ) -> Option<T> {
         self.modify(id, key, Option::take)
     }
 
@@ -220,8 +293,9 @@ impl TieredKeyed {
 
     /// Restores one canonical entry (from a savepoint or a heap checkpoint) into state `id`.
     pub(crate) fn restore_raw(&mut self, id: u32, e: &KeyedEntry<'_>, value: &[u8]) {
-        self.table
-            .put(encode_key(e.key_group, id, e.key), Bytes::copy_from_slice(value));
+        let k = encode_key(e.key_group, id, e.key);
+        self.hot.forget(&k);
+        self.table.put(k, Bytes::copy_from_slice(value));
     }
 
     /// Fetches what reading `keys` in states `ids` needs, after opening restored runs.
@@ -242,7 +316,7 @@ impl TieredKeyed {
             let mut k = StoredKey::encode(kg, first_id, key).map_err(StateError::encode)?;
             for &id in std::iter::once(&first_id).chain(other_ids) {
                 k.set_state(id);
-                if !self.table.in_memory(k.as_bytes()) {
+                if !self.hot.contains(k.as_bytes()) && !self.table.in_memory(k.as_bytes()) {
                     wanted.push(Bytes::copy_from_slice(k.as_bytes()));
                 }
             }
@@ -273,6 +347,7 @@ impl TieredKeyed {
     /// failed write keeps everything as it was and is tried again on the next call; only a
     /// memory table grown to four times its budget meanwhile fails the task.
     pub(crate) async fn maintain(&mut self) -> Result<(), StateError> {
+        self.table.gauges().set_decoded(self.hot.bytes());
         // Restored runs first: a flush or compaction without them would treat the table as
         // having no older runs (and drop deletions they still need).
         self.open_pending().await?;
@@ -293,8 +368,16 @@ impl TieredKeyed {
         Ok(())
     }
 
-    /// Writes the memory table out, so that the runs hold everything (before a snapshot).
+    /// Writes the decoded values into the memory table and the memory table out, so that
+    /// the runs hold everything (before a snapshot). The values stay decoded.
     pub(crate) async fn flush(&mut self) -> Result<(), StateError> {
+        // A value that does not encode fails the task at once (the next check), not later.
+        if let Err(e) = self.hot.write_back(&mut self.table) {
+            let why = e.to_string();
+            self.fail(e);
+            self.flush_failure = Some(why.clone());
+            return Err(StateError::Tiered(why));
+        }
         let flushed = match self.open_pending().await {
             Ok(()) => self.table.flush().await.map_err(StateError::from),
             Err(e) => Err(e),
@@ -305,7 +388,11 @@ impl TieredKeyed {
 
     /// The manifest of the current runs; the memory table must be empty (flushed).
     pub(crate) fn manifest(&self, states: Vec<ManifestState>) -> Result<Manifest, StateError> {
-        if self.table.memtable_bytes() > 0 || !self.pending.is_empty() || self.flush_failure.is_some() {
+        if self.table.memtable_bytes() > 0
+            || self.hot.has_dirty()
+            || !self.pending.is_empty()
+            || self.flush_failure.is_some()
+        {
             return Err(StateError::Tiered(match &self.flush_failure {
                 Some(why) => format!("the state in memory could not be written out for this snapshot: {why}"),
                 None => "a tiered snapshot was taken without writing out the state in memory first".into(),

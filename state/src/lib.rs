@@ -17,6 +17,7 @@
 mod cow_map;
 mod error;
 mod key_group;
+mod keyed_hot;
 mod keyed_state;
 mod keyed_tiered;
 pub mod rng;

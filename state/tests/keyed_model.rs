@@ -53,9 +53,39 @@ struct Model {
     maps: BTreeMap<u8, BTreeMap<u8, i32>>,
 }
 
+/// A list element wide enough that a list of two is among the tiered store's decoded values
+/// (those of 64 encoded bytes or more) and a list of one is not: both paths are taken.
+type Wide = (i32, u64, u64, u64);
+
+fn wide(v: i32) -> Wide {
+    (v, v as u64, u64::MAX, 7)
+}
+
+fn narrow(l: Vec<Wide>) -> Vec<i32> {
+    l.into_iter()
+        .map(|w| {
+            assert_eq!(w, wide(w.0), "a list element comes back whole");
+            w.0
+        })
+        .collect()
+}
+
+/// A value that is wide (80 bytes of padding) when even and narrow when odd: values move
+/// between the tiered store's decoded values and its table as they change.
+type Val = (i32, Vec<u8>);
+
+fn val(v: i32) -> Val {
+    (v, if v % 2 == 0 { vec![0xa5; 80] } else { Vec::new() })
+}
+
+fn unval(x: Val) -> i32 {
+    assert_eq!(x, val(x.0), "a value comes back whole");
+    x.0
+}
+
 struct Handles {
-    value: ValueState<i32>,
-    list: ListState<i32>,
+    value: ValueState<Val>,
+    list: ListState<Wide>,
     map: MapState<u8, i32>,
 }
 
@@ -71,24 +101,27 @@ fn open(store: &mut KeyedStateStore<u8>) -> Handles {
 fn apply(store: &mut KeyedStateStore<u8>, h: &Handles, m: &mut Model, op: &Op) -> Result<(), TestCaseError> {
     match *op {
         Op::Set(k, v) => {
-            store.set_value(h.value, &k, v);
+            store.set_value(h.value, &k, val(v));
             m.values.insert(k, v);
         }
         Op::Add(k, d) => {
             let got = store.update_value(h.value, &k, |c| {
-                *c = c.wrapping_add(d);
-                *c
+                *c = val(c.0.wrapping_add(d));
+                c.0
             });
             let want = m.values.entry(k).or_default();
             *want = want.wrapping_add(d);
             prop_assert_eq!(got, *want);
         }
-        Op::TakeValue(k) => prop_assert_eq!(store.take_value(h.value, &k), m.values.remove(&k)),
+        Op::TakeValue(k) => prop_assert_eq!(store.take_value(h.value, &k).map(unval), m.values.remove(&k)),
         Op::Push(k, v) => {
-            store.list_add(h.list, &k, v);
+            store.list_add(h.list, &k, wide(v));
             m.lists.entry(k).or_default().push(v);
         }
-        Op::TakeList(k) => prop_assert_eq!(store.take_list(h.list, &k), m.lists.remove(&k).unwrap_or_default()),
+        Op::TakeList(k) => prop_assert_eq!(
+            narrow(store.take_list(h.list, &k)),
+            m.lists.remove(&k).unwrap_or_default()
+        ),
         Op::Put(k, u, v) => {
             let old = store.update_map(h.map, &k, |mm| mm.insert(u, v));
             prop_assert_eq!(old, m.maps.entry(k).or_default().insert(u, v));
@@ -112,7 +145,12 @@ fn apply(store: &mut KeyedStateStore<u8>, h: &Handles, m: &mut Model, op: &Op) -
                 }
                 seen
             };
-            let seen = store.modify_value(h.value, &k, change);
+            let seen = store.modify_value(h.value, &k, |v: &mut Option<Val>| {
+                let mut x = v.take().map(unval);
+                let seen = change(&mut x);
+                *v = x.map(val);
+                seen
+            });
             let mut want = m.values.get(&k).copied();
             prop_assert_eq!(seen, change(&mut want));
             match want {
@@ -130,12 +168,14 @@ fn read_all(store: &KeyedStateStore<u8>, h: &Handles) -> Model {
     let mut m = Model::default();
     for k in 0..8u8 {
         let v = store.value(h.value, &k);
-        assert_eq!(v, store.with_value(h.value, &k, |x| x.copied()));
+        assert_eq!(v, store.with_value(h.value, &k, |x| x.cloned()));
+        let v = v.map(unval);
         if let Some(v) = v {
             m.values.insert(k, v);
         }
         let l = store.list(h.list, &k);
-        assert_eq!(l, store.with_list(h.list, &k, <[i32]>::to_vec));
+        assert_eq!(l, store.with_list(h.list, &k, <[Wide]>::to_vec));
+        let l = narrow(l);
         if !l.is_empty() {
             m.lists.insert(k, l);
         }
@@ -183,10 +223,22 @@ fn restore(
     (fresh, h)
 }
 
+/// A memory table of this many bytes holds the model's keys; decoded values (as much again)
+/// too, so they are written back only when the store flushes.
+const ROOMY: usize = 2048;
+
+/// A memory table this small is flushed after a few writes, and the decoded values are
+/// written back and dropped as often.
+const TIGHT: usize = 160;
+
 fn table(store: &Arc<dyn BlobStore>, writer: &str) -> TieredTable {
+    table_of(store, writer, ROOMY)
+}
+
+fn table_of(store: &Arc<dyn BlobStore>, writer: &str, memtable_bytes: usize) -> TieredTable {
     let config = TableConfig {
         block_size: 96,
-        memtable_bytes: 2048,
+        memtable_bytes,
         max_runs: 3,
         max_run_bytes: 512,
     };
@@ -213,11 +265,17 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn keyed_state_agrees_with_the_model(ops in prop::collection::vec(op(), 1..120), tiered in any::<bool>()) {
+    fn keyed_state_agrees_with_the_model(
+        ops in prop::collection::vec(op(), 1..120),
+        tiered in any::<bool>(),
+        tight in any::<bool>(),
+    ) {
         let blobs: Arc<dyn BlobStore> = Arc::new(MemoryStore::new());
         let mut store = KeyedStateStore::new();
         if tiered {
-            store.use_tiered(table(&blobs, "w"), MAX_PARALLELISM, KeyGroupRange::for_subtask(MAX_PARALLELISM, 1, 0));
+            let budget = if tight { TIGHT } else { ROOMY };
+            let range = KeyGroupRange::for_subtask(MAX_PARALLELISM, 1, 0);
+            store.use_tiered(table_of(&blobs, "w", budget), MAX_PARALLELISM, range);
         }
         let h = open(&mut store);
         let mut model = Model::default();

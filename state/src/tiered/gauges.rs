@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Default)]
 pub struct TableGauges {
     memtable_bytes: AtomicU64,
+    decoded_bytes: AtomicU64,
     runs: AtomicU64,
     run_bytes: AtomicU64,
     backlog: AtomicU64,
@@ -18,6 +19,9 @@ pub struct TableGauges {
 pub struct TableFigures {
     /// Bytes held by the memory table (keys, values and bookkeeping).
     pub memtable_bytes: u64,
+    /// Estimated bytes of the decoded values not yet written to the memory table (the keyed
+    /// store's written values of some size).
+    pub decoded_bytes: u64,
     /// Live runs.
     pub runs: u64,
     /// Bytes of the live runs in the object store.
@@ -34,6 +38,7 @@ impl TableGauges {
     pub fn figures(&self) -> TableFigures {
         TableFigures {
             memtable_bytes: self.memtable_bytes.load(Ordering::Relaxed),
+            decoded_bytes: self.decoded_bytes.load(Ordering::Relaxed),
             runs: self.runs.load(Ordering::Relaxed),
             run_bytes: self.run_bytes.load(Ordering::Relaxed),
             compaction_backlog: self.backlog.load(Ordering::Relaxed),
@@ -43,6 +48,10 @@ impl TableGauges {
 
     pub(super) fn set_memtable(&self, bytes: usize) {
         self.memtable_bytes.store(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_decoded(&self, bytes: usize) {
+        self.decoded_bytes.store(bytes as u64, Ordering::Relaxed);
     }
 
     /// The runs changed: `sizes` of the live runs, making `sorted` sorted runs, against a
