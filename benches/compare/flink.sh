@@ -4,6 +4,7 @@
 #
 #   benches/compare/flink.sh              # 5M events, q0-q8, parallelism 1 and 2, best of 2
 #   EVENTS=2000000 QUERIES=q0,q5 PARALLELISM=2 REPEAT=3 benches/compare/flink.sh
+#   BACKENDS=1s QUERIES=q4,q5,q8 PARALLELISM=1 benches/compare/flink.sh   # state backends
 #
 # Installs Apache Flink from PyPI (apache-flink, which bundles the Flink runtime) into
 # benches/compare/.venv; needs Java 17. Writes the events once into benches/compare/work/ (one
@@ -49,4 +50,4 @@ done
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(java -version 2>&1 | head -1); Flink $flink_version"
 "$venv/bin/python" benches/compare/flink_nexmark.py --sluice "$bin" --events-dirs "$dirs" --events "$events" \
   --check-dirs "$checks" \
-  --queries "$queries" --parallelism "$pars" --repeat "$repeat"
+  --queries "$queries" --parallelism "$pars" --repeat "$repeat" ${BACKENDS:+--backends "$BACKENDS"}

@@ -7,12 +7,20 @@ subtask; see core/src/connectors/nexmark/csv.rs for the columns) and parse the s
 the work is the same. Called by benches/compare/flink.sh, which sets everything up.
 
     flink_nexmark.py --sluice PATH_TO_NEXMARK_BIN --events-dirs P=DIR[,P=DIR] --events N
-                     [--queries q0,...] [--parallelism 1,2] [--repeat 2]
+                     [--queries q0,...] [--parallelism 1,2] [--repeat 2] [--backends 1s]
+
+With --backends, each engine runs with its in-memory and its disk-backed state backend
+(Sluice heap and tiered, Flink hashmap and RocksDB), checkpointing, and the table shows each
+engine's disk-backed throughput as a ratio to its in-memory one.
 """
 
 import argparse
+import glob
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 COLUMNS = """
@@ -134,6 +142,19 @@ class Flink:
                     n = r[0]
         return n
 
+    def use_backend(self, backend, interval, directory):
+        """Keyed state in `backend` (hashmap or rocksdb, incremental checkpoints) with
+        checkpoints every `interval` into `directory`; `None`: no checkpoints, the default
+        backend."""
+        c = self.t.get_config()
+        if backend is None:
+            c.set("execution.checkpointing.interval", "0 ms")
+            return
+        c.set("state.backend.type", backend)
+        c.set("execution.checkpointing.incremental", "true" if backend == "rocksdb" else "false")
+        c.set("execution.checkpointing.interval", interval)
+        c.set("execution.checkpointing.dir", f"file://{directory}")
+
     def run(self, q, p, path):
         """Seconds the job ran (Flink's net runtime: from start to end of the job)."""
         self.use_source(path)
@@ -149,9 +170,12 @@ class Flink:
         return net_ms / 1000.0
 
 
-def sluice_run(binary, q, p, path):
-    """(seconds, results, checksum, peak RSS MiB) of one Sluice run in its own process."""
+def sluice_run(binary, q, p, path, backend=None, interval=None):
+    """(seconds, results, checksum, peak RSS MiB) of one Sluice run in its own process (with
+    `backend`: keyed state there, checkpoints every `interval`)."""
     cmd = [binary, "--one", f"nexmark-{q}", "--parallelism", str(p), "--events-dir", path]
+    if backend is not None:
+        cmd += ["--one-backend", backend, "--one-checkpoint", interval]
     if q not in ("q0", "q1", "q2", "q4"):
         cmd.append("--one-checksum")
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -171,6 +195,9 @@ def main():
     ap.add_argument("--parallelism", default="1,2")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--check-dirs", help="P=DIR[,P=DIR]: first compare result counts on these (small) inputs")
+    ap.add_argument("--backends", metavar="INTERVAL",
+                    help="instead: each engine with its in-memory and its disk-backed state backend, "
+                         "checkpoints every INTERVAL (e.g. 1s)")
     a = ap.parse_args()
     dirs = dict(kv.split("=", 1) for kv in a.events_dirs.split(","))
     flink = Flink()
@@ -194,6 +221,9 @@ def main():
         print()
         if bad:
             sys.exit(f"{bad} queries give different answers in the two engines: the comparison would not be fair")
+    if a.backends:
+        backends(a, dirs, flink)
+        return
     print("| query | parallelism | events | Sluice events/s | Flink events/s | Sluice / Flink | Sluice results | checksum | Sluice peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|---|")
     sys.stdout.flush()
@@ -212,6 +242,66 @@ def main():
             s_eps, f_eps = a.events / s_best, a.events / f_best
             print(f"| {q} | {p} | {a.events} | {s_eps:.0f} | {f_eps:.0f} | {s_eps / f_eps:.2f} | {extra[0]} | {extra[1]} | {extra[2]:.0f} |")
             sys.stdout.flush()
+
+
+def best_of(repeat, runs):
+    """The shortest time of each of `runs` (functions returning seconds) over `repeat`
+    rounds, the runs alternated within each round so a disturbance hits all alike."""
+    best = [None] * len(runs)
+    for _ in range(repeat):
+        for i, run in enumerate(runs):
+            secs = run()
+            best[i] = secs if best[i] is None else min(best[i], secs)
+    return best
+
+
+def backends(a, dirs, flink):
+    """Sluice heap and tiered against Flink hashmap and RocksDB (incremental), all with
+    checkpoints every `a.backends`: the cost of each engine's disk-backed state as a ratio
+    to its in-memory state, measured in one run."""
+    ck = tempfile.mkdtemp(prefix="flink-ck-")
+
+    import pyflink
+    logs = os.path.join(os.path.dirname(pyflink.__file__), "log")
+    loaded = {"hashmap": "as HashMapStateBackend", "rocksdb": "as EmbeddedRocksDBStateBackend"}
+
+    def log_bytes():
+        return {f: os.path.getsize(f) for f in glob.glob(os.path.join(logs, "*.log"))}
+
+    def flink_with(backend, q, p, path):
+        def run():
+            flink.use_backend(backend, a.backends, ck)
+            before = log_bytes()
+            secs = flink.run(q, p, path)
+            # The job's log says which backend it loaded: the figure is of that backend.
+            new = ""
+            for f, size in log_bytes().items():
+                with open(f, errors="replace") as fh:
+                    fh.seek(before.get(f, 0))
+                    new += fh.read()
+            if loaded[backend] not in new:
+                sys.exit(f"Flink's log does not say it loaded {backend} state for {q}: not measured")
+            return secs
+        return run
+
+    def sluice_with(backend, q, p, path):
+        return lambda: sluice_run(a.sluice, q, p, path, backend, a.backends)[0]
+
+    print(f"Checkpoints every {a.backends}; events/s, best of {a.repeat}; each ratio is the disk-backed "
+          "backend's throughput over the same engine's in-memory one.\n")
+    print("| query | parallelism | Sluice heap | Sluice tiered | tiered / heap | Flink hashmap | Flink RocksDB | RocksDB / hashmap |")
+    print("|---|---|---|---|---|---|---|---|")
+    sys.stdout.flush()
+    for q in a.queries.split(","):
+        for p in a.parallelism.split(","):
+            path, n = dirs[p], int(p)
+            secs = best_of(a.repeat, [sluice_with("heap", q, p, path), sluice_with("tiered", q, p, path),
+                                      flink_with("hashmap", q, n, path), flink_with("rocksdb", q, n, path)])
+            sh, st, fh, fr = (a.events / s for s in secs)
+            print(f"| {q} | {p} | {sh:.0f} | {st:.0f} | {st / sh:.2f} | {fh:.0f} | {fr:.0f} | {fr / fh:.2f} |")
+            sys.stdout.flush()
+    flink.use_backend(None, None, None)
+    shutil.rmtree(ck, ignore_errors=True)
 
 
 if __name__ == "__main__":

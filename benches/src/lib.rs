@@ -8,6 +8,7 @@ use std::time::Duration;
 use sluice::jobs::{self, NexmarkArgs, Output};
 use sluice_core::checkpoint::CheckpointConfig;
 use sluice_core::state::blob::LocalFsStore;
+use sluice_core::state_backend::StateBackendConfig;
 use sluice_core::{ExecutionConfig, JobResult, StreamEnv};
 
 fn tempfile_dir(job: &str, parallelism: u32) -> PathBuf {
@@ -49,13 +50,15 @@ pub enum Input {
 
 /// Runs `job` over `input` at `parallelism`, discarding results (or reducing them to a
 /// checksum); with
-/// `checkpoint_interval`, checkpoints go to a fresh directory on local disk (removed after).
+/// `checkpoint_interval`, checkpoints go to a fresh directory on local disk (removed after),
+/// and keyed state lives in `backend` (the tiered backend needs checkpoints).
 pub fn run_once(
     job: &str,
     input: &Input,
     parallelism: u32,
     checkpoint_interval: Option<Duration>,
     checksum: bool,
+    backend: StateBackendConfig,
 ) -> anyhow::Result<RunFigures> {
     let sum = checksum.then(|| Arc::new(std::sync::atomic::AtomicU64::new(0)));
     let args = NexmarkArgs {
@@ -77,7 +80,10 @@ pub fn run_once(
         .worker_threads(parallelism.max(2) as usize)
         .enable_all()
         .build()?;
-    let mut config = ExecutionConfig::default();
+    let mut config = ExecutionConfig {
+        state_backend: backend,
+        ..ExecutionConfig::default()
+    };
     let dir = tempfile_dir(job, parallelism);
     if let Some(interval) = checkpoint_interval {
         std::fs::create_dir_all(&dir)?;

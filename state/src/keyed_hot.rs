@@ -3,9 +3,11 @@
 //! A tiered value lives encoded (bincode) in the memory table or in runs. Decoding it and
 //! encoding it again on every read-modify-write costs in proportion to the value, per record:
 //! a window that holds the records it joins was decoded and re-encoded whole for each record
-//! it took. Here a written value stays decoded, as the heap backend keeps it, and is encoded
-//! into the table once: when the store flushes (before a snapshot) or when these values
-//! outgrow their budget (then all are written back and dropped).
+//! it took. Here a written value stays decoded, as the heap backend keeps it: it is encoded
+//! into the table when the store flushes (before a snapshot; it stays decoded after, as a
+//! clean copy) and when these values outgrow their budget (then all are written back and
+//! dropped, between calls only: see [`HotValues::evict`]). A read-modify-write of a decoded
+//! value only walks it to estimate its size.
 //!
 //! Only values of at least [`HOT_MIN_BYTES`] encoded are kept so: a small value (a counter, a
 //! pair of numbers) decodes and encodes in less time than a box and a map entry take. A value
@@ -61,9 +63,14 @@ fn encode_as<T: Serialize + 'static>(v: &dyn Any) -> bincode::Result<Option<Vec<
         .transpose()
 }
 
-/// The encoded size of `v` (walked, not written).
-pub(crate) fn encoded_size<T: Serialize>(v: &T) -> usize {
-    bincode::serialized_size(v).map_or(0, |n| n as usize)
+/// What [`HotValues::modify`] did to a value it holds.
+pub(crate) enum Modified {
+    /// Kept, changed or not.
+    Kept,
+    /// Removed by `f`: gone from here, the caller writes the deletion.
+    Removed,
+    /// `f` left a value that cannot be encoded (it stays, dirty): the task must fail.
+    Unencodable(bincode::Error),
 }
 
 /// The bytes an entry of `key` holding a value of `encoded` bytes is taken to cost: scaled
@@ -96,9 +103,9 @@ impl HotValues {
         })
     }
 
-    /// Lets `f` change the value of `key` if it is here, and says whether `f` removed it (it
-    /// is then gone from here: the caller writes the deletion); gives `f` back if not here.
-    pub(crate) fn modify<T, R, F>(&mut self, key: &[u8], f: F) -> Result<(R, bool), F>
+    /// Lets `f` change the value of `key` if it is here, and says what became of it; gives
+    /// `f` back if not here.
+    pub(crate) fn modify<T, R, F>(&mut self, key: &[u8], f: F) -> Result<(R, Modified), F>
     where
         T: Serialize + 'static,
         F: FnOnce(&mut Option<T>) -> R,
@@ -111,15 +118,20 @@ impl HotValues {
             .downcast_mut::<Option<T>>()
             .expect("a stored key names one state, of one type");
         let r = f(v);
+        h.dirty = true;
         if v.is_none() {
             self.forget(key);
-            return Ok((r, true));
+            return Ok((r, Modified::Removed));
         }
-        let size = estimate(key, encoded_size(v));
-        self.bytes = self.bytes - h.size + size;
-        h.size = size;
-        h.dirty = true;
-        Ok((r, false))
+        match bincode::serialized_size(v) {
+            Ok(n) => {
+                let size = estimate(key, n as usize);
+                self.bytes = self.bytes - h.size + size;
+                h.size = size;
+                Ok((r, Modified::Kept))
+            }
+            Err(e) => Ok((r, Modified::Unencodable(e))),
+        }
     }
 
     /// Keeps `v` (of `encoded` bytes) as the changed value of `key`.
@@ -181,7 +193,10 @@ impl HotValues {
         Ok(())
     }
 
-    /// Writes every changed value back into `table` and drops them all.
+    /// Writes every changed value back into `table` and drops them all. Only between calls
+    /// (before the keys of the next call are fetched): a key read in a call was not fetched
+    /// when it was here, and a clean value dropped in the middle of the call would be found
+    /// in neither place.
     pub(crate) fn evict(&mut self, table: &mut TieredTable) -> Result<(), StateError> {
         self.write_back(table)?;
         self.entries.clear();

@@ -18,14 +18,15 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::keyed_hot::{HotValues, HOT_MIN_BYTES};
+use crate::keyed_hot::{HotValues, Modified, HOT_MIN_BYTES};
 use crate::tiered::{Manifest, ManifestRun, ManifestState, TieredError, TieredTable};
 use crate::{key_group_for, KeyGroupRange, KeyedEntry, StateError, StateKey};
 
 /// The tiered side of a keyed state store.
 pub(crate) struct TieredKeyed {
     table: TieredTable,
-    /// Written values, decoded; newer than the table's copies.
+    /// Written values of some size, decoded: newer than the table's copies (dirty) or equal
+    /// to them (clean); read before the table.
     hot: HotValues,
     max_parallelism: u32,
     /// Runs named by restored manifests with the key groups to read from each, opened
@@ -132,8 +133,8 @@ pub(crate) fn state_id(name: &str) -> u32 {
 impl TieredKeyed {
     pub(crate) fn new(mut table: TieredTable, max_parallelism: u32, owned: KeyGroupRange) -> Self {
         set_owned(&mut table, owned);
-        // As much again as the memory table: together they are what the store holds that
-        // its runs do not.
+        // As much again as the memory table: together they bound what the store holds in
+        // memory besides its cache and the runs' metadata.
         let hot = HotValues::new(table.memtable_budget());
         TieredKeyed {
             table,
@@ -199,16 +200,6 @@ impl TieredKeyed {
         }
     }
 
-    /// Writes every changed value into the table and drops them all when they outgrew their
-    /// budget (a value that does not encode fails the task).
-    fn bound_hot(&mut self) {
-        if self.hot.over_budget() {
-            if let Err(e) = self.hot.evict(&mut self.table) {
-                self.fail(e);
-            }
-        }
-    }
-
     /// Sets (`Some`) or deletes (`None`) the value of `key` in state `id`.
     pub(crate) fn put<K: StateKey, T: Serialize + Send + Sync + 'static>(
         &mut self,
@@ -236,17 +227,14 @@ impl TieredKeyed {
                 self.hot.forget(k);
                 self.table.put_slice(k, Bytes::from(bytes));
             }
-            Ok(bytes) => {
-                self.hot.insert(k, v, bytes.len());
-                self.bound_hot();
-            }
+            Ok(bytes) => self.hot.insert(k, v, bytes.len()),
             Err(e) => self.fail(StateError::encode(e)),
         }
     }
 
     /// Reads the value of `key` in state `id`, lets `f` change it (`None`: absent or
-    /// removed) and keeps what changed decoded: one key encoding and one lookup, no decoding
-    /// when the key was written before.
+    /// removed) and writes back what changed (see [`Self::store_at`]): one key encoding and
+    /// one lookup, and no decoding when the value is held decoded.
     pub(crate) fn modify<K: StateKey, T: DeserializeOwned + Serialize + Send + Sync + 'static, R>(
         &mut self,
         id: u32,
@@ -258,11 +246,11 @@ impl TieredKeyed {
             return f(&mut None);
         };
         let f = match self.hot.modify(k.as_bytes(), f) {
-            Ok((r, removed)) => {
-                if removed {
-                    self.table.delete_slice(k.as_bytes());
-                } else {
-                    self.bound_hot();
+            Ok((r, done)) => {
+                match done {
+                    Modified::Kept => {}
+                    Modified::Removed => self.table.delete_slice(k.as_bytes()),
+                    Modified::Unencodable(e) => self.fail(StateError::encode(e)),
                 }
                 return r;
             }
@@ -343,10 +331,16 @@ impl TieredKeyed {
         self.table.release();
     }
 
-    /// Flushes the memory table when over budget and compacts when there are many runs. A
-    /// failed write keeps everything as it was and is tried again on the next call; only a
-    /// memory table grown to four times its budget meanwhile fails the task.
+    /// Between calls: writes the decoded values into the memory table when over their
+    /// budget, flushes the memory table when over its own and compacts when there are many
+    /// runs. A failed write keeps everything as it was and is tried again on the next call;
+    /// only a memory table grown to four times its budget meanwhile fails the task.
     pub(crate) async fn maintain(&mut self) -> Result<(), StateError> {
+        // Decoded values over their budget go first: into the memory table (which may then
+        // be flushed below), before this call's keys are fetched.
+        if self.hot.over_budget() {
+            self.hot.evict(&mut self.table)?;
+        }
         self.table.gauges().set_decoded(self.hot.bytes());
         // Restored runs first: a flush or compaction without them would treat the table as
         // having no older runs (and drop deletions they still need).
@@ -371,7 +365,7 @@ impl TieredKeyed {
     /// Writes the decoded values into the memory table and the memory table out, so that
     /// the runs hold everything (before a snapshot). The values stay decoded.
     pub(crate) async fn flush(&mut self) -> Result<(), StateError> {
-        // A value that does not encode fails the task at once (the next check), not later.
+        // A value that does not encode fails the task (its next check).
         if let Err(e) = self.hot.write_back(&mut self.table) {
             let why = e.to_string();
             self.fail(e);

@@ -27,6 +27,9 @@ enum Op {
     /// `modify_value`: 0 removes, 1 adds the value (setting it if unset), 2 only reads.
     Modify(u8, u8, i32),
     Snapshot,
+    /// The end of a batch: the next operations are prepared (every key fetched, the decoded
+    /// values over their budget written back), as an operator's next call is.
+    Batch,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -42,6 +45,7 @@ fn op() -> impl Strategy<Value = Op> {
         key.clone().prop_map(Op::TakeMap),
         (key, 0u8..3, -5i32..5).prop_map(|(k, how, v)| Op::Modify(k, how, v)),
         Just(Op::Snapshot),
+        Just(Op::Batch),
     ]
 }
 
@@ -158,7 +162,7 @@ fn apply(store: &mut KeyedStateStore<u8>, h: &Handles, m: &mut Model, op: &Op) -
                 None => m.values.remove(&k),
             };
         }
-        Op::Snapshot => unreachable!("snapshots are taken by the caller"),
+        Op::Snapshot | Op::Batch => unreachable!("snapshots and batches are the caller's"),
     }
     Ok(())
 }
@@ -223,13 +227,17 @@ fn restore(
     (fresh, h)
 }
 
-/// A memory table of this many bytes holds the model's keys; decoded values (as much again)
-/// too, so they are written back only when the store flushes.
-const ROOMY: usize = 2048;
+/// A memory table of this many bytes holds the model's keys, and the decoded values (as much
+/// again) all the wide ones: they are written back when the store flushes and stay.
+const ROOMY: usize = 8192;
 
-/// A memory table this small is flushed after a few writes, and the decoded values are
-/// written back and dropped as often.
+/// A memory table this small is flushed at almost every batch, and every decoded value is
+/// written back and dropped before the next batch.
 const TIGHT: usize = 160;
+
+/// Three or four decoded values fit: a batch that writes more goes over the budget while
+/// others, clean since the last snapshot, are held (and were not fetched for the batch).
+const SOME: usize = 1024;
 
 fn table(store: &Arc<dyn BlobStore>, writer: &str) -> TieredTable {
     table_of(store, writer, ROOMY)
@@ -268,12 +276,11 @@ proptest! {
     fn keyed_state_agrees_with_the_model(
         ops in prop::collection::vec(op(), 1..120),
         tiered in any::<bool>(),
-        tight in any::<bool>(),
+        budget in prop::sample::select(vec![TIGHT, SOME, ROOMY]),
     ) {
         let blobs: Arc<dyn BlobStore> = Arc::new(MemoryStore::new());
         let mut store = KeyedStateStore::new();
         if tiered {
-            let budget = if tight { TIGHT } else { ROOMY };
             let range = KeyGroupRange::for_subtask(MAX_PARALLELISM, 1, 0);
             store.use_tiered(table_of(&blobs, "w", budget), MAX_PARALLELISM, range);
         }
@@ -283,14 +290,20 @@ proptest! {
         // not leak into them (the copy-on-write contract a background upload relies on; the
         // tiered store's runs are immutable, so its manifest cannot see later writes either).
         let mut snapshots = Vec::new();
+        // Several operations per batch, keys fetched before each batch only: a value must not
+        // leave memory in the middle of a batch.
+        prefetch_all(&mut store);
         for op in &ops {
-            prefetch_all(&mut store);
-            if let Op::Snapshot = op {
-                rt().block_on(store.flush()).unwrap();
-                snapshots.push((store.freeze(), model.clone()));
-            } else {
-                apply(&mut store, &h, &mut model, op)?;
+            match op {
+                Op::Snapshot => {
+                    rt().block_on(store.flush()).unwrap();
+                    snapshots.push((store.freeze(), model.clone()));
+                    prefetch_all(&mut store);
+                }
+                Op::Batch => prefetch_all(&mut store),
+                op => apply(&mut store, &h, &mut model, op)?,
             }
+            prop_assert!(store.take_failure().is_none(), "after {:?}", op);
         }
         prefetch_all(&mut store);
         prop_assert_eq!(read_all(&store, &h), model);

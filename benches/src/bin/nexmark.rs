@@ -24,6 +24,7 @@ use anyhow::{bail, Context};
 use sluice_benches::Input;
 use sluice_core::connectors::nexmark::{write_event_files, NexmarkConfig};
 use sluice_core::duration::parse_duration;
+use sluice_core::state_backend::{StateBackendConfig, TieredSettings};
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -136,7 +137,15 @@ fn run_child(args: &[String], job: &str) -> anyhow::Result<()> {
         (None, None) => bail!("--events N or --events-dir DIR"),
     };
     let ckpt = arg(args, "--one-checkpoint").map(|d| parse_duration(&d)).transpose()?;
-    let f = sluice_benches::run_once(job, &input, p, ckpt, args.iter().any(|a| a == "--one-checksum"))?;
+    // The Flink comparison's backend mode: the tiered backend with `sluice run`'s default
+    // cache (256 MiB).
+    let backend = match arg(args, "--one-backend").as_deref() {
+        None | Some("heap") => StateBackendConfig::Heap,
+        Some("tiered") => StateBackendConfig::Tiered(TieredSettings::new(256 << 20)),
+        Some(other) => bail!("--one-backend must be heap or tiered, got {other:?}"),
+    };
+    let checksum = args.iter().any(|a| a == "--one-checksum");
+    let f = sluice_benches::run_once(job, &input, p, ckpt, checksum, backend)?;
     println!(
         "RESULT {} {} {} {} {:.4} {:.0} {} {} {}",
         f.job,
